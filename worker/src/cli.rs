@@ -1,0 +1,186 @@
+//! The `ledgerflow` command line: migrate, run a worker, run the demo, run
+//! the benchmarks. Configuration comes from flags and `DATABASE_URL`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::{bench, demo, handlers};
+
+/// ledgerflow: durable sync of invoices, orders, customers and payments to
+/// POS and accounting providers, on a PostgreSQL job queue.
+#[derive(Debug, Parser)]
+#[command(name = "ledgerflow", version)]
+pub struct Cli {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test", global = true)]
+    pub database_url: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations (the worker also does this at start).
+    Migrate,
+    /// Run a worker process until SIGTERM / Ctrl-C.
+    Worker(WorkerArgs),
+    /// Enqueue sample jobs, run them with an in-process worker and print what happened.
+    Demo {
+        /// Run the demo in a fresh scratch database (created and dropped) instead of DATABASE_URL's.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        scratch: bool,
+    },
+    /// Benchmarks; each prints its figures next to a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        scenario: bench::Scenario,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Queues to serve (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "default")]
+    pub queues: Vec<String>,
+    /// Jobs run at once, per queue.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// This process's stable name; at start it releases jobs an earlier
+    /// process of the same name left running. Give each process its own.
+    #[arg(long, env = "LEDGERFLOW_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Lease length in seconds; a job whose lease is not renewed for this long is rescued.
+    #[arg(long, default_value_t = 15.0)]
+    pub lease_secs: f64,
+    /// How often the rescuer looks for expired leases, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub rescue_secs: f64,
+    /// Seconds in-flight jobs may run on after SIGTERM before they are handed back.
+    #[arg(long, default_value_t = 20.0)]
+    pub shutdown_secs: f64,
+    /// Hours a completed job stays readable.
+    #[arg(long, default_value_t = 24.0)]
+    pub keep_completed_hours: f64,
+    /// Hours a failed job stays readable.
+    #[arg(long, default_value_t = 168.0)]
+    pub keep_failed_hours: f64,
+}
+
+impl WorkerArgs {
+    pub fn queue_config(&self) -> Result<QueueConfig, String> {
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(format!("--{name} must be a positive number of seconds, got {v}"))
+            }
+        };
+        let lease = secs("lease-secs", self.lease_secs)?;
+        let mut cfg = QueueConfig {
+            queues: self.queues.clone(),
+            concurrency: self.concurrency.max(1),
+            worker_name: self.worker_id.clone().unwrap_or_else(default_worker_name),
+            lease,
+            heartbeat_interval: lease / 3,
+            rescue_interval: secs("rescue-secs", self.rescue_secs)?,
+            shutdown_deadline: secs("shutdown-secs", self.shutdown_secs)?,
+            ..QueueConfig::default()
+        };
+        cfg.retention.completed_for = secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
+        cfg.retention.failed_for = secs("keep-failed-hours", self.keep_failed_hours * 3600.0)?;
+        Ok(cfg)
+    }
+}
+
+fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Entry point of the `ledgerflow` binary.
+pub fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ledgerflow: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("ledgerflow: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect(&cli.database_url, 2).await?;
+            ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Worker(args) => {
+            let config = args.queue_config()?;
+            let pool = connect(&cli.database_url, (config.concurrency * config.queues.len()).clamp(4, 64) as u32 + 4).await?;
+            ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            WorkerRuntime::run(pool, handlers::registry(), config, shutdown).await?;
+        }
+        Command::Demo { scratch } => demo::run(&cli.database_url, scratch).await?,
+        Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
+    }
+    Ok(())
+}
+
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    shutdown.cancel();
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

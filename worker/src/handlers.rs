@@ -1,0 +1,69 @@
+//! The handler each job kind runs in the `ledgerflow` worker.
+//!
+//! Handlers wire workflows to adapters; they hold no domain rules. The sync
+//! kinds get their work from the sync-ledger and provider issues; until a
+//! kind is wired, its handler fails the job permanently with a message that
+//! says so, rather than pretending it synced anything.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use ledgerflow_workflows::JobError;
+use ledgerflow_workflows::payloads::{
+    BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer, UpsertInvoice, VoidOrder,
+};
+
+use crate::queue::{JobContext, Registry};
+
+/// Every job kind this binary runs.
+pub fn registry() -> Registry {
+    Registry::new()
+        .register(probe)
+        .register(|_: UpsertInvoice, _| not_wired("upsert-invoice"))
+        .register(|_: VoidOrder, _| not_wired("void-order"))
+        .register(|_: CompleteDraft, _| not_wired("complete-draft"))
+        .register(|_: PushPayment, _| not_wired("push-payment"))
+        .register(|_: SyncCustomer, _| not_wired("sync-customer"))
+        .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))
+        .register(|_: BackfillRange, _| not_wired("backfill-range"))
+}
+
+async fn not_wired(kind: &str) -> Result<(), JobError> {
+    Err(JobError::permanent(format!(
+        "this worker has no provider adapter wired for {kind} jobs yet"
+    )))
+}
+
+/// The diagnostic job: sleep, fail the first tries on demand, then succeed,
+/// optionally writing an effect row atomically with its completion.
+pub async fn probe(p: QueueProbe, ctx: JobContext) -> Result<(), JobError> {
+    if p.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(p.sleep_ms)).await;
+    }
+    if ctx.tries() <= i32::try_from(p.fail_first).unwrap_or(i32::MAX) {
+        let msg = format!("staged failure {} of {}", ctx.tries(), p.fail_first);
+        return Err(match p.fail_class.as_deref().unwrap_or("retryable") {
+            "rate_limited" => JobError::rate_limited(
+                Utc::now() + chrono::Duration::milliseconds(i64::try_from(p.retry_after_ms).unwrap_or(0)),
+                msg,
+            ),
+            "reconnect_needed" => JobError::reconnect_needed(msg),
+            "not_found" => JobError::not_found(msg),
+            "permanent" => JobError::permanent(msg),
+            _ => JobError::retryable(msg),
+        });
+    }
+    if p.record_effect {
+        let mut tx = ctx.pool.begin().await?;
+        sqlx::query("INSERT INTO ledgerflow.probe_effects (job_id, label, attempt, worker_id) VALUES ($1, $2, $3, $4)")
+            .bind(ctx.job_id)
+            .bind(&p.label)
+            .bind(ctx.attempt)
+            .bind(&ctx.worker_id)
+            .execute(&mut *tx)
+            .await?;
+        ctx.complete_in(&mut tx).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! The ledgerflow worker process: the queue runtime on apalis, the job
+//! handlers that wire workflows to adapters, and the `ledgerflow` CLI.
+//!
+//! It must not hold domain rules of its own: those are in
+//! `ledgerflow-workflows`.
+
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod handlers;
+pub mod queue;
+pub mod scratch;

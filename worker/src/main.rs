@@ -1,0 +1,1 @@
+fn main() { ledgerflow_worker::cli::main() }

@@ -1,0 +1,108 @@
+//! Running one claimed job: the apalis service function. It checks the
+//! attempt budget, decodes the payload through the registry, runs the
+//! handler (a panic counts as a retryable failure), and records the outcome.
+//! Nothing it does can stop the worker: every error ends up on the job.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use apalis_core::task::data::Data;
+use futures::FutureExt;
+use ledgerflow_workflows::JobError;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::fetcher::{ClaimedJob, InFlight};
+use super::outcome::{self, Completion};
+use super::registry::{JobContext, Registry};
+
+/// What every dispatch shares within one process.
+pub struct Dispatcher {
+    pub pool: PgPool,
+    pub registry: Registry,
+    pub inflight: InFlight,
+    pub completions: mpsc::Sender<Completion>,
+    pub worker_id: String,
+}
+
+/// The apalis handler: `WorkerBuilder::build(dispatch)`.
+pub async fn dispatch(mut job: ClaimedJob, shared: Data<Arc<Dispatcher>>) {
+    let slot = job.slot.take();
+    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
+    run(job, &shared).instrument(span).await;
+    drop(slot);
+}
+
+async fn run(job: ClaimedJob, d: &Dispatcher) {
+    let policy = d.registry.policy(&job.kind);
+
+    // A job rescued from dead workers again and again has used its attempts
+    // without ever reporting an outcome: stop it here.
+    if let Some(p) = policy
+        && job.attempt > i32::try_from(p.max_attempts).unwrap_or(i32::MAX)
+    {
+        let err = JobError::permanent(format!(
+            "gave up: {} attempts were used up (the last ones ended without an outcome, e.g. the worker died)",
+            job.attempt - 1
+        ));
+        finish_failed(d, &job, None, &err).await;
+        return;
+    }
+
+    let ctx = JobContext {
+        job_id: job.id,
+        attempt: job.attempt,
+        worker_id: d.worker_id.clone(),
+        pool: d.pool.clone(),
+        lease_lost: job.lease_lost.clone(),
+        claim: job.claim,
+        completed: Arc::new(AtomicBool::new(false)),
+    };
+    let result = match d.registry.prepare(&job.kind, job.kind_version, job.payload.clone(), ctx.clone()) {
+        Err(e) => Err(e),
+        Ok(fut) => {
+            tokio::select! {
+                r = AssertUnwindSafe(fut).catch_unwind() => r.unwrap_or_else(|panic| {
+                    Err(JobError::retryable(format!("the handler panicked: {}", panic_message(&panic))))
+                }),
+                _ = job.lease_lost.cancelled() => {
+                    tracing::warn!("abandoned: the lease was lost");
+                    return;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) if ctx.completed_in_handler() => d.inflight.remove(&[job.id]),
+        Ok(()) => {
+            let c = Completion { id: job.id, claim: job.claim };
+            if d.completions.send(c).await.is_err() {
+                tracing::warn!("completer stopped; the lease will expire and the job run again");
+            }
+        }
+        Err(e) => {
+            tracing::info!(class = e.class().as_str(), error = %e, "attempt failed");
+            finish_failed(d, &job, policy, &e).await;
+        }
+    }
+}
+
+async fn finish_failed(d: &Dispatcher, job: &ClaimedJob, policy: Option<ledgerflow_workflows::RetryPolicy>, e: &JobError) {
+    if let Err(db) = outcome::record_failure(&d.pool, job, policy, e).await {
+        // The lease expires and the rescuer returns the job; nothing is lost.
+        tracing::error!(error = %db, "could not record the failed attempt");
+    }
+    d.inflight.remove(&[job.id]);
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}

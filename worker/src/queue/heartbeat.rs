@@ -1,0 +1,55 @@
+//! Renewing leases. Every `interval` the jobs this process holds get their
+//! lease pushed forward in one statement; a job whose renewal is refused was
+//! taken over (its lease expired and the rescuer gave it away), so its handler
+//! is told to stop.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::fetcher::InFlight;
+
+pub async fn run(pool: PgPool, inflight: InFlight, lease: Duration, interval: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = beat(&pool, &inflight, lease).await {
+            tracing::warn!(error = %e, "lease renewal failed; trying again next beat");
+        }
+    }
+}
+
+/// Renew every held lease once; returns how many were renewed.
+pub async fn beat(pool: &PgPool, inflight: &InFlight, lease: Duration) -> Result<usize, sqlx::Error> {
+    let (ids, claims) = inflight.snapshot();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let renewed: Vec<i64> = sqlx::query_scalar(
+        r#"
+        UPDATE ledgerflow.jobs j
+        SET lease_expires_at = now() + make_interval(secs => $3)
+        FROM unnest($1::bigint[], $2::int[]) AS c(id, claim)
+        WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
+        RETURNING j.id
+        "#,
+    )
+    .bind(&ids)
+    .bind(&claims)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    if renewed.len() != ids.len() {
+        // Not renewed means the job is no longer running under our claim:
+        // either it just finished (losing it is then harmless) or another
+        // worker took it over, and its handler must stop.
+        for id in ids.iter().filter(|id| !renewed.contains(id)) {
+            tracing::warn!(job = id, "lease not renewed: this process no longer holds the job");
+            inflight.lose(*id);
+        }
+    }
+    Ok(renewed.len())
+}

@@ -1,0 +1,35 @@
+//! The worker runtime over ledgerflow's own queue tables, driven by apalis.
+//!
+//! apalis supplies the worker loop (WorkerBuilder, tower layers, Monitor,
+//! graceful shutdown); this module supplies the apalis [`Backend`] and the
+//! services around it. Each service lives in one small file:
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | [`fetcher`] | claiming batches (`FOR UPDATE SKIP LOCKED`), woken by LISTEN/NOTIFY with a ≤ 1 s poll fallback |
+//! | [`backend`] | the apalis `Backend` that hands claimed jobs to the worker |
+//! | [`registry`] | job kinds → handlers; decoding payloads |
+//! | [`dispatch`] | running one claimed job and recording its outcome |
+//! | [`outcome`] | the state changes an outcome makes: batched fenced completion, retry, hold, fail |
+//! | [`heartbeat`] | renewing the leases of in-flight jobs |
+//! | [`rescuer`] | returning jobs whose lease expired to `available` |
+//! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
+//! | [`pruner`] | deleting finished jobs past their retention |
+//!
+//! The runtime must not hold domain rules: what a job does is its handler's business.
+//!
+//! [`Backend`]: apalis_core::backend::Backend
+
+pub mod backend;
+pub mod dispatch;
+pub mod fetcher;
+pub mod heartbeat;
+pub mod outcome;
+pub mod pruner;
+pub mod registry;
+pub mod rescuer;
+pub mod runtime;
+pub mod scheduler;
+
+pub use registry::{JobContext, Registry};
+pub use runtime::{QueueConfig, WorkerRuntime};

@@ -1,0 +1,253 @@
+//! Starting and stopping a worker process's queue machinery: the LISTEN
+//! connection, one fetcher and one apalis worker per queue (under an apalis
+//! Monitor), the completer, heartbeat, rescuer, scheduler and pruner.
+//!
+//! Shutdown: stop fetching, let in-flight jobs finish until the deadline,
+//! then hand every job still held back to the queue (attempt refunded) so
+//! another process picks it up at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis_core::monitor::Monitor;
+use apalis_core::worker::builder::WorkerBuilder;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backend::QueueBackend;
+use super::dispatch::{Dispatcher, dispatch};
+use super::fetcher::{Fetcher, FetcherConfig, InFlight};
+use super::pruner::Retention;
+use super::registry::Registry;
+use super::{heartbeat, outcome, pruner, rescuer, scheduler};
+
+/// How a worker process runs its queues.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub queues: Vec<String>,
+    /// Jobs run at once per queue.
+    pub concurrency: usize,
+    /// Stable name of this process (e.g. host name); one process per name.
+    pub worker_name: String,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    pub rescue_interval: Duration,
+    /// Fetchers poll at least this often even without a notification.
+    pub poll_interval: Duration,
+    pub schedule_interval: Duration,
+    pub prune_interval: Duration,
+    pub retention: Retention,
+    /// How long in-flight jobs may run on after a shutdown request.
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            queues: vec!["default".into()],
+            concurrency: 32,
+            worker_name: "worker".into(),
+            lease: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(5),
+            rescue_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            schedule_interval: Duration::from_millis(200),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
+            shutdown_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A running worker: call [`WorkerRuntime::shutdown`] or cancel the token
+/// passed to [`WorkerRuntime::run`].
+pub struct WorkerRuntime;
+
+impl WorkerRuntime {
+    /// Run until `shutdown` is cancelled, then stop gracefully.
+    pub async fn run(
+        pool: PgPool,
+        registry: Registry,
+        config: QueueConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let instance = format!("{}#{:08x}", config.worker_name, rand::random::<u32>());
+        let released = rescuer::release_previous_instance(&pool, &config.worker_name, &instance).await?;
+        if released > 0 {
+            tracing::info!(jobs = released, "released jobs left running by this worker's previous instance");
+        }
+
+        let inflight = InFlight::default();
+        let stop_fetching = CancellationToken::new();
+        let stop_services = CancellationToken::new();
+        let mut services = JoinSet::new();
+
+        // One LISTEN connection wakes every fetcher of this process.
+        let mut wakes = Vec::new();
+        for _ in &config.queues {
+            wakes.push(Arc::new(Notify::new()));
+        }
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen("ledgerflow_jobs").await?;
+        {
+            let queues = config.queues.clone();
+            let wakes = wakes.clone();
+            let stop = stop_services.clone();
+            services.spawn(async move { listen(listener, queues, wakes, stop).await });
+        }
+
+        let (completions_tx, completions_rx) = mpsc::channel(config.concurrency.max(1) * config.queues.len() * 2);
+        let completer = tokio::spawn(outcome::run_completer(
+            pool.clone(),
+            completions_rx,
+            inflight.clone(),
+            1000,
+        ));
+        services.spawn(heartbeat::run(
+            pool.clone(),
+            inflight.clone(),
+            config.lease,
+            config.heartbeat_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(rescuer::run(pool.clone(), config.rescue_interval, stop_services.clone()));
+        services.spawn(scheduler::run(pool.clone(), config.schedule_interval, stop_services.clone()));
+        services.spawn(pruner::run(pool.clone(), config.retention, config.prune_interval, stop_services.clone()));
+
+        let dispatcher = Arc::new(Dispatcher {
+            pool: pool.clone(),
+            registry,
+            inflight: inflight.clone(),
+            completions: completions_tx,
+            worker_id: instance.clone(),
+        });
+
+        let mut monitor = Monitor::new();
+        let mut fetchers = JoinSet::new();
+        for (queue, wake) in config.queues.iter().zip(wakes) {
+            let (tx, rx) = mpsc::channel(config.concurrency.max(1));
+            fetchers.spawn(
+                Fetcher {
+                    pool: pool.clone(),
+                    config: FetcherConfig {
+                        queue: queue.clone(),
+                        worker_id: instance.clone(),
+                        lease: config.lease,
+                        poll_interval: config.poll_interval,
+                        concurrency: config.concurrency.max(1),
+                    },
+                    wake,
+                    inflight: inflight.clone(),
+                    out: tx,
+                    stop: stop_fetching.clone(),
+                }
+                .run(),
+            );
+            let rx = Arc::new(Mutex::new(rx));
+            let name = format!("{instance}/{queue}");
+            let dispatcher = dispatcher.clone();
+            let stop = stop_fetching.clone();
+            let concurrency = config.concurrency.max(1);
+            monitor = monitor.register(move |_restarts| {
+                WorkerBuilder::new(name.clone())
+                    .backend(QueueBackend::new(rx.clone(), stop.clone()))
+                    .concurrency(concurrency)
+                    .data(dispatcher.clone())
+                    .build(dispatch)
+            });
+        }
+        drop(dispatcher);
+        tracing::info!(worker = %instance, queues = ?config.queues, concurrency = config.concurrency, "worker started");
+
+        let signal = {
+            let shutdown = shutdown.clone();
+            let stop_fetching = stop_fetching.clone();
+            async move {
+                shutdown.cancelled().await;
+                tracing::info!("shutdown requested: no new jobs are fetched; finishing in-flight jobs");
+                stop_fetching.cancel();
+                Ok(())
+            }
+        };
+        let monitor = monitor.shutdown_timeout(config.shutdown_deadline);
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::error!(error = %e, "the apalis monitor stopped with an error");
+        }
+        stop_fetching.cancel();
+        while fetchers.join_next().await.is_some() {}
+
+        // The completer drains the completions already sent once every sender is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
+        let handed_back = release_inflight(&pool, &inflight).await?;
+        if handed_back > 0 {
+            tracing::info!(jobs = handed_back, "handed unfinished jobs back to the queue");
+        }
+        stop_services.cancel();
+        while services.join_next().await.is_some() {}
+        tracing::info!(worker = %instance, "worker stopped");
+        Ok(())
+    }
+}
+
+/// Give every job this process still holds back to the queue, attempt refunded.
+async fn release_inflight(pool: &PgPool, inflight: &InFlight) -> Result<u64, sqlx::Error> {
+    let (ids, claims) = inflight.snapshot();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (n, _): (i64, i64) = sqlx::query_as(
+        r#"
+        WITH released AS (
+            UPDATE ledgerflow.jobs j
+            SET state = 'available', attempt = greatest(j.attempt - 1, 0),
+                worker_id = NULL, lease_expires_at = NULL
+            FROM unnest($1::bigint[], $2::int[]) AS c(id, claim)
+            WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
+            RETURNING j.queue
+        ),
+        woken AS (SELECT pg_notify('ledgerflow_jobs', q) FROM (SELECT DISTINCT queue AS q FROM released) d)
+        SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
+        "#,
+    )
+    .bind(&ids)
+    .bind(&claims)
+    .fetch_one(pool)
+    .await?;
+    inflight.remove(&ids);
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+async fn listen(mut listener: PgListener, queues: Vec<String>, wakes: Vec<Arc<Notify>>, stop: CancellationToken) {
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => return,
+            n = listener.recv() => n,
+        };
+        match n {
+            Ok(n) => {
+                if let Some(i) = queues.iter().position(|q| q == n.payload()) {
+                    wakes[i].notify_one();
+                }
+            }
+            Err(e) => {
+                // PgListener reconnects by itself; the fetchers' poll covers the gap.
+                tracing::warn!(error = %e, "LISTEN connection failed; fetchers poll until it returns");
+                for w in &wakes {
+                    w.notify_one();
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}

@@ -1,0 +1,29 @@
+//! ledgerflow's domain layer: job kinds and their payloads, retry policies,
+//! the classification of job errors and the queue's SQL.
+//!
+//! This crate owns *what* the engine does and the SQL it keeps its state in.
+//! It must not make HTTP calls or know any provider's wire format (that is
+//! `ledgerflow-adapters`), and it must not start a runtime (that is
+//! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
+
+pub mod error;
+pub mod invoice;
+pub mod job;
+pub mod money;
+pub mod payloads;
+pub mod queue;
+pub mod retry;
+pub mod settings;
+
+pub use error::{ErrorClass, JobError};
+pub use job::{EnqueueOptions, JobId, JobKind, Priority};
+pub use retry::RetryPolicy;
+
+/// The migrations every ledgerflow database needs (queue tables, functions).
+///
+/// ```no_run
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+/// ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+/// # Ok(()) }
+/// ```
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
