@@ -19,6 +19,7 @@
 
 pub use ledgerflow_workflows::payloads;
 pub use ledgerflow_workflows::queue::{
-    AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job, release_held, retry_failed,
+    AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
+    release_held, retry_failed,
 };
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};

@@ -50,7 +50,13 @@ pub struct QueueReport {
 
 pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn std::error::Error>> {
     match scenario {
-        Scenario::Queue { jobs, workers, concurrency, pickups, json } => {
+        Scenario::Queue {
+            jobs,
+            workers,
+            concurrency,
+            pickups,
+            json,
+        } => {
             let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
             let report = queue_bench(&db.pool, jobs, workers, concurrency, pickups).await;
             db.drop_db().await?;
@@ -59,11 +65,20 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("queue bench: {jobs} no-op jobs, {workers} workers x {concurrency} slots");
-                println!("  enqueue (batched)   {:>10.0} jobs/s", report.enqueue_per_sec);
+                println!(
+                    "  enqueue (batched)   {:>10.0} jobs/s",
+                    report.enqueue_per_sec
+                );
                 println!("  drain               {:>10.0} jobs/s", report.jobs_per_sec);
-                println!("  baseline SQL loop   {:>10.0} jobs/s", report.baseline_jobs_per_sec);
+                println!(
+                    "  baseline SQL loop   {:>10.0} jobs/s",
+                    report.baseline_jobs_per_sec
+                );
                 println!("  ratio               {:>10.2}", report.ratio);
-                println!("  pickup p50 / p99    {:>7.2} / {:.2} ms", report.pickup_p50_ms, report.pickup_p99_ms);
+                println!(
+                    "  pickup p50 / p99    {:>7.2} / {:.2} ms",
+                    report.pickup_p50_ms, report.pickup_p99_ms
+                );
             }
         }
     }
@@ -79,7 +94,10 @@ async fn queue_bench(
 ) -> Result<QueueReport, Box<dyn std::error::Error>> {
     // 1. Enqueue, batched.
     let probes: Vec<QueueProbe> = (0..jobs)
-        .map(|i| QueueProbe { tenant: format!("t{}", i % 10), ..QueueProbe::default() })
+        .map(|i| QueueProbe {
+            tenant: format!("t{}", i % 10),
+            ..QueueProbe::default()
+        })
         .collect();
     let started = Instant::now();
     for chunk in probes.chunks(2_000) {
@@ -105,22 +123,26 @@ async fn queue_bench(
             stop.clone(),
         )));
     }
-    wait_until_drained(pool).await?;
-    let drain_secs = started.elapsed().as_secs_f64();
+    let measured = async {
+        wait_until_drained(pool).await?;
+        let drain_secs = started.elapsed().as_secs_f64();
 
-    // 3. Pickup latency: one job at a time into an idle worker.
-    let mut latencies = Vec::with_capacity(pickups);
-    for _ in 0..pickups {
-        let mut conn = pool.acquire().await?;
-        let id = queue::enqueue(&mut conn, &QueueProbe::default(), Default::default()).await?;
-        drop(conn);
-        let ms = wait_for_pickup(pool, id).await?;
-        latencies.push(ms);
+        // 3. Pickup latency: one job at a time into an idle worker.
+        let mut latencies = Vec::with_capacity(pickups);
+        for _ in 0..pickups {
+            let mut conn = pool.acquire().await?;
+            let id = queue::enqueue(&mut conn, &QueueProbe::default(), Default::default()).await?;
+            drop(conn);
+            latencies.push(wait_for_pickup(pool, id).await?);
+        }
+        Ok::<_, Box<dyn std::error::Error>>((drain_secs, latencies))
     }
+    .await;
     stop.cancel();
     for h in handles {
         let _ = h.await;
     }
+    let (drain_secs, mut latencies) = measured?;
     latencies.sort_by(f64::total_cmp);
 
     // 4. Baseline on the same database.
@@ -142,7 +164,9 @@ async fn queue_bench(
 
 async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
     loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs").fetch_one(pool).await?;
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
+            .fetch_one(pool)
+            .await?;
         if left == 0 {
             return Ok(());
         }
@@ -155,7 +179,7 @@ async fn wait_for_pickup(pool: &PgPool, id: i64) -> Result<f64, Box<dyn std::err
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ms: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch FROM (started_at - created_at)) * 1000 FROM ledgerflow.finished_jobs WHERE id = $1",
+            "SELECT (extract(epoch FROM (started_at - created_at)) * 1000)::float8 FROM ledgerflow.finished_jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(pool)
@@ -181,7 +205,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// The bar to measure against: a minimal SQL loop on a bare jobs table, 10
 /// connections, each claiming 100 jobs per transaction with
 /// `FOR UPDATE SKIP LOCKED` and marking them done in a second transaction.
-async fn baseline_jobs_per_sec(pool: &PgPool, jobs: usize) -> Result<f64, Box<dyn std::error::Error>> {
+async fn baseline_jobs_per_sec(
+    pool: &PgPool,
+    jobs: usize,
+) -> Result<f64, Box<dyn std::error::Error>> {
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS bench_baseline_jobs;
          CREATE TABLE bench_baseline_jobs (id bigserial PRIMARY KEY, state text NOT NULL DEFAULT 'available',
@@ -190,11 +217,15 @@ async fn baseline_jobs_per_sec(pool: &PgPool, jobs: usize) -> Result<f64, Box<dy
     )
     .execute(pool)
     .await?;
-    sqlx::query("INSERT INTO bench_baseline_jobs (payload) SELECT '{}'::jsonb FROM generate_series(1, $1)")
-        .bind(i64::try_from(jobs).unwrap_or(i64::MAX))
+    sqlx::query(
+        "INSERT INTO bench_baseline_jobs (payload) SELECT '{}'::jsonb FROM generate_series(1, $1)",
+    )
+    .bind(i64::try_from(jobs).unwrap_or(i64::MAX))
+    .execute(pool)
+    .await?;
+    sqlx::raw_sql("ANALYZE bench_baseline_jobs")
         .execute(pool)
         .await?;
-    sqlx::raw_sql("ANALYZE bench_baseline_jobs").execute(pool).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -224,6 +255,8 @@ async fn baseline_jobs_per_sec(pool: &PgPool, jobs: usize) -> Result<f64, Box<dy
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
-    sqlx::raw_sql("DROP TABLE bench_baseline_jobs").execute(pool).await?;
+    sqlx::raw_sql("DROP TABLE bench_baseline_jobs")
+        .execute(pool)
+        .await?;
     Ok(jobs as f64 / secs)
 }

@@ -17,7 +17,12 @@ use crate::{bench, demo, handlers};
 #[command(name = "ledgerflow", version)]
 pub struct Cli {
     /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        global = true
+    )]
     pub database_url: String,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
@@ -86,7 +91,9 @@ impl WorkerArgs {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(format!("--{name} must be a positive number of seconds, got {v}"))
+                Err(format!(
+                    "--{name} must be a positive number of seconds, got {v}"
+                ))
             }
         };
         let lease = secs("lease-secs", self.lease_secs)?;
@@ -100,7 +107,8 @@ impl WorkerArgs {
             shutdown_deadline: secs("shutdown-secs", self.shutdown_secs)?,
             ..QueueConfig::default()
         };
-        cfg.retention.completed_for = secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
+        cfg.retention.completed_for =
+            secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
         cfg.retention.failed_for = secs("keep-failed-hours", self.keep_failed_hours * 3600.0)?;
         Ok(cfg)
     }
@@ -117,7 +125,10 @@ fn default_worker_name() -> String {
 pub fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ledgerflow: cannot start the async runtime: {e}");
@@ -139,7 +150,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Worker(args) => {
             let config = args.queue_config()?;
-            let pool = connect(&cli.database_url, (config.concurrency * config.queues.len()).clamp(4, 64) as u32 + 4).await?;
+            let pool = connect(
+                &cli.database_url,
+                (config.concurrency * config.queues.len()).clamp(4, 64) as u32 + 4,
+            )
+            .await?;
             ledgerflow_workflows::MIGRATOR.run(&pool).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -161,7 +176,10 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
 
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             tracing::error!("cannot install signal handlers; stop the worker with SIGKILL");
@@ -178,7 +196,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

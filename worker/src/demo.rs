@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue::{self, JobState};
-use ledgerflow_workflows::EnqueueOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{QueueConfig, WorkerRuntime};
@@ -30,18 +30,51 @@ pub async fn run(database_url: &str, scratch: bool) -> Result<(), Box<dyn std::e
         concurrency: 8,
         ..QueueConfig::default()
     };
-    let worker = tokio::spawn(WorkerRuntime::run(pool.clone(), crate::handlers::registry(), config, stop.clone()));
+    let worker = tokio::spawn(WorkerRuntime::run(
+        pool.clone(),
+        crate::handlers::registry(),
+        config,
+        stop.clone(),
+    ));
 
-    let probe = |label: &str| QueueProbe { tenant: "demo-shop".into(), label: label.into(), ..QueueProbe::default() };
+    let probe = |label: &str| QueueProbe {
+        tenant: "demo-shop".into(),
+        label: label.into(),
+        ..QueueProbe::default()
+    };
     let samples = [
         ("succeeds first time", probe("ok")),
-        ("fails twice (retryable), then succeeds", QueueProbe { fail_first: 2, ..probe("flaky") }),
+        (
+            "fails twice (retryable), then succeeds",
+            QueueProbe {
+                fail_first: 2,
+                ..probe("flaky")
+            },
+        ),
         (
             "rate limited once, waits 300 ms as told",
-            QueueProbe { fail_first: 1, fail_class: Some("rate_limited".into()), retry_after_ms: 300, ..probe("limited") },
+            QueueProbe {
+                fail_first: 1,
+                fail_class: Some("rate_limited".into()),
+                retry_after_ms: 300,
+                ..probe("limited")
+            },
         ),
-        ("permanent error: stops at once", QueueProbe { fail_first: 9, fail_class: Some("permanent".into()), ..probe("invalid") }),
-        ("writes its effect with its completion", QueueProbe { record_effect: true, ..probe("effect") }),
+        (
+            "permanent error: stops at once",
+            QueueProbe {
+                fail_first: 9,
+                fail_class: Some("permanent".into()),
+                ..probe("invalid")
+            },
+        ),
+        (
+            "writes its effect with its completion",
+            QueueProbe {
+                record_effect: true,
+                ..probe("effect")
+            },
+        ),
     ];
 
     let mut ids = Vec::new();
@@ -49,10 +82,17 @@ pub async fn run(database_url: &str, scratch: bool) -> Result<(), Box<dyn std::e
     for (what, job) in &samples {
         let mut tx = pool.begin().await?;
         let key = format!("demo:{}", job.label);
-        let id = queue::enqueue(&mut tx, job, EnqueueOptions::default().unique_key(key.clone())).await?;
+        let id = queue::enqueue(
+            &mut tx,
+            job,
+            EnqueueOptions::default().unique_key(key.clone()),
+        )
+        .await?;
         if duplicate_of_first.is_none() {
             // The same key while the job is still live: the existing job comes back.
-            duplicate_of_first = Some(queue::enqueue(&mut tx, job, EnqueueOptions::default().unique_key(key)).await?);
+            duplicate_of_first = Some(
+                queue::enqueue(&mut tx, job, EnqueueOptions::default().unique_key(key)).await?,
+            );
         }
         tx.commit().await?;
         ids.push((id, *what));
@@ -86,20 +126,42 @@ pub async fn run(database_url: &str, scratch: bool) -> Result<(), Box<dyn std::e
     }
     let mut conn = pool.acquire().await?;
     let ghost_exists = queue::find_job(&mut conn, ghost).await?.is_some();
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.probe_effects").fetch_one(&mut *conn).await?;
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.probe_effects")
+        .fetch_one(&mut *conn)
+        .await?;
     drop(conn);
 
     println!();
-    println!("{:<5} {:<42} {:<10} {:>8}  last error", "job", "sample", "state", "attempts");
+    println!(
+        "{:<5} {:<42} {:<10} {:>8}  last error",
+        "job", "sample", "state", "attempts"
+    );
     for (rec, what) in &records {
-        let last = rec.last_error().map(|e| format!("[{}] {}", e.class, e.message)).unwrap_or_default();
-        println!("{:<5} {:<42} {:<10} {:>8}  {}", rec.id, what, format!("{:?}", rec.state).to_lowercase(), rec.attempt, last);
+        let last = rec
+            .last_error()
+            .map(|e| format!("[{}] {}", e.class, e.message))
+            .unwrap_or_default();
+        println!(
+            "{:<5} {:<42} {:<10} {:>8}  {}",
+            rec.id,
+            what,
+            format!("{:?}", rec.state).to_lowercase(),
+            rec.attempt,
+            last
+        );
     }
     println!();
     println!("rolled-back enqueue left a job behind: {ghost_exists}");
     println!("effect rows written by the effect job: {effects}");
-    let ok = records.iter().filter(|(r, _)| r.state == JobState::Completed).count();
-    println!("{ok} of {} jobs completed, {} failed", records.len(), records.len() - ok);
+    let ok = records
+        .iter()
+        .filter(|(r, _)| r.state == JobState::Completed)
+        .count();
+    println!(
+        "{ok} of {} jobs completed, {} failed",
+        records.len(),
+        records.len() - ok
+    );
 
     stop.cancel();
     let _ = worker.await;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::Utc;
 use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::payloads::{
-    BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer, UpsertInvoice, VoidOrder,
+    BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
+    UpsertInvoice, VoidOrder,
 };
 
 use crate::queue::{JobContext, Registry};
@@ -44,7 +45,8 @@ pub async fn probe(p: QueueProbe, ctx: JobContext) -> Result<(), JobError> {
         let msg = format!("staged failure {} of {}", ctx.tries(), p.fail_first);
         return Err(match p.fail_class.as_deref().unwrap_or("retryable") {
             "rate_limited" => JobError::rate_limited(
-                Utc::now() + chrono::Duration::milliseconds(i64::try_from(p.retry_after_ms).unwrap_or(0)),
+                Utc::now()
+                    + chrono::Duration::milliseconds(i64::try_from(p.retry_after_ms).unwrap_or(0)),
                 msg,
             ),
             "reconnect_needed" => JobError::reconnect_needed(msg),

@@ -15,24 +15,38 @@ pub struct ScratchDb {
 }
 
 impl ScratchDb {
-    pub async fn create(base_url: &str, prefix: &str, max_connections: u32) -> Result<ScratchDb, Box<dyn std::error::Error>> {
+    pub async fn create(
+        base_url: &str,
+        prefix: &str,
+        max_connections: u32,
+    ) -> Result<ScratchDb, Box<dyn std::error::Error>> {
         let admin: PgConnectOptions = base_url.parse()?;
         let name = format!("{prefix}_{:08x}", rand::random::<u32>());
         let mut conn = admin.connect().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         let url = admin.clone().database(&name).to_url_lossy().to_string();
         let pool = connect(&url, max_connections).await?;
         ledgerflow_workflows::MIGRATOR.run(&pool).await?;
-        Ok(ScratchDb { admin, name, url, pool })
+        Ok(ScratchDb {
+            admin,
+            name,
+            url,
+            pool,
+        })
     }
 
     pub async fn drop_db(self) -> Result<(), Box<dyn std::error::Error>> {
         self.pool.close().await;
         let mut conn = self.admin.connect().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-            .execute(&mut conn)
-            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await?;
         conn.close().await?;
         Ok(())
     }

@@ -942,113 +942,110 @@ mod tests {
 
     #[test]
     fn every_rule_is_refused_with_a_message_naming_the_place() {
-        let base = snapshot();
-        let cases: Vec<(fn(&mut InvoiceSnapshot), &str)> = vec![
-            (
-                |s| s.invoice_id = " ".into(),
-                "invoice_id: must not be empty",
-            ),
-            (
-                |s| s.customer.customer_id.clear(),
-                "customer.customer_id: must not be empty",
-            ),
-            (
-                |s| s.due_on = NaiveDate::from_ymd_opt(2024, 4, 1),
-                "due_on: 2024-04-01 is before",
-            ),
-            (
-                |s| s.schema_version = 9,
-                "schema_version: unsupported version 9",
-            ),
-            (
-                |s| s.lines[0].quantity = -1000,
-                "line 1 (SKU BRAKE-01): quantity must not be negative",
-            ),
-            (
-                |s| s.lines[1].unit_price_minor = -5,
-                "line 2 (id \"L2\"): unit price must not be negative",
-            ),
-            (
-                |s| s.lines[1].line_id = "L1".into(),
-                "line 2 (id \"L1\"): duplicate line_id \"L1\" (also on line 1)",
-            ),
-            (
-                |s| s.lines[0].line_id.clear(),
-                "line 1 (SKU BRAKE-01): line_id must not be empty",
-            ),
-            (
-                |s| s.lines[0].discount = Some(Discount::Amount { amount_minor: -1 }),
-                "line 1 (SKU BRAKE-01): discount must not be negative",
-            ),
-            (
-                |s| s.lines[0].discount = Some(Discount::Amount { amount_minor: 2501 }),
-                "discount NZD 25.01 exceeds the line amount NZD 25.00",
-            ),
-            (
-                |s| {
-                    s.lines[0].discount = Some(Discount::Percent {
-                        basis_points: 10_001,
-                    })
-                },
-                "between 0% and 100%",
-            ),
-            (
-                |s| {
-                    s.lines[0].kind = LineKind::Return;
-                    s.lines[0].discount = Some(Discount::Percent { basis_points: 10 });
-                },
-                "only allowed on item lines",
-            ),
-            (
-                |s| s.discount = Some(Discount::Amount { amount_minor: -5 }),
-                "discount: must not be negative",
-            ),
-            (
-                |s| s.discount = Some(Discount::Percent { basis_points: -1 }),
-                "discount: must be between 0% and 100%",
-            ),
-            (
-                |s| s.discount = Some(Discount::Amount { amount_minor: 4000 }),
-                "discount: NZD 40.00 exceeds the subtotal",
-            ),
-            (
-                |s| s.payments.push(payment("P1", 1)),
-                "payment 2 (\"P1\"): duplicate payment_id",
-            ),
-            (
-                |s| s.payments[0].payment_id.clear(),
-                "payment_id must not be empty",
-            ),
-            (
-                |s| s.payments[0].currency = Currency::parse("AUD").ok(),
-                "payment 1 (\"P1\"): currency AUD differs from the invoice currency NZD",
-            ),
-            (
-                |s| s.payments.push(payment("P2", 3600)),
-                "payments: add up to NZD 46.00, beyond the invoice total NZD 45.99",
-            ),
-            (
-                |s| s.totals.subtotal += 1,
-                "totals.subtotal: is NZD 40.00 but the lines add up to NZD 39.99",
-            ),
-            (
-                |s| s.totals.discount_total = 5,
-                "totals.discount_total: is NZD 0.05 but the invoice discount is NZD 0.00",
-            ),
-            (
-                |s| s.totals.tax_total = 0,
-                "totals.tax_total: is NZD 0.00 but the line taxes add up to NZD 6.00",
-            ),
-            (
-                |s| s.lines[0].unit_price_minor = i64::MAX,
-                "line 1 (SKU BRAKE-01): amount out of range",
-            ),
-        ];
-        for (mutate, needle) in cases {
-            let mut s = base.clone();
+        let refuses = |mutate: fn(&mut InvoiceSnapshot), needle: &str| {
+            let mut s = snapshot();
             mutate(&mut s);
             assert_refused(&s, needle);
-        }
+        };
+        refuses(
+            |s| s.invoice_id = " ".into(),
+            "invoice_id: must not be empty",
+        );
+        refuses(
+            |s| s.customer.customer_id.clear(),
+            "customer.customer_id: must not be empty",
+        );
+        refuses(
+            |s| s.due_on = NaiveDate::from_ymd_opt(2024, 4, 1),
+            "due_on: 2024-04-01 is before",
+        );
+        refuses(
+            |s| s.schema_version = 9,
+            "schema_version: unsupported version 9",
+        );
+        refuses(
+            |s| s.lines[0].quantity = -1000,
+            "line 1 (SKU BRAKE-01): quantity must not be negative",
+        );
+        refuses(
+            |s| s.lines[1].unit_price_minor = -5,
+            "line 2 (id \"L2\"): unit price must not be negative",
+        );
+        refuses(
+            |s| s.lines[1].line_id = "L1".into(),
+            "line 2 (id \"L1\"): duplicate line_id \"L1\" (also on line 1)",
+        );
+        refuses(
+            |s| s.lines[0].line_id.clear(),
+            "line 1 (SKU BRAKE-01): line_id must not be empty",
+        );
+        refuses(
+            |s| s.lines[0].discount = Some(Discount::Amount { amount_minor: -1 }),
+            "line 1 (SKU BRAKE-01): discount must not be negative",
+        );
+        refuses(
+            |s| s.lines[0].discount = Some(Discount::Amount { amount_minor: 2501 }),
+            "discount NZD 25.01 exceeds the line amount NZD 25.00",
+        );
+        refuses(
+            |s| {
+                s.lines[0].discount = Some(Discount::Percent {
+                    basis_points: 10_001,
+                })
+            },
+            "between 0% and 100%",
+        );
+        refuses(
+            |s| {
+                s.lines[0].kind = LineKind::Return;
+                s.lines[0].discount = Some(Discount::Percent { basis_points: 10 });
+            },
+            "only allowed on item lines",
+        );
+        refuses(
+            |s| s.discount = Some(Discount::Amount { amount_minor: -5 }),
+            "discount: must not be negative",
+        );
+        refuses(
+            |s| s.discount = Some(Discount::Percent { basis_points: -1 }),
+            "discount: must be between 0% and 100%",
+        );
+        refuses(
+            |s| s.discount = Some(Discount::Amount { amount_minor: 4000 }),
+            "discount: NZD 40.00 exceeds the subtotal",
+        );
+        refuses(
+            |s| s.payments.push(payment("P1", 1)),
+            "payment 2 (\"P1\"): duplicate payment_id",
+        );
+        refuses(
+            |s| s.payments[0].payment_id.clear(),
+            "payment_id must not be empty",
+        );
+        refuses(
+            |s| s.payments[0].currency = Currency::parse("AUD").ok(),
+            "payment 1 (\"P1\"): currency AUD differs from the invoice currency NZD",
+        );
+        refuses(
+            |s| s.payments.push(payment("P2", 3600)),
+            "payments: add up to NZD 46.00, beyond the invoice total NZD 45.99",
+        );
+        refuses(
+            |s| s.totals.subtotal += 1,
+            "totals.subtotal: is NZD 40.00 but the lines add up to NZD 39.99",
+        );
+        refuses(
+            |s| s.totals.discount_total = 5,
+            "totals.discount_total: is NZD 0.05 but the invoice discount is NZD 0.00",
+        );
+        refuses(
+            |s| s.totals.tax_total = 0,
+            "totals.tax_total: is NZD 0.00 but the line taxes add up to NZD 6.00",
+        );
+        refuses(
+            |s| s.lines[0].unit_price_minor = i64::MAX,
+            "line 1 (SKU BRAKE-01): amount out of range",
+        );
     }
 
     #[test]

@@ -87,26 +87,22 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// Divides with rounding half away from zero: `round_div(5, 2) == 3`,
-/// `round_div(-5, 2) == -3`, `round_div(4, 3) == 1`. `None` when `den` is 0.
+/// `round_div(-5, 2) == -3`, `round_div(4, 3) == 1`. `None` when `den` is 0
+/// or the quotient does not fit.
 ///
 /// Half away from zero is used (not banker's rounding) because it is what
 /// invoicing tools and the providers we sync to show their users, and it is
 /// symmetric, so a return line rounds to exactly minus its sale.
 pub fn round_div(num: i128, den: i128) -> Option<i128> {
-    if den == 0 {
-        return None;
-    }
-    let q = num / den;
-    let r = num % den;
+    let q = num.checked_div(den)?;
+    let r = num.checked_rem(den)?;
     // |2r| >= |den| means the remainder is at least half: step away from zero.
-    if r.unsigned_abs() * 2 >= den.unsigned_abs() {
-        if (num < 0) != (den < 0) {
-            Some(q - 1)
-        } else {
-            Some(q + 1)
-        }
-    } else {
+    if r.unsigned_abs() * 2 < den.unsigned_abs() {
         Some(q)
+    } else if (num < 0) != (den < 0) {
+        q.checked_sub(1)
+    } else {
+        q.checked_add(1)
     }
 }
 
@@ -255,6 +251,7 @@ mod tests {
         assert_eq!(round_div(-1500, 1000), Some(-2));
         assert_eq!(round_div(0, 7), Some(0));
         assert_eq!(round_div(1, 0), None);
+        assert_eq!(round_div(i128::MIN, -1), None);
     }
 
     #[test]

@@ -174,7 +174,10 @@ impl JobRecord {
 }
 
 /// Read a job by id, live or finished (until pruned).
-pub async fn find_job(conn: &mut PgConnection, id: JobId) -> Result<Option<JobRecord>, sqlx::Error> {
+pub async fn find_job(
+    conn: &mut PgConnection,
+    id: JobId,
+) -> Result<Option<JobRecord>, sqlx::Error> {
     let row = sqlx::query(
         r#"
         SELECT id, kind, state, tenant, attempt, payload, run_at, errors, created_at, NULL::timestamptz AS finished_at
@@ -197,9 +200,8 @@ fn record_from_row(r: &sqlx::postgres::PgRow) -> Result<JobRecord, sqlx::Error> 
     Ok(JobRecord {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
-        state: JobState::parse(&state).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown job state {state:?}").into())
-        })?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown job state {state:?}").into()))?,
         tenant: r.try_get("tenant")?,
         attempt: r.try_get("attempt")?,
         payload: r.try_get("payload")?,
@@ -231,7 +233,10 @@ pub async fn release_held(conn: &mut PgConnection, hold_key: &str) -> Result<u64
 
 /// Enqueue a failed job again as a new job with the same kind and payload
 /// (an operator's or user's "retry"). Returns the new job's id.
-pub async fn retry_failed(conn: &mut PgConnection, id: JobId) -> Result<Option<JobId>, sqlx::Error> {
+pub async fn retry_failed(
+    conn: &mut PgConnection,
+    id: JobId,
+) -> Result<Option<JobId>, sqlx::Error> {
     sqlx::query_scalar(
         r#"
         SELECT ledgerflow.enqueue(kind => f.kind, payload => f.payload, queue => f.queue,

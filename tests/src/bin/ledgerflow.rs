@@ -1,1 +1,3 @@
-fn main() { ledgerflow_worker::cli::main() }
+fn main() {
+    ledgerflow_worker::cli::main()
+}

@@ -60,7 +60,12 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
         claim: job.claim,
         completed: Arc::new(AtomicBool::new(false)),
     };
-    let result = match d.registry.prepare(&job.kind, job.kind_version, job.payload.clone(), ctx.clone()) {
+    let result = match d.registry.prepare(
+        &job.kind,
+        job.kind_version,
+        job.payload.clone(),
+        ctx.clone(),
+    ) {
         Err(e) => Err(e),
         Ok(fut) => {
             tokio::select! {
@@ -77,7 +82,10 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
     match result {
         Ok(()) if ctx.completed_in_handler() => d.inflight.remove(&[job.id]),
         Ok(()) => {
-            let c = Completion { id: job.id, claim: job.claim };
+            let c = Completion {
+                id: job.id,
+                claim: job.claim,
+            };
             if d.completions.send(c).await.is_err() {
                 tracing::warn!("completer stopped; the lease will expire and the job run again");
             }
@@ -89,7 +97,12 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
     }
 }
 
-async fn finish_failed(d: &Dispatcher, job: &ClaimedJob, policy: Option<ledgerflow_workflows::RetryPolicy>, e: &JobError) {
+async fn finish_failed(
+    d: &Dispatcher,
+    job: &ClaimedJob,
+    policy: Option<ledgerflow_workflows::RetryPolicy>,
+    e: &JobError,
+) {
     if let Err(db) = outcome::record_failure(&d.pool, job, policy, e).await {
         // The lease expires and the rescuer returns the job; nothing is lost.
         tracing::error!(error = %db, "could not record the failed attempt");

@@ -121,6 +121,7 @@ impl Fetcher {
                     _ = tokio::time::sleep(self.config.poll_interval) => {}
                 }
             }
+            tracing::trace!(free = slots.available_permits(), "waiting for a slot");
             let first = tokio::select! {
                 _ = self.stop.cancelled() => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -135,10 +136,12 @@ impl Fetcher {
             let want = permits.num_permits();
             match claim(&self.pool, &self.config, want).await {
                 Ok(jobs) => {
+                    tracing::debug!(queue = %self.config.queue, wanted = want, claimed = jobs.len(), "claimed");
                     more_waiting = jobs.len() == want;
                     for mut job in jobs {
                         job.slot = permits.split(1);
-                        self.inflight.insert(job.id, job.claim, job.lease_lost.clone());
+                        self.inflight
+                            .insert(job.id, job.claim, job.lease_lost.clone());
                         let id = job.id;
                         if self.out.send(job).await.is_err() {
                             // The backend is gone (shutdown): the job stays in
@@ -157,7 +160,11 @@ impl Fetcher {
 }
 
 /// Claim up to `n` available jobs of the queue for this worker.
-pub async fn claim(pool: &PgPool, cfg: &FetcherConfig, n: usize) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+pub async fn claim(
+    pool: &PgPool,
+    cfg: &FetcherConfig,
+    n: usize,
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let rows: Vec<ClaimRow> = sqlx::query_as(
         r#"
         WITH picked AS (

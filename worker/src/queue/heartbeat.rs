@@ -10,7 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetcher::InFlight;
 
-pub async fn run(pool: PgPool, inflight: InFlight, lease: Duration, interval: Duration, stop: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    inflight: InFlight,
+    lease: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -23,7 +29,11 @@ pub async fn run(pool: PgPool, inflight: InFlight, lease: Duration, interval: Du
 }
 
 /// Renew every held lease once; returns how many were renewed.
-pub async fn beat(pool: &PgPool, inflight: &InFlight, lease: Duration) -> Result<usize, sqlx::Error> {
+pub async fn beat(
+    pool: &PgPool,
+    inflight: &InFlight,
+    lease: Duration,
+) -> Result<usize, sqlx::Error> {
     let (ids, claims) = inflight.snapshot();
     if ids.is_empty() {
         return Ok(0);
@@ -47,7 +57,10 @@ pub async fn beat(pool: &PgPool, inflight: &InFlight, lease: Duration) -> Result
         // either it just finished (losing it is then harmless) or another
         // worker took it over, and its handler must stop.
         for id in ids.iter().filter(|id| !renewed.contains(id)) {
-            tracing::warn!(job = id, "lease not renewed: this process no longer holds the job");
+            tracing::warn!(
+                job = id,
+                "lease not renewed: this process no longer holds the job"
+            );
             inflight.lose(*id);
         }
     }

@@ -59,7 +59,12 @@ pub struct Completion {
 /// Writes completions in batches: whatever arrived while the previous batch
 /// was being written goes in the next statement, so a busy worker makes one
 /// round trip per batch and an idle one adds no delay.
-pub async fn run_completer(pool: PgPool, mut rx: mpsc::Receiver<Completion>, inflight: InFlight, max_batch: usize) {
+pub async fn run_completer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Completion>,
+    inflight: InFlight,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         let (ids, claims): (Vec<i64>, Vec<i32>) = batch.drain(..).map(|c| (c.id, c.claim)).unzip();
@@ -105,52 +110,46 @@ pub async fn record_failure(
     });
     let decision = decide(job, policy, error);
     let rows = match decision {
-        Decision::Retry { delay } => {
-            sqlx::query(
-                r#"UPDATE ledgerflow.jobs
+        Decision::Retry { delay } => sqlx::query(
+            r#"UPDATE ledgerflow.jobs
                    SET state = 'scheduled', run_at = now() + make_interval(secs => $3),
                        worker_id = NULL, lease_expires_at = NULL, errors = errors || $4
                    WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-            )
-            .bind(job.id)
-            .bind(job.claim)
-            .bind(delay.as_secs_f64())
-            .bind(serde_json::Value::Array(vec![entry]))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }
-        Decision::WaitRateLimit { wait } => {
-            sqlx::query(
-                r#"UPDATE ledgerflow.jobs
+        )
+        .bind(job.id)
+        .bind(job.claim)
+        .bind(delay.as_secs_f64())
+        .bind(serde_json::Value::Array(vec![entry]))
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Decision::WaitRateLimit { wait } => sqlx::query(
+            r#"UPDATE ledgerflow.jobs
                    SET state = 'scheduled', run_at = now() + make_interval(secs => $3),
                        attempt = attempt - 1, rate_limited_ms = rate_limited_ms + $4,
                        worker_id = NULL, lease_expires_at = NULL, errors = errors || $5
                    WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-            )
-            .bind(job.id)
-            .bind(job.claim)
-            .bind(wait.as_secs_f64())
-            .bind(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
-            .bind(serde_json::Value::Array(vec![entry]))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }
-        Decision::Hold => {
-            sqlx::query(
-                r#"UPDATE ledgerflow.jobs
+        )
+        .bind(job.id)
+        .bind(job.claim)
+        .bind(wait.as_secs_f64())
+        .bind(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
+        .bind(serde_json::Value::Array(vec![entry]))
+        .execute(pool)
+        .await?
+        .rows_affected(),
+        Decision::Hold => sqlx::query(
+            r#"UPDATE ledgerflow.jobs
                    SET state = 'held', attempt = attempt - 1,
                        worker_id = NULL, lease_expires_at = NULL, errors = errors || $3
                    WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-            )
-            .bind(job.id)
-            .bind(job.claim)
-            .bind(serde_json::Value::Array(vec![entry]))
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }
+        )
+        .bind(job.id)
+        .bind(job.claim)
+        .bind(serde_json::Value::Array(vec![entry]))
+        .execute(pool)
+        .await?
+        .rows_affected(),
         Decision::Fail { note } => {
             let mut entries = vec![entry];
             if let Some(note) = note {
@@ -162,13 +161,22 @@ pub async fn record_failure(
         }
     };
     if rows == 0 {
-        tracing::warn!(job = job.id, claim = job.claim, "outcome refused: the lease was taken over by another worker");
+        tracing::warn!(
+            job = job.id,
+            claim = job.claim,
+            "outcome refused: the lease was taken over by another worker"
+        );
     }
     Ok(rows > 0)
 }
 
 /// Move a running job to `finished_jobs` as failed, appending `errors`.
-pub async fn fail(pool: &PgPool, id: i64, claim: i32, errors: serde_json::Value) -> Result<u64, sqlx::Error> {
+pub async fn fail(
+    pool: &PgPool,
+    id: i64,
+    claim: i32,
+    errors: serde_json::Value,
+) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         r#"
         WITH gone AS (
@@ -213,7 +221,9 @@ fn decide(job: &ClaimedJob, policy: Option<RetryPolicy>, error: &JobError) -> De
             note: Some(format!("gave up after {attempt} attempts")),
         },
         JobError::RateLimited { not_before, .. } => {
-            let wait = (*not_before - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            let wait = (*not_before - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
             let waited = Duration::from_millis(u64::try_from(job.rate_limited_ms).unwrap_or(0));
             if waited + wait > policy.max_rate_limit_wait {
                 Decision::Fail {
@@ -266,32 +276,66 @@ mod tests {
 
     #[test]
     fn retryable_retries_until_attempts_are_spent() {
-        assert!(matches!(decide(&job(2, 0, None), Some(P), &JobError::retryable("x")), Decision::Retry { .. }));
-        assert!(matches!(decide(&job(3, 0, None), Some(P), &JobError::retryable("x")), Decision::Fail { .. }));
+        assert!(matches!(
+            decide(&job(2, 0, None), Some(P), &JobError::retryable("x")),
+            Decision::Retry { .. }
+        ));
+        assert!(matches!(
+            decide(&job(3, 0, None), Some(P), &JobError::retryable("x")),
+            Decision::Fail { .. }
+        ));
     }
 
     #[test]
     fn rate_limit_waits_until_its_bound() {
         let soon = Utc::now() + chrono::Duration::seconds(10);
         assert!(matches!(
-            decide(&job(9, 0, None), Some(P), &JobError::rate_limited(soon, "429")),
+            decide(
+                &job(9, 0, None),
+                Some(P),
+                &JobError::rate_limited(soon, "429")
+            ),
             Decision::WaitRateLimit { .. }
         ));
         assert!(matches!(
-            decide(&job(1, 55_000, None), Some(P), &JobError::rate_limited(soon, "429")),
+            decide(
+                &job(1, 55_000, None),
+                Some(P),
+                &JobError::rate_limited(soon, "429")
+            ),
             Decision::Fail { .. }
         ));
     }
 
     #[test]
     fn reconnect_holds_only_with_a_hold_key() {
-        assert_eq!(decide(&job(1, 0, Some("c:1")), Some(P), &JobError::reconnect_needed("401")), Decision::Hold);
-        assert!(matches!(decide(&job(1, 0, None), Some(P), &JobError::reconnect_needed("401")), Decision::Fail { .. }));
+        assert_eq!(
+            decide(
+                &job(1, 0, Some("c:1")),
+                Some(P),
+                &JobError::reconnect_needed("401")
+            ),
+            Decision::Hold
+        );
+        assert!(matches!(
+            decide(
+                &job(1, 0, None),
+                Some(P),
+                &JobError::reconnect_needed("401")
+            ),
+            Decision::Fail { .. }
+        ));
     }
 
     #[test]
     fn permanent_and_not_found_fail_at_once() {
-        assert!(matches!(decide(&job(1, 0, None), Some(P), &JobError::permanent("bad")), Decision::Fail { .. }));
-        assert!(matches!(decide(&job(1, 0, None), Some(P), &JobError::not_found("gone")), Decision::Fail { .. }));
+        assert!(matches!(
+            decide(&job(1, 0, None), Some(P), &JobError::permanent("bad")),
+            Decision::Fail { .. }
+        ));
+        assert!(matches!(
+            decide(&job(1, 0, None), Some(P), &JobError::not_found("gone")),
+            Decision::Fail { .. }
+        ));
     }
 }

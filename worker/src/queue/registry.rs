@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::outcome;
 
-type ErasedHandler =
-    Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync>;
+type ErasedHandler = Arc<
+    dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync,
+>;
 
 struct Entry {
     version: i32,
@@ -60,7 +61,10 @@ impl Registry {
             let handler = handler.clone();
             Box::pin(async move {
                 let job: K = serde_json::from_value(payload).map_err(|e| {
-                    JobError::permanent(format!("the {} payload could not be decoded: {e}", K::KIND))
+                    JobError::permanent(format!(
+                        "the {} payload could not be decoded: {e}",
+                        K::KIND
+                    ))
                 })?;
                 handler(job, ctx).await
             })

@@ -38,7 +38,11 @@ pub async fn rescue_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
 }
 
 /// Release the jobs an earlier instance of `worker_name` left running.
-pub async fn release_previous_instance(pool: &PgPool, worker_name: &str, me: &str) -> Result<u64, sqlx::Error> {
+pub async fn release_previous_instance(
+    pool: &PgPool,
+    worker_name: &str,
+    me: &str,
+) -> Result<u64, sqlx::Error> {
     release(
         pool,
         "state = 'running' AND worker_id LIKE $1 || '#%' AND worker_id <> $2",

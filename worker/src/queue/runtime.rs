@@ -77,9 +77,13 @@ impl WorkerRuntime {
         shutdown: CancellationToken,
     ) -> Result<(), RuntimeError> {
         let instance = format!("{}#{:08x}", config.worker_name, rand::random::<u32>());
-        let released = rescuer::release_previous_instance(&pool, &config.worker_name, &instance).await?;
+        let released =
+            rescuer::release_previous_instance(&pool, &config.worker_name, &instance).await?;
         if released > 0 {
-            tracing::info!(jobs = released, "released jobs left running by this worker's previous instance");
+            tracing::info!(
+                jobs = released,
+                "released jobs left running by this worker's previous instance"
+            );
         }
 
         let inflight = InFlight::default();
@@ -101,7 +105,8 @@ impl WorkerRuntime {
             services.spawn(async move { listen(listener, queues, wakes, stop).await });
         }
 
-        let (completions_tx, completions_rx) = mpsc::channel(config.concurrency.max(1) * config.queues.len() * 2);
+        let (completions_tx, completions_rx) =
+            mpsc::channel(config.concurrency.max(1) * config.queues.len() * 2);
         let completer = tokio::spawn(outcome::run_completer(
             pool.clone(),
             completions_rx,
@@ -115,9 +120,22 @@ impl WorkerRuntime {
             config.heartbeat_interval,
             stop_services.clone(),
         ));
-        services.spawn(rescuer::run(pool.clone(), config.rescue_interval, stop_services.clone()));
-        services.spawn(scheduler::run(pool.clone(), config.schedule_interval, stop_services.clone()));
-        services.spawn(pruner::run(pool.clone(), config.retention, config.prune_interval, stop_services.clone()));
+        services.spawn(rescuer::run(
+            pool.clone(),
+            config.rescue_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(scheduler::run(
+            pool.clone(),
+            config.schedule_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(pruner::run(
+            pool.clone(),
+            config.retention,
+            config.prune_interval,
+            stop_services.clone(),
+        ));
 
         let dispatcher = Arc::new(Dispatcher {
             pool: pool.clone(),
@@ -169,7 +187,9 @@ impl WorkerRuntime {
             let stop_fetching = stop_fetching.clone();
             async move {
                 shutdown.cancelled().await;
-                tracing::info!("shutdown requested: no new jobs are fetched; finishing in-flight jobs");
+                tracing::info!(
+                    "shutdown requested: no new jobs are fetched; finishing in-flight jobs"
+                );
                 stop_fetching.cancel();
                 Ok(())
             }
@@ -185,7 +205,10 @@ impl WorkerRuntime {
         let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
         let handed_back = release_inflight(&pool, &inflight).await?;
         if handed_back > 0 {
-            tracing::info!(jobs = handed_back, "handed unfinished jobs back to the queue");
+            tracing::info!(
+                jobs = handed_back,
+                "handed unfinished jobs back to the queue"
+            );
         }
         stop_services.cancel();
         while services.join_next().await.is_some() {}
@@ -222,7 +245,12 @@ async fn release_inflight(pool: &PgPool, inflight: &InFlight) -> Result<u64, sql
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-async fn listen(mut listener: PgListener, queues: Vec<String>, wakes: Vec<Arc<Notify>>, stop: CancellationToken) {
+async fn listen(
+    mut listener: PgListener,
+    queues: Vec<String>,
+    wakes: Vec<Arc<Notify>>,
+    stop: CancellationToken,
+) {
     loop {
         let n = tokio::select! {
             _ = stop.cancelled() => return,
