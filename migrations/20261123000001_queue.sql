@@ -31,7 +31,10 @@ CREATE TABLE ledgerflow.jobs (
     claim_count      integer     NOT NULL DEFAULT 0,
     worker_id        text,
     lease_expires_at timestamptz,
-    unique_key       text UNIQUE,
+    -- At most one *pending* (scheduled, available, held) job holds a key, and
+    -- a pending job is not claimed while a job with its key runs: jobs that
+    -- share a key run one at a time, and the newest pending one stands for all.
+    unique_key       text,
     hold_key         text,
     -- Time spent waiting on provider rate limits, bounded by the kind's policy.
     rate_limited_ms  bigint      NOT NULL DEFAULT 0,
@@ -46,6 +49,9 @@ CREATE INDEX jobs_tenant_fair_idx ON ledgerflow.jobs (queue, tenant, fair_key) W
 CREATE INDEX jobs_scheduled_idx ON ledgerflow.jobs (run_at) WHERE state = 'scheduled';
 CREATE INDEX jobs_lease_idx ON ledgerflow.jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_hold_idx ON ledgerflow.jobs (hold_key) WHERE state = 'held';
+CREATE UNIQUE INDEX jobs_unique_pending_idx ON ledgerflow.jobs (unique_key)
+    WHERE state IN ('scheduled', 'available', 'held');
+CREATE INDEX jobs_unique_running_idx ON ledgerflow.jobs (unique_key) WHERE state = 'running';
 
 CREATE TABLE ledgerflow.finished_jobs (
     id           bigint      PRIMARY KEY,
@@ -72,7 +78,7 @@ CREATE INDEX finished_jobs_prune_idx ON ledgerflow.finished_jobs (state, finishe
 --   SELECT ledgerflow.enqueue('upsert-invoice', '{"v":1,...}'::jsonb,
 --                             tenant => 'shop-42', unique_key => 'inv-7');
 --
--- Returns the job's id. When unique_key matches a live job (not yet finished),
+-- Returns the job's id. When unique_key matches a pending job (not yet running),
 -- nothing is inserted and the existing job's id is returned; the caller's
 -- transaction is never aborted by the duplicate.
 CREATE FUNCTION ledgerflow.enqueue(
@@ -112,7 +118,7 @@ BEGIN
                 CASE WHEN v_due THEN 'available' ELSE 'scheduled' END,
                 enqueue.priority, enqueue.tenant, v_key, coalesce(enqueue.run_at, now()),
                 enqueue.unique_key, enqueue.hold_key)
-        ON CONFLICT (unique_key) DO NOTHING
+        ON CONFLICT (unique_key) WHERE state IN ('scheduled', 'available', 'held') DO NOTHING
         RETURNING j.id INTO v_id;
 
         IF v_id IS NOT NULL THEN
@@ -122,7 +128,8 @@ BEGIN
             RETURN v_id;
         END IF;
 
-        SELECT j.id INTO v_id FROM ledgerflow.jobs j WHERE j.unique_key = enqueue.unique_key;
+        SELECT j.id INTO v_id FROM ledgerflow.jobs j
+        WHERE j.unique_key = enqueue.unique_key AND j.state IN ('scheduled', 'available', 'held');
         IF v_id IS NOT NULL THEN
             RETURN v_id;
         END IF;
@@ -156,3 +163,79 @@ CREATE TABLE ledgerflow.probe_effects (
     worker_id  text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Put a running job back in the queue (a retry, a rate-limit wait, a hold, a
+-- rescue or a release at shutdown), fenced by its claim. When a newer pending
+-- job holds the same unique key, that job stands for this one: this one ends
+-- as `cancelled`, superseded. Returns 'returned', 'superseded' or 'fenced'.
+CREATE FUNCTION ledgerflow.return_to_queue(
+    p_id         bigint,
+    p_claim      integer,
+    p_state      text,
+    p_run_at     timestamptz,
+    p_refund     boolean,
+    p_rate_ms    bigint,
+    p_errors     jsonb
+) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_key   text;
+    v_queue text;
+    v_twin  bigint;
+BEGIN
+    SELECT unique_key, queue INTO v_key, v_queue FROM ledgerflow.jobs
+    WHERE id = p_id AND claim_count = p_claim AND state = 'running'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'fenced';
+    END IF;
+    IF v_key IS NOT NULL THEN
+        SELECT id INTO v_twin FROM ledgerflow.jobs
+        WHERE unique_key = v_key AND state IN ('scheduled', 'available', 'held');
+    END IF;
+    IF v_twin IS NULL THEN
+        BEGIN
+            UPDATE ledgerflow.jobs
+            SET state = p_state, run_at = coalesce(p_run_at, now()),
+                attempt = CASE WHEN p_refund THEN greatest(attempt - 1, 0) ELSE attempt END,
+                rate_limited_ms = rate_limited_ms + coalesce(p_rate_ms, 0),
+                worker_id = NULL, lease_expires_at = NULL,
+                errors = errors || coalesce(p_errors, '[]'::jsonb)
+            WHERE id = p_id;
+            IF p_state = 'available' OR v_key IS NOT NULL THEN
+                PERFORM pg_notify('ledgerflow_jobs', v_queue);
+            END IF;
+            RETURN 'returned';
+        EXCEPTION WHEN unique_violation THEN
+            -- A pending twin was enqueued meanwhile.
+            SELECT id INTO v_twin FROM ledgerflow.jobs
+            WHERE unique_key = v_key AND state IN ('scheduled', 'available', 'held');
+        END;
+    END IF;
+    PERFORM ledgerflow.finish_job(p_id, 'cancelled',
+        coalesce(p_errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+            'attempt', (SELECT attempt FROM ledgerflow.jobs WHERE id = p_id), 'at', now(),
+            'class', 'superseded', 'message', 'superseded by job ' || v_twin)));
+    RETURN 'superseded';
+END;
+$$;
+
+-- Move one job to finished_jobs with the given final state, appending errors;
+-- wakes fetchers when a job with a unique key ends (a twin may be waiting).
+CREATE FUNCTION ledgerflow.finish_job(p_id bigint, p_state text, p_errors jsonb)
+RETURNS void
+LANGUAGE sql AS $$
+    WITH gone AS (
+        DELETE FROM ledgerflow.jobs WHERE id = p_id RETURNING *
+    ),
+    moved AS (
+        INSERT INTO ledgerflow.finished_jobs
+            (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
+             unique_key, errors, created_at, started_at)
+        SELECT id, queue, kind, kind_version, payload, p_state, priority, tenant, attempt,
+               unique_key, errors || coalesce(p_errors, '[]'::jsonb), created_at, started_at
+        FROM gone
+        RETURNING queue, unique_key
+    )
+    SELECT pg_notify('ledgerflow_jobs', queue) FROM moved WHERE unique_key IS NOT NULL;
+$$;

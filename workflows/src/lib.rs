@@ -16,7 +16,7 @@ pub mod retry;
 pub mod settings;
 
 pub use error::{ErrorClass, JobError};
-pub use job::{EnqueueOptions, JobId, JobKind, Priority};
+pub use job::{EnqueueOptions, JobContext, JobId, JobKind, Priority};
 pub use retry::RetryPolicy;
 
 /// The migrations every ledgerflow database needs (queue tables, functions).

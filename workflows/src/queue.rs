@@ -249,3 +249,41 @@ pub async fn retry_failed(
     .fetch_optional(&mut *conn)
     .await
 }
+
+/// Move running jobs to `finished_jobs` in one statement; returns the ids
+/// that were still held under the given claims (the others were fenced out).
+pub async fn complete_batch(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    claims: &[i32],
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        WITH done AS (
+            DELETE FROM ledgerflow.jobs j
+            USING unnest($1::bigint[], $2::int[]) AS c(id, claim)
+            WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
+            RETURNING j.*
+        ),
+        moved AS (
+            INSERT INTO ledgerflow.finished_jobs
+                (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
+                 unique_key, errors, created_at, started_at)
+            SELECT id, queue, kind, kind_version, payload, 'completed', priority, tenant, attempt,
+                   unique_key, errors, created_at, started_at
+            FROM done
+            RETURNING id
+        ),
+        -- A pending job with the same unique key may be waiting for this one.
+        woken AS (
+            SELECT pg_notify('ledgerflow_jobs', q)
+            FROM (SELECT DISTINCT queue AS q FROM done WHERE unique_key IS NOT NULL) d
+        )
+        SELECT id FROM moved, (SELECT count(*) FROM woken) w
+        "#,
+    )
+    .bind(ids)
+    .bind(claims)
+    .fetch_all(conn)
+    .await
+}

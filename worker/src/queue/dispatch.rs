@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use super::fetcher::{ClaimedJob, InFlight};
 use super::outcome::{self, Completion};
-use super::registry::{JobContext, Registry};
+use super::registry::Registry;
+use ledgerflow_workflows::JobContext;
 
 /// What every dispatch shares within one process.
 pub struct Dispatcher {
@@ -54,6 +55,7 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
     let ctx = JobContext {
         job_id: job.id,
         attempt: job.attempt,
+        max_attempts: policy.map(|p| p.max_attempts).unwrap_or(1),
         worker_id: d.worker_id.clone(),
         pool: d.pool.clone(),
         lease_lost: job.lease_lost.clone(),

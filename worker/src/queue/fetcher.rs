@@ -170,6 +170,8 @@ pub async fn claim(
         WITH picked AS (
             SELECT id FROM ledgerflow.jobs
             WHERE state = 'available' AND queue = $1
+              AND (unique_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM ledgerflow.jobs r WHERE r.unique_key = jobs.unique_key AND r.state = 'running'))
             ORDER BY priority, fair_key, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED

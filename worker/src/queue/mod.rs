@@ -31,5 +31,6 @@ pub mod rescuer;
 pub mod runtime;
 pub mod scheduler;
 
-pub use registry::{JobContext, Registry};
+pub use ledgerflow_workflows::JobContext;
+pub use registry::Registry;
 pub use runtime::{QueueConfig, WorkerRuntime};

@@ -13,41 +13,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use ledgerflow_workflows::queue::complete_batch;
 use ledgerflow_workflows::{JobError, RetryPolicy};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::fetcher::{ClaimedJob, InFlight};
-
-/// Move running jobs to `finished_jobs` in one statement; returns the ids
-/// that were still held under the given claims (the others were fenced out).
-pub async fn complete_batch(
-    conn: &mut PgConnection,
-    ids: &[i64],
-    claims: &[i32],
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        r#"
-        WITH done AS (
-            DELETE FROM ledgerflow.jobs j
-            USING unnest($1::bigint[], $2::int[]) AS c(id, claim)
-            WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
-            RETURNING j.*
-        )
-        INSERT INTO ledgerflow.finished_jobs
-            (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
-             unique_key, errors, created_at, started_at)
-        SELECT id, queue, kind, kind_version, payload, 'completed', priority, tenant, attempt,
-               unique_key, errors, created_at, started_at
-        FROM done
-        RETURNING id
-        "#,
-    )
-    .bind(ids)
-    .bind(claims)
-    .fetch_all(conn)
-    .await
-}
 
 /// A successful attempt waiting to be written by the completer.
 #[derive(Debug)]
@@ -96,6 +67,8 @@ pub async fn run_completer(
 }
 
 /// Record a failed attempt. Returns false when the write was fenced out.
+/// A job put back in the queue while a newer pending job holds its unique
+/// key ends as superseded instead (that job will do the work).
 pub async fn record_failure(
     pool: &PgPool,
     job: &ClaimedJob,
@@ -108,96 +81,88 @@ pub async fn record_failure(
         "class": error.class().as_str(),
         "message": error.to_string(),
     });
-    let decision = decide(job, policy, error);
-    let rows = match decision {
-        Decision::Retry { delay } => sqlx::query(
-            r#"UPDATE ledgerflow.jobs
-                   SET state = 'scheduled', run_at = now() + make_interval(secs => $3),
-                       worker_id = NULL, lease_expires_at = NULL, errors = errors || $4
-                   WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-        )
-        .bind(job.id)
-        .bind(job.claim)
-        .bind(delay.as_secs_f64())
-        .bind(serde_json::Value::Array(vec![entry]))
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Decision::WaitRateLimit { wait } => sqlx::query(
-            r#"UPDATE ledgerflow.jobs
-                   SET state = 'scheduled', run_at = now() + make_interval(secs => $3),
-                       attempt = attempt - 1, rate_limited_ms = rate_limited_ms + $4,
-                       worker_id = NULL, lease_expires_at = NULL, errors = errors || $5
-                   WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-        )
-        .bind(job.id)
-        .bind(job.claim)
-        .bind(wait.as_secs_f64())
-        .bind(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
-        .bind(serde_json::Value::Array(vec![entry]))
-        .execute(pool)
-        .await?
-        .rows_affected(),
-        Decision::Hold => sqlx::query(
-            r#"UPDATE ledgerflow.jobs
-                   SET state = 'held', attempt = attempt - 1,
-                       worker_id = NULL, lease_expires_at = NULL, errors = errors || $3
-                   WHERE id = $1 AND claim_count = $2 AND state = 'running'"#,
-        )
-        .bind(job.id)
-        .bind(job.claim)
-        .bind(serde_json::Value::Array(vec![entry]))
-        .execute(pool)
-        .await?
-        .rows_affected(),
+    let errors = serde_json::Value::Array(vec![entry]);
+    let result = match decide(job, policy, error) {
+        Decision::Retry { delay } => {
+            return_to_queue(pool, job, "scheduled", Some(delay), false, 0, errors).await?
+        }
+        Decision::WaitRateLimit { wait } => {
+            let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            return_to_queue(pool, job, "scheduled", Some(wait), true, ms, errors).await?
+        }
+        Decision::Hold => return_to_queue(pool, job, "held", None, true, 0, errors).await?,
         Decision::Fail { note } => {
-            let mut entries = vec![entry];
-            if let Some(note) = note {
-                entries.push(serde_json::json!({
+            let mut errors = errors;
+            if let (Some(note), serde_json::Value::Array(list)) = (note, &mut errors) {
+                list.push(serde_json::json!({
                     "attempt": job.attempt, "at": Utc::now(), "class": "permanent", "message": note,
                 }));
             }
-            fail(pool, job.id, job.claim, serde_json::Value::Array(entries)).await?
+            if fail(pool, job.id, job.claim, errors).await? {
+                "failed"
+            } else {
+                "fenced"
+            }
+            .to_owned()
         }
     };
-    if rows == 0 {
+    if result == "fenced" {
         tracing::warn!(
             job = job.id,
             claim = job.claim,
             "outcome refused: the lease was taken over by another worker"
         );
+    } else if result == "superseded" {
+        tracing::info!(
+            job = job.id,
+            "superseded by a newer pending job with the same key"
+        );
     }
-    Ok(rows > 0)
+    Ok(result != "fenced")
 }
 
-/// Move a running job to `finished_jobs` as failed, appending `errors`.
+/// Put a running job back in the queue (see `ledgerflow.return_to_queue`).
+async fn return_to_queue(
+    pool: &PgPool,
+    job: &ClaimedJob,
+    state: &str,
+    delay: Option<Duration>,
+    refund: bool,
+    rate_limited_ms: i64,
+    errors: serde_json::Value,
+) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT ledgerflow.return_to_queue($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7)",
+    )
+    .bind(job.id)
+    .bind(job.claim)
+    .bind(state)
+    .bind(delay.unwrap_or(Duration::ZERO).as_secs_f64())
+    .bind(refund)
+    .bind(rate_limited_ms)
+    .bind(errors)
+    .fetch_one(pool)
+    .await
+}
+
+/// Move a running job (still held under `claim`) to `finished_jobs` as
+/// failed, appending `errors`. Returns false when fenced out.
 pub async fn fail(
     pool: &PgPool,
     id: i64,
     claim: i32,
     errors: serde_json::Value,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        r#"
-        WITH gone AS (
-            DELETE FROM ledgerflow.jobs j
-            WHERE j.id = $1 AND j.claim_count = $2 AND j.state = 'running'
-            RETURNING j.*
-        )
-        INSERT INTO ledgerflow.finished_jobs
-            (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
-             unique_key, errors, created_at, started_at)
-        SELECT id, queue, kind, kind_version, payload, 'failed', priority, tenant, attempt,
-               unique_key, errors || $3, created_at, started_at
-        FROM gone
-        "#,
+) -> Result<bool, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT ledgerflow.finish_job(id, 'failed', $3) FROM ledgerflow.jobs
+         WHERE id = $1 AND claim_count = $2 AND state = 'running' FOR UPDATE",
     )
     .bind(id)
     .bind(claim)
     .bind(errors)
-    .execute(pool)
-    .await?
-    .rows_affected())
+    .fetch_all(pool)
+    .await?;
+    Ok(!rows.is_empty())
 }
 
 #[derive(Debug, PartialEq)]

@@ -8,14 +8,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
-use ledgerflow_workflows::{JobError, JobKind, RetryPolicy};
-use sqlx::{PgConnection, PgPool};
-use tokio_util::sync::CancellationToken;
-
-use super::outcome;
+use ledgerflow_workflows::{JobContext, JobError, JobKind, RetryPolicy};
 
 type ErasedHandler = Arc<
     dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync,
@@ -104,48 +99,5 @@ impl Registry {
             )));
         }
         Ok((entry.run)(payload, ctx))
-    }
-}
-
-/// What a handler knows about the job it runs.
-#[derive(Clone)]
-pub struct JobContext {
-    pub job_id: i64,
-    pub attempt: i32,
-    pub worker_id: String,
-    pub pool: PgPool,
-    /// Cancelled when this process lost the job's lease; stop work, the
-    /// job belongs to someone else now.
-    pub lease_lost: CancellationToken,
-    pub(crate) claim: i32,
-    pub(crate) completed: Arc<AtomicBool>,
-}
-
-impl JobContext {
-    /// Complete the job inside the handler's own transaction, so its effects
-    /// and the completion commit together or not at all.
-    ///
-    /// Fails with a retryable "lease lost" error when another worker took the
-    /// job over; the caller must then roll back.
-    pub async fn complete_in(&self, conn: &mut PgConnection) -> Result<(), JobError> {
-        let done = outcome::complete_batch(conn, &[self.job_id], &[self.claim]).await?;
-        if done.is_empty() {
-            return Err(JobError::retryable(format!(
-                "lease lost: job {} was taken over by another worker",
-                self.job_id
-            )));
-        }
-        self.completed.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// How many times the job has been claimed, this time included; unlike
-    /// `attempt` it also counts rate-limited and rescued tries.
-    pub fn tries(&self) -> i32 {
-        self.claim
-    }
-
-    pub(crate) fn completed_in_handler(&self) -> bool {
-        self.completed.load(Ordering::SeqCst)
     }
 }

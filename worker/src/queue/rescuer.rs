@@ -60,23 +60,20 @@ async fn release(
 ) -> Result<u64, sqlx::Error> {
     let sql = format!(
         r#"
-        WITH rescued AS (
-            UPDATE ledgerflow.jobs
-            SET state = 'available', worker_id = NULL, lease_expires_at = NULL,
-                errors = errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', attempt, 'at', now(), 'class', '{class}',
-                    'message', 'worker ' || coalesce(worker_id, '?') || ' stopped before finishing; the job was released'))
-            WHERE id IN (SELECT id FROM ledgerflow.jobs WHERE {condition} LIMIT 10000 FOR UPDATE SKIP LOCKED)
-            RETURNING queue
-        ),
-        woken AS (SELECT pg_notify('ledgerflow_jobs', q) FROM (SELECT DISTINCT queue AS q FROM rescued) d)
-        SELECT (SELECT count(*) FROM rescued), (SELECT count(*) FROM woken)
+        SELECT count(*) FILTER (WHERE ledgerflow.return_to_queue(
+                   id, claim_count, 'available', NULL, false, 0,
+                   jsonb_build_array(jsonb_build_object(
+                       'attempt', attempt, 'at', now(), 'class', '{class}',
+                       'message', 'worker ' || coalesce(worker_id, '?') || ' stopped before finishing; the job was released')))
+               <> 'fenced')
+        FROM (SELECT id, claim_count, attempt, worker_id FROM ledgerflow.jobs
+              WHERE {condition} LIMIT 10000 FOR UPDATE SKIP LOCKED) expired
         "#
     );
-    let mut q = sqlx::query_as::<_, (i64, i64)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
     if let Some((name, me)) = names {
         q = q.bind(name).bind(me);
     }
-    let (n, _) = q.fetch_one(pool).await?;
+    let n = q.fetch_one(pool).await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }

@@ -223,18 +223,10 @@ async fn release_inflight(pool: &PgPool, inflight: &InFlight) -> Result<u64, sql
     if ids.is_empty() {
         return Ok(0);
     }
-    let (n, _): (i64, i64) = sqlx::query_as(
+    let n: i64 = sqlx::query_scalar(
         r#"
-        WITH released AS (
-            UPDATE ledgerflow.jobs j
-            SET state = 'available', attempt = greatest(j.attempt - 1, 0),
-                worker_id = NULL, lease_expires_at = NULL
-            FROM unnest($1::bigint[], $2::int[]) AS c(id, claim)
-            WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
-            RETURNING j.queue
-        ),
-        woken AS (SELECT pg_notify('ledgerflow_jobs', q) FROM (SELECT DISTINCT queue AS q FROM released) d)
-        SELECT (SELECT count(*) FROM released), (SELECT count(*) FROM woken)
+        SELECT count(*) FILTER (WHERE ledgerflow.return_to_queue(c.id, c.claim, 'available', NULL, true, 0, NULL) <> 'fenced')
+        FROM unnest($1::bigint[], $2::int[]) AS c(id, claim)
         "#,
     )
     .bind(&ids)
