@@ -1,0 +1,254 @@
+//! Enqueueing: transactional with the host, unique keys, the SQL function,
+//! batches, and the claim order (priorities and fairness between tenants).
+
+use std::time::Duration;
+
+use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim};
+use ledgerflow_workflows::payloads::{BackfillRange, QueueProbe, UpsertInvoice};
+use ledgerflow_workflows::queue::{self, JobState};
+use ledgerflow_workflows::{EnqueueOptions, Priority};
+use sqlx::PgPool;
+
+fn probe(tenant: &str, label: &str) -> QueueProbe {
+    QueueProbe {
+        tenant: tenant.into(),
+        label: label.into(),
+        ..QueueProbe::default()
+    }
+}
+
+fn claimer(name: &str) -> FetcherConfig {
+    FetcherConfig {
+        queue: "default".into(),
+        worker_id: format!("{name}#test"),
+        lease: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(1),
+        concurrency: 10,
+    }
+}
+
+async fn live_jobs(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn rollback_leaves_no_job_and_commit_leaves_one(pool: PgPool) {
+    let mut tx = pool.begin().await.unwrap();
+    let id = queue::enqueue(
+        &mut tx,
+        &probe("t", "rolled back"),
+        EnqueueOptions::default(),
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(live_jobs(&pool).await, 0);
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(queue::find_job(&mut conn, id).await.unwrap().is_none());
+
+    let mut tx = pool.begin().await.unwrap();
+    let id = queue::enqueue(&mut tx, &probe("t", "committed"), EnqueueOptions::default())
+        .await
+        .unwrap();
+    // Not visible to others until the host commits.
+    assert_eq!(live_jobs(&pool).await, 0);
+    tx.commit().await.unwrap();
+    let rec = queue::find_job(&mut conn, id).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Available);
+    assert_eq!(rec.kind, "queue-probe");
+    assert_eq!(rec.payload["label"], "committed");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn sql_function_enqueues_inside_the_callers_transaction(pool: PgPool) {
+    let mut tx = pool.begin().await.unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "SELECT ledgerflow.enqueue('upsert-invoice', '{\"tenant\":\"shop\",\"connection_id\":1,\"invoice_id\":\"INV-1\"}'::jsonb,
+                                   tenant => 'shop', priority => 1::smallint, unique_key => 'sync:1:INV-1')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(live_jobs(&pool).await, 0, "rolled back with the host");
+
+    let id2: i64 = sqlx::query_scalar(
+        "SELECT ledgerflow.enqueue('upsert-invoice', '{\"tenant\":\"shop\",\"connection_id\":1,\"invoice_id\":\"INV-1\"}'::jsonb,
+                                   tenant => 'shop', run_at => now() + interval '1 hour')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_ne!(id, id2);
+    let state: String = sqlx::query_scalar("SELECT state FROM ledgerflow.jobs WHERE id = $1")
+        .bind(id2)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "scheduled", "a job for later waits in scheduled");
+
+    // Bad input from a non-Rust host gets a clear error.
+    let err = sqlx::query("SELECT ledgerflow.enqueue('x', '[1,2]'::jsonb)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("payload must be a JSON object"),
+        "{err}"
+    );
+    let err = sqlx::query("SELECT ledgerflow.enqueue('', '{}'::jsonb)")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("kind must not be empty"), "{err}");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn duplicate_key_returns_the_pending_job_and_keeps_the_transaction_usable(pool: PgPool) {
+    let job = UpsertInvoice {
+        tenant: "shop".into(),
+        connection_id: 1,
+        invoice_id: "INV-9".into(),
+    };
+    let key = || EnqueueOptions::default().unique_key("sync:1:INV-9");
+    let mut tx = pool.begin().await.unwrap();
+    let first = queue::enqueue(&mut tx, &job, key()).await.unwrap();
+    let again = queue::enqueue(&mut tx, &job, key()).await.unwrap();
+    assert_eq!(first, again);
+    // The host's transaction is still fine: it can write and commit.
+    sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // From another transaction too.
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(queue::enqueue(&mut conn, &job, key()).await.unwrap(), first);
+    assert_eq!(live_jobs(&pool).await, 1);
+
+    // Once the job runs, the key is free for the next change: a new pending
+    // job is created, and it waits while its twin runs.
+    let claimed = claim(&pool, &claimer("w"), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let next = queue::enqueue(&mut conn, &job, key()).await.unwrap();
+    assert_ne!(next, first);
+    assert!(
+        claim(&pool, &claimer("w2"), 10).await.unwrap().is_empty(),
+        "a twin of a running job is not claimed"
+    );
+
+    // When the running one completes, the waiting twin becomes claimable.
+    let done = queue::complete_batch(&mut conn, &[claimed[0].id], &[claimed[0].claim])
+        .await
+        .unwrap();
+    assert_eq!(done, vec![first]);
+    let claimed = claim(&pool, &claimer("w2"), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![next]);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn batch_enqueue_inserts_every_job(pool: PgPool) {
+    let jobs: Vec<_> = (0..500)
+        .map(|i| probe(&format!("t{}", i % 7), &i.to_string()))
+        .collect();
+    let mut conn = pool.acquire().await.unwrap();
+    let ids = queue::enqueue_batch(&mut conn, &jobs).await.unwrap();
+    assert_eq!(ids.len(), 500);
+    assert_eq!(live_jobs(&pool).await, 500);
+    assert!(
+        queue::enqueue_batch::<QueueProbe>(&mut conn, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn live_work_is_claimed_before_backfill(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+    let backfill = BackfillRange {
+        tenant: "a".into(),
+        connection_id: 1,
+        backfill_id: 1,
+        from: day,
+        to: day,
+    };
+    for _ in 0..5 {
+        queue::enqueue(&mut conn, &backfill, EnqueueOptions::default())
+            .await
+            .unwrap();
+    }
+    let live = UpsertInvoice {
+        tenant: "a".into(),
+        connection_id: 1,
+        invoice_id: "INV".into(),
+    };
+    let live_id = queue::enqueue(&mut conn, &live, EnqueueOptions::default())
+        .await
+        .unwrap();
+    let default_id = queue::enqueue(&mut conn, &probe("a", "p"), EnqueueOptions::default())
+        .await
+        .unwrap();
+    let bumped = queue::enqueue(
+        &mut conn,
+        &probe("a", "bumped"),
+        EnqueueOptions::default().priority(Priority::Live),
+    )
+    .await
+    .unwrap();
+    let first = claim(&pool, &claimer("w"), 3).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(
+        ids.contains(&live_id) && ids.contains(&bumped),
+        "live jobs first: {ids:?}"
+    );
+    assert!(ids.contains(&default_id), "then default priority: {ids:?}");
+    assert!(first.iter().all(|j| j.kind != "backfill-range"));
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_tenants_backlog_does_not_push_another_tenants_job_to_the_back(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let backlog: Vec<_> = (0..10_000)
+        .map(|i| probe("big-tenant", &i.to_string()))
+        .collect();
+    for chunk in backlog.chunks(2_000) {
+        queue::enqueue_batch(&mut conn, chunk).await.unwrap();
+    }
+    // The backlog starts draining...
+    let mut drained = 0;
+    for _ in 0..3 {
+        drained += claim(&pool, &claimer("w"), 100).await.unwrap().len();
+    }
+    // ...when a small tenant's job arrives: it is in the very next claim.
+    let newcomer = queue::enqueue(
+        &mut conn,
+        &probe("small-tenant", "new"),
+        EnqueueOptions::default(),
+    )
+    .await
+    .unwrap();
+    let next = claim(&pool, &claimer("w"), 100).await.unwrap();
+    assert_eq!(drained, 300);
+    assert!(
+        next.iter().any(|j| j.id == newcomer),
+        "the newcomer must not wait behind 9,700 jobs"
+    );
+
+    // The big tenant's own new job still goes behind its backlog.
+    let own = queue::enqueue(
+        &mut conn,
+        &probe("big-tenant", "own"),
+        EnqueueOptions::default(),
+    )
+    .await
+    .unwrap();
+    let next = claim(&pool, &claimer("w"), 100).await.unwrap();
+    assert!(
+        !next.iter().any(|j| j.id == own),
+        "a tenant's jobs stay in its own order"
+    );
+}
