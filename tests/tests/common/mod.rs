@@ -1,0 +1,85 @@
+#![allow(dead_code)]
+//! Shared helpers for the end-to-end tests: real `ledgerflow worker`
+//! processes against the test's own PostgreSQL database.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{ConnectOptions, PgPool};
+
+/// A `ledgerflow worker` child process, killed when dropped.
+pub struct WorkerProcess {
+    pub name: String,
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Start `ledgerflow worker --worker-id NAME ARGS…` on the pool's database.
+    pub fn start(pool: &PgPool, name: &str, args: &[&str]) -> WorkerProcess {
+        let url = pool.connect_options().to_url_lossy().to_string();
+        let child = Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
+            .arg("worker")
+            .args(["--worker-id", name])
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("LEDGERFLOW_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ledgerflow worker");
+        WorkerProcess {
+            name: name.into(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no shutdown code runs, as when a machine dies.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the process to exit; returns its exit status success.
+    pub fn terminate(mut self, within: Duration) -> bool {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `query` (a single bigint) until it equals `want`, or panic.
+pub async fn wait_count(pool: &PgPool, query: &str, want: i64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_one(pool)
+            .await
+            .expect("count query");
+        if got == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("`{query}` is {got}, wanted {want} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
