@@ -9,8 +9,10 @@
 pub mod error;
 pub mod invoice;
 pub mod job;
+pub mod ledger;
 pub mod money;
 pub mod payloads;
+pub mod provider;
 pub mod queue;
 pub mod retry;
 pub mod settings;

@@ -1,0 +1,229 @@
+//! The sync ledger: per-(connection, invoice) sync state, the history of
+//! sync events, links to provider records, connections and their settings,
+//! and the manual actions of the sync dialog.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | [`connections`] | tenants, connections, settings (validated), reconnect |
+//! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
+//! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
+//! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
+//!
+//! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
+//! port) and must not change how the queue claims or finishes jobs: it only
+//! enqueues, and completes its own job inside its transaction.
+//!
+//! Serialization: every job of one (connection, invoice) carries the unique
+//! key [`sync_key`], so the queue runs them one at a time and keeps at most
+//! one pending; the job does whatever the newest pending event asks, whatever
+//! its kind, so an upsert job can carry out a later void and vice versa.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::invoice::SnapshotError;
+use crate::queue::EnqueueError;
+use crate::settings::{SettingsError, Trigger};
+
+pub mod connections;
+pub mod read;
+pub mod record;
+pub mod sync;
+
+pub use connections::{
+    Connection, ConnectionStatus, NewTenant, SavedSettings, create_connection, create_tenant,
+    disable_connection, get_connection, reconnect, update_settings,
+};
+pub use read::{
+    AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
+    ExternalLink, HistoryPage, InvoiceSyncStatus, SyncDialog, SyncEventView, history, sync_dialog,
+};
+pub use record::{
+    Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,
+    send_as_new, set_invoice_auto_sync,
+};
+pub use sync::{run_complete_draft, run_upsert_invoice, run_void_order};
+
+/// The queue's unique key of an invoice's sync jobs on a connection.
+pub fn sync_key(connection_id: i64, invoice_id: &str) -> String {
+    format!("sync:{connection_id}:{invoice_id}")
+}
+
+/// The key a connection's jobs are held under while it needs reconnecting.
+pub fn hold_key(connection_id: i64) -> String {
+    format!("connection:{connection_id}")
+}
+
+/// A sync event's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Pending,
+    Syncing,
+    Synced,
+    Failed,
+    Superseded,
+    Skipped,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Pending => "pending",
+            EventStatus::Syncing => "syncing",
+            EventStatus::Synced => "synced",
+            EventStatus::Failed => "failed",
+            EventStatus::Superseded => "superseded",
+            EventStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, LedgerError> {
+        Ok(match s {
+            "pending" => EventStatus::Pending,
+            "syncing" => EventStatus::Syncing,
+            "synced" => EventStatus::Synced,
+            "failed" => EventStatus::Failed,
+            "superseded" => EventStatus::Superseded,
+            "skipped" => EventStatus::Skipped,
+            other => {
+                return Err(LedgerError::Corrupt(format!(
+                    "unknown event status {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// No further change will happen to an event in this status.
+    pub fn is_final(self) -> bool {
+        !matches!(self, EventStatus::Pending | EventStatus::Syncing)
+    }
+}
+
+impl fmt::Display for EventStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a sync event asks of the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Create, update in place, or cancel and replace.
+    Upsert,
+    /// Create a new record ignoring the existing link.
+    SendAsNew,
+    /// Void / cancel / delete the linked record.
+    Void,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Upsert => "upsert",
+            Operation::SendAsNew => "send_as_new",
+            Operation::Void => "void",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, LedgerError> {
+        Ok(match s {
+            "upsert" => Operation::Upsert,
+            "send_as_new" => Operation::SendAsNew,
+            "void" => Operation::Void,
+            other => return Err(LedgerError::Corrupt(format!("unknown operation {other:?}"))),
+        })
+    }
+
+    /// The operation a host trigger asks for.
+    pub fn for_trigger(trigger: Trigger) -> Operation {
+        match trigger {
+            Trigger::JobCancelled | Trigger::JobRejected => Operation::Void,
+            _ => Operation::Upsert,
+        }
+    }
+}
+
+/// What caused a sync event: a host trigger or a person's action in the dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventTrigger {
+    Host(Trigger),
+    ManualResync,
+    ManualSendAsNew,
+    ManualRetry,
+}
+
+impl EventTrigger {
+    /// The stable code stored in `sync_events.trigger`.
+    pub fn code(self) -> &'static str {
+        match self {
+            EventTrigger::Host(t) => match t {
+                Trigger::JobCreated => "job_created",
+                Trigger::ItemsChanged => "items_changed",
+                Trigger::InvoiceCreated => "invoice_created",
+                Trigger::SaleCompleted => "sale_completed",
+                Trigger::OnlineBookingCreated => "online_booking_created",
+                Trigger::OnlineBookingAccepted => "online_booking_accepted",
+                Trigger::JobCancelled => "job_cancelled",
+                Trigger::JobRejected => "job_rejected",
+                Trigger::InvoicePaid => "invoice_paid",
+                Trigger::PaymentAdded => "payment_added",
+            },
+            EventTrigger::ManualResync => "manual_resync",
+            EventTrigger::ManualSendAsNew => "manual_send_as_new",
+            EventTrigger::ManualRetry => "manual_retry",
+        }
+    }
+
+    /// The label shown when the host sent none.
+    pub fn default_label(self) -> &'static str {
+        match self {
+            EventTrigger::Host(t) => match t {
+                Trigger::JobCreated => "job created",
+                Trigger::ItemsChanged => "invoice items changed",
+                Trigger::InvoiceCreated => "invoice created",
+                Trigger::SaleCompleted => "sale completed",
+                Trigger::OnlineBookingCreated => "online booking created",
+                Trigger::OnlineBookingAccepted => "online booking accepted",
+                Trigger::JobCancelled => "job cancelled",
+                Trigger::JobRejected => "job rejected",
+                Trigger::InvoicePaid => "invoice marked as paid",
+                Trigger::PaymentAdded => "payment added to invoice",
+            },
+            EventTrigger::ManualResync => "re-sync requested",
+            EventTrigger::ManualSendAsNew => "send as new requested",
+            EventTrigger::ManualRetry => "retry requested",
+        }
+    }
+}
+
+/// Why a ledger call was refused. Nothing was written when one is returned
+/// (the caller's transaction may still be used, except after `Database`).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("connection {0} does not exist")]
+    ConnectionNotFound(i64),
+    #[error("tenant {0:?} does not exist")]
+    TenantNotFound(String),
+    #[error("invoice {invoice_id:?} has never been sent to connection {connection_id}")]
+    InvoiceUnknown {
+        connection_id: i64,
+        invoice_id: String,
+    },
+    /// The action is not available now; the message says why.
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("stored ledger data could not be read: {0}")]
+    Corrupt(String),
+    #[error("could not enqueue the sync job: {0}")]
+    Enqueue(#[from] EnqueueError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}

@@ -1,0 +1,523 @@
+//! The step a sync job runs: take the invoice's newest pending sync event,
+//! push the invoice's newest snapshot through the provider port, and record
+//! the outcome — on success atomically with the job's completion.
+//!
+//! Why the row lock: `record_trigger` locks the invoice_sync row before it
+//! writes an event and enqueues; this step locks the same row before it
+//! picks the newest pending event. So a trigger whose enqueue returned the
+//! pending job (the job was not yet claimed) commits before the job can
+//! look, and the job then sees its event; a trigger that came after the pick
+//! finds the job running and enqueues a new pending one.
+//!
+//! This module must not decide retry timing (the queue does, from the
+//! returned [`JobError`]) nor know provider wire formats.
+
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+
+use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
+use super::read::{ChangeDetail, ChangeDetails};
+use super::{LedgerError, Operation};
+use crate::error::JobError;
+use crate::invoice::{InvoiceSnapshot, diff};
+use crate::job::JobContext;
+use crate::payloads::{UpsertInvoice, VoidOrder};
+use crate::provider::{
+    ExternalRef, ProviderError, Providers, PushResult, UpsertInvoiceRequest, UpsertMode,
+    VoidOrderRequest,
+};
+
+/// Handler of `upsert-invoice` jobs.
+pub async fn run_upsert_invoice(
+    providers: &Providers,
+    job: UpsertInvoice,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    run_sync(providers, job.connection_id, &job.invoice_id, &ctx).await
+}
+
+/// Handler of `void-order` jobs. Like every sync job of an invoice it does
+/// what the newest pending event asks: the jobs share one unique key, so a
+/// void enqueued while an upsert job was pending rides on that job.
+pub async fn run_void_order(
+    providers: &Providers,
+    job: VoidOrder,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    run_sync(providers, job.connection_id, &job.invoice_id, &ctx).await
+}
+
+/// Handler of `complete-draft` jobs: not yet part of the ledger's operations
+/// (it needs the payments chain); fails with a message that says so.
+pub async fn run_complete_draft(
+    _providers: &Providers,
+    _job: crate::payloads::CompleteDraft,
+    _ctx: JobContext,
+) -> Result<(), JobError> {
+    Err(JobError::permanent(
+        "completing draft orders is not wired into the sync ledger yet",
+    ))
+}
+
+fn job_error(e: LedgerError) -> JobError {
+    match e {
+        LedgerError::Database(e) => JobError::from(e),
+        other => JobError::permanent(other.to_string()),
+    }
+}
+
+/// The event a run works on.
+struct Picked {
+    event_id: i64,
+    operation: Operation,
+    void_existing: bool,
+    snapshot: serde_json::Value,
+}
+
+/// Lock the invoice's row, then pick its newest open event and mark it
+/// syncing (older open events are superseded). `None`: nothing to do.
+async fn pick(
+    tx: &mut PgConnection,
+    connection: &Connection,
+    invoice_id: &str,
+    ctx: &JobContext,
+) -> Result<Option<Picked>, LedgerError> {
+    let latest: Option<Option<serde_json::Value>> = sqlx::query_scalar(
+        "SELECT latest_snapshot FROM ledgerflow.invoice_sync
+         WHERE connection_id = $1 AND invoice_id = $2 FOR UPDATE",
+    )
+    .bind(connection.id)
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(Some(latest)) = latest else {
+        return Ok(None);
+    };
+    // A separate statement after the lock: it sees triggers committed while we waited.
+    let row = sqlx::query(
+        "SELECT id, operation, void_existing FROM ledgerflow.sync_events
+         WHERE connection_id = $1 AND invoice_id = $2 AND status IN ('pending', 'syncing')
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(connection.id)
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let event_id: i64 = row.try_get("id")?;
+    // Older open events: pending ones a trigger did not supersede because
+    // they were syncing then, or a syncing one whose worker died.
+    sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'superseded', superseded_by = $3, finished_at = now(), updated_at = now()
+         WHERE connection_id = $1 AND invoice_id = $2 AND status IN ('pending', 'syncing') AND id < $3",
+    )
+    .bind(connection.id)
+    .bind(invoice_id)
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    // The event records the snapshot actually pushed: the newest the host
+    // sent, which may be newer than the event's own (a later skipped trigger).
+    sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'syncing', attempts = attempts + 1, job_id = $2, snapshot = $3,
+             started_at = coalesce(started_at, now()), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(event_id)
+    .bind(ctx.job_id)
+    .bind(&latest)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Some(Picked {
+        event_id,
+        operation: Operation::parse(row.try_get("operation")?)?,
+        void_existing: row.try_get("void_existing")?,
+        snapshot: latest,
+    }))
+}
+
+/// Mark the newest open event while the connection cannot sync, without
+/// calling the provider. Returns the error the job ends with.
+async fn refuse_for_connection(
+    tx: &mut PgConnection,
+    connection: &Connection,
+    invoice_id: &str,
+) -> Result<JobError, LedgerError> {
+    let (class, message, error) = match connection.status {
+        ConnectionStatus::ReconnectNeeded => {
+            let m = format!(
+                "{} needs reconnecting: the sync waits until the integration is reconnected",
+                connection.provider
+            );
+            ("reconnect_needed", m.clone(), JobError::reconnect_needed(m))
+        }
+        _ => {
+            let m = format!("the {} connection is disabled", connection.provider);
+            ("permanent", m.clone(), JobError::permanent(m))
+        }
+    };
+    let status = if class == "permanent" {
+        "failed"
+    } else {
+        "pending"
+    };
+    sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = $3, error_class = $4, error_message = $5, updated_at = now(),
+             finished_at = CASE WHEN $3 = 'failed' THEN now() END
+         WHERE id = (SELECT id FROM ledgerflow.sync_events
+                     WHERE connection_id = $1 AND invoice_id = $2
+                       AND status IN ('pending', 'syncing')
+                     ORDER BY id DESC LIMIT 1)",
+    )
+    .bind(connection.id)
+    .bind(invoice_id)
+    .bind(status)
+    .bind(class)
+    .bind(&message)
+    .execute(&mut *tx)
+    .await?;
+    Ok(error)
+}
+
+async fn run_sync(
+    providers: &Providers,
+    connection_id: i64,
+    invoice_id: &str,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let connection = get_connection(&mut tx, connection_id)
+        .await
+        .map_err(job_error)?;
+    if connection.status != ConnectionStatus::Active {
+        let lock = lock_invoice(&mut tx, connection_id, invoice_id).await;
+        lock.map_err(job_error)?;
+        let err = refuse_for_connection(&mut tx, &connection, invoice_id)
+            .await
+            .map_err(job_error)?;
+        tx.commit().await?;
+        return Err(err);
+    }
+    let Some(picked) = pick(&mut tx, &connection, invoice_id, ctx)
+        .await
+        .map_err(job_error)?
+    else {
+        // Every event was handled by an earlier job (or superseded): done.
+        tx.commit().await?;
+        return Ok(());
+    };
+    tx.commit().await?;
+
+    let provider_name = connection.provider;
+    let snapshot: InvoiceSnapshot = match serde_json::from_value(picked.snapshot.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let err = ProviderError::permanent(
+                format!("the stored invoice snapshot could not be read: {e}"),
+                None,
+            );
+            return record_failure(&connection, invoice_id, &picked, ctx, err).await;
+        }
+    };
+    let existing = invoice_link(&ctx.pool, connection_id, invoice_id).await?;
+    let info = connection.info();
+    let provider = providers.get(provider_name);
+    let idempotency_key = format!("ledgerflow-{}-{}", connection_id, picked.event_id);
+
+    let result: Result<Option<PushResult>, ProviderError> = match picked.operation {
+        Operation::Upsert => provider
+            .upsert_invoice(UpsertInvoiceRequest {
+                connection: &info,
+                snapshot: &snapshot,
+                existing: existing.as_ref(),
+                mode: UpsertMode::CreateOrUpdate,
+                idempotency_key: &idempotency_key,
+            })
+            .await
+            .map(Some),
+        Operation::SendAsNew => {
+            let voided = match (&existing, picked.void_existing) {
+                (Some(old), true) => {
+                    let key = format!("{idempotency_key}-void");
+                    match provider
+                        .void_order(VoidOrderRequest {
+                            connection: &info,
+                            snapshot: &snapshot,
+                            existing: old,
+                            idempotency_key: &key,
+                        })
+                        .await
+                    {
+                        // Already gone is what we wanted.
+                        Ok(_) | Err(ProviderError::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(()),
+            };
+            match voided {
+                Ok(()) => provider
+                    .upsert_invoice(UpsertInvoiceRequest {
+                        connection: &info,
+                        snapshot: &snapshot,
+                        existing: None,
+                        mode: UpsertMode::ForceNew,
+                        idempotency_key: &idempotency_key,
+                    })
+                    .await
+                    .map(Some),
+                Err(e) => Err(e),
+            }
+        }
+        Operation::Void => match &existing {
+            // Never sent: there is nothing to void.
+            None => Ok(None),
+            Some(old) => provider
+                .void_order(VoidOrderRequest {
+                    connection: &info,
+                    snapshot: &snapshot,
+                    existing: old,
+                    idempotency_key: &idempotency_key,
+                })
+                .await
+                .map(Some),
+        },
+    };
+
+    match result {
+        Ok(pushed) => {
+            record_success(&connection, invoice_id, &picked, &snapshot, pushed, ctx).await
+        }
+        Err(e) => record_failure(&connection, invoice_id, &picked, ctx, e).await,
+    }
+}
+
+async fn lock_invoice(
+    tx: &mut PgConnection,
+    connection_id: i64,
+    invoice_id: &str,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "SELECT 1 FROM ledgerflow.invoice_sync WHERE connection_id = $1 AND invoice_id = $2 FOR UPDATE",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn invoice_link(
+    pool: &sqlx::PgPool,
+    connection_id: i64,
+    invoice_id: &str,
+) -> Result<Option<ExternalRef>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT external_id, external_number, view_url FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'invoice' AND host_id = $2",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(ExternalRef {
+            external_id: r.try_get("external_id")?,
+            external_number: r.try_get("external_number")?,
+            url: r.try_get("view_url")?,
+        })
+    })
+    .transpose()
+}
+
+/// Still ours: the event is syncing under this job. Otherwise another
+/// worker took the job over (lease lost) and owns the outcome.
+const OWNED: &str = "id = $1 AND status = 'syncing' AND job_id = $2";
+
+async fn record_success(
+    connection: &Connection,
+    invoice_id: &str,
+    picked: &Picked,
+    snapshot: &InvoiceSnapshot,
+    pushed: Option<PushResult>,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    let mut tx: Transaction<'_, Postgres> = ctx.pool.begin().await?;
+    let synced: Option<Option<serde_json::Value>> = sqlx::query_scalar(
+        "SELECT synced_snapshot FROM ledgerflow.invoice_sync
+         WHERE connection_id = $1 AND invoice_id = $2 FOR UPDATE",
+    )
+    .bind(connection.id)
+    .bind(invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let previous: Option<InvoiceSnapshot> = synced
+        .flatten()
+        .and_then(|v| serde_json::from_value(v).ok());
+
+    let writes_invoice = picked.operation != Operation::Void;
+    let details = writes_invoice.then(|| match &previous {
+        None => ChangeDetails {
+            first_sync: true,
+            changes: Vec::new(),
+        },
+        Some(old) => ChangeDetails {
+            first_sync: false,
+            changes: diff(old, snapshot)
+                .into_iter()
+                .map(|change| ChangeDetail {
+                    description: change.describe(),
+                    change,
+                })
+                .collect(),
+        },
+    });
+    let summary = pushed
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| JobError::permanent(format!("response summary: {e}")))?;
+    let details = details
+        .as_ref()
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| JobError::permanent(format!("change details: {e}")))?;
+
+    let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'synced', response_summary = $3, change_details = $4,
+             error_class = NULL, error_message = NULL, raw_error = NULL,
+             finished_at = now(), updated_at = now()
+         WHERE {OWNED}"
+    )))
+    .bind(picked.event_id)
+    .bind(ctx.job_id)
+    .bind(&summary)
+    .bind(&details)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(JobError::retryable(format!(
+            "sync event {} is no longer this job's: the job was taken over",
+            picked.event_id
+        )));
+    }
+    if writes_invoice {
+        sqlx::query(
+            "UPDATE ledgerflow.invoice_sync SET synced_snapshot = $3, synced_at = now(), updated_at = now()
+             WHERE connection_id = $1 AND invoice_id = $2",
+        )
+        .bind(connection.id)
+        .bind(invoice_id)
+        .bind(&picked.snapshot)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(p) = &pushed {
+        sqlx::query(
+            "INSERT INTO ledgerflow.links
+                 (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
+             VALUES ($1, 'invoice', $2, $3, $4, $5, now())
+             ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
+             SET external_id = excluded.external_id, external_number = excluded.external_number,
+                 view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
+        )
+        .bind(connection.id)
+        .bind(invoice_id)
+        .bind(&p.external.external_id)
+        .bind(&p.external.external_number)
+        .bind(&p.external.url)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The outcome and the job's completion commit together: a crash between
+    // them cannot leave a synced event with a job that runs again.
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn record_failure(
+    connection: &Connection,
+    invoice_id: &str,
+    picked: &Picked,
+    ctx: &JobContext,
+    err: ProviderError,
+) -> Result<(), JobError> {
+    let friendly = err.friendly_message(connection.provider);
+    let raw = err.raw().map_or_else(|| err.to_string(), str::to_owned);
+    let job_err = JobError::from(err);
+    let class = job_err.class();
+    let terminal = match &job_err {
+        JobError::NotFound { .. } | JobError::Permanent { .. } => true,
+        JobError::Retryable { .. } => ctx.is_last_attempt(),
+        JobError::RateLimited { .. } | JobError::ReconnectNeeded { .. } => false,
+    };
+    // Waits the queue does not count as attempts are not counted here either.
+    let refund = matches!(
+        job_err,
+        JobError::RateLimited { .. } | JobError::ReconnectNeeded { .. }
+    );
+
+    let mut tx = ctx.pool.begin().await?;
+    lock_invoice(&mut tx, connection.id, invoice_id)
+        .await
+        .map_err(job_error)?;
+    if terminal {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE ledgerflow.sync_events
+             SET status = 'failed', error_class = $3, error_message = $4, raw_error = $5,
+                 finished_at = now(), updated_at = now()
+             WHERE {OWNED}"
+        )))
+        .bind(picked.event_id)
+        .bind(ctx.job_id)
+        .bind(class.as_str())
+        .bind(&friendly)
+        .bind(&raw)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        // Back to pending with the error noted: the queue retries. If a newer
+        // event arrived meanwhile it stands for this one.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE ledgerflow.sync_events
+             SET error_class = $3, error_message = $4, raw_error = $5, updated_at = now(),
+                 attempts = attempts - CASE WHEN $6 THEN 1 ELSE 0 END,
+                 superseded_by = (SELECT min(n.id) FROM ledgerflow.sync_events n
+                                  WHERE n.connection_id = $7 AND n.invoice_id = $8
+                                    AND n.status = 'pending' AND n.id > $1),
+                 status = CASE WHEN EXISTS (SELECT 1 FROM ledgerflow.sync_events n
+                                            WHERE n.connection_id = $7 AND n.invoice_id = $8
+                                              AND n.status = 'pending' AND n.id > $1)
+                               THEN 'superseded' ELSE 'pending' END,
+                 finished_at = CASE WHEN EXISTS (SELECT 1 FROM ledgerflow.sync_events n
+                                            WHERE n.connection_id = $7 AND n.invoice_id = $8
+                                              AND n.status = 'pending' AND n.id > $1)
+                               THEN now() END
+             WHERE {OWNED}"
+        )))
+        .bind(picked.event_id)
+        .bind(ctx.job_id)
+        .bind(class.as_str())
+        .bind(&friendly)
+        .bind(&raw)
+        .bind(refund)
+        .bind(connection.id)
+        .bind(invoice_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if matches!(job_err, JobError::ReconnectNeeded { .. }) {
+        mark_reconnect_needed(&mut tx, connection.id, &friendly)
+            .await
+            .map_err(job_error)?;
+    }
+    tx.commit().await?;
+    Err(job_err)
+}

@@ -1,0 +1,357 @@
+//! The `Provider` port: what the sync ledger asks of a POS or accounting
+//! system, and the typed errors an adapter answers with.
+//!
+//! This module owns the trait, its request/response types and the mapping of
+//! [`ProviderError`] onto the queue's [`JobError`] classes. It must not know
+//! any provider's wire format or make HTTP calls: adapters (in
+//! `ledgerflow-adapters`) implement the trait.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::JobError;
+use crate::invoice::{Customer, InvoiceSnapshot, Payment};
+use crate::money::Money;
+use crate::settings::{ConnectionSettings, Provider as ProviderName};
+
+/// The connection a call is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub id: i64,
+    pub tenant_id: String,
+    pub provider: ProviderName,
+    pub settings: ConnectionSettings,
+}
+
+/// A host record's counterpart in the provider, as stored in `ledgerflow.links`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalRef {
+    pub external_id: String,
+    /// The number people see ("#1042", "INV-0042"), when the provider has one.
+    pub external_number: Option<String>,
+    /// "View in provider" link.
+    pub url: Option<String>,
+}
+
+/// How an upsert may treat the invoice's existing provider record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsertMode {
+    /// Update the linked record in place, or cancel and replace it where the
+    /// provider cannot edit it (Shopify confirmed orders); create when unlinked.
+    CreateOrUpdate,
+    /// Create a new record; `existing` is `None` and must not be looked up by
+    /// the invoice's number ("send as new").
+    ForceNew,
+}
+
+/// Create or update the provider's record for an invoice.
+#[derive(Debug, Clone)]
+pub struct UpsertInvoiceRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub snapshot: &'a InvoiceSnapshot,
+    pub existing: Option<&'a ExternalRef>,
+    pub mode: UpsertMode,
+    /// Derived from the sync event: the same on every attempt of one event,
+    /// so a create whose answer was lost is not made twice.
+    pub idempotency_key: &'a str,
+}
+
+/// Void / cancel / delete the provider's record.
+#[derive(Debug, Clone)]
+pub struct VoidOrderRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub snapshot: &'a InvoiceSnapshot,
+    pub existing: &'a ExternalRef,
+    pub idempotency_key: &'a str,
+}
+
+/// Turn a draft into a confirmed, paid order (Shopify).
+#[derive(Debug, Clone)]
+pub struct CompleteDraftRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub snapshot: &'a InvoiceSnapshot,
+    pub existing: &'a ExternalRef,
+    pub idempotency_key: &'a str,
+}
+
+/// Apply one payment to the invoice's provider record.
+#[derive(Debug, Clone)]
+pub struct PushPaymentRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub snapshot: &'a InvoiceSnapshot,
+    pub invoice: &'a ExternalRef,
+    pub payment: &'a Payment,
+    /// The payment's link when it was pushed before.
+    pub existing: Option<&'a ExternalRef>,
+    pub idempotency_key: &'a str,
+}
+
+/// Find or create the provider's contact for a host customer.
+#[derive(Debug, Clone)]
+pub struct SyncCustomerRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub customer: &'a Customer,
+    pub existing: Option<&'a ExternalRef>,
+    pub idempotency_key: &'a str,
+}
+
+/// What the provider did with a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteKind {
+    Created,
+    UpdatedInPlace,
+    /// The old record was cancelled and a new one made (no in-place edits).
+    CancelledAndReplaced,
+    Voided,
+    /// The record was already gone or voided; nothing was written.
+    AlreadyVoided,
+    Completed,
+}
+
+impl WriteKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            WriteKind::Created => "created",
+            WriteKind::UpdatedInPlace => "updated in place",
+            WriteKind::CancelledAndReplaced => "cancelled and replaced",
+            WriteKind::Voided => "voided",
+            WriteKind::AlreadyVoided => "already voided",
+            WriteKind::Completed => "completed",
+        }
+    }
+}
+
+/// The provider's answer to a successful write: the "response summary" of a
+/// sync event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResult {
+    pub write: WriteKind,
+    pub external: ExternalRef,
+    pub line_count: u32,
+    pub total: Money,
+    /// The record's status in the provider's words ("draft", "AUTHORISED", "open").
+    pub external_status: String,
+}
+
+/// A failed provider call, classified. Adapters build these from HTTP
+/// answers; the ledger records them and the queue acts on their class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// 5xx, timeout, connection reset: try again later.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        raw: Option<String>,
+    },
+    /// 429 or quota exhausted: wait until `not_before`, attempt not spent.
+    #[error("rate limited until {not_before}: {message}")]
+    RateLimited {
+        not_before: DateTime<Utc>,
+        message: String,
+        raw: Option<String>,
+    },
+    /// Credentials refused even after a refresh: the connection must be reconnected.
+    #[error("reconnect needed: {message}")]
+    ReconnectNeeded {
+        message: String,
+        raw: Option<String>,
+    },
+    /// The linked record is gone (deleted in the POS).
+    #[error("not found: {message}")]
+    NotFound {
+        message: String,
+        raw: Option<String>,
+    },
+    /// The request can never succeed as it stands (missing account code, ...).
+    /// `message` is for people; `raw` is the provider's own words.
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        raw: Option<String>,
+    },
+}
+
+impl ProviderError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ProviderError::Retryable {
+            message: message.into(),
+            raw: None,
+        }
+    }
+    pub fn permanent(message: impl Into<String>, raw: Option<String>) -> Self {
+        ProviderError::Permanent {
+            message: message.into(),
+            raw,
+        }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ProviderError::NotFound {
+            message: message.into(),
+            raw: None,
+        }
+    }
+    pub fn reconnect_needed(message: impl Into<String>) -> Self {
+        ProviderError::ReconnectNeeded {
+            message: message.into(),
+            raw: None,
+        }
+    }
+    pub fn rate_limited(not_before: DateTime<Utc>, message: impl Into<String>) -> Self {
+        ProviderError::RateLimited {
+            not_before,
+            message: message.into(),
+            raw: None,
+        }
+    }
+
+    /// The provider's own error text, when there was one.
+    pub fn raw(&self) -> Option<&str> {
+        match self {
+            ProviderError::Retryable { raw, .. }
+            | ProviderError::RateLimited { raw, .. }
+            | ProviderError::ReconnectNeeded { raw, .. }
+            | ProviderError::NotFound { raw, .. }
+            | ProviderError::Permanent { raw, .. } => raw.as_deref(),
+        }
+    }
+
+    /// The sentence the sync dialog shows, with the way out where there is one.
+    pub fn friendly_message(&self, provider: ProviderName) -> String {
+        match self {
+            ProviderError::Retryable { message, .. } => {
+                format!("{provider} did not answer properly ({message}); the sync will retry")
+            }
+            ProviderError::RateLimited { not_before, .. } => format!(
+                "{provider} is limiting requests; the sync waits until {} and retries",
+                not_before.format("%H:%M:%S UTC")
+            ),
+            ProviderError::ReconnectNeeded { .. } => format!(
+                "{provider} refused our credentials: reconnect the integration in settings; syncs resume after that"
+            ),
+            ProviderError::NotFound { message, .. } => format!(
+                "the record was not found in {provider} ({message}); it may have been deleted there: use \"send as new\""
+            ),
+            ProviderError::Permanent { message, .. } => {
+                format!("{provider} refused the sync: {message}")
+            }
+        }
+    }
+}
+
+impl From<ProviderError> for JobError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Retryable { message, .. } => JobError::retryable(message),
+            ProviderError::RateLimited {
+                not_before,
+                message,
+                ..
+            } => JobError::rate_limited(not_before, message),
+            ProviderError::ReconnectNeeded { message, .. } => JobError::reconnect_needed(message),
+            ProviderError::NotFound { message, .. } => JobError::not_found(message),
+            ProviderError::Permanent { message, .. } => JobError::permanent(message),
+        }
+    }
+}
+
+/// A future returned by [`Provider`] methods.
+pub type ProviderFuture<'a, T> = BoxFuture<'a, Result<T, ProviderError>>;
+
+/// One provider account's API, as the ledger needs it. Object safe: the
+/// worker keeps one `Arc<dyn Provider>` per provider in [`Providers`].
+pub trait Provider: Send + Sync {
+    /// Create the invoice's record, update it in place, or cancel and
+    /// replace it, as the provider and the settings allow.
+    fn upsert_invoice<'a>(
+        &'a self,
+        req: UpsertInvoiceRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult>;
+
+    /// Void / cancel / delete the record. A record already gone answers
+    /// `Ok` with [`WriteKind::AlreadyVoided`], not `NotFound`.
+    fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult>;
+
+    fn complete_draft<'a>(
+        &'a self,
+        req: CompleteDraftRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult>;
+
+    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef>;
+
+    fn sync_customer<'a>(&'a self, req: SyncCustomerRequest<'a>)
+    -> ProviderFuture<'a, ExternalRef>;
+}
+
+/// The stand-in for a provider whose adapter does not exist yet: every call
+/// fails permanently with a message that says so, so the sync event shows
+/// why instead of staying pending.
+#[derive(Debug, Clone, Copy)]
+pub struct MissingAdapter(pub ProviderName);
+
+impl MissingAdapter {
+    fn refuse<'a, T: Send + 'a>(&self) -> ProviderFuture<'a, T> {
+        let e = ProviderError::permanent(format!("no adapter for provider {} yet", self.0), None);
+        Box::pin(async move { Err(e) })
+    }
+}
+
+impl Provider for MissingAdapter {
+    fn upsert_invoice<'a>(&'a self, _: UpsertInvoiceRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn void_order<'a>(&'a self, _: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn complete_draft<'a>(&'a self, _: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        self.refuse()
+    }
+    fn sync_customer<'a>(&'a self, _: SyncCustomerRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        self.refuse()
+    }
+}
+
+/// Which adapter serves which provider. A provider without one gets
+/// [`MissingAdapter`].
+#[derive(Clone, Default)]
+pub struct Providers {
+    by_name: HashMap<ProviderName, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve `name` with `adapter`.
+    pub fn with(mut self, name: ProviderName, adapter: Arc<dyn Provider>) -> Self {
+        self.by_name.insert(name, adapter);
+        self
+    }
+
+    /// Serve every provider with one adapter (tests, simulators).
+    pub fn all(adapter: Arc<dyn Provider>) -> Self {
+        ProviderName::ALL
+            .into_iter()
+            .fold(Self::new(), |p, name| p.with(name, adapter.clone()))
+    }
+
+    pub fn get(&self, name: ProviderName) -> Arc<dyn Provider> {
+        self.by_name
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(MissingAdapter(name)))
+    }
+
+    pub fn has_adapter(&self, name: ProviderName) -> bool {
+        self.by_name.contains_key(&name)
+    }
+}
