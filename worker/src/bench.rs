@@ -23,8 +23,8 @@ pub enum Scenario {
         /// Worker runtimes in this process (each with its own fetcher).
         #[arg(long, default_value_t = 2)]
         workers: usize,
-        /// Jobs run at once per worker.
-        #[arg(long, default_value_t = 200)]
+        /// Jobs run at once per worker (also the most one claim takes).
+        #[arg(long, default_value_t = 500)]
         concurrency: usize,
         /// Jobs inserted one by one to an idle worker for the pickup latency.
         #[arg(long, default_value_t = 200)]
