@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ledgerflow_workflows::JobError;
+use ledgerflow_workflows::ledger;
+use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::payloads::{
     BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
     UpsertInvoice, VoidOrder,
@@ -16,12 +18,28 @@ use ledgerflow_workflows::payloads::{
 
 use crate::queue::{JobContext, Registry};
 
-/// Every job kind this binary runs.
+/// Every job kind this binary runs, with the provider adapters built in
+/// (none yet: every provider's syncs fail with "no adapter ... yet").
 pub fn registry() -> Registry {
+    registry_with(Providers::new())
+}
+
+/// [`registry`] with the given adapters. The sync kinds go through the sync
+/// ledger, which picks the adapter by the connection's provider; a provider
+/// without one fails its sync event permanently, saying so.
+pub fn registry_with(providers: Providers) -> Registry {
+    let upsert = providers.clone();
+    let void = providers;
     Registry::new()
         .register(probe)
-        .register(|_: UpsertInvoice, _| not_wired("upsert-invoice"))
-        .register(|_: VoidOrder, _| not_wired("void-order"))
+        .register(move |job: UpsertInvoice, ctx| {
+            let providers = upsert.clone();
+            async move { ledger::run_upsert_invoice(&providers, job, ctx).await }
+        })
+        .register(move |job: VoidOrder, ctx| {
+            let providers = void.clone();
+            async move { ledger::run_void_order(&providers, job, ctx).await }
+        })
         .register(|_: CompleteDraft, _| not_wired("complete-draft"))
         .register(|_: PushPayment, _| not_wired("push-payment"))
         .register(|_: SyncCustomer, _| not_wired("sync-customer"))
