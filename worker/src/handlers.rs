@@ -10,11 +10,11 @@ use std::time::Duration;
 use chrono::Utc;
 use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::ledger;
-use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::payloads::{
     BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
     UpsertInvoice, VoidOrder,
 };
+use ledgerflow_workflows::provider::Providers;
 
 use crate::queue::{JobContext, Registry};
 
