@@ -15,12 +15,14 @@
 //! | [`rescuer`] | returning jobs whose lease expired to `available` |
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
 //! | [`pruner`] | deleting finished jobs past their retention |
+//! | [`cron`] | periodic jobs, each tick fired once across all processes |
 //!
 //! The runtime must not hold domain rules: what a job does is its handler's business.
 //!
 //! [`Backend`]: apalis_core::backend::Backend
 
 pub mod backend;
+pub mod cron;
 pub mod dispatch;
 pub mod fetcher;
 pub mod heartbeat;

@@ -57,6 +57,12 @@ pub async fn prune(pool: &PgPool, retention: Retention) -> Result<u64, sqlx::Err
         .rows_affected();
         total += n;
         if n < 5000 {
+            // Fired ticks only guard against firing twice; a month is plenty.
+            sqlx::query(
+                "DELETE FROM ledgerflow.cron_ticks WHERE fired_at < now() - interval '30 days'",
+            )
+            .execute(pool)
+            .await?;
             return Ok(total);
         }
     }

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use ledgerflow_workflows::{JobContext, JobError, JobKind, RetryPolicy};
 
+use super::cron::Schedule;
+
 type ErasedHandler = Arc<
     dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync,
 >;
@@ -22,10 +24,11 @@ struct Entry {
     run: ErasedHandler,
 }
 
-/// Job kinds this worker can run.
+/// Job kinds this worker can run, and the periodic jobs it fires.
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: Arc<HashMap<&'static str, Arc<Entry>>>,
+    schedules: Vec<Arc<dyn Schedule>>,
 }
 
 impl Registry {
@@ -71,6 +74,16 @@ impl Registry {
         };
         Arc::make_mut(&mut self.kinds).insert(K::KIND, Arc::new(entry));
         self
+    }
+
+    /// Fire a periodic job (see [`super::cron`]).
+    pub fn schedule(mut self, schedule: impl Schedule) -> Self {
+        self.schedules.push(Arc::new(schedule));
+        self
+    }
+
+    pub fn schedules(&self) -> Vec<Arc<dyn Schedule>> {
+        self.schedules.clone()
     }
 
     pub fn knows(&self, kind: &str) -> bool {

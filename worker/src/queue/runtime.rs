@@ -23,7 +23,7 @@ use super::dispatch::{Dispatcher, dispatch};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
 use super::pruner::Retention;
 use super::registry::Registry;
-use super::{heartbeat, outcome, pruner, rescuer, scheduler};
+use super::{cron, heartbeat, outcome, pruner, rescuer, scheduler};
 
 /// How a worker process runs its queues.
 #[derive(Debug, Clone)]
@@ -41,6 +41,8 @@ pub struct QueueConfig {
     pub poll_interval: Duration,
     pub schedule_interval: Duration,
     pub prune_interval: Duration,
+    /// How often periodic schedules are checked for due ticks.
+    pub cron_interval: Duration,
     pub retention: Retention,
     /// How long in-flight jobs may run on after a shutdown request.
     pub shutdown_deadline: Duration,
@@ -58,6 +60,7 @@ impl Default for QueueConfig {
             poll_interval: Duration::from_secs(1),
             schedule_interval: Duration::from_millis(200),
             prune_interval: Duration::from_secs(60),
+            cron_interval: Duration::from_secs(1),
             retention: Retention::default(),
             shutdown_deadline: Duration::from_secs(20),
         }
@@ -134,6 +137,13 @@ impl WorkerRuntime {
             pool.clone(),
             config.retention,
             config.prune_interval,
+            stop_services.clone(),
+        ));
+
+        services.spawn(cron::run(
+            pool.clone(),
+            registry.schedules(),
+            config.cron_interval,
             stop_services.clone(),
         ));
 
