@@ -1,6 +1,7 @@
-//! What a host app links: enqueue ledgerflow jobs inside the host's own
-//! transaction, read their state, and act on them (release held jobs, retry
-//! a failed one).
+//! What a host app links: record sync triggers and enqueue ledgerflow jobs
+//! inside the host's own transaction, read the sync dialog (status, link,
+//! auto-sync state, history, available actions), and act on it (re-sync now,
+//! send as new, retry, toggle auto-sync, reconnect).
 //!
 //! This crate must not pull in an HTTP client, a runtime or the adapters: it
 //! is SQL over the connection the host already has.
@@ -17,9 +18,51 @@
 //! # let _ = id; Ok(()) }
 //! ```
 
+//!
+//! The sync ledger ([`ledger`]): record a trigger in the transaction that
+//! saves the invoice, then read the dialog and act on it.
+//!
+//! ```no_run
+//! use ledgerflow_client::ledger::{self, TriggerRequest};
+//! use ledgerflow_client::settings::Trigger;
+//! use ledgerflow_client::invoice::InvoiceSnapshot;
+//!
+//! # async fn f(pool: sqlx::PgPool, snapshot: InvoiceSnapshot) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut tx = pool.begin().await?;
+//! // ... the host saves the invoice ...
+//! let recorded = ledger::record_trigger(&mut tx, &TriggerRequest {
+//!     connection_id: 7,
+//!     trigger: Trigger::ItemsChanged,
+//!     label: Some("Invoice item added"),
+//!     snapshot: &snapshot,
+//!     action_override: None, // follow the settings
+//! }).await?; // an invalid snapshot is refused here, nothing written
+//! tx.commit().await?;
+//!
+//! let mut conn = pool.acquire().await?;
+//! let dialog = ledger::sync_dialog(&mut conn, 7, &snapshot.invoice_id, 10).await?;
+//! if dialog.actions.retry {
+//!     ledger::retry_failed_event(&mut conn, 7, &snapshot.invoice_id).await?;
+//! }
+//! if let Some(more) = dialog.history.next_cursor {
+//!     let _older = ledger::history(&mut conn, 7, &snapshot.invoice_id, Some(more), 10).await?;
+//! }
+//! # let _ = recorded; Ok(()) }
+//! ```
+
+/// The sync ledger: triggers, manual actions, the sync dialog's read side,
+/// connections and settings.
+pub use ledgerflow_workflows::ledger;
+pub use ledgerflow_workflows::ledger::{
+    LedgerError, Recorded, SyncDialog, TriggerRequest, history, reconnect, record_trigger,
+    record_trigger_json, resync_now, retry_failed_event, send_as_new, set_invoice_auto_sync,
+    sync_dialog,
+};
 pub use ledgerflow_workflows::payloads;
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
     release_held, retry_failed,
 };
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
+/// The invoice snapshot a trigger carries, and money in minor units.
+pub use ledgerflow_workflows::{invoice, money, settings};
