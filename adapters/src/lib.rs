@@ -1,4 +1,13 @@
 //! Provider adapters: one module per provider implementing the `Provider`
-//! port over HTTP, each with a local simulator of the provider's API.
+//! port over HTTP, each with a local simulator of the provider's API
+//! (feature `sandbox`), plus the pieces every provider shares
+//! ([`http`]: client, timeouts, transport-error and Retry-After handling;
+//! [`decimal`]: exact money on the wire).
 //!
-//! Adapters must not touch the queue or the ledger tables.
+//! Adapters must not touch the queue or the ledger tables: their only
+//! state is the per-connection provider state (credentials, rate limits)
+//! behind `ledgerflow_workflows::provider_state`.
+
+pub mod decimal;
+pub mod http;
+pub mod xero;

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod money;
 pub mod payloads;
 pub mod provider;
+pub mod provider_state;
 pub mod queue;
 pub mod retry;
 pub mod settings;

@@ -1,0 +1,205 @@
+//! Exact decimal numbers on the wire.
+//!
+//! Providers speak JSON numbers with decimals ("12.50"); ledgerflow keeps
+//! integer minor units. This module owns the exact conversion both ways and
+//! [`Decimal`], a JSON number kept as its text so no value ever passes
+//! through a float. It must not round silently: a value with more digits
+//! than the target scale is an error, not a guess.
+
+use std::fmt;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    #[error("{0:?} is not a decimal number")]
+    Syntax(String),
+    #[error("{value:?} has more than {scale} decimal places")]
+    TooPrecise { value: String, scale: u8 },
+    #[error("{0:?} is out of range")]
+    Overflow(String),
+}
+
+/// `value / 10^scale` as decimal text: `format_scaled(1250, 2) == "12.50"`,
+/// `format_scaled(-5, 2) == "-0.05"`, `format_scaled(7, 0) == "7"`.
+pub fn format_scaled(value: i64, scale: u8) -> String {
+    let sign = if value < 0 { "-" } else { "" };
+    let abs = value.unsigned_abs();
+    if scale == 0 {
+        return format!("{sign}{abs}");
+    }
+    let div = 10u64.pow(u32::from(scale));
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / div,
+        abs % div,
+        width = usize::from(scale)
+    )
+}
+
+/// Parses decimal text into an integer scaled by `10^scale`, exactly.
+/// Trailing zeros beyond the scale are fine ("12.500" at scale 2); other
+/// extra digits are refused. Exponents ("1e3") are refused: no provider we
+/// talk to sends them for money.
+pub fn parse_scaled(text: &str, scale: u8) -> Result<i64, DecimalError> {
+    let syntax = || DecimalError::Syntax(text.to_string());
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int_part, frac_part) = match digits.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (digits, ""),
+    };
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+        || (digits.contains('.') && frac_part.is_empty())
+    {
+        return Err(syntax());
+    }
+    let scale_len = usize::from(scale);
+    let (kept, dropped) = if frac_part.len() > scale_len {
+        frac_part.split_at(scale_len)
+    } else {
+        (frac_part, "")
+    };
+    if dropped.bytes().any(|b| b != b'0') {
+        return Err(DecimalError::TooPrecise {
+            value: text.to_string(),
+            scale,
+        });
+    }
+    let overflow = || DecimalError::Overflow(text.to_string());
+    let mut value: i128 = 0;
+    for b in int_part.bytes().chain(kept.bytes()) {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(b - b'0')))
+            .ok_or_else(overflow)?;
+    }
+    for _ in kept.len()..scale_len {
+        value = value.checked_mul(10).ok_or_else(overflow)?;
+    }
+    if negative {
+        value = -value;
+    }
+    i64::try_from(value).map_err(|_| overflow())
+}
+
+/// A JSON number kept as its exact text. Serializes as a bare number
+/// (`12.50`, not `"12.50"`), deserializes from a number (or a numeric
+/// string, which some endpoints send).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal(String);
+
+impl Decimal {
+    /// `value / 10^scale`.
+    pub fn from_scaled(value: i64, scale: u8) -> Decimal {
+        Decimal(format_scaled(value, scale))
+    }
+
+    /// Checks the syntax (scale 18 accepts any sensible precision).
+    pub fn parse(text: &str) -> Result<Decimal, DecimalError> {
+        validate_syntax(text)?;
+        Ok(Decimal(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value scaled by `10^scale`, exactly (see [`parse_scaled`]).
+    pub fn to_scaled(&self, scale: u8) -> Result<i64, DecimalError> {
+        parse_scaled(&self.0, scale)
+    }
+}
+
+fn validate_syntax(text: &str) -> Result<(), DecimalError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (i, f) = digits.split_once('.').unwrap_or((digits, "0"));
+    let ok = !i.is_empty()
+        && !f.is_empty()
+        && i.bytes().all(|b| b.is_ascii_digit())
+        && f.bytes().all(|b| b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(DecimalError::Syntax(text.to_string()))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Decimal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.clone()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let text = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
+        // JSON may write 1.5E+2; refuse rather than misread.
+        Decimal::parse(text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_and_parses_exactly() {
+        assert_eq!(format_scaled(1250, 2), "12.50");
+        assert_eq!(format_scaled(-5, 2), "-0.05");
+        assert_eq!(format_scaled(7, 0), "7");
+        assert_eq!(format_scaled(1500, 3), "1.500");
+        assert_eq!(format_scaled(i64::MIN, 2), "-92233720368547758.08");
+        assert_eq!(parse_scaled("12.5", 2), Ok(1250));
+        assert_eq!(parse_scaled("12.500", 2), Ok(1250));
+        assert_eq!(parse_scaled("-0.05", 2), Ok(-5));
+        assert_eq!(parse_scaled("1250", 0), Ok(1250));
+        assert_eq!(parse_scaled("1250.00", 0), Ok(1250));
+        assert!(matches!(
+            parse_scaled("0.125", 2),
+            Err(DecimalError::TooPrecise { .. })
+        ));
+        for bad in ["", "-", "1.", ".5", "1e3", "1.2.3", "abc", "+1"] {
+            assert!(parse_scaled(bad, 2).is_err(), "{bad}");
+        }
+        assert!(matches!(
+            parse_scaled("99999999999999999999", 2),
+            Err(DecimalError::Overflow(_))
+        ));
+        for v in [0i64, 1, -1, 99, 100, 123_456_789, -987_654_321] {
+            for scale in [0u8, 2, 3, 4] {
+                assert_eq!(parse_scaled(&format_scaled(v, scale), scale), Ok(v));
+            }
+        }
+    }
+
+    #[test]
+    fn serde_keeps_the_exact_text() {
+        let d = Decimal::from_scaled(1250, 2);
+        assert_eq!(serde_json::to_string(&d).unwrap(), "12.50");
+        let back: Decimal = serde_json::from_str("12.50").unwrap();
+        assert_eq!(back.to_scaled(2), Ok(1250));
+        let s: Decimal = serde_json::from_str("\"3.10\"").unwrap();
+        assert_eq!(s.to_scaled(2), Ok(310));
+        assert!(serde_json::from_str::<Decimal>("1.5E+2").is_err());
+        assert!(serde_json::from_str::<Decimal>("true").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP pieces every provider adapter shares: one client with timeouts,
+//! the classification of transport failures, Retry-After and numeric
+//! header parsing, and trimming of raw provider answers kept for people.
+//!
+//! Written once so every provider treats a timeout, a reset connection or a
+//! lost answer the same way (retryable). It must not know any provider's
+//! status codes or bodies: those belong to each provider's `errors` module.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ledgerflow_workflows::provider::ProviderError;
+use reqwest::header::HeaderMap;
+
+/// Timeouts for provider calls. A request that takes longer than
+/// `request_timeout` is abandoned and classified retryable: for a write the
+/// answer is then unknown, which the adapters' lost-answer recovery handles.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the HTTP client: {0}")]
+pub struct BuildError(#[from] reqwest::Error);
+
+/// The shared client (connection pool, rustls, timeouts).
+pub fn build_client(config: HttpConfig) -> Result<reqwest::Client, BuildError> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .user_agent(concat!("ledgerflow/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// What went wrong below HTTP. All of these are retryable; `answer_lost`
+/// says the request may have reached the provider and been acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportFailure {
+    pub message: String,
+    pub answer_lost: bool,
+}
+
+/// Classifies a reqwest error from sending or reading the body.
+pub fn transport_failure(e: &reqwest::Error, reading_body: bool) -> TransportFailure {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if reading_body || e.is_body() || e.is_decode() {
+        "connection dropped before the answer arrived"
+    } else {
+        "connection failed"
+    };
+    // Only a refused connection is certain not to have reached the provider.
+    let answer_lost = !e.is_connect();
+    TransportFailure {
+        message: format!("{what} ({})", without_url(e)),
+        answer_lost,
+    }
+}
+
+impl From<TransportFailure> for ProviderError {
+    fn from(t: TransportFailure) -> Self {
+        ProviderError::retryable(t.message)
+    }
+}
+
+/// reqwest's message without the URL: URLs can carry tenant identifiers
+/// and are noise in a sync event.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(&format!(" for url ({url})"), "");
+        s = s.replace(url.as_str(), "<url>");
+    }
+    s
+}
+
+/// `Retry-After` as an instant: delta-seconds, or an HTTP date.
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<i64>() {
+        return Some(now + chrono::Duration::seconds(secs.max(0)));
+    }
+    DateTime::parse_from_rfc2822(v)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// A numeric header (`X-MinLimit-Remaining: 58`).
+pub fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name)?.to_str().ok()
+}
+
+/// The provider's answer trimmed for storage as "raw error" (bodies can be
+/// large HTML pages).
+pub fn raw_excerpt(status: u16, body: &str) -> String {
+    const MAX: usize = 2000;
+    let body = body.trim();
+    if body.len() <= MAX {
+        return format!("HTTP {status}: {body}");
+    }
+    let mut end = MAX;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("HTTP {status}: {}…", &body[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut h = HeaderMap::new();
+        assert_eq!(retry_after(&h, now), None);
+        h.insert("retry-after", HeaderValue::from_static("30"));
+        assert_eq!(
+            retry_after(&h, now),
+            Some(now + chrono::Duration::seconds(30))
+        );
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:01:00 GMT"),
+        );
+        assert_eq!(
+            retry_after(&h, now),
+            Some(now + chrono::Duration::seconds(60))
+        );
+        h.insert("x-minlimit-remaining", HeaderValue::from_static(" 58"));
+        assert_eq!(header_u64(&h, "x-minlimit-remaining"), Some(58));
+    }
+
+    #[test]
+    fn raw_excerpt_is_bounded() {
+        let long = "é".repeat(3000);
+        let r = raw_excerpt(500, &long);
+        assert!(r.len() < 2100);
+        assert!(r.starts_with("HTTP 500: é"));
+    }
+}

@@ -1,0 +1,6 @@
+//! Xero (Accounting API, ACCREC invoices).
+
+#[cfg(feature = "sandbox")]
+pub mod simulator;
+pub mod wire;
+pub mod limits;

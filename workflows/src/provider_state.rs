@@ -1,0 +1,855 @@
+//! Provider state shared by every worker process: the rate limiter and the
+//! OAuth credential store (tables in `20261123000003_provider_state.sql`).
+//!
+//! The limiter grants call slots per scope (a connection, or a whole app)
+//! under a row lock, honouring rolling minute and day windows, a
+//! concurrency cap and pauses set from the provider's own headers. It never
+//! sleeps: a refusal says until when to wait, and the caller decides.
+//!
+//! The credential store keeps tokens encrypted (XChaCha20-Poly1305, key
+//! from `LEDGERFLOW_SECRET_KEY`) and refreshes them under a per-connection
+//! row lock, persisting the new token set before anyone may use it, so a
+//! single-use refresh token is never spent twice, whatever the number of
+//! processes. Tokens never appear in `Debug` output or logs.
+//!
+//! This module must not make HTTP calls: the refresh itself is a closure
+//! the adapter passes in.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+// ---------------------------------------------------------------------------
+// Rate limiter
+// ---------------------------------------------------------------------------
+
+/// A scope's limits; `None` means unlimited on that axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitPolicy {
+    pub per_minute: Option<u32>,
+    pub per_day: Option<u32>,
+    pub concurrent: Option<u32>,
+}
+
+/// One scope a call counts against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitScope {
+    /// "xero:connection:42", "xero:app".
+    pub key: String,
+    pub connection_id: Option<i64>,
+    pub policy: LimitPolicy,
+}
+
+impl LimitScope {
+    pub fn connection(provider: &str, connection_id: i64, policy: LimitPolicy) -> LimitScope {
+        LimitScope {
+            key: format!("{provider}:connection:{connection_id}"),
+            connection_id: Some(connection_id),
+            policy,
+        }
+    }
+    pub fn app(provider: &str, policy: LimitPolicy) -> LimitScope {
+        LimitScope {
+            key: format!("{provider}:app"),
+            connection_id: None,
+            policy,
+        }
+    }
+}
+
+/// The call slots granted; give them back with [`release`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    slot_ids: Vec<i64>,
+}
+
+/// Why a call must wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The provider paused the scope (429, or the day's quota is gone).
+    Paused,
+    MinuteWindow,
+    DayWindow,
+    Concurrency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    Granted(Slot),
+    /// Try again at `until`; nothing was counted.
+    Wait {
+        until: DateTime<Utc>,
+        reason: WaitReason,
+        scope: String,
+    },
+}
+
+/// How long a concurrency wait is told to wait: slots are released when a
+/// call ends, which is usually well within this.
+const CONCURRENCY_RETRY: chrono::Duration = chrono::Duration::milliseconds(200);
+
+/// Grants one call against every scope, or says until when to wait. The
+/// scopes are locked in key order, so concurrent acquirers never deadlock.
+/// `slot_ttl` bounds how long a slot is held by a process that dies.
+pub async fn acquire(
+    pool: &PgPool,
+    scopes: &[LimitScope],
+    slot_ttl: Duration,
+) -> Result<Acquired, sqlx::Error> {
+    let mut scopes: Vec<&LimitScope> = scopes.iter().collect();
+    scopes.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut tx = pool.begin().await?;
+    for s in &scopes {
+        sqlx::query(
+            "INSERT INTO ledgerflow.provider_limits (scope, connection_id) VALUES ($1, $2)
+             ON CONFLICT (scope) DO NOTHING",
+        )
+        .bind(&s.key)
+        .bind(s.connection_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let keys: Vec<String> = scopes.iter().map(|s| s.key.clone()).collect();
+    let rows = sqlx::query(
+        "SELECT scope, paused_until FROM ledgerflow.provider_limits
+         WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+    )
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    // After the lock: the clock now, not when the transaction began waiting.
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&mut *tx)
+        .await?;
+
+    let mut wait: Option<(DateTime<Utc>, WaitReason, String)> = None;
+    let mut later = |until: DateTime<Utc>, reason: WaitReason, scope: &str| {
+        if wait.as_ref().is_none_or(|(u, _, _)| until > *u) {
+            wait = Some((until, reason, scope.to_string()));
+        }
+    };
+    for row in &rows {
+        let scope: String = row.try_get("scope")?;
+        let paused: Option<DateTime<Utc>> = row.try_get("paused_until")?;
+        if let Some(p) = paused.filter(|p| *p > now) {
+            later(p, WaitReason::Paused, &scope);
+        }
+    }
+    for s in &scopes {
+        let horizon = if s.policy.per_day.is_some() {
+            chrono::Duration::hours(24)
+        } else {
+            chrono::Duration::seconds(60)
+        };
+        sqlx::query("DELETE FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at <= $2")
+            .bind(&s.key)
+            .bind(now - horizon)
+            .execute(&mut *tx)
+            .await?;
+        for (limit, window, reason) in [
+            (
+                s.policy.per_minute,
+                chrono::Duration::seconds(60),
+                WaitReason::MinuteWindow,
+            ),
+            (
+                s.policy.per_day,
+                chrono::Duration::hours(24),
+                WaitReason::DayWindow,
+            ),
+        ] {
+            let Some(limit) = limit else { continue };
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2",
+            )
+            .bind(&s.key)
+            .bind(now - window)
+            .fetch_one(&mut *tx)
+            .await?;
+            if count >= i64::from(limit) {
+                // The window has room again when the call that makes it
+                // full leaves it: the (count - limit + 1)-th oldest.
+                let at: Option<DateTime<Utc>> = sqlx::query_scalar(
+                    "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2
+                     ORDER BY at OFFSET $3 LIMIT 1",
+                )
+                .bind(&s.key)
+                .bind(now - window)
+                .bind(count - i64::from(limit))
+                .fetch_optional(&mut *tx)
+                .await?;
+                later(at.unwrap_or(now) + window, reason, &s.key);
+            }
+        }
+        if let Some(cap) = s.policy.concurrent {
+            sqlx::query(
+                "DELETE FROM ledgerflow.provider_limit_slots WHERE scope = $1 AND expires_at <= $2",
+            )
+            .bind(&s.key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let in_flight: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM ledgerflow.provider_limit_slots WHERE scope = $1",
+            )
+            .bind(&s.key)
+            .fetch_one(&mut *tx)
+            .await?;
+            if in_flight >= i64::from(cap) {
+                later(now + CONCURRENCY_RETRY, WaitReason::Concurrency, &s.key);
+            }
+        }
+    }
+    if let Some((until, reason, scope)) = wait {
+        tx.rollback().await?;
+        return Ok(Acquired::Wait {
+            until,
+            reason,
+            scope,
+        });
+    }
+    let ttl = chrono::Duration::from_std(slot_ttl).unwrap_or(chrono::Duration::minutes(2));
+    let mut slot_ids = Vec::new();
+    for s in &scopes {
+        sqlx::query("INSERT INTO ledgerflow.provider_limit_calls (scope, at) VALUES ($1, $2)")
+            .bind(&s.key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if s.policy.concurrent.is_some() {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO ledgerflow.provider_limit_slots (scope, expires_at) VALUES ($1, $2)
+                 RETURNING id",
+            )
+            .bind(&s.key)
+            .bind(now + ttl)
+            .fetch_one(&mut *tx)
+            .await?;
+            slot_ids.push(id);
+        }
+    }
+    tx.commit().await?;
+    Ok(Acquired::Granted(Slot { slot_ids }))
+}
+
+/// Gives the call's concurrency slots back.
+pub async fn release(pool: &PgPool, slot: Slot) -> Result<(), sqlx::Error> {
+    if slot.slot_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM ledgerflow.provider_limit_slots WHERE id = ANY($1)")
+        .bind(&slot.slot_ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Which limit a provider said was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateProblem {
+    Minute,
+    Day,
+    AppMinute,
+    Concurrent,
+    Other,
+}
+
+impl RateProblem {
+    fn as_str(self) -> &'static str {
+        match self {
+            RateProblem::Minute => "minute",
+            RateProblem::Day => "day",
+            RateProblem::AppMinute => "appminute",
+            RateProblem::Concurrent => "concurrent",
+            RateProblem::Other => "other",
+        }
+    }
+}
+
+/// What one answer's rate-limit headers said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Observed {
+    pub minute_remaining: Option<u64>,
+    pub day_remaining: Option<u64>,
+    pub app_minute_remaining: Option<u64>,
+    /// From Retry-After, on a 429.
+    pub retry_at: Option<DateTime<Utc>>,
+    pub problem: Option<RateProblem>,
+}
+
+/// Records what the provider said for `scope` (and `app_scope` for the
+/// app-wide figures), so every process acts on it:
+/// - a 429 pauses the scope until Retry-After (the app scope for
+///   `appminute`); `day` pauses it until the quota returns;
+/// - remaining counts lower than our own log implies (calls we did not
+///   see, e.g. another integration on the same tenant) are added to the log
+///   as phantom calls, keeping our count conservative.
+pub async fn record_observed(
+    pool: &PgPool,
+    scope: &LimitScope,
+    app_scope: Option<&LimitScope>,
+    observed: Observed,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&mut *tx)
+        .await?;
+    let paused_scope = match observed.problem {
+        Some(RateProblem::AppMinute) => app_scope.unwrap_or(scope),
+        _ => scope,
+    };
+    if let (Some(until), Some(problem)) = (observed.retry_at, observed.problem) {
+        sqlx::query(
+            "INSERT INTO ledgerflow.provider_limits (scope, connection_id, paused_until, pause_reason)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope) DO UPDATE
+             SET paused_until = greatest(ledgerflow.provider_limits.paused_until, EXCLUDED.paused_until),
+                 pause_reason = EXCLUDED.pause_reason, updated_at = now()",
+        )
+        .bind(&paused_scope.key)
+        .bind(paused_scope.connection_id)
+        .bind(until)
+        .bind(problem.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let as_i32 = |v: Option<u64>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    sqlx::query(
+        "INSERT INTO ledgerflow.provider_limits
+             (scope, connection_id, minute_remaining, day_remaining, app_minute_remaining, observed_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (scope) DO UPDATE
+         SET minute_remaining = coalesce(EXCLUDED.minute_remaining, ledgerflow.provider_limits.minute_remaining),
+             day_remaining = coalesce(EXCLUDED.day_remaining, ledgerflow.provider_limits.day_remaining),
+             app_minute_remaining = coalesce(EXCLUDED.app_minute_remaining, ledgerflow.provider_limits.app_minute_remaining),
+             observed_at = EXCLUDED.observed_at, updated_at = now()",
+    )
+    .bind(&scope.key)
+    .bind(scope.connection_id)
+    .bind(as_i32(observed.minute_remaining))
+    .bind(as_i32(observed.day_remaining))
+    .bind(as_i32(observed.app_minute_remaining))
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let mut catch_up = vec![
+        (
+            scope,
+            scope.policy.per_minute,
+            observed.minute_remaining,
+            chrono::Duration::seconds(60),
+        ),
+        (
+            scope,
+            scope.policy.per_day,
+            observed.day_remaining,
+            chrono::Duration::hours(24),
+        ),
+    ];
+    if let Some(app) = app_scope {
+        catch_up.push((
+            app,
+            app.policy.per_minute,
+            observed.app_minute_remaining,
+            chrono::Duration::seconds(60),
+        ));
+    }
+    for (s, limit, remaining, window) in catch_up {
+        let (Some(limit), Some(remaining)) = (limit, remaining) else {
+            continue;
+        };
+        let used_by_provider = i64::from(limit) - i64::try_from(remaining).unwrap_or(i64::MAX);
+        let ours: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2",
+        )
+        .bind(&s.key)
+        .bind(now - window)
+        .fetch_one(&mut *tx)
+        .await?;
+        let missing = used_by_provider - ours;
+        if missing > 0 {
+            sqlx::query(
+                "INSERT INTO ledgerflow.provider_limit_calls (scope, at)
+                 SELECT $1, $2 FROM generate_series(1, $3)",
+            )
+            .bind(&s.key)
+            .bind(now)
+            .bind(missing)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A scope's current state, for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitState {
+    pub paused_until: Option<DateTime<Utc>>,
+    pub pause_reason: Option<String>,
+    pub minute_remaining: Option<i32>,
+    pub day_remaining: Option<i32>,
+    pub calls_last_minute: i64,
+    pub calls_last_day: i64,
+    pub in_flight: i64,
+}
+
+pub async fn limit_state(pool: &PgPool, scope: &str) -> Result<LimitState, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT l.paused_until, l.pause_reason, l.minute_remaining, l.day_remaining,
+           (SELECT count(*) FROM ledgerflow.provider_limit_calls c
+             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '60 seconds') AS m,
+           (SELECT count(*) FROM ledgerflow.provider_limit_calls c
+             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '24 hours') AS d,
+           (SELECT count(*) FROM ledgerflow.provider_limit_slots s
+             WHERE s.scope = $1 AND s.expires_at > clock_timestamp()) AS f
+         FROM (SELECT $1::text AS scope) k
+         LEFT JOIN ledgerflow.provider_limits l ON l.scope = k.scope",
+    )
+    .bind(scope)
+    .fetch_one(pool)
+    .await?;
+    Ok(LimitState {
+        paused_until: row.try_get("paused_until")?,
+        pause_reason: row.try_get("pause_reason")?,
+        minute_remaining: row.try_get("minute_remaining")?,
+        day_remaining: row.try_get("day_remaining")?,
+        calls_last_minute: row.try_get("m")?,
+        calls_last_day: row.try_get("d")?,
+        in_flight: row.try_get("f")?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Credentials
+// ---------------------------------------------------------------------------
+
+/// A secret string: never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The key credentials are sealed with: 32 bytes, given as 64 hex digits
+/// in `LEDGERFLOW_SECRET_KEY` (e.g. from `openssl rand -hex 32`).
+#[derive(Clone)]
+pub struct SecretKey {
+    key: [u8; 32],
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(***)")
+    }
+}
+
+pub const SECRET_KEY_ENV: &str = "LEDGERFLOW_SECRET_KEY";
+const KEY_ID: &str = "xchacha20poly1305:v1";
+
+impl SecretKey {
+    pub fn from_bytes(key: [u8; 32]) -> SecretKey {
+        SecretKey { key }
+    }
+
+    pub fn from_hex(hex: &str) -> Result<SecretKey, CredentialError> {
+        let hex = hex.trim();
+        if hex.len() != 64 {
+            return Err(CredentialError::BadKey(format!(
+                "{SECRET_KEY_ENV} must be 64 hex digits (32 bytes), not {} characters",
+                hex.len()
+            )));
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = hex
+                .get(i * 2..i * 2 + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    CredentialError::BadKey(format!("{SECRET_KEY_ENV} must be hex digits only"))
+                })?;
+        }
+        Ok(SecretKey { key })
+    }
+
+    pub fn from_env() -> Result<SecretKey, CredentialError> {
+        match std::env::var(SECRET_KEY_ENV) {
+            Ok(v) => SecretKey::from_hex(&v),
+            Err(_) => Err(CredentialError::BadKey(format!(
+                "{SECRET_KEY_ENV} is not set: it is needed to read and store provider credentials"
+            ))),
+        }
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.key).into())
+    }
+
+    fn seal(&self, connection_id: i64, plain: &[u8]) -> Result<Vec<u8>, CredentialError> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = aad(connection_id);
+        let ct = self
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CredentialError::Crypto("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open(&self, connection_id: i64, sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
+        if sealed.len() < 24 {
+            return Err(CredentialError::Crypto("sealed credentials are truncated".into()));
+        }
+        let (nonce, ct) = sealed.split_at(24);
+        let nonce: [u8; 24] = nonce
+            .try_into()
+            .map_err(|_| CredentialError::Crypto("sealed credentials are truncated".into()))?;
+        let aad = aad(connection_id);
+        self.cipher()
+            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .map_err(|_| {
+                CredentialError::Crypto(format!(
+                    "credentials of connection {connection_id} cannot be decrypted: is {SECRET_KEY_ENV} the key they were stored with?"
+                ))
+            })
+    }
+}
+
+/// Binds a sealed box to its row: a box copied to another connection's
+/// row does not open.
+fn aad(connection_id: i64) -> Vec<u8> {
+    format!("ledgerflow-credentials:{connection_id}").into_bytes()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    BadKey(String),
+    #[error("{0}")]
+    Crypto(String),
+    #[error("no credentials stored for connection {0}")]
+    NotFound(i64),
+    /// The refresh token was refused (or was refused before): a person must reconnect.
+    #[error("reconnect needed: {0}")]
+    ReconnectNeeded(String),
+    /// The refresh failed for a reason that may pass (timeout, 5xx).
+    #[error("token refresh failed: {0}")]
+    Transient(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedTokens {
+    access_token: Secret,
+    refresh_token: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialStatus {
+    Active,
+    ReconnectNeeded,
+}
+
+/// Credentials to store for a connection (on connect or reconnect).
+#[derive(Debug, Clone)]
+pub struct NewCredentials {
+    pub connection_id: i64,
+    pub provider: String,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub access_expires_at: DateTime<Utc>,
+    pub external_tenant_id: Option<String>,
+    pub api_base_url: String,
+    pub identity_base_url: String,
+    pub options: serde_json::Value,
+}
+
+/// A connection's credentials, decrypted.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub connection_id: i64,
+    pub provider: String,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub access_expires_at: DateTime<Utc>,
+    pub external_tenant_id: Option<String>,
+    pub api_base_url: String,
+    pub identity_base_url: String,
+    pub options: serde_json::Value,
+    pub status: CredentialStatus,
+    pub status_reason: Option<String>,
+    /// Bumped by every refresh and every save.
+    pub generation: i64,
+}
+
+/// Stores (or replaces, on reconnect) a connection's credentials; the
+/// connection becomes active again.
+pub async fn save_credentials(
+    pool: &PgPool,
+    key: &SecretKey,
+    c: &NewCredentials,
+) -> Result<(), CredentialError> {
+    let plain = serde_json::to_vec(&SealedTokens {
+        access_token: c.access_token.clone(),
+        refresh_token: c.refresh_token.clone(),
+    })
+    .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+    let sealed = key.seal(c.connection_id, &plain)?;
+    sqlx::query(
+        "INSERT INTO ledgerflow.provider_credentials
+             (connection_id, provider, sealed_tokens, key_id, access_expires_at, external_tenant_id,
+              api_base_url, identity_base_url, options)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (connection_id) DO UPDATE
+         SET provider = EXCLUDED.provider, sealed_tokens = EXCLUDED.sealed_tokens,
+             key_id = EXCLUDED.key_id, access_expires_at = EXCLUDED.access_expires_at,
+             external_tenant_id = EXCLUDED.external_tenant_id,
+             api_base_url = EXCLUDED.api_base_url, identity_base_url = EXCLUDED.identity_base_url,
+             options = EXCLUDED.options, status = 'active', status_reason = NULL,
+             generation = ledgerflow.provider_credentials.generation + 1, updated_at = now()",
+    )
+    .bind(c.connection_id)
+    .bind(&c.provider)
+    .bind(&sealed)
+    .bind(KEY_ID)
+    .bind(c.access_expires_at)
+    .bind(&c.external_tenant_id)
+    .bind(&c.api_base_url)
+    .bind(&c.identity_base_url)
+    .bind(&c.options)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+const CREDENTIAL_COLUMNS: &str = "connection_id, provider, sealed_tokens, access_expires_at,
+    external_tenant_id, api_base_url, identity_base_url, options, status, status_reason, generation";
+
+fn decode_row(key: &SecretKey, row: &sqlx::postgres::PgRow) -> Result<Credentials, CredentialError> {
+    let connection_id: i64 = row.try_get("connection_id")?;
+    let sealed: Vec<u8> = row.try_get("sealed_tokens")?;
+    let tokens: SealedTokens = serde_json::from_slice(&key.open(connection_id, &sealed)?)
+        .map_err(|e| CredentialError::Crypto(format!("sealed credentials unreadable: {e}")))?;
+    let status: String = row.try_get("status")?;
+    Ok(Credentials {
+        connection_id,
+        provider: row.try_get("provider")?,
+        access_token: tokens.access_token,
+        refresh_token: tokens.refresh_token,
+        access_expires_at: row.try_get("access_expires_at")?,
+        external_tenant_id: row.try_get("external_tenant_id")?,
+        api_base_url: row.try_get("api_base_url")?,
+        identity_base_url: row.try_get("identity_base_url")?,
+        options: row.try_get("options")?,
+        status: if status == "active" {
+            CredentialStatus::Active
+        } else {
+            CredentialStatus::ReconnectNeeded
+        },
+        status_reason: row.try_get("status_reason")?,
+        generation: row.try_get("generation")?,
+    })
+}
+
+pub async fn load_credentials(
+    pool: &PgPool,
+    key: &SecretKey,
+    connection_id: i64,
+) -> Result<Credentials, CredentialError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM ledgerflow.provider_credentials WHERE connection_id = $1"
+    )))
+    .bind(connection_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(CredentialError::NotFound(connection_id))?;
+    decode_row(key, &row)
+}
+
+/// A new token set from the provider's token endpoint.
+#[derive(Debug, Clone)]
+pub struct RefreshedTokens {
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    pub access_expires_at: DateTime<Utc>,
+}
+
+/// Why a refresh failed, as the closure reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshFailure {
+    /// `invalid_grant` (or another refusal no retry fixes): reconnect needed.
+    Refused(String),
+    /// Timeout, 5xx, connection reset: the refresh token may still be good.
+    Transient(String),
+}
+
+/// Refreshes a connection's tokens under its row lock and returns the
+/// credentials to use.
+///
+/// `seen_generation` is the generation the caller's tokens came from: if
+/// the row has moved on, another process refreshed while we waited for the
+/// lock, and its (already persisted) tokens are returned without calling
+/// `refresh` — that is what keeps one refresh token from being spent twice.
+/// Otherwise `refresh` is called with the current credentials while the
+/// lock is held, and its answer is committed before this returns, so no
+/// caller ever uses an access token whose refresh token is not stored.
+pub async fn refresh_credentials<F, Fut>(
+    pool: &PgPool,
+    key: &SecretKey,
+    connection_id: i64,
+    seen_generation: i64,
+    refresh: F,
+) -> Result<Credentials, CredentialError>
+where
+    F: FnOnce(Credentials) -> Fut,
+    Fut: Future<Output = Result<RefreshedTokens, RefreshFailure>>,
+{
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM ledgerflow.provider_credentials
+         WHERE connection_id = $1 FOR UPDATE"
+    )))
+    .bind(connection_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(CredentialError::NotFound(connection_id))?;
+    let current = decode_row(key, &row)?;
+    if current.status == CredentialStatus::ReconnectNeeded {
+        tx.rollback().await?;
+        return Err(CredentialError::ReconnectNeeded(
+            current
+                .status_reason
+                .unwrap_or_else(|| "the connection needs reconnecting".into()),
+        ));
+    }
+    if current.generation != seen_generation {
+        tx.rollback().await?;
+        return Ok(current);
+    }
+    match refresh(current.clone()).await {
+        Ok(new) => {
+            let plain = serde_json::to_vec(&SealedTokens {
+                access_token: new.access_token.clone(),
+                refresh_token: new.refresh_token.clone(),
+            })
+            .map_err(|e| CredentialError::Crypto(e.to_string()))?;
+            let sealed = key.seal(connection_id, &plain)?;
+            let generation: i64 = sqlx::query_scalar(
+                "UPDATE ledgerflow.provider_credentials
+                 SET sealed_tokens = $2, key_id = $3, access_expires_at = $4,
+                     generation = generation + 1, refreshed_at = now(), updated_at = now()
+                 WHERE connection_id = $1 RETURNING generation",
+            )
+            .bind(connection_id)
+            .bind(&sealed)
+            .bind(KEY_ID)
+            .bind(new.access_expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            // If this commit fails the provider has already rotated the
+            // token; the old one stays stored and Xero accepts it again
+            // within its grace window, so the next attempt recovers.
+            tx.commit().await?;
+            Ok(Credentials {
+                access_token: new.access_token,
+                refresh_token: new.refresh_token,
+                access_expires_at: new.access_expires_at,
+                generation,
+                ..current
+            })
+        }
+        Err(RefreshFailure::Refused(reason)) => {
+            sqlx::query(
+                "UPDATE ledgerflow.provider_credentials
+                 SET status = 'reconnect_needed', status_reason = $2, updated_at = now()
+                 WHERE connection_id = $1",
+            )
+            .bind(connection_id)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Err(CredentialError::ReconnectNeeded(reason))
+        }
+        Err(RefreshFailure::Transient(reason)) => {
+            tx.rollback().await?;
+            Err(CredentialError::Transient(reason))
+        }
+    }
+}
+
+/// Marks a connection's credentials unusable (403, 401 after a refresh).
+pub async fn mark_reconnect_needed(
+    pool: &PgPool,
+    connection_id: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE ledgerflow.provider_credentials
+         SET status = 'reconnect_needed', status_reason = $2, updated_at = now()
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_round_trips_and_binds_to_the_connection() {
+        let key = SecretKey::from_bytes([7; 32]);
+        let sealed = key.seal(1, b"tokens").unwrap();
+        assert_eq!(key.open(1, &sealed).unwrap(), b"tokens");
+        assert!(key.open(2, &sealed).is_err());
+        let other = SecretKey::from_bytes([8; 32]);
+        let err = other.open(1, &sealed).unwrap_err().to_string();
+        assert!(err.contains("LEDGERFLOW_SECRET_KEY"), "{err}");
+        // Two seals of the same text differ (random nonce).
+        assert_ne!(key.seal(1, b"tokens").unwrap(), sealed);
+    }
+
+    #[test]
+    fn keys_parse_from_hex_and_never_print() {
+        let hex = "00".repeat(31) + "ff";
+        let key = SecretKey::from_hex(&hex).unwrap();
+        assert_eq!(key.key[31], 0xff);
+        assert!(SecretKey::from_hex("abc").is_err());
+        assert!(SecretKey::from_hex(&"zz".repeat(32)).is_err());
+        assert_eq!(format!("{key:?}"), "SecretKey(***)");
+        assert_eq!(format!("{:?}", Secret::new("tok")), "Secret(***)");
+    }
+}
