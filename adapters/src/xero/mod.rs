@@ -1,6 +1,1078 @@
-//! Xero (Accounting API, ACCREC invoices).
+//! The Xero adapter: implements the `Provider` port for Xero's Accounting
+//! API (ACCREC invoices, contacts, payments).
+//!
+//! Every call goes through [`XeroAdapter::call`]: credentials from the
+//! encrypted store (refreshed under the connection's row lock when they
+//! are about to expire, or once after a 401), a slot from the shared
+//! limiter (tenant and app scopes), then the request, whose rate-limit
+//! headers are recorded for every process. Writes carry an
+//! `Idempotency-Key` derived from the sync event's key, one per operation.
+//!
+//! Lost answers: an unlinked invoice is always looked up by its Reference
+//! (the host's invoice number) before one is created, so a create whose
+//! answer was lost is adopted and updated, never made twice.
+//!
+//! This module must not touch the queue or the ledger tables; its only
+//! state is `ledgerflow_workflows::provider_state`.
 
+pub mod auth;
+pub mod errors;
+pub mod limits;
 #[cfg(feature = "sandbox")]
 pub mod simulator;
 pub mod wire;
-pub mod limits;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, Payment};
+use ledgerflow_workflows::money::Money;
+use ledgerflow_workflows::provider::{
+    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
+    PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, WriteKind,
+};
+use ledgerflow_workflows::provider_state::{
+    self as state, Acquired, CredentialError, CredentialStatus, Credentials, LimitScope,
+    NewCredentials, Secret, SecretKey,
+};
+use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus, XeroSettings};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use crate::decimal::Decimal;
+use crate::http::{BuildError, HttpConfig, build_client, transport_failure};
+use errors::{XeroError, classify};
+pub use limits::XeroLimits;
+use wire::{Envelope, status};
+
+const PROVIDER: &str = "xero";
+/// Xero's limit on `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// App-level configuration (one per worker process).
+#[derive(Debug, Clone)]
+pub struct XeroConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub limits: XeroLimits,
+    pub http: HttpConfig,
+    /// A limiter wait shorter than this is slept through in the call;
+    /// longer ones end the attempt as rate limited (attempt not spent).
+    pub max_inline_wait: Duration,
+    /// How long a crashed process may hold a concurrency slot.
+    pub slot_ttl: Duration,
+    /// Refresh when the access token has less than this left.
+    pub refresh_margin: chrono::Duration,
+}
+
+impl XeroConfig {
+    pub fn new(client_id: impl Into<String>, client_secret: Secret) -> XeroConfig {
+        XeroConfig {
+            client_id: client_id.into(),
+            client_secret,
+            limits: XeroLimits::default(),
+            http: HttpConfig::default(),
+            max_inline_wait: Duration::from_secs(2),
+            slot_ttl: Duration::from_secs(120),
+            refresh_margin: chrono::Duration::seconds(60),
+        }
+    }
+}
+
+/// Per-connection, non-secret mapping stored with the credentials
+/// (`provider_credentials.options`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct XeroOptions {
+    /// Revenue account for invoice lines.
+    pub sales_account_code: String,
+    /// Bank account (or one with payments enabled) payments go to.
+    pub payment_account_code: String,
+    /// Host tax code → Xero TaxType ("GST15" → "OUTPUT2").
+    pub tax_types: BTreeMap<String, String>,
+    /// TaxType for lines without a tax code, and for discount lines.
+    pub no_tax_type: String,
+    /// "Manual select": every invoice goes to this one contact
+    /// ("Walk-in Customer") instead of a contact per customer.
+    pub generic_contact_name: Option<String>,
+}
+
+impl Default for XeroOptions {
+    fn default() -> Self {
+        XeroOptions {
+            sales_account_code: "200".into(),
+            payment_account_code: "090".into(),
+            tax_types: BTreeMap::new(),
+            no_tax_type: "NONE".into(),
+            generic_contact_name: None,
+        }
+    }
+}
+
+/// Registering a connection (on connect or reconnect).
+#[derive(Debug, Clone)]
+pub struct XeroConnection {
+    pub connection_id: i64,
+    pub xero_tenant_id: String,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    /// Seconds the access token has left (`expires_in`).
+    pub expires_in: i64,
+    /// `https://api.xero.com/api.xro/2.0` in production.
+    pub api_base_url: String,
+    /// `https://identity.xero.com` in production.
+    pub identity_base_url: String,
+    pub options: XeroOptions,
+}
+
+/// What pushing a payment did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Applied(ExternalRef),
+    /// Nothing written, and nothing will be until the situation changes
+    /// (a Draft invoice cannot take payments in Xero).
+    Skipped {
+        reason: String,
+    },
+}
+
+/// The Xero adapter. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct XeroAdapter {
+    pool: PgPool,
+    key: SecretKey,
+    http: reqwest::Client,
+    config: XeroConfig,
+}
+
+/// One Accounting API request.
+struct ApiCall<'a> {
+    method: Method,
+    path: String,
+    query: Vec<(&'static str, String)>,
+    body: Option<&'a Envelope>,
+    idempotency_key: Option<String>,
+}
+
+impl<'a> ApiCall<'a> {
+    fn get(path: impl Into<String>) -> ApiCall<'a> {
+        ApiCall {
+            method: Method::GET,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            idempotency_key: None,
+        }
+    }
+    fn write(method: Method, path: impl Into<String>, body: &'a Envelope, key: String) -> Self {
+        ApiCall {
+            method,
+            path: path.into(),
+            // One element per request: fail it with a 400 ValidationException.
+            query: vec![("summarizeErrors", "true".into())],
+            body: Some(body),
+            idempotency_key: Some(key),
+        }
+    }
+}
+
+/// Derives one operation's key from the sync event's, within Xero's 128
+/// characters (long keys keep a hash of the whole so they stay distinct).
+pub fn operation_key(base: &str, operation: &str) -> String {
+    let key = format!("{base}:{operation}");
+    if key.len() <= MAX_IDEMPOTENCY_KEY {
+        return key;
+    }
+    // FNV-1a: stable across processes and builds, unlike DefaultHasher.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut end = MAX_IDEMPOTENCY_KEY - 17;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{hash:016x}", &key[..end])
+}
+
+fn credential_error(e: CredentialError) -> ProviderError {
+    match e {
+        CredentialError::ReconnectNeeded(m) => ProviderError::reconnect_needed(m),
+        CredentialError::NotFound(id) => ProviderError::reconnect_needed(format!(
+            "no Xero credentials stored for connection {id}: connect Xero first"
+        )),
+        CredentialError::Database(e) => ProviderError::retryable(format!("database: {e}")),
+        CredentialError::Transient(m) => ProviderError::retryable(m),
+        CredentialError::BadKey(m) | CredentialError::Crypto(m) => {
+            ProviderError::permanent(m, None)
+        }
+    }
+}
+
+fn db_error(e: sqlx::Error) -> ProviderError {
+    ProviderError::retryable(format!("database: {e}"))
+}
+
+fn decode_error(message: String, body: &str) -> ProviderError {
+    XeroError::Decode {
+        message,
+        raw: crate::http::raw_excerpt(200, body),
+    }
+    .into()
+}
+
+impl XeroAdapter {
+    pub fn new(pool: PgPool, key: SecretKey, config: XeroConfig) -> Result<Self, BuildError> {
+        let http = build_client(config.http)?;
+        Ok(XeroAdapter {
+            pool,
+            key,
+            http,
+            config,
+        })
+    }
+
+    /// Stores a connection's credentials and mapping (connect / reconnect).
+    pub async fn register(&self, c: &XeroConnection) -> Result<(), ProviderError> {
+        let options = serde_json::to_value(&c.options)
+            .map_err(|e| ProviderError::permanent(format!("xero options: {e}"), None))?;
+        state::save_credentials(
+            &self.pool,
+            &self.key,
+            &NewCredentials {
+                connection_id: c.connection_id,
+                provider: PROVIDER.into(),
+                access_token: c.access_token.clone(),
+                refresh_token: c.refresh_token.clone(),
+                access_expires_at: Utc::now() + chrono::Duration::seconds(c.expires_in),
+                external_tenant_id: Some(c.xero_tenant_id.clone()),
+                api_base_url: c.api_base_url.clone(),
+                identity_base_url: c.identity_base_url.clone(),
+                options,
+            },
+        )
+        .await
+        .map_err(credential_error)
+    }
+
+    fn scopes(&self, connection_id: i64) -> [LimitScope; 2] {
+        [
+            LimitScope::connection(PROVIDER, connection_id, self.config.limits.tenant),
+            LimitScope::app(PROVIDER, self.config.limits.app),
+        ]
+    }
+
+    /// Refreshes the connection's tokens (under its row lock) unless
+    /// another process already did since `seen` was loaded.
+    pub async fn refresh(&self, seen: &Credentials) -> Result<Credentials, ProviderError> {
+        let http = self.http.clone();
+        let (client_id, secret) = (
+            self.config.client_id.clone(),
+            self.config.client_secret.clone(),
+        );
+        state::refresh_credentials(
+            &self.pool,
+            &self.key,
+            seen.connection_id,
+            seen.generation,
+            |current| async move {
+                auth::refresh(
+                    &http,
+                    &current.identity_base_url,
+                    &client_id,
+                    &secret,
+                    &current.refresh_token,
+                )
+                .await
+            },
+        )
+        .await
+        .map_err(credential_error)
+    }
+
+    async fn credentials(&self, connection_id: i64) -> Result<Credentials, ProviderError> {
+        let creds = state::load_credentials(&self.pool, &self.key, connection_id)
+            .await
+            .map_err(credential_error)?;
+        if creds.status == CredentialStatus::ReconnectNeeded {
+            return Err(ProviderError::reconnect_needed(
+                creds
+                    .status_reason
+                    .unwrap_or_else(|| "Xero needs reconnecting".into()),
+            ));
+        }
+        if creds.access_expires_at - self.config.refresh_margin <= Utc::now() {
+            return self.refresh(&creds).await;
+        }
+        Ok(creds)
+    }
+
+    async fn slot(&self, connection_id: i64) -> Result<state::Slot, ProviderError> {
+        let scopes = self.scopes(connection_id);
+        loop {
+            match state::acquire(&self.pool, &scopes, self.config.slot_ttl)
+                .await
+                .map_err(db_error)?
+            {
+                Acquired::Granted(slot) => return Ok(slot),
+                Acquired::Wait { until, reason, .. } => {
+                    let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    if wait > self.config.max_inline_wait {
+                        return Err(ProviderError::rate_limited(
+                            until,
+                            format!("Xero limit reached for this organisation ({reason:?})"),
+                        ));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Sends one Accounting API request with fresh credentials, a limiter
+    /// slot, header bookkeeping, and one refresh-and-retry on 401.
+    async fn call(&self, connection_id: i64, req: &ApiCall<'_>) -> Result<Envelope, ProviderError> {
+        let mut creds = self.credentials(connection_id).await?;
+        let tenant = creds.external_tenant_id.clone().ok_or_else(|| {
+            ProviderError::reconnect_needed("the Xero connection has no organisation (tenant id)")
+        })?;
+        let [scope, app_scope] = self.scopes(connection_id);
+        let mut refreshed = false;
+        loop {
+            let slot = self.slot(connection_id).await?;
+            let url = format!(
+                "{}/{}",
+                creds.api_base_url.trim_end_matches('/'),
+                req.path.trim_start_matches('/')
+            );
+            let mut builder = self
+                .http
+                .request(req.method.clone(), url)
+                .bearer_auth(creds.access_token.expose())
+                .header("xero-tenant-id", &tenant)
+                .header("accept", "application/json")
+                .query(&req.query);
+            if let Some(key) = &req.idempotency_key {
+                builder = builder.header("Idempotency-Key", key);
+            }
+            if let Some(body) = req.body {
+                builder = builder.json(body);
+            }
+            let sent = builder.send().await;
+            let result = match sent {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    match resp.text().await {
+                        Ok(body) => Ok((status, headers, body)),
+                        Err(e) => Err(transport_failure(&e, true)),
+                    }
+                }
+                Err(e) => Err(transport_failure(&e, false)),
+            };
+            // The slot goes back whatever happened; a failure here only
+            // leaves it to expire.
+            if let Err(e) = state::release(&self.pool, slot).await {
+                tracing::warn!(connection_id, error = %e, "could not release a Xero call slot");
+            }
+            let (status, headers, body) = result.map_err(|t| {
+                tracing::info!(
+                    connection_id,
+                    answer_lost = t.answer_lost,
+                    "Xero call failed: {}",
+                    t.message
+                );
+                ProviderError::from(t)
+            })?;
+            let now = Utc::now();
+            let observed = limits::observe(&headers, status, now);
+            state::record_observed(&self.pool, &scope, Some(&app_scope), observed)
+                .await
+                .map_err(db_error)?;
+            if (200..300).contains(&status) {
+                return serde_json::from_str::<Envelope>(&body)
+                    .map_err(|e| decode_error(e.to_string(), &body));
+            }
+            let error = classify(status, &headers, &body, now);
+            match error {
+                XeroError::Unauthorized { .. } if !refreshed => {
+                    refreshed = true;
+                    creds = self.refresh(&creds).await?;
+                }
+                XeroError::Unauthorized { .. } | XeroError::Forbidden { .. } => {
+                    let reason = match error {
+                        XeroError::Forbidden { .. } => {
+                            "Xero refused access to the organisation (403): reconnect Xero"
+                        }
+                        _ => "Xero refused a freshly refreshed access token (401): reconnect Xero",
+                    };
+                    state::mark_reconnect_needed(&self.pool, connection_id, reason)
+                        .await
+                        .map_err(db_error)?;
+                    return Err(error.into());
+                }
+                other => return Err(other.into()),
+            }
+        }
+    }
+
+    async fn options(&self, connection_id: i64) -> Result<XeroOptions, ProviderError> {
+        let creds = state::load_credentials(&self.pool, &self.key, connection_id)
+            .await
+            .map_err(credential_error)?;
+        serde_json::from_value(creds.options).map_err(|e| {
+            ProviderError::permanent(
+                format!("the Xero mapping settings are unreadable: {e}"),
+                None,
+            )
+        })
+    }
+
+    // -- contacts ----------------------------------------------------------
+
+    async fn contacts_where(
+        &self,
+        connection_id: i64,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<wire::Contact>, ProviderError> {
+        let mut call = ApiCall::get("Contacts");
+        call.query
+            .push(("where", format!("{field}==\"{}\"", escape_where(value))));
+        Ok(self
+            .call(connection_id, &call)
+            .await?
+            .contacts
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.contact_status.as_deref() != Some("ARCHIVED"))
+            .collect())
+    }
+
+    /// Finds the customer's contact by our contact number, then by exact
+    /// name; creates it when neither matches. With a generic contact in the
+    /// options, that one contact is found or created instead.
+    pub async fn find_or_create_contact(
+        &self,
+        connection_id: i64,
+        customer: &Customer,
+        idempotency_key: &str,
+    ) -> Result<ExternalRef, ProviderError> {
+        let options = self.options(connection_id).await?;
+        let (number, name, email) = match &options.generic_contact_name {
+            Some(generic) => (None, generic.clone(), None),
+            None => (
+                Some(contact_number(&customer.customer_id)),
+                customer.name.trim().to_string(),
+                customer.email.clone(),
+            ),
+        };
+        if let Some(number) = &number {
+            if let Some(c) = self
+                .contacts_where(connection_id, "ContactNumber", number)
+                .await?
+                .into_iter()
+                .next()
+            {
+                return contact_ref(c);
+            }
+        }
+        let by_name = self.contacts_where(connection_id, "Name", &name).await?;
+        if let Some(c) = by_name
+            .into_iter()
+            .find(|c| c.name.as_deref() == Some(&name))
+        {
+            return contact_ref(c);
+        }
+        let body = Envelope {
+            contacts: Some(vec![wire::Contact {
+                name: Some(name),
+                contact_number: number,
+                email_address: email,
+                ..wire::Contact::default()
+            }]),
+            ..Envelope::default()
+        };
+        let key = operation_key(idempotency_key, "contact");
+        let env = self
+            .call(
+                connection_id,
+                &ApiCall::write(Method::PUT, "Contacts", &body, key),
+            )
+            .await?;
+        let c = first(env.contacts, "contact")?;
+        contact_ref(c)
+    }
+
+    // -- invoices ----------------------------------------------------------
+
+    pub async fn get_invoice(
+        &self,
+        connection_id: i64,
+        invoice_id: &str,
+    ) -> Result<wire::Invoice, ProviderError> {
+        let env = self
+            .call(
+                connection_id,
+                &ApiCall::get(format!("Invoices/{invoice_id}")),
+            )
+            .await?;
+        first(env.invoices, "invoice")
+    }
+
+    /// ACCREC invoices whose Reference is exactly `reference`, newest last,
+    /// deleted and voided ones left out.
+    pub async fn find_invoices_by_reference(
+        &self,
+        connection_id: i64,
+        reference: &str,
+    ) -> Result<Vec<wire::Invoice>, ProviderError> {
+        let mut call = ApiCall::get("Invoices");
+        call.query.push((
+            "where",
+            format!(
+                "Type==\"ACCREC\" AND Reference==\"{}\"",
+                escape_where(reference)
+            ),
+        ));
+        let found = self
+            .call(connection_id, &call)
+            .await?
+            .invoices
+            .unwrap_or_default();
+        Ok(found
+            .into_iter()
+            .filter(|i| i.reference.as_deref() == Some(reference))
+            .filter(|i| !matches!(i.status.as_deref(), Some(status::DELETED | status::VOIDED)))
+            .collect())
+    }
+
+    /// Creates or updates the invoice. `status_override` is the per-invoice
+    /// choice of a manual send; background syncs pass `None` (the default
+    /// from settings).
+    pub async fn upsert(
+        &self,
+        connection_id: i64,
+        settings: &XeroSettings,
+        snapshot: &InvoiceSnapshot,
+        existing: Option<&ExternalRef>,
+        mode: UpsertMode,
+        idempotency_key: &str,
+        status_override: Option<XeroInvoiceStatus>,
+    ) -> Result<PushResult, ProviderError> {
+        let options = self.options(connection_id).await?;
+        let wanted = match status_override.unwrap_or(settings.default_status) {
+            XeroInvoiceStatus::Draft => status::DRAFT,
+            XeroInvoiceStatus::Authorised => status::AUTHORISED,
+        };
+        let contact = self
+            .find_or_create_contact(connection_id, &snapshot.customer, idempotency_key)
+            .await?;
+        let mut invoice = build_invoice(snapshot, &options, &contact.external_id)?;
+
+        // Which Xero invoice this is, if any: the link, or (unless sending
+        // as new) one an earlier attempt created but never heard back about.
+        let target = match (existing, mode) {
+            (Some(link), _) => Some(link.external_id.clone()),
+            (None, UpsertMode::ForceNew) => None,
+            (None, UpsertMode::CreateOrUpdate) => self
+                .find_invoices_by_reference(connection_id, &snapshot.number)
+                .await?
+                .pop()
+                .and_then(|i| i.invoice_id),
+        };
+        let (write, env) = match target {
+            Some(id) => {
+                // Only ever move forward: Draft → Authorised. A Draft wish
+                // leaves an Authorised invoice's status alone (Xero refuses
+                // Authorised → Draft).
+                invoice.status = (wanted == status::AUTHORISED).then(|| wanted.to_string());
+                let body = Envelope {
+                    invoices: Some(vec![invoice]),
+                    ..Envelope::default()
+                };
+                let key = operation_key(idempotency_key, &format!("invoice-update-{id}"));
+                let path = format!("Invoices/{id}");
+                let env = self
+                    .call(
+                        connection_id,
+                        &ApiCall::write(Method::POST, path, &body, key),
+                    )
+                    .await?;
+                let write = if existing.is_some() {
+                    WriteKind::UpdatedInPlace
+                } else {
+                    tracing::info!(connection_id, invoice = %snapshot.number,
+                        "adopted a Xero invoice found by its reference (an earlier answer was lost)");
+                    WriteKind::Created
+                };
+                (write, env)
+            }
+            None => {
+                invoice.status = Some(wanted.to_string());
+                let body = Envelope {
+                    invoices: Some(vec![invoice]),
+                    ..Envelope::default()
+                };
+                let mut call = ApiCall::write(
+                    Method::PUT,
+                    "Invoices",
+                    &body,
+                    operation_key(idempotency_key, "invoice-create"),
+                );
+                call.query.push(("unitdp", "4".into()));
+                (WriteKind::Created, self.call(connection_id, &call).await?)
+            }
+        };
+        let saved = first(env.invoices, "invoice")?;
+        push_result(write, &saved, snapshot)
+    }
+
+    /// Draft/Submitted → DELETED; Authorised without payments → VOIDED;
+    /// with payments → refused with the reason. Gone already → AlreadyVoided.
+    pub async fn void(
+        &self,
+        connection_id: i64,
+        snapshot: &InvoiceSnapshot,
+        existing: &ExternalRef,
+        idempotency_key: &str,
+    ) -> Result<PushResult, ProviderError> {
+        let current = match self.get_invoice(connection_id, &existing.external_id).await {
+            Ok(i) => i,
+            Err(ProviderError::NotFound { .. }) => {
+                return Ok(already_gone(existing, snapshot, "not found"));
+            }
+            Err(e) => return Err(e),
+        };
+        let now_status = current.status.clone().unwrap_or_default();
+        let paid = current
+            .amount_paid
+            .as_ref()
+            .map(|a| a.to_scaled(snapshot.currency.exponent()))
+            .transpose()
+            .map_err(|e| decode_error(e.to_string(), ""))?
+            .unwrap_or(0);
+        let target = match now_status.as_str() {
+            status::DELETED | status::VOIDED => {
+                return Ok(already_gone(existing, snapshot, &now_status));
+            }
+            status::DRAFT | status::SUBMITTED => status::DELETED,
+            status::AUTHORISED if paid == 0 && current.payments.is_empty() => status::VOIDED,
+            _ => {
+                return Err(ProviderError::permanent(
+                    format!(
+                        "Xero invoice {} has payments ({} paid), so it cannot be voided: remove the payments in Xero first, then retry",
+                        current
+                            .invoice_number
+                            .as_deref()
+                            .unwrap_or(&existing.external_id),
+                        Money::new(paid, snapshot.currency)
+                    ),
+                    None,
+                ));
+            }
+        };
+        let body = Envelope {
+            invoices: Some(vec![wire::Invoice {
+                invoice_id: Some(existing.external_id.clone()),
+                status: Some(target.to_string()),
+                ..wire::Invoice::default()
+            }]),
+            ..Envelope::default()
+        };
+        let key = operation_key(idempotency_key, &format!("void-{}", existing.external_id));
+        let path = format!("Invoices/{}", existing.external_id);
+        let env = self
+            .call(
+                connection_id,
+                &ApiCall::write(Method::POST, path, &body, key),
+            )
+            .await?;
+        let saved = first(env.invoices, "invoice")?;
+        push_result(WriteKind::Voided, &saved, snapshot)
+    }
+
+    /// Applies a payment to an Authorised invoice; on a Draft (or any other
+    /// status that cannot take payments) nothing is written and the reason
+    /// is returned.
+    pub async fn push_payment_outcome(
+        &self,
+        connection_id: i64,
+        snapshot: &InvoiceSnapshot,
+        invoice: &ExternalRef,
+        payment: &Payment,
+        existing: Option<&ExternalRef>,
+        idempotency_key: &str,
+    ) -> Result<PaymentOutcome, ProviderError> {
+        if let Some(done) = existing {
+            return Ok(PaymentOutcome::Applied(done.clone()));
+        }
+        if payment.currency.is_some_and(|c| c != snapshot.currency) {
+            return Err(ProviderError::permanent(
+                format!(
+                    "payment {} is not in the invoice currency {}",
+                    payment.payment_id, snapshot.currency
+                ),
+                None,
+            ));
+        }
+        let current = self
+            .get_invoice(connection_id, &invoice.external_id)
+            .await?;
+        let st = current.status.clone().unwrap_or_default();
+        if st != status::AUTHORISED {
+            let reason = match st.as_str() {
+                status::DRAFT | status::SUBMITTED => format!(
+                    "the Xero invoice is {} and Xero only takes payments on Authorised invoices: authorise it (or send it as Authorised) and the payment will sync",
+                    st.to_ascii_lowercase()
+                ),
+                status::PAID => "the Xero invoice is already fully paid".to_string(),
+                other => format!(
+                    "the Xero invoice is {} and cannot take payments",
+                    other.to_ascii_lowercase()
+                ),
+            };
+            return Ok(PaymentOutcome::Skipped { reason });
+        }
+        let options = self.options(connection_id).await?;
+        let exp = snapshot.currency.exponent();
+        let body = Envelope {
+            payments: Some(vec![wire::Payment {
+                invoice: Some(wire::InvoiceRef {
+                    invoice_id: Some(invoice.external_id.clone()),
+                    invoice_number: None,
+                }),
+                account: Some(wire::AccountRef {
+                    code: Some(options.payment_account_code.clone()),
+                    account_id: None,
+                }),
+                date: Some(payment.paid_at.format("%Y-%m-%d").to_string()),
+                amount: Some(Decimal::from_scaled(payment.amount_minor, exp)),
+                reference: Some(
+                    payment
+                        .reference
+                        .clone()
+                        .unwrap_or_else(|| format!("ledgerflow {}", payment.payment_id)),
+                ),
+                ..wire::Payment::default()
+            }]),
+            ..Envelope::default()
+        };
+        let key = operation_key(idempotency_key, &format!("payment-{}", payment.payment_id));
+        let env = self
+            .call(
+                connection_id,
+                &ApiCall::write(Method::PUT, "Payments", &body, key),
+            )
+            .await?;
+        let p = first(env.payments, "payment")?;
+        let id = p
+            .payment_id
+            .ok_or_else(|| decode_error("payment without PaymentID".into(), ""))?;
+        Ok(PaymentOutcome::Applied(ExternalRef {
+            external_id: id,
+            external_number: None,
+            url: None,
+        }))
+    }
+
+    /// Reverses a payment (Xero payments cannot be edited, only deleted).
+    pub async fn reverse_payment(
+        &self,
+        connection_id: i64,
+        payment: &ExternalRef,
+        idempotency_key: &str,
+    ) -> Result<(), ProviderError> {
+        let body = Envelope {
+            payments: Some(vec![wire::Payment {
+                status: Some("DELETED".into()),
+                ..wire::Payment::default()
+            }]),
+            ..Envelope::default()
+        };
+        let key = operation_key(idempotency_key, &format!("reverse-{}", payment.external_id));
+        let path = format!("Payments/{}", payment.external_id);
+        match self
+            .call(
+                connection_id,
+                &ApiCall::write(Method::POST, path, &body, key),
+            )
+            .await
+        {
+            Ok(_) | Err(ProviderError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn escape_where(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// Our contact number for a host customer: Xero allows 50 characters.
+fn contact_number(customer_id: &str) -> String {
+    customer_id.chars().take(50).collect()
+}
+
+fn first<T>(list: Option<Vec<T>>, what: &str) -> Result<T, ProviderError> {
+    list.and_then(|l| l.into_iter().next())
+        .ok_or_else(|| decode_error(format!("the answer holds no {what}"), ""))
+}
+
+fn contact_ref(c: wire::Contact) -> Result<ExternalRef, ProviderError> {
+    Ok(ExternalRef {
+        external_id: c
+            .contact_id
+            .ok_or_else(|| decode_error("contact without ContactID".into(), ""))?,
+        external_number: c.contact_number,
+        url: None,
+    })
+}
+
+fn invoice_url(id: &str) -> String {
+    format!("https://go.xero.com/AccountsReceivable/View.aspx?InvoiceID={id}")
+}
+
+fn already_gone(existing: &ExternalRef, snapshot: &InvoiceSnapshot, st: &str) -> PushResult {
+    PushResult {
+        write: WriteKind::AlreadyVoided,
+        external: existing.clone(),
+        line_count: 0,
+        total: Money::zero(snapshot.currency),
+        external_status: st.to_string(),
+    }
+}
+
+/// The Xero invoice for a snapshot. Lines carry the host's own tax amount
+/// (Xero accepts a TaxAmount override) so tax and totals match the host's
+/// to the cent; an invoice-level discount becomes a line of its own.
+fn build_invoice(
+    snapshot: &InvoiceSnapshot,
+    options: &XeroOptions,
+    contact_id: &str,
+) -> Result<wire::Invoice, ProviderError> {
+    let exp = snapshot.currency.exponent();
+    let mut lines = Vec::with_capacity(snapshot.lines.len() + 1);
+    for line in &snapshot.lines {
+        let tax_type = match &line.tax_code {
+            None => options.no_tax_type.clone(),
+            Some(code) => options.tax_types.get(code).cloned().ok_or_else(|| {
+                ProviderError::permanent(
+                    format!(
+                        "tax code {code:?} has no Xero tax type: map it in the Xero settings (check the tax rates in Xero)"
+                    ),
+                    None,
+                )
+            })?,
+        };
+        let discount = line
+            .discount_minor()
+            .map_err(|e| ProviderError::permanent(e.to_string(), None))?;
+        lines.push(wire::LineItem {
+            description: Some(line.description.clone()),
+            quantity: Some(Decimal::from_scaled(line.quantity, 3)),
+            unit_amount: Some(Decimal::from_scaled(line.unit_price_minor, exp)),
+            item_code: None,
+            account_code: Some(options.sales_account_code.clone()),
+            tax_type: Some(tax_type),
+            tax_amount: Some(Decimal::from_scaled(line.tax_minor, exp)),
+            discount_amount: (discount != 0).then(|| Decimal::from_scaled(discount, exp)),
+            ..wire::LineItem::default()
+        });
+    }
+    if snapshot.totals.discount_total != 0 {
+        lines.push(wire::LineItem {
+            description: Some("Discount".into()),
+            quantity: Some(Decimal::from_scaled(1, 0)),
+            unit_amount: Some(Decimal::from_scaled(-snapshot.totals.discount_total, exp)),
+            account_code: Some(options.sales_account_code.clone()),
+            tax_type: Some(options.no_tax_type.clone()),
+            tax_amount: Some(Decimal::from_scaled(0, exp)),
+            ..wire::LineItem::default()
+        });
+    }
+    Ok(wire::Invoice {
+        kind: Some("ACCREC".into()),
+        reference: Some(snapshot.number.clone()),
+        contact: Some(wire::Contact {
+            contact_id: Some(contact_id.to_string()),
+            ..wire::Contact::default()
+        }),
+        date: Some(snapshot.issued_on.format("%Y-%m-%d").to_string()),
+        // Xero needs a due date to authorise; the issue date is the honest default.
+        due_date: Some(
+            snapshot
+                .due_on
+                .unwrap_or(snapshot.issued_on)
+                .format("%Y-%m-%d")
+                .to_string(),
+        ),
+        line_amount_types: Some("Exclusive".into()),
+        line_items: Some(lines),
+        currency_code: Some(snapshot.currency.code().to_string()),
+        ..wire::Invoice::default()
+    })
+}
+
+/// The response summary, after proving Xero's total equals the host's.
+fn push_result(
+    write: WriteKind,
+    saved: &wire::Invoice,
+    snapshot: &InvoiceSnapshot,
+) -> Result<PushResult, ProviderError> {
+    let id = saved
+        .invoice_id
+        .clone()
+        .ok_or_else(|| decode_error("invoice without InvoiceID".into(), ""))?;
+    let exp = snapshot.currency.exponent();
+    let total = match &saved.total {
+        Some(t) => t
+            .to_scaled(exp)
+            .map_err(|e| decode_error(format!("Total: {e}"), ""))?,
+        None => snapshot.totals.total,
+    };
+    if write != WriteKind::Voided && total != snapshot.totals.total {
+        return Err(ProviderError::permanent(
+            format!(
+                "Xero computed a total of {} but the invoice's total is {}: check the tax types mapped for this invoice's tax codes",
+                Money::new(total, snapshot.currency),
+                Money::new(snapshot.totals.total, snapshot.currency)
+            ),
+            None,
+        ));
+    }
+    Ok(PushResult {
+        write,
+        external: ExternalRef {
+            url: Some(invoice_url(&id)),
+            external_id: id,
+            external_number: saved.invoice_number.clone(),
+        },
+        line_count: saved.line_items.as_ref().map_or(0, |l| l.len() as u32),
+        total: Money::new(total, snapshot.currency),
+        external_status: saved.status.clone().unwrap_or_default(),
+    })
+}
+
+fn xero_settings(
+    connection: &ledgerflow_workflows::provider::ConnectionInfo,
+) -> Result<XeroSettings, ProviderError> {
+    match &connection.settings.provider {
+        ProviderSettings::Xero(s) => Ok(s.clone()),
+        other => Err(ProviderError::permanent(
+            format!(
+                "the connection has {} settings, not Xero settings",
+                other.provider()
+            ),
+            None,
+        )),
+    }
+}
+
+impl Provider for XeroAdapter {
+    fn upsert_invoice<'a>(
+        &'a self,
+        req: UpsertInvoiceRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
+        Box::pin(async move {
+            let settings = xero_settings(req.connection)?;
+            self.upsert(
+                req.connection.id,
+                &settings,
+                req.snapshot,
+                req.existing,
+                req.mode,
+                req.idempotency_key,
+                None,
+            )
+            .await
+        })
+    }
+
+    fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        Box::pin(async move {
+            self.void(
+                req.connection.id,
+                req.snapshot,
+                req.existing,
+                req.idempotency_key,
+            )
+            .await
+        })
+    }
+
+    fn complete_draft<'a>(
+        &'a self,
+        _req: CompleteDraftRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
+        Box::pin(async move {
+            Err(ProviderError::permanent(
+                "Xero has no draft orders to complete: send the invoice as Authorised instead",
+                None,
+            ))
+        })
+    }
+
+    /// The port has no "skipped" answer yet: a payment Xero cannot take
+    /// (Draft invoice) fails permanently with the reason, prefixed
+    /// "skipped:". [`XeroAdapter::push_payment_outcome`] returns it typed.
+    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        Box::pin(async move {
+            match self
+                .push_payment_outcome(
+                    req.connection.id,
+                    req.snapshot,
+                    req.invoice,
+                    req.payment,
+                    req.existing,
+                    req.idempotency_key,
+                )
+                .await?
+            {
+                PaymentOutcome::Applied(r) => Ok(r),
+                PaymentOutcome::Skipped { reason } => {
+                    Err(ProviderError::permanent(format!("skipped: {reason}"), None))
+                }
+            }
+        })
+    }
+
+    fn sync_customer<'a>(
+        &'a self,
+        req: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, ExternalRef> {
+        Box::pin(async move {
+            if let Some(link) = req.existing {
+                return Ok(link.clone());
+            }
+            self.find_or_create_contact(req.connection.id, req.customer, req.idempotency_key)
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_keys_stay_within_xero_limit_and_distinct() {
+        assert_eq!(
+            operation_key("ledgerflow-1-2", "contact"),
+            "ledgerflow-1-2:contact"
+        );
+        let long = "x".repeat(200);
+        let a = operation_key(&long, "invoice-create");
+        let b = operation_key(&long, "contact");
+        assert!(a.len() <= MAX_IDEMPOTENCY_KEY && b.len() <= MAX_IDEMPOTENCY_KEY);
+        assert_ne!(a, b);
+        assert_eq!(a, operation_key(&long, "invoice-create"));
+    }
+
+    #[test]
+    fn where_values_are_escaped() {
+        assert_eq!(escape_where(r#"A "B" \C"#), r#"A \"B\" \\C"#);
+        assert_eq!(contact_number(&"9".repeat(80)).len(), 50);
+    }
+}

@@ -470,6 +470,23 @@ impl Simulator {
     pub fn stats(&self) -> SimStats {
         lock(&self.shared).stats.clone()
     }
+    /// A contact that already exists in the organisation (made by a person in Xero).
+    pub fn add_contact(&self, tenant: &str, name: &str, contact_number: Option<&str>) -> String {
+        let id = Uuid::new_v4().to_string();
+        let mut s = lock(&self.shared);
+        let now = s.now();
+        if let Some(t) = s.tenants.get_mut(tenant) {
+            t.contacts.push(wire::Contact {
+                contact_id: Some(id.clone()),
+                contact_number: contact_number.map(str::to_string),
+                name: Some(name.to_string()),
+                contact_status: Some("ACTIVE".into()),
+                updated_date_utc: Some(xero_date(now)),
+                ..wire::Contact::default()
+            });
+        }
+        id
+    }
     /// Add an account to the chart of accounts.
     pub fn add_account(&self, account: SimAccount) {
         lock(&self.shared).config.accounts.push(account);
