@@ -8,14 +8,15 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::ledger;
 use ledgerflow_workflows::payloads::{
     BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
     UpsertInvoice, VoidOrder,
 };
 use ledgerflow_workflows::provider::Providers;
+use ledgerflow_workflows::{JobError, JobKind};
 
+use crate::queue::registry::FailedJob;
 use crate::queue::{JobContext, Registry};
 
 /// Every job kind this binary runs, with the provider adapters built in
@@ -45,6 +46,21 @@ pub fn registry_with(providers: Providers) -> Registry {
         .register(|_: SyncCustomer, _| not_wired("sync-customer"))
         .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))
         .register(|_: BackfillRange, _| not_wired("backfill-range"))
+        .on_failed(UpsertInvoice::KIND, sync_gave_up)
+        .on_failed(VoidOrder::KIND, sync_gave_up)
+}
+
+/// Fail the sync events of a job the queue gave up on.
+async fn sync_gave_up(failed: FailedJob) {
+    let result = match failed.pool.acquire().await {
+        Ok(mut conn) => ledger::record_job_gave_up(&mut conn, failed.job_id, &failed.message)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::error!(job = failed.job_id, error = %e, "could not mark the sync events of a failed job");
+    }
 }
 
 async fn not_wired(kind: &str) -> Result<(), JobError> {

@@ -12,6 +12,7 @@ use chrono::Utc;
 use common::{fast_config, job, live_row, start, wait_finished, wait_for};
 use ledgerflow_worker::handlers;
 use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim};
+use ledgerflow_worker::queue::outcome::Recorded;
 use ledgerflow_worker::queue::pruner::{Retention, prune};
 use ledgerflow_worker::queue::{Registry, rescuer};
 use ledgerflow_workflows::payloads::{
@@ -526,7 +527,11 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out(pool: PgPo
     )
     .await
     .unwrap();
-    assert!(!recorded, "the old holder's failure is fenced out too");
+    assert_eq!(
+        recorded,
+        Recorded::Fenced,
+        "the old holder's failure is fenced out too"
+    );
     assert_eq!(job(&pool, id).await.state, JobState::Running);
     assert_eq!(
         queue::complete_batch(&mut conn, &[b.id], &[b.claim])
@@ -758,4 +763,44 @@ async fn a_retry_superseded_by_a_newer_pending_twin_ends_cancelled(pool: PgPool)
         format!("superseded by job {twin}")
     );
     assert_eq!(job(&pool, twin).await.state, JobState::Available);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_failure_hook_hears_of_every_job_the_queue_gives_up_on(pool: PgPool) {
+    // Gave up because the rate-limit patience ran out: no handler saw it fail for good.
+    let id = enqueue(
+        &pool,
+        &QueueProbe {
+            fail_first: 1,
+            fail_class: Some("rate_limited".into()),
+            retry_after_ms: 120_000,
+            ..probe("patience")
+        },
+        EnqueueOptions::default(),
+    )
+    .await;
+    let ok = enqueue(&pool, &probe("fine"), EnqueueOptions::default()).await;
+    let registry = handlers::registry().on_failed("queue-probe", |failed| async move {
+        sqlx::query("INSERT INTO ledgerflow.probe_effects (job_id, label, attempt, worker_id) VALUES ($1, $2, 0, 'hook')")
+            .bind(failed.job_id)
+            .bind(failed.message)
+            .execute(&failed.pool)
+            .await
+            .unwrap();
+    });
+    let worker = start(&pool, registry, fast_config("w"));
+    let failed = wait_finished(&pool, id, T).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:#?}");
+    wait_finished(&pool, ok, T).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    worker.stop().await;
+    let heard: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT job_id, label FROM ledgerflow.probe_effects WHERE worker_id = 'hook'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(heard.len(), 1, "only the failed job: {heard:?}");
+    assert_eq!(heard[0].0, id);
+    assert!(heard[0].1.contains("rate limited"), "{heard:?}");
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
-use crate::job::{EnqueueOptions, JobId, JobKind};
+use crate::job::{EnqueueOptions, JobId, JobKind, Priority};
 
 /// Enqueue a job inside the caller's transaction (or on any connection).
 ///
@@ -229,6 +229,33 @@ pub async fn release_held(conn: &mut PgConnection, hold_key: &str) -> Result<u64
     .fetch_one(&mut *conn)
     .await?;
     Ok(u64::try_from(rows).unwrap_or(0))
+}
+
+/// Run a pending job now and at `priority`: a person pressed a button, so it
+/// skips any backoff it was waiting out and goes ahead of background work.
+/// A held job stays held (its connection needs reconnecting first) and a
+/// running one is left alone. Returns whether the job was expedited.
+pub async fn expedite(
+    conn: &mut PgConnection,
+    id: JobId,
+    priority: Priority,
+) -> Result<bool, sqlx::Error> {
+    let woken: Vec<bool> = sqlx::query_scalar(
+        r#"
+        WITH expedited AS (
+            UPDATE ledgerflow.jobs
+            SET state = 'available', run_at = now(), priority = $2
+            WHERE id = $1 AND state IN ('scheduled', 'available')
+            RETURNING queue
+        )
+        SELECT pg_notify('ledgerflow_jobs', queue) IS NOT NULL FROM expedited
+        "#,
+    )
+    .bind(id)
+    .bind(priority.as_i16())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(!woken.is_empty())
 }
 
 /// Enqueue a failed job again as a new job with the same kind and payload

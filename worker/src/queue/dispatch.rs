@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::fetcher::{ClaimedJob, InFlight};
-use super::outcome::{self, Completion};
-use super::registry::Registry;
+use super::outcome::{self, Completion, Recorded};
+use super::registry::{FailedJob, Registry};
 use ledgerflow_workflows::JobContext;
 
 /// What every dispatch shares within one process.
@@ -105,9 +105,22 @@ async fn finish_failed(
     policy: Option<ledgerflow_workflows::RetryPolicy>,
     e: &JobError,
 ) {
-    if let Err(db) = outcome::record_failure(&d.pool, job, policy, e).await {
+    match outcome::record_failure(&d.pool, job, policy, e).await {
+        Ok(Recorded::Failed) => {
+            if let Some(hook) = d.registry.failure_hook(&job.kind) {
+                hook(FailedJob {
+                    job_id: job.id,
+                    kind: job.kind.clone(),
+                    payload: job.payload.clone(),
+                    message: e.to_string(),
+                    pool: d.pool.clone(),
+                })
+                .await;
+            }
+        }
+        Ok(_) => {}
         // The lease expires and the rescuer returns the job; nothing is lost.
-        tracing::error!(error = %db, "could not record the failed attempt");
+        Err(db) => tracing::error!(error = %db, "could not record the failed attempt"),
     }
     d.inflight.remove(&[job.id]);
 }

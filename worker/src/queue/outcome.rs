@@ -66,7 +66,7 @@ pub async fn run_completer(
     }
 }
 
-/// Record a failed attempt. Returns false when the write was fenced out.
+/// Record a failed attempt.
 /// A job put back in the queue while a newer pending job holds its unique
 /// key ends as superseded instead (that job will do the work).
 pub async fn record_failure(
@@ -74,7 +74,7 @@ pub async fn record_failure(
     job: &ClaimedJob,
     policy: Option<RetryPolicy>,
     error: &JobError,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Recorded, sqlx::Error> {
     let entry = serde_json::json!({
         "attempt": job.attempt,
         "at": Utc::now(),
@@ -106,19 +106,38 @@ pub async fn record_failure(
             .to_owned()
         }
     };
-    if result == "fenced" {
-        tracing::warn!(
+    let recorded = match result.as_str() {
+        "failed" => Recorded::Failed,
+        "superseded" => Recorded::Superseded,
+        "returned" => Recorded::Returned,
+        _ => Recorded::Fenced,
+    };
+    match recorded {
+        Recorded::Fenced => tracing::warn!(
             job = job.id,
             claim = job.claim,
             "outcome refused: the lease was taken over by another worker"
-        );
-    } else if result == "superseded" {
-        tracing::info!(
+        ),
+        Recorded::Superseded => tracing::info!(
             job = job.id,
             "superseded by a newer pending job with the same key"
-        );
+        ),
+        _ => {}
     }
-    Ok(result != "fenced")
+    Ok(recorded)
+}
+
+/// What recording a failed attempt did to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Back in the queue: retried later, waiting on a rate limit, or held.
+    Returned,
+    /// Ended as cancelled: a newer pending job with its key stands for it.
+    Superseded,
+    /// Ended as failed.
+    Failed,
+    /// Refused: another worker holds the job now.
+    Fenced,
 }
 
 /// Put a running job back in the queue (see `ledgerflow.return_to_queue`).
@@ -154,8 +173,11 @@ pub async fn fail(
     errors: serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT ledgerflow.finish_job(id, 'failed', $3) FROM ledgerflow.jobs
-         WHERE id = $1 AND claim_count = $2 AND state = 'running' FOR UPDATE",
+        // Lock in a subquery: a FOR UPDATE at the top level would re-check the
+        // row after finish_job deleted it and drop it from the result.
+        "SELECT ledgerflow.finish_job(j.id, 'failed', $3)
+         FROM (SELECT id FROM ledgerflow.jobs
+               WHERE id = $1 AND claim_count = $2 AND state = 'running' FOR UPDATE) j",
     )
     .bind(id)
     .bind(claim)

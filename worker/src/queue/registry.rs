@@ -14,6 +14,21 @@ use ledgerflow_workflows::{JobContext, JobError, JobKind, RetryPolicy};
 
 use super::cron::Schedule;
 
+/// Called when the queue ends a job as failed, whoever decided it (the
+/// handler's permanent error, attempts or rate-limit patience used up, a
+/// payload that cannot be decoded), so the owner of the work can record it.
+pub type FailureHook = Arc<dyn Fn(FailedJob) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A job the queue just ended as failed.
+#[derive(Debug, Clone)]
+pub struct FailedJob {
+    pub job_id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub message: String,
+    pub pool: sqlx::PgPool,
+}
+
 type ErasedHandler = Arc<
     dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<(), JobError>> + Send + Sync,
 >;
@@ -29,6 +44,7 @@ struct Entry {
 pub struct Registry {
     kinds: Arc<HashMap<&'static str, Arc<Entry>>>,
     schedules: Vec<Arc<dyn Schedule>>,
+    on_failed: Arc<HashMap<String, FailureHook>>,
 }
 
 impl Registry {
@@ -74,6 +90,21 @@ impl Registry {
         };
         Arc::make_mut(&mut self.kinds).insert(K::KIND, Arc::new(entry));
         self
+    }
+
+    /// Run `hook` whenever the queue ends a job of `kind` as failed.
+    pub fn on_failed<F, Fut>(mut self, kind: &str, hook: F) -> Self
+    where
+        F: Fn(FailedJob) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let hook: FailureHook = Arc::new(move |failed| Box::pin(hook(failed)));
+        Arc::make_mut(&mut self.on_failed).insert(kind.to_owned(), hook);
+        self
+    }
+
+    pub(crate) fn failure_hook(&self, kind: &str) -> Option<FailureHook> {
+        self.on_failed.get(kind).cloned()
     }
 
     /// Fire a periodic job (see [`super::cron`]).

@@ -43,7 +43,7 @@ pub use record::{
     Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,
     send_as_new, set_invoice_auto_sync,
 };
-pub use sync::{run_complete_draft, run_upsert_invoice, run_void_order};
+pub use sync::{record_job_gave_up, run_complete_draft, run_upsert_invoice, run_void_order};
 
 /// The queue's unique key of an invoice's sync jobs on a connection.
 pub fn sync_key(connection_id: i64, invoice_id: &str) -> String {

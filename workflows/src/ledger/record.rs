@@ -430,22 +430,8 @@ async fn open_event(
 
 /// The pending job may be an older one waiting out a retry backoff or queued
 /// at a lower priority: a person pressed a button, so it runs now and first.
-/// A held job stays held (its connection needs reconnecting first); a
-/// running one is left alone.
 async fn expedite(conn: &mut PgConnection, job_id: JobId) -> Result<(), LedgerError> {
-    sqlx::query(
-        "WITH woken AS (
-             UPDATE ledgerflow.jobs
-             SET state = 'available', run_at = now(), priority = $2
-             WHERE id = $1 AND state IN ('scheduled', 'available')
-             RETURNING queue
-         )
-         SELECT pg_notify('ledgerflow_jobs', queue) FROM woken",
-    )
-    .bind(job_id)
-    .bind(Priority::Live.as_i16())
-    .fetch_all(&mut *conn)
-    .await?;
+    crate::queue::expedite(conn, job_id, Priority::Live).await?;
     Ok(())
 }
 

@@ -521,3 +521,25 @@ async fn record_failure(
     tx.commit().await?;
     Err(job_err)
 }
+
+/// The queue ended a sync job as failed without its handler recording it
+/// (attempts used up by crashed workers, rate-limit patience exhausted, a
+/// payload that no longer decodes): fail the events the job carried, so the
+/// dialog never shows "pending" or "syncing" for work that will not happen.
+pub async fn record_job_gave_up(
+    conn: &mut PgConnection,
+    job_id: i64,
+    message: &str,
+) -> Result<u64, LedgerError> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'failed', error_class = 'permanent', error_message = $2,
+             finished_at = now(), updated_at = now()
+         WHERE job_id = $1 AND status IN ('pending', 'syncing')",
+    )
+    .bind(job_id)
+    .bind(message)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
