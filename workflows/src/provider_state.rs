@@ -526,7 +526,9 @@ impl SecretKey {
 
     fn open(&self, connection_id: i64, sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
         if sealed.len() < 24 {
-            return Err(CredentialError::Crypto("sealed credentials are truncated".into()));
+            return Err(CredentialError::Crypto(
+                "sealed credentials are truncated".into(),
+            ));
         }
         let (nonce, ct) = sealed.split_at(24);
         let nonce: [u8; 24] = nonce
@@ -654,7 +656,10 @@ pub async fn save_credentials(
 const CREDENTIAL_COLUMNS: &str = "connection_id, provider, sealed_tokens, access_expires_at,
     external_tenant_id, api_base_url, identity_base_url, options, status, status_reason, generation";
 
-fn decode_row(key: &SecretKey, row: &sqlx::postgres::PgRow) -> Result<Credentials, CredentialError> {
+fn decode_row(
+    key: &SecretKey,
+    row: &sqlx::postgres::PgRow,
+) -> Result<Credentials, CredentialError> {
     let connection_id: i64 = row.try_get("connection_id")?;
     let sealed: Vec<u8> = row.try_get("sealed_tokens")?;
     let tokens: SealedTokens = serde_json::from_slice(&key.open(connection_id, &sealed)?)

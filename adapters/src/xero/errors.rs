@@ -115,10 +115,10 @@ pub fn validation_messages(body: &str) -> Option<Vec<String>> {
 fn collect_messages(v: &serde_json::Value, out: &mut Vec<String>) {
     if let Some(errors) = v.get("ValidationErrors").and_then(|e| e.as_array()) {
         for e in errors {
-            if let Some(m) = e.get("Message").and_then(|m| m.as_str()) {
-                if !out.iter().any(|x| x == m) {
-                    out.push(m.to_string());
-                }
+            if let Some(m) = e.get("Message").and_then(|m| m.as_str())
+                && !out.iter().any(|x| x == m)
+            {
+                out.push(m.to_string());
             }
         }
     }

@@ -468,15 +468,14 @@ impl XeroAdapter {
                 customer.email.clone(),
             ),
         };
-        if let Some(number) = &number {
-            if let Some(c) = self
+        if let Some(number) = &number
+            && let Some(c) = self
                 .contacts_where(connection_id, "ContactNumber", number)
                 .await?
                 .into_iter()
                 .next()
-            {
-                return contact_ref(c);
-            }
+        {
+            return contact_ref(c);
         }
         let by_name = self.contacts_where(connection_id, "Name", &name).await?;
         if let Some(c) = by_name
@@ -551,6 +550,9 @@ impl XeroAdapter {
     /// Creates or updates the invoice. `status_override` is the per-invoice
     /// choice of a manual send; background syncs pass `None` (the default
     /// from settings).
+    // The port's request fields plus the manual-send override; a struct
+    // would only mirror `UpsertInvoiceRequest`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn upsert(
         &self,
         connection_id: i64,

@@ -1004,12 +1004,12 @@ async fn api(
         let writes_before = tenant.writes;
         let answer = route(tenant, &config, now, method, path, query, body);
         let committed = tenant.writes > writes_before;
-        if let Some(k) = replay_key {
-            if answer.status < 500 {
-                tenant
-                    .idempotency
-                    .insert(k, (answer.status, answer.body.clone()));
-            }
+        if let Some(k) = replay_key
+            && answer.status < 500
+        {
+            tenant
+                .idempotency
+                .insert(k, (answer.status, answer.body.clone()));
         }
         if committed {
             inner.stats.writes_committed += 1;
@@ -1470,13 +1470,12 @@ fn price_lines(
         };
         let line_amount = gross - discount;
         match &item.account_code {
-            Some(code) => {
-                if !config.accounts.iter().any(|a| &a.code == code) {
-                    errors.push(format!(
-                        "Account code '{code}' is not a valid code for this document."
-                    ));
-                }
+            Some(code) if !config.accounts.iter().any(|a| &a.code == code) => {
+                errors.push(format!(
+                    "Account code '{code}' is not a valid code for this document."
+                ));
             }
+            Some(_) => {}
             None if needs_accounts => errors.push(
                 "AccountCode must be specified on line items of an approved invoice".to_string(),
             ),
@@ -1516,10 +1515,8 @@ fn price_lines(
         );
         item.line_amount = Some(Decimal::from_scaled(line_amount, 2));
         item.tax_amount = Some(Decimal::from_scaled(tax, 2));
-        if let Some(q) = &item.quantity {
-            if q.to_scaled(4).is_ok() {
-                item.quantity = Some(Decimal::from_scaled(qty, 4));
-            }
+        if item.quantity.is_some() {
+            item.quantity = Some(Decimal::from_scaled(qty, 4));
         }
         if item.unit_amount.is_some() {
             item.unit_amount = Some(Decimal::from_scaled(unit, 4));
@@ -1563,14 +1560,13 @@ fn resolve_contact(
             .and_then(|x| x.contact_id.clone())
             .ok_or_else(|| format!("The contact with ContactID {id} could not be found"));
     }
-    if let Some(n) = &c.contact_number {
-        if let Some(x) = t
+    if let Some(n) = &c.contact_number
+        && let Some(x) = t
             .contacts
             .iter()
             .find(|x| x.contact_number.as_ref() == Some(n))
-        {
-            return x.contact_id.clone().ok_or_default();
-        }
+    {
+        return x.contact_id.clone().ok_or_default();
     }
     match c.name.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => {
@@ -1641,13 +1637,12 @@ fn write_invoices(
             if existing.is_some() {
                 errors.push("Invoice # must be unique.".to_string());
             }
-            if let Some(n) = &req.invoice_number {
-                if t.invoices
+            if let Some(n) = &req.invoice_number
+                && t.invoices
                     .iter()
                     .any(|i| i.invoice.invoice_number.as_ref() == Some(n))
-                {
-                    errors.push("Invoice # must be unique.".to_string());
-                }
+            {
+                errors.push("Invoice # must be unique.".to_string());
             }
         }
         match existing {
