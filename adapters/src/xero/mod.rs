@@ -34,7 +34,7 @@ use ledgerflow_workflows::provider::{
 };
 use ledgerflow_workflows::provider_state::{
     self as state, Acquired, CredentialError, CredentialStatus, Credentials, LimitScope,
-    NewCredentials, Secret, SecretKey,
+    NewCredentials, Secret, SecretKey, WaitReason,
 };
 use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus, XeroSettings};
 use reqwest::Method;
@@ -310,6 +310,11 @@ impl XeroAdapter {
 
     async fn slot(&self, connection_id: i64) -> Result<state::Slot, ProviderError> {
         let scopes = self.scopes(connection_id);
+        // Short waits (a slot about to free) are slept through, but never
+        // for long in total: a job holding its worker is worse than a job
+        // rescheduled without spending an attempt.
+        let budget = self.config.max_inline_wait * 5;
+        let mut waited = Duration::ZERO;
         loop {
             match state::acquire(&self.pool, &scopes, self.config.slot_ttl)
                 .await
@@ -318,13 +323,27 @@ impl XeroAdapter {
                 Acquired::Granted(slot) => return Ok(slot),
                 Acquired::Wait { until, reason, .. } => {
                     let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    if wait > self.config.max_inline_wait {
+                    if wait > self.config.max_inline_wait || waited + wait > budget {
                         return Err(ProviderError::rate_limited(
                             until,
-                            format!("Xero limit reached for this organisation ({reason:?})"),
+                            match reason {
+                                WaitReason::Paused => {
+                                    "Xero asked us to pause this organisation's calls"
+                                }
+                                WaitReason::MinuteWindow => {
+                                    "this organisation's Xero calls for this minute are used"
+                                }
+                                WaitReason::DayWindow => {
+                                    "this organisation's daily Xero quota is used"
+                                }
+                                WaitReason::Concurrency => {
+                                    "this organisation already has as many Xero calls in flight as allowed"
+                                }
+                            },
                         ));
                     }
                     tokio::time::sleep(wait).await;
+                    waited += wait;
                 }
             }
         }
