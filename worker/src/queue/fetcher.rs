@@ -167,15 +167,6 @@ pub async fn claim(
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let rows: Vec<ClaimRow> = sqlx::query_as(
         r#"
-        WITH picked AS (
-            SELECT id FROM ledgerflow.jobs
-            WHERE state = 'available' AND queue = $1
-              AND (unique_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM ledgerflow.jobs r WHERE r.unique_key = jobs.unique_key AND r.state = 'running'))
-            ORDER BY priority, fair_key, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        )
         UPDATE ledgerflow.jobs j
         SET state = 'running',
             attempt = j.attempt + 1,
@@ -183,8 +174,16 @@ pub async fn claim(
             worker_id = $3,
             lease_expires_at = now() + make_interval(secs => $4),
             started_at = coalesce(j.started_at, now())
-        FROM picked
-        WHERE j.id = picked.id
+        -- ANY(ARRAY(...)) makes the update a primary-key lookup per picked
+        -- row; a join with the picked set may be planned as a scan of the table.
+        WHERE j.id = ANY(ARRAY(
+            SELECT id FROM ledgerflow.jobs
+            WHERE state = 'available' AND queue = $1
+              AND (unique_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM ledgerflow.jobs r WHERE r.unique_key = jobs.unique_key AND r.state = 'running'))
+            ORDER BY priority, fair_key, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED))
         RETURNING j.id, j.kind, j.kind_version, j.payload, j.attempt, j.claim_count,
                   j.tenant, j.hold_key, j.rate_limited_ms, j.created_at, clock_timestamp() AS claimed_at
         "#,

@@ -42,8 +42,9 @@ pub async fn beat(
         r#"
         UPDATE ledgerflow.jobs j
         SET lease_expires_at = now() + make_interval(secs => $3)
-        FROM unnest($1::bigint[], $2::int[]) AS c(id, claim)
-        WHERE j.id = c.id AND j.claim_count = c.claim AND j.state = 'running'
+        WHERE j.id = ANY($1::bigint[])
+          AND j.claim_count = ($2::int[])[array_position($1::bigint[], j.id)]
+          AND CASE WHEN j.state = 'running' THEN true ELSE false END
         RETURNING j.id
         "#,
     )
