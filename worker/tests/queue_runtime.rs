@@ -456,14 +456,14 @@ async fn every_job_kind_enqueues_runs_retries_and_completes(pool: PgPool) {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn heartbeats_keep_a_long_job_leased(pool: PgPool) {
-    // The job runs 3 s with a 1 s lease: only heartbeats keep it from being rescued.
+    // The job runs 5 s with a 2 s lease: only heartbeats keep it from being rescued.
     let mut config = fast_config("w");
-    config.lease = Duration::from_secs(1);
+    config.lease = Duration::from_secs(2);
     config.heartbeat_interval = Duration::from_millis(250);
     let id = enqueue(
         &pool,
         &QueueProbe {
-            sleep_ms: 3_000,
+            sleep_ms: 5_000,
             record_effect: true,
             ..probe("long")
         },
