@@ -299,9 +299,9 @@ pub async fn complete_batch(
         moved AS (
             INSERT INTO ledgerflow.finished_jobs
                 (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
-                 unique_key, errors, created_at, started_at)
+                 unique_key, errors, created_at, started_at, workflow_step_id)
             SELECT id, queue, kind, kind_version, payload, 'completed', priority, tenant, attempt,
-                   unique_key, errors, created_at, started_at
+                   unique_key, errors, created_at, started_at, workflow_step_id
             FROM done
             RETURNING id
         ),
@@ -309,8 +309,14 @@ pub async fn complete_batch(
         woken AS (
             SELECT pg_notify('ledgerflow_jobs', q)
             FROM (SELECT DISTINCT queue AS q FROM done WHERE unique_key IS NOT NULL) d
+        ),
+        -- The next steps of a workflow run are enqueued by this same
+        -- statement: a crash cannot fall between a step and the next.
+        advanced AS (
+            SELECT ledgerflow.workflow_step_completed(workflow_step_id)
+            FROM done WHERE workflow_step_id IS NOT NULL
         )
-        SELECT id FROM moved WHERE (SELECT count(*) FROM woken) >= 0
+        SELECT id FROM moved, (SELECT count(*) FROM woken) w, (SELECT count(*) FROM advanced) a
         "#,
     )
     .bind(ids)

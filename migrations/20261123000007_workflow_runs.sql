@@ -1,0 +1,205 @@
+-- Workflow runs: a typed chain of steps, each step its own durable job.
+--
+-- A step is enqueued when every step it depends on has completed, by the
+-- same statement that completes the last of them (the completion statement
+-- calls ledgerflow.workflow_step_completed), so a crash between steps can
+-- neither lose the next step nor enqueue it twice. A failed step blocks the
+-- steps that depend on it, each saying which dependency failed and why;
+-- retrying the failed step unblocks them.
+
+ALTER TABLE ledgerflow.jobs ADD COLUMN workflow_step_id bigint;
+ALTER TABLE ledgerflow.finished_jobs ADD COLUMN workflow_step_id bigint;
+
+CREATE TABLE ledgerflow.workflow_runs (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text        NOT NULL,
+    tenant      text        NOT NULL DEFAULT '',
+    -- running: steps still to do; completed: every step completed;
+    -- failed: a step failed and the steps after it are blocked until it is retried.
+    status      text        NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'completed', 'failed')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+
+CREATE TABLE ledgerflow.workflow_steps (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id       bigint      NOT NULL REFERENCES ledgerflow.workflow_runs (id) ON DELETE CASCADE,
+    position     integer     NOT NULL,
+    name         text        NOT NULL,
+    kind         text        NOT NULL,
+    kind_version integer     NOT NULL,
+    payload      jsonb       NOT NULL,
+    queue        text        NOT NULL,
+    priority     smallint    NOT NULL,
+    hold_key     text,
+    -- Positions (within the run) of the steps that must complete first.
+    depends_on   integer[]   NOT NULL DEFAULT '{}',
+    status       text        NOT NULL DEFAULT 'waiting'
+                 CHECK (status IN ('waiting', 'enqueued', 'completed', 'failed', 'blocked')),
+    job_id       bigint,
+    -- Failed: the step's own error; blocked: which dependency failed and why.
+    error        text,
+    finished_at  timestamptz,
+    UNIQUE (run_id, position)
+);
+
+CREATE INDEX workflow_steps_waiting_idx ON ledgerflow.workflow_steps (run_id) WHERE status IN ('waiting', 'blocked');
+
+-- Enqueue every waiting step of the run whose dependencies have all
+-- completed. Returns how many were enqueued.
+CREATE FUNCTION ledgerflow.enqueue_ready_steps(p_run_id bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_step  ledgerflow.workflow_steps;
+    v_job   bigint;
+    v_count integer := 0;
+    v_tenant text;
+BEGIN
+    SELECT tenant INTO v_tenant FROM ledgerflow.workflow_runs WHERE id = p_run_id;
+    FOR v_step IN
+        SELECT s.* FROM ledgerflow.workflow_steps s
+        WHERE s.run_id = p_run_id AND s.status = 'waiting'
+          AND NOT EXISTS (
+              SELECT 1 FROM ledgerflow.workflow_steps d
+              WHERE d.run_id = p_run_id AND d.position = ANY (s.depends_on) AND d.status <> 'completed')
+        ORDER BY s.position
+        FOR UPDATE
+    LOOP
+        v_job := ledgerflow.enqueue(kind => v_step.kind, payload => v_step.payload, queue => v_step.queue,
+                                    priority => v_step.priority, tenant => v_tenant,
+                                    kind_version => v_step.kind_version, hold_key => v_step.hold_key);
+        UPDATE ledgerflow.jobs SET workflow_step_id = v_step.id WHERE id = v_job;
+        UPDATE ledgerflow.workflow_steps SET status = 'enqueued', job_id = v_job, error = NULL WHERE id = v_step.id;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END;
+$$;
+
+-- A step's job completed: the steps it unblocks are enqueued in the same
+-- transaction, and the run completes with its last step.
+CREATE FUNCTION ledgerflow.workflow_step_completed(p_step_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run bigint;
+BEGIN
+    UPDATE ledgerflow.workflow_steps SET status = 'completed', finished_at = now(), error = NULL
+    WHERE id = p_step_id AND status = 'enqueued'
+    RETURNING run_id INTO v_run;
+    IF v_run IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM ledgerflow.enqueue_ready_steps(v_run);
+    UPDATE ledgerflow.workflow_runs SET status = 'completed', finished_at = now()
+    WHERE id = v_run AND NOT EXISTS (
+        SELECT 1 FROM ledgerflow.workflow_steps WHERE run_id = v_run AND status <> 'completed');
+END;
+$$;
+
+-- A step's job failed for good: the steps that depend on it, directly or
+-- not, are blocked with the reason, and the run is failed until the step is retried.
+CREATE FUNCTION ledgerflow.workflow_step_failed(p_step_id bigint, p_message text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_step ledgerflow.workflow_steps;
+BEGIN
+    UPDATE ledgerflow.workflow_steps SET status = 'failed', error = p_message, finished_at = now()
+    WHERE id = p_step_id AND status = 'enqueued'
+    RETURNING * INTO v_step;
+    IF v_step.id IS NULL THEN
+        RETURN;
+    END IF;
+    WITH RECURSIVE downstream AS (
+        SELECT s.position FROM ledgerflow.workflow_steps s
+        WHERE s.run_id = v_step.run_id AND v_step.position = ANY (s.depends_on)
+        UNION
+        SELECT s.position FROM ledgerflow.workflow_steps s JOIN downstream d ON d.position = ANY (s.depends_on)
+        WHERE s.run_id = v_step.run_id
+    )
+    UPDATE ledgerflow.workflow_steps s
+    SET status = 'blocked',
+        error = format('waiting for step %s (%s), which failed: %s', v_step.position, v_step.name, p_message)
+    WHERE s.run_id = v_step.run_id AND s.status IN ('waiting', 'blocked')
+      AND s.position IN (SELECT position FROM downstream);
+    UPDATE ledgerflow.workflow_runs SET status = 'failed' WHERE id = v_step.run_id;
+END;
+$$;
+
+-- Run a failed step again (a new job); the steps it blocked wait for it again.
+-- Returns the new job's id, or NULL when the step is not failed.
+CREATE FUNCTION ledgerflow.retry_workflow_step(p_run_id bigint, p_position integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_step ledgerflow.workflow_steps;
+BEGIN
+    UPDATE ledgerflow.workflow_steps SET status = 'waiting', error = NULL, finished_at = NULL
+    WHERE run_id = p_run_id AND position = p_position AND status = 'failed'
+    RETURNING * INTO v_step;
+    IF v_step.id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    UPDATE ledgerflow.workflow_steps SET status = 'waiting', error = NULL
+    WHERE run_id = p_run_id AND status = 'blocked';
+    -- Blocked by another step that is still failed: block them again.
+    UPDATE ledgerflow.workflow_runs SET status = 'running', finished_at = NULL WHERE id = p_run_id;
+    PERFORM ledgerflow.enqueue_ready_steps(p_run_id);
+    PERFORM ledgerflow.workflow_step_failed_again(p_run_id);
+    RETURN (SELECT job_id FROM ledgerflow.workflow_steps WHERE id = v_step.id);
+END;
+$$;
+
+-- After a retry unblocked everything: steps that still depend on another
+-- failed step go back to blocked, and the run stays failed.
+CREATE FUNCTION ledgerflow.workflow_step_failed_again(p_run_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_failed ledgerflow.workflow_steps;
+BEGIN
+    FOR v_failed IN
+        SELECT * FROM ledgerflow.workflow_steps WHERE run_id = p_run_id AND status = 'failed'
+    LOOP
+        WITH RECURSIVE downstream AS (
+            SELECT s.position FROM ledgerflow.workflow_steps s
+            WHERE s.run_id = p_run_id AND v_failed.position = ANY (s.depends_on)
+            UNION
+            SELECT s.position FROM ledgerflow.workflow_steps s JOIN downstream d ON d.position = ANY (s.depends_on)
+            WHERE s.run_id = p_run_id
+        )
+        UPDATE ledgerflow.workflow_steps s
+        SET status = 'blocked',
+            error = format('waiting for step %s (%s), which failed: %s', v_failed.position, v_failed.name, v_failed.error)
+        WHERE s.run_id = p_run_id AND s.status = 'waiting' AND s.position IN (SELECT position FROM downstream);
+        UPDATE ledgerflow.workflow_runs SET status = 'failed' WHERE id = p_run_id;
+    END LOOP;
+END;
+$$;
+
+-- Ending a job as failed now also fails its workflow step (blocking the
+-- steps after it); the completion path is in the worker's completion statement.
+CREATE OR REPLACE FUNCTION ledgerflow.finish_job(p_id bigint, p_state text, p_errors jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job ledgerflow.jobs;
+BEGIN
+    DELETE FROM ledgerflow.jobs WHERE id = p_id RETURNING * INTO v_job;
+    IF v_job.id IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO ledgerflow.finished_jobs
+        (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
+         unique_key, errors, created_at, started_at, workflow_step_id)
+    VALUES (v_job.id, v_job.queue, v_job.kind, v_job.kind_version, v_job.payload, p_state, v_job.priority,
+            v_job.tenant, v_job.attempt, v_job.unique_key, v_job.errors || coalesce(p_errors, '[]'::jsonb),
+            v_job.created_at, v_job.started_at, v_job.workflow_step_id);
+    IF v_job.workflow_step_id IS NOT NULL AND p_state = 'failed' THEN
+        PERFORM ledgerflow.workflow_step_failed(
+            v_job.workflow_step_id,
+            coalesce((v_job.errors || coalesce(p_errors, '[]'::jsonb)) -> -1 ->> 'message', 'the step failed'));
+    END IF;
+    -- A pending job with the same unique key may be waiting for this one.
+    IF v_job.unique_key IS NOT NULL THEN
+        PERFORM pg_notify('ledgerflow_jobs', v_job.queue);
+    END IF;
+END;
+$$;
