@@ -10,3 +10,6 @@ pub mod demo;
 pub mod handlers;
 pub mod queue;
 pub mod scratch;
+pub mod payments_pull;
+pub mod summary;
+pub mod webhooks;

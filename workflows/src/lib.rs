@@ -7,16 +7,19 @@
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
 pub mod error;
+pub mod inbound;
 pub mod invoice;
 pub mod job;
 pub mod ledger;
 pub mod money;
 pub mod payloads;
+pub mod payloads_inbound;
 pub mod provider;
 pub mod provider_state;
 pub mod queue;
 pub mod retry;
 pub mod settings;
+pub mod summary;
 pub mod workflow_run;
 
 pub use error::{ErrorClass, JobError};

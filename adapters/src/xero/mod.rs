@@ -18,8 +18,11 @@
 pub mod auth;
 pub mod errors;
 pub mod limits;
+pub mod pull;
 #[cfg(feature = "sandbox")]
 pub mod simulator;
+pub mod summary;
+pub mod webhook;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -154,6 +157,8 @@ struct ApiCall<'a> {
     query: Vec<(&'static str, String)>,
     body: Option<&'a Envelope>,
     idempotency_key: Option<String>,
+    /// Extra request headers (`If-Modified-Since`).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl<'a> ApiCall<'a> {
@@ -164,6 +169,7 @@ impl<'a> ApiCall<'a> {
             query: Vec::new(),
             body: None,
             idempotency_key: None,
+            headers: Vec::new(),
         }
     }
     fn write(method: Method, path: impl Into<String>, body: &'a Envelope, key: String) -> Self {
@@ -174,6 +180,7 @@ impl<'a> ApiCall<'a> {
             query: vec![("summarizeErrors", "true".into())],
             body: Some(body),
             idempotency_key: Some(key),
+            headers: Vec::new(),
         }
     }
 }
@@ -374,6 +381,9 @@ impl XeroAdapter {
                 .query(&req.query);
             if let Some(key) = &req.idempotency_key {
                 builder = builder.header("Idempotency-Key", key);
+            }
+            for (name, value) in &req.headers {
+                builder = builder.header(*name, value);
             }
             if let Some(body) = req.body {
                 builder = builder.json(body);

@@ -491,6 +491,110 @@ impl Simulator {
     pub fn add_account(&self, account: SimAccount) {
         lock(&self.shared).config.accounts.push(account);
     }
+
+    /// A person records a payment in Xero (not through the API: no limits,
+    /// no token): `amount_minor` in cents to the first bank account.
+    /// Returns the PaymentID, or Xero's validation messages.
+    pub fn pay_invoice(
+        &self,
+        tenant: &str,
+        invoice_id: &str,
+        amount_minor: i64,
+    ) -> Result<String, String> {
+        let mut s = lock(&self.shared);
+        let now = s.now();
+        let config = s.config.clone();
+        let bank = config
+            .accounts
+            .iter()
+            .find(|a| a.kind == "BANK" || a.enable_payments)
+            .map(|a| a.code.clone())
+            .ok_or("the organisation has no bank account")?;
+        let t = s.tenants.get_mut(tenant).ok_or("no such tenant")?;
+        let body = Envelope {
+            payments: Some(vec![wire::Payment {
+                invoice: Some(wire::InvoiceRef {
+                    invoice_id: Some(invoice_id.to_string()),
+                    invoice_number: None,
+                }),
+                account: Some(wire::AccountRef {
+                    code: Some(bank),
+                    account_id: None,
+                }),
+                amount: Some(Decimal::from_scaled(amount_minor, 2)),
+                reference: Some("paid in Xero".into()),
+                ..wire::Payment::default()
+            }]),
+            ..Envelope::default()
+        };
+        let body = Bytes::from(serde_json::to_vec(&body).map_err(|e| e.to_string())?);
+        let answer = create_payments(t, &config, now, &body, true);
+        if answer.status != 200 {
+            return Err(answer.body);
+        }
+        let env: Envelope = serde_json::from_str(&answer.body).map_err(|e| e.to_string())?;
+        env.payments
+            .and_then(|p| p.into_iter().next())
+            .and_then(|p| p.payment_id)
+            .ok_or_else(|| "no payment in the answer".to_string())
+    }
+}
+
+/// The body Xero would post for "these invoices changed" in `tenant`.
+pub fn invoice_events_body(tenant: &str, invoice_ids: &[&str], first_sequence: i64) -> Vec<u8> {
+    let events: Vec<serde_json::Value> = invoice_ids
+        .iter()
+        .map(|id| {
+            json!({
+                "resourceUrl": format!("https://api.xero.com/api.xro/2.0/Invoices/{id}"),
+                "resourceId": id,
+                "eventDateUtc": Utc::now().format("%Y-%m-%dT%H:%M:%S%.3f").to_string(),
+                "eventType": "UPDATE",
+                "eventCategory": "INVOICE",
+                "tenantId": tenant,
+                "tenantType": "ORGANISATION",
+            })
+        })
+        .collect();
+    let last = first_sequence + i64::try_from(invoice_ids.len()).unwrap_or(1) - 1;
+    json!({
+        "events": events,
+        "firstEventSequence": first_sequence,
+        "lastEventSequence": last.max(first_sequence),
+        "entropy": Uuid::new_v4().simple().to_string().to_ascii_uppercase(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An intent-to-receive payload: no events.
+pub fn intent_to_receive_body() -> Vec<u8> {
+    json!({"events": [], "firstEventSequence": 0, "lastEventSequence": 0,
+           "entropy": Uuid::new_v4().simple().to_string().to_ascii_uppercase()})
+    .to_string()
+    .into_bytes()
+}
+
+/// Posts a webhook delivery the way Xero does, signed with `webhook_key`
+/// (`None`: with a wrong signature). Returns the receiver's status code.
+pub async fn deliver_webhook(
+    url: &str,
+    webhook_key: Option<&[u8]>,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let signature = match webhook_key {
+        Some(key) => super::webhook::sign(key, &body),
+        None => super::webhook::sign(b"not the webhook key", &body),
+    };
+    reqwest::Client::new()
+        .post(url)
+        .header(super::webhook::SIGNATURE_HEADER, signature)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -574,7 +678,14 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let query = parse_query(uri.query().unwrap_or(""));
+    let mut query = parse_query(uri.query().unwrap_or(""));
+    // Handed to the operations with the query: only GET /Invoices reads it.
+    if let Some(since) = headers
+        .get("if-modified-since")
+        .and_then(|v| v.to_str().ok())
+    {
+        query.insert("if-modified-since".into(), since.to_string());
+    }
     let answer = if path == "/connect/token" && method == Method::POST {
         token_endpoint(&shared, &headers, &body)
     } else if path == "/connections" && method == Method::GET {
@@ -1333,11 +1444,18 @@ fn get_invoices(t: &Tenant, now: DateTime<Utc>, query: &HashMap<String, String>)
     let statuses = list_param("statuses");
     let ids = list_param("ids");
     let search = query.get("searchterm").map(|s| s.to_ascii_lowercase());
+    let since = query.get("if-modified-since").and_then(|v| parse_since(v));
     let list: Vec<wire::Invoice> = t
         .invoices
         .iter()
         .filter(|i| {
-            terms
+            since.is_none_or(|since| {
+                i.invoice
+                    .updated_date_utc
+                    .as_deref()
+                    .and_then(parse_xero_date)
+                    .is_none_or(|u| u >= since)
+            }) && terms
                 .iter()
                 .all(|(f, eq, v)| field_matches(invoice_field(i, f), *eq, v))
                 && numbers.as_ref().is_none_or(|n| {
@@ -1359,7 +1477,7 @@ fn get_invoices(t: &Tenant, now: DateTime<Utc>, query: &HashMap<String, String>)
                         })
                 })
         })
-        .map(render_invoice)
+        .map(|i| with_payment_details(t, render_invoice(i)))
         .collect();
     let mut env = envelope(now);
     env.invoices = Some(paginate(list, query));
@@ -1377,7 +1495,7 @@ fn get_invoice(t: &Tenant, now: DateTime<Utc>, id: &str) -> Answer {
     match find_invoice(t, id) {
         Some(i) => {
             let mut env = envelope(now);
-            env.invoices = Some(vec![render_invoice(&t.invoices[i])]);
+            env.invoices = Some(vec![with_payment_details(t, render_invoice(&t.invoices[i]))]);
             ok(env)
         }
         None => not_found(),
@@ -1408,6 +1526,36 @@ fn render_invoice(i: &StoredInvoice) -> wire::Invoice {
         })
         .collect();
     inv
+}
+
+/// Xero lists each payment's amount and date on the invoice.
+fn with_payment_details(t: &Tenant, mut inv: wire::Invoice) -> wire::Invoice {
+    for summary in &mut inv.payments {
+        if let Some(p) = t
+            .payments
+            .iter()
+            .find(|p| p.payment.payment_id.as_deref() == Some(summary.payment_id.as_str()))
+        {
+            summary.amount = Some(Decimal::from_scaled(p.amount, 2));
+            summary.date = p.payment.date.clone();
+        }
+    }
+    inv
+}
+
+/// `If-Modified-Since` as Xero's SDKs send it ("2026-11-23T10:00:00", UTC)
+/// or as an HTTP date.
+fn parse_since(v: &str) -> Option<DateTime<Utc>> {
+    chrono::NaiveDateTime::parse_from_str(v.trim(), "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|n| n.and_utc())
+        .ok()
+        .or_else(|| DateTime::parse_from_rfc2822(v.trim()).ok().map(|t| t.with_timezone(&Utc)))
+}
+
+/// `/Date(1552262400000+0000)/` back to an instant.
+fn parse_xero_date(v: &str) -> Option<DateTime<Utc>> {
+    let ms = v.strip_prefix("/Date(")?.split(['+', ')']).next()?;
+    DateTime::from_timestamp_millis(ms.parse().ok()?)
 }
 
 /// Xero's allowed status moves. `Err` carries Xero's message.

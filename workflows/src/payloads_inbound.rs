@@ -1,0 +1,72 @@
+//! Job kinds that bring provider changes back: the periodic pull of a
+//! connection's changed invoices, and the follow-up of one webhook event.
+//!
+//! Like every payload, these carry ids, not data: the job asks the
+//! provider for the record's current state when it runs. This module must
+//! not hold the work itself (that is [`crate::inbound`] and the worker).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobKind, Priority};
+use crate::retry::RetryPolicy;
+
+/// Read what changed in the provider since the connection's last pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullPayments {
+    pub tenant: String,
+    pub connection_id: i64,
+}
+
+/// Fetch one Xero invoice a webhook said changed and report its payments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessXeroWebhook {
+    pub tenant: String,
+    pub connection_id: i64,
+    /// Xero's InvoiceID (the event's resourceId).
+    pub xero_invoice_id: String,
+}
+
+impl PullPayments {
+    /// One pending pull per connection: a tick that finds one waiting adds nothing.
+    pub fn unique_key(&self) -> String {
+        format!("pull-payments:{}", self.connection_id)
+    }
+}
+
+impl ProcessXeroWebhook {
+    /// Repeated events about one invoice collapse into one pending job.
+    pub fn unique_key(&self) -> String {
+        format!(
+            "xero-webhook:{}:{}",
+            self.connection_id, self.xero_invoice_id
+        )
+    }
+}
+
+impl JobKind for PullPayments {
+    const KIND: &'static str = "pull-payments";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Default;
+    // The next tick pulls again anyway: a few quick tries are enough.
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_secs(5),
+        max_delay: Duration::from_secs(120),
+        max_rate_limit_wait: Duration::from_secs(3600),
+    };
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+impl JobKind for ProcessXeroWebhook {
+    const KIND: &'static str = "process-xero-webhook";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Live;
+    const RETRY: RetryPolicy = RetryPolicy::PROVIDER_CALL;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
