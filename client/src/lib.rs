@@ -66,3 +66,13 @@ pub use ledgerflow_workflows::queue::{
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.
 pub use ledgerflow_workflows::{invoice, money, settings};
+
+/// Provider credentials: the sealing key (from `LEDGERFLOW_SECRET_KEY`) and
+/// secrets that never print.
+pub use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey};
+
+mod register;
+pub use register::{
+    ConnectionCredentials, RegisterError, disable_connection, list_connections,
+    reconnect_with_credentials, register_connection,
+};

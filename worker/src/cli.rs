@@ -1,5 +1,8 @@
 //! The `ledgerflow` command line: migrate, run a worker, run the demo, run
-//! the benchmarks. Configuration comes from flags and `DATABASE_URL`.
+//! the benchmarks, and the operator commands (tenants, connections, an
+//! invoice's sync dialog and actions, jobs; see [`crate::ops`]).
+//! Configuration comes from flags, `DATABASE_URL` and, for provider
+//! credentials, `LEDGERFLOW_SECRET_KEY` and the Xero app's variables.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{QueueConfig, WorkerRuntime};
-use crate::{bench, demo, handlers};
+use crate::{bench, config, demo, handlers, ops};
 
 /// ledgerflow: durable sync of invoices, orders, customers and payments to
 /// POS and accounting providers, on a PostgreSQL job queue.
@@ -43,11 +46,33 @@ pub enum Command {
     Migrate,
     /// Run a worker process until SIGTERM / Ctrl-C.
     Worker(WorkerArgs),
-    /// Enqueue sample jobs, run them with an in-process worker and print what happened.
+    /// The bike-shop story against an in-process Xero simulator: a job's
+    /// invoice synced, edited in a burst, paid, hit by faults, cancelled;
+    /// prints the sync dialog and the simulator's final state.
     Demo {
         /// Run the demo in a fresh scratch database (created and dropped) instead of DATABASE_URL's.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         scratch: bool,
+    },
+    /// Tenants (shops).
+    Tenant {
+        #[command(subcommand)]
+        command: ops::TenantCommand,
+    },
+    /// Provider connections and their encrypted credentials.
+    Connection {
+        #[command(subcommand)]
+        command: ops::ConnectionCommand,
+    },
+    /// An invoice's sync dialog and manual actions.
+    Invoice {
+        #[command(subcommand)]
+        command: ops::InvoiceCommand,
+    },
+    /// Jobs of the queue.
+    Job {
+        #[command(subcommand)]
+        command: ops::JobCommand,
     },
     /// Benchmarks; each prints its figures next to a baseline measured in the same run.
     Bench {
@@ -83,6 +108,8 @@ pub struct WorkerArgs {
     /// Hours a failed job stays readable.
     #[arg(long, default_value_t = 168.0)]
     pub keep_failed_hours: f64,
+    #[command(flatten)]
+    pub providers: config::ProviderArgs,
 }
 
 impl WorkerArgs {
@@ -156,14 +183,35 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
             ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            let (providers, notes) = config::build_providers(&pool, &args.providers);
+            for note in notes {
+                tracing::info!("{note}");
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            WorkerRuntime::run(pool, handlers::registry(), config, shutdown).await?;
+            WorkerRuntime::run(pool, handlers::registry_with(providers), config, shutdown).await?;
         }
+        Command::Tenant { command } => {
+            ops::tenant(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Connection { command } => {
+            ops::connection(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Invoice { command } => {
+            ops::invoice(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Job { command } => ops::job(&ops_pool(&cli.database_url).await?, command).await?,
         Command::Demo { scratch } => demo::run(&cli.database_url, scratch).await?,
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
     }
     Ok(())
+}
+
+/// A small pool for one operator command, on a migrated database.
+async fn ops_pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
+    let pool = connect(url, 2).await?;
+    ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+    Ok(pool)
 }
 
 pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {

@@ -1,172 +1,299 @@
-//! `ledgerflow demo`: the main job, end to end on a scratch database. It
-//! starts a worker in-process, enqueues sample jobs that succeed, retry,
-//! wait on a rate limit, fail for good, or are rolled back with the host's
-//! transaction, and prints what became of each.
+//! `ledgerflow demo`: the main job, end to end on a scratch database.
+//!
+//! A bike shop's invoices follow its workshop jobs into Xero. The demo
+//! starts the Xero simulator in-process, registers the shop and its Xero
+//! connection (credentials sealed as `ledgerflow connection add` stores
+//! them), starts a worker runtime with the real Xero adapter, and then plays
+//! the host's side through the client crate: a job is created, its items
+//! change in a burst, a payment is added, Xero misbehaves (a 503 and an
+//! answer lost after the write committed), a job is cancelled. It prints
+//! each invoice's sync dialog and the simulator's final state.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledgerflow_workflows::EnqueueOptions;
-use ledgerflow_workflows::payloads::QueueProbe;
-use ledgerflow_workflows::queue::{self, JobState};
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig};
+use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
+use ledgerflow_client::settings::{Provider as ProviderName, Trigger, XeroInvoiceStatus};
+use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
+use ledgerflow_workflows::provider::Providers;
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::render_dialog;
 use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
 use crate::scratch::ScratchDb;
 
+const SETTLE: Duration = Duration::from_secs(20);
+
 pub async fn run(database_url: &str, scratch: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
     let (pool, db) = if scratch {
-        let db = ScratchDb::create(database_url, "ledgerflow_demo", 10).await?;
+        let db = ScratchDb::create(database_url, "ledgerflow_demo", 12).await?;
         println!("demo database: {} (dropped at the end)", db.name);
         (db.pool.clone(), Some(db))
     } else {
-        let pool = crate::cli::connect(database_url, 10).await?;
+        let pool = crate::cli::connect(database_url, 12).await?;
         ledgerflow_workflows::MIGRATOR.run(&pool).await?;
         (pool, None)
     };
+    let result = story(&pool).await;
+    if let Some(db) = db {
+        db.drop_db().await?;
+    }
+    result.map_err(|e| -> Box<dyn std::error::Error> { e.to_string().into() })?;
+    println!(
+        "\ndemo finished in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn record(
+    pool: &sqlx::PgPool,
+    connection_id: i64,
+    trigger: Trigger,
+    label: &str,
+    snap: &InvoiceSnapshot,
+) -> Result<ledger::Recorded, Error> {
+    // The host's own transaction: its invoice write and the trigger commit together.
+    let mut tx = pool.begin().await?;
+    let recorded = ledger::record_trigger(
+        &mut tx,
+        &TriggerRequest {
+            connection_id,
+            trigger,
+            label: Some(label),
+            snapshot: snap,
+            action_override: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(recorded)
+}
+
+async fn story(pool: &sqlx::PgPool) -> Result<(), Error> {
+    // -- the world: Xero (simulated), the shop, its connection, a worker --
+    let sandbox = XeroSandbox::start(SimConfig::default()).await?;
+    println!("xero simulator: {}", sandbox.sim.base_url());
+    let (conn_id, org) = sandbox
+        .connect(
+            pool,
+            &NewTenant {
+                id: "spoke-and-chain".into(),
+                name: "Spoke & Chain Cycles".into(),
+                time_zone: "Pacific/Auckland".into(),
+            },
+            &xero_settings(XeroInvoiceStatus::Authorised),
+        )
+        .await?;
+    println!(
+        "tenant spoke-and-chain, Xero connection {conn_id} (organisation {org}): invoices sent as Authorised, payments synced, cancelled jobs voided"
+    );
+
+    let adapter = sandbox.adapter(pool, sandbox.xero_config())?;
+    let providers = Providers::new().with(ProviderName::Xero, Arc::new(adapter));
     let stop = CancellationToken::new();
     let config = QueueConfig {
         worker_name: "demo".into(),
         concurrency: 8,
+        poll_interval: Duration::from_millis(100),
+        schedule_interval: Duration::from_millis(50),
         ..QueueConfig::default()
     };
     let worker = tokio::spawn(WorkerRuntime::run(
         pool.clone(),
-        crate::handlers::registry(),
+        crate::handlers::registry_with(providers),
         config,
         stop.clone(),
     ));
-
-    let probe = |label: &str| QueueProbe {
-        tenant: "demo-shop".into(),
-        label: label.into(),
-        ..QueueProbe::default()
-    };
-    let samples = [
-        ("succeeds first time", probe("ok")),
-        (
-            "fails twice (retryable), then succeeds",
-            QueueProbe {
-                fail_first: 2,
-                ..probe("flaky")
-            },
-        ),
-        (
-            "rate limited once, waits 300 ms as told",
-            QueueProbe {
-                fail_first: 1,
-                fail_class: Some("rate_limited".into()),
-                retry_after_ms: 300,
-                ..probe("limited")
-            },
-        ),
-        (
-            "permanent error: stops at once",
-            QueueProbe {
-                fail_first: 9,
-                fail_class: Some("permanent".into()),
-                ..probe("invalid")
-            },
-        ),
-        (
-            "writes its effect with its completion",
-            QueueProbe {
-                record_effect: true,
-                ..probe("effect")
-            },
-        ),
-    ];
-
-    let mut ids = Vec::new();
-    let mut duplicate_of_first = None;
-    for (what, job) in &samples {
-        let mut tx = pool.begin().await?;
-        let key = format!("demo:{}", job.label);
-        let id = queue::enqueue(
-            &mut tx,
-            job,
-            EnqueueOptions::default().unique_key(key.clone()),
-        )
-        .await?;
-        if duplicate_of_first.is_none() {
-            // The same key while the job is still live: the existing job comes back.
-            duplicate_of_first = Some(
-                queue::enqueue(&mut tx, job, EnqueueOptions::default().unique_key(key)).await?,
-            );
-        }
-        tx.commit().await?;
-        ids.push((id, *what));
-    }
-    println!(
-        "enqueued {} jobs; enqueueing job {}'s unique key again returned job {}",
-        ids.len(),
-        ids[0].0,
-        duplicate_of_first.unwrap_or_default()
-    );
-    // A host transaction that rolls back leaves no job.
-    let mut tx = pool.begin().await?;
-    let ghost = queue::enqueue(&mut tx, &probe("rolled-back"), EnqueueOptions::default()).await?;
-    tx.rollback().await?;
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut records = Vec::new();
-    for (id, what) in &ids {
-        loop {
-            let mut conn = pool.acquire().await?;
-            let rec = queue::find_job(&mut conn, *id).await?;
-            if let Some(rec) = rec.filter(|r| r.state.is_finished()) {
-                records.push((rec, *what));
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("job {id} did not finish within 30 s").into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let mut conn = pool.acquire().await?;
-    let ghost_exists = queue::find_job(&mut conn, ghost).await?.is_some();
-    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.probe_effects")
-        .fetch_one(&mut *conn)
-        .await?;
-    drop(conn);
-
-    println!();
-    println!(
-        "{:<5} {:<42} {:<10} {:>8}  last error",
-        "job", "sample", "state", "attempts"
-    );
-    for (rec, what) in &records {
-        let last = rec
-            .last_error()
-            .map(|e| format!("[{}] {}", e.class, e.message))
-            .unwrap_or_default();
-        println!(
-            "{:<5} {:<42} {:<10} {:>8}  {}",
-            rec.id,
-            what,
-            format!("{:?}", rec.state).to_lowercase(),
-            rec.attempt,
-            last
-        );
-    }
-    println!();
-    println!("rolled-back enqueue left a job behind: {ghost_exists}");
-    println!("effect rows written by the effect job: {effects}");
-    let ok = records
-        .iter()
-        .filter(|(r, _)| r.state == JobState::Completed)
-        .count();
-    println!(
-        "{ok} of {} jobs completed, {} failed",
-        records.len(),
-        records.len() - ok
-    );
-
+    let outcome = play(pool, &sandbox, conn_id, &org).await;
     stop.cancel();
     let _ = worker.await;
-    if let Some(db) = db {
-        db.drop_db().await?;
+    outcome
+}
+
+async fn play(
+    pool: &sqlx::PgPool,
+    sandbox: &XeroSandbox,
+    conn_id: i64,
+    org: &str,
+) -> Result<(), Error> {
+    let sim = &sandbox.sim;
+    let customer = ("CUST-17", "Aroha Ngata");
+
+    // 1. A workshop job is created: its invoice goes to Xero.
+    println!(
+        "\n1. job created: INV-1001 (tune-up + chain) for {}",
+        customer.1
+    );
+    let mut lines = vec![
+        gst_line("L1", "SVC-TUNE", "Full tune-up", 1, 12000),
+        gst_line("L2", "KMC-X11", "KMC X11 chain", 1, 4500),
+    ];
+    let mut inv = snapshot("INV-1001", "INV-1001", customer, lines.clone())?;
+    record(pool, conn_id, Trigger::JobCreated, "job created", &inv).await?;
+    settle(pool, conn_id, "INV-1001", SETTLE).await?;
+    let writes_before = sim.write_count(org);
+
+    // 2. The mechanic edits the job's items in a burst: 20 saves in a row.
+    println!("2. items changed 20 times in a burst (brake pads added, quantities adjusted)");
+    lines.push(gst_line("L3", "BRK-PAD", "Brake pads (pair)", 1, 3900));
+    for i in 0..20 {
+        lines[2].quantity = (1 + i % 3) * 1000;
+        lines[2].tax_minor = (lines[2].quantity / 1000 * 3900 * 15 + 50) / 100;
+        inv = snapshot("INV-1001", "INV-1001", customer, lines.clone())?;
+        record(
+            pool,
+            conn_id,
+            Trigger::ItemsChanged,
+            "invoice item changed",
+            &inv,
+        )
+        .await?;
+    }
+    settle(pool, conn_id, "INV-1001", SETTLE).await?;
+    let burst_writes = sim.write_count(org) - writes_before;
+    let superseded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledgerflow.sync_events
+         WHERE connection_id = $1 AND invoice_id = 'INV-1001' AND status = 'superseded'",
+    )
+    .bind(conn_id)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "   20 edits -> {burst_writes} Xero write(s); {superseded} events superseded; Xero holds total {}",
+        sim.invoices(org)
+            .iter()
+            .find(|i| i.reference.as_deref() == Some("INV-1001"))
+            .and_then(|i| i.total.as_ref().map(|t| t.to_string()))
+            .unwrap_or_default()
+    );
+
+    // 3. The customer pays a deposit.
+    println!("3. payment added: NZD 50.00 deposit (EFTPOS)");
+    inv.payments.push(Payment {
+        payment_id: "PAY-1".into(),
+        amount_minor: 5000,
+        currency: None,
+        paid_at: chrono::Utc::now(),
+        method: Some("eftpos".into()),
+        reference: Some("deposit".into()),
+    });
+    record(
+        pool,
+        conn_id,
+        Trigger::PaymentAdded,
+        "payment added to invoice",
+        &inv,
+    )
+    .await?;
+    settle(pool, conn_id, "INV-1001", SETTLE).await?;
+
+    // 4. Xero misbehaves while a second job's invoice is created: first a
+    //    503, then the create commits but its answer never arrives.
+    println!(
+        "4. job created: INV-1002 (wheel true + tube) while Xero answers 503, then drops the answer of a committed create"
+    );
+    sim.push_fault(Fault::once(FaultKind::Status(503)).on(reqwest::Method::PUT, "Invoices"));
+    sim.push_fault(Fault::once(FaultKind::DropAfterCommit).on(reqwest::Method::PUT, "Invoices"));
+    let inv2 = snapshot(
+        "INV-1002",
+        "INV-1002",
+        ("CUST-23", "Ben Whitcombe"),
+        vec![
+            gst_line("L1", "SVC-TRUE", "Wheel true", 1, 3500),
+            gst_line("L2", "TUBE-700", "Inner tube 700c", 2, 1250),
+        ],
+    )?;
+    record(pool, conn_id, Trigger::JobCreated, "job created", &inv2).await?;
+    settle(pool, conn_id, "INV-1002", Duration::from_secs(40)).await?;
+    let copies = sim
+        .invoices(org)
+        .iter()
+        .filter(|i| i.reference.as_deref() == Some("INV-1002"))
+        .count();
+    println!("   after the retries Xero holds {copies} invoice(s) with reference INV-1002");
+
+    // 5. The second job is cancelled: its invoice is voided in Xero.
+    println!("5. job cancelled: INV-1002");
+    record(pool, conn_id, Trigger::JobCancelled, "job cancelled", &inv2).await?;
+    settle(pool, conn_id, "INV-1002", SETTLE).await?;
+
+    // 6. Cancelling the paid job is refused by Xero, with the reason.
+    println!("6. job cancelled: INV-1001 (it has a payment)");
+    record(pool, conn_id, Trigger::JobCancelled, "job cancelled", &inv).await?;
+    settle(pool, conn_id, "INV-1001", SETTLE).await?;
+
+    // -- what the host's sync dialog shows --
+    let mut conn = pool.acquire().await?;
+    for invoice in ["INV-1001", "INV-1002"] {
+        let dialog = ledger::sync_dialog(&mut conn, conn_id, invoice, 8).await?;
+        println!("\n== sync dialog ==");
+        print!("{}", render_dialog(&dialog));
+    }
+    drop(conn);
+
+    // -- and what Xero holds --
+    println!("\n== Xero (simulator) final state ==");
+    for i in sim.invoices(org) {
+        println!(
+            "  invoice {} ref {} {} total {} paid {} lines {}",
+            i.invoice_number.as_deref().unwrap_or("-"),
+            i.reference.as_deref().unwrap_or("-"),
+            i.status.as_deref().unwrap_or("-"),
+            i.total.as_ref().map(|t| t.to_string()).unwrap_or_default(),
+            i.amount_paid
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            i.line_items.as_ref().map_or(0, Vec::len)
+        );
+    }
+    for c in sim.contacts(org) {
+        println!(
+            "  contact {} (number {})",
+            c.name.as_deref().unwrap_or("-"),
+            c.contact_number.as_deref().unwrap_or("-")
+        );
+    }
+    for p in sim.payments(org) {
+        println!(
+            "  payment {} amount {} status {}",
+            p.payment_id.as_deref().unwrap_or("-"),
+            p.amount.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            p.status.as_deref().unwrap_or("-")
+        );
+    }
+    let stats = sim.stats();
+    println!(
+        "  API requests {}, writes committed {}, idempotent replays {}, 429s {}, token refreshes {}",
+        stats.api_requests,
+        stats.writes_committed,
+        stats.idempotent_replays,
+        stats.rate_limited,
+        stats.refresh_requests
+    );
+    let duplicates = sim
+        .invoices(org)
+        .iter()
+        .filter_map(|i| i.reference.clone())
+        .fold(
+            std::collections::HashMap::<String, usize>::new(),
+            |mut m, r| {
+                *m.entry(r).or_default() += 1;
+                m
+            },
+        )
+        .values()
+        .filter(|n| **n > 1)
+        .count();
+    println!("  duplicate invoices: {duplicates}");
+    if duplicates > 0 {
+        return Err("a duplicate invoice reached Xero".into());
     }
     Ok(())
 }

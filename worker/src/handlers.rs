@@ -19,8 +19,10 @@ use ledgerflow_workflows::{JobError, JobKind};
 use crate::queue::registry::FailedJob;
 use crate::queue::{JobContext, Registry};
 
-/// Every job kind this binary runs, with the provider adapters built in
-/// (none yet: every provider's syncs fail with "no adapter ... yet").
+/// Every job kind this binary runs, without provider adapters: every
+/// provider's syncs fail with "no adapter ... yet". The `ledgerflow worker`
+/// command builds its adapters with [`crate::config::build_providers`] and
+/// passes them to [`registry_with`].
 pub fn registry() -> Registry {
     registry_with(Providers::new())
 }

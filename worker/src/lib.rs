@@ -6,9 +6,12 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod handlers;
+pub mod ops;
 pub mod queue;
+pub mod sandbox;
 pub mod scratch;
 pub mod payments_pull;
 pub mod summary;

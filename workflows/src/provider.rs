@@ -139,6 +139,19 @@ pub struct PushResult {
     pub external_status: String,
 }
 
+/// What applying one payment did. A provider may decline a payment without
+/// failing (Xero takes payments on Authorised invoices only): the ledger
+/// records that as skipped, with the reason, instead of failing the sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum PaymentOutcome {
+    Applied(ExternalRef),
+    /// Nothing written, and nothing will be until the situation changes.
+    Skipped {
+        reason: String,
+    },
+}
+
 /// A failed provider call, classified. Adapters build these from HTTP
 /// answers; the ledger records them and the queue acts on their class.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -283,6 +296,17 @@ pub trait Provider: Send + Sync {
     ) -> ProviderFuture<'a, PushResult>;
 
     fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef>;
+
+    /// Apply one payment, or say why the provider cannot take it now
+    /// ([`PaymentOutcome::Skipped`]). This is what the ledger calls. The
+    /// default wraps [`Provider::push_payment`] (an adapter that never
+    /// declines need not override it), so adding it broke no adapter.
+    fn apply_payment<'a>(
+        &'a self,
+        req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
+        Box::pin(async move { self.push_payment(req).await.map(PaymentOutcome::Applied) })
+    }
 
     fn sync_customer<'a>(&'a self, req: SyncCustomerRequest<'a>)
     -> ProviderFuture<'a, ExternalRef>;

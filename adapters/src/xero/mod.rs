@@ -31,6 +31,9 @@ use std::time::Duration;
 use chrono::Utc;
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::money::Money;
+/// What pushing a payment did (the port's type; re-exported for callers of
+/// [`XeroAdapter::push_payment_outcome`]).
+pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
     PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, WriteKind,
@@ -128,17 +131,6 @@ pub struct XeroConnection {
     /// `https://identity.xero.com` in production.
     pub identity_base_url: String,
     pub options: XeroOptions,
-}
-
-/// What pushing a payment did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentOutcome {
-    Applied(ExternalRef),
-    /// Nothing written, and nothing will be until the situation changes
-    /// (a Draft invoice cannot take payments in Xero).
-    Skipped {
-        reason: String,
-    },
 }
 
 /// The Xero adapter. Cheap to clone; share one per process.
@@ -1045,27 +1037,35 @@ impl Provider for XeroAdapter {
         })
     }
 
-    /// The port has no "skipped" answer yet: a payment Xero cannot take
+    /// For callers of the plain port method: a payment Xero cannot take
     /// (Draft invoice) fails permanently with the reason, prefixed
-    /// "skipped:". [`XeroAdapter::push_payment_outcome`] returns it typed.
+    /// "skipped:". The ledger calls [`Provider::apply_payment`], which
+    /// answers it typed.
     fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async move {
-            match self
-                .push_payment_outcome(
-                    req.connection.id,
-                    req.snapshot,
-                    req.invoice,
-                    req.payment,
-                    req.existing,
-                    req.idempotency_key,
-                )
-                .await?
-            {
+            match self.apply_payment(req).await? {
                 PaymentOutcome::Applied(r) => Ok(r),
                 PaymentOutcome::Skipped { reason } => {
                     Err(ProviderError::permanent(format!("skipped: {reason}"), None))
                 }
             }
+        })
+    }
+
+    fn apply_payment<'a>(
+        &'a self,
+        req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
+        Box::pin(async move {
+            self.push_payment_outcome(
+                req.connection.id,
+                req.snapshot,
+                req.invoice,
+                req.payment,
+                req.existing,
+                req.idempotency_key,
+            )
+            .await
         })
     }
 

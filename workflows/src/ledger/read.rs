@@ -12,7 +12,8 @@ use sqlx::{PgConnection, Row};
 use super::connections::{ConnectionStatus, get_connection};
 use super::{EventStatus, LedgerError, Operation};
 use crate::invoice::Change;
-use crate::provider::PushResult;
+use crate::money::Money;
+use crate::provider::{PaymentOutcome, PushResult};
 use crate::settings::Provider as ProviderName;
 
 /// One line of "change details".
@@ -29,6 +30,34 @@ pub struct ChangeDetails {
     /// Nothing was synced before: the whole invoice was sent.
     pub first_sync: bool,
     pub changes: Vec<ChangeDetail>,
+}
+
+/// One payment a sync pushed (or the provider declined), kept with the
+/// event's response summary under `payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentPush {
+    pub payment_id: String,
+    pub amount: Money,
+    #[serde(flatten)]
+    pub outcome: PaymentOutcome,
+}
+
+impl PaymentPush {
+    /// The line the dialog shows ("payment P-1 NZD 50.00: applied").
+    pub fn describe(&self) -> String {
+        match &self.outcome {
+            PaymentOutcome::Applied(r) => format!(
+                "payment {} {}: applied ({})",
+                self.payment_id, self.amount, r.external_id
+            ),
+            PaymentOutcome::Skipped { reason } => {
+                format!(
+                    "payment {} {}: skipped: {reason}",
+                    self.payment_id, self.amount
+                )
+            }
+        }
+    }
 }
 
 /// The error noted on an event: why it failed, or why the last attempt of
@@ -56,6 +85,8 @@ pub struct SyncEventView {
     pub job_id: Option<i64>,
     pub attempts: i32,
     pub response_summary: Option<PushResult>,
+    /// Payments this sync applied or the provider declined (skipped, with why).
+    pub payments: Vec<PaymentPush>,
     pub change_details: Option<ChangeDetails>,
     pub error: Option<EventError>,
     pub superseded_by: Option<i64>,
@@ -158,7 +189,16 @@ fn event_from_row(r: &sqlx::postgres::PgRow) -> Result<SyncEventView, LedgerErro
     let json = |col: &str| -> Result<Option<serde_json::Value>, LedgerError> {
         Ok(r.try_get::<Option<serde_json::Value>, _>(col)?)
     };
-    let response_summary = json("response_summary")?
+    let summary = json("response_summary")?;
+    let payments = summary
+        .as_ref()
+        .and_then(|v| v.get("payments"))
+        .cloned()
+        .map(serde_json::from_value::<Vec<PaymentPush>>)
+        .transpose()
+        .map_err(|e| LedgerError::Corrupt(format!("payments in response summary: {e}")))?
+        .unwrap_or_default();
+    let response_summary = summary
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| LedgerError::Corrupt(format!("response summary: {e}")))?;
@@ -187,6 +227,7 @@ fn event_from_row(r: &sqlx::postgres::PgRow) -> Result<SyncEventView, LedgerErro
         job_id: r.try_get("job_id")?,
         attempts: r.try_get("attempts")?,
         response_summary,
+        payments,
         change_details,
         error,
         superseded_by: r.try_get("superseded_by")?,

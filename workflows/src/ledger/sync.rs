@@ -15,16 +15,18 @@
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 
 use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
-use super::read::{ChangeDetail, ChangeDetails};
+use super::read::{ChangeDetail, ChangeDetails, PaymentPush};
 use super::{LedgerError, Operation};
 use crate::error::JobError;
 use crate::invoice::{InvoiceSnapshot, diff};
 use crate::job::JobContext;
+use crate::money::Money;
 use crate::payloads::{UpsertInvoice, VoidOrder};
 use crate::provider::{
-    ExternalRef, ProviderError, Providers, PushResult, UpsertInvoiceRequest, UpsertMode,
-    VoidOrderRequest,
+    ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError, Providers,
+    PushPaymentRequest, PushResult, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest,
 };
+use crate::settings::ProviderSettings;
 
 /// Handler of `upsert-invoice` jobs.
 pub async fn run_upsert_invoice(
@@ -288,12 +290,111 @@ async fn run_sync(
         },
     };
 
+    // Payments follow the invoice they belong to, in the same event: the
+    // invoice must exist (and be in a state that takes payments) first.
+    let result = match result {
+        Ok(Some(pushed)) if picked.operation != Operation::Void && pushes_payments(&info) => {
+            let fresh = picked.operation == Operation::SendAsNew;
+            match push_payments(
+                provider.as_ref(),
+                &ctx.pool,
+                &info,
+                &snapshot,
+                &pushed.external,
+                fresh,
+                &idempotency_key,
+            )
+            .await
+            {
+                Ok(payments) => Ok((Some(pushed), payments)),
+                Err(e) => Err(e),
+            }
+        }
+        Ok(pushed) => Ok((pushed, Vec::new())),
+        Err(e) => Err(e),
+    };
+
     match result {
-        Ok(pushed) => {
-            record_success(&connection, invoice_id, &picked, &snapshot, pushed, ctx).await
+        Ok((pushed, payments)) => {
+            record_success(
+                &connection,
+                invoice_id,
+                &picked,
+                &snapshot,
+                pushed,
+                &payments,
+                ctx,
+            )
+            .await
         }
         Err(e) => record_failure(&connection, invoice_id, &picked, ctx, e).await,
     }
+}
+
+/// Whether this connection's syncs carry the snapshot's payments. Only
+/// Xero's "sync payments" setting turns it on today; other providers settle
+/// payments their own way (Shopify completes the draft order).
+fn pushes_payments(info: &ConnectionInfo) -> bool {
+    match &info.settings.provider {
+        ProviderSettings::Xero(x) => x.sync_payments,
+        _ => false,
+    }
+}
+
+/// Apply each of the snapshot's payments not yet linked to a provider
+/// payment (all of them when the invoice was just sent as new). A payment
+/// the provider declines (Xero: the invoice is a Draft) is reported as
+/// skipped with the reason, and tried again on the invoice's next sync.
+async fn push_payments(
+    provider: &dyn Provider,
+    pool: &sqlx::PgPool,
+    info: &ConnectionInfo,
+    snapshot: &InvoiceSnapshot,
+    invoice: &ExternalRef,
+    fresh: bool,
+    idempotency_key: &str,
+) -> Result<Vec<PaymentPush>, ProviderError> {
+    let mut out = Vec::with_capacity(snapshot.payments.len());
+    for payment in &snapshot.payments {
+        if !fresh
+            && payment_linked(pool, info.id, &payment.payment_id)
+                .await
+                .map_err(|e| ProviderError::retryable(format!("database: {e}")))?
+        {
+            continue;
+        }
+        let outcome = provider
+            .apply_payment(PushPaymentRequest {
+                connection: info,
+                snapshot,
+                invoice,
+                payment,
+                existing: None,
+                idempotency_key,
+            })
+            .await?;
+        out.push(PaymentPush {
+            payment_id: payment.payment_id.clone(),
+            amount: Money::new(payment.amount_minor, snapshot.currency),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+async fn payment_linked(
+    pool: &sqlx::PgPool,
+    connection_id: i64,
+    payment_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2)",
+    )
+    .bind(connection_id)
+    .bind(payment_id)
+    .fetch_one(pool)
+    .await
 }
 
 async fn lock_invoice(
@@ -344,6 +445,7 @@ async fn record_success(
     picked: &Picked,
     snapshot: &InvoiceSnapshot,
     pushed: Option<PushResult>,
+    payments: &[PaymentPush],
     ctx: &JobContext,
 ) -> Result<(), JobError> {
     let mut tx: Transaction<'_, Postgres> = ctx.pool.begin().await?;
@@ -376,11 +478,18 @@ async fn record_success(
                 .collect(),
         },
     });
-    let summary = pushed
+    let mut summary = pushed
         .as_ref()
         .map(serde_json::to_value)
         .transpose()
         .map_err(|e| JobError::permanent(format!("response summary: {e}")))?;
+    // Payments ride in the summary under their own key: PushResult stays
+    // the port's type, and older summaries simply have none.
+    if let (Some(serde_json::Value::Object(map)), false) = (summary.as_mut(), payments.is_empty()) {
+        let list = serde_json::to_value(payments)
+            .map_err(|e| JobError::permanent(format!("payments summary: {e}")))?;
+        map.insert("payments".into(), list);
+    }
     let details = details
         .as_ref()
         .map(serde_json::to_value)
@@ -434,6 +543,25 @@ async fn record_success(
         .bind(&p.external.url)
         .execute(&mut *tx)
         .await?;
+    }
+    for p in payments {
+        if let PaymentOutcome::Applied(r) = &p.outcome {
+            sqlx::query(
+                "INSERT INTO ledgerflow.links
+                     (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
+                 VALUES ($1, 'payment', $2, $3, $4, $5, now())
+                 ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
+                 SET external_id = excluded.external_id, external_number = excluded.external_number,
+                     view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
+            )
+            .bind(connection.id)
+            .bind(&p.payment_id)
+            .bind(&r.external_id)
+            .bind(&r.external_number)
+            .bind(&r.url)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     // The outcome and the job's completion commit together: a crash between
     // them cannot leave a synced event with a job that runs again.

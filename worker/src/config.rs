@@ -1,0 +1,135 @@
+//! Provider configuration of a `ledgerflow` process: which adapters the
+//! worker serves syncs with, built from flags and the environment.
+//!
+//! Per-connection state (Xero tenant id, base URLs, account codes, tax map,
+//! the encrypted tokens) is not configured here: it lives in
+//! `ledgerflow.provider_credentials`, written when a connection is
+//! registered, and the adapter loads it by connection id on each call. So
+//! any worker process can serve any connection, before or after a restart.
+//! What a process needs is only app-wide: the Xero app's client id and
+//! secret (to refresh tokens) and the key the tokens are sealed with.
+//!
+//! A process without them still runs: Xero syncs then fail on their events
+//! with a message naming what to set, instead of the worker refusing to start.
+
+use std::sync::Arc;
+
+use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
+use ledgerflow_workflows::provider::{
+    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, Providers,
+    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
+};
+use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey};
+use ledgerflow_workflows::settings::Provider as ProviderName;
+use sqlx::PgPool;
+
+/// The environment variable holding the Xero app's client id.
+pub const XERO_CLIENT_ID_ENV: &str = "LEDGERFLOW_XERO_CLIENT_ID";
+/// The environment variable holding the Xero app's client secret.
+pub const XERO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_XERO_CLIENT_SECRET";
+
+/// Flags of the provider adapters (each also read from the environment).
+/// The sealing key is read from `LEDGERFLOW_SECRET_KEY` only: a key on the
+/// command line would show in `ps`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProviderArgs {
+    /// Xero app client id (token refresh).
+    #[arg(long, env = XERO_CLIENT_ID_ENV)]
+    pub xero_client_id: Option<String>,
+    /// Xero app client secret; prefer the environment variable.
+    #[arg(long, env = XERO_CLIENT_SECRET_ENV, hide_env_values = true)]
+    pub xero_client_secret: Option<String>,
+}
+
+/// Why a provider's adapter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Credentials(#[from] ledgerflow_workflows::provider_state::CredentialError),
+    #[error("the Xero HTTP client could not be built: {0}")]
+    Http(#[from] ledgerflow_adapters::http::BuildError),
+    #[error("{0}")]
+    Missing(String),
+}
+
+/// The adapters this process serves syncs with, and one line per provider
+/// saying how it is configured (for the start-up log).
+pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<String>) {
+    match xero_adapter(pool, args) {
+        Ok(adapter) => (
+            Providers::new().with(ProviderName::Xero, Arc::new(adapter)),
+            vec!["xero: configured".into()],
+        ),
+        Err(e) => {
+            let reason = format!("this worker has no Xero app configured: {e}");
+            (
+                Providers::new().with(
+                    ProviderName::Xero,
+                    Arc::new(Unconfigured {
+                        reason: reason.clone(),
+                    }),
+                ),
+                vec![format!("xero: not configured ({e}); Xero syncs will fail")],
+            )
+        }
+    }
+}
+
+/// The Xero adapter from the process's flags and environment.
+pub fn xero_adapter(pool: &PgPool, args: &ProviderArgs) -> Result<XeroAdapter, ConfigError> {
+    let missing = |what: &str, env: &str| {
+        ConfigError::Missing(format!(
+            "set {env} (or --{what}), {XERO_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}"
+        ))
+    };
+    let client_id = non_empty(&args.xero_client_id)
+        .ok_or_else(|| missing("xero-client-id", XERO_CLIENT_ID_ENV))?;
+    let client_secret = non_empty(&args.xero_client_secret)
+        .ok_or_else(|| missing("xero-client-secret", XERO_CLIENT_SECRET_ENV))?;
+    let key = SecretKey::from_env()?;
+    Ok(XeroAdapter::new(
+        pool.clone(),
+        key,
+        XeroConfig::new(client_id, Secret::new(client_secret)),
+    )?)
+}
+
+fn non_empty(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// Stands in for a provider whose app is not configured in this process:
+/// every call fails permanently with the reason, so the sync event says
+/// what an operator must set rather than staying pending.
+#[derive(Debug, Clone)]
+pub struct Unconfigured {
+    pub reason: String,
+}
+
+impl Unconfigured {
+    fn refuse<'a, T: Send + 'a>(&self) -> ProviderFuture<'a, T> {
+        let e = ProviderError::permanent(self.reason.clone(), None);
+        Box::pin(async move { Err(e) })
+    }
+}
+
+impl Provider for Unconfigured {
+    fn upsert_invoice<'a>(&'a self, _: UpsertInvoiceRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn void_order<'a>(&'a self, _: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn complete_draft<'a>(&'a self, _: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
+        self.refuse()
+    }
+    fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        self.refuse()
+    }
+    fn sync_customer<'a>(&'a self, _: SyncCustomerRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        self.refuse()
+    }
+}
