@@ -87,11 +87,33 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-/// `Retry-After` as an instant: delta-seconds, or an HTTP date.
+/// `Retry-After` as an instant: delta-seconds (Shopify writes them with
+/// decimals, "2.0"; fractions are rounded up to the millisecond), or an
+/// HTTP date.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<i64>() {
         return Some(now + chrono::Duration::seconds(secs.max(0)));
+    }
+    if let Some((whole, frac)) = v.split_once('.')
+        && let Ok(secs) = whole.parse::<i64>()
+        && !frac.is_empty()
+        && frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        // Milliseconds from the first three decimals, rounded up past them.
+        let mut ms: i64 = 0;
+        for (i, b) in frac
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .enumerate()
+        {
+            ms += i64::from(b - b'0') * 10i64.pow(2 - i as u32);
+        }
+        if frac.bytes().skip(3).any(|b| b != b'0') {
+            ms += 1;
+        }
+        return Some(now + chrono::Duration::milliseconds(secs.max(0) * 1000 + ms));
     }
     DateTime::parse_from_rfc2822(v)
         .ok()
@@ -146,6 +168,16 @@ mod tests {
         assert_eq!(
             retry_after(&h, now),
             Some(now + chrono::Duration::seconds(60))
+        );
+        h.insert("retry-after", HeaderValue::from_static("2.0"));
+        assert_eq!(
+            retry_after(&h, now),
+            Some(now + chrono::Duration::seconds(2))
+        );
+        h.insert("retry-after", HeaderValue::from_static("1.2505"));
+        assert_eq!(
+            retry_after(&h, now),
+            Some(now + chrono::Duration::milliseconds(1251))
         );
         h.insert("x-minlimit-remaining", HeaderValue::from_static(" 58"));
         assert_eq!(header_u64(&h, "x-minlimit-remaining"), Some(58));

@@ -2,7 +2,8 @@
 //! port over HTTP, each with a local simulator of the provider's API
 //! (feature `sandbox`), plus the pieces every provider shares
 //! ([`http`]: client, timeouts, transport-error and Retry-After handling;
-//! [`decimal`]: exact money on the wire).
+//! [`decimal`]: exact money on the wire; [`keys`]: stable digests for
+//! derived identifiers; `sandbox`: the HTTP plumbing the simulators share).
 //!
 //! Adapters must not touch the queue or the ledger tables: their only
 //! state is the per-connection provider state (credentials, rate limits)
@@ -10,4 +11,8 @@
 
 pub mod decimal;
 pub mod http;
+pub mod keys;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod shopify;
 pub mod xero;

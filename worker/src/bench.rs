@@ -33,6 +33,28 @@ pub enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// Invoices of many tenants synced to a provider's simulator through the
+    /// real ledger, queue, shared limiter and adapter, with the per-tenant
+    /// minute limit scaled so it binds for `--windows` minutes; reports
+    /// elapsed over the floor the limits impose, extra 429s and duplicates.
+    Sync {
+        /// Only xero has a simulator so far.
+        #[arg(long, default_value = "xero")]
+        provider: String,
+        #[arg(long, default_value_t = 10_000)]
+        invoices: usize,
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Minutes the per-tenant limit binds for (the floor is this many minutes).
+        #[arg(long, default_value_t = 1)]
+        windows: u32,
+        /// Jobs run at once.
+        #[arg(long, default_value_t = 500)]
+        concurrency: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -79,6 +101,51 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                     "  pickup p50 / p99    {:>7.2} / {:.2} ms",
                     report.pickup_p50_ms, report.pickup_p99_ms
                 );
+            }
+        }
+        Scenario::Sync {
+            provider,
+            invoices,
+            tenants,
+            windows,
+            concurrency,
+            json,
+        } => {
+            if provider != "xero" {
+                return Err(format!(
+                    "bench sync: no simulator for provider {provider:?} (only \"xero\")"
+                )
+                .into());
+            }
+            let db = ScratchDb::create(database_url, "ledgerflow_bench", 60).await?;
+            let report =
+                crate::bench_sync::run(&db.pool, invoices, tenants, windows, concurrency).await;
+            db.drop_db().await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "sync bench: {} invoices across {} tenants to the Xero simulator",
+                    r.invoices, r.tenants
+                );
+                println!(
+                    "  limit per tenant    {} calls/min, {} at once",
+                    r.per_minute, r.concurrent_per_tenant
+                );
+                println!(
+                    "  API calls           {} ({} per tenant)",
+                    r.api_calls, r.calls_per_tenant
+                );
+                println!("  elapsed             {:.1} s", r.elapsed_secs);
+                println!("  floor (limits)      {:.1} s", r.floor_secs);
+                println!("  elapsed / floor     {:.3}", r.elapsed_over_floor);
+                println!(
+                    "  429s                {} ({} beyond the first per tenant and window)",
+                    r.rate_limited_429s, r.extra_429s
+                );
+                println!("  duplicates          {}", r.duplicates);
+                println!("  synced / failed     {} / {}", r.synced, r.failed);
             }
         }
     }

@@ -5,6 +5,7 @@
 //! `ledgerflow-workflows`.
 
 pub mod bench;
+pub mod bench_sync;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -184,10 +184,7 @@ pub fn operation_key(base: &str, operation: &str) -> String {
     if key.len() <= MAX_IDEMPOTENCY_KEY {
         return key;
     }
-    // FNV-1a: stable across processes and builds, unlike DefaultHasher.
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = crate::keys::fnv1a64(key.as_bytes());
     let mut end = MAX_IDEMPOTENCY_KEY - 17;
     while !key.is_char_boundary(end) {
         end -= 1;

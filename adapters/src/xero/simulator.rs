@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -37,6 +37,7 @@ use uuid::Uuid;
 
 use super::wire::{self, ApiException, Envelope, ValidationError, status};
 use crate::decimal::Decimal;
+use crate::sandbox::{Answer, into_response, parse_query};
 
 /// An account in the simulated chart of accounts.
 #[derive(Debug, Clone)]
@@ -603,73 +604,6 @@ pub async fn deliver_webhook(
 
 const API_PREFIX: &str = "/api.xro/2.0";
 
-struct Answer {
-    status: u16,
-    body: String,
-    content_type: &'static str,
-    headers: Vec<(&'static str, String)>,
-    drop_connection: bool,
-}
-
-impl Answer {
-    fn json(status: u16, body: serde_json::Value) -> Answer {
-        Answer {
-            status,
-            body: body.to_string(),
-            content_type: "application/json; charset=utf-8",
-            headers: Vec::new(),
-            drop_connection: false,
-        }
-    }
-    fn text(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            body: body.to_string(),
-            content_type: "text/plain; charset=utf-8",
-            headers: Vec::new(),
-            drop_connection: false,
-        }
-    }
-    fn raw_json(status: u16, body: String) -> Answer {
-        Answer {
-            status,
-            body,
-            content_type: "application/json; charset=utf-8",
-            headers: Vec::new(),
-            drop_connection: false,
-        }
-    }
-}
-
-fn into_response(a: Answer) -> Response {
-    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = if a.drop_connection {
-        // The headers go out, then the body fails: hyper aborts the
-        // connection, so the client never sees the answer it paid for.
-        let stream = futures::stream::once(async {
-            Err::<Bytes, std::io::Error>(std::io::Error::new(
-                std::io::ErrorKind::ConnectionReset,
-                "simulated connection drop after commit",
-            ))
-        });
-        Body::from_stream(stream)
-    } else {
-        Body::from(a.body)
-    };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(a.content_type) {
-        h.insert("content-type", v);
-    }
-    for (name, value) in a.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    }
-    resp
-}
-
 async fn handle(
     State(shared): State<Shared>,
     method: Method,
@@ -696,51 +630,6 @@ async fn handle(
         Answer::text(404, "The resource you're looking for cannot be found")
     };
     into_response(answer)
-}
-
-fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k).to_ascii_lowercase(), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn token_error(error: &str, description: &str) -> Answer {
@@ -2187,6 +2076,7 @@ fn delete_payment(t: &mut Tenant, now: DateTime<Utc>, id: &str, body: &Bytes) ->
 mod tests {
     use super::*;
     use crate::decimal::{format_scaled, parse_scaled};
+    use crate::sandbox::percent_decode;
 
     #[test]
     fn transitions_follow_xero() {

@@ -1,0 +1,476 @@
+//! The Shopify adapter against the simulator over real HTTP, with its
+//! provider state in a fresh PostgreSQL database per test.
+
+mod shopify_common;
+
+use ledgerflow_adapters::shopify::InvoiceTag;
+use ledgerflow_adapters::shopify::simulator::{Fault, FaultKind};
+use ledgerflow_workflows::invoice::Discount;
+use ledgerflow_workflows::provider::{
+    CompleteDraftRequest, Provider, ProviderError, UpsertInvoiceRequest, UpsertMode,
+    VoidOrderRequest, WriteKind,
+};
+use ledgerflow_workflows::provider_state::{self, CredentialStatus};
+use ledgerflow_workflows::{ErrorClass, JobError};
+use reqwest::Method;
+use shopify_common::*;
+use sqlx::PgPool;
+
+fn class(e: &ProviderError) -> ErrorClass {
+    JobError::from(e.clone()).class()
+}
+
+fn tag(snap: &ledgerflow_workflows::invoice::InvoiceSnapshot) -> String {
+    InvoiceTag::new(CONNECTION, &snap.invoice_id).to_string()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn draft_mode_creates_once_then_updates_in_place(pool: PgPool) {
+    let env = env(pool).await;
+    env.sim.add_product("Brake pads", "SKU-a", 2500, 10);
+    let conn = drafts();
+    let mut a = line("a", 2000, 2500, 750);
+    a.discount = Some(Discount::Amount { amount_minor: 500 });
+    let snap = snapshot(
+        "INV-1",
+        vec![a, line("b", 1500, 8000, 1800)],
+        Some(Discount::Percent { basis_points: 1000 }),
+    );
+    let created = upsert(&env, &conn, &snap, None, "k1").await.unwrap();
+    assert_eq!(created.write, WriteKind::Created);
+    assert_eq!(created.total, snap.total(), "totals to the cent");
+    assert!(
+        created
+            .external
+            .external_id
+            .starts_with("gid://shopify/DraftOrder/")
+    );
+    assert!(
+        created
+            .external
+            .url
+            .as_deref()
+            .unwrap()
+            .contains("/admin/draft_orders/")
+    );
+    assert!(
+        created.external_status.starts_with("draft open"),
+        "{}",
+        created.external_status
+    );
+    // Line b has no product and a fractional quantity: a custom line, said so.
+    assert!(
+        created
+            .external_status
+            .contains("1 line(s) as custom items"),
+        "{}",
+        created.external_status
+    );
+    let draft = env.sim.draft(id_of(&created.external)).unwrap();
+    let items = draft.line_items.as_ref().unwrap();
+    assert!(items[0].variant_id.is_some() && items[0].quantity == 2);
+    assert_eq!(items[1].custom, Some(true));
+    assert_eq!(items[1].quantity, 1);
+    assert!(draft.tags.as_deref().unwrap().contains(&tag(&snap)));
+    assert_eq!(env.sim.customers().len(), 1, "customer created by e-mail");
+
+    let snap2 = snapshot("INV-1", vec![line("a", 3000, 2500, 1125)], None);
+    let updated = upsert(&env, &conn, &snap2, Some(&created.external), "k2")
+        .await
+        .unwrap();
+    assert_eq!(updated.write, WriteKind::UpdatedInPlace);
+    assert_eq!(updated.external.external_id, created.external.external_id);
+    assert_eq!(updated.total, snap2.total());
+    assert_eq!(env.sim.drafts().len(), 1);
+    assert_eq!(
+        env.sim.customers().len(),
+        1,
+        "the customer is found, not created again"
+    );
+    assert_eq!(env.sim.live_tagged(&tag(&snap)).len(), 1);
+    // The pinned API version is what every call named.
+    assert_eq!(env.sim.stats().versions, vec!["2025-07".to_string()]);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn missing_products_are_created_when_the_setting_asks(pool: PgPool) {
+    let env = env(pool).await;
+    let conn = connection(|s| s.create_missing_products = true);
+    let snap = snapshot("INV-2", vec![line("x", 1000, 1999, 300)], None);
+    let r = upsert(&env, &conn, &snap, None, "k1").await.unwrap();
+    assert!(
+        r.external_status.contains("products created for SKU SKU-x"),
+        "{}",
+        r.external_status
+    );
+    assert_eq!(env.sim.products().len(), 1);
+    let r2 = upsert(&env, &conn, &snap, Some(&r.external), "k2")
+        .await
+        .unwrap();
+    assert!(
+        !r2.external_status.contains("products created"),
+        "{}",
+        r2.external_status
+    );
+    assert_eq!(env.sim.products().len(), 1, "found by SKU the second time");
+    let d = env.sim.draft(id_of(&r.external)).unwrap();
+    assert!(d.line_items.unwrap()[0].variant_id.is_some());
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn order_mode_cancels_and_replaces(pool: PgPool) {
+    let env = env(pool).await;
+    let conn = orders();
+    env.sim.add_product("Wheel", "SKU-a", 5000, 3);
+    let snap = snapshot("INV-3", vec![line("a", 1000, 5000, 750)], None);
+    let first = upsert(&env, &conn, &snap, None, "k1").await.unwrap();
+    assert_eq!(first.write, WriteKind::Created);
+    assert!(
+        first
+            .external
+            .external_id
+            .starts_with("gid://shopify/Order/")
+    );
+    assert_eq!(first.external_status, "order pending");
+    let snap2 = snapshot("INV-3", vec![line("a", 2000, 5000, 1500)], None);
+    let second = upsert(&env, &conn, &snap2, Some(&first.external), "k2")
+        .await
+        .unwrap();
+    assert_eq!(second.write, WriteKind::CancelledAndReplaced);
+    assert_ne!(second.external.external_id, first.external.external_id);
+    let old_name = first.external.external_number.clone().unwrap();
+    assert!(
+        second
+            .external_status
+            .contains(&format!("replaces {old_name} (cancelled)")),
+        "{}",
+        second.external_status
+    );
+    assert!(
+        env.sim
+            .order(id_of(&first.external))
+            .unwrap()
+            .cancelled_at
+            .is_some()
+    );
+    assert_eq!(
+        env.sim.live_tagged(&tag(&snap)),
+        vec![second.external.external_id.clone()]
+    );
+    assert_eq!(second.total, snap2.total());
+    // The typed result names both.
+    let third = env
+        .adapter
+        .upsert(
+            &conn,
+            &snap2,
+            Some(&second.external),
+            UpsertMode::CreateOrUpdate,
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.replaced.as_ref(), Some(&second.external));
+    assert_eq!(env.sim.live_tagged(&tag(&snap)).len(), 1);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn completing_a_paid_draft_makes_a_paid_order_once(pool: PgPool) {
+    let env = env(pool).await;
+    let conn = drafts();
+    let snap = snapshot("INV-4", vec![line("a", 1000, 5000, 750)], None);
+    let draft = upsert(&env, &conn, &snap, None, "k1").await.unwrap();
+    env.sim
+        .push_fault(Fault::once(FaultKind::DropAfterCommit).on(Method::PUT, "complete"));
+    let req = || CompleteDraftRequest {
+        connection: &conn,
+        snapshot: &snap,
+        existing: &draft.external,
+        idempotency_key: "k2",
+    };
+    let lost = env.adapter.complete_draft(req()).await.unwrap_err();
+    assert_eq!(class(&lost), ErrorClass::Retryable);
+    let done = env.adapter.complete_draft(req()).await.unwrap();
+    assert_eq!(done.write, WriteKind::Completed);
+    assert_eq!(done.external_status, "order paid");
+    assert!(
+        done.external
+            .external_id
+            .starts_with("gid://shopify/Order/")
+    );
+    assert_eq!(env.sim.orders().len(), 1, "completed once");
+    assert_eq!(
+        env.sim.live_tagged(&tag(&snap)),
+        vec![done.external.external_id.clone()]
+    );
+    // Edits after completion cannot go in place.
+    let e = upsert(&env, &conn, &snap, Some(&draft.external), "k3")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::Permanent);
+    assert!(
+        e.raw().unwrap().contains("completed"),
+        "Shopify's own words: {e:?}"
+    );
+    // Order mode cannot complete drafts.
+    let e = env
+        .adapter
+        .complete_draft(CompleteDraftRequest {
+            connection: &orders(),
+            ..req()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::Permanent);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn inventory_is_reserved_until_the_configured_time(pool: PgPool) {
+    let env = env(pool).await;
+    env.sim.add_product("Tube", "SKU-a", 900, 5);
+    let snap = snapshot("INV-5", vec![line("a", 1000, 900, 135)], None);
+    let conn = connection(|s| {
+        s.reserve_inventory = true;
+        s.reservation_hours = 48;
+    });
+    let before = chrono::Utc::now();
+    let r = upsert(&env, &conn, &snap, None, "k1").await.unwrap();
+    let until = env.sim.reserved_until(id_of(&r.external)).unwrap();
+    let expected = before + chrono::Duration::hours(48);
+    assert!(
+        (until - expected).num_seconds().abs() <= 5,
+        "{until} vs {expected}"
+    );
+    assert!(
+        r.external_status.contains("inventory reserved until"),
+        "{}",
+        r.external_status
+    );
+    // 0 hours: Shopify's default, the store's next midnight.
+    let conn0 = connection(|s| s.reserve_inventory = true);
+    let r = upsert(&env, &conn0, &snap, Some(&r.external), "k2")
+        .await
+        .unwrap();
+    let until = env.sim.reserved_until(id_of(&r.external)).unwrap();
+    assert_eq!(until.format("%H:%M:%S").to_string(), "00:00:00");
+    assert!(
+        until > chrono::Utc::now() && until <= chrono::Utc::now() + chrono::Duration::hours(24)
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn void_deletes_the_draft_or_cancels_the_order(pool: PgPool) {
+    let env = env(pool).await;
+    let snap = snapshot("INV-6", vec![line("a", 1000, 5000, 750)], None);
+    let d = upsert(&env, &drafts(), &snap, None, "k1").await.unwrap();
+    let conn = drafts();
+    let req = VoidOrderRequest {
+        connection: &conn,
+        snapshot: &snap,
+        existing: &d.external,
+        idempotency_key: "v",
+    };
+    let v = env.adapter.void_order(req.clone()).await.unwrap();
+    assert_eq!(v.write, WriteKind::Voided);
+    assert_eq!(env.sim.deleted_drafts(), 1);
+    let again = env.adapter.void_order(req).await.unwrap();
+    assert_eq!(again.write, WriteKind::AlreadyVoided);
+
+    let snap2 = snapshot("INV-7", vec![line("a", 1000, 5000, 750)], None);
+    let o = upsert(&env, &orders(), &snap2, None, "k2").await.unwrap();
+    let oc = orders();
+    let req = VoidOrderRequest {
+        connection: &oc,
+        snapshot: &snap2,
+        existing: &o.external,
+        idempotency_key: "v2",
+    };
+    assert_eq!(
+        env.adapter.void_order(req.clone()).await.unwrap().write,
+        WriteKind::Voided
+    );
+    assert!(
+        env.sim
+            .order(id_of(&o.external))
+            .unwrap()
+            .cancelled_at
+            .is_some()
+    );
+    assert_eq!(
+        env.adapter.void_order(req).await.unwrap().write,
+        WriteKind::AlreadyVoided
+    );
+    assert!(env.sim.live_tagged(&tag(&snap2)).is_empty());
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn lost_create_answers_never_make_a_second_record(pool: PgPool) {
+    let env = env(pool).await;
+    // Draft mode: the create commits, its answer is lost, the retry adopts it.
+    let snap = snapshot("INV-8", vec![line("a", 1000, 5000, 750)], None);
+    env.sim
+        .push_fault(Fault::once(FaultKind::DropAfterCommit).on(Method::POST, "draft_orders"));
+    let e = upsert(&env, &drafts(), &snap, None, "k1")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::Retryable, "{e:?}");
+    assert_eq!(env.sim.drafts().len(), 1, "the create did happen");
+    let r = upsert(&env, &drafts(), &snap, None, "k1").await.unwrap();
+    assert_eq!(r.write, WriteKind::Created);
+    assert_eq!(env.sim.drafts().len(), 1, "adopted, not created twice");
+    assert_eq!(env.sim.stats().draft_creates, 1);
+    assert_eq!(env.sim.live_tagged(&tag(&snap)).len(), 1);
+
+    // Order mode: the replacement's answer is lost after the old order was
+    // cancelled; the retry (same link, newer snapshot) ends with one live order.
+    let snap = snapshot("INV-9", vec![line("a", 1000, 5000, 750)], None);
+    let first = upsert(&env, &orders(), &snap, None, "o1").await.unwrap();
+    env.sim
+        .push_fault(Fault::once(FaultKind::DropAfterCommit).on(Method::POST, "orders.json"));
+    let snap2 = snapshot("INV-9", vec![line("a", 2000, 5000, 1500)], None);
+    assert!(
+        upsert(&env, &orders(), &snap2, Some(&first.external), "o2")
+            .await
+            .is_err()
+    );
+    let snap3 = snapshot("INV-9", vec![line("a", 3000, 5000, 2250)], None);
+    let r = upsert(&env, &orders(), &snap3, Some(&first.external), "o2")
+        .await
+        .unwrap();
+    let live = env.sim.live_tagged(&tag(&snap));
+    assert_eq!(
+        live,
+        vec![r.external.external_id.clone()],
+        "exactly one live order"
+    );
+    assert_eq!(r.total, snap3.total());
+    // Same snapshot after a lost answer: the order made is adopted as is.
+    env.sim
+        .push_fault(Fault::once(FaultKind::DropAfterCommit).on(Method::POST, "orders.json"));
+    assert!(
+        upsert(&env, &orders(), &snap3, Some(&r.external), "o3")
+            .await
+            .is_err()
+    );
+    let creates = env.sim.stats().order_creates;
+    let r2 = upsert(&env, &orders(), &snap3, Some(&r.external), "o3")
+        .await
+        .unwrap();
+    assert_eq!(env.sim.stats().order_creates, creates, "adopted");
+    assert_eq!(
+        env.sim.live_tagged(&tag(&snap)),
+        vec![r2.external.external_id.clone()]
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn errors_are_classified(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let snap = snapshot("INV-10", vec![line("a", 1000, 5000, 750)], None);
+    let r = upsert(&env, &drafts(), &snap, None, "k1").await.unwrap();
+
+    env.sim.push_fault(Fault::once(FaultKind::Status(502)));
+    let e = upsert(&env, &drafts(), &snap, Some(&r.external), "k2")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::Retryable);
+
+    env.sim.push_fault(Fault::once(FaultKind::RateLimit {
+        retry_after_secs: 30,
+    }));
+    let before = chrono::Utc::now();
+    match upsert(&env, &drafts(), &snap, Some(&r.external), "k3")
+        .await
+        .unwrap_err()
+    {
+        ProviderError::RateLimited { not_before, .. } => {
+            assert!(not_before >= before + chrono::Duration::seconds(29));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every process now waits without calling Shopify.
+    let calls = env.sim.stats().rest_requests;
+    let e = upsert(&env, &drafts(), &snap, Some(&r.external), "k4")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::RateLimited);
+    assert_eq!(env.sim.stats().rest_requests, calls);
+    sqlx::query("UPDATE ledgerflow.provider_limits SET paused_until = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // Deleted in Shopify: not found ("send as new").
+    env.sim.delete_draft_behind_our_back(id_of(&r.external));
+    let e = upsert(&env, &drafts(), &snap, Some(&r.external), "k5")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::NotFound, "{e:?}");
+
+    // Uninstalled: reconnect needed, remembered for every process.
+    env.sim.revoke_tokens();
+    let e = upsert(&env, &drafts(), &snap, None, "k6")
+        .await
+        .unwrap_err();
+    assert_eq!(class(&e), ErrorClass::ReconnectNeeded);
+    let creds = provider_state::load_credentials(&pool, &key(), CONNECTION)
+        .await
+        .unwrap();
+    assert_eq!(creds.status, CredentialStatus::ReconnectNeeded);
+    // The access token is stored encrypted.
+    let sealed: Vec<u8> = sqlx::query_scalar(
+        "SELECT sealed_tokens FROM ledgerflow.provider_credentials WHERE connection_id = $1",
+    )
+    .bind(CONNECTION)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(&env.token));
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn validation_errors_carry_shopifys_messages(pool: PgPool) {
+    let env = env(pool).await;
+    let snap = snapshot("INV-11", vec![line("a", 1000, 5000, 750)], None);
+    let r = upsert(&env, &drafts(), &snap, None, "k1").await.unwrap();
+    env.adapter
+        .complete_draft(CompleteDraftRequest {
+            connection: &drafts(),
+            snapshot: &snap,
+            existing: &r.external,
+            idempotency_key: "c",
+        })
+        .await
+        .unwrap();
+    let e = env
+        .adapter
+        .upsert_invoice(UpsertInvoiceRequest {
+            connection: &drafts(),
+            snapshot: &snap,
+            existing: Some(&r.external),
+            mode: UpsertMode::CreateOrUpdate,
+            idempotency_key: "k2",
+        })
+        .await
+        .unwrap_err();
+    match &e {
+        ProviderError::Permanent { message, raw } => {
+            assert!(message.contains("can no longer be edited"), "{message}");
+            assert!(raw.as_deref().unwrap().starts_with("HTTP 422"), "{raw:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // "Send as new" makes a fresh draft; the completed one stays.
+    let fresh = env
+        .adapter
+        .upsert_invoice(UpsertInvoiceRequest {
+            connection: &drafts(),
+            snapshot: &snap,
+            existing: Some(&r.external),
+            mode: UpsertMode::ForceNew,
+            idempotency_key: "k3",
+        })
+        .await
+        .unwrap();
+    assert_eq!(fresh.write, WriteKind::Created);
+    assert_ne!(fresh.external.external_id, r.external.external_id);
+}

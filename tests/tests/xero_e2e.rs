@@ -1,0 +1,364 @@
+//! Wiring end to end: a Xero simulator started by the test, a tenant and a
+//! connection registered with the real `ledgerflow` CLI (credentials from
+//! the environment, sealed in the database), and real `ledgerflow worker`
+//! processes syncing through it. A second process started after the first
+//! is killed serves the same connection: everything it needs is in the
+//! database. Also: the CLI's sync dialog, job view and manual actions, and
+//! a worker without a Xero app failing the sync with a message that says so.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+mod common;
+
+use ledgerflow_adapters::xero::simulator::{SimConfig, Simulator};
+use ledgerflow_client::ledger::{self, TriggerRequest};
+use ledgerflow_client::settings::Trigger;
+use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
+use ledgerflow_workflows::invoice::InvoiceSnapshot;
+use sqlx::{ConnectOptions, PgPool};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn url(pool: &PgPool) -> String {
+    pool.connect_options().to_url_lossy().to_string()
+}
+
+fn cli(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+    cmd.args(args)
+        .env("DATABASE_URL", url(pool))
+        .env("LEDGERFLOW_LOG", "warn")
+        .env_remove("LEDGERFLOW_REFRESH_TOKEN")
+        .env_remove("LEDGERFLOW_XERO_CLIENT_ID")
+        .env_remove("LEDGERFLOW_XERO_CLIENT_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ledgerflow")
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ledgerflow failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A `ledgerflow worker` process; killed when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn start(pool: &PgPool, name: &str, xero: bool) -> Worker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+        cmd.args(["worker", "--worker-id", name])
+            .env("DATABASE_URL", url(pool))
+            .env("LEDGERFLOW_LOG", "warn")
+            .env("LEDGERFLOW_SECRET_KEY", KEY)
+            .env_remove("LEDGERFLOW_XERO_CLIENT_ID")
+            .env_remove("LEDGERFLOW_XERO_CLIENT_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if xero {
+            cmd.env("LEDGERFLOW_XERO_CLIENT_ID", "sim-client")
+                .env("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret");
+        }
+        Worker(cmd.spawn().expect("start ledgerflow worker"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn trigger(pool: &PgPool, connection_id: i64, t: Trigger, snap: &InvoiceSnapshot) {
+    let mut tx = pool.begin().await.unwrap();
+    ledger::record_trigger(
+        &mut tx,
+        &TriggerRequest {
+            connection_id,
+            trigger: t,
+            label: None,
+            snapshot: snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Registers tenant "shop-1" and its Xero connection through the CLI; returns the connection id.
+fn register(pool: &PgPool, sim: &Simulator, org: &str, refresh_token: &str) -> i64 {
+    let out = ok(cli(
+        pool,
+        &[
+            "tenant",
+            "add",
+            "shop-1",
+            "--name",
+            "Shop One",
+            "--time-zone",
+            "Pacific/Auckland",
+        ],
+        &[],
+    ));
+    assert!(out.contains("tenant shop-1 saved"), "{out}");
+    let api = sim.api_base_url();
+    let identity = sim.identity_base_url();
+    let out = ok(cli(
+        pool,
+        &[
+            "connection",
+            "add",
+            "--tenant",
+            "shop-1",
+            "--provider",
+            "xero",
+            "--xero-tenant-id",
+            org,
+            "--api-base-url",
+            &api,
+            "--identity-base-url",
+            &identity,
+            "--settings-json",
+            r#"{"auto_sync":true,"provider":{"provider":"xero","default_status":"authorised","sync_payments":true}}"#,
+            "--options-json",
+            r#"{"tax_types":{"GST15":"OUTPUT2"}}"#,
+        ],
+        // Only a refresh token: the first call refreshes it at the simulator.
+        &[
+            ("LEDGERFLOW_REFRESH_TOKEN", refresh_token),
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+        ],
+    ));
+    assert!(!out.contains(refresh_token), "the token was printed: {out}");
+    let id: i64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.trim_end_matches(':').parse().ok())
+        .unwrap_or_else(|| panic!("no connection id in {out:?}"));
+    id
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn cli_registered_connection_syncs_through_worker_processes(pool: PgPool) {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let org = sim.add_tenant("Shop One Ltd");
+    let tokens = sim.authorize(&[&org]);
+    let id = register(&pool, &sim, &org, &tokens.refresh_token);
+
+    // Nothing secret in clear in the database.
+    let sealed: Vec<u8> = sqlx::query_scalar(
+        "SELECT sealed_tokens FROM ledgerflow.provider_credentials WHERE connection_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(&tokens.refresh_token));
+    let shown = ok(cli(&pool, &["connection", "show", &id.to_string()], &[]));
+    assert!(
+        shown.contains(&org) && shown.contains("stored encrypted"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&tokens.refresh_token), "{shown}");
+
+    let first = Worker::start(&pool, "e2e-a", true);
+    let mut snap = snapshot(
+        "INV-1",
+        "INV-1",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let invoices = sim.invoices(&org);
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].total.as_ref().unwrap().to_string(), "138.00");
+    assert_eq!(invoices[0].status.as_deref(), Some("AUTHORISED"));
+    assert_eq!(
+        sim.stats().refresh_requests,
+        1,
+        "the stored refresh token was used once"
+    );
+
+    // Another process, started after the first died, serves the connection.
+    drop(first);
+    let _second = Worker::start(&pool, "e2e-b", true);
+    snap.lines.push(gst_line("L2", "TUBE", "Tube", 2, 1250));
+    snap.totals = snap.computed_totals().unwrap();
+    trigger(&pool, id, Trigger::ItemsChanged, &snap).await;
+    settle(&pool, id, "INV-1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let invoices = sim.invoices(&org);
+    assert_eq!(invoices.len(), 1, "updated in place, not duplicated");
+    assert_eq!(invoices[0].total.as_ref().unwrap().to_string(), "166.75");
+
+    // The sync dialog as operators read it.
+    let status = ok(cli(
+        &pool,
+        &["invoice", "status", &id.to_string(), "INV-1"],
+        &[],
+    ));
+    for want in [
+        "status:      synced",
+        "INV-0001",
+        "https://go.xero.com/",
+        "auto-sync:   on",
+        "invoice items changed",
+        "updated in place, 2 line(s), total NZD 166.75",
+        "item added",
+        "job created",
+        "first sync",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in:\n{status}");
+    }
+    let newest = status.find("invoice items changed").unwrap();
+    assert!(
+        newest < status.find("job created").unwrap(),
+        "newest first:\n{status}"
+    );
+
+    // Manual actions and the job view.
+    let out = ok(cli(
+        &pool,
+        &["invoice", "resync", &id.to_string(), "INV-1"],
+        &[],
+    ));
+    assert!(out.contains("re-sync: event"), "{out}");
+    let job: i64 = out
+        .rsplit("job ")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {out:?}"));
+    settle(&pool, id, "INV-1", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let shown = ok(cli(&pool, &["job", "show", &job.to_string()], &[]));
+    assert!(
+        shown.contains("upsert-invoice") && shown.contains("Completed"),
+        "{shown}"
+    );
+    let refused = cli(&pool, &["invoice", "retry", &id.to_string(), "INV-1"], &[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("nothing to retry"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(sim.invoices(&org).len(), 1);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn worker_without_a_xero_app_fails_the_sync_saying_what_to_set(pool: PgPool) {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let org = sim.add_tenant("Shop One Ltd");
+    let tokens = sim.authorize(&[&org]);
+    let id = register(&pool, &sim, &org, &tokens.refresh_token);
+    let _worker = Worker::start(&pool, "e2e-bare", false);
+    let snap = snapshot(
+        "INV-9",
+        "INV-9",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-9", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let status = ok(cli(
+        &pool,
+        &["invoice", "status", &id.to_string(), "INV-9"],
+        &[],
+    ));
+    assert!(status.contains("status:      failed"), "{status}");
+    assert!(status.contains("LEDGERFLOW_XERO_CLIENT_ID"), "{status}");
+    assert!(sim.invoices(&org).is_empty());
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn cli_refuses_bad_input_with_clear_messages(pool: PgPool) {
+    let bad_tz = cli(
+        &pool,
+        &[
+            "tenant",
+            "add",
+            "t",
+            "--name",
+            "T",
+            "--time-zone",
+            "Mars/Base",
+        ],
+        &[],
+    );
+    assert!(!bad_tz.status.success());
+    assert!(String::from_utf8_lossy(&bad_tz.stderr).contains("not a known time zone"));
+    ok(cli(&pool, &["tenant", "add", "t", "--name", "T"], &[]));
+    let no_token = cli(
+        &pool,
+        &[
+            "connection",
+            "add",
+            "--tenant",
+            "t",
+            "--provider",
+            "xero",
+            "--xero-tenant-id",
+            "x",
+        ],
+        &[("LEDGERFLOW_SECRET_KEY", KEY)],
+    );
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("refresh token is needed"));
+    let no_key = cli(
+        &pool,
+        &[
+            "connection",
+            "add",
+            "--tenant",
+            "t",
+            "--provider",
+            "xero",
+            "--xero-tenant-id",
+            "x",
+            "--refresh-token",
+            "rt",
+        ],
+        &[],
+    );
+    assert!(!no_key.status.success());
+    assert!(String::from_utf8_lossy(&no_key.stderr).contains("LEDGERFLOW_SECRET_KEY"));
+    let bad_provider = cli(
+        &pool,
+        &[
+            "connection",
+            "add",
+            "--tenant",
+            "t",
+            "--provider",
+            "sage",
+            "--refresh-token",
+            "rt",
+        ],
+        &[("LEDGERFLOW_SECRET_KEY", KEY)],
+    );
+    assert!(!bad_provider.status.success());
+    let listed = ok(cli(&pool, &["connection", "list"], &[]));
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "nothing was registered: {listed}"
+    );
+}
