@@ -76,3 +76,15 @@ pub use register::{
     ConnectionCredentials, RegisterError, disable_connection, list_connections,
     reconnect_with_credentials, register_connection,
 };
+
+/// Changes that came back from providers (a payment made in Xero): read
+/// unacknowledged events in order, acknowledge them once applied.
+pub use ledgerflow_workflows::inbound::{
+    InboundError, InboundEvent, acknowledge as acknowledge_inbound,
+    for_invoice as inbound_for_invoice, kind as inbound_kind, last_pull_at,
+    unread as unread_inbound,
+};
+/// End-of-day summaries: what was sent, and which invoices each covers.
+pub use ledgerflow_workflows::summary::{
+    SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
+};

@@ -184,12 +184,10 @@ pub async fn run_process_xero_webhook(
         .await?;
     let mut tx = ctx.pool.begin().await?;
     let recorded = match &remote {
-        Some(r) => {
-            inbound::apply_remote_invoice(&mut tx, job.connection_id, r)
-                .await?
-                .recorded
-                .len()
-        }
+        Some(r) => inbound::apply_remote_invoice(&mut tx, job.connection_id, r)
+            .await?
+            .recorded
+            .len(),
         None => 0,
     };
     ctx.complete_in(&mut tx).await?;

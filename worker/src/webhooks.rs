@@ -22,12 +22,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use ledgerflow_adapters::xero::webhook::{self, SIGNATURE_HEADER, WebhookPayload};
+use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::inbound;
 use ledgerflow_workflows::ledger::hold_key;
 use ledgerflow_workflows::payloads_inbound::ProcessXeroWebhook;
 use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::queue::{self, EnqueueError};
-use ledgerflow_workflows::EnqueueOptions;
 use sqlx::PgPool;
 
 /// Xero's deliveries are small (ids only); anything much bigger is not Xero.
@@ -81,9 +81,7 @@ enum AcceptError {
 }
 
 async fn xero(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let signature = headers
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !webhook::verify(state.xero_webhook_key.expose().as_bytes(), &body, signature) {
         return StatusCode::UNAUTHORIZED;
     }
@@ -99,7 +97,11 @@ async fn xero(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes
     }
     match accept(&state.pool, &payload).await {
         Ok(jobs) => {
-            tracing::info!(events = payload.events.len(), jobs, "accepted a Xero webhook delivery");
+            tracing::info!(
+                events = payload.events.len(),
+                jobs,
+                "accepted a Xero webhook delivery"
+            );
             StatusCode::OK
         }
         Err(e) => {

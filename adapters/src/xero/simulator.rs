@@ -1384,7 +1384,10 @@ fn get_invoice(t: &Tenant, now: DateTime<Utc>, id: &str) -> Answer {
     match find_invoice(t, id) {
         Some(i) => {
             let mut env = envelope(now);
-            env.invoices = Some(vec![with_payment_details(t, render_invoice(&t.invoices[i]))]);
+            env.invoices = Some(vec![with_payment_details(
+                t,
+                render_invoice(&t.invoices[i]),
+            )]);
             ok(env)
         }
         None => not_found(),
@@ -1438,7 +1441,11 @@ fn parse_since(v: &str) -> Option<DateTime<Utc>> {
     chrono::NaiveDateTime::parse_from_str(v.trim(), "%Y-%m-%dT%H:%M:%S%.f")
         .map(|n| n.and_utc())
         .ok()
-        .or_else(|| DateTime::parse_from_rfc2822(v.trim()).ok().map(|t| t.with_timezone(&Utc)))
+        .or_else(|| {
+            DateTime::parse_from_rfc2822(v.trim())
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        })
 }
 
 /// `/Date(1552262400000+0000)/` back to an instant.
