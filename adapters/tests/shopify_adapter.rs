@@ -474,3 +474,37 @@ async fn validation_errors_carry_shopifys_messages(pool: PgPool) {
     assert_eq!(fresh.write, WriteKind::Created);
     assert_ne!(fresh.external.external_id, r.external.external_id);
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn single_payments_are_skipped_with_the_reason(pool: PgPool) {
+    use ledgerflow_workflows::provider::{PaymentOutcome, PushPaymentRequest};
+    let env = env(pool).await;
+    let snap = snapshot("INV-12", vec![line("a", 1000, 5000, 750)], None);
+    let r = upsert(&env, &drafts(), &snap, None, "k1").await.unwrap();
+    let payment = ledgerflow_workflows::invoice::Payment {
+        payment_id: "p1".into(),
+        amount_minor: 1000,
+        currency: None,
+        paid_at: chrono::Utc::now(),
+        method: None,
+        reference: None,
+    };
+    let conn = drafts();
+    let calls = env.sim.stats().rest_requests;
+    let outcome = env
+        .adapter
+        .apply_payment(PushPaymentRequest {
+            connection: &conn,
+            snapshot: &snap,
+            invoice: &r.external,
+            payment: &payment,
+            existing: None,
+            idempotency_key: "p",
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, PaymentOutcome::Skipped { reason } if reason.contains("completed as paid"))
+    );
+    assert_eq!(env.sim.stats().rest_requests, calls, "nothing sent");
+}

@@ -40,9 +40,9 @@ use chrono::{DateTime, Utc};
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, LineKind};
 use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ConnectionInfo, ExternalRef, Provider, ProviderError, ProviderFuture,
-    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode,
-    VoidOrderRequest, WriteKind,
+    CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
+    ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
+    UpsertMode, VoidOrderRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{
     self as state, BucketGrant, BucketPolicy, CredentialError, CredentialStatus, Credentials,
@@ -71,6 +71,8 @@ const DRAFT: &str = "DraftOrder";
 const ORDER: &str = "Order";
 /// Estimated cost of our GraphQL operations (the answer's cost corrects the bucket).
 const GRAPHQL_COST: u32 = 10;
+/// Why single payments are not pushed to Shopify.
+const PAYMENTS_SKIPPED: &str = "Shopify records payment when the draft order is completed as paid (setting \"complete draft order when invoice is paid\"); single payments are not pushed";
 /// SKUs per variant lookup: keeps the search string and the answer small.
 const SKUS_PER_QUERY: usize = 50;
 
@@ -1850,14 +1852,22 @@ impl Provider for ShopifyAdapter {
     }
 
     /// Shopify records payment when the draft is completed as paid
-    /// ("complete draft when paid"); single payments are not pushed. The
-    /// port has no "skipped" answer yet, so this fails permanently with
-    /// the reason, prefixed "skipped:" as the Xero adapter does.
+    /// ("complete draft order when invoice is paid"); single payments are
+    /// not pushed. The ledger calls [`Provider::apply_payment`], which says
+    /// so as a skipped outcome; this older entry point fails permanently
+    /// with the same reason.
     fn push_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        Box::pin(async move { Err(permanent(format!("skipped: {PAYMENTS_SKIPPED}"))) })
+    }
+
+    fn apply_payment<'a>(
+        &'a self,
+        _req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         Box::pin(async move {
-            Err(permanent(
-                "skipped: Shopify records payment when the draft order is completed as paid (setting \"complete draft order when invoice is paid\"); single payments are not pushed",
-            ))
+            Ok(PaymentOutcome::Skipped {
+                reason: PAYMENTS_SKIPPED.to_string(),
+            })
         })
     }
 
