@@ -48,8 +48,9 @@ pub enum Scenario {
         /// Minutes the per-tenant limit binds for (the floor is this many minutes).
         #[arg(long, default_value_t = 1)]
         windows: u32,
-        /// Jobs run at once.
-        #[arg(long, default_value_t = 500)]
+        /// Jobs run at once; 0: five per tenant (the per-tenant concurrency
+        /// limit), since more only queue up on the limiter's row locks.
+        #[arg(long, default_value_t = 0)]
         concurrency: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]

@@ -151,7 +151,11 @@ pub async fn run(
         crate::handlers::registry_with(providers),
         QueueConfig {
             worker_name: "bench-sync".into(),
-            concurrency,
+            concurrency: if concurrency == 0 {
+                tenants * concurrent as usize
+            } else {
+                concurrency
+            },
             poll_interval: Duration::from_millis(100),
             schedule_interval: Duration::from_millis(20),
             ..QueueConfig::default()

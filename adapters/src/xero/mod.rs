@@ -504,7 +504,7 @@ impl XeroAdapter {
         }
         let body = Envelope {
             contacts: Some(vec![wire::Contact {
-                name: Some(name),
+                name: Some(name.clone()),
                 contact_number: number,
                 email_address: email,
                 ..wire::Contact::default()
@@ -512,12 +512,30 @@ impl XeroAdapter {
             ..Envelope::default()
         };
         let key = operation_key(idempotency_key, "contact");
-        let env = self
+        let env = match self
             .call(
                 connection_id,
                 &ApiCall::write(Method::PUT, "Contacts", &body, key),
             )
-            .await?;
+            .await
+        {
+            Ok(env) => env,
+            // Two syncs of one new customer's invoices raced: the other
+            // created the contact between our lookup and our create, and
+            // Xero refuses the duplicate name. Adopt the winner's contact.
+            Err(e @ ProviderError::Permanent { .. }) => {
+                let winner = self
+                    .contacts_where(connection_id, "Name", &name)
+                    .await?
+                    .into_iter()
+                    .find(|c| c.name.as_deref() == Some(name.as_str()));
+                return match winner {
+                    Some(c) => contact_ref(c),
+                    None => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let c = first(env.contacts, "contact")?;
         contact_ref(c)
     }
