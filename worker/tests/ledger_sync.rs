@@ -88,6 +88,27 @@ async fn a_sync_records_summary_link_and_change_details(pool: PgPool) {
     assert_eq!(d.status, InvoiceSyncStatus::Synced);
     let ext = d.external.clone().unwrap();
     assert_eq!(ext.external_id, "EXT-1");
+    // The customer the provider found or created is linked to the host's customer.
+    let customer_id = d.history.events[0]
+        .response_summary
+        .as_ref()
+        .and_then(|r| r.customer.clone());
+    assert!(customer_id.is_some(), "the push names the customer");
+    let mut c = pool.acquire().await.unwrap();
+    let customers: Vec<(String, String)> = sqlx::query_as(
+        "SELECT host_id, external_id FROM ledgerflow.links WHERE entity_type = 'customer'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(customers.len(), 1, "{customers:?}");
+    let linked =
+        ledgerflow_workflows::ledger::link(&mut c, d.connection_id, "customer", &customers[0].0)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(linked.external_id, format!("CUS-{}", customers[0].0));
+    assert!(linked.last_push_at.is_some());
     assert_eq!(ext.external_number.as_deref(), Some("#1"));
     assert!(ext.last_push_at.is_some());
     assert_eq!(

@@ -137,6 +137,10 @@ pub struct PushResult {
     pub total: Money,
     /// The record's status in the provider's words ("draft", "AUTHORISED", "open").
     pub external_status: String,
+    /// The provider's record of the invoice's customer, when the write found
+    /// or created one: the ledger links it to the host's customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<ExternalRef>,
 }
 
 /// What applying one payment did. A provider may decline a payment without

@@ -1361,6 +1361,7 @@ impl ShopifyAdapter {
             push.reserved_until = Some(until);
         }
         push.result.external_status = summary(&push);
+        push.result.customer = customer;
         Ok(push)
     }
 
@@ -1581,6 +1582,7 @@ impl ShopifyAdapter {
             line_count: 0,
             total: Money::zero(snapshot.currency),
             external_status: status.to_string(),
+            customer: None,
         };
         let order_id = match record_of(existing)? {
             Record::Draft(id) => match self.get_draft(connection_id, id).await {
@@ -1598,6 +1600,7 @@ impl ShopifyAdapter {
                         line_count: 0,
                         total: Money::zero(snapshot.currency),
                         external_status: "draft deleted".into(),
+                        customer: None,
                     });
                 }
             },
@@ -1624,6 +1627,7 @@ impl ShopifyAdapter {
                     line_count: o.line_items.as_ref().map_or(0, |l| l.len() as u32),
                     total: Money::zero(snapshot.currency),
                     external_status: "order cancelled".into(),
+                    customer: None,
                 })
             }
         }
@@ -1759,6 +1763,7 @@ fn draft_result(
         line_count: d.line_items.as_ref().map_or(lines.items.len(), Vec::len) as u32,
         total: Money::new(total, snapshot.currency),
         external_status: format!("draft {}", d.status.as_deref().unwrap_or("open")),
+        customer: None,
     })
 }
 
@@ -1785,6 +1790,7 @@ fn order_result(
             "order {}",
             o.financial_status.as_deref().unwrap_or("pending")
         ),
+        customer: None,
     })
 }
 

@@ -664,7 +664,9 @@ impl XeroAdapter {
             }
         };
         let saved = first(env.invoices, "invoice")?;
-        push_result(write, &saved, snapshot)
+        let mut result = push_result(write, &saved, snapshot)?;
+        result.customer = Some(contact);
+        Ok(result)
     }
 
     /// Draft/Submitted → DELETED; Authorised without payments → VOIDED;
@@ -879,6 +881,7 @@ fn already_gone(existing: &ExternalRef, snapshot: &InvoiceSnapshot, st: &str) ->
         line_count: 0,
         total: Money::zero(snapshot.currency),
         external_status: st.to_string(),
+        customer: None,
     }
 }
 
@@ -990,6 +993,7 @@ fn push_result(
         line_count: saved.line_items.as_ref().map_or(0, |l| l.len() as u32),
         total: Money::new(total, snapshot.currency),
         external_status: saved.status.clone().unwrap_or_default(),
+        customer: None,
     })
 }
 

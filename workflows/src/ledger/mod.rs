@@ -38,7 +38,7 @@ pub use connections::{
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
     ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
-    sync_dialog,
+    link, sync_dialog,
 };
 pub use record::{
     Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,

@@ -309,26 +309,7 @@ pub async fn sync_dialog(
     .await?
     .map(|r| event_from_row(&r))
     .transpose()?;
-    let link = sqlx::query(
-        "SELECT external_id, external_number, view_url, last_push_at, last_pull_at
-         FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'invoice' AND host_id = $2",
-    )
-    .bind(connection_id)
-    .bind(invoice_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let external = link
-        .map(|r| -> Result<ExternalLink, sqlx::Error> {
-            Ok(ExternalLink {
-                external_id: r.try_get("external_id")?,
-                external_number: r.try_get("external_number")?,
-                url: r.try_get("view_url")?,
-                last_push_at: r.try_get("last_push_at")?,
-                last_pull_at: r.try_get("last_pull_at")?,
-            })
-        })
-        .transpose()?;
+    let external = link(conn, connection_id, "invoice", invoice_id).await?;
 
     let status = match last.as_ref().map(|e| e.status) {
         None => InvoiceSyncStatus::NotSent,
@@ -398,4 +379,37 @@ pub async fn sync_dialog(
         history,
         actions,
     })
+}
+
+/// The provider's record linked to a host record: `entity_type` is
+/// `invoice`, `customer`, `item` or `payment`, `host_id` the host's id (an
+/// item's SKU).
+pub async fn link(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    entity_type: &str,
+    host_id: &str,
+) -> Result<Option<ExternalLink>, LedgerError> {
+    let row = sqlx::query(
+        "SELECT external_id, external_number, view_url, last_push_at, last_pull_at
+         FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = $2 AND host_id = $3",
+    )
+    .bind(connection_id)
+    .bind(entity_type)
+    .bind(host_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let link = row
+        .map(|r| -> Result<ExternalLink, sqlx::Error> {
+            Ok(ExternalLink {
+                external_id: r.try_get("external_id")?,
+                external_number: r.try_get("external_number")?,
+                url: r.try_get("view_url")?,
+                last_push_at: r.try_get("last_push_at")?,
+                last_pull_at: r.try_get("last_pull_at")?,
+            })
+        })
+        .transpose()?;
+    Ok(link)
 }

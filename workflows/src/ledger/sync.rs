@@ -528,39 +528,17 @@ async fn record_success(
         .await?;
     }
     if let Some(p) = &pushed {
-        sqlx::query(
-            "INSERT INTO ledgerflow.links
-                 (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
-             VALUES ($1, 'invoice', $2, $3, $4, $5, now())
-             ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
-             SET external_id = excluded.external_id, external_number = excluded.external_number,
-                 view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
-        )
-        .bind(connection.id)
-        .bind(invoice_id)
-        .bind(&p.external.external_id)
-        .bind(&p.external.external_number)
-        .bind(&p.external.url)
-        .execute(&mut *tx)
-        .await?;
+        upsert_link(&mut tx, connection.id, "invoice", invoice_id, &p.external).await?;
+        if let Some(customer) = &p.customer {
+            let host_customer = snapshot_customer_id(&picked.snapshot);
+            if let Some(host_customer) = host_customer {
+                upsert_link(&mut tx, connection.id, "customer", &host_customer, customer).await?;
+            }
+        }
     }
     for p in payments {
         if let PaymentOutcome::Applied(r) = &p.outcome {
-            sqlx::query(
-                "INSERT INTO ledgerflow.links
-                     (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
-                 VALUES ($1, 'payment', $2, $3, $4, $5, now())
-                 ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
-                 SET external_id = excluded.external_id, external_number = excluded.external_number,
-                     view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
-            )
-            .bind(connection.id)
-            .bind(&p.payment_id)
-            .bind(&r.external_id)
-            .bind(&r.external_number)
-            .bind(&r.url)
-            .execute(&mut *tx)
-            .await?;
+            upsert_link(&mut tx, connection.id, "payment", &p.payment_id, r).await?;
         }
     }
     // The outcome and the job's completion commit together: a crash between
@@ -670,4 +648,40 @@ pub async fn record_job_gave_up(
     .execute(&mut *conn)
     .await?
     .rows_affected())
+}
+
+/// Link a host record (invoice, customer, item, payment) to the provider's,
+/// stamping the push time.
+async fn upsert_link(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    entity_type: &str,
+    host_id: &str,
+    external: &ExternalRef,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledgerflow.links
+             (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now())
+         ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
+         SET external_id = excluded.external_id, external_number = excluded.external_number,
+             view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
+    )
+    .bind(connection_id)
+    .bind(entity_type)
+    .bind(host_id)
+    .bind(&external.external_id)
+    .bind(&external.external_number)
+    .bind(&external.url)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The host's customer id in a stored snapshot.
+fn snapshot_customer_id(snapshot: &serde_json::Value) -> Option<String> {
+    snapshot
+        .pointer("/customer/customer_id")?
+        .as_str()
+        .map(str::to_owned)
 }

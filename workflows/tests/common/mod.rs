@@ -247,6 +247,11 @@ impl RecordingProvider {
             line_count: u32::try_from(r.snapshot.lines.len()).unwrap(),
             total: r.snapshot.total(),
             external_status: if r.voided { "voided" } else { "draft" }.into(),
+            customer: Some(ExternalRef {
+                external_id: format!("CUS-{}", r.snapshot.customer.customer_id),
+                external_number: None,
+                url: None,
+            }),
         }
     }
 
