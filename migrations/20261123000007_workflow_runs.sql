@@ -83,10 +83,18 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_run bigint;
 BEGIN
-    UPDATE ledgerflow.workflow_steps SET status = 'completed', finished_at = now(), error = NULL
-    WHERE id = p_step_id AND status = 'enqueued'
-    RETURNING run_id INTO v_run;
+    -- Steps of one run complete in concurrent transactions: each must see the
+    -- others' completions before deciding what is ready (a fan-in step would
+    -- otherwise be left waiting), so they take the run's row lock in turn;
+    -- the statements after the lock read with a fresh snapshot.
+    SELECT run_id INTO v_run FROM ledgerflow.workflow_steps WHERE id = p_step_id;
     IF v_run IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM ledgerflow.workflow_runs WHERE id = v_run FOR UPDATE;
+    UPDATE ledgerflow.workflow_steps SET status = 'completed', finished_at = now(), error = NULL
+    WHERE id = p_step_id AND status = 'enqueued';
+    IF NOT FOUND THEN
         RETURN;
     END IF;
     PERFORM ledgerflow.enqueue_ready_steps(v_run);
@@ -103,6 +111,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_step ledgerflow.workflow_steps;
 BEGIN
+    -- The run's row lock orders this against concurrent completions (see above).
+    PERFORM 1 FROM ledgerflow.workflow_runs r JOIN ledgerflow.workflow_steps st ON st.run_id = r.id
+    WHERE st.id = p_step_id FOR UPDATE OF r;
     UPDATE ledgerflow.workflow_steps SET status = 'failed', error = p_message, finished_at = now()
     WHERE id = p_step_id AND status = 'enqueued'
     RETURNING * INTO v_step;
@@ -132,6 +143,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_step ledgerflow.workflow_steps;
 BEGIN
+    PERFORM 1 FROM ledgerflow.workflow_runs WHERE id = p_run_id FOR UPDATE;
     UPDATE ledgerflow.workflow_steps SET status = 'waiting', error = NULL, finished_at = NULL
     WHERE run_id = p_run_id AND position = p_position AND status = 'failed'
     RETURNING * INTO v_step;
