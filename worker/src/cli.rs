@@ -108,6 +108,13 @@ pub struct WorkerArgs {
     /// Hours a failed job stays readable.
     #[arg(long, default_value_t = 168.0)]
     pub keep_failed_hours: f64,
+    /// Seconds between pulls of payments made in Xero (what webhooks missed).
+    #[arg(long, default_value_t = 300)]
+    pub xero_pull_secs: u64,
+    /// Address to serve provider webhooks on (POST /webhooks/xero), e.g.
+    /// 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY.
+    #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<String>,
     #[command(flatten)]
     pub providers: config::ProviderArgs,
 }
@@ -189,7 +196,21 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
-            WorkerRuntime::run(pool, handlers::registry_with(providers), config, shutdown).await?;
+            let mut registry = handlers::registry_with(providers);
+            // With a Xero app configured, this process also sends the
+            // end-of-day summaries and pulls payments made in Xero.
+            if let Ok(xero) = config::xero_adapter(&pool, &args.providers) {
+                registry = crate::summary::register(registry, xero.clone());
+                registry = crate::payments_pull::register(
+                    registry,
+                    xero,
+                    Duration::from_secs(args.xero_pull_secs.max(1)),
+                );
+            }
+            if let Some(addr) = &args.webhook_listen {
+                serve_webhooks(pool.clone(), addr, shutdown.clone()).await?;
+            }
+            WorkerRuntime::run(pool, registry, config, shutdown).await?;
         }
         Command::Tenant { command } => {
             ops::tenant(&ops_pool(&cli.database_url).await?, command).await?
@@ -251,4 +272,37 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Serve provider webhooks until shutdown. The key that signs Xero's
+/// deliveries comes from the environment only, so it never shows in a
+/// process listing.
+async fn serve_webhooks(
+    pool: PgPool,
+    addr: &str,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let key = std::env::var("LEDGERFLOW_XERO_WEBHOOK_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .ok_or(
+            "--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key)",
+        )?;
+    let state = crate::webhooks::WebhookState::new(
+        pool,
+        ledgerflow_workflows::provider_state::Secret::new(key),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for webhooks on {addr}: {e}"))?;
+    tracing::info!(%addr, "serving webhooks: POST /webhooks/xero");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, crate::webhooks::router(state))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the webhook receiver stopped");
+        }
+    });
+    Ok(())
 }

@@ -16,11 +16,22 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Start `ledgerflow worker --worker-id NAME ARGS…` on the pool's database.
     pub fn start(pool: &PgPool, name: &str, args: &[&str]) -> WorkerProcess {
+        Self::start_with_env(pool, name, args, &[])
+    }
+
+    /// [`WorkerProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        pool: &PgPool,
+        name: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> WorkerProcess {
         let url = pool.connect_options().to_url_lossy().to_string();
         let child = Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
             .arg("worker")
             .args(["--worker-id", name])
             .args(args)
+            .envs(envs.iter().copied())
             .env("DATABASE_URL", url)
             .env("LEDGERFLOW_LOG", "warn")
             .stdout(Stdio::null())
