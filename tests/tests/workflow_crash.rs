@@ -23,7 +23,7 @@ async fn killing_workers_between_and_during_steps_loses_and_repeats_nothing(pool
             let probe = QueueProbe {
                 tenant: format!("t{r}"),
                 label: format!("r{r}-s{s}"),
-                sleep_ms: 250,
+                sleep_ms: 400,
                 record_effect: true,
                 ..QueueProbe::default()
             };
@@ -37,19 +37,20 @@ async fn killing_workers_between_and_during_steps_loses_and_repeats_nothing(pool
     }
     drop(conn);
 
+    // Two slots each for four concurrent runs: both workers hold steps.
     let fast = [
         "--lease-secs",
         "1.5",
         "--rescue-secs",
         "0.3",
         "--concurrency",
-        "4",
+        "2",
     ];
     let mut a = WorkerProcess::start(&pool, "wf-a", &fast);
     let _b = WorkerProcess::start(&pool, "wf-b", &fast);
-    // Kill worker a three times while runs are in flight, restarting it each time.
+    // Kill worker a three times while it runs a step, restarting it each time.
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        wait_running_on(&pool, "wf-a").await;
         a.kill();
         a = WorkerProcess::start(&pool, "wf-a", &fast);
     }
@@ -102,5 +103,23 @@ async fn killing_workers_between_and_during_steps_loses_and_repeats_nothing(pool
         .unwrap();
         let expected: Vec<String> = (0..STEPS).map(|s| format!("r{r}-s{s}")).collect();
         assert_eq!(order, expected);
+    }
+}
+
+async fn wait_running_on(pool: &PgPool, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ledgerflow.jobs WHERE state = 'running' AND worker_id LIKE $1 || '#%'",
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if running > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never ran a step");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
