@@ -9,6 +9,7 @@
 //! state is the per-connection provider state (credentials, rate limits)
 //! behind `ledgerflow_workflows::provider_state`.
 
+pub mod credentials;
 pub mod decimal;
 pub mod http;
 pub mod keys;

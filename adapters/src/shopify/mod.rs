@@ -260,22 +260,10 @@ impl From<CallFailure> for ProviderError {
 }
 
 fn credential_error(e: CredentialError) -> ProviderError {
-    match e {
-        CredentialError::ReconnectNeeded(m) => ProviderError::reconnect_needed(m),
-        CredentialError::NotFound(id) => ProviderError::reconnect_needed(format!(
-            "no Shopify credentials stored for connection {id}: connect Shopify first"
-        )),
-        CredentialError::Database(e) => ProviderError::retryable(format!("database: {e}")),
-        CredentialError::Transient(m) => ProviderError::retryable(m),
-        CredentialError::BadKey(m) | CredentialError::Crypto(m) => {
-            ProviderError::permanent(m, None)
-        }
-    }
+    crate::credentials::credential_error("Shopify", e)
 }
 
-fn db_error(e: sqlx::Error) -> ProviderError {
-    ProviderError::retryable(format!("database: {e}"))
-}
+use crate::credentials::db_error;
 
 fn decode_error(message: String, body: &str) -> ProviderError {
     ShopifyError::Decode {
