@@ -144,6 +144,17 @@ pub fn raw_excerpt(status: u16, body: &str) -> String {
     format!("HTTP {status}: {}…", &body[..end])
 }
 
+/// The messages of an error answer that has no structured body: its text,
+/// shortened, or the bare status when it is empty.
+pub fn plain_error_messages(status: u16, body: &str) -> Vec<String> {
+    let text = body.trim();
+    vec![if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        text.chars().take(300).collect()
+    }]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,3 +125,34 @@ pub fn percent_decode(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A fault for the next `times` requests matching `method` / `path_contains`;
+/// `K` is the simulator's own kinds of fault.
+#[derive(Debug, Clone)]
+pub struct Fault<K> {
+    pub method: Option<axum::http::Method>,
+    pub path_contains: Option<String>,
+    pub kind: K,
+    pub times: u32,
+}
+
+impl<K> Fault<K> {
+    /// Once, on any API request.
+    pub fn once(kind: K) -> Fault<K> {
+        Fault {
+            method: None,
+            path_contains: None,
+            kind,
+            times: 1,
+        }
+    }
+    pub fn on(mut self, method: axum::http::Method, path_contains: &str) -> Fault<K> {
+        self.method = Some(method);
+        self.path_contains = Some(path_contains.to_string());
+        self
+    }
+    pub fn times(mut self, n: u32) -> Fault<K> {
+        self.times = n;
+        self
+    }
+}

@@ -116,14 +116,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
         },
         s if s >= 500 => ShopifyError::Server { status: s, raw },
         _ => ShopifyError::Invalid {
-            messages: error_messages(body).unwrap_or_else(|| {
-                let text = body.trim();
-                vec![if text.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    text.chars().take(300).collect()
-                }]
-            }),
+            messages: error_messages(body)
+                .unwrap_or_else(|| crate::http::plain_error_messages(status, body)),
             raw,
         },
     }

@@ -147,14 +147,8 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
         },
         s if s >= 500 => XeroError::Server { status: s, raw },
         _ => XeroError::Validation {
-            messages: validation_messages(body).unwrap_or_else(|| {
-                let text = body.trim();
-                vec![if text.is_empty() {
-                    format!("HTTP {status}")
-                } else {
-                    text.chars().take(300).collect()
-                }]
-            }),
+            messages: validation_messages(body)
+                .unwrap_or_else(|| crate::http::plain_error_messages(status, body)),
             raw,
         },
     }

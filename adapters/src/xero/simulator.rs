@@ -148,35 +148,8 @@ pub enum FaultKind {
     DropAfterCommit,
 }
 
-/// A fault for the next `times` requests matching `method` / `path_contains`.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub method: Option<Method>,
-    pub path_contains: Option<String>,
-    pub kind: FaultKind,
-    pub times: u32,
-}
-
-impl Fault {
-    /// Once, on any Accounting API request.
-    pub fn once(kind: FaultKind) -> Fault {
-        Fault {
-            method: None,
-            path_contains: None,
-            kind,
-            times: 1,
-        }
-    }
-    pub fn on(mut self, method: Method, path_contains: &str) -> Fault {
-        self.method = Some(method);
-        self.path_contains = Some(path_contains.to_string());
-        self
-    }
-    pub fn times(mut self, n: u32) -> Fault {
-        self.times = n;
-        self
-    }
-}
+/// A fault for the next `times` matching requests (see [`crate::sandbox::Fault`]).
+pub type Fault = crate::sandbox::Fault<FaultKind>;
 
 /// Counters for assertions and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
