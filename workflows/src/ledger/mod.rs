@@ -118,6 +118,12 @@ pub enum Operation {
     SendAsNew,
     /// Void / cancel / delete the linked record.
     Void,
+    /// Apply (or reverse) the invoice's payments on its linked record. Written
+    /// by a push-payment step as a finished event, never left open.
+    Payment,
+    /// Turn the linked draft into a paid order (Shopify). Written by a
+    /// complete-draft step as a finished event, never left open.
+    CompleteDraft,
 }
 
 impl Operation {
@@ -126,6 +132,8 @@ impl Operation {
             Operation::Upsert => "upsert",
             Operation::SendAsNew => "send_as_new",
             Operation::Void => "void",
+            Operation::Payment => "payment",
+            Operation::CompleteDraft => "complete_draft",
         }
     }
 
@@ -134,6 +142,8 @@ impl Operation {
             "upsert" => Operation::Upsert,
             "send_as_new" => Operation::SendAsNew,
             "void" => Operation::Void,
+            "payment" => Operation::Payment,
+            "complete_draft" => Operation::CompleteDraft,
             other => return Err(LedgerError::Corrupt(format!("unknown operation {other:?}"))),
         })
     }

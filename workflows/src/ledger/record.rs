@@ -410,6 +410,12 @@ async fn open_event(
             };
             queue::enqueue(conn, &job, opts).await?
         }
+        Operation::Payment | Operation::CompleteDraft => {
+            return Err(LedgerError::NotAllowed(format!(
+                "a {} event is written by its chain step when it finishes, not opened",
+                e.operation.as_str()
+            )));
+        }
     };
     if e.expedite {
         expedite(conn, job_id).await?;

@@ -288,6 +288,14 @@ async fn run_sync(
                 .await
                 .map(Some),
         },
+        // Written finished by their own steps; an open one is a bug elsewhere.
+        Operation::Payment | Operation::CompleteDraft => Err(ProviderError::permanent(
+            format!(
+                "a {} event cannot be synced by an invoice sync job",
+                picked.operation.as_str()
+            ),
+            None,
+        )),
     };
 
     // Payments follow the invoice they belong to, in the same event: the
