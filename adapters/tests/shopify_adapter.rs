@@ -169,7 +169,7 @@ async fn order_mode_cancels_and_replaces(pool: PgPool) {
         )
         .await
         .unwrap();
-    assert_eq!(third.replaced.as_ref(), Some(&second.external));
+    assert_eq!(third.result.replaced.as_ref(), Some(&second.external));
     assert_eq!(env.sim.live_tagged(&tag(&snap)).len(), 1);
 }
 

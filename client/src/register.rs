@@ -13,18 +13,21 @@ use ledgerflow_workflows::ledger::{self, Connection, LedgerError, SavedSettings}
 use ledgerflow_workflows::provider_state::{
     CredentialError, NewCredentials, Secret, SecretKey, save_credentials,
 };
-use ledgerflow_workflows::settings::ConnectionSettings;
+use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName};
 use sqlx::{PgPool, Row};
 
 /// A connection's credentials and per-connection provider configuration.
 #[derive(Debug, Clone)]
 pub struct ConnectionCredentials {
-    /// Optional: without one, the first call refreshes with `refresh_token`.
+    /// Optional for Xero: without one, the first call refreshes with
+    /// `refresh_token`. Required for Shopify (offline token).
     pub access_token: Option<Secret>,
     /// When `access_token` expires (ignored without one).
     pub access_expires_at: Option<DateTime<Utc>>,
+    /// Empty for Shopify (offline tokens are not refreshed).
     pub refresh_token: Secret,
-    /// The provider's id of the organisation (Xero tenant id).
+    /// The provider's id of the organisation (Xero tenant id; Shopify: the
+    /// store's `*.myshopify.com` domain).
     pub external_tenant_id: Option<String>,
     /// `https://api.xero.com/api.xro/2.0` for Xero in production.
     pub api_base_url: String,
@@ -47,15 +50,62 @@ pub enum RegisterError {
     Database(#[from] sqlx::Error),
 }
 
+/// Shopify's offline access tokens do not expire; stored as valid this long.
+const NEVER_EXPIRES_DAYS: i64 = 365 * 100;
+
 impl ConnectionCredentials {
-    fn check(&self) -> Result<(), RegisterError> {
-        if self.refresh_token.expose().trim().is_empty() {
-            return Err(RegisterError::Invalid("the refresh token is empty".into()));
+    /// A Shopify store: an offline access token (`shpat_...`, no refresh
+    /// token), the store's `*.myshopify.com` domain (webhooks are matched to
+    /// connections by it) and the Admin API base URL (`https://{shop domain}`
+    /// in production). Options: `utc_offset_minutes`, `tax_title` may be
+    /// added to [`ConnectionCredentials::options`].
+    pub fn shopify(
+        shop_domain: &str,
+        access_token: Secret,
+        api_base_url: Option<&str>,
+    ) -> ConnectionCredentials {
+        ConnectionCredentials {
+            access_token: Some(access_token),
+            access_expires_at: None,
+            refresh_token: Secret::new(""),
+            external_tenant_id: Some(shop_domain.to_string()),
+            api_base_url: api_base_url
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("https://{shop_domain}")),
+            identity_base_url: String::new(),
+            options: serde_json::json!({ "shop_domain": shop_domain }),
         }
-        for (name, url) in [
-            ("API base URL", &self.api_base_url),
-            ("identity base URL", &self.identity_base_url),
-        ] {
+    }
+
+    fn check(&self, provider: ProviderName) -> Result<(), RegisterError> {
+        let mut urls = vec![("API base URL", &self.api_base_url)];
+        if provider == ProviderName::Shopify {
+            // Offline tokens: no refresh token, no identity endpoint.
+            if self
+                .access_token
+                .as_ref()
+                .is_none_or(|t| t.expose().trim().is_empty())
+            {
+                return Err(RegisterError::Invalid(
+                    "Shopify needs the store's access token (an offline token, shpat_...)".into(),
+                ));
+            }
+            if self
+                .external_tenant_id
+                .as_deref()
+                .is_none_or(|d| d.trim().is_empty())
+            {
+                return Err(RegisterError::Invalid(
+                    "Shopify needs the store's domain (shop.myshopify.com): its webhooks are matched by it".into(),
+                ));
+            }
+        } else {
+            if self.refresh_token.expose().trim().is_empty() {
+                return Err(RegisterError::Invalid("the refresh token is empty".into()));
+            }
+            urls.push(("identity base URL", &self.identity_base_url));
+        }
+        for (name, url) in urls {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(RegisterError::Invalid(format!(
                     "the {name} {url:?} must start with https:// (or http:// for a local simulator)"
@@ -71,11 +121,17 @@ impl ConnectionCredentials {
     }
 
     fn sealed_for(&self, connection: &Connection) -> NewCredentials {
+        let shopify = connection.provider == ProviderName::Shopify;
+        let default_expiry = if shopify {
+            chrono::Duration::days(NEVER_EXPIRES_DAYS)
+        } else {
+            chrono::Duration::minutes(25)
+        };
         let (access_token, access_expires_at) = match &self.access_token {
             Some(t) => (
                 t.clone(),
                 self.access_expires_at
-                    .unwrap_or_else(|| Utc::now() + chrono::Duration::minutes(25)),
+                    .unwrap_or_else(|| Utc::now() + default_expiry),
             ),
             // Expired on arrival: the adapter refreshes before its first call.
             None => (Secret::new(""), Utc::now() - chrono::Duration::seconds(1)),
@@ -89,8 +145,22 @@ impl ConnectionCredentials {
             external_tenant_id: self.external_tenant_id.clone(),
             api_base_url: self.api_base_url.clone(),
             identity_base_url: self.identity_base_url.clone(),
-            options: self.options.clone(),
+            options: self.options_for(shopify),
         }
+    }
+
+    /// The adapter builds links from the shop domain in the options; the
+    /// one given as the store's domain stands in when the options lack it.
+    fn options_for(&self, shopify: bool) -> serde_json::Value {
+        let mut options = self.options.clone();
+        if shopify
+            && let (Some(map), Some(domain)) =
+                (options.as_object_mut(), self.external_tenant_id.as_ref())
+        {
+            map.entry("shop_domain")
+                .or_insert_with(|| serde_json::Value::String(domain.clone()));
+        }
+        options
     }
 }
 
@@ -107,7 +177,7 @@ pub async fn register_connection(
     settings: &ConnectionSettings,
     credentials: &ConnectionCredentials,
 ) -> Result<SavedSettings, RegisterError> {
-    credentials.check()?;
+    credentials.check(settings.provider.provider())?;
     let mut tx = pool.begin().await?;
     let saved = ledger::create_connection(&mut tx, tenant_id, settings).await?;
     tx.commit().await?;
@@ -133,7 +203,7 @@ pub async fn reconnect_with_credentials(
     let mut conn = pool.acquire().await?;
     let connection = ledger::get_connection(&mut conn, connection_id).await?;
     if let Some(c) = credentials {
-        c.check()?;
+        c.check(connection.provider)?;
         save_credentials(pool, key, &c.sealed_for(&connection)).await?;
     } else {
         // Without new tokens the stored ones must be usable again.

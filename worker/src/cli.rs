@@ -2,7 +2,8 @@
 //! the benchmarks, and the operator commands (tenants, connections, an
 //! invoice's sync dialog and actions, jobs; see [`crate::ops`]).
 //! Configuration comes from flags, `DATABASE_URL` and, for provider
-//! credentials, `LEDGERFLOW_SECRET_KEY` and the Xero app's variables.
+//! credentials, `LEDGERFLOW_SECRET_KEY`, the Xero app's variables and the
+//! Shopify API version and webhook secret.
 
 use std::time::Duration;
 
@@ -111,8 +112,9 @@ pub struct WorkerArgs {
     /// Seconds between pulls of payments made in Xero (what webhooks missed).
     #[arg(long, default_value_t = 300)]
     pub xero_pull_secs: u64,
-    /// Address to serve provider webhooks on (POST /webhooks/xero), e.g.
-    /// 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY.
+    /// Address to serve provider webhooks on (POST /webhooks/xero,
+    /// /webhooks/shopify), e.g. 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY
+    /// and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET.
     #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<String>,
     #[command(flatten)]
@@ -274,28 +276,37 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Serve provider webhooks until shutdown. The key that signs Xero's
-/// deliveries comes from the environment only, so it never shows in a
-/// process listing.
+/// Serve provider webhooks until shutdown. The keys that sign deliveries
+/// come from the environment only, so they never show in a process listing:
+/// `LEDGERFLOW_XERO_WEBHOOK_KEY` serves Xero, `LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET`
+/// (the Shopify app's client secret; during a rotation also
+/// `LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET`) serves Shopify.
 async fn serve_webhooks(
     pool: PgPool,
     addr: &str,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let key = std::env::var("LEDGERFLOW_XERO_WEBHOOK_KEY")
-        .ok()
-        .filter(|k| !k.trim().is_empty())
-        .ok_or(
-            "--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key)",
-        )?;
-    let state = crate::webhooks::WebhookState::new(
-        pool,
-        ledgerflow_workflows::provider_state::Secret::new(key),
-    );
+    let env = |name: &str| std::env::var(name).ok().filter(|k| !k.trim().is_empty());
+    let secret = ledgerflow_workflows::provider_state::Secret::new;
+    let mut state = crate::webhooks::WebhookState::without_providers(pool);
+    if let Some(key) = env("LEDGERFLOW_XERO_WEBHOOK_KEY") {
+        state = state.xero(secret(key));
+    }
+    if let Some(current) = env("LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET") {
+        let mut config = ledgerflow_adapters::shopify::webhook::WebhookConfig::new(secret(current));
+        config
+            .secrets
+            .extend(env("LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET").map(secret));
+        state = state.shopify(config);
+    }
+    let paths = state.paths();
+    if paths.is_empty() {
+        return Err("--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key) and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET (the Shopify app's client secret)".into());
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for webhooks on {addr}: {e}"))?;
-    tracing::info!(%addr, "serving webhooks: POST /webhooks/xero");
+    tracing::info!(%addr, paths = %paths.join(", "), "serving webhooks (POST)");
     tokio::spawn(async move {
         let served = axum::serve(listener, crate::webhooks::router(state))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -1,19 +1,22 @@
 //! Provider configuration of a `ledgerflow` process: which adapters the
 //! worker serves syncs with, built from flags and the environment.
 //!
-//! Per-connection state (Xero tenant id, base URLs, account codes, tax map,
-//! the encrypted tokens) is not configured here: it lives in
-//! `ledgerflow.provider_credentials`, written when a connection is
+//! Per-connection state (Xero tenant id, Shopify shop domain, base URLs,
+//! account codes, tax map, the encrypted tokens) is not configured here: it
+//! lives in `ledgerflow.provider_credentials`, written when a connection is
 //! registered, and the adapter loads it by connection id on each call. So
 //! any worker process can serve any connection, before or after a restart.
-//! What a process needs is only app-wide: the Xero app's client id and
-//! secret (to refresh tokens) and the key the tokens are sealed with.
+//! What a process needs is only app-wide: the key the tokens are sealed
+//! with, the Xero app's client id and secret (to refresh tokens), and the
+//! Shopify Admin API version every call names.
 //!
-//! A process without them still runs: Xero syncs then fail on their events
-//! with a message naming what to set, instead of the worker refusing to start.
+//! A process without them still runs: that provider's syncs then fail on
+//! their events with a message naming what to set, instead of the worker
+//! refusing to start.
 
 use std::sync::Arc;
 
+use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, Providers,
@@ -27,6 +30,8 @@ use sqlx::PgPool;
 pub const XERO_CLIENT_ID_ENV: &str = "LEDGERFLOW_XERO_CLIENT_ID";
 /// The environment variable holding the Xero app's client secret.
 pub const XERO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_XERO_CLIENT_SECRET";
+/// The environment variable pinning the Shopify Admin API version.
+pub const SHOPIFY_API_VERSION_ENV: &str = "LEDGERFLOW_SHOPIFY_API_VERSION";
 
 /// Flags of the provider adapters (each also read from the environment).
 /// The sealing key is read from `LEDGERFLOW_SECRET_KEY` only: a key on the
@@ -39,6 +44,11 @@ pub struct ProviderArgs {
     /// Xero app client secret; prefer the environment variable.
     #[arg(long, env = XERO_CLIENT_SECRET_ENV, hide_env_values = true)]
     pub xero_client_secret: Option<String>,
+    /// Shopify Admin API version every call names ("2025-07"); pinned so a
+    /// Shopify release cannot change what a running worker sends. Default:
+    /// the version the adapter was built and tested against.
+    #[arg(long, env = SHOPIFY_API_VERSION_ENV)]
+    pub shopify_api_version: Option<String>,
 }
 
 /// Why a provider's adapter could not be built.
@@ -46,7 +56,7 @@ pub struct ProviderArgs {
 pub enum ConfigError {
     #[error("{0}")]
     Credentials(#[from] ledgerflow_workflows::provider_state::CredentialError),
-    #[error("the Xero HTTP client could not be built: {0}")]
+    #[error("the provider's HTTP client could not be built: {0}")]
     Http(#[from] ledgerflow_adapters::http::BuildError),
     #[error("{0}")]
     Missing(String),
@@ -55,24 +65,70 @@ pub enum ConfigError {
 /// The adapters this process serves syncs with, and one line per provider
 /// saying how it is configured (for the start-up log).
 pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<String>) {
-    match xero_adapter(pool, args) {
-        Ok(adapter) => (
-            Providers::new().with(ProviderName::Xero, Arc::new(adapter)),
-            vec!["xero: configured".into()],
-        ),
-        Err(e) => {
-            let reason = format!("this worker has no Xero app configured: {e}");
-            (
-                Providers::new().with(
-                    ProviderName::Xero,
-                    Arc::new(Unconfigured {
-                        reason: reason.clone(),
-                    }),
-                ),
-                vec![format!("xero: not configured ({e}); Xero syncs will fail")],
-            )
+    let mut notes = Vec::new();
+    let xero: Arc<dyn Provider> = match xero_adapter(pool, args) {
+        Ok(adapter) => {
+            notes.push("xero: configured".to_string());
+            Arc::new(adapter)
         }
+        Err(e) => {
+            notes.push(format!("xero: not configured ({e}); Xero syncs will fail"));
+            Arc::new(Unconfigured {
+                reason: format!("this worker has no Xero app configured: {e}"),
+            })
+        }
+    };
+    let shopify: Arc<dyn Provider> = match shopify_adapter(pool, args) {
+        Ok(adapter) => {
+            notes.push(format!(
+                "shopify: configured (Admin API {})",
+                adapter.config().api_version
+            ));
+            Arc::new(adapter)
+        }
+        Err(e) => {
+            notes.push(format!(
+                "shopify: not configured ({e}); Shopify syncs will fail"
+            ));
+            Arc::new(Unconfigured {
+                reason: format!("this worker cannot serve Shopify: {e}"),
+            })
+        }
+    };
+    (
+        Providers::new()
+            .with(ProviderName::Xero, xero)
+            .with(ProviderName::Shopify, shopify),
+        notes,
+    )
+}
+
+/// The Shopify adapter: the sealing key from the environment and the
+/// pinned API version. Everything else is per connection, in the database.
+pub fn shopify_adapter(pool: &PgPool, args: &ProviderArgs) -> Result<ShopifyAdapter, ConfigError> {
+    let key = SecretKey::from_env().map_err(|e| {
+        ConfigError::Missing(format!(
+            "set {SECRET_KEY_ENV} (the key Shopify access tokens are sealed with): {e}"
+        ))
+    })?;
+    let mut config = ShopifyConfig::default();
+    if let Some(version) = non_empty(&args.shopify_api_version) {
+        if !api_version_shape(&version) {
+            return Err(ConfigError::Missing(format!(
+                "set {SHOPIFY_API_VERSION_ENV} (or --shopify-api-version) to a Shopify API version such as \"{}\", not {version:?}",
+                config.api_version
+            )));
+        }
+        config.api_version = version;
     }
+    Ok(ShopifyAdapter::new(pool.clone(), key, config)?)
+}
+
+/// Shopify names its versions `YYYY-MM` (plus `unstable`).
+fn api_version_shape(v: &str) -> bool {
+    let b = v.as_bytes();
+    v == "unstable"
+        || (b.len() == 7 && b[4] == b'-' && b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit))
 }
 
 /// The Xero adapter from the process's flags and environment.

@@ -32,6 +32,7 @@ pub fn registry() -> Registry {
 /// without one fails its sync event permanently, saying so.
 pub fn registry_with(providers: Providers) -> Registry {
     let upsert = providers.clone();
+    let complete = providers.clone();
     let void = providers;
     Registry::new()
         .register(probe)
@@ -43,7 +44,10 @@ pub fn registry_with(providers: Providers) -> Registry {
             let providers = void.clone();
             async move { ledger::run_void_order(&providers, job, ctx).await }
         })
-        .register(|_: CompleteDraft, _| not_wired("complete-draft"))
+        .register(move |job: CompleteDraft, ctx| {
+            let providers = complete.clone();
+            async move { ledger::run_complete_draft(&providers, job, ctx).await }
+        })
         .register(|_: PushPayment, _| not_wired("push-payment"))
         .register(|_: SyncCustomer, _| not_wired("sync-customer"))
         .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))

@@ -70,7 +70,11 @@ pub struct CredentialArgs {
     /// The provider's organisation id (Xero tenant id, sent as `xero-tenant-id`).
     #[arg(long, alias = "external-tenant-id")]
     pub xero_tenant_id: Option<String>,
-    /// API base URL [default for Xero: https://api.xero.com/api.xro/2.0].
+    /// Shopify: the store's domain (shop.myshopify.com); webhooks are matched by it.
+    #[arg(long)]
+    pub shop_domain: Option<String>,
+    /// API base URL [default for Xero: https://api.xero.com/api.xro/2.0;
+    /// for Shopify: https://{shop domain}].
     #[arg(long)]
     pub api_base_url: Option<String>,
     /// Identity (token endpoint) base URL [default for Xero: https://identity.xero.com].
@@ -79,7 +83,8 @@ pub struct CredentialArgs {
     /// OAuth refresh token; prefer the environment variable. Stored encrypted, never printed.
     #[arg(long, env = "LEDGERFLOW_REFRESH_TOKEN", hide_env_values = true, value_parser = secret)]
     pub refresh_token: Option<Secret>,
-    /// OAuth access token (optional: without one the first call refreshes).
+    /// OAuth access token (Xero: optional, without one the first call
+    /// refreshes; Shopify: the offline token, required).
     #[arg(long, env = "LEDGERFLOW_ACCESS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub access_token: Option<Secret>,
     /// Seconds the access token has left.
@@ -124,8 +129,8 @@ pub enum ConnectionCommand {
     /// Show a connection: status, settings, stored provider configuration (no secrets).
     Show { id: i64 },
     /// Make a connection active again and release its held jobs; with
-    /// --refresh-token, store new credentials first (other fields default
-    /// to the stored ones).
+    /// --refresh-token (Shopify: --access-token), store new credentials
+    /// first (other fields default to the stored ones).
     Reconnect {
         id: i64,
         #[command(flatten)]
@@ -255,6 +260,9 @@ fn credentials_from(
     args: &CredentialArgs,
     stored: Option<&StoredConfig>,
 ) -> Result<ConnectionCredentials, OpsError> {
+    if provider == ProviderName::Shopify {
+        return shopify_credentials_from(args, stored);
+    }
     let refresh_token = args.refresh_token.clone().ok_or_else(|| {
         OpsError::Input(
             "a refresh token is needed: --refresh-token or LEDGERFLOW_REFRESH_TOKEN".into(),
@@ -299,6 +307,46 @@ fn credentials_from(
         identity_base_url,
         options,
     })
+}
+
+/// A Shopify store's credentials: the offline access token (no refresh
+/// token), the shop domain and, by default, `https://{shop domain}`.
+fn shopify_credentials_from(
+    args: &CredentialArgs,
+    stored: Option<&StoredConfig>,
+) -> Result<ConnectionCredentials, OpsError> {
+    let token = args.access_token.clone().ok_or_else(|| {
+        OpsError::Input(
+            "Shopify needs the store's offline access token: --access-token or LEDGERFLOW_ACCESS_TOKEN"
+                .into(),
+        )
+    })?;
+    let shop = args
+        .shop_domain
+        .clone()
+        .or_else(|| stored.and_then(|s| s.external_tenant_id.clone()))
+        .ok_or_else(|| {
+            OpsError::Input("--shop-domain is needed: the store's shop.myshopify.com domain".into())
+        })?;
+    let api = args
+        .api_base_url
+        .clone()
+        .or_else(|| stored.map(|s| s.api_base_url.clone()));
+    let mut creds = ConnectionCredentials::shopify(&shop, token, api.as_deref());
+    let options = match options_from(args)? {
+        Some(o) => Some(o),
+        None => stored.map(|s| s.options.clone()),
+    };
+    if let Some(mut options) = options {
+        if let Some(map) = options.as_object_mut() {
+            map.insert(
+                "shop_domain".into(),
+                serde_json::Value::String(shop.clone()),
+            );
+        }
+        creds.options = options;
+    }
+    Ok(creds)
 }
 
 /// The non-secret columns of a connection's stored credentials.
@@ -433,16 +481,17 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
             let mut conn = pool.acquire().await?;
             let c = ledger::get_connection(&mut conn, id).await?;
             drop(conn);
-            let released = if credentials.refresh_token.is_some() {
-                let stored = stored_config(pool, id).await?;
-                let creds = credentials_from(c.provider, &credentials, stored.as_ref())?;
-                let key = SecretKey::from_env()?;
-                reconnect_with_credentials(pool, &key, id, Some(&creds)).await?
-            } else {
-                // No new tokens: no key needed, the stored ones stay.
-                let key = SecretKey::from_bytes([0; 32]);
-                reconnect_with_credentials(pool, &key, id, None).await?
-            };
+            let released =
+                if credentials.refresh_token.is_some() || credentials.access_token.is_some() {
+                    let stored = stored_config(pool, id).await?;
+                    let creds = credentials_from(c.provider, &credentials, stored.as_ref())?;
+                    let key = SecretKey::from_env()?;
+                    reconnect_with_credentials(pool, &key, id, Some(&creds)).await?
+                } else {
+                    // No new tokens: no key needed, the stored ones stay.
+                    let key = SecretKey::from_bytes([0; 32]);
+                    reconnect_with_credentials(pool, &key, id, None).await?
+                };
             println!("connection {id} is active; {released} held jobs released");
         }
         ConnectionCommand::Disable { id, reason } => {
@@ -659,6 +708,18 @@ fn render_event(out: &mut String, e: &SyncEventView) {
                 .external_number
                 .as_deref()
                 .unwrap_or(&s.external.external_id)
+        );
+    }
+    if let Some(r) = e
+        .response_summary
+        .as_ref()
+        .and_then(|s| s.replaced.as_ref())
+    {
+        let _ = writeln!(
+            out,
+            "          replaces: {} (id {}, cancelled)",
+            r.external_number.as_deref().unwrap_or("-"),
+            r.external_id
         );
     }
     for p in &e.payments {

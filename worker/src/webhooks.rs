@@ -1,18 +1,29 @@
-//! The webhook receiver: `POST /webhooks/xero`.
+//! The webhook receiver: `POST /webhooks/xero` and `POST /webhooks/shopify`.
 //!
 //! Order matters: the body is size-capped by the router, then the
-//! `x-xero-signature` is checked against the raw bytes BEFORE anything is
-//! parsed or stored; a bad signature is answered 401 and leaves no trace.
-//! A correctly signed delivery with no events is Xero's intent-to-receive
-//! check: 200, nothing stored. Otherwise the delivery is recorded and a
-//! [`ProcessXeroWebhook`] job per invoice event is enqueued in the same
-//! transaction, so a delivery is either fully accepted or not at all (and
-//! Xero retries it); a repeat of an accepted delivery is answered 200 and
-//! does nothing. No provider call happens here: Xero wants an answer
-//! within 5 s, and the jobs do the fetching.
+//! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
+//! checked against the raw bytes BEFORE anything is parsed or stored; a bad
+//! (or, for Shopify, stale) signature is answered 401 and leaves no trace.
+//! Repeats are dropped by delivery id (Xero's events, `X-Shopify-Webhook-Id`)
+//! and answered 200. No provider call happens here: Xero wants an answer
+//! within 5 s, Shopify within 5 s too.
 //!
-//! This module owns the HTTP surface only; verification is
-//! `adapters::xero::webhook`, storage `workflows::inbound`.
+//! - Xero: a correctly signed delivery with no events is Xero's
+//!   intent-to-receive check: 200, nothing stored. Otherwise the delivery is
+//!   recorded and a [`ProcessXeroWebhook`] job per invoice event is
+//!   enqueued in the same transaction (the job fetches from Xero).
+//! - Shopify: the body already says what happened. `orders/paid`, or a
+//!   draft order completed into an order, is matched to the host invoice
+//!   linked to the order (or its draft), and the inbound events the
+//!   connection's settings ask for ("set invoice paid on order paid",
+//!   "set job completed") are written in the transaction that records the
+//!   delivery. A paid order that matches no invoice is recorded as a
+//!   delivery with no event (logged). Other topics are answered 200 and not
+//!   stored.
+//!
+//! Either way a delivery is fully accepted or not at all (and the provider
+//! retries it). This module owns the HTTP surface only; verification is
+//! `adapters::{xero, shopify}::webhook`, storage `workflows::inbound`.
 
 use std::sync::Arc;
 
@@ -21,13 +32,19 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use chrono::Utc;
+use ledgerflow_adapters::shopify::webhook::{
+    self as shopify_webhook, Inbound, InboundChange, Topic, WebhookConfig as ShopifyWebhookConfig,
+};
+use ledgerflow_adapters::shopify::wire::gid;
 use ledgerflow_adapters::xero::webhook::{self, SIGNATURE_HEADER, WebhookPayload};
 use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::inbound;
-use ledgerflow_workflows::ledger::hold_key;
+use ledgerflow_workflows::ledger::{self, hold_key};
 use ledgerflow_workflows::payloads_inbound::ProcessXeroWebhook;
 use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::queue::{self, EnqueueError};
+use ledgerflow_workflows::settings::ProviderSettings;
 use sqlx::PgPool;
 
 /// Xero's deliveries are small (ids only); anything much bigger is not Xero.
@@ -35,39 +52,83 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 const PROVIDER: &str = "xero";
 
-/// What the receiver needs.
+/// What the receiver needs: the pool and, per provider served, how its
+/// deliveries are verified. A provider without one has no route (404).
 #[derive(Clone)]
 pub struct WebhookState {
     pool: PgPool,
-    xero_webhook_key: Arc<Secret>,
+    xero_webhook_key: Option<Arc<Secret>>,
+    shopify: Option<Arc<ShopifyWebhookConfig>>,
     max_body_bytes: usize,
 }
 
 impl WebhookState {
-    /// `xero_webhook_key` is the key shown for the webhook in Xero's
-    /// developer portal (`LEDGERFLOW_XERO_WEBHOOK_KEY`).
+    /// Serving Xero: `xero_webhook_key` is the key shown for the webhook in
+    /// Xero's developer portal (`LEDGERFLOW_XERO_WEBHOOK_KEY`).
     pub fn new(pool: PgPool, xero_webhook_key: Secret) -> WebhookState {
+        WebhookState::without_providers(pool).xero(xero_webhook_key)
+    }
+
+    /// No provider served yet; add them with [`WebhookState::xero`] and
+    /// [`WebhookState::shopify`].
+    pub fn without_providers(pool: PgPool) -> WebhookState {
         WebhookState {
             pool,
-            xero_webhook_key: Arc::new(xero_webhook_key),
+            xero_webhook_key: None,
+            shopify: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 
+    pub fn xero(mut self, key: Secret) -> WebhookState {
+        self.xero_webhook_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Serving Shopify: the app's client secret(s) (`LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET`),
+    /// Shopify's body cap and the age past which a delivery is refused.
+    pub fn shopify(mut self, config: ShopifyWebhookConfig) -> WebhookState {
+        self.shopify = Some(Arc::new(config));
+        self
+    }
+
+    /// Xero's body cap.
     pub fn max_body_bytes(mut self, bytes: usize) -> WebhookState {
         self.max_body_bytes = bytes;
         self
     }
+
+    /// The paths served, for the start-up log.
+    pub fn paths(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.xero_webhook_key.is_some() {
+            out.push("/webhooks/xero");
+        }
+        if self.shopify.is_some() {
+            out.push("/webhooks/shopify");
+        }
+        out
+    }
 }
 
-/// The receiver's routes; mount with `Router::merge` or serve as is.
+/// The receiver's routes; mount with `Router::merge` or serve as is. Each
+/// route's body limit refuses a bigger body with 413 before the handler
+/// runs (and before any hashing).
 pub fn router(state: WebhookState) -> Router {
-    let limit = state.max_body_bytes;
-    Router::new()
-        .route("/webhooks/xero", post(xero))
-        // Refused with 413 before the handler runs (and before any hashing).
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+    let mut router = Router::new();
+    if state.xero_webhook_key.is_some() {
+        router = router.route(
+            "/webhooks/xero",
+            post(xero).layer(DefaultBodyLimit::max(state.max_body_bytes)),
+        );
+    }
+    if let Some(config) = &state.shopify {
+        router = router.route(
+            "/webhooks/shopify",
+            post(shopify).layer(DefaultBodyLimit::max(config.max_body)),
+        );
+    }
+    router.with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,14 +136,19 @@ enum AcceptError {
     #[error(transparent)]
     Inbound(#[from] inbound::InboundError),
     #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    #[error(transparent)]
     Enqueue(#[from] EnqueueError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 async fn xero(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let Some(key) = &state.xero_webhook_key else {
+        return StatusCode::NOT_FOUND;
+    };
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !webhook::verify(state.xero_webhook_key.expose().as_bytes(), &body, signature) {
+    if !webhook::verify(key.expose().as_bytes(), &body, signature) {
         return StatusCode::UNAUTHORIZED;
     }
     let payload = match webhook::parse(&body) {
@@ -153,4 +219,207 @@ async fn accept(pool: &PgPool, payload: &WebhookPayload) -> Result<usize, Accept
     inbound::note_delivery_jobs(&mut tx, PROVIDER, &delivery, &jobs).await?;
     tx.commit().await?;
     Ok(jobs.len())
+}
+
+const SHOPIFY: &str = "shopify";
+
+async fn shopify(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let Some(config) = &state.shopify else {
+        return StatusCode::NOT_FOUND;
+    };
+    // Size, then signature, then age, then the body: see the adapter.
+    let inbound = match shopify_webhook::parse(&headers, &body, config, Utc::now()) {
+        Ok(i) => i,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            if status == StatusCode::UNAUTHORIZED {
+                tracing::warn!(error = %e, "refused a Shopify webhook");
+            } else {
+                tracing::warn!(error = %e, "a Shopify webhook could not be read");
+            }
+            return status;
+        }
+    };
+    if let InboundChange::Ignored { reason } = &inbound.change {
+        tracing::debug!(topic = ?inbound.topic, %reason, "Shopify webhook acknowledged, nothing to do");
+        return StatusCode::OK;
+    }
+    match accept_shopify(&state.pool, &inbound).await {
+        Ok(events) => {
+            tracing::info!(
+                webhook = %inbound.webhook_id,
+                shop = %inbound.shop_domain,
+                events,
+                "accepted a Shopify webhook delivery"
+            );
+            StatusCode::OK
+        }
+        Err(e) => {
+            // Shopify retries a failed delivery; nothing was stored.
+            tracing::error!(error = %e, "could not accept a Shopify webhook delivery");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// An order paid (or a draft completed into one), as the receiver matches it.
+struct PaidOrder<'a> {
+    order_id: i64,
+    order_name: Option<&'a str>,
+    draft_order_id: Option<i64>,
+    /// Our tag's connection and the invoice id from the note attributes.
+    connection_hint: Option<i64>,
+    invoice_hint: Option<&'a str>,
+    amount_minor: i64,
+    currency: String,
+}
+
+impl<'a> PaidOrder<'a> {
+    fn of(change: &'a InboundChange) -> Option<PaidOrder<'a>> {
+        match change {
+            InboundChange::OrderPaid {
+                order_id,
+                order_name,
+                reference,
+                paid_minor,
+                currency,
+            } => Some(PaidOrder {
+                order_id: *order_id,
+                order_name: order_name.as_deref(),
+                draft_order_id: None,
+                connection_hint: reference.as_ref().map(|r| r.connection_id),
+                invoice_hint: reference.as_ref().and_then(|r| r.invoice_id.as_deref()),
+                amount_minor: *paid_minor,
+                currency: currency.to_string(),
+            }),
+            InboundChange::DraftCompleted {
+                draft_order_id,
+                order_id,
+                reference,
+                total_minor,
+                currency,
+            } => Some(PaidOrder {
+                order_id: *order_id,
+                order_name: None,
+                draft_order_id: Some(*draft_order_id),
+                connection_hint: reference.as_ref().map(|r| r.connection_id),
+                invoice_hint: reference.as_ref().and_then(|r| r.invoice_id.as_deref()),
+                amount_minor: *total_minor,
+                currency: currency.to_string(),
+            }),
+            InboundChange::Ignored { .. } => None,
+        }
+    }
+}
+
+/// Records the delivery and the inbound events it means, in one
+/// transaction; returns how many events were written (0 for a repeat, or
+/// an order that is not one of ours).
+async fn accept_shopify(pool: &PgPool, inbound: &Inbound) -> Result<usize, AcceptError> {
+    let Some(paid) = PaidOrder::of(&inbound.change) else {
+        return Ok(0);
+    };
+    let mut tx = pool.begin().await?;
+    if !inbound::record_delivery(&mut tx, SHOPIFY, &inbound.webhook_id).await? {
+        tx.commit().await?;
+        tracing::info!(webhook = %inbound.webhook_id, "repeated Shopify webhook delivery ignored");
+        return Ok(0);
+    }
+    let mut connections =
+        inbound::connections_for_external_tenant(&mut tx, SHOPIFY, &inbound.shop_domain).await?;
+    // Our tag names the connection that made the record: when the shop has
+    // several connections, only that one's invoice is meant.
+    if let Some(hint) = paid.connection_hint
+        && connections.iter().any(|c| c.connection_id == hint)
+    {
+        connections.retain(|c| c.connection_id == hint);
+    }
+    let order = gid("Order", paid.order_id);
+    let mut records = vec![order.clone()];
+    records.extend(paid.draft_order_id.map(|d| gid("DraftOrder", d)));
+    let mut written = 0;
+    let mut matched = false;
+    for c in &connections {
+        // The note attribute's invoice id counts only on the connection our tag names.
+        let hint = paid
+            .invoice_hint
+            .filter(|_| paid.connection_hint == Some(c.connection_id));
+        let Some(invoice_id) =
+            inbound::linked_invoice(&mut tx, c.connection_id, &records, hint).await?
+        else {
+            continue;
+        };
+        matched = true;
+        let connection = ledger::get_connection(&mut tx, c.connection_id).await?;
+        let ProviderSettings::Shopify(settings) = &connection.settings.provider else {
+            continue;
+        };
+        let payload = serde_json::json!({
+            "topic": topic_name(&inbound.topic),
+            "external_order_id": order,
+            "external_number": paid.order_name,
+            "external_draft_order_id": paid.draft_order_id.map(|d| gid("DraftOrder", d)),
+            "amount_paid_minor": paid.amount_minor,
+            "currency": paid.currency,
+            "shopify_webhook_id": inbound.webhook_id,
+        });
+        let kinds = [
+            (
+                settings.set_invoice_paid_on_order_paid,
+                inbound::kind::INVOICE_PAID,
+                "paid",
+            ),
+            (
+                settings.set_job_completed_on_order_paid,
+                inbound::kind::JOB_COMPLETED,
+                "job_completed",
+            ),
+        ];
+        for (on, kind, key) in kinds {
+            if !on {
+                continue;
+            }
+            // Keyed by the order: `orders/paid` and the draft's completion
+            // report the same payment, and count once.
+            let dedup_key = format!("{key}:{order}");
+            let recorded = inbound::record(
+                &mut tx,
+                &inbound::NewInboundEvent {
+                    tenant_id: &c.tenant_id,
+                    connection_id: c.connection_id,
+                    kind,
+                    invoice_id: Some(&invoice_id),
+                    payload: payload.clone(),
+                    dedup_key: &dedup_key,
+                },
+            )
+            .await?;
+            written += usize::from(recorded.is_some());
+        }
+        if !settings.set_invoice_paid_on_order_paid && !settings.set_job_completed_on_order_paid {
+            tracing::info!(
+                connection_id = c.connection_id,
+                invoice = %invoice_id,
+                "Shopify order paid; the connection's settings ask for no change in the host"
+            );
+        }
+    }
+    if !matched {
+        tracing::info!(
+            webhook = %inbound.webhook_id,
+            shop = %inbound.shop_domain,
+            order = %order,
+            "Shopify order paid that matches no invoice of a connection: recorded, no event"
+        );
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+fn topic_name(topic: &Topic) -> &str {
+    match topic {
+        Topic::OrdersPaid => "orders/paid",
+        Topic::DraftOrdersUpdate => "draft_orders/update",
+        Topic::Other(t) => t,
+    }
 }

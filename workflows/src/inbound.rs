@@ -2,9 +2,11 @@
 //!
 //! A payment made in Xero (seen by a webhook or by the periodic pull)
 //! becomes an *inbound event* about the host's invoice: `payment_applied`
-//! for each payment, `invoice_paid` once the invoice is fully paid. The
-//! host reads unacknowledged events oldest first and acknowledges them once
-//! it has applied them; an event it never acknowledges is read again.
+//! for each payment, `invoice_paid` once the invoice is fully paid; an
+//! order paid in Shopify becomes `invoice_paid` and / or `job_completed`,
+//! as the connection's settings say. The host reads unacknowledged events
+//! oldest first and acknowledges them once it has applied them; an event it
+//! never acknowledges is read again.
 //!
 //! This module owns the inbound-event, webhook-delivery and pull-cursor
 //! SQL, and [`apply_remote_invoice`]: turning a provider-neutral
@@ -26,6 +28,9 @@ pub mod kind {
     pub const PAYMENT_APPLIED: &str = "payment_applied";
     /// The provider considers the invoice fully paid.
     pub const INVOICE_PAID: &str = "invoice_paid";
+    /// The provider's order for the invoice was paid and the connection's
+    /// settings say the host's job is then complete (Shopify).
+    pub const JOB_COMPLETED: &str = "job_completed";
 }
 
 /// One inbound event as the host reads it.
@@ -303,6 +308,43 @@ pub async fn apply_remote_invoice(
     })
 }
 
+/// The host invoice a provider record belongs to: the invoice linked to one
+/// of `external_ids` (the record, or the record it was made from), else
+/// `host_hint` when that invoice is linked on the connection (the provider
+/// record carries our reference but the link points at an earlier record
+/// of the same invoice). Stamps the link's last pull; `None` when the
+/// record is not one of ours.
+pub async fn linked_invoice(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    external_ids: &[String],
+    host_hint: Option<&str>,
+) -> Result<Option<String>, InboundError> {
+    let host: Option<String> = sqlx::query_scalar(
+        "SELECT host_id FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'invoice'
+           AND (external_id = ANY($2) OR host_id = $3)
+         ORDER BY external_id = ANY($2) DESC
+         LIMIT 1",
+    )
+    .bind(connection_id)
+    .bind(external_ids)
+    .bind(host_hint)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(host) = &host {
+        sqlx::query(
+            "UPDATE ledgerflow.links SET last_pull_at = now()
+             WHERE connection_id = $1 AND entity_type = 'invoice' AND host_id = $2",
+        )
+        .bind(connection_id)
+        .bind(host)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(host)
+}
+
 // -- webhook deliveries --------------------------------------------------------
 
 /// Records a webhook delivery; `false` when it was accepted before (a
@@ -406,7 +448,8 @@ pub struct InboundConnection {
 }
 
 /// The connections of `provider` linked to the provider's organisation
-/// `external_tenant_id` (Xero's tenantId), disabled ones left out.
+/// `external_tenant_id` (Xero's tenantId, Shopify's shop domain), disabled
+/// ones left out.
 pub async fn connections_for_external_tenant(
     conn: &mut PgConnection,
     provider: &str,

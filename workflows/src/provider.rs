@@ -141,6 +141,10 @@ pub struct PushResult {
     /// or created one: the ledger links it to the host's customer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<ExternalRef>,
+    /// The record this write replaced (Shopify order mode: the previous
+    /// order, now cancelled), so the history shows both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<ExternalRef>,
 }
 
 /// What applying one payment did. A provider may decline a payment without

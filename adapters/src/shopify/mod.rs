@@ -7,7 +7,7 @@
 //!   place on every later sync; "complete when paid" turns it into an order
 //!   marked paid.
 //! - Order mode: a confirmed order cannot be edited, so each sync cancels
-//!   the previous order and creates a replacement; [`ShopifyPush::replaced`]
+//!   the previous order and creates a replacement; `PushResult::replaced`
 //!   (and the summary) name both.
 //! - No duplicate order, ever: Shopify has no idempotency key for creates.
 //!   Every record carries our invoice tag (`lf-{connection}-{hash}`) and a
@@ -189,9 +189,9 @@ fn create_tag() -> String {
 /// What an upsert did, beyond the port's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShopifyPush {
+    /// Order mode: `result.replaced` names the order this one replaces
+    /// (now cancelled).
     pub result: PushResult,
-    /// Order mode: the order this one replaces (now cancelled).
-    pub replaced: Option<ExternalRef>,
     /// Lines sent as custom line items, and why.
     pub custom_lines: Vec<String>,
     /// SKUs for which a product was created.
@@ -636,15 +636,7 @@ impl ShopifyAdapter {
             return Ok(None);
         };
         let options = self.options(connection_id).await?;
-        let mut search = Rest::get("customers/search.json");
-        search.query.push(("query", format!("email:{email}")));
-        let found: CustomersEnvelope = self.rest(connection_id, &search).await?;
-        let existing = found.customers.into_iter().find(|c| {
-            c.email
-                .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
-        });
-        let c = match existing {
+        let c = match self.customer_by_email(connection_id, email).await? {
             Some(c) => c,
             None => {
                 let (first, last) = match customer.name.trim().rsplit_once(' ') {
@@ -660,13 +652,31 @@ impl ShopifyAdapter {
                 }});
                 // A lost answer here is harmless: the next attempt finds the
                 // customer by e-mail before creating.
-                let created: CustomerEnvelope = self
+                let created: Result<CustomerEnvelope, CallFailure> = self
                     .rest(
                         connection_id,
                         &Rest::send(Method::POST, "customers.json", &body),
                     )
-                    .await?;
-                created.customer
+                    .await;
+                match created {
+                    Ok(env) => env.customer,
+                    // Another sync (of another invoice of the same
+                    // customer) created them since our search: adopt theirs.
+                    Err(CallFailure {
+                        error: ProviderError::Permanent { raw: Some(raw), .. },
+                        ..
+                    }) if raw.contains("has already been taken") =>
+                    {
+                        self.customer_by_email(connection_id, email)
+                            .await?
+                            .ok_or_else(|| {
+                                ProviderError::retryable(format!(
+                                    "Shopify says a customer with {email} exists but does not find them yet"
+                                ))
+                            })?
+                    }
+                    Err(f) => return Err(f.into()),
+                }
             }
         };
         let id =
@@ -675,6 +685,21 @@ impl ShopifyAdapter {
             external_id: wire::gid("Customer", id),
             external_number: None,
             url: Some(admin_url(&options, "customers", id)),
+        }))
+    }
+
+    async fn customer_by_email(
+        &self,
+        connection_id: i64,
+        email: &str,
+    ) -> Result<Option<wire::Customer>, ProviderError> {
+        let mut search = Rest::get("customers/search.json");
+        search.query.push(("query", format!("email:{email}")));
+        let found: CustomersEnvelope = self.rest(connection_id, &search).await?;
+        Ok(found.customers.into_iter().find(|c| {
+            c.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
         }))
     }
 
@@ -1437,7 +1462,6 @@ impl ShopifyAdapter {
         let result = draft_result(write, &saved, snapshot, lines, options)?;
         Ok(ShopifyPush {
             result,
-            replaced: None,
             custom_lines: Vec::new(),
             created_products: Vec::new(),
             reserved_until: None,
@@ -1536,10 +1560,10 @@ impl ShopifyAdapter {
         } else {
             WriteKind::Created
         };
-        let result = order_result(write, &saved, snapshot, lines, options)?;
+        let mut result = order_result(write, &saved, snapshot, lines, options)?;
+        result.replaced = replaced;
         Ok(ShopifyPush {
             result,
-            replaced,
             custom_lines: Vec::new(),
             created_products: Vec::new(),
             reserved_until: None,
@@ -1571,6 +1595,7 @@ impl ShopifyAdapter {
             total: Money::zero(snapshot.currency),
             external_status: status.to_string(),
             customer: None,
+            replaced: None,
         };
         let order_id = match record_of(existing)? {
             Record::Draft(id) => match self.get_draft(connection_id, id).await {
@@ -1589,6 +1614,7 @@ impl ShopifyAdapter {
                         total: Money::zero(snapshot.currency),
                         external_status: "draft deleted".into(),
                         customer: None,
+                        replaced: None,
                     });
                 }
             },
@@ -1616,6 +1642,7 @@ impl ShopifyAdapter {
                     total: Money::zero(snapshot.currency),
                     external_status: "order cancelled".into(),
                     customer: None,
+                    replaced: None,
                 })
             }
         }
@@ -1752,6 +1779,7 @@ fn draft_result(
         total: Money::new(total, snapshot.currency),
         external_status: format!("draft {}", d.status.as_deref().unwrap_or("open")),
         customer: None,
+        replaced: None,
     })
 }
 
@@ -1779,6 +1807,7 @@ fn order_result(
             o.financial_status.as_deref().unwrap_or("pending")
         ),
         customer: None,
+        replaced: None,
     })
 }
 
@@ -1788,7 +1817,7 @@ fn order_result(
 /// typed in [`ShopifyPush`].
 fn summary(push: &ShopifyPush) -> String {
     let mut parts = vec![push.result.external_status.clone()];
-    if let Some(r) = &push.replaced {
+    if let Some(r) = &push.result.replaced {
         parts.push(format!(
             "replaces {} (cancelled)",
             r.external_number.as_deref().unwrap_or(&r.external_id)

@@ -870,6 +870,7 @@ fn already_gone(existing: &ExternalRef, snapshot: &InvoiceSnapshot, st: &str) ->
         total: Money::zero(snapshot.currency),
         external_status: st.to_string(),
         customer: None,
+        replaced: None,
     }
 }
 
@@ -982,6 +983,7 @@ fn push_result(
         total: Money::new(total, snapshot.currency),
         external_status: saved.status.clone().unwrap_or_default(),
         customer: None,
+        replaced: None,
     })
 }
 

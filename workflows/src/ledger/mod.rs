@@ -7,6 +7,7 @@
 //! | [`connections`] | tenants, connections, settings (validated), reconnect |
 //! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
+//! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
 //!
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
@@ -26,11 +27,13 @@ use crate::invoice::SnapshotError;
 use crate::queue::EnqueueError;
 use crate::settings::{SettingsError, Trigger};
 
+pub mod complete_draft;
 pub mod connections;
 pub mod read;
 pub mod record;
 pub mod sync;
 
+pub use complete_draft::run_complete_draft;
 pub use connections::{
     Connection, ConnectionStatus, NewTenant, SavedSettings, create_connection, create_tenant,
     disable_connection, get_connection, reconnect, update_settings,
@@ -44,7 +47,7 @@ pub use record::{
     Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,
     send_as_new, set_invoice_auto_sync,
 };
-pub use sync::{record_job_gave_up, run_complete_draft, run_upsert_invoice, run_void_order};
+pub use sync::{record_job_gave_up, run_upsert_invoice, run_void_order};
 
 /// The queue's unique key of an invoice's sync jobs on a connection.
 pub fn sync_key(connection_id: i64, invoice_id: &str) -> String {

@@ -48,18 +48,6 @@ pub async fn run_void_order(
     run_sync(providers, job.connection_id, &job.invoice_id, &ctx).await
 }
 
-/// Handler of `complete-draft` jobs: not yet part of the ledger's operations
-/// (it needs the payments chain); fails with a message that says so.
-pub async fn run_complete_draft(
-    _providers: &Providers,
-    _job: crate::payloads::CompleteDraft,
-    _ctx: JobContext,
-) -> Result<(), JobError> {
-    Err(JobError::permanent(
-        "completing draft orders is not wired into the sync ledger yet",
-    ))
-}
-
 fn job_error(e: LedgerError) -> JobError {
     match e {
         LedgerError::Database(e) => JobError::from(e),

@@ -252,6 +252,7 @@ impl RecordingProvider {
                 external_number: None,
                 url: None,
             }),
+            replaced: None,
         }
     }
 
