@@ -250,3 +250,187 @@ async fn refresh_persists_before_use_and_refusal_needs_reconnect(pool: PgPool) {
     let back = state::load_credentials(&pool, &key, 1).await.unwrap();
     assert_eq!(back.status, CredentialStatus::Active);
 }
+
+fn app(per_minute: u32) -> LimitScope {
+    LimitScope::app(
+        "xero",
+        LimitPolicy {
+            per_minute: Some(per_minute),
+            per_day: None,
+            concurrent: None,
+        },
+    )
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_app_wide_count_binds_across_tenants_and_takes_nothing_when_refused(pool: PgPool) {
+    let app = app(4);
+    let tenant = |id: i64| LimitScope {
+        key: format!("xero:connection:{id}"),
+        connection_id: Some(id),
+        ..scope(60, 5000, 5)
+    };
+    // Four calls of four tenants fill the app's minute.
+    for id in 1..=4 {
+        let Acquired::Granted(slot) =
+            state::acquire(&pool, &[tenant(id), app.clone()], Duration::from_secs(60))
+                .await
+                .unwrap()
+        else {
+            panic!("call {id} is within every limit")
+        };
+        state::release(&pool, slot).await.unwrap();
+    }
+    let Acquired::Wait {
+        until,
+        reason,
+        scope: which,
+    } = state::acquire(&pool, &[tenant(5), app.clone()], Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("the app's minute is used")
+    };
+    assert_eq!(
+        (reason, which.as_str()),
+        (WaitReason::MinuteWindow, "xero:app")
+    );
+    let wait = until - Utc::now();
+    assert!(
+        wait > chrono::Duration::seconds(55) && wait <= chrono::Duration::seconds(62),
+        "{wait}"
+    );
+    // The refused call counted nowhere.
+    assert_eq!(
+        state::limit_state(&pool, "xero:connection:5")
+            .await
+            .unwrap()
+            .calls_last_minute,
+        0
+    );
+    assert_eq!(
+        state::limit_state(&pool, "xero:app")
+            .await
+            .unwrap()
+            .calls_last_minute,
+        4
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn concurrent_acquirers_never_exceed_the_app_limit(pool: PgPool) {
+    // Every acquire is near this small limit, so each one recounts under
+    // the app row's lock: exactly the limit is granted.
+    let app = app(10);
+    let mut tasks = Vec::new();
+    for id in 0..30 {
+        let (pool, app) = (pool.clone(), app.clone());
+        tasks.push(tokio::spawn(async move {
+            let tenant = LimitScope {
+                key: format!("xero:connection:{id}"),
+                connection_id: Some(id),
+                ..scope(60, 5000, 5)
+            };
+            state::acquire(&pool, &[app, tenant], Duration::from_secs(60))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Acquired::Granted(_)) {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 10);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn finishing_a_call_gives_the_slot_back_and_records_the_headers(pool: PgPool) {
+    let s = scope(60, 5000, 1);
+    let app = app(10_000);
+    let Acquired::Granted(slot) =
+        state::acquire(&pool, &[s.clone(), app.clone()], Duration::from_secs(60))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        state::limit_state(&pool, &s.key).await.unwrap().in_flight,
+        1
+    );
+    // Xero counts 9 calls this minute for the tenant (we made 1) and 100 for the app.
+    state::finish(
+        &pool,
+        slot,
+        &s,
+        Some(&app),
+        Observed {
+            minute_remaining: Some(51),
+            day_remaining: Some(4_000),
+            app_minute_remaining: Some(9_900),
+            ..Observed::default()
+        },
+    )
+    .await
+    .unwrap();
+    let st = state::limit_state(&pool, &s.key).await.unwrap();
+    assert_eq!(st.in_flight, 0, "the slot is back");
+    assert_eq!(
+        st.calls_last_minute, 1_000,
+        "the day's phantom calls count in the minute too"
+    );
+    assert_eq!(st.calls_last_day, 1_000);
+    assert_eq!(
+        (st.minute_remaining, st.day_remaining),
+        (Some(51), Some(4_000))
+    );
+    assert_eq!(
+        state::limit_state(&pool, &app.key)
+            .await
+            .unwrap()
+            .calls_last_minute,
+        100
+    );
+    // A day problem pauses the tenant for every process until the quota returns.
+    let s = LimitScope {
+        key: "xero:connection:9".into(),
+        connection_id: Some(9),
+        ..s
+    };
+    let Acquired::Granted(slot) =
+        state::acquire(&pool, &[s.clone(), app.clone()], Duration::from_secs(60))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    let back = Utc::now() + chrono::Duration::hours(5);
+    state::finish(
+        &pool,
+        slot,
+        &s,
+        Some(&app),
+        Observed {
+            retry_at: Some(back),
+            problem: Some(RateProblem::Day),
+            ..Observed::default()
+        },
+    )
+    .await
+    .unwrap();
+    let Acquired::Wait { until, reason, .. } =
+        state::acquire(&pool, &[s.clone(), app.clone()], Duration::from_secs(60))
+            .await
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(reason, WaitReason::Paused);
+    assert!((until - back).num_milliseconds().abs() < 1000);
+    assert_eq!(
+        state::limit_state(&pool, &s.key).await.unwrap().in_flight,
+        0
+    );
+}

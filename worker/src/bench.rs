@@ -56,6 +56,43 @@ pub enum Scenario {
         #[arg(long)]
         json: bool,
     },
+    /// One invoice edited `--edits` times in a burst, synced to the Xero
+    /// simulator: the provider writes made, against the same edits synced
+    /// one at a time (each waited for).
+    Supersede {
+        #[arg(long, default_value_t = 50)]
+        edits: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A new tenant's job while another tenant has `--backlog` jobs queued:
+    /// enqueue-to-done against the same job on an empty queue.
+    Fairness {
+        #[arg(long, default_value_t = 10_000)]
+        backlog: usize,
+        /// Jobs run at once by the worker.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Each job's work (slept), in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        job_ms: u64,
+        /// Measurements of each kind; the median is reported.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The worker's resident memory with `--jobs` jobs in flight, against
+    /// the same process idle.
+    Memory {
+        #[arg(long, default_value_t = 1_000)]
+        jobs: usize,
+        /// How long each job stays in flight, in milliseconds.
+        #[arg(long, default_value_t = 5_000)]
+        hold_ms: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -147,6 +184,79 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 );
                 println!("  duplicates          {}", r.duplicates);
                 println!("  synced / failed     {} / {}", r.synced, r.failed);
+            }
+        }
+        Scenario::Supersede { edits, json } => {
+            let db = ScratchDb::create(database_url, "ledgerflow_bench", 20).await?;
+            let report = crate::bench_system::superseding(&db.pool, edits).await;
+            db.drop_db().await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("superseding bench: one invoice edited {} times", r.edits);
+                println!(
+                    "  one at a time       {} Xero writes ({:.1} s)",
+                    r.baseline_writes, r.baseline_secs
+                );
+                println!(
+                    "  in a burst          {} Xero writes ({:.1} s), {} events superseded",
+                    r.burst_writes, r.burst_secs, r.superseded
+                );
+                println!("  ratio               {:.3}", r.ratio);
+                println!("  last edit in Xero   {}", r.last_snapshot_in_xero);
+            }
+        }
+        Scenario::Fairness {
+            backlog,
+            concurrency,
+            job_ms,
+            samples,
+            json,
+        } => {
+            let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
+            let report =
+                crate::bench_system::fairness(&db.pool, backlog, concurrency, job_ms, samples)
+                    .await;
+            db.drop_db().await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "fairness bench: a new tenant's {} ms job behind another tenant's {} jobs ({} at once)",
+                    r.job_ms, r.backlog, r.concurrency
+                );
+                println!(
+                    "  empty queue         {:>9.1} ms (median of {})",
+                    r.empty_queue_ms, r.samples
+                );
+                println!("  behind the backlog  {:>9.1} ms", r.with_backlog_ms);
+                println!("  ratio               {:>9.2}", r.ratio);
+                println!("  FIFO would take     {:>9.0} ms", r.fifo_estimate_ms);
+                println!("  backlog still queued {} jobs", r.backlog_left);
+            }
+        }
+        Scenario::Memory {
+            jobs,
+            hold_ms,
+            json,
+        } => {
+            let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
+            let report = crate::bench_system::memory(&db.pool, jobs, hold_ms).await;
+            db.drop_db().await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("memory bench: {} jobs in flight in one worker", r.jobs);
+                println!("  idle RSS            {:>8} KiB", r.idle_rss_kib);
+                println!(
+                    "  busy RSS            {:>8} KiB ({} running at most)",
+                    r.busy_rss_kib, r.max_running
+                );
+                println!("  ratio               {:>8.2}", r.ratio);
+                println!("  per job in flight   {:>8.1} KiB", r.per_job_kib);
             }
         }
     }

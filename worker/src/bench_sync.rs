@@ -44,6 +44,8 @@ pub struct SyncReport {
     /// The per-tenant calls-per-minute limit the run used (Xero: 60).
     pub per_minute: u32,
     pub concurrent_per_tenant: u32,
+    /// The app-wide calls-per-minute limit (Xero: 10,000), scaled alike.
+    pub app_per_minute: u32,
     pub api_calls: u64,
     pub calls_per_tenant: u64,
     pub elapsed_secs: f64,
@@ -73,11 +75,15 @@ pub async fn run(
         .unwrap_or(u32::MAX)
         .max(1);
     let concurrent = 5;
+    // The app-wide limit scaled like the tenant's (Xero: 10,000 against 60),
+    // so the app scope is counted on every call, as in production, without
+    // becoming the binding limit.
+    let app_per_minute = u32::try_from(u64::from(per_minute) * 10_000 / 60).unwrap_or(u32::MAX);
     let sim_limits = SimLimits {
         per_minute,
         per_day: 1_000_000,
         concurrent,
-        app_per_minute: u32::MAX,
+        app_per_minute,
     };
     let sandbox = XeroSandbox::start(SimConfig {
         limits: sim_limits,
@@ -137,7 +143,7 @@ pub async fn run(
             concurrent: Some(concurrent),
         },
         app: LimitPolicy {
-            per_minute: None,
+            per_minute: Some(app_per_minute),
             per_day: None,
             concurrent: None,
         },
@@ -210,6 +216,7 @@ pub async fn run(
         tenants,
         per_minute,
         concurrent_per_tenant: concurrent,
+        app_per_minute,
         api_calls: stats.api_requests,
         calls_per_tenant,
         elapsed_secs: elapsed,

@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ops::JobCommand,
     },
+    /// End-of-day summaries: each day's status, attempts, last error; retry a stuck one.
+    Summary {
+        #[command(subcommand)]
+        command: crate::summary_ops::SummaryCommand,
+    },
     /// Benchmarks; each prints its figures next to a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -224,6 +229,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ops::invoice(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Job { command } => ops::job(&ops_pool(&cli.database_url).await?, command).await?,
+        Command::Summary { command } => {
+            crate::summary_ops::run(&ops_pool(&cli.database_url).await?, command).await?
+        }
         Command::Demo { scratch } => demo::run(&cli.database_url, scratch).await?,
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
     }

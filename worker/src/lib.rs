@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_sync;
+pub mod bench_system;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -16,4 +17,5 @@ pub mod queue;
 pub mod sandbox;
 pub mod scratch;
 pub mod summary;
+pub mod summary_ops;
 pub mod webhooks;

@@ -4,9 +4,13 @@
 //! and `20261123000005_shopify.sql`).
 //!
 //! The limiter grants call slots per scope (a connection, or a whole app)
-//! under a row lock, honouring rolling minute and day windows, a
-//! concurrency cap and pauses set from the provider's own headers. It never
-//! sleeps: a refusal says until when to wait, and the caller decides.
+//! honouring rolling minute and day windows, a concurrency cap and pauses
+//! set from the provider's own headers. A grant is one statement and so is
+//! a call's end ([`finish`]: slots back and headers recorded); the SQL
+//! lives in `20261123000011_limiter.sql`, which explains why it is shaped
+//! so (a connection's row lock held for microseconds, the app-wide count
+//! sharded and checked optimistically). It never sleeps: a refusal says
+//! until when to wait, and the caller decides.
 //!
 //! The credential store keeps tokens encrypted (XChaCha20-Poly1305, key
 //! from `LEDGERFLOW_SECRET_KEY`) and refreshes them under a per-connection
@@ -63,6 +67,15 @@ impl LimitScope {
             policy,
         }
     }
+
+    /// Counted per second (`provider_limit_counts`) rather than logged call
+    /// by call and locked: an app-wide scope with only a minute limit.
+    /// Must agree with `ledgerflow.limiter_counted` in SQL.
+    fn counted(&self) -> bool {
+        self.connection_id.is_none()
+            && self.policy.per_day.is_none()
+            && self.policy.concurrent.is_none()
+    }
 }
 
 /// The call slots granted; give them back with [`release`].
@@ -92,13 +105,12 @@ pub enum Acquired {
     },
 }
 
-/// How long a concurrency wait is told to wait: slots are released when a
-/// call ends, which is usually well within this.
-const CONCURRENCY_RETRY: chrono::Duration = chrono::Duration::milliseconds(200);
-
-/// Grants one call against every scope, or says until when to wait. The
-/// scopes are locked in key order, so concurrent acquirers never deadlock.
-/// `slot_ttl` bounds how long a slot is held by a process that dies.
+/// Grants one call against every scope, or says until when to wait. One
+/// statement (`ledgerflow.limiter_acquire`, migration
+/// `20261123000011_limiter.sql`): connection scopes are locked in key
+/// order, so concurrent acquirers never deadlock; app-wide scopes are
+/// counted per second and only locked near their limit. `slot_ttl` bounds
+/// how long a slot is held by a process that dies.
 pub async fn acquire(
     pool: &PgPool,
     scopes: &[LimitScope],
@@ -106,138 +118,43 @@ pub async fn acquire(
 ) -> Result<Acquired, sqlx::Error> {
     let mut scopes: Vec<&LimitScope> = scopes.iter().collect();
     scopes.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut tx = pool.begin().await?;
-    for s in &scopes {
-        sqlx::query(
-            "INSERT INTO ledgerflow.provider_limits (scope, connection_id) VALUES ($1, $2)
-             ON CONFLICT (scope) DO NOTHING",
-        )
-        .bind(&s.key)
-        .bind(s.connection_id)
-        .execute(&mut *tx)
-        .await?;
-    }
-    let keys: Vec<String> = scopes.iter().map(|s| s.key.clone()).collect();
-    let rows = sqlx::query(
-        "SELECT scope, paused_until FROM ledgerflow.provider_limits
-         WHERE scope = ANY($1) ORDER BY scope FOR UPDATE",
+    let limit = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let keys: Vec<&str> = scopes.iter().map(|s| s.key.as_str()).collect();
+    let connections: Vec<Option<i64>> = scopes.iter().map(|s| s.connection_id).collect();
+    let per_minute: Vec<Option<i32>> = scopes.iter().map(|s| limit(s.policy.per_minute)).collect();
+    let per_day: Vec<Option<i32>> = scopes.iter().map(|s| limit(s.policy.per_day)).collect();
+    let concurrent: Vec<Option<i32>> = scopes.iter().map(|s| limit(s.policy.concurrent)).collect();
+    let ttl = chrono::Duration::from_std(slot_ttl).unwrap_or(chrono::Duration::minutes(2));
+    let ttl = sqlx::postgres::types::PgInterval::try_from(ttl)
+        .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
+    let row = sqlx::query(
+        "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope
+         FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6)",
     )
     .bind(&keys)
-    .fetch_all(&mut *tx)
+    .bind(&connections)
+    .bind(&per_minute)
+    .bind(&per_day)
+    .bind(&concurrent)
+    .bind(ttl)
+    .fetch_one(pool)
     .await?;
-    // After the lock: the clock now, not when the transaction began waiting.
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&mut *tx)
-        .await?;
-
-    let mut wait: Option<(DateTime<Utc>, WaitReason, String)> = None;
-    let mut later = |until: DateTime<Utc>, reason: WaitReason, scope: &str| {
-        if wait.as_ref().is_none_or(|(u, _, _)| until > *u) {
-            wait = Some((until, reason, scope.to_string()));
-        }
-    };
-    for row in &rows {
-        let scope: String = row.try_get("scope")?;
-        let paused: Option<DateTime<Utc>> = row.try_get("paused_until")?;
-        if let Some(p) = paused.filter(|p| *p > now) {
-            later(p, WaitReason::Paused, &scope);
-        }
+    if row.try_get("granted")? {
+        return Ok(Acquired::Granted(Slot {
+            slot_ids: row.try_get("slot_ids")?,
+        }));
     }
-    for s in &scopes {
-        let horizon = if s.policy.per_day.is_some() {
-            chrono::Duration::hours(24)
-        } else {
-            chrono::Duration::seconds(60)
-        };
-        sqlx::query("DELETE FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at <= $2")
-            .bind(&s.key)
-            .bind(now - horizon)
-            .execute(&mut *tx)
-            .await?;
-        for (limit, window, reason) in [
-            (
-                s.policy.per_minute,
-                chrono::Duration::seconds(60),
-                WaitReason::MinuteWindow,
-            ),
-            (
-                s.policy.per_day,
-                chrono::Duration::hours(24),
-                WaitReason::DayWindow,
-            ),
-        ] {
-            let Some(limit) = limit else { continue };
-            let count: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2",
-            )
-            .bind(&s.key)
-            .bind(now - window)
-            .fetch_one(&mut *tx)
-            .await?;
-            if count >= i64::from(limit) {
-                // The window has room again when the call that makes it
-                // full leaves it: the (count - limit + 1)-th oldest.
-                let at: Option<DateTime<Utc>> = sqlx::query_scalar(
-                    "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2
-                     ORDER BY at OFFSET $3 LIMIT 1",
-                )
-                .bind(&s.key)
-                .bind(now - window)
-                .bind(count - i64::from(limit))
-                .fetch_optional(&mut *tx)
-                .await?;
-                later(at.unwrap_or(now) + window, reason, &s.key);
-            }
-        }
-        if let Some(cap) = s.policy.concurrent {
-            sqlx::query(
-                "DELETE FROM ledgerflow.provider_limit_slots WHERE scope = $1 AND expires_at <= $2",
-            )
-            .bind(&s.key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let in_flight: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM ledgerflow.provider_limit_slots WHERE scope = $1",
-            )
-            .bind(&s.key)
-            .fetch_one(&mut *tx)
-            .await?;
-            if in_flight >= i64::from(cap) {
-                later(now + CONCURRENCY_RETRY, WaitReason::Concurrency, &s.key);
-            }
-        }
-    }
-    if let Some((until, reason, scope)) = wait {
-        tx.rollback().await?;
-        return Ok(Acquired::Wait {
-            until,
-            reason,
-            scope,
-        });
-    }
-    let ttl = chrono::Duration::from_std(slot_ttl).unwrap_or(chrono::Duration::minutes(2));
-    let mut slot_ids = Vec::new();
-    for s in &scopes {
-        sqlx::query("INSERT INTO ledgerflow.provider_limit_calls (scope, at) VALUES ($1, $2)")
-            .bind(&s.key)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if s.policy.concurrent.is_some() {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO ledgerflow.provider_limit_slots (scope, expires_at) VALUES ($1, $2)
-                 RETURNING id",
-            )
-            .bind(&s.key)
-            .bind(now + ttl)
-            .fetch_one(&mut *tx)
-            .await?;
-            slot_ids.push(id);
-        }
-    }
-    tx.commit().await?;
-    Ok(Acquired::Granted(Slot { slot_ids }))
+    let reason: String = row.try_get("wait_reason")?;
+    Ok(Acquired::Wait {
+        until: row.try_get("wait_until")?,
+        reason: match reason.as_str() {
+            "paused" => WaitReason::Paused,
+            "minute" => WaitReason::MinuteWindow,
+            "day" => WaitReason::DayWindow,
+            _ => WaitReason::Concurrency,
+        },
+        scope: row.try_get("wait_scope")?,
+    })
 }
 
 /// Gives the call's concurrency slots back.
@@ -245,11 +162,7 @@ pub async fn release(pool: &PgPool, slot: Slot) -> Result<(), sqlx::Error> {
     if slot.slot_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM ledgerflow.provider_limit_slots WHERE id = ANY($1)")
-        .bind(&slot.slot_ids)
-        .execute(pool)
-        .await?;
-    Ok(())
+    finish_statement(pool, &slot.slot_ids, None, None, Observed::default()).await
 }
 
 /// Which limit a provider said was hit.
@@ -298,96 +211,48 @@ pub async fn record_observed(
     app_scope: Option<&LimitScope>,
     observed: Observed,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let now: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(&mut *tx)
-        .await?;
-    let paused_scope = match observed.problem {
-        Some(RateProblem::AppMinute) => app_scope.unwrap_or(scope),
-        _ => scope,
-    };
-    if let (Some(until), Some(problem)) = (observed.retry_at, observed.problem) {
-        sqlx::query(
-            "INSERT INTO ledgerflow.provider_limits (scope, connection_id, paused_until, pause_reason)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (scope) DO UPDATE
-             SET paused_until = greatest(ledgerflow.provider_limits.paused_until, EXCLUDED.paused_until),
-                 pause_reason = EXCLUDED.pause_reason, updated_at = now()",
-        )
-        .bind(&paused_scope.key)
-        .bind(paused_scope.connection_id)
-        .bind(until)
-        .bind(problem.as_str())
-        .execute(&mut *tx)
-        .await?;
-    }
+    finish_statement(pool, &[], Some(scope), app_scope, observed).await
+}
+
+/// [`release`] and [`record_observed`] of one answered call in one
+/// statement: what a call costs the database after its answer.
+pub async fn finish(
+    pool: &PgPool,
+    slot: Slot,
+    scope: &LimitScope,
+    app_scope: Option<&LimitScope>,
+    observed: Observed,
+) -> Result<(), sqlx::Error> {
+    finish_statement(pool, &slot.slot_ids, Some(scope), app_scope, observed).await
+}
+
+async fn finish_statement(
+    pool: &PgPool,
+    slot_ids: &[i64],
+    scope: Option<&LimitScope>,
+    app_scope: Option<&LimitScope>,
+    observed: Observed,
+) -> Result<(), sqlx::Error> {
     let as_i32 = |v: Option<u64>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
+    let limit = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     sqlx::query(
-        "INSERT INTO ledgerflow.provider_limits
-             (scope, connection_id, minute_remaining, day_remaining, app_minute_remaining, observed_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (scope) DO UPDATE
-         SET minute_remaining = coalesce(EXCLUDED.minute_remaining, ledgerflow.provider_limits.minute_remaining),
-             day_remaining = coalesce(EXCLUDED.day_remaining, ledgerflow.provider_limits.day_remaining),
-             app_minute_remaining = coalesce(EXCLUDED.app_minute_remaining, ledgerflow.provider_limits.app_minute_remaining),
-             observed_at = EXCLUDED.observed_at, updated_at = now()",
+        "SELECT ledgerflow.limiter_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
-    .bind(&scope.key)
-    .bind(scope.connection_id)
+    .bind(slot_ids)
+    .bind(scope.map(|s| s.key.as_str()))
+    .bind(scope.and_then(|s| s.connection_id))
+    .bind(scope.and_then(|s| limit(s.policy.per_minute)))
+    .bind(scope.and_then(|s| limit(s.policy.per_day)))
+    .bind(app_scope.map(|s| s.key.as_str()))
+    .bind(app_scope.is_some_and(LimitScope::counted))
+    .bind(app_scope.and_then(|s| limit(s.policy.per_minute)))
     .bind(as_i32(observed.minute_remaining))
     .bind(as_i32(observed.day_remaining))
     .bind(as_i32(observed.app_minute_remaining))
-    .bind(now)
-    .execute(&mut *tx)
+    .bind(observed.retry_at.filter(|_| observed.problem.is_some()))
+    .bind(observed.problem.map(RateProblem::as_str))
+    .execute(pool)
     .await?;
-    let mut catch_up = vec![
-        (
-            scope,
-            scope.policy.per_minute,
-            observed.minute_remaining,
-            chrono::Duration::seconds(60),
-        ),
-        (
-            scope,
-            scope.policy.per_day,
-            observed.day_remaining,
-            chrono::Duration::hours(24),
-        ),
-    ];
-    if let Some(app) = app_scope {
-        catch_up.push((
-            app,
-            app.policy.per_minute,
-            observed.app_minute_remaining,
-            chrono::Duration::seconds(60),
-        ));
-    }
-    for (s, limit, remaining, window) in catch_up {
-        let (Some(limit), Some(remaining)) = (limit, remaining) else {
-            continue;
-        };
-        let used_by_provider = i64::from(limit) - i64::try_from(remaining).unwrap_or(i64::MAX);
-        let ours: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1 AND at > $2",
-        )
-        .bind(&s.key)
-        .bind(now - window)
-        .fetch_one(&mut *tx)
-        .await?;
-        let missing = used_by_provider - ours;
-        if missing > 0 {
-            sqlx::query(
-                "INSERT INTO ledgerflow.provider_limit_calls (scope, at)
-                 SELECT $1, $2 FROM generate_series(1, $3)",
-            )
-            .bind(&s.key)
-            .bind(now)
-            .bind(missing)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -407,7 +272,9 @@ pub async fn limit_state(pool: &PgPool, scope: &str) -> Result<LimitState, sqlx:
     let row = sqlx::query(
         "SELECT l.paused_until, l.pause_reason, l.minute_remaining, l.day_remaining,
            (SELECT count(*) FROM ledgerflow.provider_limit_calls c
-             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '60 seconds') AS m,
+             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '60 seconds')
+           + ledgerflow.limiter_counted_minute($1, floor(extract(epoch FROM clock_timestamp()))::bigint)
+             AS m,
            (SELECT count(*) FROM ledgerflow.provider_limit_calls c
              WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '24 hours') AS d,
            (SELECT count(*) FROM ledgerflow.provider_limit_slots s

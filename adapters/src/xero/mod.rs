@@ -377,23 +377,27 @@ impl XeroAdapter {
                 }
                 Err(e) => Err(transport_failure(&e, false)),
             };
-            // The slot goes back whatever happened; a failure here only
-            // leaves it to expire.
-            if let Err(e) = state::release(&self.pool, slot).await {
-                tracing::warn!(connection_id, error = %e, "could not release a Xero call slot");
-            }
-            let (status, headers, body) = result.map_err(|t| {
-                tracing::info!(
-                    connection_id,
-                    answer_lost = t.answer_lost,
-                    "Xero call failed: {}",
-                    t.message
-                );
-                ProviderError::from(t)
-            })?;
+            let (status, headers, body) = match result {
+                Ok(answer) => answer,
+                Err(t) => {
+                    // The slot goes back whatever happened; a failure here
+                    // only leaves it to expire.
+                    if let Err(e) = state::release(&self.pool, slot).await {
+                        tracing::warn!(connection_id, error = %e, "could not release a Xero call slot");
+                    }
+                    tracing::info!(
+                        connection_id,
+                        answer_lost = t.answer_lost,
+                        "Xero call failed: {}",
+                        t.message
+                    );
+                    return Err(ProviderError::from(t));
+                }
+            };
             let now = Utc::now();
             let observed = limits::observe(&headers, status, now);
-            state::record_observed(&self.pool, &scope, Some(&app_scope), observed)
+            // Slot back and headers recorded in one statement.
+            state::finish(&self.pool, slot, &scope, Some(&app_scope), observed)
                 .await
                 .map_err(db_error)?;
             if (200..300).contains(&status) {

@@ -1,0 +1,65 @@
+//! The system benchmarks run end to end at tiny sizes (no timing is
+//! asserted: benchmarks report, tests check behaviour): superseding makes
+//! fewer writes for a burst than one per edit and leaves the last edit in
+//! Xero; fairness measures a new tenant's job while a backlog is queued;
+//! memory sees the jobs in flight.
+
+use ledgerflow_worker::bench_system;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// The test database's pool is too small for a worker runtime and the
+/// bench's own queries at once.
+async fn bench_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn superseding_bench_runs_and_a_burst_costs_fewer_writes(pool: PgPool) {
+    let r = bench_system::superseding(&bench_pool(&pool).await, 6)
+        .await
+        .unwrap();
+    assert_eq!(r.edits, 6);
+    assert!(
+        r.baseline_writes >= 6,
+        "one write per edit synced alone: {r:?}"
+    );
+    assert!(
+        r.burst_writes >= 1 && r.burst_writes < r.baseline_writes,
+        "{r:?}"
+    );
+    assert!(r.superseded >= 1, "{r:?}");
+    assert!(r.last_snapshot_in_xero, "{r:?}");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn fairness_bench_runs(pool: PgPool) {
+    let r = bench_system::fairness(&bench_pool(&pool).await, 200, 4, 5, 2)
+        .await
+        .unwrap();
+    assert_eq!((r.backlog, r.samples), (200, 2));
+    assert!(r.empty_queue_ms > 0.0 && r.with_backlog_ms > 0.0, "{r:?}");
+    assert!(r.backlog_left <= 200, "{r:?}");
+    let queued: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs WHERE state <> 'running'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(queued, 0, "the bench leaves no queued backlog behind");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn memory_bench_sees_every_job_in_flight(pool: PgPool) {
+    let r = bench_system::memory(&bench_pool(&pool).await, 20, 3_000)
+        .await
+        .unwrap();
+    assert_eq!(r.max_running, 20, "{r:?}");
+    assert!(
+        r.idle_rss_kib > 0 && r.busy_rss_kib >= r.idle_rss_kib,
+        "{r:?}"
+    );
+}
