@@ -323,3 +323,75 @@ async fn worker_without_the_sealing_key_fails_shopify_syncs_saying_what_to_set(p
     assert!(sim.drafts().is_empty());
     assert_eq!(sim.stats().rest_requests, 0);
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_revoked_token_holds_the_sync_until_the_cli_stores_a_new_one(pool: PgPool) {
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let token = sim.issue_token();
+    let id = register(
+        &pool,
+        &sim,
+        &token,
+        r#"{"auto_sync":true,"provider":{"provider":"shopify"}}"#,
+    );
+    let _worker = Worker::start(
+        &pool,
+        "shopify-reconnect",
+        &[("LEDGERFLOW_SECRET_KEY", KEY)],
+        &[],
+    );
+    let lines = vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)];
+    let first = snapshot("INV-7", "INV-7", ("C-1", "Ann Rider"), lines).unwrap();
+    trigger(&pool, id, Trigger::JobCreated, &first).await;
+    settle(&pool, id, "INV-7", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(sim.drafts().len(), 1);
+
+    // The merchant uninstalled the app: the next sync is held, not failed.
+    sim.revoke_tokens();
+    let mut second = first.clone();
+    second.lines.push(gst_line("L2", "TUBE", "Tube", 2, 1250));
+    second.totals = second.computed_totals().unwrap();
+    trigger(&pool, id, Trigger::ItemsChanged, &second).await;
+    wait_count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM ledgerflow.connections WHERE id = {id} AND status = 'reconnect_needed'"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_count(
+        &pool,
+        "SELECT count(*) FROM ledgerflow.jobs WHERE state = 'held'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Reinstalled: a new token through the CLI releases the held sync.
+    let fresh = sim.issue_token();
+    let out = ok(cli(
+        &pool,
+        &["connection", "reconnect", &id.to_string()],
+        &[
+            ("LEDGERFLOW_ACCESS_TOKEN", &fresh),
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+        ],
+    ));
+    assert!(out.contains("1 held jobs released"), "{out}");
+    assert!(!out.contains(&fresh), "{out}");
+    settle(&pool, id, "INV-7", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let drafts = sim.drafts();
+    assert_eq!(drafts.len(), 1, "updated in place after reconnecting");
+    assert_eq!(
+        drafts[0].total_price.as_ref().unwrap().to_string(),
+        "166.75"
+    );
+    let shown = ok(cli(&pool, &["connection", "show", &id.to_string()], &[]));
+    assert!(shown.contains("status:    active"), "{shown}");
+}

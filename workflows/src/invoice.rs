@@ -333,6 +333,14 @@ impl InvoiceSnapshot {
         Money::new(self.totals.total, self.currency)
     }
 
+    /// Paid in full: the host marked it paid, or its payments cover a
+    /// positive total (a host may record the last payment before it
+    /// changes the status).
+    pub fn is_paid_in_full(&self) -> bool {
+        let paid: i64 = self.payments.iter().map(|p| p.amount_minor).sum();
+        self.status == InvoiceStatus::Paid || (self.totals.total > 0 && paid >= self.totals.total)
+    }
+
     fn money(&self, amount_minor: i64) -> Money {
         Money::new(amount_minor, self.currency)
     }
@@ -861,6 +869,17 @@ mod tests {
             sales_channel: Some("workshop".into()),
             location: None,
         })
+    }
+
+    #[test]
+    fn paid_in_full_by_status_or_by_payments_covering_the_total() {
+        let mut s = snapshot();
+        assert!(!s.is_paid_in_full(), "a part payment");
+        s.payments.push(payment("P2", s.totals.total - 1000));
+        assert!(s.is_paid_in_full(), "payments cover the total");
+        s.payments.clear();
+        s.status = InvoiceStatus::Paid;
+        assert!(s.is_paid_in_full(), "marked paid");
     }
 
     fn issues(s: &InvoiceSnapshot) -> Vec<String> {

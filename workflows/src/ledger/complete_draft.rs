@@ -23,7 +23,7 @@ use super::connections::{Connection, ConnectionStatus, get_connection, mark_reco
 use super::read::link;
 use super::{EventStatus, EventTrigger, LedgerError, Operation};
 use crate::error::JobError;
-use crate::invoice::{InvoiceSnapshot, InvoiceStatus};
+use crate::invoice::InvoiceSnapshot;
 use crate::job::JobContext;
 use crate::payloads::CompleteDraft;
 use crate::provider::{CompleteDraftRequest, ExternalRef, ProviderError, Providers, PushResult};
@@ -158,7 +158,7 @@ fn skip_reason(
             "\"complete draft order when invoice is paid\" is off in settings".into(),
         ));
     }
-    if snapshot.status != InvoiceStatus::Paid {
+    if !snapshot.is_paid_in_full() {
         return Some((
             "invoice_not_paid",
             format!(
