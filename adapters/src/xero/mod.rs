@@ -612,7 +612,29 @@ impl XeroAdapter {
                 .pop()
                 .and_then(|i| i.invoice_id),
         };
+        // Xero refuses any edit of an invoice that has a payment, even one
+        // that changes nothing. So when the host's snapshot carries
+        // payments, look first: an invoice Xero already holds with these
+        // amounts needs no write, and the payments can follow it.
+        let settled = match &target {
+            Some(id) if !snapshot.payments.is_empty() => {
+                let current = self.get_invoice(connection_id, id).await?;
+                paid_and_unchanged(&current, snapshot)?.then_some(current)
+            }
+            _ => None,
+        };
         let (write, env) = match target {
+            Some(_) if settled.is_some() => (
+                if existing.is_some() {
+                    WriteKind::UpdatedInPlace
+                } else {
+                    WriteKind::Created
+                },
+                Envelope {
+                    invoices: settled.map(|i| vec![i]),
+                    ..Envelope::default()
+                },
+            ),
             Some(id) => {
                 // Only ever move forward: Draft → Authorised. A Draft wish
                 // leaves an Authorised invoice's status alone (Xero refuses
@@ -735,7 +757,8 @@ impl XeroAdapter {
         invoice: &ExternalRef,
         payment: &Payment,
         existing: Option<&ExternalRef>,
-        idempotency_key: &str,
+        // The sync event's key: payments key on themselves instead (below).
+        _event_key: &str,
     ) -> Result<PaymentOutcome, ProviderError> {
         if let Some(done) = existing {
             return Ok(PaymentOutcome::Applied(done.clone()));
@@ -753,7 +776,12 @@ impl XeroAdapter {
             .get_invoice(connection_id, &invoice.external_id)
             .await?;
         let st = current.status.clone().unwrap_or_default();
-        if st != status::AUTHORISED {
+        // A paid invoice may be paid by this very payment, applied by an
+        // earlier attempt whose answer was lost: sending it again with its
+        // key gets Xero's replay of that answer (the payment to link);
+        // anything else is refused, and the payment is skipped.
+        let maybe_ours = st == status::PAID && !current.payments.is_empty();
+        if st != status::AUTHORISED && !maybe_ours {
             let reason = match st.as_str() {
                 status::DRAFT | status::SUBMITTED => format!(
                     "the Xero invoice is {} and Xero only takes payments on Authorised invoices: authorise it (or send it as Authorised) and the payment will sync",
@@ -791,13 +819,28 @@ impl XeroAdapter {
             }]),
             ..Envelope::default()
         };
-        let key = operation_key(idempotency_key, &format!("payment-{}", payment.payment_id));
-        let env = self
+        // The key names the host's payment on this Xero invoice, not the
+        // sync event: whichever later event retries a payment whose answer
+        // was lost gets Xero's replay instead of a second payment.
+        let key = operation_key(
+            &format!("ledgerflow-{connection_id}-{}", invoice.external_id),
+            &format!("payment-{}", payment.payment_id),
+        );
+        let env = match self
             .call(
                 connection_id,
                 &ApiCall::write(Method::PUT, "Payments", &body, key),
             )
-            .await?;
+            .await
+        {
+            Ok(env) => env,
+            Err(ProviderError::Permanent { .. }) if maybe_ours => {
+                return Ok(PaymentOutcome::Skipped {
+                    reason: "the Xero invoice is already fully paid".to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let p = first(env.payments, "payment")?;
         let id = p
             .payment_id
@@ -947,6 +990,33 @@ fn build_invoice(
         currency_code: Some(snapshot.currency.code().to_string()),
         ..wire::Invoice::default()
     })
+}
+
+/// Whether Xero's invoice has payments and already equals the snapshot to
+/// the cent (subtotal, tax, total, line count): then it needs no write.
+fn paid_and_unchanged(
+    current: &wire::Invoice,
+    snapshot: &InvoiceSnapshot,
+) -> Result<bool, ProviderError> {
+    let exp = snapshot.currency.exponent();
+    let cents = |d: &Option<Decimal>, what: &str| {
+        d.as_ref()
+            .map(|d| d.to_scaled(exp))
+            .transpose()
+            .map_err(|e| decode_error(format!("{what}: {e}"), ""))
+    };
+    let paid = cents(&current.amount_paid, "AmountPaid")?.unwrap_or(0);
+    if paid == 0 && current.payments.is_empty() {
+        return Ok(false);
+    }
+    let t = &snapshot.totals;
+    let lines = snapshot.lines.len() + usize::from(t.discount_total != 0);
+    Ok(
+        cents(&current.sub_total, "SubTotal")? == Some(t.subtotal - t.discount_total)
+            && cents(&current.total_tax, "TotalTax")? == Some(t.tax_total)
+            && cents(&current.total, "Total")? == Some(t.total)
+            && current.line_items.as_ref().map_or(0, Vec::len) == lines,
+    )
 }
 
 /// The response summary, after proving Xero's total equals the host's.

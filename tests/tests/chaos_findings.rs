@@ -1,0 +1,178 @@
+//! Bugs the chaos suite (`tests/tests/chaos/`) found, each reduced to a
+//! minimal reproduction with a real worker process and the Xero simulator
+//! without faults: these must keep passing once fixed.
+
+use std::time::Duration;
+
+mod common;
+
+use chrono::Utc;
+use common::WorkerProcess;
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
+use ledgerflow_client::SecretKey;
+use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
+use ledgerflow_client::settings::{Trigger, XeroInvoiceStatus};
+use ledgerflow_worker::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
+use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
+use sqlx::PgPool;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+async fn trigger(pool: &PgPool, connection_id: i64, t: Trigger, snap: &InvoiceSnapshot) {
+    let mut tx = pool.begin().await.unwrap();
+    ledger::record_trigger(
+        &mut tx,
+        &TriggerRequest {
+            connection_id,
+            trigger: t,
+            label: None,
+            snapshot: snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+fn payment(id: &str, amount_minor: i64) -> Payment {
+    Payment {
+        payment_id: id.into(),
+        amount_minor,
+        currency: None,
+        paid_at: Utc::now(),
+        method: None,
+        reference: None,
+    }
+}
+
+/// A shop with a Xero connection (invoices Authorised, payments synced)
+/// and one worker process serving it.
+async fn shop_and_worker(pool: &PgPool) -> (XeroSandbox, i64, String, WorkerProcess) {
+    let sandbox = XeroSandbox {
+        sim: Simulator::start(SimConfig::default()).await.unwrap(),
+        key: SecretKey::from_hex(KEY).unwrap(),
+        client_id: "sim-client".into(),
+        client_secret: "sim-secret".into(),
+    };
+    let (id, org) = sandbox
+        .connect(
+            pool,
+            &NewTenant {
+                id: "shop".into(),
+                name: "Shop".into(),
+                time_zone: "UTC".into(),
+            },
+            &xero_settings(XeroInvoiceStatus::Authorised),
+        )
+        .await
+        .unwrap();
+    let worker = WorkerProcess::start_with_env(
+        pool,
+        "findings",
+        &[],
+        &[
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+            ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
+            ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
+        ],
+    );
+    (sandbox, id, org, worker)
+}
+
+/// Found by the chaos run (invoices paid in two payments): the sync for the
+/// second payment re-sent the invoice's lines to Xero, which refuses any
+/// edit of an invoice that has a payment, so the event failed permanently
+/// and the second payment never reached Xero.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_second_payment_reaches_xero_after_the_first_was_synced(pool: PgPool) {
+    let (sandbox, id, org, _worker) = shop_and_worker(&pool).await;
+    let wait = Duration::from_secs(30);
+
+    let mut snap = snapshot(
+        "INV-1",
+        "INV-1",
+        ("C-1", "Ann"),
+        vec![gst_line("L1", "SVC", "Service", 1, 10_000)],
+    )
+    .unwrap();
+    trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-1", wait).await.unwrap();
+
+    snap.payments.push(payment("P1", 4_000));
+    snap.status = InvoiceStatus::PartiallyPaid;
+    trigger(&pool, id, Trigger::PaymentAdded, &snap).await;
+    settle(&pool, id, "INV-1", wait).await.unwrap();
+
+    snap.payments.push(payment("P2", snap.totals.total - 4_000));
+    snap.status = InvoiceStatus::Paid;
+    trigger(&pool, id, Trigger::PaymentAdded, &snap).await;
+    settle(&pool, id, "INV-1", wait).await.unwrap();
+
+    let failed: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, error_message FROM ledgerflow.sync_events WHERE status = 'failed'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(failed.is_empty(), "failed sync events: {failed:?}");
+    let invoices = sandbox.sim.invoices(&org);
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0].status.as_deref(), Some("PAID"));
+    assert_eq!(
+        invoices[0]
+            .amount_paid
+            .as_ref()
+            .map(|a| a.to_scaled(2).unwrap()),
+        Some(snap.totals.total)
+    );
+    assert_eq!(sandbox.sim.payments(&org).len(), 2, "each payment once");
+}
+
+/// Found by the chaos run (a full payment whose answer was lost): Xero
+/// applied the payment, the retry found the invoice paid and skipped the
+/// payment, so it was never linked — and a later sync (a new event, a new
+/// key) would have applied an unlinked partial payment a second time.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_payment_whose_answer_was_lost_is_linked_not_skipped_or_repeated(pool: PgPool) {
+    let (sandbox, id, org, _worker) = shop_and_worker(&pool).await;
+    let wait = Duration::from_secs(30);
+    let mut snap = snapshot(
+        "INV-2",
+        "INV-2",
+        ("C-1", "Ann"),
+        vec![gst_line("L1", "SVC", "Service", 1, 10_000)],
+    )
+    .unwrap();
+    trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-2", wait).await.unwrap();
+
+    let mut drop_payment = Fault::once(FaultKind::DropAfterCommit);
+    drop_payment.path_contains = Some("Payments".into());
+    sandbox.sim.push_fault(drop_payment);
+    snap.payments.push(payment("P1", snap.totals.total));
+    snap.status = InvoiceStatus::Paid;
+    trigger(&pool, id, Trigger::InvoicePaid, &snap).await;
+    settle(&pool, id, "INV-2", wait).await.unwrap();
+
+    let link: Option<String> = sqlx::query_scalar(
+        "SELECT external_id FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = 'P1'",
+    )
+    .bind(id)
+    .fetch_optional(&pool)
+    .await
+    .unwrap();
+    let payments = sandbox.sim.payments(&org);
+    assert_eq!(payments.len(), 1, "applied once");
+    assert_eq!(
+        link.as_deref(),
+        payments[0].payment_id.as_deref(),
+        "the payment Xero holds is linked"
+    );
+
+    // A later sync of the invoice (a new event) applies nothing again.
+    trigger(&pool, id, Trigger::InvoicePaid, &snap).await;
+    settle(&pool, id, "INV-2", wait).await.unwrap();
+    assert_eq!(sandbox.sim.payments(&org).len(), 1);
+}
