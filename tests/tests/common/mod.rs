@@ -48,6 +48,11 @@ impl WorkerProcess {
         self.child.id()
     }
 
+    /// The exit status if the process has already ended on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// SIGKILL: no shutdown code runs, as when a machine dies.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,502 @@
+//! The world of a chaos run and its disturbances: the Xero simulator and
+//! the tenants' connections, four worker processes, the fault injector, the
+//! killer (SIGKILL a random worker, restart it), the watcher that times how
+//! long a killed worker's jobs wait for their next claim, and (full run) a
+//! PostgreSQL restart. `run` plays it all, lets the system settle, and hands
+//! the outcome to the invariants.
+//!
+//! Must not touch the queue or the ledger except by reading: the host's
+//! writes go through `workload.rs` and the client API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
+use ledgerflow_client::SecretKey;
+use ledgerflow_client::ledger::NewTenant;
+use ledgerflow_client::settings::XeroInvoiceStatus;
+use ledgerflow_worker::sandbox::{XeroSandbox, xero_settings};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::Scale;
+use crate::common::WorkerProcess;
+use crate::invariants;
+use crate::workload::{self, HostInvoice, Rng};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+pub const WORKERS: usize = 4;
+
+/// A tenant's connection and its Xero organisation in the simulator.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    pub connection_id: i64,
+    pub org: String,
+}
+
+/// One SIGKILL.
+#[derive(Debug, Clone)]
+pub struct Kill {
+    pub worker: String,
+    pub at: DateTime<Utc>,
+    pub orphans: usize,
+}
+
+/// A job a killed worker held, and how long it waited after the kill.
+#[derive(Debug, Clone)]
+pub struct ClaimWait {
+    pub job_id: i64,
+    pub worker: String,
+    pub killed_at: DateTime<Utc>,
+    /// Kill → next claim (or the job ended: superseded by its pending twin
+    /// when released); `None`: never seen again before the run ended.
+    pub waited: Option<Duration>,
+    pub outcome: &'static str,
+}
+
+/// The PostgreSQL restart of the full run.
+#[derive(Debug, Clone)]
+pub struct PgRestart {
+    pub at: DateTime<Utc>,
+    pub took: Duration,
+    pub ok: bool,
+}
+
+/// Everything the invariants and the report need.
+pub struct Outcome {
+    pub seed: u64,
+    pub scale: Scale,
+    pub sim: Simulator,
+    pub shops: Vec<Shop>,
+    pub invoices: Vec<HostInvoice>,
+    pub host_errors: Vec<String>,
+    pub kills: Vec<Kill>,
+    pub claim_waits: Vec<ClaimWait>,
+    pub unexpected_exits: Vec<String>,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub pg_restart: Option<PgRestart>,
+    pub drive_took: Duration,
+    pub settle_took: Duration,
+    pub settle_error: Option<String>,
+}
+
+fn worker_args(scale: &Scale) -> Vec<String> {
+    vec![
+        "--lease-secs".into(),
+        scale.lease_secs.to_string(),
+        "--rescue-secs".into(),
+        scale.rescue_secs.to_string(),
+        "--concurrency".into(),
+        scale.concurrency.to_string(),
+        // Pulls of payments made in Xero are not part of this story.
+        "--xero-pull-secs".into(),
+        "3600".into(),
+    ]
+}
+
+fn start_worker(pool: &PgPool, name: &str, scale: &Scale) -> WorkerProcess {
+    let args = worker_args(scale);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    WorkerProcess::start_with_env(
+        pool,
+        name,
+        &args,
+        &[
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+            ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
+            ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
+        ],
+    )
+}
+
+/// Plays a whole run, then checks and reports it; panics on a violation.
+pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
+    println!(
+        "chaos {}: seed {seed} (LEDGERFLOW_CHAOS_SEED={seed} replays the plan)",
+        scale.name
+    );
+    let started = Instant::now();
+    let mut rng = Rng::new(seed);
+
+    // Tokens live 90 s and the adapter refreshes a minute before expiry, so
+    // every connection rotates its refresh token several times, with four
+    // processes racing for it.
+    let config = SimConfig {
+        access_token_ttl: chrono::Duration::seconds(90),
+        ..SimConfig::default()
+    };
+    let sandbox = XeroSandbox {
+        sim: Simulator::start(config)
+            .await
+            .expect("start the Xero simulator"),
+        key: SecretKey::from_hex(KEY).expect("key"),
+        client_id: "sim-client".into(),
+        client_secret: "sim-secret".into(),
+    };
+    sandbox.sim.set_latency(Duration::from_millis(15));
+    let mut shops = Vec::with_capacity(scale.tenants);
+    for t in 0..scale.tenants {
+        let (connection_id, org) = sandbox
+            .connect(
+                &pool,
+                &NewTenant {
+                    id: format!("shop-{t}"),
+                    name: format!("Bike shop {t}"),
+                    time_zone: "Pacific/Auckland".into(),
+                },
+                &xero_settings(XeroInvoiceStatus::Authorised),
+            )
+            .await
+            .expect("connect a shop");
+        shops.push(Shop { connection_id, org });
+    }
+
+    let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
+    let planned: usize = plans.iter().map(|p| p.triggers()).sum();
+    println!(
+        "chaos {}: {} tenants, {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        scale.name,
+        scale.tenants,
+        plans.len(),
+        scale.kills
+    );
+
+    let workers: Vec<(usize, WorkerProcess)> = (0..WORKERS)
+        .map(|i| (i, start_worker(&pool, &format!("chaos-{i}-g0"), &scale)))
+        .collect();
+
+    let sim = Arc::new(sandbox);
+    let driving = Arc::new(AtomicBool::new(true));
+    let faults = tokio::spawn(inject_faults(
+        sim.clone(),
+        driving.clone(),
+        scale.fault_every,
+        rng.fork(),
+    ));
+    let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
+    let watcher = tokio::spawn(watch_claims(pool.clone(), orphan_rx));
+    let killer = tokio::spawn(kill_and_restart(
+        pool.clone(),
+        scale.clone(),
+        workers,
+        orphan_tx,
+        rng.fork(),
+    ));
+    let pg = scale.restart_postgres.then(|| {
+        let wait = scale.drive / 2;
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            restart_postgres().await
+        })
+    });
+
+    let host: Vec<_> = plans
+        .into_iter()
+        .map(|p| {
+            let shop = &shops[p.tenant];
+            tokio::spawn(workload::play(pool.clone(), shop.connection_id, p))
+        })
+        .collect();
+    let mut invoices = Vec::new();
+    let mut host_errors = Vec::new();
+    for h in host {
+        match h.await {
+            Ok(Ok(inv)) => invoices.push(inv),
+            Ok(Err(e)) => host_errors.push(e.to_string()),
+            Err(e) => host_errors.push(format!("host task: {e}")),
+        }
+    }
+    let (mut workers, kills, unexpected_exits) = killer.await.expect("killer");
+    let pg_restart = match pg {
+        Some(h) => Some(h.await.expect("postgres restart task")),
+        None => None,
+    };
+    driving.store(false, Ordering::SeqCst);
+    let faults = faults.await.expect("fault injector");
+    sim.sim.clear_faults();
+    let drive_took = started.elapsed();
+
+    // Settle: every worker up, no fault pending, until nothing is open.
+    for (slot, w) in workers.iter_mut() {
+        if let Some(status) = w.exited() {
+            panic!(
+                "worker slot {slot} ({}) exited on its own: {status}",
+                w.name
+            );
+        }
+    }
+    let settle_started = Instant::now();
+    let settle_error = settle(&pool, scale.settle_timeout).await.err();
+    let settle_took = settle_started.elapsed();
+    let claim_waits = {
+        // The watcher ends when the killer's sender is gone; give it a last look.
+        watcher.await.expect("watcher")
+    };
+    drop(workers);
+
+    let sandbox = Arc::try_unwrap(sim).unwrap_or_else(|_| panic!("the simulator is still shared"));
+    let outcome = Outcome {
+        seed,
+        scale,
+        sim: sandbox.sim,
+        shops,
+        invoices,
+        host_errors,
+        kills,
+        claim_waits,
+        unexpected_exits,
+        faults,
+        pg_restart,
+        drive_took,
+        settle_took,
+        settle_error,
+    };
+    let report = invariants::check(&pool, &outcome).await;
+    println!("{}", report.render(&outcome, started.elapsed()));
+    assert!(
+        report.violations.is_empty(),
+        "chaos {}: {} invariant violation(s) (seed {}):\n{}",
+        outcome.scale.name,
+        report.violations.len(),
+        outcome.seed,
+        report.violations.join("\n")
+    );
+}
+
+/// Pushes a random fault at the simulator every `every` while the host drives.
+async fn inject_faults(
+    sandbox: Arc<XeroSandbox>,
+    driving: Arc<AtomicBool>,
+    every: Duration,
+    mut rng: Rng,
+) -> BTreeMap<&'static str, u64> {
+    let mut counts = BTreeMap::new();
+    while driving.load(Ordering::SeqCst) {
+        tokio::time::sleep(every).await;
+        // Writes are what a dropped answer hurts: aim those at invoices and payments.
+        let (name, kind, path) = match rng.below(10) {
+            0 => ("503", FaultKind::Status(503), None),
+            2 => ("500", FaultKind::Status(500), None),
+            3 | 4 => (
+                "429",
+                FaultKind::RateLimit {
+                    problem: "minute".into(),
+                    retry_after: 1 + rng.below(3),
+                },
+                None,
+            ),
+            5 => ("latency", FaultKind::Latency(rng.millis(300, 1_500)), None),
+            6 => (
+                "drop after commit",
+                FaultKind::DropAfterCommit,
+                Some("Invoices"),
+            ),
+            7 => (
+                "drop after commit",
+                FaultKind::DropAfterCommit,
+                Some("Payments"),
+            ),
+            8 => (
+                "drop after commit",
+                FaultKind::DropAfterCommit,
+                Some("Contacts"),
+            ),
+            // No injected 401s: a second 401 right after a refresh means
+            // the grant was revoked, and the adapter rightly asks for a
+            // reconnect. Token expiry is real instead (90 s tokens).
+            _ => ("503", FaultKind::Status(503), None),
+        };
+        let mut fault = Fault::once(kind);
+        fault.path_contains = path.map(str::to_string);
+        sandbox.sim.push_fault(fault);
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
+type KillerOutcome = (Vec<(usize, WorkerProcess)>, Vec<Kill>, Vec<String>);
+
+/// Kills a random worker at random moments through the drive window and
+/// restarts it: mostly under a new name (its jobs wait for the rescuer),
+/// every third time under the same name (the restart releases them).
+async fn kill_and_restart(
+    pool: PgPool,
+    scale: Scale,
+    mut workers: Vec<(usize, WorkerProcess)>,
+    orphans: mpsc::UnboundedSender<Orphan>,
+    mut rng: Rng,
+) -> KillerOutcome {
+    let mut kills = Vec::new();
+    let mut unexpected = Vec::new();
+    let mut generation = [0usize; WORKERS];
+    let slice = scale.drive / (scale.kills as u32 + 1);
+    for k in 0..scale.kills {
+        let jitter = rng.millis(0, slice.as_millis() as u64 / 2);
+        tokio::time::sleep(slice / 2 + jitter).await;
+        for (slot, w) in workers.iter_mut() {
+            if let Some(status) = w.exited() {
+                unexpected.push(format!("{} exited on its own: {status}", w.name));
+                generation[*slot] += 1;
+                *w = start_worker(
+                    &pool,
+                    &format!("chaos-{slot}-g{}", generation[*slot]),
+                    &scale,
+                );
+            }
+        }
+        let i = rng.below(WORKERS as u64) as usize;
+        let (slot, w) = workers.swap_remove(i);
+        let name = w.name.clone();
+        w.kill();
+        let at = Utc::now();
+        let killed_at = Instant::now();
+        let held: Vec<(i64, i32)> = sqlx::query_as(
+            "SELECT id, claim_count FROM ledgerflow.jobs
+             WHERE state = 'running' AND worker_id LIKE $1 || '#%'",
+        )
+        .bind(&name)
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        for (job_id, claim) in &held {
+            let _ = orphans.send(Orphan {
+                job_id: *job_id,
+                claim: *claim,
+                worker: name.clone(),
+                at,
+                killed_at,
+            });
+        }
+        kills.push(Kill {
+            worker: name.clone(),
+            at,
+            orphans: held.len(),
+        });
+        tokio::time::sleep(rng.millis(300, 2_000)).await;
+        let next = if k % 3 == 2 {
+            name
+        } else {
+            generation[slot] += 1;
+            format!("chaos-{slot}-g{}", generation[slot])
+        };
+        workers.push((slot, start_worker(&pool, &next, &scale)));
+    }
+    workers.sort_by_key(|(slot, _)| *slot);
+    (workers, kills, unexpected)
+}
+
+#[derive(Debug)]
+struct Orphan {
+    job_id: i64,
+    claim: i32,
+    worker: String,
+    at: DateTime<Utc>,
+    killed_at: Instant,
+}
+
+/// Polls the jobs a killed worker held until each is claimed again (its
+/// fencing token moved on) or has ended.
+async fn watch_claims(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Orphan>) -> Vec<ClaimWait> {
+    let mut open: Vec<Orphan> = Vec::new();
+    let mut done = Vec::new();
+    let mut senders_gone = false;
+    let give_up = Duration::from_secs(600);
+    loop {
+        loop {
+            match rx.try_recv() {
+                Ok(o) => open.push(o),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    senders_gone = true;
+                    break;
+                }
+            }
+        }
+        if senders_gone && open.is_empty() {
+            return done;
+        }
+        if !open.is_empty() {
+            let ids: Vec<i64> = open.iter().map(|o| o.job_id).collect();
+            let live: Result<Vec<(i64, i32)>, _> =
+                sqlx::query_as("SELECT id, claim_count FROM ledgerflow.jobs WHERE id = ANY($1)")
+                    .bind(&ids)
+                    .fetch_all(&pool)
+                    .await;
+            // A failed read (PostgreSQL restarting) just means: look again.
+            if let Ok(live) = live {
+                let live: HashMap<i64, i32> = live.into_iter().collect();
+                let mut still = Vec::new();
+                for o in open.drain(..) {
+                    let outcome = match live.get(&o.job_id) {
+                        Some(claim) if *claim > o.claim => Some("claimed again"),
+                        Some(_) => None,
+                        None => Some("ended"),
+                    };
+                    match outcome {
+                        Some(outcome) => done.push(ClaimWait {
+                            job_id: o.job_id,
+                            worker: o.worker,
+                            killed_at: o.at,
+                            waited: Some(o.killed_at.elapsed()),
+                            outcome,
+                        }),
+                        None if o.killed_at.elapsed() > give_up => done.push(ClaimWait {
+                            job_id: o.job_id,
+                            worker: o.worker,
+                            killed_at: o.at,
+                            waited: None,
+                            outcome: "never claimed again",
+                        }),
+                        None => still.push(o),
+                    }
+                }
+                open = still;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `pg_ctlcluster --skip-systemctl-redirect 15 main restart`.
+async fn restart_postgres() -> PgRestart {
+    let at = Utc::now();
+    let started = Instant::now();
+    let ok = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", "15", "main", "restart"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
+    PgRestart {
+        at,
+        took: started.elapsed(),
+        ok,
+    }
+}
+
+/// Waits until no sync event is open and no sync job is left.
+async fn settle(pool: &PgPool, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let open: Result<i64, _> = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM ledgerflow.sync_events WHERE status IN ('pending', 'syncing'))
+                  + (SELECT count(*) FROM ledgerflow.jobs WHERE kind IN ('upsert-invoice', 'void-order'))",
+        )
+        .fetch_one(pool)
+        .await;
+        match open {
+            Ok(0) => return Ok(()),
+            Ok(n) if Instant::now() > deadline => {
+                return Err(format!("{n} sync events/jobs still open after {timeout:?}"));
+            }
+            Err(e) if Instant::now() > deadline => return Err(format!("settle: {e}")),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
