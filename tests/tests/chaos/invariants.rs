@@ -3,7 +3,9 @@
 //!
 //! - every invoice's Xero record exists exactly once (voided, deleted or
 //!   never made when cancelled) and equals the host's last snapshot to the
-//!   cent (totals, tax, lines, status, amount paid);
+//!   cent (totals, tax, lines, status, amount paid); for Shopify stores,
+//!   exactly one live draft tagged for the invoice with the last total (none
+//!   once cancelled);
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer;
 //! - every sync event ended synced, superseded, skipped, or failed with a
@@ -19,10 +21,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ledgerflow_adapters::decimal::Decimal;
+use ledgerflow_adapters::shopify::InvoiceTag;
+use ledgerflow_adapters::shopify::simulator::Simulator as ShopifySim;
+use ledgerflow_adapters::shopify::wire as shopify_wire;
 use ledgerflow_adapters::xero::wire::status;
 use sqlx::PgPool;
 
-use crate::workload::Ending;
+use crate::workload::{Ending, HostInvoice};
 use crate::world::Outcome;
 
 /// A killed worker's job may wait lease + rescue interval for the rescuer,
@@ -69,7 +74,7 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     // --- the provider's records against the host's last snapshots ---
     let mut xero_by_org = HashMap::new();
     let mut payments_by_org = HashMap::new();
-    for shop in &o.shops {
+    for shop in o.shops.iter().filter(|s| s.shopify.is_none()) {
         xero_by_org.insert(shop.connection_id, o.sim.invoices(&shop.org));
         payments_by_org.insert(shop.connection_id, o.sim.payments(&shop.org));
         let contacts = o.sim.contacts(&shop.org);
@@ -125,6 +130,15 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             v.push(format!(
                 "{id}: the ledger's latest snapshot is not the host's last save"
             ));
+        }
+        let shop = o
+            .shops
+            .iter()
+            .find(|s| s.connection_id == inv.connection_id)
+            .expect("every invoice belongs to a shop");
+        if let Some(store) = shop.shopify {
+            check_shopify(&o.shopify[store], inv, &links, v, &mut r.counts);
+            continue;
         }
         let records: Vec<_> = xero_by_org[&inv.connection_id]
             .iter()
@@ -378,6 +392,53 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     r.counts
         .insert("429s answered".into(), stats.rate_limited as i64);
     r
+}
+
+/// Shopify (draft orders): one live record tagged for the invoice, equal
+/// to the last snapshot's total; none once cancelled.
+fn check_shopify(
+    store: &ShopifySim,
+    inv: &HostInvoice,
+    links: &HashMap<(i64, String, String), String>,
+    v: &mut Vec<String>,
+    counts: &mut BTreeMap<String, i64>,
+) {
+    let id = &inv.last.invoice_id;
+    let tag = InvoiceTag::new(inv.connection_id, id).to_string();
+    let live = store.live_tagged(&tag);
+    if inv.ending == Ending::Cancelled {
+        if !live.is_empty() {
+            v.push(format!("{id}: cancelled, but Shopify still holds {live:?}"));
+        }
+        *counts.entry("shopify cancelled".into()).or_default() += 1;
+        return;
+    }
+    let [record] = live.as_slice() else {
+        v.push(format!(
+            "{id}: {} live Shopify records ({live:?}), wanted exactly 1",
+            live.len()
+        ));
+        return;
+    };
+    let has_tag = |tags: &Option<String>| shopify_wire::split_tags(tags.as_deref()).contains(&tag);
+    let total = store
+        .drafts()
+        .into_iter()
+        .find(|d| has_tag(&d.tags))
+        .map(|d| cents(d.total_price.as_ref()));
+    if total != Some(Some(inv.last.totals.total)) {
+        v.push(format!(
+            "{id}: Shopify draft {record} total {total:?}, the host's last snapshot {}",
+            inv.last.totals.total
+        ));
+    }
+    match links.get(&(inv.connection_id, "invoice".into(), id.clone())) {
+        Some(ext) if record.ends_with(&format!("/{ext}")) || ext == record => {}
+        other => v.push(format!(
+            "{id}: linked to {other:?}, Shopify's record is {record}"
+        )),
+    }
+    *counts.entry("shopify drafts".into()).or_default() += 1;
 }
 
 impl Report {

@@ -31,6 +31,8 @@ use sqlx::PgPool;
 pub struct Scale {
     pub name: &'static str,
     pub tenants: usize,
+    /// The first this many tenants use Shopify (draft orders), the rest Xero.
+    pub shopify_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
@@ -50,6 +52,7 @@ impl Scale {
         Scale {
             name: "small",
             tenants: 8,
+            shopify_tenants: 2,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
@@ -66,6 +69,7 @@ impl Scale {
         Scale {
             name: "full",
             tenants: 50,
+            shopify_tenants: 10,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,

@@ -79,7 +79,16 @@ impl InvoicePlan {
 }
 
 /// Plans invoices round-robin over `tenants` until they record `target` triggers.
-pub fn plan(rng: &mut Rng, tenants: usize, target: usize, drive: Duration) -> Vec<InvoicePlan> {
+/// Tenants below `shopify_tenants` use Shopify: their invoices are never
+/// paid through a trigger (Shopify settles payments by completing the draft,
+/// a step of its own), only created, edited, cancelled or left open.
+pub fn plan(
+    rng: &mut Rng,
+    tenants: usize,
+    shopify_tenants: usize,
+    target: usize,
+    drive: Duration,
+) -> Vec<InvoicePlan> {
     let mut plans = Vec::new();
     let mut total = 0;
     let window = drive.as_millis() as u64 * 3 / 4;
@@ -93,6 +102,10 @@ pub fn plan(rng: &mut Rng, tenants: usize, target: usize, drive: Duration) -> Ve
             8..=11 => Ending::PartlyPaid,
             12..=15 => Ending::Cancelled,
             _ => Ending::Open,
+        };
+        let ending = match ending {
+            Ending::Paid { .. } | Ending::PartlyPaid if tenant < shopify_tenants => Ending::Open,
+            e => e,
         };
         let p = InvoicePlan {
             tenant,

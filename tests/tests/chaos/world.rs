@@ -14,10 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use ledgerflow_adapters::shopify::simulator::{
+    Fault as ShopifyFault, FaultKind as ShopifyFaultKind, SimConfig as ShopifySimConfig,
+    Simulator as ShopifySim,
+};
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
-use ledgerflow_client::SecretKey;
-use ledgerflow_client::ledger::NewTenant;
-use ledgerflow_client::settings::XeroInvoiceStatus;
+use ledgerflow_client::ledger::{self, NewTenant};
+use ledgerflow_client::settings::{
+    ConnectionSettings, Provider as ProviderName, ProviderSettings, XeroInvoiceStatus,
+};
+use ledgerflow_client::{ConnectionCredentials, Secret, SecretKey, register_connection};
 use ledgerflow_worker::sandbox::{XeroSandbox, xero_settings};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -30,11 +36,13 @@ use crate::workload::{self, HostInvoice, Rng};
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const WORKERS: usize = 4;
 
-/// A tenant's connection and its Xero organisation in the simulator.
+/// A tenant's connection: a Xero organisation in the Xero simulator, or a
+/// Shopify store (one simulator each, index into `Outcome::shopify`).
 #[derive(Debug, Clone)]
 pub struct Shop {
     pub connection_id: i64,
     pub org: String,
+    pub shopify: Option<usize>,
 }
 
 /// One SIGKILL.
@@ -70,6 +78,7 @@ pub struct Outcome {
     pub seed: u64,
     pub scale: Scale,
     pub sim: Simulator,
+    pub shopify: Vec<ShopifySim>,
     pub shops: Vec<Shop>,
     pub invoices: Vec<HostInvoice>,
     pub host_errors: Vec<String>,
@@ -108,8 +117,50 @@ fn start_worker(pool: &PgPool, name: &str, scale: &Scale) -> WorkerProcess {
             ("LEDGERFLOW_SECRET_KEY", KEY),
             ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
             ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
+            ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
         ],
     )
+}
+
+/// Shopify with automatic sync on, draft orders, cancelled jobs deleted.
+fn shopify_settings() -> ConnectionSettings {
+    let mut s = ConnectionSettings::default_for(ProviderName::Shopify);
+    s.auto_sync = true;
+    s.mark_deleted_on_cancel = true;
+    if let ProviderSettings::Shopify(shopify) = &mut s.provider {
+        shopify.use_draft_orders = true;
+    }
+    s
+}
+
+/// A tenant with its own Shopify store (simulator) and a connection to it.
+async fn connect_shopify(pool: &PgPool, key: &SecretKey, t: usize) -> (i64, ShopifySim) {
+    let sim = ShopifySim::start(ShopifySimConfig::default())
+        .await
+        .expect("start a Shopify simulator");
+    let tenant = format!("shop-{t}");
+    let mut db = pool.acquire().await.expect("a connection");
+    ledger::create_tenant(
+        &mut db,
+        &NewTenant {
+            id: tenant.clone(),
+            name: format!("Bike shop {t}"),
+            time_zone: "Pacific/Auckland".into(),
+        },
+    )
+    .await
+    .expect("create a tenant");
+    drop(db);
+    let creds = ConnectionCredentials::shopify(
+        &sim.shop_domain(),
+        Secret::new(sim.issue_token()),
+        Some(&sim.base_url()),
+    );
+    let saved = register_connection(pool, key, &tenant, &shopify_settings(), &creds)
+        .await
+        .expect("register a Shopify connection");
+    sim.set_latency(Duration::from_millis(15));
+    (saved.connection.id, sim)
 }
 
 /// Plays a whole run, then checks and reports it; panics on a violation.
@@ -138,7 +189,17 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     };
     sandbox.sim.set_latency(Duration::from_millis(15));
     let mut shops = Vec::with_capacity(scale.tenants);
-    for t in 0..scale.tenants {
+    let mut shopify = Vec::new();
+    for t in 0..scale.tenants.min(scale.shopify_tenants) {
+        let (connection_id, sim) = connect_shopify(&pool, &sandbox.key, t).await;
+        shops.push(Shop {
+            connection_id,
+            org: sim.shop_domain(),
+            shopify: Some(shopify.len()),
+        });
+        shopify.push(sim);
+    }
+    for t in shops.len()..scale.tenants {
         let (connection_id, org) = sandbox
             .connect(
                 &pool,
@@ -151,15 +212,26 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
             )
             .await
             .expect("connect a shop");
-        shops.push(Shop { connection_id, org });
+        shops.push(Shop {
+            connection_id,
+            org,
+            shopify: None,
+        });
     }
 
-    let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
+    let plans = workload::plan(
+        &mut rng,
+        scale.tenants,
+        scale.shopify_tenants,
+        scale.target_syncs,
+        scale.drive,
+    );
     let planned: usize = plans.iter().map(|p| p.triggers()).sum();
     println!(
-        "chaos {}: {} tenants, {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        "chaos {}: {} tenants ({} on Shopify), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
         scale.name,
         scale.tenants,
+        scale.shopify_tenants,
         plans.len(),
         scale.kills
     );
@@ -169,9 +241,11 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         .collect();
 
     let sim = Arc::new(sandbox);
+    let shopify = Arc::new(shopify);
     let driving = Arc::new(AtomicBool::new(true));
     let faults = tokio::spawn(inject_faults(
         sim.clone(),
+        shopify.clone(),
         driving.clone(),
         scale.fault_every,
         rng.fork(),
@@ -217,6 +291,9 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     driving.store(false, Ordering::SeqCst);
     let faults = faults.await.expect("fault injector");
     sim.sim.clear_faults();
+    for s in shopify.iter() {
+        s.clear_faults();
+    }
     let drive_took = started.elapsed();
 
     // Settle: every worker up, no fault pending, until nothing is open.
@@ -238,10 +315,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     drop(workers);
 
     let sandbox = Arc::try_unwrap(sim).unwrap_or_else(|_| panic!("the simulator is still shared"));
+    let shopify = Arc::try_unwrap(shopify)
+        .unwrap_or_else(|_| panic!("the Shopify simulators are still shared"));
     let outcome = Outcome {
         seed,
         scale,
         sim: sandbox.sim,
+        shopify,
         shops,
         invoices,
         host_errors,
@@ -269,6 +349,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
 /// Pushes a random fault at the simulator every `every` while the host drives.
 async fn inject_faults(
     sandbox: Arc<XeroSandbox>,
+    shopify: Arc<Vec<ShopifySim>>,
     driving: Arc<AtomicBool>,
     every: Duration,
     mut rng: Rng,
@@ -309,10 +390,32 @@ async fn inject_faults(
             // reconnect. Token expiry is real instead (90 s tokens).
             _ => ("503", FaultKind::Status(503), None),
         };
-        let mut fault = Fault::once(kind);
-        fault.path_contains = path.map(str::to_string);
-        sandbox.sim.push_fault(fault);
+        // Every fifth fault goes to a Shopify store (when there are any),
+        // translated to its simulator's kind.
+        let store = (!shopify.is_empty() && rng.below(5) == 0)
+            .then(|| &shopify[rng.below(shopify.len() as u64) as usize]);
+        match store {
+            Some(store) => {
+                let kind = match kind {
+                    FaultKind::Status(code) => ShopifyFaultKind::Status(code),
+                    FaultKind::RateLimit { retry_after, .. } => ShopifyFaultKind::RateLimit {
+                        retry_after_secs: retry_after as u32,
+                    },
+                    FaultKind::Latency(d) => ShopifyFaultKind::Latency(d),
+                    _ => ShopifyFaultKind::DropAfterCommit,
+                };
+                store.push_fault(ShopifyFault::once(kind));
+            }
+            None => {
+                let mut fault = Fault::once(kind);
+                fault.path_contains = path.map(str::to_string);
+                sandbox.sim.push_fault(fault);
+            }
+        }
         *counts.entry(name).or_insert(0) += 1;
+        if store.is_some() {
+            *counts.entry("of which at a Shopify store").or_insert(0) += 1;
+        }
     }
     counts
 }
