@@ -59,6 +59,14 @@ pub use ledgerflow_workflows::ledger::{
     sync_dialog,
 };
 pub use ledgerflow_workflows::payloads;
+/// Backfills: schedule one (a date range of a connection), follow, cancel
+/// and resume it; mark invoices "ready to sync"; push historical snapshots
+/// when the host exposes no view.
+pub use ledgerflow_workflows::backfill;
+pub use ledgerflow_workflows::backfill::{
+    BackfillRequest, approve as approve_for_backfill, push_snapshots as push_backfill_snapshots,
+    ready_to_sync, start as start_backfill, withdraw as withdraw_approval,
+};
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
     release_held, retry_failed,

@@ -80,6 +80,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::summary_ops::SummaryCommand,
     },
+    /// Backfills: historical invoices of a date range, chunked within the daily quota.
+    Backfill {
+        #[command(subcommand)]
+        command: crate::backfill::BackfillCommand,
+    },
     /// Benchmarks; each prints its figures next to a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -207,6 +212,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             // With a Xero app configured, this process also sends the
             // end-of-day summaries and pulls payments made in Xero.
             if let Ok(xero) = config::xero_adapter(&pool, &args.providers) {
+                registry = crate::backfill_job::register(registry, xero.clone());
                 registry = crate::summary::register(registry, xero.clone());
                 registry = crate::payments_pull::register(
                     registry,
@@ -231,6 +237,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Job { command } => ops::job(&ops_pool(&cli.database_url).await?, command).await?,
         Command::Summary { command } => {
             crate::summary_ops::run(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Backfill { command } => {
+            crate::backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Demo { scratch } => demo::run(&cli.database_url, scratch).await?,
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,

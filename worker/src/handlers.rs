@@ -51,7 +51,7 @@ pub fn registry_with(providers: Providers) -> Registry {
         .register(|_: PushPayment, _| not_wired("push-payment"))
         .register(|_: SyncCustomer, _| not_wired("sync-customer"))
         .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))
-        .register(|_: BackfillRange, _| not_wired("backfill-range"))
+        .register(|job: BackfillRange, ctx| crate::backfill_job::without_xero(job, ctx))
         .on_failed(UpsertInvoice::KIND, sync_gave_up)
         .on_failed(VoidOrder::KIND, sync_gave_up)
 }

@@ -4,6 +4,8 @@
 //! It must not hold domain rules of its own: those are in
 //! `ledgerflow-workflows`.
 
+pub mod backfill;
+pub mod backfill_job;
 pub mod bench;
 pub mod bench_sync;
 pub mod bench_system;

@@ -6,6 +6,7 @@
 //! `ledgerflow-adapters`), and it must not start a runtime (that is
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
+pub mod backfill;
 pub mod error;
 pub mod inbound;
 pub mod invoice;

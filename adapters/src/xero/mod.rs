@@ -16,6 +16,7 @@
 //! state is `ledgerflow_workflows::provider_state`.
 
 pub mod auth;
+pub mod batch;
 pub mod errors;
 pub mod limits;
 pub mod pull;

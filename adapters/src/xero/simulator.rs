@@ -14,10 +14,14 @@
 //! [`Simulator`]'s methods. It must not be used by production code paths:
 //! it is compiled only with the `sandbox` feature.
 //!
+//! Batches: a PUT/POST of many invoices or contacts handles each element on
+//! its own; with `summarizeErrors=false` the answer is 200 with every
+//! element, refused ones carrying their `ValidationErrors`, and the others
+//! committed.
+//!
 //! Simplifications (deliberate): amounts use 2 decimal places whatever the
-//! currency; `If-Modified-Since` and `summarizeErrors=false` batch partial
-//! success are not modelled beyond single-element batches; the `where`
-//! filter understands `Field=="value"` terms joined by `AND`.
+//! currency; the `where` filter understands `Field=="value"` terms joined
+//! by `AND`, and for invoices alternatives joined by `OR`.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -1293,10 +1297,12 @@ fn invoice_field<'a>(i: &'a StoredInvoice, field: &str) -> Option<&'a str> {
 }
 
 fn get_invoices(t: &Tenant, now: DateTime<Utc>, query: &HashMap<String, String>) -> Answer {
-    let terms = query
+    // `A AND B OR C`: alternatives joined by OR, each a conjunction (AND
+    // binds tighter, as in Xero's filter language).
+    let alternatives: Vec<Vec<(String, bool, String)>> = query
         .get("where")
-        .map(|w| where_terms(w))
-        .unwrap_or_default();
+        .map(|w| w.split(" OR ").map(where_terms).collect())
+        .unwrap_or_else(|| vec![Vec::new()]);
     let list_param = |name: &str| -> Option<Vec<String>> {
         query
             .get(name)
@@ -1317,16 +1323,16 @@ fn get_invoices(t: &Tenant, now: DateTime<Utc>, query: &HashMap<String, String>)
                     .as_deref()
                     .and_then(parse_xero_date)
                     .is_none_or(|u| u >= since)
-            }) && terms
-                .iter()
-                .all(|(f, eq, v)| field_matches(invoice_field(i, f), *eq, v))
-                && numbers.as_ref().is_none_or(|n| {
-                    i.invoice
-                        .invoice_number
-                        .as_ref()
-                        .is_some_and(|x| n.contains(x))
-                })
-                && statuses.as_ref().is_none_or(|s| s.contains(&i.status))
+            }) && alternatives.iter().any(|terms| {
+                terms
+                    .iter()
+                    .all(|(f, eq, v)| field_matches(invoice_field(i, f), *eq, v))
+            }) && numbers.as_ref().is_none_or(|n| {
+                i.invoice
+                    .invoice_number
+                    .as_ref()
+                    .is_some_and(|x| n.contains(x))
+            }) && statuses.as_ref().is_none_or(|s| s.contains(&i.status))
                 && ids
                     .as_ref()
                     .is_none_or(|s| i.invoice.invoice_id.as_ref().is_some_and(|x| s.contains(x)))
