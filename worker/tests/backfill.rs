@@ -439,6 +439,15 @@ async fn pushed_snapshots_go_to_one_generic_contact_and_refusals_are_listed(pool
             Some("Walk-in Customer")
         );
     }
+    // The lost answer was recovered by Reference, not by sending again.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.sync_events WHERE trigger_label LIKE '%after a lost answer%'"
+        )
+        .await,
+        2
+    );
     let view = backfill::show(&mut db, id, 10).await.unwrap();
     assert_eq!(view.failures.len(), 1);
     assert_eq!(view.failures[0].invoice_id, "host-P2");
