@@ -54,9 +54,9 @@
 /// connections and settings.
 pub use ledgerflow_workflows::ledger;
 pub use ledgerflow_workflows::ledger::{
-    LedgerError, Recorded, SyncDialog, TriggerRequest, history, reconnect, record_trigger,
-    record_trigger_json, resync_now, retry_failed_event, send_as_new, set_invoice_auto_sync,
-    sync_dialog,
+    ChainStarted, HostTrigger, LedgerError, Recorded, SyncDialog, TriggerRequest, history,
+    on_host_trigger, reconnect, record_trigger, record_trigger_json, resync_now,
+    retry_failed_event, send_as_new, set_invoice_auto_sync, sync_dialog,
 };
 pub use ledgerflow_workflows::payloads;
 /// Backfills: schedule one (a date range of a connection), follow, cancel
@@ -70,6 +70,11 @@ pub use ledgerflow_workflows::backfill::{
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
     release_held, retry_failed,
+};
+/// Workflow runs: a sync chain's steps and their outcomes; retry a failed step.
+pub use ledgerflow_workflows::workflow_run::{
+    self, WorkflowRunView, find_run as find_workflow_run, list_runs as list_workflow_runs,
+    retry_step as retry_workflow_step,
 };
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.

@@ -13,7 +13,7 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{QueueConfig, WorkerRuntime};
-use crate::{bench, config, demo, handlers, ops};
+use crate::{bench, config, demo, handlers, ops, workflow_ops};
 
 /// ledgerflow: durable sync of invoices, orders, customers and payments to
 /// POS and accounting providers, on a PostgreSQL job queue.
@@ -79,6 +79,11 @@ pub enum Command {
     Summary {
         #[command(subcommand)]
         command: crate::summary_ops::SummaryCommand,
+    },
+    /// Workflow runs: sync chains and their steps.
+    Workflow {
+        #[command(subcommand)]
+        command: workflow_ops::WorkflowCommand,
     },
     /// Backfills: historical invoices of a date range, chunked within the daily quota.
     Backfill {
@@ -237,6 +242,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Job { command } => ops::job(&ops_pool(&cli.database_url).await?, command).await?,
         Command::Summary { command } => {
             crate::summary_ops::run(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Workflow { command } => {
+            workflow_ops::workflow(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Backfill { command } => {
             crate::backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?

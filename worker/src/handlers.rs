@@ -33,6 +33,8 @@ pub fn registry() -> Registry {
 pub fn registry_with(providers: Providers) -> Registry {
     let upsert = providers.clone();
     let complete = providers.clone();
+    let payments = providers.clone();
+    let customers = providers.clone();
     let void = providers;
     Registry::new()
         .register(probe)
@@ -48,12 +50,25 @@ pub fn registry_with(providers: Providers) -> Registry {
             let providers = complete.clone();
             async move { ledger::run_complete_draft(&providers, job, ctx).await }
         })
-        .register(|_: PushPayment, _| not_wired("push-payment"))
-        .register(|_: SyncCustomer, _| not_wired("sync-customer"))
+        .register({
+            let providers = payments.clone();
+            move |job: PushPayment, ctx| {
+                let providers = providers.clone();
+                async move { ledger::run_push_payment(&providers, job, ctx).await }
+            }
+        })
+        .register({
+            let providers = customers.clone();
+            move |job: SyncCustomer, ctx| {
+                let providers = providers.clone();
+                async move { ledger::run_sync_customer(&providers, job, ctx).await }
+            }
+        })
         .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))
         .register(|job: BackfillRange, ctx| crate::backfill_job::without_xero(job, ctx))
         .on_failed(UpsertInvoice::KIND, sync_gave_up)
         .on_failed(VoidOrder::KIND, sync_gave_up)
+        .on_failed(PushPayment::KIND, sync_gave_up)
 }
 
 /// Fail the sync events of a job the queue gave up on.

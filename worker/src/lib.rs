@@ -21,3 +21,4 @@ pub mod scratch;
 pub mod summary;
 pub mod summary_ops;
 pub mod webhooks;
+pub mod workflow_ops;

@@ -392,6 +392,7 @@ async fn every_job_kind_enqueues_runs_retries_and_completes(pool: PgPool) {
                 tenant: t.clone(),
                 connection_id: c,
                 customer_id: "C1".into(),
+                invoice_id: None,
             },
             o(),
         )

@@ -51,6 +51,10 @@ pub struct SyncCustomer {
     pub tenant: String,
     pub connection_id: i64,
     pub customer_id: String,
+    /// The invoice whose newest snapshot carries the customer's details (a
+    /// chain's customer step); its open sync event shows the step's failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_id: Option<String>,
 }
 
 /// One aggregated invoice for a business day's paid invoices (Xero).

@@ -91,6 +91,16 @@ pub struct PushPaymentRequest<'a> {
     pub idempotency_key: &'a str,
 }
 
+/// Reverse a payment applied earlier: the host deleted it.
+#[derive(Debug, Clone)]
+pub struct ReversePaymentRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub invoice: &'a ExternalRef,
+    /// The provider's payment, from the payment's link.
+    pub payment: &'a ExternalRef,
+    pub idempotency_key: &'a str,
+}
+
 /// Find or create the provider's contact for a host customer.
 #[derive(Debug, Clone)]
 pub struct SyncCustomerRequest<'a> {
@@ -158,6 +168,10 @@ pub enum PaymentOutcome {
     Skipped {
         reason: String,
     },
+    /// The host deleted the payment and the provider's payment was reversed.
+    /// Adapters never answer this from `apply_payment`; the ledger records it
+    /// after [`Provider::reverse_payment`].
+    Reversed(ExternalRef),
 }
 
 /// A failed provider call, classified. Adapters build these from HTTP
@@ -318,6 +332,21 @@ pub trait Provider: Send + Sync {
 
     fn sync_customer<'a>(&'a self, req: SyncCustomerRequest<'a>)
     -> ProviderFuture<'a, ExternalRef>;
+
+    /// Reverse (delete, refund) a payment applied earlier. A payment already
+    /// gone answers `Ok`. The default refuses: a provider whose adapter
+    /// cannot reverse payments says so on the event instead of pretending.
+    fn reverse_payment<'a>(&'a self, req: ReversePaymentRequest<'a>) -> ProviderFuture<'a, ()> {
+        let e = ProviderError::permanent(
+            format!(
+                "a payment deleted in the host cannot be reversed in {} by ledgerflow; reverse payment {} there by hand",
+                req.connection.provider.display_name(),
+                req.payment.external_id
+            ),
+            None,
+        );
+        Box::pin(async move { Err(e) })
+    }
 }
 
 /// The stand-in for a provider whose adapter does not exist yet: every call

@@ -17,7 +17,7 @@
 //! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 //! let (t, c) = ("shop-1".to_string(), 7);
 //! let spec = WorkflowSpec::new("sync invoice INV-1", &t)
-//!     .step(StepSpec::job("customer", &SyncCustomer { tenant: t.clone(), connection_id: c, customer_id: "C-9".into() })?)
+//!     .step(StepSpec::job("customer", &SyncCustomer { tenant: t.clone(), connection_id: c, customer_id: "C-9".into(), invoice_id: None })?)
 //!     .step(StepSpec::job("invoice", &UpsertInvoice { tenant: t.clone(), connection_id: c, invoice_id: "INV-1".into() })?.after(&[0]))
 //!     .step(StepSpec::job("payment P-1", &PushPayment { tenant: t.clone(), connection_id: c, invoice_id: "INV-1".into(), payment_id: "P-1".into() })?.after(&[1]))
 //!     .step(StepSpec::job("payment P-2", &PushPayment { tenant: t.clone(), connection_id: c, invoice_id: "INV-1".into(), payment_id: "P-2".into() })?.after(&[1]));
@@ -43,6 +43,10 @@ pub struct StepSpec {
     pub queue: &'static str,
     pub priority: i16,
     pub hold_key: Option<String>,
+    /// The queue's unique key for the step's job. When a job with this key
+    /// is pending, the step joins it instead of enqueuing another (see
+    /// `migrations/20261123000008_sync_chains.sql`).
+    pub unique_key: Option<String>,
     pub depends_on: Vec<i32>,
 }
 
@@ -58,6 +62,7 @@ impl StepSpec {
             queue: K::QUEUE,
             priority: K::PRIORITY.as_i16(),
             hold_key: None,
+            unique_key: None,
             depends_on: Vec::new(),
         })
     }
@@ -71,6 +76,13 @@ impl StepSpec {
     /// Hold the step's job under this key on "reconnect needed".
     pub fn hold_key(mut self, key: impl Into<String>) -> Self {
         self.hold_key = Some(key.into());
+        self
+    }
+
+    /// Run the step's job under this queue key (one at a time per key, at
+    /// most one pending: a step enqueued while one is pending joins it).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
         self
     }
 }
@@ -139,8 +151,9 @@ pub async fn start(conn: &mut PgConnection, spec: &WorkflowSpec) -> Result<i64, 
     for (position, step) in spec.steps.iter().enumerate() {
         sqlx::query(
             "INSERT INTO ledgerflow.workflow_steps
-                 (run_id, position, name, kind, kind_version, payload, queue, priority, hold_key, depends_on)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 (run_id, position, name, kind, kind_version, payload, queue, priority, hold_key,
+                  unique_key, depends_on)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(run_id)
         .bind(i32::try_from(position).unwrap_or(i32::MAX))
@@ -151,6 +164,7 @@ pub async fn start(conn: &mut PgConnection, spec: &WorkflowSpec) -> Result<i64, 
         .bind(step.queue)
         .bind(step.priority)
         .bind(&step.hold_key)
+        .bind(&step.unique_key)
         .bind(&step.depends_on)
         .execute(&mut *conn)
         .await?;
@@ -247,4 +261,51 @@ pub async fn find_run(
         finished_at: run.try_get("finished_at")?,
         steps,
     }))
+}
+
+/// A run in a list: its id, name, status and step counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowRunSummary {
+    pub id: i64,
+    pub name: String,
+    pub tenant: String,
+    pub status: String,
+    pub steps: i64,
+    pub steps_completed: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest runs, optionally of one tenant and / or in one status.
+pub async fn list_runs(
+    conn: &mut PgConnection,
+    tenant: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<WorkflowRunSummary>, WorkflowError> {
+    sqlx::query(
+        "SELECT r.id, r.name, r.tenant, r.status, r.created_at,
+                count(s.id) AS steps, count(s.id) FILTER (WHERE s.status = 'completed') AS steps_completed
+         FROM ledgerflow.workflow_runs r LEFT JOIN ledgerflow.workflow_steps s ON s.run_id = r.id
+         WHERE ($1::text IS NULL OR r.tenant = $1) AND ($2::text IS NULL OR r.status = $2)
+         GROUP BY r.id ORDER BY r.id DESC LIMIT $3",
+    )
+    .bind(tenant)
+    .bind(status)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(WorkflowRunSummary {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            tenant: r.try_get("tenant")?,
+            status: r.try_get("status")?,
+            steps: r.try_get("steps")?,
+            steps_completed: r.try_get("steps_completed")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()
+    .map_err(WorkflowError::from)
 }

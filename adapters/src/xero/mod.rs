@@ -37,7 +37,8 @@ use ledgerflow_workflows::money::Money;
 pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
-    PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, WriteKind,
+    PushResult, ReversePaymentRequest, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode,
+    VoidOrderRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{
     self as state, Acquired, CredentialError, CredentialStatus, Credentials, LimitScope,
@@ -1128,7 +1129,7 @@ impl Provider for XeroAdapter {
     fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async move {
             match self.apply_payment(req).await? {
-                PaymentOutcome::Applied(r) => Ok(r),
+                PaymentOutcome::Applied(r) | PaymentOutcome::Reversed(r) => Ok(r),
                 PaymentOutcome::Skipped { reason } => {
                     Err(ProviderError::permanent(format!("skipped: {reason}"), None))
                 }
@@ -1162,6 +1163,13 @@ impl Provider for XeroAdapter {
                 return Ok(link.clone());
             }
             self.find_or_create_contact(req.connection.id, req.customer, req.idempotency_key)
+                .await
+        })
+    }
+
+    fn reverse_payment<'a>(&'a self, req: ReversePaymentRequest<'a>) -> ProviderFuture<'a, ()> {
+        Box::pin(async move {
+            XeroAdapter::reverse_payment(self, req.connection.id, req.payment, req.idempotency_key)
                 .await
         })
     }

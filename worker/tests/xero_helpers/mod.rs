@@ -76,7 +76,15 @@ pub async fn connect(
             time_zone: time_zone.into(),
         }),
     });
-    let saved = ledger::create_connection(&mut db, tenant, &settings)
+    drop(db);
+    connect_with(env, tenant, &settings).await
+}
+
+/// A Xero connection of an existing tenant with these settings, registered
+/// against the simulator.
+pub async fn connect_with(env: &XeroEnv, tenant: &str, settings: &ConnectionSettings) -> Conn {
+    let mut db = env.pool.acquire().await.unwrap();
+    let saved = ledger::create_connection(&mut db, tenant, settings)
         .await
         .unwrap();
     let xero_tenant = env.sim.add_tenant(&format!("{tenant} (Xero)"));

@@ -205,6 +205,23 @@ pub async fn get_connection(
     from_row(&row)
 }
 
+/// Every connection of a tenant, oldest first (disabled ones included: a
+/// trigger is still recorded on them, as skipped).
+pub async fn tenant_connections(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+) -> Result<Vec<Connection>, LedgerError> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM ledgerflow.connections WHERE tenant_id = $1 ORDER BY id"
+    )))
+    .bind(tenant_id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
 /// Stop a connection from syncing; triggers are still recorded, as skipped.
 pub async fn disable_connection(
     conn: &mut PgConnection,

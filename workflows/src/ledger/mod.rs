@@ -27,17 +27,23 @@ use crate::invoice::SnapshotError;
 use crate::queue::EnqueueError;
 use crate::settings::{SettingsError, Trigger};
 
+pub mod chains;
 pub mod complete_draft;
 pub mod connections;
+pub mod customers;
+pub mod payments;
 pub mod read;
 pub mod record;
 pub mod sync;
 
+pub use chains::{ChainStarted, HostTrigger, on_host_trigger};
 pub use complete_draft::run_complete_draft;
 pub use connections::{
     Connection, ConnectionStatus, NewTenant, SavedSettings, create_connection, create_tenant,
-    disable_connection, get_connection, reconnect, update_settings,
+    disable_connection, get_connection, reconnect, tenant_connections, update_settings,
 };
+pub use customers::run_sync_customer;
+pub use payments::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
     ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
@@ -238,6 +244,8 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("could not enqueue the sync job: {0}")]
     Enqueue(#[from] EnqueueError),
+    #[error("could not start the sync chain: {0}")]
+    Workflow(#[from] crate::workflow_run::WorkflowError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -50,6 +50,10 @@ impl PaymentPush {
                 "payment {} {}: applied ({})",
                 self.payment_id, self.amount, r.external_id
             ),
+            PaymentOutcome::Reversed(r) => format!(
+                "payment {} {}: deleted in the host, reversed ({})",
+                self.payment_id, self.amount, r.external_id
+            ),
             PaymentOutcome::Skipped { reason } => {
                 format!(
                     "payment {} {}: skipped: {reason}",
@@ -198,7 +202,9 @@ fn event_from_row(r: &sqlx::postgres::PgRow) -> Result<SyncEventView, LedgerErro
         .transpose()
         .map_err(|e| LedgerError::Corrupt(format!("payments in response summary: {e}")))?
         .unwrap_or_default();
+    // A payment step's summary holds payments only, no invoice write.
     let response_summary = summary
+        .filter(|v| v.get("write").is_some())
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| LedgerError::Corrupt(format!("response summary: {e}")))?;

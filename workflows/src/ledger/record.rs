@@ -63,6 +63,25 @@ pub async fn record_trigger(
     conn: &mut PgConnection,
     req: &TriggerRequest<'_>,
 ) -> Result<Recorded, LedgerError> {
+    record(conn, req, JobBy::Event).await
+}
+
+/// Who enqueues the job of a pending event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobBy {
+    /// The event enqueues (or joins) the invoice's sync job itself.
+    Event,
+    /// A sync chain's invoice step does, once the steps before it completed
+    /// (see [`super::chains`]); the event waits with no job until then.
+    Chain,
+}
+
+/// [`record_trigger`], with the job left to a chain when `job_by` says so.
+pub(crate) async fn record(
+    conn: &mut PgConnection,
+    req: &TriggerRequest<'_>,
+    job_by: JobBy,
+) -> Result<Recorded, LedgerError> {
     req.snapshot.validate()?;
     let connection = get_connection(conn, req.connection_id).await?;
     let snapshot = snapshot_json(req.snapshot)?;
@@ -144,6 +163,7 @@ pub async fn record_trigger(
             snapshot: &snapshot,
             retry_of: None,
             expedite: false,
+            job_by,
         },
     )
     .await
@@ -240,7 +260,12 @@ pub async fn retry_failed_event(
             "nothing to retry: the last sync is {status}, not failed"
         )));
     }
-    let operation = Operation::parse(last.try_get("operation")?)?;
+    let operation = match Operation::parse(last.try_get("operation")?)? {
+        // A payment step's failure is retried by syncing the invoice, which
+        // carries its payments.
+        Operation::Payment => Operation::Upsert,
+        other => other,
+    };
     manual(
         conn,
         connection_id,
@@ -318,6 +343,7 @@ async fn manual(
             snapshot: &snapshot,
             retry_of,
             expedite: true,
+            job_by: JobBy::Event,
         },
     )
     .await
@@ -332,6 +358,7 @@ struct NewEvent<'a> {
     retry_of: Option<i64>,
     /// A person is waiting: run at once, ahead of background work.
     expedite: bool,
+    job_by: JobBy,
 }
 
 /// Insert a pending event, supersede the invoice's older pending events and
@@ -385,6 +412,16 @@ async fn open_event(
     .bind(event_id)
     .execute(&mut *conn)
     .await?;
+
+    if e.job_by == JobBy::Chain {
+        return Ok(Recorded {
+            event_id,
+            status: EventStatus::Pending,
+            skip_reason: None,
+            skip_message: None,
+            job_id: None,
+        });
+    }
 
     let mut opts = EnqueueOptions::default()
         .unique_key(sync_key(connection.id, invoice_id))

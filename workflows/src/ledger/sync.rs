@@ -20,11 +20,10 @@ use super::{LedgerError, Operation};
 use crate::error::JobError;
 use crate::invoice::{InvoiceSnapshot, diff};
 use crate::job::JobContext;
-use crate::money::Money;
 use crate::payloads::{UpsertInvoice, VoidOrder};
 use crate::provider::{
-    ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError, Providers,
-    PushPaymentRequest, PushResult, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest,
+    ConnectionInfo, ExternalRef, ProviderError, Providers, PushResult, UpsertInvoiceRequest,
+    UpsertMode, VoidOrderRequest,
 };
 use crate::settings::ProviderSettings;
 
@@ -48,7 +47,7 @@ pub async fn run_void_order(
     run_sync(providers, job.connection_id, &job.invoice_id, &ctx).await
 }
 
-fn job_error(e: LedgerError) -> JobError {
+pub(super) fn job_error(e: LedgerError) -> JobError {
     match e {
         LedgerError::Database(e) => JobError::from(e),
         other => JobError::permanent(other.to_string()),
@@ -173,12 +172,35 @@ async fn refuse_for_connection(
     Ok(error)
 }
 
+/// What [`run_sync`] found to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// It synced (or failed) the invoice's newest open event; the job is done.
+    Event,
+    /// No event was open: whatever else the job is for may run.
+    NothingOpen,
+}
+
 async fn run_sync(
     providers: &Providers,
     connection_id: i64,
     invoice_id: &str,
     ctx: &JobContext,
 ) -> Result<(), JobError> {
+    run_open_event(providers, connection_id, invoice_id, ctx)
+        .await
+        .map(|_| ())
+}
+
+/// Sync the invoice's newest open event, if it has one. Every job under the
+/// invoice's queue key starts here: a job that joined another's step (or a
+/// newer trigger's event) does the invoice's outstanding work first.
+pub(super) async fn run_open_event(
+    providers: &Providers,
+    connection_id: i64,
+    invoice_id: &str,
+    ctx: &JobContext,
+) -> Result<Ran, JobError> {
     let mut tx = ctx.pool.begin().await?;
     let connection = get_connection(&mut tx, connection_id)
         .await
@@ -198,7 +220,7 @@ async fn run_sync(
     else {
         // Every event was handled by an earlier job (or superseded): done.
         tx.commit().await?;
-        return Ok(());
+        return Ok(Ran::NothingOpen);
     };
     tx.commit().await?;
 
@@ -210,7 +232,9 @@ async fn run_sync(
                 format!("the stored invoice snapshot could not be read: {e}"),
                 None,
             );
-            return record_failure(&connection, invoice_id, &picked, ctx, err).await;
+            return record_failure(&connection, invoice_id, &picked, ctx, err)
+                .await
+                .map(|()| Ran::Event);
         }
     };
     let existing = invoice_link(&ctx.pool, connection_id, invoice_id).await?;
@@ -218,7 +242,43 @@ async fn run_sync(
     let provider = providers.get(provider_name);
     let idempotency_key = format!("ledgerflow-{}-{}", connection_id, picked.event_id);
 
+    let carries_payments = pushes_payments(&info);
+    // Payments the host deleted leave the provider's record before anything
+    // else is written: a provider may refuse to edit an invoice that still
+    // has a payment it should lose.
+    let reversed = match (&existing, picked.operation, carries_payments) {
+        (Some(link), Operation::Upsert, true) => {
+            match super::payments::reverse_deleted_payments(
+                provider.as_ref(),
+                &ctx.pool,
+                &info,
+                &snapshot,
+                link,
+                &idempotency_key,
+            )
+            .await
+            {
+                Ok(reversed) => reversed,
+                Err(e) => {
+                    return record_failure(&connection, invoice_id, &picked, ctx, e)
+                        .await
+                        .map(|()| Ran::Event);
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    // Only its payments changed: the invoice itself is left as it is (Xero
+    // refuses edits to an invoice that has payments).
+    let payments_only = picked.operation == Operation::Upsert
+        && existing.is_some()
+        && carries_payments
+        && synced_snapshot(&ctx.pool, connection_id, invoice_id)
+            .await?
+            .is_some_and(|old| same_document(&old, &snapshot));
+
     let result: Result<Option<PushResult>, ProviderError> = match picked.operation {
+        Operation::Upsert if payments_only => Ok(None),
         Operation::Upsert => provider
             .upsert_invoice(UpsertInvoiceRequest {
                 connection: &info,
@@ -288,27 +348,39 @@ async fn run_sync(
 
     // Payments follow the invoice they belong to, in the same event: the
     // invoice must exist (and be in a state that takes payments) first.
-    let result = match result {
-        Ok(Some(pushed)) if picked.operation != Operation::Void && pushes_payments(&info) => {
+    let target = match &result {
+        Ok(Some(pushed)) => Some(pushed.external.clone()),
+        Ok(None) if payments_only => existing.clone(),
+        _ => None,
+    };
+    let result = match (result, target) {
+        (Ok(pushed), Some(target)) if picked.operation != Operation::Void && carries_payments => {
             let fresh = picked.operation == Operation::SendAsNew;
-            match push_payments(
+            match super::payments::apply_new_payments(
                 provider.as_ref(),
                 &ctx.pool,
                 &info,
                 &snapshot,
-                &pushed.external,
+                &target,
                 fresh,
                 &idempotency_key,
             )
             .await
             {
-                Ok(payments) => Ok((Some(pushed), payments)),
+                Ok(applied) => Ok((pushed, reversed.iter().cloned().chain(applied).collect())),
                 Err(e) => Err(e),
             }
         }
-        Ok(pushed) => Ok((pushed, Vec::new())),
-        Err(e) => Err(e),
+        (Ok(pushed), _) => Ok((pushed, reversed.clone())),
+        (Err(e), _) => Err(e),
     };
+    if result.is_err() && !reversed.is_empty() {
+        // What was reversed stays reversed: unlink it now, so the retry
+        // does not reverse it again.
+        let mut tx = ctx.pool.begin().await?;
+        super::payments::link_payments(&mut tx, connection_id, invoice_id, &reversed).await?;
+        tx.commit().await?;
+    }
 
     match result {
         Ok((pushed, payments)) => {
@@ -325,75 +397,49 @@ async fn run_sync(
         }
         Err(e) => record_failure(&connection, invoice_id, &picked, ctx, e).await,
     }
+    .map(|()| Ran::Event)
+}
+
+/// The snapshot last pushed for the invoice.
+async fn synced_snapshot(
+    pool: &sqlx::PgPool,
+    connection_id: i64,
+    invoice_id: &str,
+) -> Result<Option<InvoiceSnapshot>, sqlx::Error> {
+    let value: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT synced_snapshot FROM ledgerflow.invoice_sync WHERE connection_id = $1 AND invoice_id = $2",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// The two snapshots describe the same invoice document: they differ at
+/// most in payments and the paid status that follows from them.
+fn same_document(old: &InvoiceSnapshot, new: &InvoiceSnapshot) -> bool {
+    let strip = |s: &InvoiceSnapshot| {
+        let mut s = s.clone();
+        s.payments.clear();
+        s.status = crate::invoice::InvoiceStatus::Issued;
+        s
+    };
+    strip(old) == strip(new)
 }
 
 /// Whether this connection's syncs carry the snapshot's payments. Only
 /// Xero's "sync payments" setting turns it on today; other providers settle
 /// payments their own way (Shopify completes the draft order).
-fn pushes_payments(info: &ConnectionInfo) -> bool {
+pub(super) fn pushes_payments(info: &ConnectionInfo) -> bool {
     match &info.settings.provider {
         ProviderSettings::Xero(x) => x.sync_payments,
         _ => false,
     }
 }
 
-/// Apply each of the snapshot's payments not yet linked to a provider
-/// payment (all of them when the invoice was just sent as new). A payment
-/// the provider declines (Xero: the invoice is a Draft) is reported as
-/// skipped with the reason, and tried again on the invoice's next sync.
-async fn push_payments(
-    provider: &dyn Provider,
-    pool: &sqlx::PgPool,
-    info: &ConnectionInfo,
-    snapshot: &InvoiceSnapshot,
-    invoice: &ExternalRef,
-    fresh: bool,
-    idempotency_key: &str,
-) -> Result<Vec<PaymentPush>, ProviderError> {
-    let mut out = Vec::with_capacity(snapshot.payments.len());
-    for payment in &snapshot.payments {
-        if !fresh
-            && payment_linked(pool, info.id, &payment.payment_id)
-                .await
-                .map_err(|e| ProviderError::retryable(format!("database: {e}")))?
-        {
-            continue;
-        }
-        let outcome = provider
-            .apply_payment(PushPaymentRequest {
-                connection: info,
-                snapshot,
-                invoice,
-                payment,
-                existing: None,
-                idempotency_key,
-            })
-            .await?;
-        out.push(PaymentPush {
-            payment_id: payment.payment_id.clone(),
-            amount: Money::new(payment.amount_minor, snapshot.currency),
-            outcome,
-        });
-    }
-    Ok(out)
-}
-
-async fn payment_linked(
-    pool: &sqlx::PgPool,
-    connection_id: i64,
-    payment_id: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2)",
-    )
-    .bind(connection_id)
-    .bind(payment_id)
-    .fetch_one(pool)
-    .await
-}
-
-async fn lock_invoice(
+pub(super) async fn lock_invoice(
     tx: &mut PgConnection,
     connection_id: i64,
     invoice_id: &str,
@@ -408,7 +454,7 @@ async fn lock_invoice(
     Ok(())
 }
 
-async fn invoice_link(
+pub(super) async fn invoice_link(
     pool: &sqlx::PgPool,
     connection_id: i64,
     invoice_id: &str,
@@ -479,6 +525,10 @@ async fn record_success(
         .map(serde_json::to_value)
         .transpose()
         .map_err(|e| JobError::permanent(format!("response summary: {e}")))?;
+    if summary.is_none() && !payments.is_empty() {
+        // Payments only: the invoice itself was not written.
+        summary = Some(serde_json::json!({}));
+    }
     // Payments ride in the summary under their own key: PushResult stays
     // the port's type, and older summaries simply have none.
     if let (Some(serde_json::Value::Object(map)), false) = (summary.as_mut(), payments.is_empty()) {
@@ -532,11 +582,7 @@ async fn record_success(
             }
         }
     }
-    for p in payments {
-        if let PaymentOutcome::Applied(r) = &p.outcome {
-            upsert_link(&mut tx, connection.id, "payment", &p.payment_id, r).await?;
-        }
-    }
+    super::payments::link_payments(&mut tx, connection.id, invoice_id, payments).await?;
     // The outcome and the job's completion commit together: a crash between
     // them cannot leave a synced event with a job that runs again.
     ctx.complete_in(&mut tx).await?;
@@ -648,7 +694,7 @@ pub async fn record_job_gave_up(
 
 /// Link a host record (invoice, customer, item, payment) to the provider's,
 /// stamping the push time.
-async fn upsert_link(
+pub(super) async fn upsert_link(
     conn: &mut PgConnection,
     connection_id: i64,
     entity_type: &str,

@@ -1,0 +1,491 @@
+//! Host triggers become sync chains on each of the tenant's connections
+//! (customer → invoice → payments, void on cancel, complete draft on paid),
+//! run against the Xero simulator over real HTTP and the real PostgreSQL.
+
+mod xero_helpers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
+use ledgerflow_worker::handlers;
+use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
+use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
+use ledgerflow_workflows::ledger::{self, ChainStarted, HostTrigger, NewTenant};
+use ledgerflow_workflows::provider::Providers;
+use ledgerflow_workflows::settings::{
+    ConnectionSettings, Provider, ProviderSettings, Trigger, XeroInvoiceStatus, XeroSettings,
+};
+use ledgerflow_workflows::workflow_run;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use xero_helpers::{Conn, XeroEnv, connect_with, count, snapshot, xero_env};
+
+const T: Duration = Duration::from_secs(60);
+
+async fn tenant(pool: &PgPool, id: &str) {
+    let mut db = pool.acquire().await.unwrap();
+    ledger::create_tenant(
+        &mut db,
+        &NewTenant {
+            id: id.into(),
+            name: format!("{id} Ltd"),
+            time_zone: "Pacific/Auckland".into(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+fn xero_settings(sync_payments: bool) -> ConnectionSettings {
+    let mut s = ConnectionSettings::default_for(Provider::Xero);
+    s.auto_sync = true;
+    s.mark_deleted_on_cancel = true;
+    s.provider = ProviderSettings::Xero(XeroSettings {
+        default_status: XeroInvoiceStatus::Authorised,
+        sync_payments,
+        end_of_day_summary: None,
+    });
+    s
+}
+
+async fn xero_connection(env: &XeroEnv, tenant_id: &str, sync_payments: bool) -> Conn {
+    connect_with(env, tenant_id, &xero_settings(sync_payments)).await
+}
+
+/// Two part payments adding up to the invoice's total.
+fn paid_in_two(number: &str) -> InvoiceSnapshot {
+    let mut s = snapshot(number, 10_000, false);
+    let first = s.totals.total / 3;
+    for (i, amount) in [first, s.totals.total - first].into_iter().enumerate() {
+        s.payments.push(Payment {
+            payment_id: format!("pay-{number}-{}", i + 1),
+            amount_minor: amount,
+            currency: None,
+            paid_at: Utc::now(),
+            method: Some("card".into()),
+            reference: None,
+        });
+    }
+    s.status = InvoiceStatus::Paid;
+    s.validate().unwrap();
+    s
+}
+
+async fn trigger(
+    pool: &PgPool,
+    tenant_id: &str,
+    trigger: Trigger,
+    snapshot: &InvoiceSnapshot,
+) -> Vec<ChainStarted> {
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id,
+            trigger,
+            label: None,
+            snapshot,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    started
+}
+
+fn worker(
+    pool: &PgPool,
+    adapter: ledgerflow_adapters::xero::XeroAdapter,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let config = QueueConfig {
+        worker_name: "chains".into(),
+        poll_interval: Duration::from_millis(50),
+        schedule_interval: Duration::from_millis(50),
+        ..QueueConfig::default()
+    };
+    let providers = Providers::new().with(Provider::Xero, Arc::new(adapter));
+    let handle = tokio::spawn({
+        let (pool, stop) = (pool.clone(), stop.clone());
+        async move {
+            WorkerRuntime::run(pool, handlers::registry_with(providers), config, stop)
+                .await
+                .unwrap();
+        }
+    });
+    (stop, handle)
+}
+
+async fn run_status(pool: &PgPool, run_id: i64) -> String {
+    sqlx::query_scalar("SELECT status FROM ledgerflow.workflow_runs WHERE id = $1")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_run(pool: &PgPool, run_id: i64, status: &str) {
+    let deadline = std::time::Instant::now() + T;
+    while run_status(pool, run_id).await != status {
+        if std::time::Instant::now() > deadline {
+            let mut db = pool.acquire().await.unwrap();
+            let run = workflow_run::find_run(&mut db, run_id).await.unwrap();
+            let errors: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
+                "SELECT id, kind, errors FROM ledgerflow.jobs
+                 UNION ALL SELECT id, kind, errors FROM ledgerflow.finished_jobs ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            panic!("run {run_id} is not {status}: {run:#?}\njobs: {errors:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_paid_invoice_syncs_its_customer_then_itself_then_each_payment(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", true).await;
+    let inv = paid_in_two("INV-1");
+
+    let started = trigger(&pool, "spokes", Trigger::InvoicePaid, &inv).await;
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        started[0].steps,
+        [
+            "customer Customer INV-1",
+            "invoice INV-1",
+            "payment pay-INV-1-1",
+            "payment pay-INV-1-2"
+        ]
+    );
+    let run_id = started[0].run_id.unwrap();
+    // Only the customer step is queued: the rest wait for it.
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM ledgerflow.jobs").await,
+        1,
+        "only the first step is enqueued before anything ran"
+    );
+
+    let XeroEnv { sim, adapter, .. } = env;
+    let (stop, handle) = worker(&pool, adapter);
+    wait_run(&pool, run_id, "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    // Each step's job ran after the one it depends on had finished.
+    let order: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT s.name, coalesce(prev.finished_at <= j.started_at, true)
+         FROM ledgerflow.workflow_steps s
+         JOIN ledgerflow.finished_jobs j ON j.id = s.job_id
+         LEFT JOIN ledgerflow.workflow_steps d ON d.run_id = s.run_id AND d.position = ANY (s.depends_on)
+         LEFT JOIN ledgerflow.finished_jobs prev ON prev.id = d.job_id
+         WHERE s.run_id = $1 ORDER BY s.position",
+    )
+    .bind(run_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert!(order.iter().all(|(_, after)| *after), "{order:?}");
+
+    // Xero holds one contact, one Authorised invoice, and both payments once.
+    let contacts = sim.contacts(&conn.xero_tenant);
+    assert_eq!(contacts.len(), 1);
+    let invoices = sim.invoices(&conn.xero_tenant);
+    assert_eq!(invoices.len(), 1);
+    let payments = sim.payments(&conn.xero_tenant);
+    assert_eq!(payments.len(), 2, "{payments:?}");
+    for kind in ["customer", "invoice", "payment"] {
+        let want = if kind == "payment" { 2 } else { 1 };
+        let n = count(
+            &pool,
+            &format!("SELECT count(*) FROM ledgerflow.links WHERE entity_type = '{kind}'"),
+        )
+        .await;
+        assert_eq!(n, want, "{kind} links");
+    }
+    let dialog = {
+        let mut db = pool.acquire().await.unwrap();
+        ledger::sync_dialog(&mut db, conn.id, &inv.invoice_id, 20)
+            .await
+            .unwrap()
+    };
+    assert_eq!(dialog.status, ledger::InvoiceSyncStatus::Synced);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_failed_customer_blocks_the_invoice_until_the_customer_is_retried(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    // Xero refuses the first contacts request with a 400: a permanent failure.
+    env.sim.push_fault(Fault {
+        method: None,
+        path_contains: Some("Contacts".into()),
+        kind: FaultKind::Status(400),
+        times: 1,
+    });
+    let inv = snapshot("INV-2", 5_000, false);
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &inv).await;
+    let run_id = started[0].run_id.unwrap();
+    assert_eq!(
+        started[0].steps,
+        ["customer Customer INV-2", "invoice INV-2"]
+    );
+
+    let XeroEnv { sim, adapter, .. } = env;
+    let (stop, handle) = worker(&pool, adapter);
+    wait_run(&pool, run_id, "failed").await;
+    let run = {
+        let mut db = pool.acquire().await.unwrap();
+        workflow_run::find_run(&mut db, run_id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(run.steps[0].status, "failed");
+    assert_eq!(run.steps[1].status, "blocked");
+    let blocked = run.steps[1].error.as_deref().unwrap();
+    assert!(
+        blocked.starts_with("waiting for step 0 (customer Customer INV-2), which failed:"),
+        "{blocked}"
+    );
+    // The invoice's own event says what it waits for, and nothing reached Xero.
+    let dialog = {
+        let mut db = pool.acquire().await.unwrap();
+        ledger::sync_dialog(&mut db, conn.id, &inv.invoice_id, 20)
+            .await
+            .unwrap()
+    };
+    assert_eq!(dialog.status, ledger::InvoiceSyncStatus::Pending);
+    let error = dialog.history.events[0].error.clone().unwrap();
+    assert_eq!(error.class, "dependency_failed");
+    assert!(
+        error.message.starts_with(
+            "waiting for customer cust-INV-2 to sync first, which failed: Xero refused"
+        ),
+        "{}",
+        error.message
+    );
+    assert!(sim.invoices(&conn.xero_tenant).is_empty());
+
+    // Retrying the customer lets the chain finish.
+    {
+        let mut tx = pool.begin().await.unwrap();
+        workflow_run::retry_step(&mut tx, run_id, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    wait_run(&pool, run_id, "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+    assert_eq!(sim.contacts(&conn.xero_tenant).len(), 1);
+    assert_eq!(sim.invoices(&conn.xero_tenant).len(), 1);
+    let dialog = {
+        let mut db = pool.acquire().await.unwrap();
+        ledger::sync_dialog(&mut db, conn.id, &inv.invoice_id, 20)
+            .await
+            .unwrap()
+    };
+    assert_eq!(dialog.status, ledger::InvoiceSyncStatus::Synced);
+    assert!(dialog.history.events[0].error.is_none());
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn each_connection_gets_the_chain_its_settings_and_provider_call_for(pool: PgPool) {
+    tenant(&pool, "spokes").await;
+    let mut db = pool.acquire().await.unwrap();
+    let xero = ledger::create_connection(&mut db, "spokes", &xero_settings(true))
+        .await
+        .unwrap()
+        .connection;
+    let mut shopify_settings = ConnectionSettings::default_for(Provider::Shopify);
+    shopify_settings.auto_sync = true;
+    let shopify = ledger::create_connection(&mut db, "spokes", &shopify_settings)
+        .await
+        .unwrap()
+        .connection;
+    // Auto-sync off: the trigger is recorded there as skipped, no chain.
+    let quiet = ledger::create_connection(
+        &mut db,
+        "spokes",
+        &ConnectionSettings::default_for(Provider::Xero),
+    )
+    .await
+    .unwrap()
+    .connection;
+    drop(db);
+
+    let inv = paid_in_two("INV-3");
+    let started = trigger(&pool, "spokes", Trigger::InvoicePaid, &inv).await;
+    let by = |id: i64| started.iter().find(|s| s.connection_id == id).unwrap();
+    assert_eq!(
+        by(xero.id).steps,
+        [
+            "customer Customer INV-3",
+            "invoice INV-3",
+            "payment pay-INV-3-1",
+            "payment pay-INV-3-2"
+        ]
+    );
+    assert_eq!(
+        by(shopify.id).steps,
+        ["customer Customer INV-3", "invoice INV-3", "complete draft"]
+    );
+    assert_eq!(by(quiet.id).run_id, None);
+    assert_eq!(by(quiet.id).event.status, ledger::EventStatus::Skipped);
+
+    // Not yet paid in full: Shopify's draft is not completed.
+    let mut part = paid_in_two("INV-4");
+    part.payments.pop();
+    part.status = InvoiceStatus::PartiallyPaid;
+    let started = trigger(&pool, "spokes", Trigger::PaymentAdded, &part).await;
+    let shop = started
+        .iter()
+        .find(|s| s.connection_id == shopify.id)
+        .unwrap();
+    assert_eq!(shop.steps, ["customer Customer INV-4", "invoice INV-4"]);
+
+    // A cancelled job voids the order, and nothing else.
+    let started = trigger(&pool, "spokes", Trigger::JobCancelled, &inv).await;
+    assert_eq!(
+        started
+            .iter()
+            .find(|s| s.connection_id == xero.id)
+            .unwrap()
+            .steps,
+        ["void INV-3"]
+    );
+
+    // An invalid snapshot is refused before anything is written.
+    let mut bad = inv.clone();
+    bad.totals.total += 1;
+    let before = count(&pool, "SELECT count(*) FROM ledgerflow.sync_events").await;
+    let mut tx = pool.begin().await.unwrap();
+    let refused = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id: "spokes",
+            trigger: Trigger::ItemsChanged,
+            label: None,
+            snapshot: &bad,
+            action_override: None,
+        },
+    )
+    .await;
+    assert!(refused.is_err());
+    drop(tx);
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM ledgerflow.sync_events").await,
+        before
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn chains_of_one_invoice_share_its_pending_job_and_write_once(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    let mut inv = snapshot("INV-5", 5_000, false);
+    let first = trigger(&pool, "spokes", Trigger::InvoiceCreated, &inv).await;
+    inv.lines[0].unit_price_minor = 6_000;
+    inv.lines[0].tax_minor = 900;
+    inv.totals = inv.computed_totals().unwrap();
+    let second = trigger(&pool, "spokes", Trigger::ItemsChanged, &inv).await;
+    let (r1, r2) = (first[0].run_id.unwrap(), second[0].run_id.unwrap());
+
+    let XeroEnv { sim, adapter, .. } = env;
+    let (stop, handle) = worker(&pool, adapter);
+    wait_run(&pool, r1, "completed").await;
+    wait_run(&pool, r2, "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    let jobs: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT position, job_id FROM ledgerflow.workflow_steps WHERE run_id = ANY($1) ORDER BY position, run_id",
+    )
+    .bind([r1, r2])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // Both customer steps rode one job, and so did both invoice steps.
+    assert_eq!(jobs[0].1, jobs[1].1, "{jobs:?}");
+    assert_eq!(jobs[2].1, jobs[3].1, "{jobs:?}");
+    let invoices = sim.invoices(&conn.xero_tenant);
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(
+        sim.write_count(&conn.xero_tenant),
+        2,
+        "one contact and one invoice write"
+    );
+    let total = invoices[0].total.as_ref().unwrap().to_scaled(2).unwrap();
+    assert_eq!(total, 6_900);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_payment_deleted_in_the_host_is_reversed_in_xero(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", true).await;
+    let inv = paid_in_two("INV-6");
+    let r1 = trigger(&pool, "spokes", Trigger::InvoicePaid, &inv).await[0]
+        .run_id
+        .unwrap();
+    let XeroEnv { sim, adapter, .. } = env;
+    let (stop, handle) = worker(&pool, adapter);
+    wait_run(&pool, r1, "completed").await;
+    assert_eq!(sim.payments(&conn.xero_tenant).len(), 2);
+
+    // The host deletes the second payment.
+    let mut edited = inv.clone();
+    let gone = edited.payments.pop().unwrap();
+    edited.status = InvoiceStatus::PartiallyPaid;
+    let r2 = trigger(&pool, "spokes", Trigger::ItemsChanged, &edited).await[0]
+        .run_id
+        .unwrap();
+    wait_run(&pool, r2, "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+
+    let live: Vec<_> = sim
+        .payments(&conn.xero_tenant)
+        .into_iter()
+        .filter(|p| p.status.as_deref() != Some("DELETED"))
+        .collect();
+    assert_eq!(live.len(), 1, "{live:?}");
+    let linked = count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM ledgerflow.links WHERE entity_type = 'payment' AND host_id = '{}'",
+            gone.payment_id
+        ),
+    )
+    .await;
+    assert_eq!(linked, 0, "the reversed payment's link is gone");
+    let dialog = {
+        let mut db = pool.acquire().await.unwrap();
+        ledger::sync_dialog(&mut db, conn.id, &inv.invoice_id, 20)
+            .await
+            .unwrap()
+    };
+    let reversed = dialog
+        .history
+        .events
+        .iter()
+        .flat_map(|e| e.payments.iter())
+        .find(|p| p.payment_id == gone.payment_id)
+        .unwrap();
+    assert!(
+        reversed.describe().contains("reversed"),
+        "{}",
+        reversed.describe()
+    );
+}

@@ -1,0 +1,381 @@
+//! An invoice's payments in the provider: apply the ones the host added,
+//! reverse the ones it deleted, and the `push-payment` step of a sync chain.
+//!
+//! Payments follow the invoice they belong to: they are pushed by the
+//! invoice's sync (see [`super::sync`]) and, in a chain, by one step per
+//! payment after the invoice step. Both run under the invoice's queue key,
+//! one at a time, and both push whatever is outstanding (every unlinked
+//! payment, every linked payment the newest snapshot no longer has), so a
+//! payment is applied once whichever job gets there first.
+//!
+//! This module must not decide retry timing (the queue does) nor know a
+//! provider's wire format.
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::Operation;
+use super::connections::{ConnectionStatus, get_connection, mark_reconnect_needed};
+use super::read::PaymentPush;
+use super::sync::{
+    Ran, invoice_link, job_error, lock_invoice, pushes_payments, run_open_event, upsert_link,
+};
+use crate::error::JobError;
+use crate::invoice::InvoiceSnapshot;
+use crate::job::JobContext;
+use crate::money::Money;
+use crate::payloads::PushPayment;
+use crate::provider::{
+    ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError, Providers,
+    PushPaymentRequest, ReversePaymentRequest,
+};
+
+/// Reverse the linked payments of this invoice that the snapshot no longer
+/// has, then apply each of its payments not yet linked (all of them when the
+/// invoice was just sent as new). Reversals go first: a provider may refuse
+/// to touch an invoice while a payment it should lose is still on it. A
+/// payment the provider declines (Xero: the invoice is a Draft) is reported
+/// as skipped with the reason, and tried again on the invoice's next sync.
+pub(super) async fn push_payments(
+    provider: &dyn Provider,
+    pool: &PgPool,
+    info: &ConnectionInfo,
+    snapshot: &InvoiceSnapshot,
+    invoice: &ExternalRef,
+    fresh: bool,
+    idempotency_key: &str,
+) -> Result<Vec<PaymentPush>, ProviderError> {
+    let mut out = Vec::new();
+    // A new record (sent as new) never carried the old record's payments.
+    if !fresh {
+        out = reverse_deleted_payments(provider, pool, info, snapshot, invoice, idempotency_key)
+            .await?;
+    }
+    out.extend(
+        apply_new_payments(
+            provider,
+            pool,
+            info,
+            snapshot,
+            invoice,
+            fresh,
+            idempotency_key,
+        )
+        .await?,
+    );
+    Ok(out)
+}
+
+fn db_error(e: sqlx::Error) -> ProviderError {
+    ProviderError::retryable(format!("database: {e}"))
+}
+
+/// Apply the snapshot's payments not yet linked (all when `fresh`).
+pub(super) async fn apply_new_payments(
+    provider: &dyn Provider,
+    pool: &PgPool,
+    info: &ConnectionInfo,
+    snapshot: &InvoiceSnapshot,
+    invoice: &ExternalRef,
+    fresh: bool,
+    idempotency_key: &str,
+) -> Result<Vec<PaymentPush>, ProviderError> {
+    let mut out = Vec::with_capacity(snapshot.payments.len());
+    for payment in &snapshot.payments {
+        if !fresh
+            && payment_linked(pool, info.id, &payment.payment_id)
+                .await
+                .map_err(db_error)?
+        {
+            continue;
+        }
+        let outcome = provider
+            .apply_payment(PushPaymentRequest {
+                connection: info,
+                snapshot,
+                invoice,
+                payment,
+                existing: None,
+                idempotency_key,
+            })
+            .await?;
+        out.push(PaymentPush {
+            payment_id: payment.payment_id.clone(),
+            amount: Money::new(payment.amount_minor, snapshot.currency),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+/// Reverse the payments applied to this invoice that the snapshot no longer has.
+pub(super) async fn reverse_deleted_payments(
+    provider: &dyn Provider,
+    pool: &PgPool,
+    info: &ConnectionInfo,
+    snapshot: &InvoiceSnapshot,
+    invoice: &ExternalRef,
+    idempotency_key: &str,
+) -> Result<Vec<PaymentPush>, ProviderError> {
+    let kept: Vec<&str> = snapshot
+        .payments
+        .iter()
+        .map(|p| p.payment_id.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (payment_id, external, amount) in
+        deleted_payments(pool, info.id, &snapshot.invoice_id, &kept)
+            .await
+            .map_err(db_error)?
+    {
+        let key = format!("{idempotency_key}-reverse-{payment_id}");
+        provider
+            .reverse_payment(ReversePaymentRequest {
+                connection: info,
+                invoice,
+                payment: &external,
+                idempotency_key: &key,
+            })
+            .await?;
+        out.push(PaymentPush {
+            payment_id,
+            amount: Money::new(amount, snapshot.currency),
+            outcome: PaymentOutcome::Reversed(external),
+        });
+    }
+    Ok(out)
+}
+
+/// Write the links of what [`push_payments`] did: applied payments are
+/// linked to their invoice, reversed ones unlinked (so a payment the host
+/// adds back is applied again).
+pub(super) async fn link_payments(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    invoice_id: &str,
+    payments: &[PaymentPush],
+) -> Result<(), sqlx::Error> {
+    for p in payments {
+        match &p.outcome {
+            PaymentOutcome::Applied(r) => {
+                upsert_link(conn, connection_id, "payment", &p.payment_id, r).await?;
+                sqlx::query(
+                    "UPDATE ledgerflow.links SET invoice_id = $3, amount_minor = $4
+                     WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2",
+                )
+                .bind(connection_id)
+                .bind(&p.payment_id)
+                .bind(invoice_id)
+                .bind(p.amount.amount_minor)
+                .execute(&mut *conn)
+                .await?;
+            }
+            PaymentOutcome::Reversed(_) => {
+                sqlx::query(
+                    "DELETE FROM ledgerflow.links
+                     WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2",
+                )
+                .bind(connection_id)
+                .bind(&p.payment_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            PaymentOutcome::Skipped { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+async fn payment_linked(
+    pool: &PgPool,
+    connection_id: i64,
+    payment_id: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2)",
+    )
+    .bind(connection_id)
+    .bind(payment_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Payments applied to this invoice that the host's newest snapshot no
+/// longer has: (host id, provider payment, amount in minor units).
+async fn deleted_payments(
+    pool: &PgPool,
+    connection_id: i64,
+    invoice_id: &str,
+    kept: &[&str],
+) -> Result<Vec<(String, ExternalRef, i64)>, sqlx::Error> {
+    sqlx::query(
+        "SELECT host_id, external_id, external_number, view_url, coalesce(amount_minor, 0) AS amount_minor
+         FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'payment' AND invoice_id = $2
+           AND NOT (host_id = ANY($3))
+         ORDER BY host_id",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .bind(kept)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("host_id")?,
+            ExternalRef {
+                external_id: r.try_get("external_id")?,
+                external_number: r.try_get("external_number")?,
+                url: r.try_get("view_url")?,
+            },
+            r.try_get("amount_minor")?,
+        ))
+    })
+    .collect()
+}
+
+/// Handler of `push-payment` jobs (a sync chain's payment step). Like every
+/// job under the invoice's key it first does the invoice's open event, which
+/// carries the payments itself; otherwise it pushes the outstanding payments
+/// and records them as a finished `payment` event.
+pub async fn run_push_payment(
+    providers: &Providers,
+    job: PushPayment,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    if run_open_event(providers, job.connection_id, &job.invoice_id, &ctx).await? == Ran::Event {
+        return Ok(());
+    }
+    let mut tx = ctx.pool.begin().await?;
+    let connection = get_connection(&mut tx, job.connection_id)
+        .await
+        .map_err(job_error)?;
+    match connection.status {
+        ConnectionStatus::Active => {}
+        ConnectionStatus::ReconnectNeeded => {
+            return Err(JobError::reconnect_needed(format!(
+                "{} needs reconnecting: payments wait until the integration is reconnected",
+                connection.provider
+            )));
+        }
+        ConnectionStatus::Disabled => {
+            return Err(JobError::permanent(format!(
+                "the {} connection is disabled",
+                connection.provider
+            )));
+        }
+    }
+    lock_invoice(&mut tx, connection.id, &job.invoice_id)
+        .await
+        .map_err(job_error)?;
+    let latest: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT latest_snapshot FROM ledgerflow.invoice_sync
+         WHERE connection_id = $1 AND invoice_id = $2",
+    )
+    .bind(connection.id)
+    .bind(&job.invoice_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    tx.commit().await?;
+    let info = connection.info();
+    let (Some(latest), true) = (latest, pushes_payments(&info)) else {
+        // Never triggered, or this connection does not carry payments.
+        return Ok(());
+    };
+    let Some(invoice) = invoice_link(&ctx.pool, connection.id, &job.invoice_id).await? else {
+        // The invoice is not in the provider (voided before it was sent, or
+        // its sync failed): its payments go with it when it is sent.
+        return Ok(());
+    };
+    let snapshot: InvoiceSnapshot = serde_json::from_value(latest.clone()).map_err(|e| {
+        JobError::permanent(format!(
+            "the stored invoice snapshot could not be read: {e}"
+        ))
+    })?;
+    let provider = providers.get(connection.provider);
+    let key = format!(
+        "ledgerflow-{}-payment-{}-{}",
+        connection.id, job.payment_id, ctx.job_id
+    );
+    let pushed = push_payments(
+        provider.as_ref(),
+        &ctx.pool,
+        &info,
+        &snapshot,
+        &invoice,
+        false,
+        &key,
+    )
+    .await;
+
+    let mut tx = ctx.pool.begin().await?;
+    lock_invoice(&mut tx, connection.id, &job.invoice_id)
+        .await
+        .map_err(job_error)?;
+    match pushed {
+        Ok(payments) if payments.is_empty() => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Ok(payments) => {
+            let summary = serde_json::json!({ "payments": payments });
+            sqlx::query(
+                "INSERT INTO ledgerflow.sync_events
+                     (connection_id, invoice_id, trigger, trigger_label, status, operation,
+                      snapshot, job_id, attempts, response_summary, started_at, finished_at)
+                 VALUES ($1, $2, 'payment_added', 'payments pushed', 'synced', $3, $4, $5, 1, $6, now(), now())",
+            )
+            .bind(connection.id)
+            .bind(&job.invoice_id)
+            .bind(Operation::Payment.as_str())
+            .bind(&latest)
+            .bind(ctx.job_id)
+            .bind(&summary)
+            .execute(&mut *tx)
+            .await?;
+            link_payments(&mut tx, connection.id, &job.invoice_id, &payments).await?;
+            ctx.complete_in(&mut tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(e) => {
+            let friendly = e.friendly_message(connection.provider);
+            let raw = e.raw().map_or_else(|| e.to_string(), str::to_owned);
+            let job_err = JobError::from(e);
+            let terminal = match &job_err {
+                JobError::NotFound { .. } | JobError::Permanent { .. } => true,
+                JobError::Retryable { .. } => ctx.is_last_attempt(),
+                JobError::RateLimited { .. } | JobError::ReconnectNeeded { .. } => false,
+            };
+            if terminal {
+                sqlx::query(
+                    "INSERT INTO ledgerflow.sync_events
+                         (connection_id, invoice_id, trigger, trigger_label, status, operation,
+                          snapshot, job_id, attempts, error_class, error_message, raw_error,
+                          started_at, finished_at)
+                     VALUES ($1, $2, 'payment_added', 'payments pushed', 'failed', $3, $4, $5, 1,
+                             $6, $7, $8, now(), now())",
+                )
+                .bind(connection.id)
+                .bind(&job.invoice_id)
+                .bind(Operation::Payment.as_str())
+                .bind(&latest)
+                .bind(ctx.job_id)
+                .bind(job_err.class().as_str())
+                .bind(&friendly)
+                .bind(&raw)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if matches!(job_err, JobError::ReconnectNeeded { .. }) {
+                mark_reconnect_needed(&mut tx, connection.id, &friendly)
+                    .await
+                    .map_err(job_error)?;
+            }
+            tx.commit().await?;
+            Err(job_err)
+        }
+    }
+}
