@@ -381,16 +381,30 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             reason.unwrap_or_default()
         ));
     }
+    for store in &o.shopify {
+        let st = store.stats();
+        *r.counts.entry("shopify requests".into()).or_default() +=
+            (st.rest_requests + st.graphql_requests) as i64;
+        *r.counts
+            .entry("shopify writes committed".into())
+            .or_default() += st.writes_committed as i64;
+    }
+    r.counts.insert(
+        "xero refresh requests".into(),
+        stats.refresh_requests as i64,
+    );
     r.counts
-        .insert("refresh requests".into(), stats.refresh_requests as i64);
+        .insert("xero api requests".into(), stats.api_requests as i64);
+    r.counts.insert(
+        "xero writes committed".into(),
+        stats.writes_committed as i64,
+    );
+    r.counts.insert(
+        "xero idempotent replays".into(),
+        stats.idempotent_replays as i64,
+    );
     r.counts
-        .insert("api requests".into(), stats.api_requests as i64);
-    r.counts
-        .insert("writes committed".into(), stats.writes_committed as i64);
-    r.counts
-        .insert("idempotent replays".into(), stats.idempotent_replays as i64);
-    r.counts
-        .insert("429s answered".into(), stats.rate_limited as i64);
+        .insert("xero 429s answered".into(), stats.rate_limited as i64);
     r
 }
 
