@@ -191,6 +191,8 @@ BEGIN
 
     FOR i IN 1..n LOOP
         IF ledgerflow.limiter_counted(p_connection_ids[i], p_per_day[i], p_concurrent[i]) THEN
+            -- An unlimited app scope has nothing to count.
+            CONTINUE WHEN p_per_minute[i] IS NULL;
             INSERT INTO ledgerflow.provider_limit_counts AS c (scope, second, shard, calls)
             VALUES (p_scopes[i], v_now_s, (pg_backend_pid() % 16)::smallint, 1)
             ON CONFLICT (scope, second, shard) DO UPDATE SET calls = c.calls + 1;
@@ -250,6 +252,18 @@ BEGIN
     IF p_scope IS NULL THEN
         RETURN;
     END IF;
+    -- The connection's row before the app's, the order limiter_acquire
+    -- locks them in, so the two never deadlock.
+    IF p_minute_remaining IS NOT NULL OR p_day_remaining IS NOT NULL OR p_app_minute_remaining IS NOT NULL THEN
+        INSERT INTO ledgerflow.provider_limits
+            (scope, connection_id, minute_remaining, day_remaining, app_minute_remaining, observed_at)
+        VALUES (p_scope, p_connection_id, p_minute_remaining, p_day_remaining, p_app_minute_remaining, v_now)
+        ON CONFLICT (scope) DO UPDATE
+        SET minute_remaining = coalesce(EXCLUDED.minute_remaining, ledgerflow.provider_limits.minute_remaining),
+            day_remaining = coalesce(EXCLUDED.day_remaining, ledgerflow.provider_limits.day_remaining),
+            app_minute_remaining = coalesce(EXCLUDED.app_minute_remaining, ledgerflow.provider_limits.app_minute_remaining),
+            observed_at = EXCLUDED.observed_at, updated_at = now();
+    END IF;
     IF p_retry_at IS NOT NULL AND p_problem IS NOT NULL THEN
         INSERT INTO ledgerflow.provider_limits (scope, connection_id, paused_until, pause_reason)
         VALUES (v_paused, CASE WHEN v_paused = p_scope THEN p_connection_id END, p_retry_at, p_problem)
@@ -260,14 +274,6 @@ BEGIN
     IF p_minute_remaining IS NULL AND p_day_remaining IS NULL AND p_app_minute_remaining IS NULL THEN
         RETURN;
     END IF;
-    INSERT INTO ledgerflow.provider_limits
-        (scope, connection_id, minute_remaining, day_remaining, app_minute_remaining, observed_at)
-    VALUES (p_scope, p_connection_id, p_minute_remaining, p_day_remaining, p_app_minute_remaining, v_now)
-    ON CONFLICT (scope) DO UPDATE
-    SET minute_remaining = coalesce(EXCLUDED.minute_remaining, ledgerflow.provider_limits.minute_remaining),
-        day_remaining = coalesce(EXCLUDED.day_remaining, ledgerflow.provider_limits.day_remaining),
-        app_minute_remaining = coalesce(EXCLUDED.app_minute_remaining, ledgerflow.provider_limits.app_minute_remaining),
-        observed_at = EXCLUDED.observed_at, updated_at = now();
 
     IF p_per_minute IS NOT NULL AND p_minute_remaining IS NOT NULL THEN
         SELECT count(*) INTO v_ours FROM ledgerflow.provider_limit_calls
