@@ -295,6 +295,31 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             v.push(format!("{n} sync job(s) still {st}"));
         }
     }
+    // Every job, whatever its kind (sync chains' steps too), ended well.
+    let failed_jobs: Vec<(i64, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT id, kind, errors -> -1 FROM ledgerflow.finished_jobs WHERE state = 'failed' ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("failed jobs");
+    for (id, kind, last) in failed_jobs {
+        v.push(format!(
+            "job {id} ({kind}) failed: {}",
+            last.unwrap_or_default()
+        ));
+    }
+    let runs: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM ledgerflow.workflow_runs GROUP BY status ORDER BY status",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("workflow runs");
+    for (st, n) in &runs {
+        r.counts.insert(format!("workflow runs {st}"), *n);
+        if st != "completed" {
+            v.push(format!("{n} workflow run(s) {st}"));
+        }
+    }
     let rescued: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM ledgerflow.finished_jobs
          WHERE errors @> '[{\"class\": \"lease_expired\"}]' OR errors @> '[{\"class\": \"worker_restarted\"}]'",

@@ -583,20 +583,26 @@ async fn restart_postgres() -> PgRestart {
     }
 }
 
-/// Waits until no sync event is open and no sync job is left.
+/// Waits until no sync event is open, no workflow run is running, and no
+/// job is left but the periodic ones scheduled far ahead (payments pull,
+/// end-of-day summary).
 async fn settle(pool: &PgPool, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let open: Result<i64, _> = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM ledgerflow.sync_events WHERE status IN ('pending', 'syncing'))
-                  + (SELECT count(*) FROM ledgerflow.jobs WHERE kind IN ('upsert-invoice', 'void-order'))",
+                  + (SELECT count(*) FROM ledgerflow.workflow_runs WHERE status = 'running')
+                  + (SELECT count(*) FROM ledgerflow.jobs
+                     WHERE state <> 'scheduled' OR run_at < now() + interval '5 minutes')",
         )
         .fetch_one(pool)
         .await;
         match open {
             Ok(0) => return Ok(()),
             Ok(n) if Instant::now() > deadline => {
-                return Err(format!("{n} sync events/jobs still open after {timeout:?}"));
+                return Err(format!(
+                    "{n} sync events, runs or jobs still open after {timeout:?}"
+                ));
             }
             Err(e) if Instant::now() > deadline => return Err(format!("settle: {e}")),
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
