@@ -50,6 +50,14 @@
 //! # let _ = recorded; Ok(()) }
 //! ```
 
+/// Backfills: schedule one (a date range of a connection), follow, cancel
+/// and resume it; mark invoices "ready to sync"; push historical snapshots
+/// when the host exposes no view.
+pub use ledgerflow_workflows::backfill;
+pub use ledgerflow_workflows::backfill::{
+    BackfillRequest, approve as approve_for_backfill, push_snapshots as push_backfill_snapshots,
+    ready_to_sync, start as start_backfill, withdraw as withdraw_approval,
+};
 /// The sync ledger: triggers, manual actions, the sync dialog's read side,
 /// connections and settings.
 pub use ledgerflow_workflows::ledger;
@@ -59,14 +67,6 @@ pub use ledgerflow_workflows::ledger::{
     retry_failed_event, send_as_new, set_invoice_auto_sync, sync_dialog,
 };
 pub use ledgerflow_workflows::payloads;
-/// Backfills: schedule one (a date range of a connection), follow, cancel
-/// and resume it; mark invoices "ready to sync"; push historical snapshots
-/// when the host exposes no view.
-pub use ledgerflow_workflows::backfill;
-pub use ledgerflow_workflows::backfill::{
-    BackfillRequest, approve as approve_for_backfill, push_snapshots as push_backfill_snapshots,
-    ready_to_sync, start as start_backfill, withdraw as withdraw_approval,
-};
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
     release_held, retry_failed,
@@ -90,6 +90,13 @@ pub use register::{
     reconnect_with_credentials, register_connection,
 };
 
+/// Host callbacks: inbound events also POSTed to the host, signed; the host
+/// checks each request with [`verify_callback_signature`].
+pub use ledgerflow_workflows::host_callback::{
+    CallbackError, EVENT_ID_HEADER as CALLBACK_EVENT_ID_HEADER,
+    SIGNATURE_HEADER as CALLBACK_SIGNATURE_HEADER, remove_host_callback, set_host_callback,
+    verify_signature as verify_callback_signature,
+};
 /// Changes that came back from providers (a payment made in Xero): read
 /// unacknowledged events in order, acknowledge them once applied.
 pub use ledgerflow_workflows::inbound::{

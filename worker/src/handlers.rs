@@ -38,6 +38,7 @@ pub fn registry_with(providers: Providers) -> Registry {
     let void = providers;
     Registry::new()
         .register(probe)
+        .register(crate::host_callback::run_notify_host)
         .register(move |job: UpsertInvoice, ctx| {
             let providers = upsert.clone();
             async move { ledger::run_upsert_invoice(&providers, job, ctx).await }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod handlers;
+pub mod host_callback;
 pub mod ops;
 pub mod payments_pull;
 pub mod queue;

@@ -8,6 +8,7 @@
 
 pub mod backfill;
 pub mod error;
+pub mod host_callback;
 pub mod inbound;
 pub mod invoice;
 pub mod job;

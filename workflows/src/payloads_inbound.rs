@@ -70,3 +70,27 @@ impl JobKind for ProcessXeroWebhook {
         &self.tenant
     }
 }
+
+/// POST a tenant's outstanding inbound events to its host callback, oldest
+/// first (see [`crate::host_callback`]). Enqueued by the database when an
+/// event is recorded; one pending per tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyHost {
+    pub tenant: String,
+}
+
+impl JobKind for NotifyHost {
+    const KIND: &'static str = "notify-host";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Default;
+    // A host down for a while gets its events when it is back: patient retries.
+    const RETRY: RetryPolicy = RetryPolicy {
+        max_attempts: 20,
+        base_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(900),
+        max_rate_limit_wait: Duration::from_secs(3600),
+    };
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}

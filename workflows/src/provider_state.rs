@@ -700,15 +700,27 @@ impl SecretKey {
     }
 
     fn seal(&self, connection_id: i64, plain: &[u8]) -> Result<Vec<u8>, CredentialError> {
+        self.seal_bound(&aad(connection_id), plain)
+    }
+
+    fn open(&self, connection_id: i64, sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
+        self.open_bound(&aad(connection_id), sealed).map_err(|_| {
+            CredentialError::Crypto(format!(
+                "credentials of connection {connection_id} cannot be decrypted: is {SECRET_KEY_ENV} the key they were stored with?"
+            ))
+        })
+    }
+
+    /// Seal `plain` bound to `context` (it cannot be opened under another).
+    pub fn seal_bound(&self, context: &[u8], plain: &[u8]) -> Result<Vec<u8>, CredentialError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = aad(connection_id);
         let ct = self
             .cipher()
             .encrypt(
                 &nonce,
                 Payload {
                     msg: plain,
-                    aad: &aad,
+                    aad: context,
                 },
             )
             .map_err(|_| CredentialError::Crypto("encryption failed".into()))?;
@@ -717,7 +729,8 @@ impl SecretKey {
         Ok(out)
     }
 
-    fn open(&self, connection_id: i64, sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
+    /// Open what [`SecretKey::seal_bound`] sealed under the same `context`.
+    pub fn open_bound(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
         if sealed.len() < 24 {
             return Err(CredentialError::Crypto(
                 "sealed credentials are truncated".into(),
@@ -727,12 +740,17 @@ impl SecretKey {
         let nonce: [u8; 24] = nonce
             .try_into()
             .map_err(|_| CredentialError::Crypto("sealed credentials are truncated".into()))?;
-        let aad = aad(connection_id);
         self.cipher()
-            .decrypt(&XNonce::from(nonce), Payload { msg: ct, aad: &aad })
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map_err(|_| {
                 CredentialError::Crypto(format!(
-                    "credentials of connection {connection_id} cannot be decrypted: is {SECRET_KEY_ENV} the key they were stored with?"
+                    "a sealed secret cannot be decrypted: is {SECRET_KEY_ENV} the key it was stored with?"
                 ))
             })
     }
