@@ -343,3 +343,41 @@ async fn order_mode_history_shows_the_cancelled_order_and_its_replacement(pool: 
     );
     worker.stop().await;
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_failed_complete_draft_is_retried_from_the_dialog(pool: PgPool) {
+    let env = shopify_env(&pool).await;
+    let conn = connect(&pool, &env, "retry", &settings(|_| {})).await;
+    let worker = start(&pool, registry(&env), fast_config("shopify-retry"));
+    let paid = snapshot("INV-X", vec![line("a", 1, 2500)], true);
+    trigger(&pool, conn, Trigger::InvoicePaid, &paid).await;
+    synced(&pool, conn, "INV-X").await;
+
+    // Shopify refuses the completion once with a 422: it fails for good.
+    env.sim
+        .push_fault(Fault::once(FaultKind::Status(422)).on(Method::PUT, "complete"));
+    let job = complete_draft(&pool, "retry", conn, "INV-X").await;
+    assert_eq!(
+        wait_finished(&pool, job, WAIT).await.state,
+        JobState::Failed
+    );
+    let d = dialog(&pool, conn, "INV-X").await;
+    assert_eq!(d.history.events[0].operation, Operation::CompleteDraft);
+    assert_eq!(d.history.events[0].status, EventStatus::Failed);
+    assert!(d.actions.retry, "the dialog offers retry");
+
+    // "Retry" runs the completion again; the order is made once.
+    let recorded = {
+        let mut db = pool.acquire().await.unwrap();
+        ledger::retry_failed_event(&mut db, conn, "INV-X")
+            .await
+            .unwrap()
+    };
+    let done = wait_finished(&pool, recorded.job_id.unwrap(), WAIT).await;
+    assert_eq!(done.state, JobState::Completed, "{done:#?}");
+    assert_eq!(env.sim.orders().len(), 1);
+    let d = dialog(&pool, conn, "INV-X").await;
+    assert_eq!(d.history.events[0].operation, Operation::CompleteDraft);
+    assert_eq!(d.history.events[0].status, EventStatus::Synced);
+    worker.stop().await;
+}

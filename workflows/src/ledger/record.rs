@@ -15,7 +15,7 @@ use super::connections::{Connection, ConnectionStatus, get_connection};
 use super::{EventStatus, EventTrigger, LedgerError, Operation, hold_key, sync_key};
 use crate::invoice::InvoiceSnapshot;
 use crate::job::{EnqueueOptions, JobId, Priority};
-use crate::payloads::{UpsertInvoice, VoidOrder};
+use crate::payloads::{CompleteDraft, UpsertInvoice, VoidOrder};
 use crate::queue;
 use crate::settings::{SkipReason, Trigger, TriggerDecision, trigger_decision};
 
@@ -264,6 +264,11 @@ pub async fn retry_failed_event(
         // A payment step's failure is retried by syncing the invoice, which
         // carries its payments.
         Operation::Payment => Operation::Upsert,
+        // The complete-draft step writes its own event when it runs again.
+        Operation::CompleteDraft => {
+            return retry_complete_draft(conn, connection_id, invoice_id, last.try_get("id")?)
+                .await;
+        }
         other => other,
     };
     manual(
@@ -276,6 +281,35 @@ pub async fn retry_failed_event(
         Some(last.try_get("id")?),
     )
     .await
+}
+
+/// Run the invoice's complete-draft step again, now and first.
+async fn retry_complete_draft(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    invoice_id: &str,
+    failed_event: i64,
+) -> Result<Recorded, LedgerError> {
+    let connection = get_connection(conn, connection_id).await?;
+    let job = CompleteDraft {
+        tenant: connection.tenant_id.clone(),
+        connection_id,
+        invoice_id: invoice_id.to_string(),
+    };
+    let opts = EnqueueOptions::default()
+        .unique_key(sync_key(connection_id, invoice_id))
+        .hold_key(hold_key(connection_id))
+        .priority(Priority::Live)
+        .run_at(Utc::now());
+    let job_id = queue::enqueue(conn, &job, opts).await?;
+    expedite(conn, job_id).await?;
+    Ok(Recorded {
+        event_id: failed_event,
+        status: EventStatus::Pending,
+        skip_reason: None,
+        skip_message: None,
+        job_id: Some(job_id),
+    })
 }
 
 /// The invoice's own auto-sync toggle. May be set before the first trigger.
