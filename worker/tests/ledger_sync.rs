@@ -410,6 +410,11 @@ async fn retryable_errors_retry_permanent_ones_fail_and_retry_recovers(pool: PgP
     assert_eq!(job_state(&pool, r.job_id.unwrap()).await.0, "failed");
     let d = dialog(&pool, conn_id, "INV-1").await;
     assert_eq!(d.status, InvoiceSyncStatus::Failed);
+    let message = d.last_error.unwrap().message;
+    assert!(
+        message.contains("gave up after 8 attempts") && !message.contains("will retry"),
+        "{message}"
+    );
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

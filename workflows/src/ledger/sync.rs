@@ -597,7 +597,7 @@ async fn record_failure(
     ctx: &JobContext,
     err: ProviderError,
 ) -> Result<(), JobError> {
-    let friendly = err.friendly_message(connection.provider);
+    let mut friendly = err.friendly_message(connection.provider);
     let raw = err.raw().map_or_else(|| err.to_string(), str::to_owned);
     let job_err = JobError::from(err);
     let class = job_err.class();
@@ -606,6 +606,13 @@ async fn record_failure(
         JobError::Retryable { .. } => ctx.is_last_attempt(),
         JobError::RateLimited { .. } | JobError::ReconnectNeeded { .. } => false,
     };
+    if let (true, JobError::Retryable { message }) = (terminal, &job_err) {
+        // The friendly text promises a retry; there will be none.
+        friendly = format!(
+            "{} did not answer properly ({message}); gave up after {} attempts: use \"retry\" in the sync dialog",
+            connection.provider, ctx.attempt
+        );
+    }
     // Waits the queue does not count as attempts are not counted here either.
     let refund = matches!(
         job_err,
