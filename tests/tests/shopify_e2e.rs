@@ -7,12 +7,12 @@
 //! order's webhook turned into the host's inbound events, a forged one
 //! refused. And a worker that cannot serve Shopify says what to set.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::wait_count;
+use common::{cli, ok, wait_count};
 use ledgerflow_adapters::shopify::simulator::{SimConfig, Simulator};
 use ledgerflow_client::ledger::{self, TriggerRequest};
 use ledgerflow_client::settings::Trigger;
@@ -21,36 +21,9 @@ use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use ledgerflow_workflows::ledger::{hold_key, sync_key};
 use ledgerflow_workflows::payloads::CompleteDraft;
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn url(pool: &PgPool) -> String {
-    pool.connect_options().to_url_lossy().to_string()
-}
-
-fn cli(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
-    cmd.args(args)
-        .env("DATABASE_URL", url(pool))
-        .env("LEDGERFLOW_LOG", "warn")
-        .env_remove("LEDGERFLOW_ACCESS_TOKEN")
-        .env_remove("LEDGERFLOW_REFRESH_TOKEN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run ledgerflow")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "ledgerflow failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A `ledgerflow worker` process; killed when dropped.
 struct Worker(Child);
@@ -61,7 +34,7 @@ impl Worker {
         // A small pool: the database is shared with other test runs.
         cmd.args(["worker", "--worker-id", name, "--concurrency", "4"])
             .args(args)
-            .env("DATABASE_URL", url(pool))
+            .env("DATABASE_URL", common::database_url(pool))
             .env("LEDGERFLOW_LOG", "warn")
             .env_remove("LEDGERFLOW_SECRET_KEY")
             .env_remove("LEDGERFLOW_SHOPIFY_API_VERSION")

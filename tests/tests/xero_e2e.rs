@@ -6,47 +6,21 @@
 //! database. Also: the CLI's sync dialog, job view and manual actions, and
 //! a worker without a Xero app failing the sync with a message that says so.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
+
+use common::{cli, ok};
 
 use ledgerflow_adapters::xero::simulator::{SimConfig, Simulator};
 use ledgerflow_client::ledger::{self, TriggerRequest};
 use ledgerflow_client::settings::Trigger;
 use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn url(pool: &PgPool) -> String {
-    pool.connect_options().to_url_lossy().to_string()
-}
-
-fn cli(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
-    cmd.args(args)
-        .env("DATABASE_URL", url(pool))
-        .env("LEDGERFLOW_LOG", "warn")
-        .env_remove("LEDGERFLOW_REFRESH_TOKEN")
-        .env_remove("LEDGERFLOW_XERO_CLIENT_ID")
-        .env_remove("LEDGERFLOW_XERO_CLIENT_SECRET");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run ledgerflow")
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "ledgerflow failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// A `ledgerflow worker` process; killed when dropped.
 struct Worker(Child);
@@ -55,7 +29,7 @@ impl Worker {
     fn start(pool: &PgPool, name: &str, xero: bool) -> Worker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
         cmd.args(["worker", "--worker-id", name])
-            .env("DATABASE_URL", url(pool))
+            .env("DATABASE_URL", common::database_url(pool))
             .env("LEDGERFLOW_LOG", "warn")
             .env("LEDGERFLOW_SECRET_KEY", KEY)
             .env_remove("LEDGERFLOW_XERO_CLIENT_ID")

@@ -2,7 +2,7 @@
 //! Shared helpers for the end-to-end tests: real `ledgerflow worker`
 //! processes against the test's own PostgreSQL database.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::{ConnectOptions, PgPool};
@@ -98,4 +98,38 @@ pub async fn wait_count(pool: &PgPool, query: &str, want: i64, timeout: Duration
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The test database's URL, for child processes.
+pub fn database_url(pool: &PgPool) -> String {
+    pool.connect_options().to_url_lossy().to_string()
+}
+
+/// Run `ledgerflow ARGS…` on the pool's database with `env` added; tokens
+/// and app credentials inherited from the test's environment are removed,
+/// so each command gets exactly what the test passes.
+pub fn cli(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+    cmd.args(args)
+        .env("DATABASE_URL", database_url(pool))
+        .env("LEDGERFLOW_LOG", "warn")
+        .env_remove("LEDGERFLOW_ACCESS_TOKEN")
+        .env_remove("LEDGERFLOW_REFRESH_TOKEN")
+        .env_remove("LEDGERFLOW_XERO_CLIENT_ID")
+        .env_remove("LEDGERFLOW_XERO_CLIENT_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run ledgerflow")
+}
+
+/// The command's stdout; fails the test with its stderr when it failed.
+pub fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ledgerflow failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
