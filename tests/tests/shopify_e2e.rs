@@ -7,14 +7,12 @@
 //! order's webhook turned into the host's inbound events, a forged one
 //! refused. And a worker that cannot serve Shopify says what to set.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{cli, ok, wait_count};
+use common::{WorkerProcess, cli, ok, record_trigger as trigger, wait_count};
 use ledgerflow_adapters::shopify::simulator::{SimConfig, Simulator};
-use ledgerflow_client::ledger::{self, TriggerRequest};
 use ledgerflow_client::settings::Trigger;
 use ledgerflow_client::{EnqueueOptions, enqueue, unread_inbound};
 use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
@@ -25,52 +23,12 @@ use sqlx::PgPool;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// A `ledgerflow worker` process; killed when dropped.
-struct Worker(Child);
-
-impl Worker {
-    fn start(pool: &PgPool, name: &str, env: &[(&str, &str)], args: &[&str]) -> Worker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
-        // A small pool: the database is shared with other test runs.
-        cmd.args(["worker", "--worker-id", name, "--concurrency", "4"])
-            .args(args)
-            .env("DATABASE_URL", common::database_url(pool))
-            .env("LEDGERFLOW_LOG", "warn")
-            .env_remove("LEDGERFLOW_SECRET_KEY")
-            .env_remove("LEDGERFLOW_SHOPIFY_API_VERSION")
-            .env_remove("LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET")
-            .env_remove("LEDGERFLOW_XERO_WEBHOOK_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Worker(cmd.spawn().expect("start ledgerflow worker"))
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn trigger(pool: &PgPool, connection_id: i64, t: Trigger, snap: &InvoiceSnapshot) {
-    let mut tx = pool.begin().await.unwrap();
-    ledger::record_trigger(
-        &mut tx,
-        &TriggerRequest {
-            connection_id,
-            trigger: t,
-            label: None,
-            snapshot: snap,
-            action_override: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+/// A `ledgerflow worker` process with a small pool (the database server is
+/// shared with other test runs).
+fn worker(pool: &PgPool, name: &str, env: &[(&str, &str)], args: &[&str]) -> WorkerProcess {
+    let mut all = vec!["--concurrency", "4"];
+    all.extend_from_slice(args);
+    WorkerProcess::start_with_env(pool, name, &all, env)
 }
 
 /// Tenant "shop-1" and its Shopify connection through the CLI; returns its id.
@@ -151,7 +109,7 @@ async fn cli_registered_shopify_connection_syncs_completes_and_takes_webhooks(po
 
     let addr = format!("127.0.0.1:{}", free_port());
     let secret = sim.app_secret();
-    let _worker = Worker::start(
+    let _worker = worker(
         &pool,
         "shopify-e2e",
         &[
@@ -274,7 +232,7 @@ async fn worker_without_the_sealing_key_fails_shopify_syncs_saying_what_to_set(p
         &token,
         r#"{"auto_sync":true,"provider":{"provider":"shopify"}}"#,
     );
-    let _worker = Worker::start(&pool, "shopify-bare", &[], &[]);
+    let _worker = worker(&pool, "shopify-bare", &[], &[]);
     let snap = snapshot(
         "INV-9",
         "INV-9",
@@ -307,7 +265,7 @@ async fn a_revoked_token_holds_the_sync_until_the_cli_stores_a_new_one(pool: PgP
         &token,
         r#"{"auto_sync":true,"provider":{"provider":"shopify"}}"#,
     );
-    let _worker = Worker::start(
+    let _worker = worker(
         &pool,
         "shopify-reconnect",
         &[("LEDGERFLOW_SECRET_KEY", KEY)],

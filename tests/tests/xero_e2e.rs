@@ -6,66 +6,28 @@
 //! database. Also: the CLI's sync dialog, job view and manual actions, and
 //! a worker without a Xero app failing the sync with a message that says so.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 mod common;
 
-use common::{cli, ok};
+use common::{WorkerProcess, cli, ok, record_trigger as trigger};
 
 use ledgerflow_adapters::xero::simulator::{SimConfig, Simulator};
-use ledgerflow_client::ledger::{self, TriggerRequest};
 use ledgerflow_client::settings::Trigger;
 use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
-use ledgerflow_workflows::invoice::InvoiceSnapshot;
 use sqlx::PgPool;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// A `ledgerflow worker` process; killed when dropped.
-struct Worker(Child);
-
-impl Worker {
-    fn start(pool: &PgPool, name: &str, xero: bool) -> Worker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
-        cmd.args(["worker", "--worker-id", name])
-            .env("DATABASE_URL", common::database_url(pool))
-            .env("LEDGERFLOW_LOG", "warn")
-            .env("LEDGERFLOW_SECRET_KEY", KEY)
-            .env_remove("LEDGERFLOW_XERO_CLIENT_ID")
-            .env_remove("LEDGERFLOW_XERO_CLIENT_SECRET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if xero {
-            cmd.env("LEDGERFLOW_XERO_CLIENT_ID", "sim-client")
-                .env("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret");
-        }
-        Worker(cmd.spawn().expect("start ledgerflow worker"))
+/// A `ledgerflow worker` process with the sealing key and, when `xero`,
+/// the Xero app the simulator knows.
+fn worker(pool: &PgPool, name: &str, xero: bool) -> WorkerProcess {
+    let mut env = vec![("LEDGERFLOW_SECRET_KEY", KEY)];
+    if xero {
+        env.push(("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"));
+        env.push(("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"));
     }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn trigger(pool: &PgPool, connection_id: i64, t: Trigger, snap: &InvoiceSnapshot) {
-    let mut tx = pool.begin().await.unwrap();
-    ledger::record_trigger(
-        &mut tx,
-        &TriggerRequest {
-            connection_id,
-            trigger: t,
-            label: None,
-            snapshot: snap,
-            action_override: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    WorkerProcess::start_with_env(pool, name, &[], &env)
 }
 
 /// Registers tenant "shop-1" and its Xero connection through the CLI; returns the connection id.
@@ -144,7 +106,7 @@ async fn cli_registered_connection_syncs_through_worker_processes(pool: PgPool) 
     );
     assert!(!shown.contains(&tokens.refresh_token), "{shown}");
 
-    let first = Worker::start(&pool, "e2e-a", true);
+    let first = worker(&pool, "e2e-a", true);
     let mut snap = snapshot(
         "INV-1",
         "INV-1",
@@ -168,7 +130,7 @@ async fn cli_registered_connection_syncs_through_worker_processes(pool: PgPool) 
 
     // Another process, started after the first died, serves the connection.
     drop(first);
-    let _second = Worker::start(&pool, "e2e-b", true);
+    let _second = worker(&pool, "e2e-b", true);
     snap.lines.push(gst_line("L2", "TUBE", "Tube", 2, 1250));
     snap.totals = snap.computed_totals().unwrap();
     trigger(&pool, id, Trigger::ItemsChanged, &snap).await;
@@ -240,7 +202,7 @@ async fn worker_without_a_xero_app_fails_the_sync_saying_what_to_set(pool: PgPoo
     let org = sim.add_tenant("Shop One Ltd");
     let tokens = sim.authorize(&[&org]);
     let id = register(&pool, &sim, &org, &tokens.refresh_token);
-    let _worker = Worker::start(&pool, "e2e-bare", false);
+    let _worker = worker(&pool, "e2e-bare", false);
     let snap = snapshot(
         "INV-9",
         "INV-9",

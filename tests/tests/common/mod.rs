@@ -7,6 +7,20 @@ use std::time::{Duration, Instant};
 
 use sqlx::{ConnectOptions, PgPool};
 
+/// Provider credentials and settings a child process could otherwise
+/// inherit from the test's environment.
+const PROVIDER_ENV: [&str; 9] = [
+    "LEDGERFLOW_SECRET_KEY",
+    "LEDGERFLOW_ACCESS_TOKEN",
+    "LEDGERFLOW_REFRESH_TOKEN",
+    "LEDGERFLOW_XERO_CLIENT_ID",
+    "LEDGERFLOW_XERO_CLIENT_SECRET",
+    "LEDGERFLOW_XERO_WEBHOOK_KEY",
+    "LEDGERFLOW_SHOPIFY_API_VERSION",
+    "LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET",
+    "LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET",
+];
+
 /// A `ledgerflow worker` child process, killed when dropped.
 pub struct WorkerProcess {
     pub name: String,
@@ -27,7 +41,12 @@ impl WorkerProcess {
         envs: &[(&str, &str)],
     ) -> WorkerProcess {
         let url = pool.connect_options().to_url_lossy().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+        // Each process gets exactly the provider settings the test passes.
+        for name in PROVIDER_ENV {
+            cmd.env_remove(name);
+        }
+        let child = cmd
             .arg("worker")
             .args(["--worker-id", name])
             .args(args)
@@ -132,4 +151,27 @@ pub fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// The host records a trigger on one connection, in its own transaction.
+pub async fn record_trigger(
+    pool: &PgPool,
+    connection_id: i64,
+    trigger: ledgerflow_client::settings::Trigger,
+    snapshot: &ledgerflow_workflows::invoice::InvoiceSnapshot,
+) {
+    let mut tx = pool.begin().await.unwrap();
+    ledgerflow_client::ledger::record_trigger(
+        &mut tx,
+        &ledgerflow_client::ledger::TriggerRequest {
+            connection_id,
+            trigger,
+            label: None,
+            snapshot,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 }
