@@ -87,6 +87,45 @@ pub struct ConnectionSettings {
     /// Void / archive / delete the external record when a job is cancelled or rejected.
     pub mark_deleted_on_cancel: bool,
     pub provider: ProviderSettings,
+    /// How long an automatic sync waits for the invoice to stop changing, in
+    /// milliseconds: each automatic trigger moves the invoice's pending sync
+    /// to this long after itself, so a burst of edits ends in one write.
+    /// 0 syncs at once. Manual actions and voids never wait.
+    #[serde(default = "default_quiet_period_ms")]
+    pub quiet_period_ms: i64,
+    /// The longest an automatic sync waits out quiet periods, counted from
+    /// the first edit it stands for, so an invoice edited without pause
+    /// still syncs.
+    #[serde(default = "default_max_quiet_wait_ms")]
+    pub max_quiet_wait_ms: i64,
+}
+
+/// About a second: longer than the gap between a person's quick edits (a
+/// few hundred milliseconds), short enough that the provider still looks
+/// up to date to them.
+pub const DEFAULT_QUIET_PERIOD_MS: i64 = 1_000;
+/// Ten seconds: an invoice edited without pause still syncs this often.
+pub const DEFAULT_MAX_QUIET_WAIT_MS: i64 = 10_000;
+/// Beyond a minute the provider lags behind the host for longer than a
+/// person would accept from an "automatic" sync.
+pub const MAX_QUIET_MS: i64 = 60_000;
+
+fn default_quiet_period_ms() -> i64 {
+    DEFAULT_QUIET_PERIOD_MS
+}
+
+fn default_max_quiet_wait_ms() -> i64 {
+    DEFAULT_MAX_QUIET_WAIT_MS
+}
+
+/// The quiet period in force for automatic syncs (see
+/// [`ConnectionSettings::quiet_period`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietPeriod {
+    /// Wait this long after the newest automatic trigger...
+    pub quiet_ms: i64,
+    /// ...but never longer than this after the first one.
+    pub max_wait_ms: i64,
 }
 
 /// The defaults of the host's per-action "sync" choice.
@@ -287,6 +326,18 @@ pub enum SettingsProblem {
         "reservation expiry must be between 0 and {MAX_RESERVATION_HOURS} hours (0 uses Shopify's default), not {0}"
     )]
     ReservationHoursOutOfRange(i32),
+    #[error(
+        "the quiet period before an automatic sync must be between 0 (sync at once) and {MAX_QUIET_MS} ms, not {0}: a longer wait leaves the provider behind the host for minutes"
+    )]
+    QuietPeriodOutOfRange(i64),
+    #[error(
+        "the longest quiet wait must be between 0 and {MAX_QUIET_MS} ms, not {0}: it bounds how long an invoice edited without pause goes unsynced"
+    )]
+    MaxQuietWaitOutOfRange(i64),
+    #[error(
+        "the longest quiet wait ({max} ms) is shorter than the quiet period ({quiet} ms): it must be at least the quiet period, or the quiet period never ends a burst"
+    )]
+    MaxQuietWaitBelowQuietPeriod { quiet: i64, max: i64 },
     #[error("the timesheet sync start date {start} is in the future (today is {today})")]
     TimesheetStartInFuture { start: NaiveDate, today: NaiveDate },
     #[error("timesheet sync needs a start date, or every historical timesheet would sync")]
@@ -341,7 +392,23 @@ impl ConnectionSettings {
             when_to_sync: SyncTriggers::default(),
             mark_deleted_on_cancel: false,
             provider: ProviderSettings::default_for(provider),
+            quiet_period_ms: DEFAULT_QUIET_PERIOD_MS,
+            max_quiet_wait_ms: DEFAULT_MAX_QUIET_WAIT_MS,
         }
+    }
+
+    /// The quiet period automatic syncs wait out, or `None` when they run at
+    /// once. Stored values are validated on save; settings written around
+    /// validation are clamped here rather than trusted.
+    pub fn quiet_period(&self) -> Option<QuietPeriod> {
+        let quiet_ms = self.quiet_period_ms.clamp(0, MAX_QUIET_MS);
+        if quiet_ms == 0 {
+            return None;
+        }
+        Some(QuietPeriod {
+            quiet_ms,
+            max_wait_ms: self.max_quiet_wait_ms.clamp(quiet_ms, MAX_QUIET_MS),
+        })
     }
 
     /// Refuses contradictory settings, listing every reason; on success
@@ -389,6 +456,22 @@ impl ConnectionSettings {
             ProviderSettings::LightspeedR(_)
             | ProviderSettings::LightspeedX(_)
             | ProviderSettings::Saledock(_) => {}
+        }
+        if !(0..=MAX_QUIET_MS).contains(&self.quiet_period_ms) {
+            problems.push(SettingsProblem::QuietPeriodOutOfRange(self.quiet_period_ms));
+        }
+        if !(0..=MAX_QUIET_MS).contains(&self.max_quiet_wait_ms) {
+            problems.push(SettingsProblem::MaxQuietWaitOutOfRange(
+                self.max_quiet_wait_ms,
+            ));
+        } else if self.quiet_period_ms > 0
+            && self.quiet_period_ms <= MAX_QUIET_MS
+            && self.max_quiet_wait_ms < self.quiet_period_ms
+        {
+            problems.push(SettingsProblem::MaxQuietWaitBelowQuietPeriod {
+                quiet: self.quiet_period_ms,
+                max: self.max_quiet_wait_ms,
+            });
         }
         if problems.is_empty() {
             Ok(warnings)
@@ -682,6 +765,85 @@ mod tests {
         assert_eq!(
             x.validate(today()),
             Ok(vec![SettingsWarning::DraftInvoicesCannotTakePayments])
+        );
+    }
+
+    #[test]
+    fn quiet_period_is_validated_with_the_reason() {
+        let with = |quiet: i64, max: i64| ConnectionSettings {
+            quiet_period_ms: quiet,
+            max_quiet_wait_ms: max,
+            ..xero(None)
+        };
+        let ok = ConnectionSettings::default_for(Provider::Xero);
+        assert_eq!((ok.quiet_period_ms, ok.max_quiet_wait_ms), (1_000, 10_000));
+        assert_eq!(
+            ok.quiet_period(),
+            Some(QuietPeriod {
+                quiet_ms: 1_000,
+                max_wait_ms: 10_000
+            })
+        );
+        assert!(with(0, 0).validate(today()).is_ok());
+        assert_eq!(with(0, 10_000).quiet_period(), None);
+        assert!(with(60_000, 60_000).validate(today()).is_ok());
+
+        let msg = refused(&with(-1, 10_000));
+        assert!(
+            msg.contains("quiet period before an automatic sync must be between 0 (sync at once) and 60000 ms, not -1"),
+            "{msg}"
+        );
+        let msg = refused(&with(60_001, 60_001));
+        assert!(
+            msg.contains("not 60001: a longer wait leaves the provider behind"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("longest quiet wait must be between 0 and 60000 ms, not 60001"),
+            "{msg}"
+        );
+        let msg = refused(&with(2_000, 1_500));
+        assert!(
+            msg.contains(
+                "the longest quiet wait (1500 ms) is shorter than the quiet period (2000 ms)"
+            ),
+            "{msg}"
+        );
+        assert!(refused(&with(1_000, -3)).contains("not -3"));
+        // Stored around validation: clamped, never negative or unbounded.
+        assert_eq!(
+            with(2_000, 500).quiet_period(),
+            Some(QuietPeriod {
+                quiet_ms: 2_000,
+                max_wait_ms: 2_000
+            })
+        );
+        assert_eq!(with(-5, 500).quiet_period(), None);
+        assert_eq!(
+            with(i64::MAX, i64::MAX).quiet_period(),
+            Some(QuietPeriod {
+                quiet_ms: MAX_QUIET_MS,
+                max_wait_ms: MAX_QUIET_MS
+            })
+        );
+    }
+
+    #[test]
+    fn settings_stored_before_the_quiet_period_load_with_its_defaults() {
+        let old = r#"{"auto_sync":true,"when_to_sync":{},"mark_deleted_on_cancel":false,
+                      "provider":{"provider":"xero"}}"#;
+        let s: ConnectionSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (s.quiet_period_ms, s.max_quiet_wait_ms),
+            (DEFAULT_QUIET_PERIOD_MS, DEFAULT_MAX_QUIET_WAIT_MS)
+        );
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (
+                v["quiet_period_ms"].as_i64(),
+                v["max_quiet_wait_ms"].as_i64()
+            ),
+            (Some(1_000), Some(10_000))
         );
     }
 
