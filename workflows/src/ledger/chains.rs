@@ -27,7 +27,9 @@ use serde::Serialize;
 use sqlx::PgConnection;
 
 use super::connections::{Connection, tenant_connections};
-use super::record::{JobBy, Recorded, TriggerRequest, record};
+use super::record::{
+    JobBy, Recorded, TriggerRequest, end_quiet_period, hold_for_quiet_period, record,
+};
 use super::{EventStatus, LedgerError, Operation, hold_key, sync_key};
 use crate::invoice::InvoiceSnapshot;
 use crate::payloads::{CompleteDraft, PushPayment, SyncCustomer, UpsertInvoice, VoidOrder};
@@ -119,6 +121,14 @@ pub async fn on_host_trigger(
         }
         let spec = chain_for(&connection, t.trigger, t.snapshot)?;
         let run_id = workflow_run::start(conn, &spec).await?;
+        quiet_period_for_chain(
+            conn,
+            &connection,
+            &t.snapshot.invoice_id,
+            Operation::for_trigger(t.trigger),
+            run_id,
+        )
+        .await?;
         sqlx::query("UPDATE ledgerflow.sync_events SET workflow_run_id = $2 WHERE id = $1")
             .bind(event.event_id)
             .bind(run_id)
@@ -133,6 +143,40 @@ pub async fn on_host_trigger(
         });
     }
     Ok(out)
+}
+
+/// The quiet period applies to a chain as to a plain trigger: the jobs the
+/// run's first steps went to (the customer step's, or the invoice step's
+/// when there is no customer step) wait until the invoice stops changing.
+/// The later steps need no wait of their own: the runs of a burst all join
+/// the one delayed first job, so their invoice steps are enqueued together
+/// when it completes and join one invoice job. A void chain runs at once.
+async fn quiet_period_for_chain(
+    conn: &mut PgConnection,
+    connection: &Connection,
+    invoice_id: &str,
+    operation: Operation,
+    run_id: i64,
+) -> Result<(), LedgerError> {
+    let quiet = connection.settings.quiet_period();
+    if operation != Operation::Void && quiet.is_none() {
+        return Ok(());
+    }
+    let jobs: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT job_id FROM ledgerflow.workflow_steps
+         WHERE run_id = $1 AND status = 'enqueued' AND job_id IS NOT NULL ORDER BY job_id",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for job in jobs {
+        if operation == Operation::Void {
+            end_quiet_period(conn, job).await?;
+        } else if let Some(quiet) = quiet {
+            hold_for_quiet_period(conn, connection.id, invoice_id, job, quiet).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The chain a trigger that syncs becomes on `connection`.

@@ -4,8 +4,10 @@
 //! transaction: a rollback leaves neither.
 //!
 //! This module owns superseding (a new pending event replaces older pending
-//! ones) and the per-invoice auto-sync toggle. It must not call providers or
-//! wait for a sync.
+//! ones), the quiet period before an automatic sync (a burst of edits waits
+//! until the invoice stops changing, so it ends in one write) and the
+//! per-invoice auto-sync toggle. It must not call providers or wait for a
+//! sync.
 
 use chrono::Utc;
 use serde::Serialize;
@@ -17,7 +19,7 @@ use crate::invoice::InvoiceSnapshot;
 use crate::job::{EnqueueOptions, JobId, Priority};
 use crate::payloads::{CompleteDraft, UpsertInvoice, VoidOrder};
 use crate::queue;
-use crate::settings::{SkipReason, Trigger, TriggerDecision, trigger_decision};
+use crate::settings::{QuietPeriod, SkipReason, Trigger, TriggerDecision, trigger_decision};
 
 /// A host trigger: something happened to an invoice, here is its snapshot.
 #[derive(Debug, Clone)]
@@ -291,6 +293,15 @@ async fn retry_complete_draft(
     failed_event: i64,
 ) -> Result<Recorded, LedgerError> {
     let connection = get_connection(conn, connection_id).await?;
+    // Lock order (invoice row, then jobs): expediting names the job on the row.
+    sqlx::query(
+        "SELECT 1 FROM ledgerflow.invoice_sync
+         WHERE connection_id = $1 AND invoice_id = $2 FOR UPDATE",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .execute(&mut *conn)
+    .await?;
     let job = CompleteDraft {
         tenant: connection.tenant_id.clone(),
         connection_id,
@@ -302,7 +313,7 @@ async fn retry_complete_draft(
         .priority(Priority::Live)
         .run_at(Utc::now());
     let job_id = queue::enqueue(conn, &job, opts).await?;
-    expedite(conn, job_id).await?;
+    expedite(conn, connection_id, invoice_id, job_id).await?;
     Ok(Recorded {
         event_id: failed_event,
         status: EventStatus::Pending,
@@ -489,7 +500,11 @@ async fn open_event(
         }
     };
     if e.expedite {
-        expedite(conn, job_id).await?;
+        expedite(conn, connection.id, invoice_id, job_id).await?;
+    } else if e.operation == Operation::Void {
+        end_quiet_period(conn, job_id).await?;
+    } else if let Some(quiet) = connection.settings.quiet_period() {
+        hold_for_quiet_period(conn, connection.id, invoice_id, job_id, quiet).await?;
     }
     sqlx::query("UPDATE ledgerflow.sync_events SET job_id = $2 WHERE id = $1")
         .bind(event_id)
@@ -505,10 +520,94 @@ async fn open_event(
     })
 }
 
-/// The pending job may be an older one waiting out a retry backoff or queued
-/// at a lower priority: a person pressed a button, so it runs now and first.
-async fn expedite(conn: &mut PgConnection, job_id: JobId) -> Result<(), LedgerError> {
+/// The pending job may be an older one waiting out a retry backoff, a quiet
+/// period or queued at a lower priority: a person pressed a button, so it
+/// runs now and first. The invoice's row remembers the job, so that an
+/// automatic edit joining it does not push it back into a quiet period.
+/// The caller holds the invoice_sync row lock.
+async fn expedite(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    invoice_id: &str,
+    job_id: JobId,
+) -> Result<(), LedgerError> {
     crate::queue::expedite(conn, job_id, Priority::Live).await?;
+    sqlx::query(
+        "UPDATE ledgerflow.invoice_sync SET expedited_job_id = $3
+         WHERE connection_id = $1 AND invoice_id = $2",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The quiet period: an automatic trigger's pending job runs `quiet_ms`
+/// after the newest trigger (each trigger that joins the job pushes it out
+/// again), but no later than `max_wait_ms` after the job was created, so an
+/// invoice edited without pause still syncs. By PostgreSQL's clock, in the
+/// caller's transaction; the scheduler makes the job available when due.
+///
+/// Only a job never claimed is moved (`claim_count = 0`): a job back in the
+/// queue after an attempt keeps its retry backoff or rate-limit instant, and
+/// `greatest` never brings any job forward. A running or held job is left
+/// alone, and so is a job a person expedited. The caller holds the
+/// invoice_sync row lock of `invoice_id`. Returns whether the job moved.
+pub(crate) async fn hold_for_quiet_period(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    invoice_id: &str,
+    job_id: JobId,
+    quiet: QuietPeriod,
+) -> Result<bool, LedgerError> {
+    let moved = sqlx::query(
+        "WITH due AS (
+             SELECT greatest(j.run_at,
+                             least(clock_timestamp() + make_interval(secs => $2::float8 / 1000),
+                                   j.created_at + make_interval(secs => $3::float8 / 1000))) AS run_at
+             FROM ledgerflow.jobs j WHERE j.id = $1
+         )
+         UPDATE ledgerflow.jobs j
+         SET run_at = due.run_at,
+             state = CASE WHEN due.run_at > clock_timestamp() THEN 'scheduled' ELSE j.state END
+         FROM due
+         WHERE j.id = $1 AND j.state IN ('scheduled', 'available') AND j.claim_count = 0
+           AND due.run_at > j.run_at
+           AND NOT EXISTS (SELECT 1 FROM ledgerflow.invoice_sync s
+                           WHERE s.connection_id = $4 AND s.invoice_id = $5
+                             AND s.expedited_job_id = j.id)",
+    )
+    .bind(job_id)
+    .bind(quiet.quiet_ms)
+    .bind(quiet.max_wait_ms)
+    .bind(connection_id)
+    .bind(invoice_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(moved.rows_affected() > 0)
+}
+
+/// A void is not held back: when it joins a job still waiting out a quiet
+/// period, that job runs now (the record is to go away, and a person who
+/// cancels a job expects the provider to follow). A job waiting out a retry
+/// backoff or a rate-limit instant (claimed before) keeps its time.
+pub(crate) async fn end_quiet_period(
+    conn: &mut PgConnection,
+    job_id: JobId,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "WITH woken AS (
+             UPDATE ledgerflow.jobs SET state = 'available', run_at = clock_timestamp()
+             WHERE id = $1 AND state = 'scheduled' AND claim_count = 0
+             RETURNING queue
+         )
+         SELECT pg_notify('ledgerflow_jobs', queue) FROM woken",
+    )
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
