@@ -62,6 +62,10 @@ pub enum Scenario {
     Supersede {
         #[arg(long, default_value_t = 50)]
         edits: usize,
+        /// The burst's quiet period before an automatic sync, in
+        /// milliseconds (default: the connection settings' default; 0: none).
+        #[arg(long)]
+        quiet_ms: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -186,15 +190,22 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 println!("  synced / failed     {} / {}", r.synced, r.failed);
             }
         }
-        Scenario::Supersede { edits, json } => {
+        Scenario::Supersede {
+            edits,
+            quiet_ms,
+            json,
+        } => {
             let db = ScratchDb::create(database_url, "ledgerflow_bench", 20).await?;
-            let report = crate::bench_system::superseding(&db.pool, edits).await;
+            let report = crate::bench_system::superseding_with(&db.pool, edits, quiet_ms).await;
             db.drop_db().await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("superseding bench: one invoice edited {} times", r.edits);
+                println!(
+                    "superseding bench: one invoice edited {} times (quiet period {} ms, at most {} ms)",
+                    r.edits, r.quiet_period_ms, r.max_quiet_wait_ms
+                );
                 println!(
                     "  one at a time       {} Xero writes ({:.1} s)",
                     r.baseline_writes, r.baseline_secs

@@ -2,9 +2,10 @@
 //! and worker memory. Each measures its baseline in the same run, in the
 //! same process and database, and reports the ratio:
 //!
-//! - superseding: Xero writes made for a burst of edits of one invoice,
-//!   against the writes made when the same number of edits are synced one
-//!   at a time (each waited for) — what syncing every edit would cost;
+//! - superseding: Xero writes made for a burst of edits of one invoice
+//!   (with the connection's quiet period before an automatic sync), against
+//!   the writes made when the same number of edits are synced one at a time
+//!   (each waited for, no quiet period) — what syncing every edit would cost;
 //! - fairness: the time from enqueue to done of a new tenant's job while
 //!   another tenant has a large backlog, against the same job on an empty
 //!   queue;
@@ -43,6 +44,9 @@ const SETTLE: Duration = Duration::from_secs(120);
 #[derive(Debug, Serialize)]
 pub struct SupersedeReport {
     pub edits: usize,
+    /// The burst's quiet period before an automatic sync, and its cap (ms).
+    pub quiet_period_ms: i64,
+    pub max_quiet_wait_ms: i64,
     /// Xero writes for the edits synced one at a time (the baseline).
     pub baseline_writes: u64,
     /// Xero writes for the same number of edits recorded in a burst.
@@ -57,8 +61,28 @@ pub struct SupersedeReport {
     pub burst_secs: f64,
 }
 
+/// [`superseding_with`] with the default quiet period.
 pub async fn superseding(pool: &PgPool, edits: usize) -> Result<SupersedeReport, BenchError> {
+    superseding_with(pool, edits, None).await
+}
+
+/// The superseding bench; the burst runs with `quiet_ms` as the quiet period
+/// (`None`: the settings' default, `Some(0)`: none), the baseline without.
+pub async fn superseding_with(
+    pool: &PgPool,
+    edits: usize,
+    quiet_ms: Option<i64>,
+) -> Result<SupersedeReport, BenchError> {
     let edits = edits.max(1);
+    let mut burst_settings = xero_settings(XeroInvoiceStatus::Authorised);
+    if let Some(q) = quiet_ms {
+        burst_settings.quiet_period_ms = q;
+        burst_settings.max_quiet_wait_ms = burst_settings.max_quiet_wait_ms.max(q);
+    }
+    // The baseline syncs every edit as soon as it is recorded: a quiet
+    // period would only add its wait to each one.
+    let mut baseline_settings = burst_settings.clone();
+    baseline_settings.quiet_period_ms = 0;
     // Limits far above what the run needs: this measures writes, not waits.
     let sandbox = XeroSandbox::start(SimConfig {
         limits: SimLimits {
@@ -78,7 +102,7 @@ pub async fn superseding(pool: &PgPool, edits: usize) -> Result<SupersedeReport,
                 name: "Supersede Cycles".into(),
                 time_zone: "UTC".into(),
             },
-            &xero_settings(XeroInvoiceStatus::Authorised),
+            &baseline_settings,
         )
         .await?;
     let mut config = sandbox.xero_config();
@@ -135,6 +159,9 @@ pub async fn superseding(pool: &PgPool, edits: usize) -> Result<SupersedeReport,
         let baseline_writes = sandbox.sim.write_count(&org) - before;
 
         // The burst: the same edits saved in a row, as a mechanic does.
+        let mut conn = pool.acquire().await?;
+        ledger::update_settings(&mut conn, conn_id, &burst_settings).await?;
+        drop(conn);
         let before = sandbox.sim.write_count(&org);
         let started = Instant::now();
         let mut last = edit("BURST", 0)?;
@@ -166,6 +193,8 @@ pub async fn superseding(pool: &PgPool, edits: usize) -> Result<SupersedeReport,
             .is_some_and(|t| t.to_scaled(2).ok() == Some(last.totals.total));
         Ok::<_, BenchError>(SupersedeReport {
             edits,
+            quiet_period_ms: burst_settings.quiet_period_ms,
+            max_quiet_wait_ms: burst_settings.max_quiet_wait_ms,
             baseline_writes,
             burst_writes,
             ratio: burst_writes as f64 / baseline_writes.max(1) as f64,
