@@ -72,8 +72,7 @@ async fn a_rolled_back_host_transaction_leaves_no_event_and_no_job(pool: PgPool)
         .await
         .unwrap();
     assert_eq!(kind, "upsert-invoice");
-    // An automatic trigger waits out the quiet period (tests/quiet_period.rs).
-    assert_eq!(state, "scheduled");
+    assert_eq!(state, "available");
     assert_eq!(
         key.as_deref(),
         Some(format!("sync:{conn_id}:INV-1").as_str())

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{connection, connection_with, snapshot};
+use common::{connection_with, snapshot};
 use ledgerflow_workflows::ledger::{self, TriggerRequest, chains};
 use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName, Trigger};
 use sqlx::PgPool;
@@ -76,8 +76,7 @@ async fn xero_with(pool: &PgPool, quiet_ms: i64, max_ms: i64) -> i64 {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn an_edit_inside_the_quiet_period_moves_the_sync_out_again(pool: PgPool) {
-    // The defaults: a second's quiet, at most ten.
-    let conn_id = connection(&pool, ProviderName::Xero, true).await;
+    let conn_id = xero_with(&pool, 1_000, 10_000).await;
     let first = record(&pool, conn_id, Trigger::JobCreated, 1).await;
     let j1 = job(&pool, first).await;
     assert_eq!(j1.state, "scheduled");
@@ -120,7 +119,7 @@ async fn continuous_edits_cannot_push_the_sync_past_the_cap(pool: PgPool) {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_manual_resync_during_the_quiet_period_runs_at_once_and_stays_first(pool: PgPool) {
-    let conn_id = connection(&pool, ProviderName::Xero, true).await;
+    let conn_id = xero_with(&pool, 1_000, 10_000).await;
     let id = record(&pool, conn_id, Trigger::JobCreated, 1).await;
     assert_eq!(job(&pool, id).await.state, "scheduled");
 
@@ -162,7 +161,7 @@ async fn a_void_ends_the_quiet_period(pool: PgPool) {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_chain_waits_out_the_quiet_period_in_its_first_job(pool: PgPool) {
-    let conn_id = connection(&pool, ProviderName::Xero, true).await;
+    let conn_id = xero_with(&pool, 1_000, 10_000).await;
     let s = snapshot("INV-1", 1);
     let mut c = pool.acquire().await.unwrap();
     let started = chains::on_host_trigger(

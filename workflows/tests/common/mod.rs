@@ -89,9 +89,12 @@ pub async fn tenant(pool: &PgPool, id: &str) {
 }
 
 /// A tenant "shop" with one connection to `provider`, master toggle as given.
+/// Automatic syncs run at once (no quiet period), so tests that drive jobs
+/// step by step find them available; tests/quiet_period.rs covers the wait.
 pub async fn connection(pool: &PgPool, provider: ProviderName, auto_sync: bool) -> i64 {
     let mut settings = ConnectionSettings::default_for(provider);
     settings.auto_sync = auto_sync;
+    settings.quiet_period_ms = 0;
     connection_with(pool, settings).await
 }
 
