@@ -434,3 +434,219 @@ async fn finishing_a_call_gives_the_slot_back_and_records_the_headers(pool: PgPo
         0
     );
 }
+
+// -- reserved calls (call_budget) -------------------------------------------
+
+async fn grant_in_job(pool: &PgPool, s: &LimitScope, calls: u32) -> Acquired {
+    let g = state::acquire_reserving(
+        pool,
+        std::slice::from_ref(s),
+        Duration::from_secs(60),
+        calls,
+    )
+    .await
+    .unwrap();
+    if let Acquired::Granted(slot) = &g {
+        state::release(pool, slot.clone()).await.unwrap();
+    }
+    g
+}
+
+async fn calls_logged(pool: &PgPool, scope: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE reservation IS NULL), count(*) FILTER (WHERE reservation IS NOT NULL)
+         FROM ledgerflow.provider_limit_calls WHERE scope = $1",
+    )
+    .bind(scope)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_that_starts_under_a_full_window_finishes_on_its_reservation(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 5);
+    let key = s.key.clone();
+
+    // Job A's first call reserves two more; job B does the same: the window
+    // of 6 is now full (2 spent, 4 set aside).
+    let a = Arc::new(CallBudget::default());
+    let b = Arc::new(CallBudget::default());
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    assert!(matches!(
+        b.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    assert_eq!(calls_logged(&pool, &key).await, (2, 4));
+    assert!(a.reservation().is_some() && a.reservation() != b.reservation());
+
+    // A third job cannot start: it needs room for all three of its calls.
+    let c = Arc::new(CallBudget::default());
+    let Acquired::Wait { reason, until, .. } = c.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("a job started although the window could not hold its calls")
+    };
+    assert_eq!(reason, WaitReason::MinuteWindow);
+    assert!(until - Utc::now() > chrono::Duration::seconds(55));
+    assert_eq!(c.reservation(), None, "a refused job holds nothing");
+
+    // A call outside any job sees the full window too.
+    assert!(matches!(grant(&pool, &s).await, Acquired::Wait { .. }));
+
+    // But A's and B's next calls go through on what they set aside.
+    for _ in 0..2 {
+        assert!(matches!(
+            a.run(grant_in_job(&pool, &s, 3)).await,
+            Acquired::Granted(_)
+        ));
+    }
+    assert!(matches!(
+        b.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    assert_eq!(calls_logged(&pool, &key).await, (5, 1));
+
+    // A's fourth call has nothing left to spend and the window is full.
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Wait {
+            reason: WaitReason::MinuteWindow,
+            ..
+        }
+    ));
+
+    // B ends having spent two of three: the third goes back, and a call
+    // outside any job fits in the room it leaves.
+    b.release(&pool).await;
+    assert_eq!(calls_logged(&pool, &key).await, (5, 0));
+    assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
+    assert_eq!(calls_logged(&pool, &key).await, (6, 0));
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn reservations_lapse_after_a_minute_and_never_exceed_a_window(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    // A reservation larger than the window asks for the whole window only.
+    let s = scope(2, 1000, 5);
+    let a = Arc::new(CallBudget::default());
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 5)).await,
+        Acquired::Granted(_)
+    ));
+    assert_eq!(calls_logged(&pool, &s.key).await, (1, 1));
+
+    // A job that died a minute ago: what it set aside no longer counts, and
+    // its next call (if it were alive) takes the normal way.
+    sqlx::query("UPDATE ledgerflow.provider_limit_calls SET at = at - interval '61 seconds'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let b = Arc::new(CallBudget::default());
+    assert!(matches!(
+        b.run(grant_in_job(&pool, &s, 2)).await,
+        Acquired::Granted(_)
+    ));
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 5)).await,
+        Acquired::Wait { .. }
+    ));
+    // The day window still counts A's spent call and B's two.
+    let day: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1")
+            .bind(&s.key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(day, 3);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn many_jobs_racing_for_one_window_never_exceed_it(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(20, 1000, 50);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (pool, s) = (pool.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let budget = Arc::new(CallBudget::default());
+            let mut made = 0;
+            // Each job makes up to four calls, stopping at its first refusal.
+            for _ in 0..4 {
+                match budget.run(grant_in_job(&pool, &s, 3)).await {
+                    Acquired::Granted(_) => made += 1,
+                    Acquired::Wait { .. } => break,
+                }
+            }
+            budget.release(&pool).await;
+            made
+        }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        made += t.await.unwrap();
+    }
+    let (spent, reserved) = calls_logged(&pool, &s.key).await;
+    assert_eq!(reserved, 0, "every job gave back what it did not spend");
+    assert_eq!(spent, made);
+    assert!(made <= 20, "{made} calls granted in a window of 20");
+    assert!(made >= 18, "the window should be nearly used: {made}");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_credential_cache_serves_a_copy_for_its_ttl_and_never_an_older_generation(
+    pool: PgPool,
+) {
+    use ledgerflow_workflows::credential_cache::CredentialCache;
+    let key = SecretKey::from_bytes([1; 32]);
+    state::save_credentials(&pool, &key, &creds(1, "rt-0"))
+        .await
+        .unwrap();
+    let cache = CredentialCache::new(Duration::from_millis(400));
+    let first = cache.load(&pool, &key, 1).await.unwrap();
+
+    // Another process marks the connection: the copy is served until it
+    // expires, then the store is read again.
+    state::mark_reconnect_needed(&pool, 1, "revoked")
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.load(&pool, &key, 1).await.unwrap().status,
+        CredentialStatus::Active
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let reread = cache.load(&pool, &key, 1).await.unwrap();
+    assert_eq!(reread.status, CredentialStatus::ReconnectNeeded);
+
+    // A newer generation kept is not replaced by an older one.
+    cache.remember(&reread);
+    cache.remember(&first);
+    assert_eq!(
+        cache.load(&pool, &key, 1).await.unwrap().generation,
+        reread.generation.max(first.generation)
+    );
+    // Forgotten: read from the store at once.
+    state::save_credentials(&pool, &key, &creds(1, "rt-new"))
+        .await
+        .unwrap();
+    cache.forget(1);
+    let fresh = cache.load(&pool, &key, 1).await.unwrap();
+    assert_eq!(fresh.refresh_token.expose(), "rt-new");
+    assert_eq!(fresh.status, CredentialStatus::Active);
+
+    // A zero time to live reads the store every time.
+    let off = CredentialCache::new(Duration::ZERO);
+    off.load(&pool, &key, 1).await.unwrap();
+    state::mark_reconnect_needed(&pool, 1, "revoked again")
+        .await
+        .unwrap();
+    assert_eq!(
+        off.load(&pool, &key, 1).await.unwrap().status,
+        CredentialStatus::ReconnectNeeded
+    );
+}

@@ -7,6 +7,8 @@
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
 pub mod backfill;
+pub mod call_budget;
+pub mod credential_cache;
 pub mod error;
 pub mod host_callback;
 pub mod inbound;

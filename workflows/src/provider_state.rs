@@ -116,6 +116,37 @@ pub async fn acquire(
     scopes: &[LimitScope],
     slot_ttl: Duration,
 ) -> Result<Acquired, sqlx::Error> {
+    Ok(acquire_statement(pool, scopes, slot_ttl, 1, None).await?.0)
+}
+
+/// [`acquire`] for a call made by a job that usually makes `calls` calls in
+/// a row: the job's first call on a connection scope is granted only when
+/// the windows hold all `calls`, and sets the rest aside for the job's next
+/// calls, which spend them without waiting on the windows (pauses and the
+/// concurrency cap still apply). The reservation lives in the job's
+/// [`crate::call_budget::CallBudget`]; outside a job this is [`acquire`].
+pub async fn acquire_reserving(
+    pool: &PgPool,
+    scopes: &[LimitScope],
+    slot_ttl: Duration,
+    calls: u32,
+) -> Result<Acquired, sqlx::Error> {
+    let Some(budget) = crate::call_budget::current() else {
+        return acquire(pool, scopes, slot_ttl).await;
+    };
+    let (acquired, reservation) =
+        acquire_statement(pool, scopes, slot_ttl, calls.max(1), budget.reservation()).await?;
+    budget.hold(reservation);
+    Ok(acquired)
+}
+
+async fn acquire_statement(
+    pool: &PgPool,
+    scopes: &[LimitScope],
+    slot_ttl: Duration,
+    reserve: u32,
+    reservation: Option<i64>,
+) -> Result<(Acquired, Option<i64>), sqlx::Error> {
     let mut scopes: Vec<&LimitScope> = scopes.iter().collect();
     scopes.sort_by(|a, b| a.key.cmp(&b.key));
     let limit = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
@@ -128,8 +159,8 @@ pub async fn acquire(
     let ttl = sqlx::postgres::types::PgInterval::try_from(ttl)
         .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
     let row = sqlx::query(
-        "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope
-         FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6)",
+        "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope, reservation_id
+         FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&keys)
     .bind(&connections)
@@ -137,15 +168,21 @@ pub async fn acquire(
     .bind(&per_day)
     .bind(&concurrent)
     .bind(ttl)
+    .bind(i32::try_from(reserve).unwrap_or(i32::MAX))
+    .bind(reservation)
     .fetch_one(pool)
     .await?;
+    let reservation: Option<i64> = row.try_get("reservation_id")?;
     if row.try_get("granted")? {
-        return Ok(Acquired::Granted(Slot {
-            slot_ids: row.try_get("slot_ids")?,
-        }));
+        return Ok((
+            Acquired::Granted(Slot {
+                slot_ids: row.try_get("slot_ids")?,
+            }),
+            reservation,
+        ));
     }
     let reason: String = row.try_get("wait_reason")?;
-    Ok(Acquired::Wait {
+    let wait = Acquired::Wait {
         until: row.try_get("wait_until")?,
         reason: match reason.as_str() {
             "paused" => WaitReason::Paused,
@@ -154,7 +191,8 @@ pub async fn acquire(
             _ => WaitReason::Concurrency,
         },
         scope: row.try_get("wait_scope")?,
-    })
+    };
+    Ok((wait, reservation))
 }
 
 /// Gives the call's concurrency slots back.

@@ -34,9 +34,11 @@ pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use ledgerflow_workflows::credential_cache::CredentialCache;
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, LineKind};
 use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
@@ -86,6 +88,12 @@ pub struct ShopifyConfig {
     /// A limiter wait shorter than this is slept through in the call;
     /// longer ones end the attempt as rate limited (attempt not spent).
     pub max_inline_wait: Duration,
+    /// How long a process reuses a connection's decrypted credentials
+    /// before reading the store again (`Duration::ZERO`: every call reads
+    /// it). A refresh by another process is found through the store's
+    /// generation either way; this bounds how late a status or options
+    /// change made elsewhere is seen.
+    pub credentials_ttl: Duration,
     /// How far before a lost create's first attempt the search for its
     /// record reaches back (clock skew between us and Shopify).
     pub search_margin: chrono::Duration,
@@ -100,6 +108,7 @@ impl Default for ShopifyConfig {
             limits: ShopifyLimits::default(),
             http: HttpConfig::default(),
             max_inline_wait: Duration::from_secs(2),
+            credentials_ttl: Duration::from_secs(5),
             search_margin: chrono::Duration::minutes(5),
             max_search_pages: 20,
         }
@@ -207,6 +216,9 @@ pub struct ShopifyAdapter {
     pool: PgPool,
     key: SecretKey,
     http: reqwest::Client,
+    /// Decrypted credentials kept for `config.credentials_ttl`, shared by
+    /// the clones of this adapter.
+    credentials: Arc<CredentialCache>,
     config: ShopifyConfig,
 }
 
@@ -326,6 +338,7 @@ impl ShopifyAdapter {
             pool,
             key,
             http,
+            credentials: Arc::new(CredentialCache::new(config.credentials_ttl)),
             config,
         })
     }
@@ -355,7 +368,9 @@ impl ShopifyAdapter {
             },
         )
         .await
-        .map_err(credential_error)
+        .map_err(credential_error)?;
+        self.credentials.forget(c.connection_id);
+        Ok(())
     }
 
     /// The limiter scope of a store's REST bucket.
@@ -368,7 +383,9 @@ impl ShopifyAdapter {
     }
 
     async fn credentials(&self, connection_id: i64) -> Result<Credentials, ProviderError> {
-        let creds = state::load_credentials(&self.pool, &self.key, connection_id)
+        let creds = self
+            .credentials
+            .load(&self.pool, &self.key, connection_id)
             .await
             .map_err(credential_error)?;
         if creds.status == CredentialStatus::ReconnectNeeded {
@@ -443,6 +460,7 @@ impl ShopifyAdapter {
                 "Shopify refused the access token (401): the app was uninstalled or the token revoked; reconnect Shopify"
             }
         };
+        self.credentials.forget(connection_id);
         if let Err(e) = state::mark_reconnect_needed(&self.pool, connection_id, reason).await {
             tracing::warn!(connection_id, error = %e, "could not mark the Shopify connection");
         }

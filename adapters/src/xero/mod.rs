@@ -27,9 +27,11 @@ pub mod webhook;
 pub mod wire;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use ledgerflow_workflows::credential_cache::CredentialCache;
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::money::Money;
 /// What pushing a payment did (the port's type; re-exported for callers of
@@ -69,6 +71,17 @@ pub struct XeroConfig {
     /// A limiter wait shorter than this is slept through in the call;
     /// longer ones end the attempt as rate limited (attempt not spent).
     pub max_inline_wait: Duration,
+    /// How long a process reuses a connection's decrypted credentials
+    /// before reading the store again (`Duration::ZERO`: every call reads
+    /// it). A refresh by another process is found through the store's
+    /// generation either way; this bounds how late a status or options
+    /// change made elsewhere is seen.
+    pub credentials_ttl: Duration,
+    /// Calls a job's first Xero call sets aside for the job's next ones
+    /// (a sync is typically: contact, invoice lookup, write), so a job that
+    /// starts under a busy minute window also finishes
+    /// (`provider_state::acquire_reserving`). 1: no reservation.
+    pub reserved_calls_per_job: u32,
     /// How long a crashed process may hold a concurrency slot.
     pub slot_ttl: Duration,
     /// Refresh when the access token has less than this left.
@@ -83,6 +96,8 @@ impl XeroConfig {
             limits: XeroLimits::default(),
             http: HttpConfig::default(),
             max_inline_wait: Duration::from_secs(2),
+            credentials_ttl: Duration::from_secs(5),
+            reserved_calls_per_job: 3,
             slot_ttl: Duration::from_secs(120),
             refresh_margin: chrono::Duration::seconds(60),
         }
@@ -141,6 +156,9 @@ pub struct XeroAdapter {
     pool: PgPool,
     key: SecretKey,
     http: reqwest::Client,
+    /// Decrypted credentials kept for `config.credentials_ttl`, shared by
+    /// the clones of this adapter.
+    credentials: Arc<CredentialCache>,
     config: XeroConfig,
 }
 
@@ -215,6 +233,7 @@ impl XeroAdapter {
             pool,
             key,
             http,
+            credentials: Arc::new(CredentialCache::new(config.credentials_ttl)),
             config,
         })
     }
@@ -239,7 +258,9 @@ impl XeroAdapter {
             },
         )
         .await
-        .map_err(credential_error)
+        .map_err(credential_error)?;
+        self.credentials.forget(c.connection_id);
+        Ok(())
     }
 
     fn scopes(&self, connection_id: i64) -> [LimitScope; 2] {
@@ -257,7 +278,7 @@ impl XeroAdapter {
             self.config.client_id.clone(),
             self.config.client_secret.clone(),
         );
-        state::refresh_credentials(
+        let fresh = state::refresh_credentials(
             &self.pool,
             &self.key,
             seen.connection_id,
@@ -273,12 +294,23 @@ impl XeroAdapter {
                 .await
             },
         )
-        .await
-        .map_err(credential_error)
+        .await;
+        match fresh {
+            Ok(creds) => {
+                self.credentials.remember(&creds);
+                Ok(creds)
+            }
+            Err(e) => {
+                self.credentials.forget(seen.connection_id);
+                Err(credential_error(e))
+            }
+        }
     }
 
     async fn credentials(&self, connection_id: i64) -> Result<Credentials, ProviderError> {
-        let creds = state::load_credentials(&self.pool, &self.key, connection_id)
+        let creds = self
+            .credentials
+            .load(&self.pool, &self.key, connection_id)
             .await
             .map_err(credential_error)?;
         if creds.status == CredentialStatus::ReconnectNeeded {
@@ -302,9 +334,14 @@ impl XeroAdapter {
         let budget = self.config.max_inline_wait * 5;
         let mut waited = Duration::ZERO;
         loop {
-            match state::acquire(&self.pool, &scopes, self.config.slot_ttl)
-                .await
-                .map_err(db_error)?
+            match state::acquire_reserving(
+                &self.pool,
+                &scopes,
+                self.config.slot_ttl,
+                self.config.reserved_calls_per_job,
+            )
+            .await
+            .map_err(db_error)?
             {
                 Acquired::Granted(slot) => return Ok(slot),
                 Acquired::Wait { until, reason, .. } => {
@@ -419,6 +456,7 @@ impl XeroAdapter {
                         }
                         _ => "Xero refused a freshly refreshed access token (401): reconnect Xero",
                     };
+                    self.credentials.forget(connection_id);
                     state::mark_reconnect_needed(&self.pool, connection_id, reason)
                         .await
                         .map_err(db_error)?;
@@ -430,7 +468,9 @@ impl XeroAdapter {
     }
 
     async fn options(&self, connection_id: i64) -> Result<XeroOptions, ProviderError> {
-        let creds = state::load_credentials(&self.pool, &self.key, connection_id)
+        let creds = self
+            .credentials
+            .load(&self.pool, &self.key, connection_id)
             .await
             .map_err(credential_error)?;
         serde_json::from_value(creds.options).map_err(|e| {

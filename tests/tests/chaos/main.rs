@@ -85,6 +85,42 @@ impl Scale {
     }
 }
 
+impl Scale {
+    /// A run between the two sizes, for diagnosing the full one on a shared
+    /// machine: `LEDGERFLOW_CHAOS_TENANTS`, `_SHOPIFY_TENANTS`, `_SYNCS`,
+    /// `_DRIVE_SECS`, `_KILLS`, `_SETTLE_SECS` and `_RESTART_POSTGRES=0|1`
+    /// replace the full run's figures.
+    fn with_overrides(mut self) -> Scale {
+        fn var<T: std::str::FromStr>(name: &str) -> Option<T> {
+            std::env::var(format!("LEDGERFLOW_CHAOS_{name}"))
+                .ok()
+                .and_then(|v| v.parse().ok())
+        }
+        if let Some(v) = var("TENANTS") {
+            self.tenants = v;
+        }
+        if let Some(v) = var("SHOPIFY_TENANTS") {
+            self.shopify_tenants = v;
+        }
+        if let Some(v) = var("SYNCS") {
+            self.target_syncs = v;
+        }
+        if let Some(v) = var("DRIVE_SECS") {
+            self.drive = Duration::from_secs(v);
+        }
+        if let Some(v) = var("KILLS") {
+            self.kills = v;
+        }
+        if let Some(v) = var("SETTLE_SECS") {
+            self.settle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = var::<u8>("RESTART_POSTGRES") {
+            self.restart_postgres = v == 1;
+        }
+        self
+    }
+}
+
 fn seed() -> u64 {
     std::env::var("LEDGERFLOW_CHAOS_SEED")
         .ok()
@@ -109,5 +145,5 @@ async fn chaos_full_ten_thousand_syncs_twenty_kills_postgres_restart(pool: PgPoo
         Ok("full"),
         "the full run restarts the shared PostgreSQL server: set LEDGERFLOW_CHAOS=full to mean it"
     );
-    world::run(pool, Scale::full(), seed()).await;
+    world::run(pool, Scale::full().with_overrides(), seed()).await;
 }

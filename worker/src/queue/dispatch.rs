@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicBool;
 use apalis_core::task::data::Data;
 use futures::FutureExt;
 use ledgerflow_workflows::JobError;
+use ledgerflow_workflows::call_budget::CallBudget;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -70,15 +71,21 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
     ) {
         Err(e) => Err(e),
         Ok(fut) => {
-            tokio::select! {
-                r = AssertUnwindSafe(fut).catch_unwind() => r.unwrap_or_else(|panic| {
+            // The provider calls this job reserves are its own, and what it
+            // does not spend goes back when it ends, however it ends.
+            let budget = Arc::new(CallBudget::default());
+            let r = tokio::select! {
+                r = budget.run(AssertUnwindSafe(fut).catch_unwind()) => r.unwrap_or_else(|panic| {
                     Err(JobError::retryable(format!("the handler panicked: {}", panic_message(&panic))))
                 }),
                 _ = job.lease_lost.cancelled() => {
                     tracing::warn!("abandoned: the lease was lost");
+                    budget.release(&d.pool).await;
                     return;
                 }
-            }
+            };
+            budget.release(&d.pool).await;
+            r
         }
     };
     match result {

@@ -1,0 +1,89 @@
+//! A job's reserved provider calls: the reservation the shared limiter made
+//! at the job's first call on a connection, spent by the job's later calls
+//! and given back when the job ends.
+//!
+//! Why: a sync makes several calls in a row (look the contact up, look the
+//! invoice up, write it). Under a full minute window, granting calls one by
+//! one to whichever job asks first lets every job start and few finish:
+//! each job rescheduled after its second or third call repeats its lookups
+//! on its next run. A job whose first call reserves its next ones finishes
+//! what it started. The SQL is `ledgerflow.limiter_acquire` in
+//! `20261123000014_limiter_reservations.sql`.
+//!
+//! This module owns only the job-scoped handle (a tokio task-local set by
+//! the worker around each job). It must not decide limits: the limiter does
+//! ([`crate::provider_state::acquire_reserving`]), and adapters say how many
+//! calls a job of theirs usually makes.
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::PgPool) {
+//! use std::sync::Arc;
+//! use ledgerflow_workflows::call_budget::CallBudget;
+//!
+//! let budget = Arc::new(CallBudget::default());
+//! let outcome = budget.run(async { /* the job's provider calls */ 42 }).await;
+//! budget.release(&pool).await; // what the job did not spend
+//! # let _ = outcome;
+//! # }
+//! ```
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use sqlx::PgPool;
+
+tokio::task_local! {
+    static CURRENT: Arc<CallBudget>;
+}
+
+/// The reservation held by one running job (none until its first call).
+#[derive(Debug, Default)]
+pub struct CallBudget {
+    reservation: Mutex<Option<i64>>,
+}
+
+impl CallBudget {
+    /// Runs `fut` (one job) with this budget as the one its calls spend.
+    pub async fn run<F: Future>(self: &Arc<Self>, fut: F) -> F::Output {
+        CURRENT.scope(Arc::clone(self), fut).await
+    }
+
+    /// Gives back what the job did not spend. A failure only leaves the
+    /// reserved calls to lapse within a minute, so it is logged, not raised.
+    pub async fn release(&self, pool: &PgPool) {
+        let Some(id) = self.take() else { return };
+        if let Err(e) = sqlx::query("SELECT ledgerflow.limiter_release_reservation($1)")
+            .bind(id)
+            .execute(pool)
+            .await
+        {
+            tracing::warn!(reservation = id, error = %e, "could not give back reserved provider calls");
+        }
+    }
+
+    /// The reservation this job holds, if any.
+    pub fn reservation(&self) -> Option<i64> {
+        *self.lock()
+    }
+
+    pub(crate) fn hold(&self, reservation: Option<i64>) {
+        if reservation.is_some() {
+            *self.lock() = reservation;
+        }
+    }
+
+    fn take(&self) -> Option<i64> {
+        self.lock().take()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<i64>> {
+        self.reservation
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The budget of the job this task is running, if it runs in one.
+pub(crate) fn current() -> Option<Arc<CallBudget>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
