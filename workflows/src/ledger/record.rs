@@ -471,8 +471,23 @@ async fn open_event(
     let mut opts = EnqueueOptions::default()
         .unique_key(sync_key(connection.id, invoice_id))
         .hold_key(hold_key(connection.id));
+    let quiet = connection
+        .settings
+        .quiet_period()
+        .filter(|_| !e.expedite && e.operation != Operation::Void);
     if e.expedite {
         opts = opts.priority(Priority::Live).run_at(Utc::now());
+    } else if let Some(q) = quiet {
+        // A new job is inserted already waiting: on a connection outside a
+        // transaction (autocommit) a job inserted available could be
+        // claimed before the statement that holds it back.
+        let run_at: chrono::DateTime<Utc> = sqlx::query_scalar(
+            "SELECT clock_timestamp() + make_interval(secs => $1::float8 / 1000)",
+        )
+        .bind(q.quiet_ms)
+        .fetch_one(&mut *conn)
+        .await?;
+        opts = opts.run_at(run_at);
     }
     let tenant = connection.tenant_id.clone();
     let job_id = match e.operation {
@@ -503,7 +518,7 @@ async fn open_event(
         expedite(conn, connection.id, invoice_id, job_id).await?;
     } else if e.operation == Operation::Void {
         end_quiet_period(conn, job_id).await?;
-    } else if let Some(quiet) = connection.settings.quiet_period() {
+    } else if let Some(quiet) = quiet {
         hold_for_quiet_period(conn, connection.id, invoice_id, job_id, quiet).await?;
     }
     sqlx::query("UPDATE ledgerflow.sync_events SET job_id = $2 WHERE id = $1")
