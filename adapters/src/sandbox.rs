@@ -10,6 +10,9 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use std::collections::HashMap;
 
+/// The method type [`Fault::on`] takes, for callers without axum.
+pub use axum::http::Method;
+
 /// A simulated provider's answer, before it becomes a response.
 pub struct Answer {
     pub status: u16,

@@ -11,9 +11,10 @@ use common::WorkerProcess;
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
 use ledgerflow_client::SecretKey;
 use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
-use ledgerflow_client::settings::{Trigger, XeroInvoiceStatus};
+use ledgerflow_client::settings::{Trigger, XeroInvoiceStatus, XeroSettings};
 use ledgerflow_worker::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
+use ledgerflow_workflows::provider::UpsertMode;
 use sqlx::PgPool;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -175,4 +176,83 @@ async fn a_payment_whose_answer_was_lost_is_linked_not_skipped_or_repeated(pool:
     trigger(&pool, id, Trigger::InvoicePaid, &snap).await;
     settle(&pool, id, "INV-2", wait).await.unwrap();
     assert_eq!(sandbox.sim.payments(&org).len(), 1);
+}
+
+/// Found by the chaos run (an invoice cancelled right after its first
+/// sync's answer was lost): Xero had made the invoice, the ledger had no
+/// link, and the void found "never sent, nothing to void", so a cancelled
+/// job's invoice stayed Authorised in Xero. The void now looks for what an
+/// unanswered create made (by Reference) and voids it.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn an_invoice_cancelled_after_its_create_answer_was_lost_is_voided(pool: PgPool) {
+    let (sandbox, id, org, _worker) = shop_and_worker(&pool).await;
+    let wait = Duration::from_secs(30);
+    let snap = snapshot(
+        "INV-3",
+        "INV-3",
+        ("C-1", "Ann"),
+        vec![gst_line("L1", "SVC", "Service", 1, 10_000)],
+    )
+    .unwrap();
+    // The state a lost answer leaves: Xero holds the invoice (made here
+    // through the adapter, as the sync's create would have), the ledger
+    // knows nothing of it. Deterministic, where racing a dropped answer
+    // against the retry's backoff is not.
+    let adapter = sandbox.adapter(&pool, sandbox.xero_config()).unwrap();
+    adapter
+        .upsert(
+            id,
+            &XeroSettings {
+                default_status: XeroInvoiceStatus::Authorised,
+                ..XeroSettings::default()
+            },
+            &snap,
+            None,
+            UpsertMode::CreateOrUpdate,
+            "lost-create",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sandbox.sim.invoices(&org)[0].status.as_deref(),
+        Some("AUTHORISED")
+    );
+
+    trigger(&pool, id, Trigger::JobCancelled, &snap).await;
+    settle(&pool, id, "INV-3", wait).await.unwrap();
+
+    let invoices = sandbox.sim.invoices(&org);
+    assert_eq!(invoices.len(), 1, "made once");
+    assert!(
+        matches!(invoices[0].status.as_deref(), Some("VOIDED" | "DELETED")),
+        "the cancelled job's invoice is {:?} in Xero",
+        invoices[0].status
+    );
+    let (status, linked): (String, Option<String>) = sqlx::query_as(
+        "SELECT e.status, l.external_id FROM ledgerflow.sync_events e
+         LEFT JOIN ledgerflow.links l ON l.connection_id = e.connection_id
+              AND l.entity_type = 'invoice' AND l.host_id = e.invoice_id
+         WHERE e.invoice_id = 'INV-3' ORDER BY e.id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "synced");
+    assert_eq!(
+        linked, invoices[0].invoice_id,
+        "the voided record is linked"
+    );
+
+    // An invoice cancelled before anything reached Xero stays untouched.
+    let never = snapshot(
+        "INV-4",
+        "INV-4",
+        ("C-1", "Ann"),
+        vec![gst_line("L1", "SVC", "Service", 1, 10_000)],
+    )
+    .unwrap();
+    trigger(&pool, id, Trigger::JobCancelled, &never).await;
+    settle(&pool, id, "INV-4", wait).await.unwrap();
+    assert_eq!(sandbox.sim.invoices(&org).len(), 1);
 }

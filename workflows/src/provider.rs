@@ -70,6 +70,15 @@ pub struct VoidOrderRequest<'a> {
     pub idempotency_key: &'a str,
 }
 
+/// Void whatever an unanswered earlier write made for an invoice that has
+/// no link ([`Provider::void_unlinked`]).
+#[derive(Debug, Clone)]
+pub struct VoidUnlinkedRequest<'a> {
+    pub connection: &'a ConnectionInfo,
+    pub snapshot: &'a InvoiceSnapshot,
+    pub idempotency_key: &'a str,
+}
+
 /// Turn a draft into a confirmed, paid order (Shopify).
 #[derive(Debug, Clone)]
 pub struct CompleteDraftRequest<'a> {
@@ -336,6 +345,19 @@ pub trait Provider: Send + Sync {
     /// Reverse (delete, refund) a payment applied earlier. A payment already
     /// gone answers `Ok`. The default refuses: a provider whose adapter
     /// cannot reverse payments says so on the event instead of pretending.
+    /// Void a record no link points at: one an earlier write may have made
+    /// although its answer was lost (the invoice is cancelled before any
+    /// sync heard back). Answers what was voided, or `None` when the
+    /// provider holds nothing for the invoice. The default finds nothing:
+    /// an adapter that cannot look records up has nothing to void.
+    fn void_unlinked<'a>(
+        &'a self,
+        req: VoidUnlinkedRequest<'a>,
+    ) -> ProviderFuture<'a, Option<PushResult>> {
+        let _ = req;
+        Box::pin(async move { Ok(None) })
+    }
+
     fn reverse_payment<'a>(&'a self, req: ReversePaymentRequest<'a>) -> ProviderFuture<'a, ()> {
         let e = ProviderError::permanent(
             format!(

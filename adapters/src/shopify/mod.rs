@@ -44,7 +44,7 @@ use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
     ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
-    UpsertMode, VoidOrderRequest, WriteKind,
+    UpsertMode, VoidOrderRequest, VoidUnlinkedRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{
     self as state, BucketGrant, BucketPolicy, CredentialError, CredentialStatus, Credentials,
@@ -1666,6 +1666,55 @@ impl ShopifyAdapter {
         }
     }
 
+    /// For an invoice with no link: deletes the drafts and cancels the
+    /// orders that creates whose answer was lost made, if any.
+    pub async fn void_unlinked(
+        &self,
+        connection_id: i64,
+        snapshot: &InvoiceSnapshot,
+    ) -> Result<Option<PushResult>, ProviderError> {
+        let tag = InvoiceTag::new(connection_id, &snapshot.invoice_id);
+        let (drafts, orders) = self.settle_lost_creates(connection_id, &tag).await?;
+        if drafts.is_empty() && orders.is_empty() {
+            return Ok(None);
+        }
+        let options = self.options(connection_id).await?;
+        let mut voided = None;
+        for d in &drafts {
+            let Some(id) = d.id else { continue };
+            self.delete_draft(connection_id, id).await?;
+            voided = Some((
+                ExternalRef {
+                    external_id: wire::gid(DRAFT, id),
+                    external_number: d.name.clone(),
+                    url: Some(admin_url(&options, "draft_orders", id)),
+                },
+                "draft deleted",
+            ));
+        }
+        for o in &orders {
+            let Some(id) = o.id else { continue };
+            self.cancel_order(connection_id, id).await?;
+            voided = Some((
+                ExternalRef {
+                    external_id: wire::gid(ORDER, id),
+                    external_number: o.name.clone(),
+                    url: Some(admin_url(&options, "orders", id)),
+                },
+                "order cancelled",
+            ));
+        }
+        Ok(voided.map(|(external, status)| PushResult {
+            write: WriteKind::Voided,
+            external,
+            line_count: 0,
+            total: Money::zero(snapshot.currency),
+            external_status: status.into(),
+            customer: None,
+            replaced: None,
+        }))
+    }
+
     /// Completes the draft into an order marked paid. Completing again
     /// (a retry after a lost answer) returns the order already made.
     pub async fn complete(
@@ -1880,6 +1929,13 @@ impl Provider for ShopifyAdapter {
             self.void(req.connection.id, req.snapshot, req.existing)
                 .await
         })
+    }
+
+    fn void_unlinked<'a>(
+        &'a self,
+        req: VoidUnlinkedRequest<'a>,
+    ) -> ProviderFuture<'a, Option<PushResult>> {
+        Box::pin(async move { self.void_unlinked(req.connection.id, req.snapshot).await })
     }
 
     fn complete_draft<'a>(

@@ -278,6 +278,10 @@ impl Simulator {
     pub fn clear_faults(&self) {
         lock(&self.shared).faults.clear();
     }
+    /// Faults pushed and not yet met by a matching request.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared).faults.len()
+    }
     /// Latency added to every request.
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.shared).latency = latency;

@@ -40,7 +40,7 @@ pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
     PushResult, ReversePaymentRequest, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode,
-    VoidOrderRequest, WriteKind,
+    VoidOrderRequest, VoidUnlinkedRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{
     self as state, Acquired, CredentialError, CredentialStatus, Credentials, LimitScope,
@@ -789,6 +789,35 @@ impl XeroAdapter {
         push_result(WriteKind::Voided, &saved, snapshot)
     }
 
+    /// For an invoice with no link: voids (or deletes) the Xero invoice an
+    /// earlier create whose answer was lost made, found by its Reference.
+    pub async fn void_unlinked(
+        &self,
+        connection_id: i64,
+        snapshot: &InvoiceSnapshot,
+        idempotency_key: &str,
+    ) -> Result<Option<PushResult>, ProviderError> {
+        let found = self
+            .find_invoices_by_reference(connection_id, &snapshot.number)
+            .await?;
+        let mut voided = None;
+        for invoice in found {
+            let Some(id) = invoice.invoice_id else {
+                continue;
+            };
+            let existing = ExternalRef {
+                url: Some(invoice_url(&id)),
+                external_id: id,
+                external_number: invoice.invoice_number,
+            };
+            voided = Some(
+                self.void(connection_id, snapshot, &existing, idempotency_key)
+                    .await?,
+            );
+        }
+        Ok(voided)
+    }
+
     /// Applies a payment to an Authorised invoice; on a Draft (or any other
     /// status that cannot take payments) nothing is written and the reason
     /// is returned.
@@ -1147,6 +1176,16 @@ impl Provider for XeroAdapter {
                 req.idempotency_key,
             )
             .await
+        })
+    }
+
+    fn void_unlinked<'a>(
+        &'a self,
+        req: VoidUnlinkedRequest<'a>,
+    ) -> ProviderFuture<'a, Option<PushResult>> {
+        Box::pin(async move {
+            self.void_unlinked(req.connection.id, req.snapshot, req.idempotency_key)
+                .await
         })
     }
 

@@ -42,6 +42,8 @@ pub struct Scale {
     pub settle_timeout: Duration,
     /// A fault is pushed at the simulator this often while the host drives.
     pub fault_every: Duration,
+    /// ... but never more than one fault in this many requests to a simulator.
+    pub fault_one_in: u64,
     pub lease_secs: f64,
     pub rescue_secs: f64,
     pub concurrency: usize,
@@ -59,6 +61,7 @@ impl Scale {
             restart_postgres: false,
             settle_timeout: Duration::from_secs(150),
             fault_every: Duration::from_millis(400),
+            fault_one_in: 8,
             lease_secs: 3.0,
             rescue_secs: 1.0,
             concurrency: 8,
@@ -76,6 +79,7 @@ impl Scale {
             restart_postgres: true,
             settle_timeout: Duration::from_secs(900),
             fault_every: Duration::from_millis(150),
+            fault_one_in: 10,
             lease_secs: 3.0,
             rescue_secs: 1.0,
             // Four pools of concurrency + 4 connections share the server

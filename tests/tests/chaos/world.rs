@@ -248,6 +248,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         shopify.clone(),
         driving.clone(),
         scale.fault_every,
+        scale.fault_one_in,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
@@ -346,15 +347,29 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     );
 }
 
-/// Pushes a random fault at the simulator every `every` while the host drives.
+/// Pushes a random fault at a simulator every `every` while the host
+/// drives, at most one in `one_in` of its requests.
 async fn inject_faults(
     sandbox: Arc<XeroSandbox>,
     shopify: Arc<Vec<ShopifySim>>,
     driving: Arc<AtomicBool>,
     every: Duration,
+    one_in: u64,
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
+    // Requests each simulator had served at its last fault: a fault is
+    // pushed only after `one_in` more, and only when the last one was met,
+    // so faults stay a share of the traffic instead of piling up in front
+    // of a simulator that is being called less (a rate-limited
+    // organisation, a quiet Shopify store).
+    let xero_requests = |s: &XeroSandbox| s.sim.stats().api_requests;
+    let store_requests = |s: &ShopifySim| {
+        let st = s.stats();
+        st.rest_requests + st.graphql_requests
+    };
+    let mut xero_seen = xero_requests(&sandbox);
+    let mut stores_seen: Vec<u64> = shopify.iter().map(store_requests).collect();
     while driving.load(Ordering::SeqCst) {
         tokio::time::sleep(every).await;
         // Writes are what a dropped answer hurts: aim those at invoices and payments.
@@ -394,6 +409,31 @@ async fn inject_faults(
         // translated to its simulator's kind.
         let store = (!shopify.is_empty() && rng.below(5) == 0)
             .then(|| &shopify[rng.below(shopify.len() as u64) as usize]);
+        let due = match store {
+            Some(store) => {
+                let i = shopify
+                    .iter()
+                    .position(|s| std::ptr::eq(s, store))
+                    .unwrap_or(0);
+                let now = store_requests(store);
+                let due = store.pending_faults() == 0 && now >= stores_seen[i] + one_in;
+                if due {
+                    stores_seen[i] = now;
+                }
+                due
+            }
+            None => {
+                let now = xero_requests(&sandbox);
+                let due = sandbox.sim.pending_faults() == 0 && now >= xero_seen + one_in;
+                if due {
+                    xero_seen = now;
+                }
+                due
+            }
+        };
+        if !due {
+            continue;
+        }
         match store {
             Some(store) => {
                 let kind = match kind {

@@ -23,7 +23,7 @@ use crate::job::JobContext;
 use crate::payloads::{UpsertInvoice, VoidOrder};
 use crate::provider::{
     ConnectionInfo, ExternalRef, ProviderError, Providers, PushResult, UpsertInvoiceRequest,
-    UpsertMode, VoidOrderRequest,
+    UpsertMode, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use crate::settings::ProviderSettings;
 
@@ -324,8 +324,17 @@ pub(super) async fn run_open_event(
             }
         }
         Operation::Void => match &existing {
-            // Never sent: there is nothing to void.
-            None => Ok(None),
+            // No link: never sent, or sent by an attempt whose answer was
+            // lost. The adapter looks for the latter and voids it.
+            None => {
+                provider
+                    .void_unlinked(VoidUnlinkedRequest {
+                        connection: &info,
+                        snapshot: &snapshot,
+                        idempotency_key: &idempotency_key,
+                    })
+                    .await
+            }
             Some(old) => provider
                 .void_order(VoidOrderRequest {
                     connection: &info,
