@@ -38,7 +38,7 @@ pub enum Scenario {
     /// minute limit scaled so it binds for `--windows` minutes; reports
     /// elapsed over the floor the limits impose, extra 429s and duplicates.
     Sync {
-        /// Only xero has a simulator so far.
+        /// Only xero so far: Shopify has a simulator but no sync benchmark yet.
         #[arg(long, default_value = "xero")]
         provider: String,
         #[arg(long, default_value_t = 10_000)]
@@ -155,7 +155,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
         } => {
             if provider != "xero" {
                 return Err(format!(
-                    "bench sync: no simulator for provider {provider:?} (only \"xero\")"
+                    "bench sync: no sync benchmark for provider {provider:?} yet (only \"xero\")"
                 )
                 .into());
             }
