@@ -1598,14 +1598,8 @@ impl ShopifyAdapter {
         existing: &ExternalRef,
     ) -> Result<PushResult, ProviderError> {
         let options = self.options(connection_id).await?;
-        let tag = InvoiceTag::new(connection_id, &snapshot.invoice_id);
-        let (lost_drafts, lost_orders) = self.settle_lost_creates(connection_id, &tag).await?;
-        for d in lost_drafts.iter().filter_map(|d| d.id) {
-            self.delete_draft(connection_id, d).await?;
-        }
-        for o in lost_orders.iter().filter_map(|o| o.id) {
-            self.cancel_order(connection_id, o).await?;
-        }
+        // Records lost creates made go first; the link is voided below.
+        self.void_unlinked(connection_id, snapshot).await?;
         let gone = |status: &str| PushResult {
             write: WriteKind::AlreadyVoided,
             external: existing.clone(),
