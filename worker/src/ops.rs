@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use ledgerflow_client::ledger::{self, NewTenant, SyncDialog, SyncEventView};
 use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName};
 use ledgerflow_client::{
@@ -182,6 +182,21 @@ pub enum InvoiceCommand {
     },
     /// Retry the failed sync (only when the last sync failed).
     Retry { connection: i64, invoice: String },
+    /// Turn the invoice's own auto-sync on or off (the dialog's switch);
+    /// prints the auto-sync state that results, with its reason.
+    AutoSync {
+        connection: i64,
+        invoice: String,
+        #[arg(value_enum)]
+        state: Switch,
+    },
+}
+
+/// The position of an on/off switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Subcommand)]
@@ -589,6 +604,22 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             "retry",
             ledger::retry_failed_event(&mut conn, connection, &invoice).await?,
         ),
+        InvoiceCommand::AutoSync {
+            connection,
+            invoice,
+            state,
+        } => {
+            ledger::set_invoice_auto_sync(&mut conn, connection, &invoice, state == Switch::On)
+                .await?;
+            // Read back what is in effect: the invoice's switch can be on
+            // while the connection's master toggle still pauses it.
+            let dialog = ledger::sync_dialog(&mut conn, connection, &invoice, 1).await?;
+            println!(
+                "invoice {invoice} on connection {connection}: auto-sync {}",
+                auto_sync_line(&dialog)
+            );
+            return Ok(());
+        }
     };
     match (recorded.job_id, &recorded.skip_message) {
         (Some(job), _) => println!(
@@ -683,19 +714,7 @@ pub fn render_dialog(d: &SyncDialog) -> String {
             let _ = writeln!(out, "  external:    not in the provider yet");
         }
     }
-    let auto = serde_json::to_value(d.auto_sync.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "  auto-sync:   {auto}{}",
-        d.auto_sync
-            .reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default()
-    );
+    let _ = writeln!(out, "  auto-sync:   {}", auto_sync_line(d));
     if let Some(e) = &d.last_error {
         let _ = writeln!(out, "  last error:  [{}] {}", e.class, e.message);
     }
@@ -727,6 +746,19 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         let _ = writeln!(out, "    … older events before #{more} (show more)");
     }
     out
+}
+
+/// The auto-sync state and, when it is not in effect, why
+/// ("paused_disabled_in_settings (paused (disabled in settings): ...)").
+fn auto_sync_line(d: &SyncDialog) -> String {
+    let state = serde_json::to_value(d.auto_sync.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match d.auto_sync.reason.as_deref() {
+        Some(why) => format!("{state} ({why})"),
+        None => state,
+    }
 }
 
 fn render_event(out: &mut String, e: &SyncEventView) {

@@ -390,6 +390,11 @@ pub async fn sync_dialog(
 /// The provider's record linked to a host record: `entity_type` is
 /// `invoice`, `customer`, `item` or `payment`, `host_id` the host's id (an
 /// item's SKU).
+///
+/// An invoice's last pull is the later of its own (a webhook or a pull that
+/// saw it change) and the connection's last complete pull, which proves the
+/// invoice was current then too: the same rule as
+/// [`crate::inbound::last_pull_at`], so the dialog and the inbound API agree.
 pub async fn link(
     conn: &mut PgConnection,
     connection_id: i64,
@@ -397,9 +402,12 @@ pub async fn link(
     host_id: &str,
 ) -> Result<Option<ExternalLink>, LedgerError> {
     let row = sqlx::query(
-        "SELECT external_id, external_number, view_url, last_push_at, last_pull_at
-         FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = $2 AND host_id = $3",
+        "SELECT l.external_id, l.external_number, l.view_url, l.last_push_at,
+                CASE WHEN l.entity_type = 'invoice' THEN greatest(l.last_pull_at, c.pulled_through)
+                     ELSE l.last_pull_at END AS last_pull_at
+         FROM ledgerflow.links l
+         LEFT JOIN ledgerflow.inbound_cursors c ON c.connection_id = l.connection_id
+         WHERE l.connection_id = $1 AND l.entity_type = $2 AND l.host_id = $3",
     )
     .bind(connection_id)
     .bind(entity_type)
