@@ -81,6 +81,37 @@ async fn limiter_honours_minute_day_and_concurrency(pool: PgPool) {
     assert!(until - Utc::now() > chrono::Duration::hours(23));
 }
 
+/// Xero counts a request when it arrives, somewhere between our grant and
+/// its answer: a call is dated at its answer, so the window frees no
+/// earlier at our end than at Xero's (the 100-tenant benchmark's 429s).
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_call_leaves_the_window_a_minute_after_its_answer_not_its_grant(pool: PgPool) {
+    let s = scope(2, 100, 5);
+    let Acquired::Granted(answered) = grant(&pool, &s).await else {
+        panic!()
+    };
+    let Acquired::Granted(failed) = grant(&pool, &s).await else {
+        panic!()
+    };
+    // Both requests take 1.5 s; one is answered, the other's connection
+    // drops (it may have reached Xero all the same).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answered_at = Utc::now();
+    state::finish(&pool, answered, &s, None, Observed::default())
+        .await
+        .unwrap();
+    state::release(&pool, failed).await.unwrap();
+
+    let Acquired::Wait { until, reason, .. } = grant(&pool, &s).await else {
+        panic!("the window holds two calls")
+    };
+    assert_eq!(reason, WaitReason::MinuteWindow);
+    assert!(
+        until >= answered_at + chrono::Duration::seconds(60),
+        "the window frees at {until}, before a minute after the answer at {answered_at}"
+    );
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn concurrent_acquirers_never_exceed_the_minute_limit(pool: PgPool) {
     let s = scope(10, 1000, 100);

@@ -38,8 +38,15 @@ impl ScratchDb {
         })
     }
 
+    /// Drops the database, unless `LEDGERFLOW_KEEP_SCRATCH` is set: then it
+    /// is left for inspection (a benchmark's jobs, sync events and limiter
+    /// log) and its name is logged.
     pub async fn drop_db(self) -> Result<(), Box<dyn std::error::Error>> {
         self.pool.close().await;
+        if std::env::var_os("LEDGERFLOW_KEEP_SCRATCH").is_some() {
+            tracing::info!(database = %self.name, "scratch database kept (LEDGERFLOW_KEEP_SCRATCH)");
+            return Ok(());
+        }
         let mut conn = self.admin.connect().await?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",

@@ -82,6 +82,9 @@ impl LimitScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     slot_ids: Vec<i64>,
+    /// The logged calls this grant stands for: dated at the answer when the
+    /// slot is given back (migration `20261123000015_limiter_answer_time.sql`).
+    call_ids: Vec<i64>,
 }
 
 /// Why a call must wait.
@@ -159,7 +162,7 @@ async fn acquire_statement(
     let ttl = sqlx::postgres::types::PgInterval::try_from(ttl)
         .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
     let row = sqlx::query(
-        "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope, reservation_id
+        "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope, reservation_id, call_ids
          FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&keys)
@@ -177,6 +180,7 @@ async fn acquire_statement(
         return Ok((
             Acquired::Granted(Slot {
                 slot_ids: row.try_get("slot_ids")?,
+                call_ids: row.try_get("call_ids")?,
             }),
             reservation,
         ));
@@ -195,12 +199,13 @@ async fn acquire_statement(
     Ok((wait, reservation))
 }
 
-/// Gives the call's concurrency slots back.
+/// Gives the call's concurrency slots back (and dates its calls now: a
+/// request that failed may still have reached the provider).
 pub async fn release(pool: &PgPool, slot: Slot) -> Result<(), sqlx::Error> {
-    if slot.slot_ids.is_empty() {
+    if slot.slot_ids.is_empty() && slot.call_ids.is_empty() {
         return Ok(());
     }
-    finish_statement(pool, &slot.slot_ids, None, None, Observed::default()).await
+    finish_statement(pool, &slot, None, None, Observed::default()).await
 }
 
 /// Which limit a provider said was hit.
@@ -249,7 +254,11 @@ pub async fn record_observed(
     app_scope: Option<&LimitScope>,
     observed: Observed,
 ) -> Result<(), sqlx::Error> {
-    finish_statement(pool, &[], Some(scope), app_scope, observed).await
+    let nothing = Slot {
+        slot_ids: Vec::new(),
+        call_ids: Vec::new(),
+    };
+    finish_statement(pool, &nothing, Some(scope), app_scope, observed).await
 }
 
 /// [`release`] and [`record_observed`] of one answered call in one
@@ -261,12 +270,12 @@ pub async fn finish(
     app_scope: Option<&LimitScope>,
     observed: Observed,
 ) -> Result<(), sqlx::Error> {
-    finish_statement(pool, &slot.slot_ids, Some(scope), app_scope, observed).await
+    finish_statement(pool, &slot, Some(scope), app_scope, observed).await
 }
 
 async fn finish_statement(
     pool: &PgPool,
-    slot_ids: &[i64],
+    slot: &Slot,
     scope: Option<&LimitScope>,
     app_scope: Option<&LimitScope>,
     observed: Observed,
@@ -274,9 +283,9 @@ async fn finish_statement(
     let as_i32 = |v: Option<u64>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     let limit = |v: Option<u32>| v.map(|v| i32::try_from(v).unwrap_or(i32::MAX));
     sqlx::query(
-        "SELECT ledgerflow.limiter_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "SELECT ledgerflow.limiter_finish($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
-    .bind(slot_ids)
+    .bind(&slot.slot_ids)
     .bind(scope.map(|s| s.key.as_str()))
     .bind(scope.and_then(|s| s.connection_id))
     .bind(scope.and_then(|s| limit(s.policy.per_minute)))
@@ -289,6 +298,7 @@ async fn finish_statement(
     .bind(as_i32(observed.app_minute_remaining))
     .bind(observed.retry_at.filter(|_| observed.problem.is_some()))
     .bind(observed.problem.map(RateProblem::as_str))
+    .bind(&slot.call_ids)
     .execute(pool)
     .await?;
     Ok(())
