@@ -73,6 +73,29 @@ async fn draft_mode_creates_once_then_updates_in_place(pool: PgPool) {
     assert_eq!(items[1].quantity, 1);
     assert!(draft.tags.as_deref().unwrap().contains(&tag(&snap)));
     assert_eq!(env.sim.customers().len(), 1, "customer created by e-mail");
+    // The SKU found in Shopify is reported for the item link; the custom
+    // line is not.
+    let product = &env.sim.products()[0];
+    let variant = product.variants[0].id.unwrap();
+    assert_eq!(created.items.len(), 1, "{:?}", created.items);
+    assert_eq!(created.items[0].sku, "SKU-a");
+    assert_eq!(
+        created.items[0].external.external_id,
+        format!("gid://shopify/ProductVariant/{variant}")
+    );
+    assert!(
+        created.items[0]
+            .external
+            .url
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!(
+                "/admin/products/{}/variants/{variant}",
+                product.id.unwrap()
+            )),
+        "{:?}",
+        created.items[0].external.url
+    );
 
     let snap2 = snapshot("INV-1", vec![line("a", 3000, 2500, 1125)], None);
     let updated = upsert(&env, &conn, &snap2, Some(&created.external), "k2")
@@ -113,6 +136,12 @@ async fn missing_products_are_created_when_the_setting_asks(pool: PgPool) {
         r2.external_status
     );
     assert_eq!(env.sim.products().len(), 1, "found by SKU the second time");
+    assert_eq!(r.items.len(), 1);
+    assert_eq!(r.items[0].sku, "SKU-x");
+    assert_eq!(
+        r2.items, r.items,
+        "the created product is the one found later"
+    );
     let d = env.sim.draft(id_of(&r.external)).unwrap();
     assert!(d.line_items.unwrap()[0].variant_id.is_some());
 }

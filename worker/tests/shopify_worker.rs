@@ -148,6 +148,63 @@ async fn draft_mode_creates_updates_in_place_and_completes_once_paid(pool: PgPoo
     worker.stop().await;
 }
 
+/// Each SKU sent as a Shopify product is linked to it: found by SKU or
+/// created, with its "view in Shopify" address.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn lines_sent_as_shopify_products_are_linked_to_them(pool: PgPool) {
+    let env = shopify_env(&pool).await;
+    let (product, variant) = env.sim.add_product("Brake pads", "SKU-a", 5000, 10);
+    let conn = connect(
+        &pool,
+        &env,
+        "bikes",
+        &settings(|s| s.create_missing_products = true),
+    )
+    .await;
+    let worker = start(&pool, registry(&env), fast_config("shopify-items"));
+    let snap = snapshot("INV-I", vec![line("a", 1, 5000), line("c", 2, 1500)], false);
+    trigger(&pool, conn, Trigger::JobCreated, &snap).await;
+    synced(&pool, conn, "INV-I").await;
+    worker.stop().await;
+
+    let mut db = pool.acquire().await.unwrap();
+    let found = ledger::link(&mut db, conn, "item", "SKU-a")
+        .await
+        .unwrap()
+        .expect("the product found by SKU is linked");
+    assert_eq!(
+        found.external_id,
+        format!("gid://shopify/ProductVariant/{variant}")
+    );
+    assert!(
+        found
+            .url
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!("/admin/products/{product}/variants/{variant}")),
+        "{:?}",
+        found.url
+    );
+    assert!(found.last_push_at.is_some());
+    let created = ledger::link(&mut db, conn, "item", "SKU-c")
+        .await
+        .unwrap()
+        .expect("the product created for SKU-c is linked");
+    let made = env
+        .sim
+        .products()
+        .into_iter()
+        .find(|p| p.variants[0].sku.as_deref() == Some("SKU-c"))
+        .expect("a product was created for SKU-c");
+    assert_eq!(
+        created.external_id,
+        format!(
+            "gid://shopify/ProductVariant/{}",
+            made.variants[0].id.unwrap()
+        )
+    );
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn complete_draft_is_skipped_with_the_reason_when_it_does_not_apply(pool: PgPool) {
     let env = shopify_env(&pool).await;

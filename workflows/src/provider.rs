@@ -164,6 +164,19 @@ pub struct PushResult {
     /// order, now cancelled), so the history shows both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced: Option<ExternalRef>,
+    /// The provider's products the invoice's lines were matched to or
+    /// created as (Shopify variants by SKU): the ledger links each to the
+    /// host's item. Empty where the provider keeps no items (Xero lines go
+    /// to accounts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<ItemLink>,
+}
+
+/// One host item (by SKU) and the provider's record of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemLink {
+    pub sku: String,
+    pub external: ExternalRef,
 }
 
 /// What applying one payment did. A provider may decline a payment without

@@ -42,9 +42,9 @@ use ledgerflow_workflows::credential_cache::CredentialCache;
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, LineKind};
 use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
-    ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
-    UpsertMode, VoidOrderRequest, VoidUnlinkedRequest, WriteKind,
+    CompleteDraftRequest, ConnectionInfo, ExternalRef, ItemLink, PaymentOutcome, Provider,
+    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest,
+    UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, VoidUnlinkedRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{
     self as state, BucketGrant, BucketPolicy, CredentialError, CredentialStatus, Credentials,
@@ -328,7 +328,16 @@ struct Lines {
     extra_discounts: i64,
     custom_lines: Vec<String>,
     created_products: Vec<String>,
+    /// Each SKU sent as a variant line, for the item links.
+    item_links: Vec<ItemLink>,
     has_variants: bool,
+}
+
+/// A product variant found by SKU or created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variant {
+    pub id: i64,
+    pub product_id: i64,
 }
 
 impl ShopifyAdapter {
@@ -723,14 +732,14 @@ impl ShopifyAdapter {
 
     // -- products ----------------------------------------------------------
 
-    /// Variant ids by exact SKU (GraphQL `productVariants`: REST has no SKU filter).
+    /// Variants by exact SKU (GraphQL `productVariants`: REST has no SKU filter).
     pub async fn variants_by_sku(
         &self,
         connection_id: i64,
         skus: &[String],
-    ) -> Result<BTreeMap<String, i64>, ProviderError> {
+    ) -> Result<BTreeMap<String, Variant>, ProviderError> {
         const QUERY: &str = "query LedgerflowVariantsBySku($query: String!, $first: Int!) {
-  productVariants(first: $first, query: $query) { nodes { id sku } }
+  productVariants(first: $first, query: $query) { nodes { id sku product { id } } }
 }";
         let mut out = BTreeMap::new();
         for chunk in skus.chunks(SKUS_PER_QUERY) {
@@ -754,16 +763,19 @@ impl ShopifyAdapter {
                 .unwrap_or_default();
             for n in nodes {
                 let sku = n.get("sku").and_then(|s| s.as_str());
-                let id = n
-                    .get("id")
-                    .and_then(|s| s.as_str())
-                    .and_then(wire::parse_gid)
-                    .map(|(_, id)| id);
+                let gid = |v: Option<&serde_json::Value>| {
+                    v.and_then(|s| s.as_str())
+                        .and_then(wire::parse_gid)
+                        .map(|(_, id)| id)
+                };
+                let id = gid(n.get("id"));
+                let product_id = gid(n.pointer("/product/id"));
                 // Exact match only: Shopify's search is looser than equality.
-                if let (Some(sku), Some(id)) = (sku, id)
+                if let (Some(sku), Some(id), Some(product_id)) = (sku, id, product_id)
                     && chunk.iter().any(|s| s == sku)
                 {
-                    out.entry(sku.to_string()).or_insert(id);
+                    out.entry(sku.to_string())
+                        .or_insert(Variant { id, product_id });
                 }
             }
         }
@@ -776,7 +788,7 @@ impl ShopifyAdapter {
         title: &str,
         sku: &str,
         price: Decimal,
-    ) -> Result<i64, ProviderError> {
+    ) -> Result<Variant, ProviderError> {
         let body = json!({"product": {
             "title": title,
             "status": "active",
@@ -790,11 +802,16 @@ impl ShopifyAdapter {
                 &Rest::send(Method::POST, "products.json", &body),
             )
             .await?;
+        let product_id = created
+            .product
+            .id
+            .ok_or_else(|| decode_error("a product without an id".into(), ""))?;
         created
             .product
             .variants
             .first()
             .and_then(|v| v.id)
+            .map(|id| Variant { id, product_id })
             .ok_or_else(|| decode_error("a product without a variant".into(), ""))
     }
 
@@ -868,7 +885,7 @@ impl ShopifyAdapter {
             if let (true, Some(sku)) = (whole, &sku) {
                 variant = variants.get(sku).copied();
                 if variant.is_none() && settings.create_missing_products {
-                    let id = self
+                    let created = self
                         .create_product(
                             connection_id,
                             &line.description,
@@ -876,12 +893,28 @@ impl ShopifyAdapter {
                             dec(line.unit_price_minor),
                         )
                         .await?;
-                    variants.insert(sku.clone(), id);
+                    variants.insert(sku.clone(), created);
                     out.created_products.push(sku.clone());
-                    variant = Some(id);
+                    variant = Some(created);
+                }
+                if let Some(v) = variant
+                    && !out.item_links.iter().any(|l| &l.sku == sku)
+                {
+                    out.item_links.push(ItemLink {
+                        sku: sku.clone(),
+                        external: ExternalRef {
+                            external_id: wire::gid("ProductVariant", v.id),
+                            external_number: Some(sku.clone()),
+                            url: Some(admin_url(
+                                options,
+                                &format!("products/{}/variants", v.product_id),
+                                v.id,
+                            )),
+                        },
+                    });
                 }
             }
-            let item = match variant {
+            let item = match variant.map(|v| v.id) {
                 Some(variant_id) => {
                     out.has_variants = true;
                     LineItem {
@@ -1382,6 +1415,7 @@ impl ShopifyAdapter {
         };
         push.custom_lines = lines.custom_lines.clone();
         push.created_products = lines.created_products.clone();
+        push.result.items = lines.item_links.clone();
         if settings.use_draft_orders
             && settings.reserve_inventory
             && lines.has_variants
@@ -1608,6 +1642,7 @@ impl ShopifyAdapter {
             external_status: status.to_string(),
             customer: None,
             replaced: None,
+            items: Vec::new(),
         };
         let order_id = match record_of(existing)? {
             Record::Draft(id) => match self.get_draft(connection_id, id).await {
@@ -1627,6 +1662,7 @@ impl ShopifyAdapter {
                         external_status: "draft deleted".into(),
                         customer: None,
                         replaced: None,
+                        items: Vec::new(),
                     });
                 }
             },
@@ -1655,6 +1691,7 @@ impl ShopifyAdapter {
                     external_status: "order cancelled".into(),
                     customer: None,
                     replaced: None,
+                    items: Vec::new(),
                 })
             }
         }
@@ -1706,6 +1743,7 @@ impl ShopifyAdapter {
             external_status: status.into(),
             customer: None,
             replaced: None,
+            items: Vec::new(),
         }))
     }
 
@@ -1841,6 +1879,7 @@ fn draft_result(
         external_status: format!("draft {}", d.status.as_deref().unwrap_or("open")),
         customer: None,
         replaced: None,
+        items: Vec::new(),
     })
 }
 
@@ -1869,6 +1908,7 @@ fn order_result(
         ),
         customer: None,
         replaced: None,
+        items: Vec::new(),
     })
 }
 

@@ -243,5 +243,6 @@ fn element_outcome(saved: wire::Invoice, snapshot: &InvoiceSnapshot) -> BatchOut
         external_status: saved.status.clone().unwrap_or_default(),
         customer,
         replaced: None,
+        items: Vec::new(),
     })
 }

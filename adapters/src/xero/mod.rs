@@ -989,6 +989,7 @@ fn already_gone(existing: &ExternalRef, snapshot: &InvoiceSnapshot, st: &str) ->
         external_status: st.to_string(),
         customer: None,
         replaced: None,
+        items: Vec::new(),
     }
 }
 
@@ -1129,6 +1130,7 @@ fn push_result(
         external_status: saved.status.clone().unwrap_or_default(),
         customer: None,
         replaced: None,
+        items: Vec::new(),
     })
 }
 

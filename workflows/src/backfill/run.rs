@@ -777,6 +777,7 @@ pub async fn adopt_lost(
             external_status: String::new(),
             customer: None,
             replaced: None,
+            items: Vec::new(),
         };
         record_created(
             &mut tx,

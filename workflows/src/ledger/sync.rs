@@ -590,6 +590,9 @@ async fn record_success(
                 upsert_link(&mut tx, connection.id, "customer", &host_customer, customer).await?;
             }
         }
+        for item in &p.items {
+            upsert_link(&mut tx, connection.id, "item", &item.sku, &item.external).await?;
+        }
     }
     super::payments::link_payments(&mut tx, connection.id, invoice_id, payments).await?;
     // The outcome and the job's completion commit together: a crash between

@@ -256,6 +256,7 @@ impl RecordingProvider {
                 url: None,
             }),
             replaced: None,
+            items: Vec::new(),
         }
     }
 
