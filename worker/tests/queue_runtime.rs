@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::{fast_config, job, live_row, start, wait_finished, wait_for};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim};
+use ledgerflow_worker::queue::fetcher::{FetcherConfig, InFlight, claim};
 use ledgerflow_worker::queue::outcome::Recorded;
 use ledgerflow_worker::queue::pruner::{Retention, prune};
-use ledgerflow_worker::queue::{Registry, rescuer};
+use ledgerflow_worker::queue::{Registry, heartbeat, rescuer};
 use ledgerflow_workflows::payloads::{
     BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
     UpsertInvoice, VoidOrder,
@@ -534,6 +534,21 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out(pool: PgPo
         "the old holder's failure is fenced out too"
     );
     assert_eq!(job(&pool, id).await.state, JobState::Running);
+
+    // A's heartbeat is refused too, and A's handler is told to stop.
+    let a_held = InFlight::default();
+    let a_lost = tokio_util::sync::CancellationToken::new();
+    a_held.insert(a.id, a.claim, a_lost.clone());
+    let lease = Duration::from_secs(30);
+    assert_eq!(heartbeat::beat(&pool, &a_held, lease).await.unwrap(), 0);
+    assert!(a_lost.is_cancelled() && a_held.is_empty());
+    // B's is renewed.
+    let b_held = InFlight::default();
+    let b_lost = tokio_util::sync::CancellationToken::new();
+    b_held.insert(b.id, b.claim, b_lost.clone());
+    assert_eq!(heartbeat::beat(&pool, &b_held, lease).await.unwrap(), 1);
+    assert!(!b_lost.is_cancelled());
+
     assert_eq!(
         queue::complete_batch(&mut conn, &[b.id], &[b.claim])
             .await
@@ -541,6 +556,10 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out(pool: PgPo
         vec![id]
     );
     assert_eq!(job(&pool, id).await.state, JobState::Completed);
+    // A beat that races B's completion finds the job ended: nothing renewed,
+    // and the (finished) holder is forgotten.
+    assert_eq!(heartbeat::beat(&pool, &b_held, lease).await.unwrap(), 0);
+    assert!(b_held.is_empty());
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

@@ -49,7 +49,8 @@ struct Held {
 }
 
 impl InFlight {
-    fn insert(&self, id: i64, claim: i32, lease_lost: CancellationToken) {
+    /// Hold a job under `claim` (the fetcher does this when it claims one).
+    pub fn insert(&self, id: i64, claim: i32, lease_lost: CancellationToken) {
         if let Ok(mut m) = self.inner.lock() {
             m.insert(id, Held { claim, lease_lost });
         }

@@ -55,14 +55,34 @@ pub async fn beat(
     .await?;
     if renewed.len() != ids.len() {
         // Not renewed means the job is no longer running under our claim:
-        // either it just finished (losing it is then harmless) or another
-        // worker took it over, and its handler must stop.
-        for id in ids.iter().filter(|id| !renewed.contains(id)) {
-            tracing::warn!(
-                job = id,
-                "lease not renewed: this process no longer holds the job"
-            );
-            inflight.lose(*id);
+        // its handler must stop. Usually it just finished (the completer
+        // moved it out of the table before forgetting it here), which is
+        // not worth a warning; a job claimed again by another worker is.
+        let (gone, gone_claims): (Vec<i64>, Vec<i32>) = ids
+            .iter()
+            .zip(&claims)
+            .filter(|(id, _)| !renewed.contains(id))
+            .map(|(id, claim)| (*id, *claim))
+            .unzip();
+        let taken: Vec<i64> = sqlx::query_scalar(
+            "SELECT j.id FROM ledgerflow.jobs j
+             WHERE j.id = ANY($1::bigint[])
+               AND j.claim_count <> ($2::int[])[array_position($1::bigint[], j.id)]",
+        )
+        .bind(&gone)
+        .bind(&gone_claims)
+        .fetch_all(pool)
+        .await?;
+        for id in gone {
+            if taken.contains(&id) {
+                tracing::warn!(
+                    job = id,
+                    "lease not renewed: another worker holds the job now"
+                );
+            } else {
+                tracing::debug!(job = id, "lease not renewed: the job has ended here");
+            }
+            inflight.lose(id);
         }
     }
     Ok(renewed.len())
