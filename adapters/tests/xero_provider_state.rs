@@ -681,3 +681,45 @@ async fn the_credential_cache_serves_a_copy_for_its_ttl_and_never_an_older_gener
         CredentialStatus::ReconnectNeeded
     );
 }
+
+/// Jobs refused for a full window are each told their own turn: when the
+/// window has room for them after the waiters ahead, not all the same
+/// instant (they would all wake, one would get the room, and the rest would
+/// be claimed and refused again).
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn jobs_refused_for_a_full_window_are_each_told_their_own_turn(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    for _ in 0..6 {
+        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let calls: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at",
+    )
+    .bind(&s.key)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let minute = chrono::Duration::seconds(60);
+
+    let mut turns = Vec::new();
+    for _ in 0..3 {
+        let job = Arc::new(CallBudget::default());
+        let Acquired::Wait { until, reason, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
+            panic!("the window is full")
+        };
+        assert_eq!(reason, WaitReason::MinuteWindow);
+        turns.push(until);
+    }
+    // The first waiter: when three calls have left. The second: when all
+    // six have. The third: when the first waiter's own three leave again.
+    assert_eq!(turns[0], calls[2] + minute);
+    assert_eq!(turns[1], calls[5] + minute);
+    assert_eq!(turns[2], turns[0] + minute);
+
+    // A call outside the line still sees only the real window: the promises
+    // order the waiters, they never let more calls through.
+    assert!(matches!(grant(&pool, &s).await, Acquired::Wait { .. }));
+}
