@@ -1,13 +1,19 @@
-//! An in-process Xero sandbox for `ledgerflow demo`, `ledgerflow bench sync`
-//! and tests: the simulator on 127.0.0.1, organisations in it, and ledger
-//! connections registered through the client crate (credentials sealed
-//! exactly as an operator's `ledgerflow connection add` would store them).
+//! In-process sandboxes for `ledgerflow demo`, `ledgerflow bench sync` and
+//! tests: the Xero simulator on 127.0.0.1 with organisations in it, and
+//! Shopify stores (one simulator each, as Shopify has one store per shop
+//! domain), with ledger connections registered through the client crate
+//! (credentials sealed exactly as an operator's `ledgerflow connection add`
+//! would store them).
 //!
 //! Only the simulator is fake: the adapter, the limiter, the credential
 //! store, the ledger and the queue are the production code paths.
 
 use std::time::{Duration, Instant};
 
+use ledgerflow_adapters::shopify::simulator::{
+    SimConfig as ShopifySimConfig, Simulator as ShopifySimulator,
+};
+use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::simulator::{SimConfig, Simulator};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
 use ledgerflow_client::ledger::{self, NewTenant};
@@ -89,6 +95,70 @@ impl XeroSandbox {
         let saved = register_connection(pool, &self.key, &tenant.id, settings, &creds).await?;
         Ok((saved.connection.id, org))
     }
+}
+
+/// Shopify stores for many tenants: each [`ShopifySandbox::open_store`]
+/// starts a simulator (one store) and connects a new tenant to it.
+pub struct ShopifySandbox {
+    pub key: SecretKey,
+}
+
+impl ShopifySandbox {
+    /// A random sealing key for the stores' access tokens.
+    pub fn new() -> ShopifySandbox {
+        ShopifySandbox {
+            key: SecretKey::from_bytes(rand::random()),
+        }
+    }
+
+    pub fn adapter(
+        &self,
+        pool: &PgPool,
+        config: ShopifyConfig,
+    ) -> Result<ShopifyAdapter, SandboxError> {
+        Ok(ShopifyAdapter::new(pool.clone(), self.key.clone(), config)?)
+    }
+
+    /// A tenant with its own store (a simulator started with `config`) and
+    /// a connection to it holding the store's offline access token;
+    /// returns (connection id, the store).
+    pub async fn open_store(
+        &self,
+        pool: &PgPool,
+        tenant: &NewTenant,
+        settings: &ConnectionSettings,
+        config: ShopifySimConfig,
+    ) -> Result<(i64, ShopifySimulator), SandboxError> {
+        let mut conn = pool.acquire().await?;
+        ledger::create_tenant(&mut conn, tenant).await?;
+        drop(conn);
+        let sim = ShopifySimulator::start(config).await?;
+        let creds = ConnectionCredentials::shopify(
+            &sim.shop_domain(),
+            Secret::new(sim.issue_token()),
+            Some(&sim.base_url()),
+        );
+        let saved = register_connection(pool, &self.key, &tenant.id, settings, &creds).await?;
+        Ok((saved.connection.id, sim))
+    }
+}
+
+impl Default for ShopifySandbox {
+    fn default() -> Self {
+        ShopifySandbox::new()
+    }
+}
+
+/// Shopify settings with automatic sync on, draft orders (created once,
+/// updated in place) and cancelled jobs deleted.
+pub fn shopify_settings() -> ConnectionSettings {
+    let mut s = ConnectionSettings::default_for(ProviderName::Shopify);
+    s.auto_sync = true;
+    s.mark_deleted_on_cancel = true;
+    if let ProviderSettings::Shopify(shopify) = &mut s.provider {
+        shopify.use_draft_orders = true;
+    }
+    s
 }
 
 /// Xero settings with automatic sync on: invoices created `status`,
