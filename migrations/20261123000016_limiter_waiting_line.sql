@@ -14,7 +14,8 @@
 -- calls it needs. The next refused caller's instant counts those promised
 -- calls as if made then, so each waiter is told a later, distinct instant:
 -- when the window has room for it after the waiters ahead. A grant takes
--- the earliest turn that has come. Promises only order the waiters: a
+-- the earliest turn that has come, and so does a caller refused after its
+-- turn came (else its old turn would push its new one a minute back). Promises only order the waiters: a
 -- grant still checks the real window, so the limit holds whatever they
 -- say, and a promise nobody took is dropped 10 s after its time.
 --
@@ -156,6 +157,16 @@ BEGIN
                 -- is given its own turn instead of all waking together.
                 DELETE FROM ledgerflow.provider_limit_promises
                 WHERE scope = p_scopes[i] AND at < v_now - interval '10 seconds';
+                -- A turn that has come and is refused all the same (the
+                -- window's calls answered later than they were granted, or
+                -- someone else used the room) is most likely this caller's
+                -- own: it must not stand in front of the caller's new one.
+                IF p_reservation IS NULL THEN
+                    DELETE FROM ledgerflow.provider_limit_promises
+                    WHERE id = (SELECT id FROM ledgerflow.provider_limit_promises
+                                WHERE scope = p_scopes[i] AND at <= v_now
+                                ORDER BY at LIMIT 1);
+                END IF;
                 SELECT coalesce(sum(calls), 0) INTO v_promised
                 FROM ledgerflow.provider_limit_promises WHERE scope = p_scopes[i];
                 SELECT t.at INTO v_at FROM (

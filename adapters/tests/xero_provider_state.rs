@@ -723,3 +723,45 @@ async fn jobs_refused_for_a_full_window_are_each_told_their_own_turn(pool: PgPoo
     // order the waiters, they never let more calls through.
     assert!(matches!(grant(&pool, &s).await, Acquired::Wait { .. }));
 }
+
+/// A waiter refused again when its turn comes (the window's calls were
+/// answered later than granted) gets a new turn as if first in line: its
+/// old turn is taken, not left standing in front of it.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_waiter_refused_at_its_turn_is_not_pushed_behind_its_own_old_turn(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    for _ in 0..6 {
+        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let third: chrono::DateTime<Utc> = sqlx::query_scalar(
+        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at OFFSET 2 LIMIT 1",
+    )
+    .bind(&s.key)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let job = Arc::new(CallBudget::default());
+    let Acquired::Wait { until, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("the window is full")
+    };
+    assert_eq!(until, third + chrono::Duration::seconds(60));
+    // Its turn comes (moved to now: every call in the window is older), and
+    // the window still refuses it.
+    sqlx::query("UPDATE ledgerflow.provider_limit_promises SET at = clock_timestamp()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let Acquired::Wait { until: again, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("the window is still full")
+    };
+    assert_eq!(again, until, "first in line again, not behind its old turn");
+    let promises: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledgerflow.provider_limit_promises")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(promises, 1);
+}
