@@ -1,6 +1,7 @@
 //! Shopify's leaky bucket kept in PostgreSQL: several adapters (standing in
 //! for worker processes) sharing one store never draw a 429 from the
-//! simulator, and a 429's Retry-After pauses them all.
+//! simulator, a 429's Retry-After pauses them all, and an answer's bucket
+//! header does not put back what leaked while the answer was on its way.
 
 mod shopify_common;
 
@@ -138,4 +139,47 @@ async fn bucket_arithmetic_and_pauses(pool: PgPool) {
         .unwrap();
     assert_eq!(s.provider_used, Some(3));
     assert!(s.level_milli > 2000);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn an_answer_does_not_refill_what_leaked_during_its_round_trip(pool: PgPool) {
+    // A bucket of 2 leaking 2/s, and a store that answers 400 ms after it
+    // counts the call: by the answer, 0.8 of the call's unit has leaked.
+    let policy = BucketPolicy {
+        capacity: 2,
+        leak_per_second: 2,
+    };
+    let sim_config = SimConfig {
+        bucket_capacity: 2,
+        leak_per_second: 2,
+        ..SimConfig::default()
+    };
+    let mut config = config();
+    config.limits.rest = policy;
+    let env = env_with(pool.clone(), sim_config, config).await;
+    env.sim.add_customer("jane@example.com", "Jane", "Doe");
+    env.sim.set_latency(Duration::from_millis(400));
+    let customer = Customer {
+        customer_id: "c".into(),
+        name: "Jane Doe".into(),
+        email: Some("jane@example.com".into()),
+        phone: None,
+    };
+    // One search: the answer's header says "1/2", Shopify's level when the
+    // request arrived.
+    env.adapter
+        .find_or_create_customer(CONNECTION, &customer)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.sim.stats().rest_requests, 1);
+    let s = provider_state::bucket_state(&pool, &ShopifyAdapter::rest_scope(CONNECTION), policy)
+        .await
+        .unwrap();
+    // Taken as it stands, the header would set the bucket back to a whole
+    // unit now (and a busy store's next call would wait a full unit's leak
+    // after each answer); what is left of the call is at most 0.2, and
+    // Shopify surely holds nothing more.
+    assert!(s.level_milli <= 200, "{s:?}");
+    assert_eq!(s.provider_used, Some(0), "{s:?}");
 }

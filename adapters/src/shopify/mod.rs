@@ -18,9 +18,12 @@
 //!   tag filter: `since_id` pages, filtered by tag here) and adopts, deletes
 //!   or cancels what it finds before creating anything.
 //! - Limits: every REST call takes one unit from the store's leaky bucket
-//!   kept in PostgreSQL (shared by all worker processes), corrected from
-//!   `X-Shopify-Shop-Api-Call-Limit`; a 429 pauses the store until
-//!   `Retry-After`. GraphQL calls draw on a separate cost bucket.
+//!   kept in PostgreSQL (shared by all worker processes), raised by
+//!   `X-Shopify-Shop-Api-Call-Limit` when Shopify counts more than we did
+//!   (less the header's rounding and the leak since the request was sent:
+//!   [`limits::settled_used`]), with room kept for calls granted but not
+//!   yet arrived ([`limits::granting_policy`]); a 429 pauses the store
+//!   until `Retry-After`. GraphQL calls draw on a separate cost bucket.
 //!
 //! This module must not touch the queue or the ledger tables; its only
 //! state is `ledgerflow_workflows::provider_state`.
@@ -425,6 +428,7 @@ impl ShopifyAdapter {
     ) -> Result<(), ProviderError> {
         let budget = self.config.max_inline_wait * 5;
         let mut waited = Duration::ZERO;
+        let policy = limits::granting_policy(policy);
         loop {
             match state::acquire_bucket(&self.pool, scope, Some(connection_id), policy, cost)
                 .await
@@ -492,6 +496,7 @@ impl ShopifyAdapter {
         if let Some(body) = req.body {
             builder = builder.json(body);
         }
+        let sent = std::time::Instant::now();
         let (status, headers, body) = match builder.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -519,15 +524,13 @@ impl ShopifyAdapter {
             }
         };
         let now = Utc::now();
-        state::record_bucket_observed(
-            &self.pool,
-            &scope,
-            Some(connection_id),
-            policy,
-            limits::observe_rest(&headers, status, now),
-        )
-        .await
-        .map_err(db_error)?;
+        let mut observed = limits::observe_rest(&headers, status, now);
+        observed.used = observed
+            .used
+            .map(|u| limits::settled_used(u, policy.leak_per_second, sent.elapsed()));
+        state::record_bucket_observed(&self.pool, &scope, Some(connection_id), policy, observed)
+            .await
+            .map_err(db_error)?;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -568,6 +571,7 @@ impl ShopifyAdapter {
             operation_name: Some(operation.to_string()),
             variables,
         };
+        let sent = std::time::Instant::now();
         let resp = self
             .http
             .post(self.url(&creds, "graphql.json"))
@@ -595,12 +599,16 @@ impl ShopifyAdapter {
         let answer: wire::GraphqlResponse =
             serde_json::from_str(&text).map_err(|e| decode_error(e.to_string(), &text))?;
         if let Some(cost) = answer.extensions.as_ref().and_then(|e| e.cost.as_ref()) {
+            let mut observed = limits::observe_graphql(cost);
+            observed.used = observed
+                .used
+                .map(|u| limits::settled_used(u, policy.leak_per_second, sent.elapsed()));
             state::record_bucket_observed(
                 &self.pool,
                 &scope,
                 Some(connection_id),
                 policy,
-                limits::observe_graphql(cost),
+                observed,
             )
             .await
             .map_err(db_error)?;
