@@ -9,13 +9,15 @@
 -- costing the ledger's statements, and a few seconds of lag per window
 -- while the herd went through the organisation's row lock.
 --
--- Now a refused caller that holds no calls yet is promised a turn: a row
--- of ledgerflow.provider_limit_promises at the instant it was told, for the
--- calls it needs. The next refused caller's instant counts those promised
--- calls as if made then, so each waiter is told a later, distinct instant:
--- when the window has room for it after the waiters ahead. A grant takes
--- the earliest turn that has come, and so does a caller refused after its
--- turn came (else its old turn would push its new one a minute back). Promises only order the waiters: a
+-- Now a job refused before it holds any calls is promised a turn: a row of
+-- ledgerflow.provider_limit_promises under the job's id, at the instant it
+-- was told, for the calls it needs. The next refused job's instant counts
+-- those promised calls as if made then, so each waiter is told a later,
+-- distinct instant: when the window has room for it after the waiters
+-- ahead. A job's turn goes when the job is let in (early or late) or is
+-- refused again and given a new one; an unpromised turn would otherwise
+-- push every later waiter a minute back (a first version took "the
+-- earliest turn due" instead and lost whole windows that way). Promises only order the waiters: a
 -- grant still checks the real window, so the limit holds whatever they
 -- say, and a promise nobody took is dropped 10 s after its time.
 --
@@ -25,9 +27,12 @@
 CREATE TABLE ledgerflow.provider_limit_promises (
     id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     scope  text        NOT NULL,
+    -- The job the turn was promised to (ledgerflow.jobs.id).
+    job_id bigint      NOT NULL,
     at     timestamptz NOT NULL,
     calls  integer     NOT NULL CHECK (calls > 0)
 );
+CREATE INDEX provider_limit_promises_job_idx ON ledgerflow.provider_limit_promises (job_id);
 CREATE INDEX provider_limit_promises_scope_at_idx ON ledgerflow.provider_limit_promises (scope, at);
 
 DROP FUNCTION ledgerflow.limiter_acquire(text[], bigint[], integer[], integer[], integer[], interval, integer, bigint);
@@ -44,6 +49,9 @@ CREATE FUNCTION ledgerflow.limiter_acquire(
     p_reserve         integer,
     -- The caller's reservation, if it holds one: its calls are spent first.
     p_reservation     bigint,
+    -- The job asking (its id), if a job asks: a job refused for a full
+    -- minute window is promised a turn under it.
+    p_job             bigint,
     OUT granted       boolean,
     OUT slot_ids      bigint[],
     OUT wait_until    timestamptz,
@@ -157,15 +165,11 @@ BEGIN
                 -- is given its own turn instead of all waking together.
                 DELETE FROM ledgerflow.provider_limit_promises
                 WHERE scope = p_scopes[i] AND at < v_now - interval '10 seconds';
-                -- A turn that has come and is refused all the same (the
-                -- window's calls answered later than they were granted, or
-                -- someone else used the room) is most likely this caller's
-                -- own: it must not stand in front of the caller's new one.
-                IF p_reservation IS NULL THEN
+                -- The caller's own earlier turn must not stand in front of
+                -- its new one.
+                IF p_job IS NOT NULL THEN
                     DELETE FROM ledgerflow.provider_limit_promises
-                    WHERE id = (SELECT id FROM ledgerflow.provider_limit_promises
-                                WHERE scope = p_scopes[i] AND at <= v_now
-                                ORDER BY at LIMIT 1);
+                    WHERE scope = p_scopes[i] AND job_id = p_job;
                 END IF;
                 SELECT coalesce(sum(calls), 0) INTO v_promised
                 FROM ledgerflow.provider_limit_promises WHERE scope = p_scopes[i];
@@ -214,22 +218,19 @@ BEGIN
         -- is promised its turn (a caller already holding a reservation is
         -- mid-job and goes first anyway).
         IF wait_reason = 'minute' AND v_promise IS NOT NULL AND p_reservation IS NULL
-           AND wait_scope = p_scopes[v_promise] THEN
-            INSERT INTO ledgerflow.provider_limit_promises (scope, at, calls)
-            VALUES (p_scopes[v_promise], wait_until, v_needs[v_promise]);
+           AND p_job IS NOT NULL AND wait_scope = p_scopes[v_promise] THEN
+            INSERT INTO ledgerflow.provider_limit_promises (scope, job_id, at, calls)
+            VALUES (p_scopes[v_promise], p_job, wait_until, v_needs[v_promise]);
         END IF;
         RETURN;
     END IF;
 
     FOR i IN 1..n LOOP
-        IF v_needs[i] > 0 AND p_per_minute[i] IS NOT NULL
+        IF p_job IS NOT NULL AND v_needs[i] > 0
            AND NOT ledgerflow.limiter_counted(p_connection_ids[i], p_per_day[i], p_concurrent[i]) THEN
-            -- A turn that has come is taken (by its waiter, or by whoever
-            -- used its room: then the waiter is given a new one).
+            -- The job's turn is used (early or late: whenever it is let in).
             DELETE FROM ledgerflow.provider_limit_promises
-            WHERE id = (SELECT id FROM ledgerflow.provider_limit_promises
-                        WHERE scope = p_scopes[i] AND at <= v_now
-                        ORDER BY at LIMIT 1);
+            WHERE scope = p_scopes[i] AND job_id = p_job;
         END IF;
         IF ledgerflow.limiter_counted(p_connection_ids[i], p_per_day[i], p_concurrent[i]) THEN
             -- An unlimited app scope has nothing to count.

@@ -705,8 +705,8 @@ async fn jobs_refused_for_a_full_window_are_each_told_their_own_turn(pool: PgPoo
     let minute = chrono::Duration::seconds(60);
 
     let mut turns = Vec::new();
-    for _ in 0..3 {
-        let job = Arc::new(CallBudget::default());
+    for id in 1..=3 {
+        let job = Arc::new(CallBudget::for_job(id));
         let Acquired::Wait { until, reason, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
             panic!("the window is full")
         };
@@ -736,19 +736,47 @@ async fn a_waiter_refused_at_its_turn_is_not_pushed_behind_its_own_old_turn(pool
         assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let third: chrono::DateTime<Utc> = sqlx::query_scalar(
-        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at OFFSET 2 LIMIT 1",
+    let calls: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at",
     )
     .bind(&s.key)
-    .fetch_one(&pool)
+    .fetch_all(&pool)
     .await
     .unwrap();
-    let job = Arc::new(CallBudget::default());
+    let (third, sixth) = (calls[2], calls[5]);
+    // Another job is in line first; it is let in early (room appeared
+    // sooner than its turn said), which ends its turn.
+    let early = Arc::new(CallBudget::for_job(41));
+    assert!(matches!(
+        early.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Wait { .. }
+    ));
+    let job = Arc::new(CallBudget::for_job(42));
     let Acquired::Wait { until, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
         panic!("the window is full")
     };
-    assert_eq!(until, third + chrono::Duration::seconds(60));
-    // Its turn comes (moved to now: every call in the window is older), and
+    assert_eq!(
+        until,
+        sixth + chrono::Duration::seconds(60),
+        "second in line"
+    );
+    sqlx::query("DELETE FROM ledgerflow.provider_limit_calls WHERE at <= $1")
+        .bind(third)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        early.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    // The early job's turn is gone; job 42's still stands.
+    let held: Vec<i64> =
+        sqlx::query_scalar("SELECT job_id FROM ledgerflow.provider_limit_promises")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(held, vec![42]);
+    // Its turn comes (moved to now), and
     // the window still refuses it.
     sqlx::query("UPDATE ledgerflow.provider_limit_promises SET at = clock_timestamp()")
         .execute(&pool)

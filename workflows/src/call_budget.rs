@@ -40,9 +40,25 @@ tokio::task_local! {
 #[derive(Debug, Default)]
 pub struct CallBudget {
     reservation: Mutex<Option<i64>>,
+    /// The job's id: a job refused for a full window is promised a turn
+    /// under it, which outlives this run (the job is rescheduled to it).
+    job_id: Option<i64>,
 }
 
 impl CallBudget {
+    /// The budget of job `job_id` (the worker makes one per run).
+    pub fn for_job(job_id: i64) -> Self {
+        CallBudget {
+            reservation: Mutex::new(None),
+            job_id: Some(job_id),
+        }
+    }
+
+    /// The job this budget belongs to, when it belongs to one.
+    pub fn job_id(&self) -> Option<i64> {
+        self.job_id
+    }
+
     /// Runs `fut` (one job) with this budget as the one its calls spend.
     pub async fn run<F: Future>(self: &Arc<Self>, fut: F) -> F::Output {
         CURRENT.scope(Arc::clone(self), fut).await

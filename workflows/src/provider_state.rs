@@ -119,7 +119,9 @@ pub async fn acquire(
     scopes: &[LimitScope],
     slot_ttl: Duration,
 ) -> Result<Acquired, sqlx::Error> {
-    Ok(acquire_statement(pool, scopes, slot_ttl, 1, None).await?.0)
+    Ok(acquire_statement(pool, scopes, slot_ttl, 1, None, None)
+        .await?
+        .0)
 }
 
 /// [`acquire`] for a call made by a job that usually makes `calls` calls in
@@ -137,8 +139,15 @@ pub async fn acquire_reserving(
     let Some(budget) = crate::call_budget::current() else {
         return acquire(pool, scopes, slot_ttl).await;
     };
-    let (acquired, reservation) =
-        acquire_statement(pool, scopes, slot_ttl, calls.max(1), budget.reservation()).await?;
+    let (acquired, reservation) = acquire_statement(
+        pool,
+        scopes,
+        slot_ttl,
+        calls.max(1),
+        budget.reservation(),
+        budget.job_id(),
+    )
+    .await?;
     budget.hold(reservation);
     Ok(acquired)
 }
@@ -149,6 +158,7 @@ async fn acquire_statement(
     slot_ttl: Duration,
     reserve: u32,
     reservation: Option<i64>,
+    job_id: Option<i64>,
 ) -> Result<(Acquired, Option<i64>), sqlx::Error> {
     let mut scopes: Vec<&LimitScope> = scopes.iter().collect();
     scopes.sort_by(|a, b| a.key.cmp(&b.key));
@@ -163,7 +173,7 @@ async fn acquire_statement(
         .map_err(|e| sqlx::Error::Encode(e.to_string().into()))?;
     let row = sqlx::query(
         "SELECT granted, slot_ids, wait_until, wait_reason, wait_scope, reservation_id, call_ids
-         FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6, $7, $8)",
+         FROM ledgerflow.limiter_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&keys)
     .bind(&connections)
@@ -173,6 +183,7 @@ async fn acquire_statement(
     .bind(ttl)
     .bind(i32::try_from(reserve).unwrap_or(i32::MAX))
     .bind(reservation)
+    .bind(job_id)
     .fetch_one(pool)
     .await?;
     let reservation: Option<i64> = row.try_get("reservation_id")?;

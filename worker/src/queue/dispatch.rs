@@ -73,7 +73,7 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
         Ok(fut) => {
             // The provider calls this job reserves are its own, and what it
             // does not spend goes back when it ends, however it ends.
-            let budget = Arc::new(CallBudget::default());
+            let budget = Arc::new(CallBudget::for_job(job.id));
             let r = tokio::select! {
                 r = budget.run(AssertUnwindSafe(fut).catch_unwind()) => r.unwrap_or_else(|panic| {
                     Err(JobError::retryable(format!("the handler panicked: {}", panic_message(&panic))))
