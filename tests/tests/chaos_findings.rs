@@ -1,6 +1,6 @@
 //! Bugs the chaos suite (`tests/tests/chaos/`) found, each reduced to a
-//! minimal reproduction with a real worker process and the Xero simulator
-//! without faults: these must keep passing once fixed.
+//! minimal reproduction with a real worker process and the Xero or Shopify
+//! simulator without faults: these must keep passing once fixed.
 
 use std::time::Duration;
 
@@ -8,10 +8,17 @@ mod common;
 
 use chrono::Utc;
 use common::WorkerProcess;
+use ledgerflow_adapters::shopify::InvoiceTag;
+use ledgerflow_adapters::shopify::simulator::{
+    SimConfig as ShopifySimConfig, Simulator as ShopifySim,
+};
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
-use ledgerflow_client::SecretKey;
-use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
-use ledgerflow_client::settings::{Trigger, XeroInvoiceStatus, XeroSettings};
+use ledgerflow_client::ledger::{self, HostTrigger, NewTenant, TriggerRequest};
+use ledgerflow_client::settings::{
+    ConnectionSettings, Provider as ProviderName, ProviderSettings, Trigger, XeroInvoiceStatus,
+    XeroSettings,
+};
+use ledgerflow_client::{ConnectionCredentials, Secret, SecretKey, register_connection};
 use ledgerflow_worker::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use ledgerflow_workflows::provider::UpsertMode;
@@ -255,4 +262,110 @@ async fn an_invoice_cancelled_after_its_create_answer_was_lost_is_voided(pool: P
     trigger(&pool, id, Trigger::JobCancelled, &never).await;
     settle(&pool, id, "INV-4", wait).await.unwrap();
     assert_eq!(sandbox.sim.invoices(&org).len(), 1);
+}
+
+/// Found by the chaos run once it drove the host entry point (sync chains)
+/// on Shopify with walk-in customers: the chain's customer step failed for
+/// good on a customer with no e-mail address ("Shopify customers are found
+/// by e-mail, so none is synced"), which blocked the invoice step, so the
+/// invoice never reached Shopify and its chain failed. Shopify needs no
+/// customer record for a draft; the step now ends with nothing to link.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_shopify_invoice_whose_customer_has_no_email_still_syncs(pool: PgPool) {
+    let store = ShopifySim::start(ShopifySimConfig::default())
+        .await
+        .unwrap();
+    let mut db = pool.acquire().await.unwrap();
+    ledger::create_tenant(
+        &mut db,
+        &NewTenant {
+            id: "shop".into(),
+            name: "Shop".into(),
+            time_zone: "UTC".into(),
+        },
+    )
+    .await
+    .unwrap();
+    drop(db);
+    let mut settings = ConnectionSettings::default_for(ProviderName::Shopify);
+    settings.auto_sync = true;
+    if let ProviderSettings::Shopify(s) = &mut settings.provider {
+        s.use_draft_orders = true;
+    }
+    let creds = ConnectionCredentials::shopify(
+        &store.shop_domain(),
+        Secret::new(store.issue_token()),
+        Some(&store.base_url()),
+    );
+    let key = SecretKey::from_hex(KEY).unwrap();
+    let id = register_connection(&pool, &key, "shop", &settings, &creds)
+        .await
+        .unwrap()
+        .connection
+        .id;
+    let _worker = WorkerProcess::start_with_env(
+        &pool,
+        "findings",
+        &[],
+        &[
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+            ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
+        ],
+    );
+
+    // A walk-in customer: a name, no e-mail address.
+    let snap = snapshot(
+        "INV-5",
+        "INV-5",
+        ("C-walk-in", "Walk-in"),
+        vec![gst_line("L1", "SVC", "Service", 1, 10_000)],
+    )
+    .unwrap();
+    assert_eq!(snap.customer.email, None);
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id: "shop",
+            trigger: Trigger::JobCreated,
+            label: None,
+            snapshot: &snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let run_id = started[0].run_id.expect("the trigger syncs");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM ledgerflow.workflow_runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if status != "running" || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let failed: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT kind, errors -> -1 FROM ledgerflow.finished_jobs WHERE state = 'failed'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "completed", "the chain ended {status}: {failed:?}");
+    let live = store.live_tagged(&InvoiceTag::new(id, "INV-5").to_string());
+    assert_eq!(live.len(), 1, "one draft in Shopify: {live:?}");
+    assert!(store.customers().is_empty(), "no customer made up");
+    let event: String = sqlx::query_scalar(
+        "SELECT status FROM ledgerflow.sync_events WHERE invoice_id = 'INV-5' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(event, "synced");
 }

@@ -4,7 +4,10 @@
 //! "The customer is synced first": when this step fails for good, the
 //! invoice's open sync event says so (which dependency failed and why)
 //! while the chain's invoice step waits; retrying the step lets the chain go
-//! on. This module must not send invoices or decide retry timing.
+//! on. A customer the provider has no way to keep (Shopify: no e-mail
+//! address) is not a failure: the step ends with nothing to link and the
+//! invoice is sent without one. This module must not send invoices or
+//! decide retry timing.
 
 use sqlx::PgConnection;
 
@@ -15,6 +18,7 @@ use crate::invoice::Customer;
 use crate::job::JobContext;
 use crate::payloads::SyncCustomer;
 use crate::provider::{Providers, SyncCustomerRequest};
+use crate::settings::ProviderSettings;
 
 /// The error class an invoice's open event carries while a step it depends
 /// on has failed.
@@ -62,6 +66,9 @@ pub async fn run_sync_customer(
         )
         .await;
     };
+    if !provider_keeps(&connection.settings.provider, &customer) {
+        return Ok(());
+    }
     drop(conn);
 
     let info = connection.info();
@@ -149,6 +156,25 @@ async fn fail(
         .await?;
     }
     Err(err)
+}
+
+/// Whether the provider can hold a record of this customer. Shopify finds
+/// customers by e-mail address and makes none without one (its draft or
+/// order then goes without a customer), so failing the step there would
+/// block the invoice for good over a customer it never needed (found by
+/// the chaos run: walk-in customers with no e-mail address).
+fn provider_keeps(settings: &ProviderSettings, customer: &Customer) -> bool {
+    match settings {
+        ProviderSettings::Shopify(_) => customer
+            .email
+            .as_deref()
+            .is_some_and(|e| !e.trim().is_empty()),
+        ProviderSettings::QuickBooks(_)
+        | ProviderSettings::LightspeedR(_)
+        | ProviderSettings::LightspeedX(_)
+        | ProviderSettings::Xero(_)
+        | ProviderSettings::Saledock(_) => true,
+    }
 }
 
 async fn customer_linked(
