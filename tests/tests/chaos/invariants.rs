@@ -3,9 +3,13 @@
 //!
 //! - every invoice's Xero record exists exactly once (voided, deleted or
 //!   never made when cancelled) and equals the host's last snapshot to the
-//!   cent (totals, tax, lines, status, amount paid); for Shopify stores,
-//!   exactly one live draft tagged for the invoice with the last total (none
-//!   once cancelled);
+//!   cent (totals, tax, lines, status, amount paid);
+//! - Shopify draft stores (complete draft when paid): an invoice paid in
+//!   full is exactly one paid order, made by completing its one draft once,
+//!   never a second order; any other is exactly one open draft; Shopify
+//!   order stores: exactly one live order per invoice (the ones it replaced
+//!   cancelled); each equal to the last snapshot to the cent (subtotal,
+//!   tax, total, lines) and linked; nothing live once cancelled;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer;
 //! - every sync event ended synced, superseded, skipped, or failed with a
@@ -13,7 +17,9 @@
 //! - no job a killed worker held waited past lease + rescue interval (plus
 //!   a claim allowance) for its next claim;
 //! - no refresh token spent twice, none refused, every connection active;
-//! - no worker process died on its own.
+//! - no worker process died on its own (one that could not start because
+//!   the shared PostgreSQL server refused it connections is reported and
+//!   restarted instead).
 //!
 //! Must only read: nothing here changes the ledger or the simulator.
 
@@ -28,7 +34,7 @@ use ledgerflow_adapters::xero::wire::status;
 use sqlx::PgPool;
 
 use crate::workload::{Ending, HostInvoice};
-use crate::world::Outcome;
+use crate::world::{Outcome, ShopKind};
 
 /// A killed worker's job may wait lease + rescue interval for the rescuer,
 /// plus this long to be claimed by a live worker on a loaded machine.
@@ -44,6 +50,8 @@ pub struct Report {
     pub events_by_status: BTreeMap<String, i64>,
     pub failed_events: Vec<String>,
     pub sync_jobs_by_state: BTreeMap<String, i64>,
+    /// The chains' step jobs (customer, payment, complete draft) by kind and state.
+    pub step_jobs: BTreeMap<String, i64>,
     pub max_claim_wait: Option<Duration>,
     pub max_release_wait: Option<Duration>,
     pub claim_bound: Duration,
@@ -109,10 +117,24 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     .expect("read invoice_sync");
     let latest: HashMap<(i64, String), Option<serde_json::Value>> =
         latest.into_iter().map(|(c, i, s)| ((c, i), s)).collect();
+    let completes: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT connection_id, invoice_id, count(*) FROM ledgerflow.sync_events
+         WHERE operation = 'complete_draft' AND status = 'synced'
+         GROUP BY connection_id, invoice_id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read draft completions");
+    let completes: HashMap<(i64, String), i64> =
+        completes.into_iter().map(|(c, i, n)| ((c, i), n)).collect();
 
     let mut triggers = 0;
     for inv in &o.invoices {
         triggers += inv.triggers as i64;
+        *r.counts.entry("chains started".into()).or_default() += inv.chains as i64;
+        for (step, n) in &inv.steps {
+            *r.counts.entry(format!("chain steps: {step}")).or_default() += *n as i64;
+        }
         let snap = &inv.last;
         let id = &snap.invoice_id;
         *r.counts
@@ -136,8 +158,19 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             .iter()
             .find(|s| s.connection_id == inv.connection_id)
             .expect("every invoice belongs to a shop");
+        *r.counts
+            .entry(format!("invoices on {:?}", shop.kind))
+            .or_default() += 1;
         if let Some(store) = shop.shopify {
-            check_shopify(&o.shopify[store], inv, &links, v, &mut r.counts);
+            check_shopify(
+                &o.shopify[store],
+                shop.kind,
+                inv,
+                &links,
+                &completes,
+                v,
+                &mut r.counts,
+            );
             continue;
         }
         let records: Vec<_> = xero_by_org[&inv.connection_id]
@@ -295,6 +328,19 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             v.push(format!("{n} sync job(s) still {st}"));
         }
     }
+    let steps: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT kind || ' ' || state, count(*) FROM (
+             SELECT kind, state FROM ledgerflow.finished_jobs
+             WHERE kind IN ('sync-customer', 'push-payment', 'complete-draft')
+             UNION ALL
+             SELECT kind, state FROM ledgerflow.jobs
+             WHERE kind IN ('sync-customer', 'push-payment', 'complete-draft')) j
+         GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("step jobs by kind and state");
+    r.step_jobs = steps.into_iter().collect();
     // Every job, whatever its kind (sync chains' steps too), ended well.
     let failed_jobs: Vec<(i64, String, Option<serde_json::Value>)> = sqlx::query_as(
         "SELECT id, kind, errors -> -1 FROM ledgerflow.finished_jobs WHERE state = 'failed' ORDER BY id",
@@ -433,51 +479,212 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     r
 }
 
-/// Shopify (draft orders): one live record tagged for the invoice, equal
-/// to the last snapshot's total; none once cancelled.
+/// The totals a Shopify record shows, in cents, and its line count:
+/// (subtotal, tax, total, lines).
+type ShopifyTotals = (Option<i64>, Option<i64>, Option<i64>, usize);
+
+/// What the host's last snapshot says a Shopify record must show.
+fn wanted_totals(inv: &HostInvoice) -> ShopifyTotals {
+    let t = &inv.last.totals;
+    (
+        Some(t.subtotal - t.discount_total),
+        Some(t.tax_total),
+        Some(t.total),
+        inv.last.lines.len(),
+    )
+}
+
+/// Shopify, by the store's mode. Records are found by the invoice's tag
+/// (`InvoiceTag`), which every draft and order made for it carries.
+///
+/// Draft store ("complete draft when paid"): paid in full → exactly one
+/// order, paid, not cancelled, equal to the last snapshot, made by
+/// completing the invoice's one draft, once (one synced complete-draft
+/// event), and linked; not paid in full → exactly one open draft equal to
+/// the last snapshot, linked, and no order; cancelled → nothing live.
+///
+/// Order store: exactly one live (not cancelled) order, equal to the last
+/// snapshot and linked, the ones it replaced all cancelled, no draft;
+/// cancelled → no live order.
+#[allow(clippy::too_many_arguments)]
 fn check_shopify(
     store: &ShopifySim,
+    kind: ShopKind,
     inv: &HostInvoice,
     links: &HashMap<(i64, String, String), String>,
+    completes: &HashMap<(i64, String), i64>,
     v: &mut Vec<String>,
     counts: &mut BTreeMap<String, i64>,
 ) {
     let id = &inv.last.invoice_id;
     let tag = InvoiceTag::new(inv.connection_id, id).to_string();
-    let live = store.live_tagged(&tag);
-    if inv.ending == Ending::Cancelled {
-        if !live.is_empty() {
-            v.push(format!("{id}: cancelled, but Shopify still holds {live:?}"));
-        }
-        *counts.entry("shopify cancelled".into()).or_default() += 1;
-        return;
-    }
-    let [record] = live.as_slice() else {
-        v.push(format!(
-            "{id}: {} live Shopify records ({live:?}), wanted exactly 1",
-            live.len()
-        ));
-        return;
-    };
     let has_tag = |tags: &Option<String>| shopify_wire::split_tags(tags.as_deref()).contains(&tag);
-    let total = store
+    let drafts: Vec<_> = store
         .drafts()
         .into_iter()
-        .find(|d| has_tag(&d.tags))
-        .map(|d| cents(d.total_price.as_ref()));
-    if total != Some(Some(inv.last.totals.total)) {
-        v.push(format!(
-            "{id}: Shopify draft {record} total {total:?}, the host's last snapshot {}",
-            inv.last.totals.total
-        ));
+        .filter(|d| has_tag(&d.tags))
+        .collect();
+    let (completed, open): (Vec<_>, Vec<_>) = drafts
+        .into_iter()
+        .partition(|d| d.status.as_deref() == Some(shopify_wire::draft_status::COMPLETED));
+    let orders: Vec<_> = store
+        .orders()
+        .into_iter()
+        .filter(|o| has_tag(&o.tags))
+        .collect();
+    let (live, cancelled): (Vec<_>, Vec<_>) = orders.iter().partition(|o| o.cancelled_at.is_none());
+    let name = |o: &shopify_wire::Order| o.name.clone().unwrap_or_default();
+    let link = links.get(&(inv.connection_id, "invoice".into(), id.clone()));
+    let completions = completes
+        .get(&(inv.connection_id, id.clone()))
+        .copied()
+        .unwrap_or(0);
+    let want = wanted_totals(inv);
+    let order_totals = |o: &shopify_wire::Order| -> ShopifyTotals {
+        (
+            cents(o.subtotal_price.as_ref()),
+            cents(o.total_tax.as_ref()),
+            cents(o.total_price.as_ref()),
+            o.line_items.as_ref().map_or(0, Vec::len),
+        )
+    };
+    let linked_to = |want_link: String, what: &str| {
+        (link != Some(&want_link)).then(|| {
+            format!("{id}: linked to {link:?}, but Shopify's record is {what} {want_link}")
+        })
+    };
+    let mut count = |k: &str, n: usize| *counts.entry(k.to_string()).or_default() += n as i64;
+
+    if inv.ending == Ending::Cancelled {
+        if !open.is_empty() || !live.is_empty() {
+            v.push(format!(
+                "{id}: cancelled, but Shopify still holds {} open draft(s) and live order(s) {:?}",
+                open.len(),
+                live.iter().map(|o| name(o)).collect::<Vec<_>>()
+            ));
+        }
+        count("shopify cancelled, nothing live", 1);
+        return;
     }
-    match links.get(&(inv.connection_id, "invoice".into(), id.clone())) {
-        Some(ext) if record.ends_with(&format!("/{ext}")) || ext == record => {}
-        other => v.push(format!(
-            "{id}: linked to {other:?}, Shopify's record is {record}"
-        )),
+    match kind {
+        ShopKind::ShopifyDrafts if inv.ending.paid_in_full() => {
+            let [order] = orders.as_slice() else {
+                v.push(format!(
+                    "{id}: paid in full on a draft store: wanted exactly one Shopify order, found {} ({:?}; {} cancelled)",
+                    orders.len(),
+                    orders.iter().map(name).collect::<Vec<_>>(),
+                    cancelled.len()
+                ));
+                return;
+            };
+            if order.cancelled_at.is_some() || order.financial_status.as_deref() != Some("paid") {
+                v.push(format!(
+                    "{id}: paid in full, but its Shopify order {} is {} (cancelled at {:?})",
+                    name(order),
+                    order.financial_status.as_deref().unwrap_or("?"),
+                    order.cancelled_at
+                ));
+            }
+            let got = order_totals(order);
+            if got != want {
+                v.push(format!(
+                    "{id}: Shopify order {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
+                    name(order)
+                ));
+            }
+            let from_draft = completed
+                .iter()
+                .filter(|d| d.order_id.is_some() && d.order_id == order.id)
+                .count();
+            if completed.len() != 1 || from_draft != 1 || !open.is_empty() {
+                v.push(format!(
+                    "{id}: paid in full: wanted its one draft completed into order {}, found {} completed draft(s) ({from_draft} into that order) and {} still open",
+                    name(order),
+                    completed.len(),
+                    open.len()
+                ));
+            }
+            if completions != 1 {
+                v.push(format!(
+                    "{id}: paid in full: the ledger records {completions} synced draft completions, wanted exactly 1"
+                ));
+            }
+            v.extend(linked_to(
+                shopify_wire::gid("Order", order.id.unwrap_or_default()),
+                "order",
+            ));
+            count("shopify drafts completed into a paid order", 1);
+        }
+        ShopKind::ShopifyDrafts => {
+            if !orders.is_empty() || !completed.is_empty() {
+                v.push(format!(
+                    "{id}: not paid in full, but Shopify holds order(s) {:?} and {} completed draft(s) for it",
+                    orders.iter().map(name).collect::<Vec<_>>(),
+                    completed.len()
+                ));
+            }
+            let [draft] = open.as_slice() else {
+                v.push(format!(
+                    "{id}: {} open Shopify drafts, wanted exactly 1",
+                    open.len()
+                ));
+                return;
+            };
+            let got = (
+                cents(draft.subtotal_price.as_ref()),
+                cents(draft.total_tax.as_ref()),
+                cents(draft.total_price.as_ref()),
+                draft.line_items.as_ref().map_or(0, Vec::len),
+            );
+            if got != want {
+                v.push(format!(
+                    "{id}: Shopify draft {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
+                    draft.name.as_deref().unwrap_or("?")
+                ));
+            }
+            if completions != 0 {
+                v.push(format!(
+                    "{id}: not paid in full, yet the ledger records {completions} synced draft completion(s)"
+                ));
+            }
+            v.extend(linked_to(
+                shopify_wire::gid("DraftOrder", draft.id.unwrap_or_default()),
+                "draft",
+            ));
+            count("shopify open drafts", 1);
+        }
+        ShopKind::ShopifyOrders => {
+            if !open.is_empty() || !completed.is_empty() {
+                v.push(format!(
+                    "{id}: order store, but Shopify holds {} draft(s) for it",
+                    open.len() + completed.len()
+                ));
+            }
+            let [order] = live.as_slice() else {
+                v.push(format!(
+                    "{id}: {} live Shopify orders ({:?}; {} cancelled), wanted exactly 1",
+                    live.len(),
+                    live.iter().map(|o| name(o)).collect::<Vec<_>>(),
+                    cancelled.len()
+                ));
+                return;
+            };
+            let got = order_totals(order);
+            if got != want {
+                v.push(format!(
+                    "{id}: live Shopify order {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
+                    name(order)
+                ));
+            }
+            v.extend(linked_to(
+                shopify_wire::gid("Order", order.id.unwrap_or_default()),
+                "order",
+            ));
+            count("shopify live orders", 1);
+            count("shopify orders cancelled and replaced", cancelled.len());
+        }
+        ShopKind::Xero => {}
     }
-    *counts.entry("shopify drafts".into()).or_default() += 1;
 }
 
 impl Report {
@@ -495,19 +702,26 @@ impl Report {
             o.settle_took.as_secs_f64()
         ));
         line(format!(
-            "kills: {} (jobs held at the kill: {}); workers died on their own: {}",
+            "kills: {}; {} caught jobs in flight, {} in-flight jobs in all; workers died on their own: {}; could not start, PostgreSQL out of connections: {}",
             o.kills.len(),
+            o.kills.iter().filter(|k| k.orphans > 0).count(),
             o.kills.iter().map(|k| k.orphans).sum::<usize>(),
-            o.unexpected_exits.len()
+            o.unexpected_exits.len(),
+            o.refused_starts.len()
         ));
+        for r in &o.refused_starts {
+            line(format!("  {r}"));
+        }
         line(format!(
             "killed: {}",
             o.kills
                 .iter()
                 .map(|k| format!(
-                    "{} at {} ({} jobs)",
+                    "{} at {} ({} running when timed after {:.1} s, {} in flight at the kill)",
                     k.worker,
                     k.at.format("%H:%M:%S"),
+                    k.running_seen,
+                    k.waited.as_secs_f64(),
                     k.orphans
                 ))
                 .collect::<Vec<_>>()
@@ -530,6 +744,7 @@ impl Report {
             self.events_by_status
         ));
         line(format!("sync jobs by state: {:?}", self.sync_jobs_by_state));
+        line(format!("chain step jobs: {:?}", self.step_jobs));
         line(format!(
             "killed workers' jobs: {} watched; max wait kill -> next claim {:.1} s; max kill -> release (rescuer's timestamp) {:.1} s; bound {:.1} s",
             o.claim_waits.len(),

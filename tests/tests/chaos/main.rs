@@ -1,11 +1,14 @@
 //! The chaos suite: four real `ledgerflow worker` processes against one
-//! fresh PostgreSQL database and the Xero simulator with faults switched on
-//! (latency, 429, 500/503, connections dropped after the write committed;
-//! access tokens that really expire every 90 s), a host workload driven through the client API (many
-//! tenants; invoices created, edited in bursts, paid, partly paid,
-//! cancelled), workers SIGKILLed at random moments and restarted — then the
-//! invariants checked against the simulator's state and the ledger
-//! (`invariants.rs`).
+//! fresh PostgreSQL database and the Xero and Shopify simulators with
+//! faults switched on (latency, 429, 500/503, connections dropped after the
+//! write committed; Xero access tokens that really expire every 90 s), a
+//! host workload driven through the host entry point
+//! `ledger::on_host_trigger` (many tenants on Xero, Shopify draft stores
+//! and Shopify order stores; invoices created, edited in bursts, paid,
+//! partly paid, cancelled; each trigger starts the sync chain real hosts
+//! get), workers SIGKILLed at moments they hold running jobs and restarted
+//! — then the invariants checked against the simulators' state and the
+//! ledger (`invariants.rs`).
 //!
 //! The small run is part of `cargo test`; the full one (10,000 syncs, 20
 //! kills, a PostgreSQL restart) is `#[ignore]`d and runs with
@@ -13,7 +16,7 @@
 //! `LEDGERFLOW_CHAOS_SEED` replays a run's random choices (the seed is printed).
 //!
 //! This suite must not reach into the workers: it only kills and starts
-//! processes, injects faults at the simulator, records triggers as a host
+//! processes, injects faults at the simulators, records triggers as a host
 //! would and reads tables and simulator state.
 
 #[path = "../common/mod.rs"]
@@ -31,13 +34,20 @@ use sqlx::PgPool;
 pub struct Scale {
     pub name: &'static str,
     pub tenants: usize,
-    /// The first this many tenants use Shopify (draft orders), the rest Xero.
+    /// The first this many tenants use Shopify, the rest Xero.
     pub shopify_tenants: usize,
+    /// Of the Shopify tenants, the last this many are in order mode (each
+    /// sync cancels and replaces the order); the others use draft orders
+    /// completed when paid.
+    pub shopify_order_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
     pub drive: Duration,
     pub kills: usize,
+    /// Each kill waits at most this long for its victim to hold running
+    /// jobs (after half of it, any worker that holds some will do).
+    pub kill_wait: Duration,
     pub restart_postgres: bool,
     pub settle_timeout: Duration,
     /// A fault is pushed at the simulator this often while the host drives.
@@ -53,11 +63,13 @@ impl Scale {
     pub fn small() -> Scale {
         Scale {
             name: "small",
-            tenants: 8,
-            shopify_tenants: 2,
+            tenants: 10,
+            shopify_tenants: 4,
+            shopify_order_tenants: 2,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
+            kill_wait: Duration::from_secs(6),
             restart_postgres: false,
             settle_timeout: Duration::from_secs(150),
             fault_every: Duration::from_millis(400),
@@ -73,9 +85,11 @@ impl Scale {
             name: "full",
             tenants: 50,
             shopify_tenants: 10,
+            shopify_order_tenants: 4,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,
+            kill_wait: Duration::from_secs(6),
             restart_postgres: true,
             settle_timeout: Duration::from_secs(900),
             fault_every: Duration::from_millis(150),
@@ -91,7 +105,8 @@ impl Scale {
 
 impl Scale {
     /// A run between the two sizes, for diagnosing the full one on a shared
-    /// machine: `LEDGERFLOW_CHAOS_TENANTS`, `_SHOPIFY_TENANTS`, `_SYNCS`,
+    /// machine: `LEDGERFLOW_CHAOS_TENANTS`, `_SHOPIFY_TENANTS`,
+    /// `_SHOPIFY_ORDER_TENANTS`, `_SYNCS`,
     /// `_DRIVE_SECS`, `_KILLS`, `_SETTLE_SECS` and `_RESTART_POSTGRES=0|1`
     /// replace the full run's figures.
     fn with_overrides(mut self) -> Scale {
@@ -105,6 +120,9 @@ impl Scale {
         }
         if let Some(v) = var("SHOPIFY_TENANTS") {
             self.shopify_tenants = v;
+        }
+        if let Some(v) = var("SHOPIFY_ORDER_TENANTS") {
+            self.shopify_order_tenants = v;
         }
         if let Some(v) = var("SYNCS") {
             self.target_syncs = v;

@@ -1,15 +1,19 @@
 //! The host's side of a chaos run: invoices planned up front from a seed,
-//! then played through the client API (`ledger::record_trigger` in the
-//! host's own transaction) — created, edited in bursts, paid in one or two
-//! payments, partly paid, or cancelled. What the host last saved is kept,
-//! because the invariants compare the provider's record with it.
+//! then played through the host entry point (`ledger::on_host_trigger` in
+//! the host's own transaction, so each trigger starts the sync chain a real
+//! host gets: customer → invoice → one step per payment on Xero, → complete
+//! draft on a Shopify draft store once paid in full, void on cancel) —
+//! created, edited in bursts, paid in one or two payments, partly paid, or
+//! cancelled. What the host last saved is kept, because the invariants
+//! compare the provider's record with it, and so are the chains' steps.
 //!
 //! Must not read or change anything a worker owns: only triggers are written.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use ledgerflow_client::ledger::{self, LedgerError, TriggerRequest};
+use ledgerflow_client::ledger::{self, ChainStarted, HostTrigger, LedgerError};
 use ledgerflow_client::settings::Trigger;
 use ledgerflow_worker::sandbox::{gst_line, snapshot};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
@@ -59,7 +63,8 @@ pub enum Ending {
 pub struct InvoicePlan {
     pub tenant: usize,
     pub invoice_id: String,
-    pub customer: (String, String),
+    /// Id, name, and e-mail address (none for one customer in four).
+    pub customer: (String, String, Option<String>),
     pub start_after: Duration,
     pub edits: u32,
     pub ending: Ending,
@@ -78,17 +83,20 @@ impl InvoicePlan {
     }
 }
 
-/// Plans invoices round-robin over `tenants` until they record `target` triggers.
-/// Tenants below `shopify_tenants` use Shopify: their invoices are never
-/// paid through a trigger (Shopify settles payments by completing the draft,
-/// a step of its own), only created, edited, cancelled or left open.
-pub fn plan(
-    rng: &mut Rng,
-    tenants: usize,
-    shopify_tenants: usize,
-    target: usize,
-    drive: Duration,
-) -> Vec<InvoicePlan> {
+impl Ending {
+    /// Whether the host's last snapshot is paid in full.
+    pub fn paid_in_full(self) -> bool {
+        matches!(self, Ending::Paid { .. })
+    }
+}
+
+/// Plans invoices round-robin over `tenants` until they record `target`
+/// triggers. Every tenant's invoices get every ending: on a Shopify draft
+/// store a paid-in-full invoice's chain completes the draft, on an order
+/// store each sync cancels and replaces the order. Three customers in four
+/// have an e-mail address; the fourth has none, as walk-in customers often
+/// don't (Shopify finds customers by e-mail).
+pub fn plan(rng: &mut Rng, tenants: usize, target: usize, drive: Duration) -> Vec<InvoicePlan> {
     let mut plans = Vec::new();
     let mut total = 0;
     let window = drive.as_millis() as u64 * 3 / 4;
@@ -103,16 +111,13 @@ pub fn plan(
             12..=15 => Ending::Cancelled,
             _ => Ending::Open,
         };
-        let ending = match ending {
-            Ending::Paid { .. } | Ending::PartlyPaid if tenant < shopify_tenants => Ending::Open,
-            e => e,
-        };
         let p = InvoicePlan {
             tenant,
             invoice_id: format!("INV-{tenant}-{n}"),
             customer: (
                 format!("CUST-{tenant}-{c}"),
                 format!("Customer {c} of shop {tenant}"),
+                (c != 3).then(|| format!("rider-{tenant}-{c}@example.com")),
             ),
             start_after: Duration::from_millis(rng.below(window)),
             edits: 1 + rng.below(8) as u32,
@@ -132,27 +137,62 @@ pub struct HostInvoice {
     pub last: InvoiceSnapshot,
     pub ending: Ending,
     pub triggers: usize,
+    /// Chains its triggers started, and their steps by kind ("customer",
+    /// "invoice", "payment", "complete draft", "void").
+    pub chains: usize,
+    pub steps: BTreeMap<&'static str, usize>,
+}
+
+/// The kind of a chain's step, from its name ("payment P-1" → "payment").
+fn step_kind(name: &str) -> &'static str {
+    ["customer", "invoice", "payment", "complete draft", "void"]
+        .into_iter()
+        .find(|k| name.starts_with(k))
+        .unwrap_or("other")
+}
+
+/// Tallies what one trigger started on the tenant's connections.
+#[derive(Debug, Default)]
+struct Chains {
+    triggers: usize,
+    chains: usize,
+    steps: BTreeMap<&'static str, usize>,
+}
+
+impl Chains {
+    fn add(&mut self, started: &[ChainStarted]) {
+        self.triggers += 1;
+        for c in started {
+            self.chains += usize::from(c.run_id.is_some());
+            for s in &c.steps {
+                *self.steps.entry(step_kind(s)).or_default() += 1;
+            }
+        }
+    }
 }
 
 pub type HostError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Records one trigger in its own transaction, as the host saves the
-/// invoice. A database error (PostgreSQL restarting) is retried for up to a
-/// minute: the host's own save would be retried the same way.
+/// Records one trigger in its own transaction through the host entry
+/// point, as the host saves the invoice: the event on each of the tenant's
+/// connections and the chain each sync needs. A database error
+/// (PostgreSQL restarting, or the test's pool out of connections for longer
+/// than its 30 s acquire timeout on a loaded machine) is retried for up to
+/// three minutes: the host's own save would be retried the same way.
 async fn record(
     pool: &PgPool,
-    connection_id: i64,
+    tenant_id: &str,
     trigger: Trigger,
     snap: &InvoiceSnapshot,
-) -> Result<(), HostError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+) -> Result<Vec<ChainStarted>, HostError> {
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let attempt: Result<(), HostError> = async {
+        let attempt: Result<Vec<ChainStarted>, HostError> = async {
             let mut tx = pool.begin().await?;
-            ledger::record_trigger(
+            let started = ledger::on_host_trigger(
                 &mut tx,
-                &TriggerRequest {
-                    connection_id,
+                &HostTrigger {
+                    tenant_id,
                     trigger,
                     label: None,
                     snapshot: snap,
@@ -161,11 +201,22 @@ async fn record(
             )
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(started)
         }
         .await;
         match attempt {
-            Ok(()) => return Ok(()),
+            Ok(started) => {
+                // Every connection here syncs automatically: a trigger
+                // recorded as skipped would leave its invoice behind.
+                if let Some(s) = started.iter().find(|s| s.run_id.is_none()) {
+                    return Err(format!(
+                        "{} on connection {}: recorded as {:?}, not synced",
+                        snap.invoice_id, s.connection_id, s.event.status
+                    )
+                    .into());
+                }
+                return Ok(started);
+            }
             Err(e) if Instant::now() < deadline && is_database(&*e) => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -193,15 +244,20 @@ fn payment(id: String, amount_minor: i64) -> Payment {
     }
 }
 
-/// Plays one invoice's story; returns what the host last saved.
+/// Plays one invoice's story on `tenant_id` (whose one connection is
+/// `connection_id`); returns what the host last saved.
 pub async fn play(
     pool: PgPool,
+    tenant_id: String,
     connection_id: i64,
     mut p: InvoicePlan,
 ) -> Result<HostInvoice, HostError> {
     tokio::time::sleep(p.start_after).await;
     let rng = &mut p.rng;
     let customer = (p.customer.0.as_str(), p.customer.1.as_str());
+    let email = p.customer.2.clone();
+    let tenant = tenant_id.as_str();
+    let mut chains = Chains::default();
     let mut lines = vec![gst_line(
         "L1",
         "SVC",
@@ -209,10 +265,14 @@ pub async fn play(
         1,
         2_000 + rng.below(20_000) as i64,
     )];
-    let build = |lines: &[_]| snapshot(&p.invoice_id, &p.invoice_id, customer, lines.to_vec());
+    let build = |lines: &[_]| {
+        snapshot(&p.invoice_id, &p.invoice_id, customer, lines.to_vec()).map(|mut s| {
+            s.customer.email = email.clone();
+            s
+        })
+    };
     let mut snap = build(&lines)?;
-    record(&pool, connection_id, Trigger::JobCreated, &snap).await?;
-    let mut triggers = 1;
+    chains.add(&record(&pool, tenant, Trigger::JobCreated, &snap).await?);
     tokio::time::sleep(rng.millis(0, 1_500)).await;
 
     // The mechanic's burst of saves.
@@ -238,8 +298,7 @@ pub async fn play(
             );
         }
         snap = build(&lines)?;
-        record(&pool, connection_id, Trigger::ItemsChanged, &snap).await?;
-        triggers += 1;
+        chains.add(&record(&pool, tenant, Trigger::ItemsChanged, &snap).await?);
         tokio::time::sleep(rng.millis(0, 60)).await;
     }
     tokio::time::sleep(rng.millis(200, 3_000)).await;
@@ -251,39 +310,37 @@ pub async fn play(
             snap.payments
                 .push(payment(format!("{}-P1", p.invoice_id), total));
             snap.status = InvoiceStatus::Paid;
-            record(&pool, connection_id, Trigger::InvoicePaid, &snap).await?;
-            triggers += 1;
+            chains.add(&record(&pool, tenant, Trigger::InvoicePaid, &snap).await?);
         }
         Ending::Paid { split: true } => {
             let first = total * 2 / 5;
             snap.payments
                 .push(payment(format!("{}-P1", p.invoice_id), first));
             snap.status = InvoiceStatus::PartiallyPaid;
-            record(&pool, connection_id, Trigger::PaymentAdded, &snap).await?;
+            chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
             tokio::time::sleep(rng.millis(0, 2_500)).await;
             snap.payments
                 .push(payment(format!("{}-P2", p.invoice_id), total - first));
             snap.status = InvoiceStatus::Paid;
-            record(&pool, connection_id, Trigger::PaymentAdded, &snap).await?;
-            triggers += 2;
+            chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
         }
         Ending::PartlyPaid => {
             snap.payments
                 .push(payment(format!("{}-P1", p.invoice_id), (total / 3).max(1)));
             snap.status = InvoiceStatus::PartiallyPaid;
-            record(&pool, connection_id, Trigger::PaymentAdded, &snap).await?;
-            triggers += 1;
+            chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
         }
         Ending::Cancelled => {
             snap.status = InvoiceStatus::Cancelled;
-            record(&pool, connection_id, Trigger::JobCancelled, &snap).await?;
-            triggers += 1;
+            chains.add(&record(&pool, tenant, Trigger::JobCancelled, &snap).await?);
         }
     }
     Ok(HostInvoice {
         connection_id,
         last: snap,
         ending: p.ending,
-        triggers,
+        triggers: chains.triggers,
+        chains: chains.chains,
+        steps: chains.steps,
     })
 }

@@ -1,16 +1,21 @@
-//! The world of a chaos run and its disturbances: the Xero simulator and
-//! the tenants' connections, four worker processes, the fault injector, the
-//! killer (SIGKILL a random worker, restart it), the watcher that times how
-//! long a killed worker's jobs wait for their next claim, and (full run) a
-//! PostgreSQL restart. `run` plays it all, lets the system settle, and hands
+//! The world of a chaos run and its disturbances: the Xero simulator, one
+//! Shopify simulator per Shopify store (draft orders completed when paid,
+//! or confirmed orders replaced on each sync), the tenants' connections,
+//! four worker processes, the fault injector, the killer (SIGKILL a worker
+//! at a moment it holds running jobs, restart it), the watcher that times
+//! how long a killed worker's jobs wait for their next claim, and (full
+//! run) a PostgreSQL restart. `run` plays it all, lets the system settle, and hands
 //! the outcome to the invariants.
 //!
 //! Must not touch the queue or the ledger except by reading: the host's
 //! writes go through `workload.rs` and the client API.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -29,20 +34,35 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::Scale;
-use crate::common::WorkerProcess;
+use crate::common::database_url;
 use crate::invariants;
 use crate::workload::{self, HostInvoice, Rng};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const WORKERS: usize = 4;
 
+/// What a tenant's one connection syncs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShopKind {
+    /// A Xero organisation: invoices Authorised, payments synced.
+    Xero,
+    /// A Shopify store in draft-order mode with "complete draft when
+    /// paid": the draft is updated in place, completed once paid in full.
+    ShopifyDrafts,
+    /// A Shopify store in order mode (`use_draft_orders` off): each sync
+    /// cancels the invoice's order and creates its replacement.
+    ShopifyOrders,
+}
+
 /// A tenant's connection: a Xero organisation in the Xero simulator, or a
 /// Shopify store (one simulator each, index into `Outcome::shopify`).
 #[derive(Debug, Clone)]
 pub struct Shop {
+    pub tenant: String,
     pub connection_id: i64,
     pub org: String,
     pub shopify: Option<usize>,
+    pub kind: ShopKind,
 }
 
 /// One SIGKILL.
@@ -50,7 +70,14 @@ pub struct Shop {
 pub struct Kill {
     pub worker: String,
     pub at: DateTime<Utc>,
+    /// Jobs the worker still held as running right after the kill: the
+    /// in-flight work the kill caught.
     pub orphans: usize,
+    /// Running jobs seen on the worker when the kill was timed (0: the
+    /// wait for one ran out).
+    pub running_seen: i64,
+    /// How long the killer waited for that moment.
+    pub waited: Duration,
 }
 
 /// A job a killed worker held, and how long it waited after the kill.
@@ -85,6 +112,10 @@ pub struct Outcome {
     pub kills: Vec<Kill>,
     pub claim_waits: Vec<ClaimWait>,
     pub unexpected_exits: Vec<String>,
+    /// Workers that could not start because PostgreSQL refused them
+    /// connections (a server shared with other test runs, out of
+    /// connection slots): reported, restarted, not a violation.
+    pub refused_starts: Vec<String>,
     pub faults: BTreeMap<&'static str, u64>,
     pub pg_restart: Option<PgRestart>,
     pub drive_took: Duration,
@@ -106,35 +137,194 @@ fn worker_args(scale: &Scale) -> Vec<String> {
     ]
 }
 
-fn start_worker(pool: &PgPool, name: &str, scale: &Scale) -> WorkerProcess {
-    let args = worker_args(scale);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    WorkerProcess::start_with_env(
-        pool,
-        name,
-        &args,
-        &[
-            ("LEDGERFLOW_SECRET_KEY", KEY),
-            ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
-            ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
-            ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
-        ],
-    )
+/// Provider settings a worker could otherwise inherit from the test's
+/// environment: each gets exactly what the run passes.
+const PROVIDER_ENV: [&str; 9] = [
+    "LEDGERFLOW_SECRET_KEY",
+    "LEDGERFLOW_ACCESS_TOKEN",
+    "LEDGERFLOW_REFRESH_TOKEN",
+    "LEDGERFLOW_XERO_CLIENT_ID",
+    "LEDGERFLOW_XERO_CLIENT_SECRET",
+    "LEDGERFLOW_XERO_WEBHOOK_KEY",
+    "LEDGERFLOW_SHOPIFY_API_VERSION",
+    "LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET",
+    "LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET",
+];
+
+/// Lines of a worker's stderr kept to say why it exited.
+const LAST_WORDS: usize = 20;
+
+/// A `ledgerflow worker` process of the run, killed when dropped. Like the
+/// end-to-end tests' `WorkerProcess`, but its stderr passes through a
+/// thread that echoes it and keeps the last lines, so a worker that exits
+/// on its own says why (`ledgerflow: <error>`).
+pub struct ChaosWorker {
+    pub name: String,
+    child: Child,
+    last_words: Arc<Mutex<VecDeque<String>>>,
+    reader: Option<JoinHandle<()>>,
 }
 
-/// Shopify with automatic sync on, draft orders, cancelled jobs deleted.
-fn shopify_settings() -> ConnectionSettings {
+impl ChaosWorker {
+    fn start(pool: &PgPool, name: &str, scale: &Scale) -> ChaosWorker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+        for var in PROVIDER_ENV {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .arg("worker")
+            .args(["--worker-id", name])
+            .args(worker_args(scale))
+            .envs([
+                ("LEDGERFLOW_SECRET_KEY", KEY),
+                ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
+                ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
+                ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
+            ])
+            .env("DATABASE_URL", database_url(pool))
+            .env("LEDGERFLOW_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ledgerflow worker");
+        let last_words = Arc::new(Mutex::new(VecDeque::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let kept = last_words.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut kept) = kept.lock() {
+                        if kept.len() == LAST_WORDS {
+                            kept.pop_front();
+                        }
+                        kept.push_back(line);
+                    }
+                }
+            })
+        });
+        ChaosWorker {
+            name: name.into(),
+            child,
+            last_words,
+            reader,
+        }
+    }
+
+    /// The exit status if the process has ended on its own.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last line it wrote, once it has exited (all of its stderr read).
+    fn last_line(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.last_words
+            .lock()
+            .ok()
+            .and_then(|w| w.back().cloned())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs, as when a machine dies.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChaosWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a worker's last words say PostgreSQL refused it connections:
+/// the server (shared with other test runs) was out of connection slots
+/// for longer than the worker's 10 s acquire timeout while it started.
+fn refused_by_postgres(last_line: &str) -> bool {
+    last_line.starts_with("ledgerflow: ")
+        && [
+            "pool timed out while waiting for an open connection",
+            "too many clients",
+            "remaining connection slots are reserved",
+        ]
+        .iter()
+        .any(|m| last_line.contains(m))
+}
+
+/// The four worker slots, the generation of each slot's name, and the
+/// workers that exited on their own. The run is their supervisor: a worker
+/// found exited is restarted under its slot's next name.
+struct Crew {
+    workers: Vec<(usize, ChaosWorker)>,
+    generation: [usize; WORKERS],
+    unexpected: Vec<String>,
+    refused_starts: Vec<String>,
+}
+
+impl Crew {
+    fn start(pool: &PgPool, scale: &Scale) -> Crew {
+        Crew {
+            workers: (0..WORKERS)
+                .map(|i| (i, ChaosWorker::start(pool, &format!("chaos-{i}-g0"), scale)))
+                .collect(),
+            generation: [0; WORKERS],
+            unexpected: Vec::new(),
+            refused_starts: Vec::new(),
+        }
+    }
+
+    /// The slot's next worker name.
+    fn next_name(&mut self, slot: usize) -> String {
+        self.generation[slot] += 1;
+        format!("chaos-{slot}-g{}", self.generation[slot])
+    }
+
+    /// Restarts every worker that exited on its own, noting why it went:
+    /// refused by PostgreSQL at its start (reported), or anything else (a
+    /// violation).
+    fn supervise(&mut self, pool: &PgPool, scale: &Scale) {
+        for i in 0..self.workers.len() {
+            let slot = self.workers[i].0;
+            let w = &mut self.workers[i].1;
+            let Some(status) = w.exited() else { continue };
+            let last = w.last_line();
+            let line = format!("{} exited on its own ({status}): {last}", w.name);
+            if refused_by_postgres(&last) {
+                self.refused_starts.push(line);
+            } else {
+                self.unexpected.push(line);
+            }
+            let name = self.next_name(slot);
+            self.workers[i].1 = ChaosWorker::start(pool, &name, scale);
+        }
+    }
+}
+
+/// Shopify with automatic sync on and cancelled jobs deleted; draft
+/// orders completed when paid, or (`orders`) confirmed orders.
+fn shopify_settings(orders: bool) -> ConnectionSettings {
     let mut s = ConnectionSettings::default_for(ProviderName::Shopify);
     s.auto_sync = true;
     s.mark_deleted_on_cancel = true;
     if let ProviderSettings::Shopify(shopify) = &mut s.provider {
-        shopify.use_draft_orders = true;
+        shopify.use_draft_orders = !orders;
+        // Settings refuse completing drafts without draft orders.
+        shopify.complete_draft_when_paid = !orders;
     }
     s
 }
 
 /// A tenant with its own Shopify store (simulator) and a connection to it.
-async fn connect_shopify(pool: &PgPool, key: &SecretKey, t: usize) -> (i64, ShopifySim) {
+async fn connect_shopify(
+    pool: &PgPool,
+    key: &SecretKey,
+    t: usize,
+    orders: bool,
+) -> (i64, ShopifySim) {
     let sim = ShopifySim::start(ShopifySimConfig::default())
         .await
         .expect("start a Shopify simulator");
@@ -156,7 +346,7 @@ async fn connect_shopify(pool: &PgPool, key: &SecretKey, t: usize) -> (i64, Shop
         Secret::new(sim.issue_token()),
         Some(&sim.base_url()),
     );
-    let saved = register_connection(pool, key, &tenant, &shopify_settings(), &creds)
+    let saved = register_connection(pool, key, &tenant, &shopify_settings(orders), &creds)
         .await
         .expect("register a Shopify connection");
     sim.set_latency(Duration::from_millis(15));
@@ -171,6 +361,12 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     );
     let started = Instant::now();
     let mut rng = Rng::new(seed);
+    if let Ok(db) = sqlx::query_scalar::<_, String>("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+    {
+        println!("chaos {}: database {db}", scale.name);
+    }
 
     // Tokens live 90 s and the adapter refreshes a minute before expiry, so
     // every connection rotates its refresh token several times, with four
@@ -190,12 +386,21 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     sandbox.sim.set_latency(Duration::from_millis(15));
     let mut shops = Vec::with_capacity(scale.tenants);
     let mut shopify = Vec::new();
-    for t in 0..scale.tenants.min(scale.shopify_tenants) {
-        let (connection_id, sim) = connect_shopify(&pool, &sandbox.key, t).await;
+    let shopify_tenants = scale.tenants.min(scale.shopify_tenants);
+    let first_order_store = shopify_tenants.saturating_sub(scale.shopify_order_tenants);
+    for t in 0..shopify_tenants {
+        let orders = t >= first_order_store;
+        let (connection_id, sim) = connect_shopify(&pool, &sandbox.key, t, orders).await;
         shops.push(Shop {
+            tenant: format!("shop-{t}"),
             connection_id,
             org: sim.shop_domain(),
             shopify: Some(shopify.len()),
+            kind: if orders {
+                ShopKind::ShopifyOrders
+            } else {
+                ShopKind::ShopifyDrafts
+            },
         });
         shopify.push(sim);
     }
@@ -213,32 +418,28 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
             .await
             .expect("connect a shop");
         shops.push(Shop {
+            tenant: format!("shop-{t}"),
             connection_id,
             org,
             shopify: None,
+            kind: ShopKind::Xero,
         });
     }
 
-    let plans = workload::plan(
-        &mut rng,
-        scale.tenants,
-        scale.shopify_tenants,
-        scale.target_syncs,
-        scale.drive,
-    );
+    let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
     let planned: usize = plans.iter().map(|p| p.triggers()).sum();
     println!(
-        "chaos {}: {} tenants ({} on Shopify), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
         scale.name,
         scale.tenants,
-        scale.shopify_tenants,
+        shopify_tenants,
+        first_order_store,
+        shopify_tenants - first_order_store,
         plans.len(),
         scale.kills
     );
 
-    let workers: Vec<(usize, WorkerProcess)> = (0..WORKERS)
-        .map(|i| (i, start_worker(&pool, &format!("chaos-{i}-g0"), &scale)))
-        .collect();
+    let crew = Crew::start(&pool, &scale);
 
     let sim = Arc::new(sandbox);
     let shopify = Arc::new(shopify);
@@ -249,6 +450,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         driving.clone(),
         scale.fault_every,
         scale.fault_one_in,
+        scale.tenants,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
@@ -256,7 +458,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let killer = tokio::spawn(kill_and_restart(
         pool.clone(),
         scale.clone(),
-        workers,
+        crew,
         orphan_tx,
         rng.fork(),
     ));
@@ -272,7 +474,12 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         .into_iter()
         .map(|p| {
             let shop = &shops[p.tenant];
-            tokio::spawn(workload::play(pool.clone(), shop.connection_id, p))
+            tokio::spawn(workload::play(
+                pool.clone(),
+                shop.tenant.clone(),
+                shop.connection_id,
+                p,
+            ))
         })
         .collect();
     let mut invoices = Vec::new();
@@ -284,7 +491,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
             Err(e) => host_errors.push(format!("host task: {e}")),
         }
     }
-    let (mut workers, kills, unexpected_exits) = killer.await.expect("killer");
+    let (mut crew, kills) = killer.await.expect("killer");
     let pg_restart = match pg {
         Some(h) => Some(h.await.expect("postgres restart task")),
         None => None,
@@ -298,21 +505,21 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let drive_took = started.elapsed();
 
     // Settle: every worker up, no fault pending, until nothing is open.
-    for (slot, w) in workers.iter_mut() {
-        if let Some(status) = w.exited() {
-            panic!(
-                "worker slot {slot} ({}) exited on its own: {status}",
-                w.name
-            );
-        }
-    }
+    crew.supervise(&pool, &scale);
     let settle_started = Instant::now();
     let settle_error = settle(&pool, scale.settle_timeout).await.err();
     let settle_took = settle_started.elapsed();
+    crew.supervise(&pool, &scale);
     let claim_waits = {
         // The watcher ends when the killer's sender is gone; give it a last look.
         watcher.await.expect("watcher")
     };
+    let Crew {
+        workers,
+        unexpected: unexpected_exits,
+        refused_starts,
+        ..
+    } = crew;
     drop(workers);
 
     let sandbox = Arc::try_unwrap(sim).unwrap_or_else(|_| panic!("the simulator is still shared"));
@@ -329,6 +536,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         kills,
         claim_waits,
         unexpected_exits,
+        refused_starts,
         faults,
         pg_restart,
         drive_took,
@@ -348,13 +556,15 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
 }
 
 /// Pushes a random fault at a simulator every `every` while the host
-/// drives, at most one in `one_in` of its requests.
+/// drives, at most one in `one_in` of its requests. The Shopify stores'
+/// share of the faults is their share of the `tenants`.
 async fn inject_faults(
     sandbox: Arc<XeroSandbox>,
     shopify: Arc<Vec<ShopifySim>>,
     driving: Arc<AtomicBool>,
     every: Duration,
     one_in: u64,
+    tenants: usize,
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
@@ -405,9 +615,10 @@ async fn inject_faults(
             // reconnect. Token expiry is real instead (90 s tokens).
             _ => ("503", FaultKind::Status(503), None),
         };
-        // Every fifth fault goes to a Shopify store (when there are any),
-        // translated to its simulator's kind.
-        let store = (!shopify.is_empty() && rng.below(5) == 0)
+        // A Shopify store's share of the faults is its share of the
+        // tenants (full run: one in five; small run: two in five), with
+        // the fault translated to its simulator's kind.
+        let store = (rng.below(tenants.max(1) as u64) < shopify.len() as u64)
             .then(|| &shopify[rng.below(shopify.len() as u64) as usize]);
         let due = match store {
             Some(store) => {
@@ -444,7 +655,15 @@ async fn inject_faults(
                     FaultKind::Latency(d) => ShopifyFaultKind::Latency(d),
                     _ => ShopifyFaultKind::DropAfterCommit,
                 };
-                store.push_fault(ShopifyFault::once(kind));
+                let mut fault = ShopifyFault::once(kind);
+                // A dropped answer hurts writes: aim it at the next POST
+                // (draft, order or customer created, order cancelled) or
+                // PUT (draft updated, draft completed).
+                if fault.kind == ShopifyFaultKind::DropAfterCommit {
+                    let method = if rng.below(2) == 0 { "POST" } else { "PUT" };
+                    fault.method = Some(method.parse().expect("an HTTP method"));
+                }
+                store.push_fault(fault);
             }
             None => {
                 let mut fault = Fault::once(kind);
@@ -455,43 +674,48 @@ async fn inject_faults(
         *counts.entry(name).or_insert(0) += 1;
         if store.is_some() {
             *counts.entry("of which at a Shopify store").or_insert(0) += 1;
+            if name == "drop after commit" {
+                *counts
+                    .entry("of which answers dropped at a Shopify store")
+                    .or_insert(0) += 1;
+            }
         }
     }
     counts
 }
 
-type KillerOutcome = (Vec<(usize, WorkerProcess)>, Vec<Kill>, Vec<String>);
+type KillerOutcome = (Crew, Vec<Kill>);
 
-/// Kills a random worker at random moments through the drive window and
-/// restarts it: mostly under a new name (its jobs wait for the rescuer),
-/// every third time under the same name (the restart releases them).
+/// Kills a worker at random moments through the drive window and restarts
+/// it: mostly under a new name (its jobs wait for the rescuer), every third
+/// time under the same name (the restart releases them). Each kill is timed
+/// for a moment when its victim holds running jobs ([`in_flight_moment`]),
+/// so it catches work in flight rather than an idle process.
 async fn kill_and_restart(
     pool: PgPool,
     scale: Scale,
-    mut workers: Vec<(usize, WorkerProcess)>,
+    mut crew: Crew,
     orphans: mpsc::UnboundedSender<Orphan>,
     mut rng: Rng,
 ) -> KillerOutcome {
     let mut kills = Vec::new();
-    let mut unexpected = Vec::new();
-    let mut generation = [0usize; WORKERS];
-    let slice = scale.drive / (scale.kills as u32 + 1);
+    // Kill k falls around (k + 1) window / (kills + 1) from the start, the
+    // window being the first four fifths of the drive (invoices start in
+    // its first three quarters; syncs thin out after). Counted from the
+    // start rather than from the last kill, so waits for running jobs and
+    // restarts do not push the last kills to the end, when there is no
+    // work left to catch.
+    let slice = scale.drive * 4 / 5 / (scale.kills as u32 + 1);
+    let start = tokio::time::Instant::now();
     for k in 0..scale.kills {
         let jitter = rng.millis(0, slice.as_millis() as u64 / 2);
-        tokio::time::sleep(slice / 2 + jitter).await;
-        for (slot, w) in workers.iter_mut() {
-            if let Some(status) = w.exited() {
-                unexpected.push(format!("{} exited on its own: {status}", w.name));
-                generation[*slot] += 1;
-                *w = start_worker(
-                    &pool,
-                    &format!("chaos-{slot}-g{}", generation[*slot]),
-                    &scale,
-                );
-            }
-        }
-        let i = rng.below(WORKERS as u64) as usize;
-        let (slot, w) = workers.swap_remove(i);
+        let due = start + slice * (k as u32 + 1) - slice / 4 + jitter;
+        tokio::time::sleep_until(due).await;
+        crew.supervise(&pool, &scale);
+        let chosen = rng.below(WORKERS as u64) as usize;
+        let (i, running_seen, waited) =
+            in_flight_moment(&pool, &crew.workers, chosen, scale.kill_wait).await;
+        let (slot, w) = crew.workers.swap_remove(i);
         let name = w.name.clone();
         w.kill();
         let at = Utc::now();
@@ -517,18 +741,67 @@ async fn kill_and_restart(
             worker: name.clone(),
             at,
             orphans: held.len(),
+            running_seen,
+            waited,
         });
         tokio::time::sleep(rng.millis(300, 2_000)).await;
         let next = if k % 3 == 2 {
             name
         } else {
-            generation[slot] += 1;
-            format!("chaos-{slot}-g{}", generation[slot])
+            crew.next_name(slot)
         };
-        workers.push((slot, start_worker(&pool, &next, &scale)));
+        crew.workers
+            .push((slot, ChaosWorker::start(&pool, &next, &scale)));
     }
-    workers.sort_by_key(|(slot, _)| *slot);
-    (workers, kills, unexpected)
+    crew.workers.sort_by_key(|(slot, _)| *slot);
+    (crew, kills)
+}
+
+/// Waits, at most `bound`, for a moment when a worker holds running jobs
+/// under a live lease: the `chosen` one as soon as it does, after half the
+/// bound whichever holds the most. Returns the index of the worker to kill,
+/// the running jobs seen on it (0: the bound ran out; the chosen one dies
+/// anyway), and how long it waited. A job may still end between this look
+/// and the kill; the orphans read after the kill are what it caught.
+async fn in_flight_moment(
+    pool: &PgPool,
+    workers: &[(usize, ChaosWorker)],
+    chosen: usize,
+    bound: Duration,
+) -> (usize, i64, Duration) {
+    let started = Instant::now();
+    loop {
+        // A lease still valid: not the leftovers of an instance killed before.
+        let running: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT split_part(worker_id, '#', 1), count(*) FROM ledgerflow.jobs
+             WHERE state = 'running' AND lease_expires_at > now()
+             GROUP BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        let held = |i: usize| {
+            running
+                .iter()
+                .find(|(w, _)| *w == workers[i].1.name)
+                .map_or(0, |(_, n)| *n)
+        };
+        let waited = started.elapsed();
+        if held(chosen) > 0 {
+            return (chosen, held(chosen), waited);
+        }
+        if waited >= bound / 2
+            && let Some(busiest) = (0..workers.len())
+                .filter(|&i| held(i) > 0)
+                .max_by_key(|&i| held(i))
+        {
+            return (busiest, held(busiest), waited);
+        }
+        if waited >= bound {
+            return (chosen, 0, waited);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[derive(Debug)]
