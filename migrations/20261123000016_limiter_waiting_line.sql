@@ -14,8 +14,9 @@
 -- was told, for the calls it needs. The next refused job's instant counts
 -- those promised calls as if made then, so each waiter is told a later,
 -- distinct instant: when the window has room for it after the waiters
--- ahead. A job's turn goes when the job is let in (early or late) or is
--- refused again and given a new one; an unpromised turn would otherwise
+-- ahead. A job refused again keeps its place: its new turn counts only the
+-- turns ahead of its old one. A job's turn goes when the job is let in
+-- (early or late) or is given a new one; an unpromised turn would otherwise
 -- push every later waiter a minute back (a first version took "the
 -- earliest turn due" instead and lost whole windows that way). Promises only order the waiters: a
 -- grant still checks the real window, so the limit holds whatever they
@@ -75,6 +76,7 @@ DECLARE
     v_needs    integer[] := '{}';
     v_promised bigint;
     v_promise  integer;
+    v_turn     timestamptz;
     i          integer;
     n          integer := coalesce(array_length(p_scopes, 1), 0);
 BEGIN
@@ -165,21 +167,28 @@ BEGIN
                 -- is given its own turn instead of all waking together.
                 DELETE FROM ledgerflow.provider_limit_promises
                 WHERE scope = p_scopes[i] AND at < v_now - interval '10 seconds';
-                -- The caller's own earlier turn must not stand in front of
-                -- its new one.
+                -- A job refused again keeps its place in the line: its new
+                -- turn counts only the turns ahead of its old one (a waiter
+                -- let in a little late would otherwise push it to the back,
+                -- a minute or more). Its old turn goes.
+                v_turn := NULL;
                 IF p_job IS NOT NULL THEN
-                    DELETE FROM ledgerflow.provider_limit_promises
-                    WHERE scope = p_scopes[i] AND job_id = p_job;
+                    WITH gone AS (
+                        DELETE FROM ledgerflow.provider_limit_promises
+                        WHERE scope = p_scopes[i] AND job_id = p_job
+                        RETURNING at)
+                    SELECT min(at) INTO v_turn FROM gone;
                 END IF;
                 SELECT coalesce(sum(calls), 0) INTO v_promised
-                FROM ledgerflow.provider_limit_promises WHERE scope = p_scopes[i];
+                FROM ledgerflow.provider_limit_promises
+                WHERE scope = p_scopes[i] AND (v_turn IS NULL OR at < v_turn);
                 SELECT t.at INTO v_at FROM (
                     SELECT c.at FROM ledgerflow.provider_limit_calls c
                     WHERE c.scope = p_scopes[i] AND c.at > v_now - interval '60 seconds'
                     UNION ALL
                     SELECT p.at FROM ledgerflow.provider_limit_promises p,
                                      generate_series(1, p.calls)
-                    WHERE p.scope = p_scopes[i]) t
+                    WHERE p.scope = p_scopes[i] AND (v_turn IS NULL OR p.at < v_turn)) t
                 ORDER BY t.at OFFSET v_count + v_promised - p_per_minute[i] + v_need - 1 LIMIT 1;
                 v_at := coalesce(v_at, v_now) + interval '60 seconds';
                 IF wait_until IS NULL OR v_at > wait_until THEN

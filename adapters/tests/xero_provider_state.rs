@@ -793,3 +793,34 @@ async fn a_waiter_refused_at_its_turn_is_not_pushed_behind_its_own_old_turn(pool
             .unwrap();
     assert_eq!(promises, 1);
 }
+
+/// A waiter let in a little late, and refused at its turn, keeps its place
+/// ahead of the waiters behind it instead of going to the back of the line.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_waiter_refused_at_its_turn_keeps_its_place_in_the_line(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    for _ in 0..6 {
+        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let jobs: Vec<Arc<CallBudget>> = (1..=3)
+        .map(|id| Arc::new(CallBudget::for_job(id)))
+        .collect();
+    let mut turns = Vec::new();
+    for job in &jobs {
+        let Acquired::Wait { until, .. } = job.run(grant_in_job(&pool, &s, 3)).await else {
+            panic!("the window is full")
+        };
+        turns.push(until);
+    }
+    // The first waiter asks again before the window has room: its turn is
+    // the same, not after the two waiters behind it (that would be a whole
+    // minute after its first one).
+    let Acquired::Wait { until: again, .. } = jobs[0].run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("the window is still full")
+    };
+    assert_eq!(again, turns[0]);
+    assert!(again < turns[1] && turns[1] < turns[2]);
+}
