@@ -682,6 +682,21 @@ async fn the_credential_cache_serves_a_copy_for_its_ttl_and_never_an_older_gener
     );
 }
 
+/// `calls` calls outside any job, 50 ms apart; their times, oldest first.
+async fn fill_window(pool: &PgPool, s: &LimitScope, calls: usize) -> Vec<chrono::DateTime<Utc>> {
+    for _ in 0..calls {
+        assert!(matches!(grant(pool, s).await, Acquired::Granted(_)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar(
+        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at",
+    )
+    .bind(&s.key)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// Jobs refused for a full window are each told their own turn: when the
 /// window has room for them after the waiters ahead, not all the same
 /// instant (they would all wake, one would get the room, and the rest would
@@ -691,17 +706,7 @@ async fn jobs_refused_for_a_full_window_are_each_told_their_own_turn(pool: PgPoo
     use ledgerflow_workflows::call_budget::CallBudget;
     use std::sync::Arc;
     let s = scope(6, 1000, 50);
-    for _ in 0..6 {
-        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let calls: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at",
-    )
-    .bind(&s.key)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let calls = fill_window(&pool, &s, 6).await;
     let minute = chrono::Duration::seconds(60);
 
     let mut turns = Vec::new();
@@ -732,17 +737,7 @@ async fn a_waiter_refused_at_its_turn_is_not_pushed_behind_its_own_old_turn(pool
     use ledgerflow_workflows::call_budget::CallBudget;
     use std::sync::Arc;
     let s = scope(6, 1000, 50);
-    for _ in 0..6 {
-        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let calls: Vec<chrono::DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT at FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at",
-    )
-    .bind(&s.key)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let calls = fill_window(&pool, &s, 6).await;
     let (third, sixth) = (calls[2], calls[5]);
     // Another job is in line first; it is let in early (room appeared
     // sooner than its turn said), which ends its turn.
@@ -801,10 +796,7 @@ async fn a_waiter_refused_at_its_turn_keeps_its_place_in_the_line(pool: PgPool) 
     use ledgerflow_workflows::call_budget::CallBudget;
     use std::sync::Arc;
     let s = scope(6, 1000, 50);
-    for _ in 0..6 {
-        assert!(matches!(grant(&pool, &s).await, Acquired::Granted(_)));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fill_window(&pool, &s, 6).await;
     let jobs: Vec<Arc<CallBudget>> = (1..=3)
         .map(|id| Arc::new(CallBudget::for_job(id)))
         .collect();
