@@ -391,6 +391,36 @@ async fn lost_create_answers_never_make_a_second_record(pool: PgPool) {
     );
 }
 
+/// A create answered, but its link never stored (the ledger's transaction
+/// failed, or the worker died after the answer): the retry, which again
+/// sees no link, finds the record by its create tag and adopts it.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_created_record_whose_link_was_never_stored_is_adopted_not_made_again(pool: PgPool) {
+    let env = env(pool).await;
+    for (invoice, conn) in [
+        ("INV-L1", drafts()),
+        ("INV-L2", connection(|s| s.use_draft_orders = false)),
+    ] {
+        let snap = snapshot(invoice, vec![line("a", 1000, 2500, 250)], None);
+        let first = upsert_unlinked(&env, &conn, &snap, None, "k1")
+            .await
+            .unwrap();
+        assert_eq!(first.write, WriteKind::Created);
+        assert_eq!(
+            first.settled_intents.len(),
+            1,
+            "the create's intent stays open"
+        );
+        let retry = upsert(&env, &conn, &snap, None, "k2").await.unwrap();
+        assert_eq!(
+            retry.external.external_id, first.external.external_id,
+            "the record made by the first attempt is adopted"
+        );
+        assert!(retry.settled_intents.is_empty(), "nothing new was created");
+        assert_eq!(env.sim.live_tagged(&tag(&snap)).len(), 1, "{invoice}");
+    }
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn errors_are_classified(pool: PgPool) {
     let env = env(pool.clone()).await;

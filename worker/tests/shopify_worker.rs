@@ -166,6 +166,11 @@ async fn lines_sent_as_shopify_products_are_linked_to_them(pool: PgPool) {
     trigger(&pool, conn, Trigger::JobCreated, &snap).await;
     synced(&pool, conn, "INV-I").await;
     worker.stop().await;
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.provider_write_intents")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(open, 0, "the create's intent is cleared with the link");
 
     let mut db = pool.acquire().await.unwrap();
     let found = ledger::link(&mut db, conn, "item", "SKU-a")

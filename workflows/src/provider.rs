@@ -170,6 +170,12 @@ pub struct PushResult {
     /// to accounts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemLink>,
+    /// Write intents (`provider_write_intents`, by create tag) this push's
+    /// creates left open: the ledger clears them in the transaction that
+    /// stores the link. Until then a retry finds the record by its tag and
+    /// adopts it, so a create whose link was never stored is not made again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settled_intents: Vec<String>,
 }
 
 /// One host item (by SKU) and the provider's record of it.

@@ -1118,12 +1118,10 @@ impl ShopifyAdapter {
             .rest::<T>(connection_id, &Rest::send(Method::POST, path, body))
             .await
         {
-            Ok(v) => {
-                state::clear_write_intent(&self.pool, connection_id, create_tag)
-                    .await
-                    .map_err(db_error)?;
-                Ok(v)
-            }
+            // The intent stays until the ledger stores the link (the push
+            // names it in `settled_intents`): if that never happens, the
+            // retry finds this record by its tag instead of creating again.
+            Ok(v) => Ok(v),
             Err(f) => {
                 if f.maybe_in_flight {
                     let in_flight = self.config.http.request_timeout + Duration::from_secs(5);
@@ -1477,6 +1475,7 @@ impl ShopifyAdapter {
                 self.delete_draft(connection_id, id).await?;
             }
         }
+        let mut created = None;
         let (write, saved, adopted) = match keep {
             Some(id) => {
                 let body = Self::record_body(snapshot, tag, None, customer, lines, true)?;
@@ -1516,10 +1515,12 @@ impl ShopifyAdapter {
                 let env: DraftOrderEnvelope = self
                     .create_tracked(connection_id, tag, DRAFT, &ct, "draft_orders.json", &body)
                     .await?;
+                created = Some(ct);
                 (WriteKind::Created, env.draft_order, false)
             }
         };
-        let result = draft_result(write, &saved, snapshot, lines, options)?;
+        let mut result = draft_result(write, &saved, snapshot, lines, options)?;
+        result.settled_intents.extend(created);
         Ok(ShopifyPush {
             result,
             custom_lines: Vec::new(),
@@ -1598,6 +1599,7 @@ impl ShopifyAdapter {
                 }
             }
         }
+        let mut created = None;
         let (saved, adopted) = match adopt {
             Some(o) => (o, true),
             None => {
@@ -1612,6 +1614,7 @@ impl ShopifyAdapter {
                         &body_for(&ct)?,
                     )
                     .await?;
+                created = Some(ct);
                 (env.order, false)
             }
         };
@@ -1622,6 +1625,7 @@ impl ShopifyAdapter {
         };
         let mut result = order_result(write, &saved, snapshot, lines, options)?;
         result.replaced = replaced;
+        result.settled_intents.extend(created);
         Ok(ShopifyPush {
             result,
             custom_lines: Vec::new(),
@@ -1651,6 +1655,7 @@ impl ShopifyAdapter {
             customer: None,
             replaced: None,
             items: Vec::new(),
+            settled_intents: Vec::new(),
         };
         let order_id = match record_of(existing)? {
             Record::Draft(id) => match self.get_draft(connection_id, id).await {
@@ -1671,6 +1676,7 @@ impl ShopifyAdapter {
                         customer: None,
                         replaced: None,
                         items: Vec::new(),
+                        settled_intents: Vec::new(),
                     });
                 }
             },
@@ -1700,6 +1706,7 @@ impl ShopifyAdapter {
                     customer: None,
                     replaced: None,
                     items: Vec::new(),
+                    settled_intents: Vec::new(),
                 })
             }
         }
@@ -1752,6 +1759,7 @@ impl ShopifyAdapter {
             customer: None,
             replaced: None,
             items: Vec::new(),
+            settled_intents: Vec::new(),
         }))
     }
 
@@ -1888,6 +1896,7 @@ fn draft_result(
         customer: None,
         replaced: None,
         items: Vec::new(),
+        settled_intents: Vec::new(),
     })
 }
 
@@ -1917,6 +1926,7 @@ fn order_result(
         customer: None,
         replaced: None,
         items: Vec::new(),
+        settled_intents: Vec::new(),
     })
 }
 

@@ -244,5 +244,6 @@ fn element_outcome(saved: wire::Invoice, snapshot: &InvoiceSnapshot) -> BatchOut
         customer,
         replaced: None,
         items: Vec::new(),
+        settled_intents: Vec::new(),
     })
 }

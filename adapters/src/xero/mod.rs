@@ -990,6 +990,7 @@ fn already_gone(existing: &ExternalRef, snapshot: &InvoiceSnapshot, st: &str) ->
         customer: None,
         replaced: None,
         items: Vec::new(),
+        settled_intents: Vec::new(),
     }
 }
 
@@ -1131,6 +1132,7 @@ fn push_result(
         customer: None,
         replaced: None,
         items: Vec::new(),
+        settled_intents: Vec::new(),
     })
 }
 

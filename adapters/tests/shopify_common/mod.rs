@@ -152,7 +152,26 @@ pub fn snapshot(
     s
 }
 
+/// One upsert, then what the ledger does when it stores the link: the
+/// push's open write intents are cleared.
 pub async fn upsert(
+    env: &Env,
+    conn: &ConnectionInfo,
+    snap: &InvoiceSnapshot,
+    existing: Option<&ExternalRef>,
+    key: &str,
+) -> Result<PushResult, ProviderError> {
+    let pushed = upsert_unlinked(env, conn, snap, existing, key).await?;
+    for tag in &pushed.settled_intents {
+        ledgerflow_workflows::provider_state::clear_write_intent(&env.pool, conn.id, tag)
+            .await
+            .unwrap();
+    }
+    Ok(pushed)
+}
+
+/// One upsert whose link is never stored (the ledger's transaction failed).
+pub async fn upsert_unlinked(
     env: &Env,
     conn: &ConnectionInfo,
     snap: &InvoiceSnapshot,

@@ -778,6 +778,7 @@ pub async fn adopt_lost(
             customer: None,
             replaced: None,
             items: Vec::new(),
+            settled_intents: Vec::new(),
         };
         record_created(
             &mut tx,

@@ -593,6 +593,17 @@ async fn record_success(
         for item in &p.items {
             upsert_link(&mut tx, connection.id, "item", &item.sku, &item.external).await?;
         }
+        if !p.settled_intents.is_empty() {
+            // The record is linked now: its create is no longer in doubt.
+            sqlx::query(
+                "DELETE FROM ledgerflow.provider_write_intents
+                 WHERE connection_id = $1 AND create_tag = ANY($2)",
+            )
+            .bind(connection.id)
+            .bind(&p.settled_intents)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     super::payments::link_payments(&mut tx, connection.id, invoice_id, payments).await?;
     // The outcome and the job's completion commit together: a crash between

@@ -257,6 +257,7 @@ impl RecordingProvider {
             }),
             replaced: None,
             items: Vec::new(),
+            settled_intents: Vec::new(),
         }
     }
 
