@@ -12,8 +12,10 @@
 //! - No duplicate order, ever: Shopify has no idempotency key for creates.
 //!   Every record carries our invoice tag (`lf-{connection}-{hash}`) and a
 //!   fresh per-attempt create tag; before a create is sent its tag is
-//!   written to `provider_write_intents`, and removed once an answer says
-//!   what happened. While an intent remains (answer lost), the next attempt
+//!   written to `provider_write_intents`. It is removed when a refusal says
+//!   nothing was made, or, for a create that was answered, by the ledger in
+//!   the transaction that stores the link (`PushResult::settled_intents`).
+//!   While an intent remains (answer or link lost), the next attempt
 //!   first lists the drafts / orders created since then (REST lists have no
 //!   tag filter: `since_id` pages, filtered by tag here) and adopts, deletes
 //!   or cancels what it finds before creating anything.
