@@ -34,7 +34,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::Scale;
-use crate::common::database_url;
+use crate::common::{PROVIDER_ENV, database_url};
 use crate::invariants;
 use crate::workload::{self, HostInvoice, Rng};
 
@@ -136,20 +136,6 @@ fn worker_args(scale: &Scale) -> Vec<String> {
         "3600".into(),
     ]
 }
-
-/// Provider settings a worker could otherwise inherit from the test's
-/// environment: each gets exactly what the run passes.
-const PROVIDER_ENV: [&str; 9] = [
-    "LEDGERFLOW_SECRET_KEY",
-    "LEDGERFLOW_ACCESS_TOKEN",
-    "LEDGERFLOW_REFRESH_TOKEN",
-    "LEDGERFLOW_XERO_CLIENT_ID",
-    "LEDGERFLOW_XERO_CLIENT_SECRET",
-    "LEDGERFLOW_XERO_WEBHOOK_KEY",
-    "LEDGERFLOW_SHOPIFY_API_VERSION",
-    "LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET",
-    "LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET",
-];
 
 /// Lines of a worker's stderr kept to say why it exited.
 const LAST_WORDS: usize = 20;

@@ -9,7 +9,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 /// Provider credentials and settings a child process could otherwise
 /// inherit from the test's environment.
-const PROVIDER_ENV: [&str; 9] = [
+pub const PROVIDER_ENV: [&str; 9] = [
     "LEDGERFLOW_SECRET_KEY",
     "LEDGERFLOW_ACCESS_TOKEN",
     "LEDGERFLOW_REFRESH_TOKEN",
