@@ -567,3 +567,30 @@ async fn single_payments_are_skipped_with_the_reason(pool: PgPool) {
     );
     assert_eq!(env.sim.stats().rest_requests, calls, "nothing sent");
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_new_customers_invoices_synced_together_create_one_customer_in_two_calls(pool: PgPool) {
+    let env = env(pool).await;
+    env.sim.set_latency(std::time::Duration::from_millis(100));
+    let snap = snapshot("INV-40", vec![line("a", 1000, 500, 75)], None);
+    assert!(snap.customer.email.is_some());
+    let before = env.sim.stats().rest_requests;
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let a = env.adapter.clone();
+        let c = snap.customer.clone();
+        tasks.push(tokio::spawn(async move {
+            a.find_or_create_customer(CONNECTION, &c).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().unwrap().external_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one customer for all: {ids:?}");
+    assert_eq!(env.sim.customers().len(), 1);
+    // One search (miss) and one create: the other four waited and took
+    // that answer instead of racing to create the customer.
+    assert_eq!(env.sim.stats().rest_requests - before, 2);
+}

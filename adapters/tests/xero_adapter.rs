@@ -559,13 +559,17 @@ async fn server_errors_retry_not_found_says_send_as_new_and_concurrency_is_cappe
             .contains("send as new")
     );
 
-    // Ten calls at once with slow answers: never more than 5 in flight at Xero.
+    // Ten customers' calls at once with slow answers: never more than 5 in
+    // flight at Xero.
     env.sim.set_latency(std::time::Duration::from_millis(150));
-    env.sim.add_contact(&env.tenant, "Someone", Some("cust-7"));
     let mut tasks = Vec::new();
-    for _ in 0..10 {
+    for n in 0..10 {
         let a = env.adapter.clone();
-        let c = snap.customer.clone();
+        let mut c = snap.customer.clone();
+        c.customer_id = format!("busy-{n}");
+        c.name = format!("Busy Customer {n}");
+        env.sim
+            .add_contact(&env.tenant, &c.name, Some(&format!("cust-busy-{n}")));
         tasks.push(tokio::spawn(async move {
             a.find_or_create_contact(CONNECTION, &c, "k").await
         }));
@@ -576,4 +580,46 @@ async fn server_errors_retry_not_found_says_send_as_new_and_concurrency_is_cappe
     let stats = env.sim.stats();
     assert!(stats.max_concurrent_seen <= 5, "{stats:?}");
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_new_customers_invoices_synced_together_create_one_contact_in_three_calls(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    env.sim.set_latency(std::time::Duration::from_millis(100));
+    let snap = snapshot("INV-9", vec![line("a", 1000, 500, 75)], None);
+    // Two adapters in one process (clones) and five syncs of the same new
+    // customer at once.
+    let mut tasks = Vec::new();
+    for n in 0..5 {
+        let a = env.adapter.clone();
+        let c = snap.customer.clone();
+        tasks.push(tokio::spawn(async move {
+            a.find_or_create_contact(CONNECTION, &c, &format!("k{n}"))
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().external_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one contact for all: {ids:?}");
+    assert_eq!(env.sim.contacts(&env.tenant).len(), 1);
+    // By number (miss), by name (miss), create: the other four waited
+    // and took that answer instead of racing to create it.
+    assert_eq!(env.sim.stats().api_requests, 3, "{:?}", env.sim.stats());
+
+    // Another process (its own adapter) still races; the duplicate-name
+    // refusal makes it adopt the winner's contact, never a second one.
+    let other = ledgerflow_adapters::xero::XeroAdapter::new(pool, key(), config()).unwrap();
+    let mut fresh = snap.customer.clone();
+    fresh.customer_id = "cust-8".into();
+    fresh.name = "Second Customer".into();
+    let (a, b) = tokio::join!(
+        env.adapter
+            .find_or_create_contact(CONNECTION, &fresh, "k-a"),
+        other.find_or_create_contact(CONNECTION, &fresh, "k-b"),
+    );
+    assert_eq!(a.unwrap().external_id, b.unwrap().external_id);
+    assert_eq!(env.sim.contacts(&env.tenant).len(), 2);
 }

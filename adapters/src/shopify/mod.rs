@@ -62,6 +62,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::customer_lookups::CustomerLookups;
 use crate::decimal::Decimal;
 use crate::http::{BuildError, HttpConfig, build_client, raw_excerpt, transport_failure};
 use crate::keys::short_hash;
@@ -224,6 +225,8 @@ pub struct ShopifyAdapter {
     /// Decrypted credentials kept for `config.credentials_ttl`, shared by
     /// the clones of this adapter.
     credentials: Arc<CredentialCache>,
+    /// Customer lookups in flight, shared by the clones of this adapter.
+    customers: Arc<CustomerLookups<ExternalRef>>,
     config: ShopifyConfig,
 }
 
@@ -353,6 +356,7 @@ impl ShopifyAdapter {
             key,
             http,
             credentials: Arc::new(CredentialCache::new(config.credentials_ttl)),
+            customers: Arc::default(),
             config,
         })
     }
@@ -672,6 +676,22 @@ impl ShopifyAdapter {
         else {
             return Ok(None);
         };
+        // The syncs of one new customer's invoices share one search (and
+        // one create) instead of racing to create them.
+        self.customers
+            .find_or_create(connection_id, &email.to_ascii_lowercase(), || {
+                self.find_or_create_customer_now(connection_id, customer, email)
+            })
+            .await
+            .map(Some)
+    }
+
+    async fn find_or_create_customer_now(
+        &self,
+        connection_id: i64,
+        customer: &Customer,
+        email: &str,
+    ) -> Result<ExternalRef, ProviderError> {
         let options = self.options(connection_id).await?;
         let c = match self.customer_by_email(connection_id, email).await? {
             Some(c) => c,
@@ -718,11 +738,11 @@ impl ShopifyAdapter {
         };
         let id =
             c.id.ok_or_else(|| decode_error("a customer without id".into(), ""))?;
-        Ok(Some(ExternalRef {
+        Ok(ExternalRef {
             external_id: wire::gid("Customer", id),
             external_number: None,
             url: Some(admin_url(&options, "customers", id)),
-        }))
+        })
     }
 
     async fn customer_by_email(

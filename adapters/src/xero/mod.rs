@@ -51,6 +51,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::customer_lookups::CustomerLookups;
 use crate::decimal::Decimal;
 use crate::http::{BuildError, HttpConfig, build_client, transport_failure};
 use errors::{XeroError, classify};
@@ -159,6 +160,8 @@ pub struct XeroAdapter {
     /// Decrypted credentials kept for `config.credentials_ttl`, shared by
     /// the clones of this adapter.
     credentials: Arc<CredentialCache>,
+    /// Contact lookups in flight, shared by the clones of this adapter.
+    contacts: Arc<CustomerLookups<ExternalRef>>,
     config: XeroConfig,
 }
 
@@ -234,6 +237,7 @@ impl XeroAdapter {
             key,
             http,
             credentials: Arc::new(CredentialCache::new(config.credentials_ttl)),
+            contacts: Arc::default(),
             config,
         })
     }
@@ -520,6 +524,24 @@ impl XeroAdapter {
                 customer.email.clone(),
             ),
         };
+        // The syncs of one new customer's invoices share one lookup (and
+        // one create) instead of racing to create the contact.
+        let key = number.clone().unwrap_or_else(|| format!("name:{name}"));
+        self.contacts
+            .find_or_create(connection_id, &key, || {
+                self.find_or_create_contact_now(connection_id, number, name, email, idempotency_key)
+            })
+            .await
+    }
+
+    async fn find_or_create_contact_now(
+        &self,
+        connection_id: i64,
+        number: Option<String>,
+        name: String,
+        email: Option<String>,
+        idempotency_key: &str,
+    ) -> Result<ExternalRef, ProviderError> {
         if let Some(number) = &number
             && let Some(c) = self
                 .contacts_where(connection_id, "ContactNumber", number)

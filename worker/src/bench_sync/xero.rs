@@ -31,7 +31,9 @@ use crate::sandbox::{XeroSandbox, xero_settings};
 /// find the contact by number, find the invoice by reference, create it.
 const CALLS_PER_INVOICE: u64 = 3;
 /// Extra calls for a tenant's first invoice: the contact is looked up by
-/// name too, then created.
+/// name too, then created. (At most: the syncs of that customer's other
+/// invoices that start meanwhile wait for this answer and skip their own
+/// lookup, so a tenant may need up to `CONCURRENT_PER_TENANT - 1` fewer.)
 const CALLS_FIRST_CONTACT: u64 = 2;
 /// Xero's concurrent calls per organisation; also the job slots per tenant
 /// by default, since more only queue up on the limiter's row locks.
