@@ -12,10 +12,14 @@
 //! Other worker processes still race, and the adapters still adopt the
 //! winner's record when a create is refused as a duplicate. Answers are
 //! shared only with the syncs that were waiting for them, never cached.
+//! A sync that takes a shared answer tells its job's call budget it was
+//! spared a call, so it does not set aside a call it will not make.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+use ledgerflow_workflows::call_budget;
 
 /// The lookup each waiting sync shares: empty until one succeeds.
 type Turn<T> = Arc<tokio::sync::Mutex<Option<T>>>;
@@ -73,6 +77,9 @@ impl<T: Clone> CustomerLookups<T> {
         };
         let mut answer = turn.lock().await;
         if let Some(found) = answer.as_ref() {
+            // Spared the find that usually finds a known customer (one
+            // call), so the job's call reservation shrinks by one.
+            call_budget::spare(1);
             return Ok(found.clone());
         }
         let found = find_or_create().await?;

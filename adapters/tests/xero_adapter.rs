@@ -623,3 +623,51 @@ async fn a_new_customers_invoices_synced_together_create_one_contact_in_three_ca
     assert_eq!(a.unwrap().external_id, b.unwrap().external_id);
     assert_eq!(env.sim.contacts(&env.tenant).len(), 2);
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn syncs_that_share_a_contact_lookup_set_aside_no_call_they_do_not_make(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let env = env(pool.clone()).await;
+    env.sim.set_latency(std::time::Duration::from_millis(100));
+    let mut tasks = Vec::new();
+    for n in 0..5 {
+        let a = env.adapter.clone();
+        let snap = snapshot(&format!("INV-5{n}"), vec![line("a", 1000, 500, 75)], None);
+        let budget = Arc::new(CallBudget::for_job(1000 + n));
+        tasks.push(tokio::spawn(async move {
+            let pushed = budget
+                .run(a.upsert(
+                    CONNECTION,
+                    &Default::default(),
+                    &snap,
+                    None,
+                    UpsertMode::CreateOrUpdate,
+                    &format!("k{n}"),
+                    None,
+                ))
+                .await;
+            (pushed, budget)
+        }));
+    }
+    let mut budgets = Vec::new();
+    for t in tasks {
+        let (pushed, budget) = t.await.unwrap();
+        pushed.unwrap();
+        budgets.push(budget);
+    }
+    assert_eq!(env.sim.contacts(&env.tenant).len(), 1);
+    assert_eq!(env.sim.invoices(&env.tenant).len(), 5);
+    // Each sync spent what it set aside: the four that took the shared
+    // contact reserved two calls (invoice lookup, create), not three.
+    let unspent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE reservation IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unspent, 0);
+    for b in budgets {
+        b.release(&pool).await;
+    }
+}

@@ -28,6 +28,7 @@
 //! ```
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
@@ -43,6 +44,8 @@ pub struct CallBudget {
     /// The job's id: a job refused for a full window is promised a turn
     /// under it, which outlives this run (the job is rescheduled to it).
     job_id: Option<i64>,
+    /// Calls the job was spared (see [`spare`]).
+    spared: AtomicU32,
 }
 
 impl CallBudget {
@@ -51,6 +54,7 @@ impl CallBudget {
         CallBudget {
             reservation: Mutex::new(None),
             job_id: Some(job_id),
+            spared: AtomicU32::new(0),
         }
     }
 
@@ -82,6 +86,14 @@ impl CallBudget {
         *self.lock()
     }
 
+    /// How many calls a reservation made now should set aside, for a job
+    /// that usually makes `usual` calls.
+    pub fn calls_to_reserve(&self, usual: u32) -> u32 {
+        usual
+            .saturating_sub(self.spared.load(Ordering::Relaxed))
+            .max(1)
+    }
+
     pub(crate) fn hold(&self, reservation: Option<i64>) {
         if reservation.is_some() {
             *self.lock() = reservation;
@@ -102,4 +114,32 @@ impl CallBudget {
 /// The budget of the job this task is running, if it runs in one.
 pub(crate) fn current() -> Option<Arc<CallBudget>> {
     CURRENT.try_with(Arc::clone).ok()
+}
+
+/// The running job was spared `calls` of the calls its adapter usually
+/// counts on (another sync made them and shared the answer), so its
+/// reservation, when it has not made one yet, is that much smaller.
+/// Reserved calls a job does not spend are only given back when it ends;
+/// by then the jobs waiting for the window were told later turns, so the
+/// calls would go unused for most of a minute. Outside a job: nothing.
+pub fn spare(calls: u32) {
+    let _ = CURRENT.try_with(|b| b.spared.fetch_add(calls, Ordering::Relaxed));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spared_calls_shrink_a_reservation_not_yet_made_but_never_below_one() {
+        let budget = Arc::new(CallBudget::for_job(1));
+        assert_eq!(budget.calls_to_reserve(3), 3);
+        budget.run(async { spare(1) }).await;
+        assert_eq!(budget.calls_to_reserve(3), 2);
+        budget.run(async { spare(5) }).await;
+        assert_eq!(budget.calls_to_reserve(3), 1);
+        // Outside a job nothing is spared.
+        spare(1);
+        assert_eq!(CallBudget::default().calls_to_reserve(3), 3);
+    }
 }

@@ -143,7 +143,7 @@ pub async fn acquire_reserving(
         pool,
         scopes,
         slot_ttl,
-        calls.max(1),
+        budget.calls_to_reserve(calls),
         budget.reservation(),
         budget.job_id(),
     )
