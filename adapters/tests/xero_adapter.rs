@@ -671,3 +671,45 @@ async fn syncs_that_share_a_contact_lookup_set_aside_no_call_they_do_not_make(po
         b.release(&pool).await;
     }
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_refused_for_the_minute_window_comes_back_just_before_its_turn(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let mut cfg = config();
+    cfg.limits.tenant.per_minute = Some(3);
+    cfg.reserved_calls_per_job = 1;
+    let env = env_with(pool.clone(), cfg, options()).await;
+    let snap = snapshot("INV-77", vec![line("a", 1000, 500, 75)], None);
+    env.sim.add_contact(&env.tenant, "Someone", Some("cust-7"));
+    let first = Arc::new(CallBudget::for_job(1));
+    for _ in 0..3 {
+        first
+            .run(
+                env.adapter
+                    .find_or_create_contact(CONNECTION, &snap.customer, "k"),
+            )
+            .await
+            .unwrap();
+    }
+    let refused = Arc::new(CallBudget::for_job(2));
+    let err = refused
+        .run(
+            env.adapter
+                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
+        )
+        .await
+        .unwrap_err();
+    let ProviderError::RateLimited { not_before, .. } = err else {
+        panic!("{err}")
+    };
+    let turn: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT at FROM ledgerflow.provider_limit_promises WHERE job_id = 2")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // Rescheduled half a second before its turn, so waking and claiming
+    // happen before the window has room, not after.
+    assert_eq!(turn - not_before, chrono::Duration::milliseconds(500));
+    assert!(turn > chrono::Utc::now() + chrono::Duration::seconds(50));
+}

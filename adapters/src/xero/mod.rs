@@ -151,6 +151,10 @@ pub struct XeroConnection {
     pub options: XeroOptions,
 }
 
+/// How long before its turn in the minute window a refused job is
+/// rescheduled (see `XeroAdapter::slot`); well under `max_inline_wait`.
+const EARLY_FOR_A_TURN: chrono::Duration = chrono::Duration::milliseconds(500);
+
 /// The Xero adapter. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct XeroAdapter {
@@ -351,8 +355,16 @@ impl XeroAdapter {
                 Acquired::Wait { until, reason, .. } => {
                     let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                     if wait > self.config.max_inline_wait || waited + wait > budget {
+                        // Come back a little before the turn: waking,
+                        // claiming and reaching here again takes time that
+                        // would otherwise be lost from the window. Back
+                        // early, the rest is a short wait slept above.
+                        let back = match reason {
+                            WaitReason::MinuteWindow => until - EARLY_FOR_A_TURN,
+                            _ => until,
+                        };
                         return Err(ProviderError::rate_limited(
-                            until,
+                            back,
                             match reason {
                                 WaitReason::Paused => {
                                     "Xero asked us to pause this organisation's calls"
