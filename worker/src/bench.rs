@@ -37,8 +37,8 @@ pub enum Scenario {
     /// real ledger, queue, shared limiter and adapter, with the provider's
     /// per-tenant limit binding; reports elapsed over the floor the limits
     /// impose, extra 429s and duplicates. Xero: one organisation per tenant
-    /// in one simulator, the minute limit scaled so it binds for
-    /// `--windows` minutes. Shopify: one store (simulator) per tenant, with
+    /// in one simulator, the minute limit scaled so it binds for at least
+    /// `--windows` minutes, or set with `--per-minute`. Shopify: one store (simulator) per tenant, with
     /// Shopify's own REST bucket (40, leaking 2/s) unless told otherwise.
     Sync {
         #[arg(long, value_enum, default_value_t = SyncProvider::Xero)]
@@ -47,10 +47,14 @@ pub enum Scenario {
         invoices: usize,
         #[arg(long, default_value_t = 100)]
         tenants: usize,
-        /// Xero: minutes the per-tenant limit binds for (the floor is this
-        /// many minutes) [default: 1].
-        #[arg(long)]
+        /// Xero: minutes the per-tenant limit binds for at least (the
+        /// minute limit is derived from it) [default: 1].
+        #[arg(long, conflicts_with = "per_minute")]
         windows: Option<u32>,
+        /// Xero: the per-tenant minute limit itself (60: Xero's own); the
+        /// app-wide limit follows Xero's ratio (10,000 to 60).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        per_minute: Option<u32>,
         /// Shopify: the REST bucket's size per store [default: 40, Shopify's].
         #[arg(long)]
         bucket_capacity: Option<u32>,
@@ -169,6 +173,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             invoices,
             tenants,
             windows,
+            per_minute,
             bucket_capacity,
             leak_per_second,
             concurrency,
@@ -179,8 +184,8 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             let misplaced = match provider {
                 SyncProvider::Xero => (bucket_capacity.is_some() || leak_per_second.is_some())
                     .then_some("xero: --bucket-capacity and --leak-per-second are Shopify's"),
-                SyncProvider::Shopify => windows.is_some().then_some(
-                    "shopify: --windows is Xero's (Shopify: --bucket-capacity, --leak-per-second)",
+                SyncProvider::Shopify => (windows.is_some() || per_minute.is_some()).then_some(
+                    "shopify: --windows and --per-minute are Xero's (Shopify: --bucket-capacity, --leak-per-second)",
                 ),
             };
             if let Some(why) = misplaced {
@@ -193,6 +198,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                         invoices,
                         tenants,
                         windows: windows.unwrap_or(1),
+                        per_minute,
                         concurrency,
                     };
                     crate::bench_sync::xero::run(&db.pool, &run).await

@@ -4,9 +4,10 @@
 //! is short while the limit still binds.
 //!
 //! With `P` calls a minute per tenant (rolling window, as Xero's) and `C`
-//! calls a tenant needs, the last call cannot start before
-//! `(ceil(C / P) - 1)` minutes. `P` is chosen as `ceil(C / windows)`-ish so
-//! the limit binds for `windows` minutes. 429s beyond the first per tenant
+//! calls a tenant made, the last call cannot start before
+//! `(ceil(C / P) - 1)` minutes. `P` is given (`--per-minute`) or chosen
+//! from the fewest calls a tenant can need so the limit binds for at least
+//! `windows` minutes. 429s beyond the first per tenant
 //! and window count as extra (the shared limiter should cause none at
 //! all); duplicates are invoices beyond one per reference.
 
@@ -27,14 +28,13 @@ use super::{
 };
 use crate::sandbox::{XeroSandbox, xero_settings};
 
-/// Calls one invoice costs the Xero adapter with a customer already known:
-/// find the contact by number, find the invoice by reference, create it.
-const CALLS_PER_INVOICE: u64 = 3;
-/// Extra calls for a tenant's first invoice: the contact is looked up by
-/// name too, then created. (At most: the syncs of that customer's other
-/// invoices that start meanwhile wait for this answer and skip their own
-/// lookup, so a tenant may need up to `CONCURRENT_PER_TENANT - 1` fewer.)
-const CALLS_FIRST_CONTACT: u64 = 2;
+/// Calls every invoice's sync makes, whatever else: find the invoice by
+/// reference, create it. (Most also find the contact by number; the syncs
+/// of a new customer's invoices that run together share one lookup.)
+const CALLS_PER_INVOICE_AT_LEAST: u64 = 2;
+/// Calls a tenant's one customer costs at least: the contact looked up by
+/// number and by name, then created.
+const CALLS_FIRST_CONTACT: u64 = 3;
 /// Xero's concurrent calls per organisation; also the job slots per tenant
 /// by default, since more only queue up on the limiter's row locks.
 pub const CONCURRENT_PER_TENANT: u32 = 5;
@@ -44,8 +44,11 @@ pub const CONCURRENT_PER_TENANT: u32 = 5;
 pub struct XeroRun {
     pub invoices: usize,
     pub tenants: usize,
-    /// Minutes the per-tenant limit binds for.
+    /// Minutes the per-tenant limit binds for at least.
     pub windows: u32,
+    /// The per-tenant minute limit itself, instead of one derived from
+    /// `windows` (60: Xero's own).
+    pub per_minute: Option<u32>,
     /// Job slots; 0: [`CONCURRENT_PER_TENANT`] per tenant.
     pub concurrency: usize,
 }
@@ -54,12 +57,16 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
     let tenants = run.tenants.max(1);
     let invoices = run.invoices;
     let per_tenant = invoices.div_ceil(tenants) as u64;
-    let calls = per_tenant * CALLS_PER_INVOICE + CALLS_FIRST_CONTACT;
-    // The limit binds for `windows` minutes: the last few calls of each
-    // tenant fall into window `windows` (counting from 0).
-    let per_minute = u32::try_from((calls - 1) / u64::from(run.windows.max(1)))
-        .unwrap_or(u32::MAX)
-        .max(1);
+    // The fewest calls a tenant can need, so the limit binds for at least
+    // `windows` minutes however many syncs share their contact lookup: at
+    // least the last call of each tenant falls into window `windows`
+    // (counting from 0).
+    let least_calls = per_tenant * CALLS_PER_INVOICE_AT_LEAST + CALLS_FIRST_CONTACT;
+    let per_minute = run.per_minute.unwrap_or_else(|| {
+        u32::try_from((least_calls - 1) / u64::from(run.windows.max(1)))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    });
     let concurrent = CONCURRENT_PER_TENANT;
     // The app-wide limit scaled like the tenant's (Xero: 10,000 against 60),
     // so the app scope is counted on every call, as in production, without
