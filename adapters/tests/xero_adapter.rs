@@ -713,3 +713,53 @@ async fn a_job_refused_for_the_minute_window_comes_back_just_before_its_turn(poo
     assert_eq!(turn - not_before, chrono::Duration::milliseconds(500));
     assert!(turn > chrono::Utc::now() + chrono::Duration::seconds(50));
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_that_outgrew_its_reservation_waits_for_the_window_instead_of_starting_over(
+    pool: PgPool,
+) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let mut cfg = config();
+    cfg.limits.tenant.per_minute = Some(3);
+    cfg.reserved_calls_per_job = 2;
+    cfg.max_inline_wait = std::time::Duration::from_millis(50);
+    let env = env_with(pool.clone(), cfg, options()).await;
+    let snap = snapshot("INV-78", vec![line("a", 1000, 500, 75)], None);
+    env.sim.add_contact(&env.tenant, "Someone", Some("cust-7"));
+    // Job 1's first call reserves its second; a call outside any job takes
+    // the window's last one.
+    let job = Arc::new(CallBudget::for_job(1));
+    for _ in 0..2 {
+        job.run(
+            env.adapter
+                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
+        )
+        .await
+        .unwrap();
+    }
+    env.adapter
+        .find_or_create_contact(CONNECTION, &snap.customer, "k")
+        .await
+        .unwrap();
+    // A job that has not started is sent away until its turn...
+    let fresh = Arc::new(CallBudget::for_job(2));
+    let err = fresh
+        .run(
+            env.adapter
+                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(class(&err), ErrorClass::RateLimited, "{err}");
+    // ...but job 1, which has spent calls in this run, waits for the window.
+    let (adapter, customer) = (env.adapter.clone(), snap.customer.clone());
+    let third = tokio::spawn(async move {
+        job.run(adapter.find_or_create_contact(CONNECTION, &customer, "k"))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!third.is_finished(), "still waiting, not rescheduled");
+    third.abort();
+    assert_eq!(env.sim.stats().api_requests, 3);
+}

@@ -116,6 +116,15 @@ pub(crate) fn current() -> Option<Arc<CallBudget>> {
     CURRENT.try_with(Arc::clone).ok()
 }
 
+/// Whether the running job has been granted calls in this run (it holds a
+/// reservation). Such a job should wait out a full window rather than be
+/// rescheduled: it would start over and spend its calls again.
+pub fn mid_job() -> bool {
+    CURRENT
+        .try_with(|b| b.reservation().is_some())
+        .unwrap_or(false)
+}
+
 /// The running job was spared `calls` of the calls its adapter usually
 /// counts on (another sync made them and shared the answer), so its
 /// reservation, when it has not made one yet, is that much smaller.
@@ -141,5 +150,14 @@ mod tests {
         // Outside a job nothing is spared.
         spare(1);
         assert_eq!(CallBudget::default().calls_to_reserve(3), 3);
+    }
+
+    #[tokio::test]
+    async fn a_job_is_mid_job_once_it_holds_a_reservation() {
+        let budget = Arc::new(CallBudget::for_job(1));
+        assert!(!budget.run(async { mid_job() }).await);
+        budget.hold(Some(9));
+        assert!(budget.run(async { mid_job() }).await);
+        assert!(!mid_job(), "outside a job");
     }
 }

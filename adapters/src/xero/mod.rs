@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use ledgerflow_workflows::call_budget;
 use ledgerflow_workflows::credential_cache::CredentialCache;
 use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::money::Money;
@@ -72,6 +73,9 @@ pub struct XeroConfig {
     /// A limiter wait shorter than this is slept through in the call;
     /// longer ones end the attempt as rate limited (attempt not spent).
     pub max_inline_wait: Duration,
+    /// The longest wait slept inline by a job that has already spent calls
+    /// in this run (a full minute window and a little).
+    pub max_mid_job_wait: Duration,
     /// How long a process reuses a connection's decrypted credentials
     /// before reading the store again (`Duration::ZERO`: every call reads
     /// it). A refresh by another process is found through the store's
@@ -97,6 +101,7 @@ impl XeroConfig {
             limits: XeroLimits::default(),
             http: HttpConfig::default(),
             max_inline_wait: Duration::from_secs(2),
+            max_mid_job_wait: Duration::from_secs(62),
             credentials_ttl: Duration::from_secs(5),
             reserved_calls_per_job: 3,
             slot_ttl: Duration::from_secs(120),
@@ -354,7 +359,25 @@ impl XeroAdapter {
                 Acquired::Granted(slot) => return Ok(slot),
                 Acquired::Wait { until, reason, .. } => {
                     let wait = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                    if wait > self.config.max_inline_wait || waited + wait > budget {
+                    // A job that has spent calls in this run and outgrew its
+                    // reservation waits for the window here: rescheduled, it
+                    // would start over and spend them again on the same
+                    // first calls, and with the window kept full by other
+                    // jobs it could do that forever (found by the full chaos
+                    // run: six paying invoices of one organisation, each
+                    // needing more calls than it reserved, cycled for ten
+                    // minutes).
+                    let (longest, total) = if call_budget::mid_job()
+                        && matches!(reason, WaitReason::MinuteWindow | WaitReason::Concurrency)
+                    {
+                        (
+                            self.config.max_mid_job_wait,
+                            self.config.max_mid_job_wait * 2,
+                        )
+                    } else {
+                        (self.config.max_inline_wait, budget)
+                    };
+                    if wait > longest || waited + wait > total {
                         // Come back a little before the turn: waking,
                         // claiming and reaching here again takes time that
                         // would otherwise be lost from the window. Back
