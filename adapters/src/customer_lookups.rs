@@ -94,8 +94,8 @@ impl<T: Clone> CustomerLookups<T> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Lookups in flight (for tests).
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.lock().len()
     }
 }

@@ -5,6 +5,7 @@ mod xero_common;
 
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimLimits};
 use ledgerflow_adapters::xero::{PaymentOutcome, XeroOptions};
+use ledgerflow_workflows::call_budget::CallBudget;
 use ledgerflow_workflows::invoice::Discount;
 use ledgerflow_workflows::provider::{
     Provider, ProviderError, PushPaymentRequest, UpsertInvoiceRequest, UpsertMode,
@@ -15,10 +16,24 @@ use ledgerflow_workflows::settings::XeroInvoiceStatus;
 use ledgerflow_workflows::{ErrorClass, JobError};
 use reqwest::Method;
 use sqlx::PgPool;
+use std::sync::Arc;
 use xero_common::*;
 
 fn class(e: &ProviderError) -> ErrorClass {
     JobError::from(e.clone()).class()
+}
+
+/// The contact lookup made as a call of job `job` (inside its call budget).
+async fn contact_in_job(
+    env: &Env,
+    job: &Arc<CallBudget>,
+    customer: &ledgerflow_workflows::invoice::Customer,
+) -> Result<ledgerflow_workflows::provider::ExternalRef, ProviderError> {
+    job.run(
+        env.adapter
+            .find_or_create_contact(CONNECTION, customer, "k"),
+    )
+    .await
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
@@ -626,8 +641,6 @@ async fn a_new_customers_invoices_synced_together_create_one_contact_in_three_ca
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn syncs_that_share_a_contact_lookup_set_aside_no_call_they_do_not_make(pool: PgPool) {
-    use ledgerflow_workflows::call_budget::CallBudget;
-    use std::sync::Arc;
     let env = env(pool.clone()).await;
     env.sim.set_latency(std::time::Duration::from_millis(100));
     let mut tasks = Vec::new();
@@ -674,8 +687,6 @@ async fn syncs_that_share_a_contact_lookup_set_aside_no_call_they_do_not_make(po
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_job_refused_for_the_minute_window_comes_back_just_before_its_turn(pool: PgPool) {
-    use ledgerflow_workflows::call_budget::CallBudget;
-    use std::sync::Arc;
     let mut cfg = config();
     cfg.limits.tenant.per_minute = Some(3);
     cfg.reserved_calls_per_job = 1;
@@ -684,20 +695,10 @@ async fn a_job_refused_for_the_minute_window_comes_back_just_before_its_turn(poo
     env.sim.add_contact(&env.tenant, "Someone", Some("cust-7"));
     let first = Arc::new(CallBudget::for_job(1));
     for _ in 0..3 {
-        first
-            .run(
-                env.adapter
-                    .find_or_create_contact(CONNECTION, &snap.customer, "k"),
-            )
-            .await
-            .unwrap();
+        contact_in_job(&env, &first, &snap.customer).await.unwrap();
     }
     let refused = Arc::new(CallBudget::for_job(2));
-    let err = refused
-        .run(
-            env.adapter
-                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
-        )
+    let err = contact_in_job(&env, &refused, &snap.customer)
         .await
         .unwrap_err();
     let ProviderError::RateLimited { not_before, .. } = err else {
@@ -718,8 +719,6 @@ async fn a_job_refused_for_the_minute_window_comes_back_just_before_its_turn(poo
 async fn a_job_that_outgrew_its_reservation_waits_for_the_window_instead_of_starting_over(
     pool: PgPool,
 ) {
-    use ledgerflow_workflows::call_budget::CallBudget;
-    use std::sync::Arc;
     let mut cfg = config();
     cfg.limits.tenant.per_minute = Some(3);
     cfg.reserved_calls_per_job = 2;
@@ -731,12 +730,7 @@ async fn a_job_that_outgrew_its_reservation_waits_for_the_window_instead_of_star
     // the window's last one.
     let job = Arc::new(CallBudget::for_job(1));
     for _ in 0..2 {
-        job.run(
-            env.adapter
-                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
-        )
-        .await
-        .unwrap();
+        contact_in_job(&env, &job, &snap.customer).await.unwrap();
     }
     env.adapter
         .find_or_create_contact(CONNECTION, &snap.customer, "k")
@@ -744,11 +738,7 @@ async fn a_job_that_outgrew_its_reservation_waits_for_the_window_instead_of_star
         .unwrap();
     // A job that has not started is sent away until its turn...
     let fresh = Arc::new(CallBudget::for_job(2));
-    let err = fresh
-        .run(
-            env.adapter
-                .find_or_create_contact(CONNECTION, &snap.customer, "k"),
-        )
+    let err = contact_in_job(&env, &fresh, &snap.customer)
         .await
         .unwrap_err();
     assert_eq!(class(&err), ErrorClass::RateLimited, "{err}");
