@@ -559,6 +559,83 @@ async fn a_job_that_starts_under_a_full_window_finishes_on_its_reservation(pool:
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_starting_at_the_windows_tail_takes_the_room_left_and_waits_mid_job(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::{self, CallBudget};
+    use std::sync::Arc;
+    let s = scope(7, 1000, 5);
+    let key = s.key.clone();
+    // A and B each spend one call and set two aside: 6 of 7.
+    let a = Arc::new(CallBudget::default());
+    let b = Arc::new(CallBudget::default());
+    for job in [&a, &b] {
+        assert!(matches!(
+            job.run(grant_in_job(&pool, &s, 3)).await,
+            Acquired::Granted(_)
+        ));
+    }
+    assert_eq!(calls_logged(&pool, &key).await, (2, 4));
+
+    // C asks for three where one is left: it starts on that one instead of
+    // leaving it unused until its turn, and is then a running job.
+    let c = Arc::new(CallBudget::default());
+    let (first, mid_job) = c
+        .run(async {
+            let before = call_budget::mid_job();
+            let g = grant_in_job(&pool, &s, 3).await;
+            assert!(!before, "no call yet: not mid-job");
+            (g, call_budget::mid_job())
+        })
+        .await;
+    assert!(
+        matches!(first, Acquired::Granted(_)),
+        "the window's last call went unused: {first:?}"
+    );
+    assert!(mid_job, "a job granted its first call is mid-job");
+    assert_eq!(calls_logged(&pool, &key).await, (3, 4), "nothing set aside past the window");
+
+    // Its next call waits for the window like any running job's, and a
+    // job that has not started finds no room at all.
+    let Acquired::Wait { reason, .. } = c.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("the window of 7 gave an eighth call")
+    };
+    assert_eq!(reason, WaitReason::MinuteWindow);
+    let d = Arc::new(CallBudget::default());
+    assert!(matches!(
+        d.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Wait { .. }
+    ));
+    assert_eq!(d.reservation(), None);
+    c.release(&pool).await;
+    assert_eq!(calls_logged(&pool, &key).await, (3, 4));
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_day_window_never_starts_a_job_it_cannot_hold(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    // A holds 3 of the minute's 4 calls and of the day's 5. The minute's
+    // tail has room for one call of B's three, but the day has room for
+    // two: B waits for the day rather than stall mid-job for hours.
+    let s = scope(4, 5, 5);
+    let a = Arc::new(CallBudget::default());
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    let b = Arc::new(CallBudget::default());
+    let Acquired::Wait { reason, .. } = b.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("a job started that the day window cannot hold")
+    };
+    assert_eq!(reason, WaitReason::DayWindow);
+    // A job the day can hold starts on the minute's tail.
+    let c = Arc::new(CallBudget::default());
+    assert!(matches!(
+        c.run(grant_in_job(&pool, &s, 2)).await,
+        Acquired::Granted(_)
+    ));
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn reservations_lapse_after_a_minute_and_never_exceed_a_window(pool: PgPool) {
     use ledgerflow_workflows::call_budget::CallBudget;
     use std::sync::Arc;
@@ -695,6 +772,151 @@ async fn fill_window(pool: &PgPool, s: &LimitScope, calls: usize) -> Vec<chrono:
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// A queued job refused for a full window: its turn is promised and the
+/// job rescheduled to it, as the queue does with a rate-limited attempt.
+async fn queued_waiter(
+    pool: &PgPool,
+    s: &LimitScope,
+    spared: u32,
+) -> std::sync::Arc<ledgerflow_workflows::call_budget::CallBudget> {
+    use ledgerflow_workflows::call_budget::{self, CallBudget};
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ledgerflow.jobs (kind, payload, state) VALUES ('upsert-invoice', '{}', 'running') RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let job = std::sync::Arc::new(CallBudget::for_job(id));
+    let Acquired::Wait { until, reason, .. } = job
+        .run(async {
+            call_budget::spare(spared);
+            grant_in_job(pool, s, 3).await
+        })
+        .await
+    else {
+        panic!("the window is full")
+    };
+    assert_eq!(reason, WaitReason::MinuteWindow);
+    assert!(until - Utc::now() > chrono::Duration::seconds(30));
+    sqlx::query("UPDATE ledgerflow.jobs SET state = 'scheduled', run_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(until)
+        .execute(pool)
+        .await
+        .unwrap();
+    job
+}
+
+async fn due_now(pool: &PgPool, job: &ledgerflow_workflows::call_budget::CallBudget) -> bool {
+    sqlx::query_scalar(
+        "SELECT state = 'available' AND run_at <= now() FROM ledgerflow.jobs WHERE id = $1",
+    )
+    .bind(job.job_id().unwrap())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Reserved calls a job gives back unspent after the waiters were told
+/// their turns go to the next waiter at once instead of lying unused
+/// until its turn a window later.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn reserved_calls_given_back_go_to_the_next_waiter_at_once(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    // A and B each spend one call and set two aside: the window is full.
+    let a = Arc::new(CallBudget::default());
+    let b = Arc::new(CallBudget::default());
+    for job in [&a, &b] {
+        assert!(matches!(
+            job.run(grant_in_job(&pool, &s, 3)).await,
+            Acquired::Granted(_)
+        ));
+    }
+    let c = queued_waiter(&pool, &s, 0).await;
+    let d = queued_waiter(&pool, &s, 0).await;
+    assert!(!due_now(&pool, &c).await && !due_now(&pool, &d).await);
+
+    // A ends having spent one call: two go back, and C, first in line,
+    // is due now. D is not: C's turn is kept for the room there is.
+    a.release(&pool).await;
+    assert!(due_now(&pool, &c).await, "the room A gave back went unused");
+    assert!(!due_now(&pool, &d).await);
+    // Let in, C starts on those two calls (it asked for three).
+    assert!(matches!(
+        c.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    assert_eq!(calls_logged(&pool, &s.key).await, (3, 3));
+
+    // B gives back two as well: D's turn.
+    b.release(&pool).await;
+    assert!(due_now(&pool, &d).await, "the room B gave back went unused");
+}
+
+/// A waiter let in that needs fewer calls than its turn was kept for (it
+/// was spared a lookup meanwhile) hands the rest to the next waiter.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_turn_kept_for_more_calls_than_used_hands_the_rest_on(pool: PgPool) {
+    use ledgerflow_workflows::call_budget;
+    let s = scope(9, 1000, 50);
+    fill_window(&pool, &s, 9).await;
+    let c = queued_waiter(&pool, &s, 0).await;
+    let d = queued_waiter(&pool, &s, 0).await;
+    let e = queued_waiter(&pool, &s, 0).await;
+    // The four oldest calls leave the window: C's turn (three calls) has
+    // come, D's (three more) has not, as told.
+    sqlx::query(
+        "UPDATE ledgerflow.provider_limit_calls SET at = at - interval '61 seconds'
+         WHERE id IN (SELECT id FROM ledgerflow.provider_limit_calls WHERE scope = $1 ORDER BY at LIMIT 4)",
+    )
+    .bind(&s.key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // C was spared a lookup since: let in for two calls, it hands the
+    // third of its turn, with the fourth free call, to D.
+    assert!(matches!(
+        c.run(async {
+            call_budget::spare(1);
+            grant_in_job(&pool, &s, 3).await
+        })
+        .await,
+        Acquired::Granted(_)
+    ));
+    assert_eq!(calls_logged(&pool, &s.key).await, (10, 1));
+    assert!(due_now(&pool, &d).await, "the call C's turn no longer needed went unused");
+    assert!(!due_now(&pool, &e).await, "E's turn is after D's");
+}
+
+/// A running job refused for the window (it started on the window's tail)
+/// is not in the line of jobs waiting to start: its turn is the window's
+/// first room, not after theirs.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_running_job_refused_for_the_window_goes_ahead_of_the_line(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    let calls = fill_window(&pool, &s, 5).await;
+    // C starts on the last call of the window; D, queued, is told its turn.
+    let c = Arc::new(CallBudget::for_job(1_000_001));
+    assert!(matches!(
+        c.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    let _d = queued_waiter(&pool, &s, 0).await;
+    let Acquired::Wait { until, reason, .. } = c.run(grant_in_job(&pool, &s, 3)).await else {
+        panic!("the window is full")
+    };
+    assert_eq!(reason, WaitReason::MinuteWindow);
+    assert_eq!(
+        until,
+        calls[0] + chrono::Duration::seconds(60),
+        "C was put behind D's turn"
+    );
 }
 
 /// Jobs refused for a full window are each told their own turn: when the
