@@ -19,17 +19,19 @@
 -- meant to use. It is not in the line: its turn is now the first room in
 -- the window.
 --
--- Room that opens in a window after the waiters were told their turns
--- goes to the next of them at once. Turns are counted for the calls each
--- waiter needed when refused, usually three; a waiter let in that was
--- spared a lookup meanwhile needs two, and a job that ends with reserved
--- calls unspent gives them back. Neither was foreseen by the later turns,
--- so that room, too, sat unused until the next window (4 of an
--- organisation's 40 calls in one window of that run).
--- ledgerflow.limiter_hand_on makes the next waiters' jobs due now, as
--- many as the room holds; let in, they take it (whole or, at the tail, in
--- part). A job woken that way is one the queue would have made due at
--- its turn anyway: the limiter only moves its time earlier.
+-- Turns are counted once, when a job is refused, on the calls each
+-- waiter ahead needed then (usually three) at the instant promised. Waiters
+-- come later than promised, or need two calls (spared a lookup since), or
+-- a job ends with reserved calls unspent: the later turns never learn of
+-- the room. In the first run after the change above, one organisation's
+-- third window held 47 calls and the 13 slots left sat unused until the
+-- fourth. Now each waiter let in, and each reservation given back, counts
+-- the next waiters' turns again against the real window
+-- (ledgerflow.limiter_hand_on): a turn that can be earlier moves earlier,
+-- with its job's due time; where the window has room for part of a
+-- waiter's calls now and for all only later, it starts on the part now.
+-- A job moved that way is one the queue would have run at its turn
+-- anyway: the limiter only moves its time earlier.
 --
 -- The whole of limiter_acquire as of
 -- 20261123000016_limiter_waiting_line.sql, with the tail given out and the
@@ -48,7 +50,9 @@ DECLARE
     v_count bigint;
     v_due   bigint;
     v_next  record;
-    v_woken integer := 0;
+    v_at    timestamptz;
+    v_seen  bigint[] := '{}';
+    v_moved integer := 0;
 BEGIN
     SELECT max(per_minute) INTO v_limit FROM ledgerflow.provider_limit_promises
     WHERE scope = p_scope AND at > v_now;
@@ -57,27 +61,57 @@ BEGIN
     END IF;
     SELECT count(*) INTO v_count FROM ledgerflow.provider_limit_calls
     WHERE scope = p_scope AND at > v_now - interval '60 seconds';
-    -- Waiters due within two seconds are on their way: the room is theirs.
+    -- Waiters due within two seconds are on their way: their calls count
+    -- as made now.
     SELECT coalesce(sum(calls), 0) INTO v_due FROM ledgerflow.provider_limit_promises
     WHERE scope = p_scope AND at <= v_now + interval '2 seconds';
-    -- A handful at most: each one let in hands on what it leaves again.
-    WHILE v_count + v_due < v_limit AND v_woken < 5 LOOP
+    -- The next few in line; each one let in hands on again.
+    FOR k IN 1..3 LOOP
         -- Only a job waiting in the queue can be moved; one sleeping out a
         -- short wait inside a worker comes at its turn by itself.
-        SELECT p.id, p.job_id, p.calls, j.queue INTO v_next
+        SELECT p.id, p.job_id, p.calls, p.at, j.queue INTO v_next
         FROM ledgerflow.provider_limit_promises p
         JOIN ledgerflow.jobs j ON j.id = p.job_id AND j.state = 'scheduled'
         WHERE p.scope = p_scope AND p.at > v_now + interval '2 seconds'
+          AND p.id <> ALL (v_seen)
         ORDER BY p.at LIMIT 1
-        FOR UPDATE OF p, j SKIP LOCKED;
+        FOR UPDATE OF p SKIP LOCKED;
         EXIT WHEN NOT FOUND;
-        UPDATE ledgerflow.provider_limit_promises SET at = v_now WHERE id = v_next.id;
-        UPDATE ledgerflow.jobs SET state = 'available', run_at = v_now WHERE id = v_next.job_id;
-        PERFORM pg_notify('ledgerflow_jobs', v_next.queue);
+        v_seen := v_seen || v_next.id;
+        -- When the window holds all its calls, after those due before it.
+        IF v_count + v_due + v_next.calls <= v_limit THEN
+            v_at := v_now;
+        ELSE
+            SELECT at + interval '60 seconds' INTO v_at FROM ledgerflow.provider_limit_calls
+            WHERE scope = p_scope AND at > v_now - interval '60 seconds'
+            ORDER BY at OFFSET v_count + v_due - v_limit + v_next.calls - 1 LIMIT 1;
+            -- Room for part of its calls now and for all only seconds or
+            -- more away (the window's tail): it starts on the part now.
+            IF v_count + v_due < v_limit AND (v_at IS NULL OR v_at > v_now + interval '5 seconds') THEN
+                v_at := v_now;
+            END IF;
+        END IF;
+        -- Its turn is as early as it can be: so are the turns behind it.
+        EXIT WHEN v_at IS NULL OR v_at > v_next.at - interval '1 second';
+        UPDATE ledgerflow.provider_limit_promises SET at = v_at WHERE id = v_next.id;
+        -- Due half a second before the turn, as the adapter reschedules a
+        -- refused job (EARLY_FOR_A_TURN): claiming takes that long.
+        IF v_at - interval '500 milliseconds' <= v_now THEN
+            -- Still scheduled (not claimed since it was read): checked in
+            -- the update, so a job is never made available twice.
+            UPDATE ledgerflow.jobs SET state = 'available', run_at = v_now
+            WHERE id = v_next.job_id AND state = 'scheduled';
+            IF FOUND THEN
+                PERFORM pg_notify('ledgerflow_jobs', v_next.queue);
+            END IF;
+        ELSE
+            UPDATE ledgerflow.jobs SET run_at = v_at - interval '500 milliseconds'
+            WHERE id = v_next.job_id AND state = 'scheduled';
+        END IF;
         v_due := v_due + v_next.calls;
-        v_woken := v_woken + 1;
+        v_moved := v_moved + 1;
     END LOOP;
-    RETURN v_woken;
+    RETURN v_moved;
 END;
 $$;
 
@@ -321,15 +355,15 @@ BEGIN
         IF p_job IS NOT NULL AND v_needs[i] > 0
            AND NOT ledgerflow.limiter_counted(p_connection_ids[i], p_per_day[i], p_concurrent[i]) THEN
             -- The job's turn is used (early or late: whenever it is let in).
-            -- A turn kept for more calls than the job now needs (it was
-            -- spared a lookup since) leaves room the later turns did not
-            -- count on: it goes to the next waiter below.
+            -- The turns behind it were counted on its promised calls at its
+            -- promised time; it came later, or needs fewer (it was spared a
+            -- lookup since): the next waiters' turns are counted again below.
             WITH used AS (
                 DELETE FROM ledgerflow.provider_limit_promises
                 WHERE scope = p_scopes[i] AND job_id = p_job
                 RETURNING calls)
             SELECT coalesce(sum(calls), 0) INTO v_promised FROM used;
-            IF v_promised > v_needs[i] THEN
+            IF v_promised > 0 THEN
                 v_hand_on := v_hand_on || p_scopes[i];
             END IF;
         END IF;

@@ -591,7 +591,11 @@ async fn a_job_starting_at_the_windows_tail_takes_the_room_left_and_waits_mid_jo
         "the window's last call went unused: {first:?}"
     );
     assert!(mid_job, "a job granted its first call is mid-job");
-    assert_eq!(calls_logged(&pool, &key).await, (3, 4), "nothing set aside past the window");
+    assert_eq!(
+        calls_logged(&pool, &key).await,
+        (3, 4),
+        "nothing set aside past the window"
+    );
 
     // Its next call waits for the window like any running job's, and a
     // job that has not started finds no room at all.
@@ -888,7 +892,10 @@ async fn a_turn_kept_for_more_calls_than_used_hands_the_rest_on(pool: PgPool) {
         Acquired::Granted(_)
     ));
     assert_eq!(calls_logged(&pool, &s.key).await, (10, 1));
-    assert!(due_now(&pool, &d).await, "the call C's turn no longer needed went unused");
+    assert!(
+        due_now(&pool, &d).await,
+        "the call C's turn no longer needed went unused"
+    );
     assert!(!due_now(&pool, &e).await, "E's turn is after D's");
 }
 
