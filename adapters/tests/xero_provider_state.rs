@@ -803,7 +803,7 @@ async fn queued_waiter(
         panic!("the window is full")
     };
     assert_eq!(reason, WaitReason::MinuteWindow);
-    assert!(until - Utc::now() > chrono::Duration::seconds(30));
+    assert!(until > Utc::now());
     sqlx::query("UPDATE ledgerflow.jobs SET state = 'scheduled', run_at = $2 WHERE id = $1")
         .bind(id)
         .bind(until)
@@ -859,6 +859,67 @@ async fn reserved_calls_given_back_go_to_the_next_waiter_at_once(pool: PgPool) {
     // B gives back two as well: D's turn.
     b.release(&pool).await;
     assert!(due_now(&pool, &d).await, "the room B gave back went unused");
+}
+
+/// Room given back before a waiter's turn, but not enough for all its
+/// calls now, moves its turn (and its job's due time) to when the window
+/// holds them, and the turns behind it stay where the window puts them.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn room_given_back_moves_the_next_turn_earlier(pool: PgPool) {
+    use ledgerflow_workflows::call_budget::CallBudget;
+    use std::sync::Arc;
+    let s = scope(6, 1000, 50);
+    fill_window(&pool, &s, 3).await;
+    let a = Arc::new(CallBudget::default());
+    assert!(matches!(
+        a.run(grant_in_job(&pool, &s, 3)).await,
+        Acquired::Granted(_)
+    ));
+    // The window: three calls made 57, 56 and 53 s ago, and A's (one
+    // spent, two set aside) 20 s ago.
+    sqlx::query(
+        "UPDATE ledgerflow.provider_limit_calls c SET at = now() - make_interval(secs => o.ago)
+         FROM (SELECT id, (ARRAY[57, 56, 53, 20, 20, 20])[row_number() OVER (ORDER BY at, id)] AS ago
+               FROM ledgerflow.provider_limit_calls WHERE scope = $1) o
+         WHERE c.id = o.id",
+    )
+    .bind(&s.key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let c = queued_waiter(&pool, &s, 0).await;
+    let d = queued_waiter(&pool, &s, 0).await;
+    let turn = |job: Arc<CallBudget>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (f64, f64, String)>(
+                "SELECT extract(epoch FROM p.at - now())::float8,
+                        extract(epoch FROM p.at - j.run_at)::float8, j.state
+                 FROM ledgerflow.provider_limit_promises p JOIN ledgerflow.jobs j ON j.id = p.job_id
+                 WHERE p.job_id = $1",
+            )
+            .bind(job.job_id().unwrap())
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // C: when the third call leaves (in 7 s); D: when A's leave (in 40 s).
+    let (c_turn, _, _) = turn(c.clone()).await;
+    let (d_turn, _, _) = turn(d.clone()).await;
+    assert!((c_turn - 7.0).abs() < 1.0, "{c_turn}");
+    assert!((d_turn - 40.0).abs() < 1.0, "{d_turn}");
+
+    // A ends with two calls unspent: the window holds C's three when the
+    // oldest call leaves, in 3 s. C's turn and its job move there (due
+    // half a second before); D's turn is where it was.
+    a.release(&pool).await;
+    let (c_turn, c_early, c_state) = turn(c.clone()).await;
+    assert!((c_turn - 3.0).abs() < 1.0, "C's turn stayed at {c_turn} s");
+    assert!((c_early - 0.5).abs() < 0.01, "{c_early}");
+    assert_eq!(c_state, "scheduled");
+    let (d_turn, _, _) = turn(d.clone()).await;
+    assert!((d_turn - 40.0).abs() < 1.0, "{d_turn}");
 }
 
 /// A waiter let in that needs fewer calls than its turn was kept for (it
