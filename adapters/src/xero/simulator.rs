@@ -449,6 +449,13 @@ impl Simulator {
             .max()
             .unwrap_or(0)
     }
+    /// Calls the organisation's day window counts now (429s are not).
+    pub fn calls_counted(&self, tenant: &str) -> u64 {
+        lock(&self.shared)
+            .tenants
+            .get(tenant)
+            .map_or(0, |t| t.day_log.len() as u64)
+    }
     pub fn stats(&self) -> SimStats {
         lock(&self.shared).stats.clone()
     }

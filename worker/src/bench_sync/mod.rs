@@ -51,8 +51,9 @@ pub struct SyncReport {
     pub job_slots: usize,
     /// Every request the simulator received, refused ones included.
     pub api_calls: u64,
-    /// The calls the floor is computed from: Xero, the mean per tenant
-    /// (rounded up); Shopify, the busiest store's REST calls.
+    /// The calls the floor is computed from: Xero, the busiest
+    /// organisation's (429s not counted); Shopify, the busiest store's REST
+    /// calls.
     pub calls_per_tenant: u64,
     pub elapsed_secs: f64,
     /// The least time the per-tenant limits allow for these calls.
@@ -138,7 +139,7 @@ impl fmt::Display for SyncReport {
         match &self.figures {
             ProviderFigures::Xero { .. } => writeln!(
                 f,
-                "  API calls           {} ({} per tenant)",
+                "  API calls           {} (busiest organisation {})",
                 self.api_calls, self.calls_per_tenant
             )?,
             ProviderFigures::Shopify {
