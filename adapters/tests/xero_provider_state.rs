@@ -494,6 +494,21 @@ async fn calls_logged(pool: &PgPool, scope: &str) -> (i64, i64) {
     .unwrap()
 }
 
+/// A job whose first call was granted, setting aside room for `calls - 1`
+/// more.
+async fn started_job(
+    pool: &PgPool,
+    s: &LimitScope,
+    calls: u32,
+) -> std::sync::Arc<ledgerflow_workflows::call_budget::CallBudget> {
+    let job = std::sync::Arc::new(ledgerflow_workflows::call_budget::CallBudget::default());
+    assert!(matches!(
+        job.run(grant_in_job(pool, s, calls)).await,
+        Acquired::Granted(_)
+    ));
+    job
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_job_that_starts_under_a_full_window_finishes_on_its_reservation(pool: PgPool) {
     use ledgerflow_workflows::call_budget::CallBudget;
@@ -503,16 +518,8 @@ async fn a_job_that_starts_under_a_full_window_finishes_on_its_reservation(pool:
 
     // Job A's first call reserves two more; job B does the same: the window
     // of 6 is now full (2 spent, 4 set aside).
-    let a = Arc::new(CallBudget::default());
-    let b = Arc::new(CallBudget::default());
-    assert!(matches!(
-        a.run(grant_in_job(&pool, &s, 3)).await,
-        Acquired::Granted(_)
-    ));
-    assert!(matches!(
-        b.run(grant_in_job(&pool, &s, 3)).await,
-        Acquired::Granted(_)
-    ));
+    let a = started_job(&pool, &s, 3).await;
+    let b = started_job(&pool, &s, 3).await;
     assert_eq!(calls_logged(&pool, &key).await, (2, 4));
     assert!(a.reservation().is_some() && a.reservation() != b.reservation());
 
@@ -565,14 +572,8 @@ async fn a_job_starting_at_the_windows_tail_takes_the_room_left_and_waits_mid_jo
     let s = scope(7, 1000, 5);
     let key = s.key.clone();
     // A and B each spend one call and set two aside: 6 of 7.
-    let a = Arc::new(CallBudget::default());
-    let b = Arc::new(CallBudget::default());
-    for job in [&a, &b] {
-        assert!(matches!(
-            job.run(grant_in_job(&pool, &s, 3)).await,
-            Acquired::Granted(_)
-        ));
-    }
+    let _a = started_job(&pool, &s, 3).await;
+    let _b = started_job(&pool, &s, 3).await;
     assert_eq!(calls_logged(&pool, &key).await, (2, 4));
 
     // C asks for three where one is left: it starts on that one instead of
@@ -621,11 +622,7 @@ async fn the_day_window_never_starts_a_job_it_cannot_hold(pool: PgPool) {
     // tail has room for one call of B's three, but the day has room for
     // two: B waits for the day rather than stall mid-job for hours.
     let s = scope(4, 5, 5);
-    let a = Arc::new(CallBudget::default());
-    assert!(matches!(
-        a.run(grant_in_job(&pool, &s, 3)).await,
-        Acquired::Granted(_)
-    ));
+    let _a = started_job(&pool, &s, 3).await;
     let b = Arc::new(CallBudget::default());
     let Acquired::Wait { reason, .. } = b.run(grant_in_job(&pool, &s, 3)).await else {
         panic!("a job started that the day window cannot hold")
@@ -828,18 +825,10 @@ async fn due_now(pool: &PgPool, job: &ledgerflow_workflows::call_budget::CallBud
 /// until its turn a window later.
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn reserved_calls_given_back_go_to_the_next_waiter_at_once(pool: PgPool) {
-    use ledgerflow_workflows::call_budget::CallBudget;
-    use std::sync::Arc;
     let s = scope(6, 1000, 50);
     // A and B each spend one call and set two aside: the window is full.
-    let a = Arc::new(CallBudget::default());
-    let b = Arc::new(CallBudget::default());
-    for job in [&a, &b] {
-        assert!(matches!(
-            job.run(grant_in_job(&pool, &s, 3)).await,
-            Acquired::Granted(_)
-        ));
-    }
+    let a = started_job(&pool, &s, 3).await;
+    let b = started_job(&pool, &s, 3).await;
     let c = queued_waiter(&pool, &s, 0).await;
     let d = queued_waiter(&pool, &s, 0).await;
     assert!(!due_now(&pool, &c).await && !due_now(&pool, &d).await);
@@ -870,11 +859,7 @@ async fn room_given_back_moves_the_next_turn_earlier(pool: PgPool) {
     use std::sync::Arc;
     let s = scope(6, 1000, 50);
     fill_window(&pool, &s, 3).await;
-    let a = Arc::new(CallBudget::default());
-    assert!(matches!(
-        a.run(grant_in_job(&pool, &s, 3)).await,
-        Acquired::Granted(_)
-    ));
+    let a = started_job(&pool, &s, 3).await;
     // The window: three calls made 57, 56 and 53 s ago, and A's (one
     // spent, two set aside) 20 s ago.
     sqlx::query(
