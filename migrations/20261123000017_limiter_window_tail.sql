@@ -173,6 +173,8 @@ DECLARE
     v_asked    integer;
     v_needs    integer[] := '{}';
     v_promised bigint;
+    -- The calls of the turn the job held, when it is let in.
+    v_held     bigint;
     v_promise  integer;
     v_turn     timestamptz;
     -- Connection scopes whose waiters get the room a turn left unused.
@@ -362,8 +364,8 @@ BEGIN
                 DELETE FROM ledgerflow.provider_limit_promises
                 WHERE scope = p_scopes[i] AND job_id = p_job
                 RETURNING calls)
-            SELECT coalesce(sum(calls), 0) INTO v_promised FROM used;
-            IF v_promised > 0 THEN
+            SELECT coalesce(sum(calls), 0) INTO v_held FROM used;
+            IF v_held > 0 THEN
                 v_hand_on := v_hand_on || p_scopes[i];
             END IF;
         END IF;

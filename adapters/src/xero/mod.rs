@@ -158,6 +158,8 @@ pub struct XeroConnection {
 
 /// How long before its turn in the minute window a refused job is
 /// rescheduled (see `XeroAdapter::slot`); well under `max_inline_wait`.
+/// `ledgerflow.limiter_hand_on` (migration `…17_limiter_window_tail.sql`)
+/// uses the same lead when it moves a waiter's turn earlier: keep them equal.
 const EARLY_FOR_A_TURN: chrono::Duration = chrono::Duration::milliseconds(500);
 
 /// The Xero adapter. Cheap to clone; share one per process.
