@@ -73,6 +73,59 @@ where
     }
 }
 
+/// The customer link's row version and push time.
+async fn customer_link_row(
+    pool: &PgPool,
+    conn_id: i64,
+) -> (String, String, chrono::DateTime<chrono::Utc>) {
+    sqlx::query_as(
+        "SELECT xmin::text, external_id, last_push_at FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'customer' AND host_id = 'C1'",
+    )
+    .bind(conn_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_customer_link_is_written_when_it_changes_not_by_every_invoice(pool: PgPool) {
+    let provider = RecordingProvider::new();
+    let providers = Providers::all(provider.clone());
+    let conn_id = connection(&pool, ProviderName::Xero, true).await;
+
+    // Two invoices of one customer: the second sync names the same contact
+    // and leaves the link's row alone (no new version, so no row lock that
+    // the shop's other syncs would queue on).
+    edit(&pool, conn_id, &snapshot("INV-1", 1)).await;
+    assert_eq!(run_next(&pool, &providers).await, Some(Ok(())));
+    let first = customer_link_row(&pool, conn_id).await;
+    assert_eq!(first.1, "CUS-C1");
+    edit(&pool, conn_id, &snapshot("INV-2", 1)).await;
+    assert_eq!(run_next(&pool, &providers).await, Some(Ok(())));
+    assert_eq!(customer_link_row(&pool, conn_id).await, first);
+    assert_eq!(
+        dialog(&pool, conn_id, "INV-2").await.status,
+        InvoiceSyncStatus::Synced
+    );
+
+    // The link pointed elsewhere (the contact was merged in the provider):
+    // the next sync's answer moves it and stamps the push.
+    sqlx::query(
+        "UPDATE ledgerflow.links SET external_id = 'CUS-merged-away'
+         WHERE connection_id = $1 AND entity_type = 'customer'",
+    )
+    .bind(conn_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    edit(&pool, conn_id, &snapshot("INV-3", 1)).await;
+    assert_eq!(run_next(&pool, &providers).await, Some(Ok(())));
+    let moved = customer_link_row(&pool, conn_id).await;
+    assert_eq!(moved.1, "CUS-C1");
+    assert!(moved.2 > first.2, "{moved:?} after {first:?}");
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_sync_records_summary_link_and_change_details(pool: PgPool) {
     let provider = RecordingProvider::new();

@@ -456,6 +456,13 @@ impl Simulator {
             .get(tenant)
             .map_or(0, |t| t.day_log.len() as u64)
     }
+    /// When each call the organisation's day window counts was let in, oldest first.
+    pub fn call_times(&self, tenant: &str) -> Vec<DateTime<Utc>> {
+        lock(&self.shared)
+            .tenants
+            .get(tenant)
+            .map_or_else(Vec::new, |t| t.day_log.iter().copied().collect())
+    }
     pub fn stats(&self) -> SimStats {
         lock(&self.shared).stats.clone()
     }

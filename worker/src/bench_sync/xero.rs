@@ -140,6 +140,20 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
         }
         duplicates += seen.values().map(|n| n.saturating_sub(1)).sum::<u64>();
     }
+    if let Ok(path) = std::env::var("LEDGERFLOW_BENCH_CALL_LOG") {
+        let log: Vec<Vec<i64>> = orgs
+            .iter()
+            .map(|(_, org)| {
+                sandbox
+                    .sim
+                    .call_times(org)
+                    .iter()
+                    .map(|t| t.timestamp_micros())
+                    .collect()
+            })
+            .collect();
+        std::fs::write(path, serde_json::to_string(&log)?)?;
+    }
     let (synced, failed) = sync_outcome(pool).await?;
     // The floor is the busiest organisation's: the run ends when its last
     // call can. The mean understated it whenever the organisations' counts

@@ -19,22 +19,13 @@ pub async fn run(pool: PgPool, interval: Duration, stop: CancellationToken) {
     }
 }
 
-/// Make every due scheduled job available; returns how many.
+/// Make every due scheduled job available (up to 10,000 a run); returns
+/// how many. The SQL is `ledgerflow.promote_due`, migration
+/// `20261123000018_promote_by_index.sql`: its plan is pinned there.
 pub async fn promote_due(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let (n, _): (i64, i64) = sqlx::query_as(
-        r#"
-        WITH due AS (
-            UPDATE ledgerflow.jobs SET state = 'available'
-            WHERE id IN (SELECT id FROM ledgerflow.jobs
-                         WHERE state = 'scheduled' AND run_at <= now()
-                         ORDER BY run_at LIMIT 10000 FOR UPDATE SKIP LOCKED)
-            RETURNING queue
-        ),
-        woken AS (SELECT pg_notify('ledgerflow_jobs', q) FROM (SELECT DISTINCT queue AS q FROM due) d)
-        SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM woken)
-        "#,
-    )
-    .fetch_one(pool)
-    .await?;
+    let (n, _): (i64, i64) =
+        sqlx::query_as("SELECT promoted, queues_woken FROM ledgerflow.promote_due(10000)")
+            .fetch_one(pool)
+            .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }

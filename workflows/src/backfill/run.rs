@@ -890,7 +890,7 @@ async fn record_created(
     .bind(details)
     .execute(&mut **tx)
     .await?;
-    upsert_link(tx, connection_id, "invoice", invoice_id, &result.external).await?;
+    ledger::sync::upsert_link(tx, connection_id, "invoice", invoice_id, &result.external).await?;
     // Auto-matching found or made the customer's contact: link it, so live
     // syncs and later backfills of the customer use it directly.
     if chunk.contacts == ContactMapping::Auto
@@ -910,32 +910,6 @@ async fn record_created(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
-}
-
-async fn upsert_link(
-    tx: &mut Transaction<'_, Postgres>,
-    connection_id: i64,
-    entity_type: &str,
-    host_id: &str,
-    external: &ExternalRef,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO ledgerflow.links
-             (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now())
-         ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
-         SET external_id = excluded.external_id, external_number = excluded.external_number,
-             view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
-    )
-    .bind(connection_id)
-    .bind(entity_type)
-    .bind(host_id)
-    .bind(&external.external_id)
-    .bind(&external.external_number)
-    .bind(&external.url)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 

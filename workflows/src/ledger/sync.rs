@@ -587,11 +587,11 @@ async fn record_success(
         if let Some(customer) = &p.customer {
             let host_customer = snapshot_customer_id(&picked.snapshot);
             if let Some(host_customer) = host_customer {
-                upsert_link(&mut tx, connection.id, "customer", &host_customer, customer).await?;
+                link_shared(&mut tx, connection.id, "customer", &host_customer, customer).await?;
             }
         }
         for item in &p.items {
-            upsert_link(&mut tx, connection.id, "item", &item.sku, &item.external).await?;
+            link_shared(&mut tx, connection.id, "item", &item.sku, &item.external).await?;
         }
         if !p.settled_intents.is_empty() {
             // The record is linked now: its create is no longer in doubt.
@@ -724,7 +724,7 @@ pub async fn record_job_gave_up(
 
 /// Link a host record (invoice, customer, item, payment) to the provider's,
 /// stamping the push time.
-pub(super) async fn upsert_link(
+pub(crate) async fn upsert_link(
     conn: &mut PgConnection,
     connection_id: i64,
     entity_type: &str,
@@ -735,6 +735,42 @@ pub(super) async fn upsert_link(
         "INSERT INTO ledgerflow.links
              (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
          VALUES ($1, $2, $3, $4, $5, $6, now())
+         ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
+         SET external_id = excluded.external_id, external_number = excluded.external_number,
+             view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
+    )
+    .bind(connection_id)
+    .bind(entity_type)
+    .bind(host_id)
+    .bind(&external.external_id)
+    .bind(&external.external_number)
+    .bind(&external.url)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Link a record many invoices share (a customer, an item), writing only
+/// when the link is new or points elsewhere now. Every sync of a shop's
+/// walk-in customer names the same contact: stamped each time, the row's
+/// lock made those syncs commit one after another (9 ms a statement in the
+/// 100-organisation benchmark, most of it waiting). `last_push_at` is
+/// therefore when the link last changed.
+pub(super) async fn link_shared(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    entity_type: &str,
+    host_id: &str,
+    external: &ExternalRef,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ledgerflow.links
+             (connection_id, entity_type, host_id, external_id, external_number, view_url, last_push_at)
+         SELECT $1, $2, $3, $4, $5, $6, now()
+         WHERE NOT EXISTS (
+             SELECT 1 FROM ledgerflow.links
+             WHERE connection_id = $1 AND entity_type = $2 AND host_id = $3 AND external_id = $4
+               AND external_number IS NOT DISTINCT FROM $5 AND view_url IS NOT DISTINCT FROM $6)
          ON CONFLICT (connection_id, entity_type, host_id) DO UPDATE
          SET external_id = excluded.external_id, external_number = excluded.external_number,
              view_url = excluded.view_url, last_push_at = now(), updated_at = now()",
