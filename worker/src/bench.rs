@@ -68,6 +68,11 @@ pub enum Scenario {
         /// two per store.
         #[arg(long, default_value_t = 0)]
         concurrency: usize,
+        /// Seconds between the worker's checks for dead rows in the queue's
+        /// and the limiter's tables, as `ledgerflow worker --vacuum-secs`;
+        /// 0: never vacuumed during the run (autovacuum aside).
+        #[arg(long, default_value_t = 10.0)]
+        vacuum_secs: f64,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -177,8 +182,17 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             bucket_capacity,
             leak_per_second,
             concurrency,
+            vacuum_secs,
             json,
         } => {
+            let vacuum = if vacuum_secs > 0.0 && vacuum_secs.is_finite() {
+                Some(crate::queue::vacuum::VacuumPolicy {
+                    interval: std::time::Duration::from_secs_f64(vacuum_secs),
+                    ..Default::default()
+                })
+            } else {
+                None
+            };
             // A limit flag of the other provider is refused rather than
             // silently ignored: the run would not measure what was asked.
             let misplaced = match provider {
@@ -200,6 +214,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                         windows: windows.unwrap_or(1),
                         per_minute,
                         concurrency,
+                        vacuum,
                     };
                     crate::bench_sync::xero::run(&db.pool, &run).await
                 }
@@ -208,6 +223,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                     run.bucket_capacity = bucket_capacity.unwrap_or(run.bucket_capacity);
                     run.leak_per_second = leak_per_second.unwrap_or(run.leak_per_second);
                     run.concurrency = concurrency;
+                    run.vacuum = vacuum;
                     crate::bench_sync::shopify::run(&db.pool, &run).await
                 }
             };

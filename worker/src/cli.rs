@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::vacuum::VacuumPolicy;
 use crate::queue::{QueueConfig, WorkerRuntime};
 use crate::{bench, config, demo, handlers, ops, workflow_ops};
 
@@ -124,6 +125,11 @@ pub struct WorkerArgs {
     /// Hours a failed job stays readable.
     #[arg(long, default_value_t = 168.0)]
     pub keep_failed_hours: f64,
+    /// Seconds between checks for dead rows in the queue's and the
+    /// limiter's tables, which are vacuumed when they hold 2,000 or more;
+    /// 0 leaves them to PostgreSQL's autovacuum.
+    #[arg(long, default_value_t = 10.0)]
+    pub vacuum_secs: f64,
     /// Seconds between pulls of payments made in Xero (what webhooks missed).
     #[arg(long, default_value_t = 300)]
     pub xero_pull_secs: u64,
@@ -161,6 +167,14 @@ impl WorkerArgs {
         cfg.retention.completed_for =
             secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
         cfg.retention.failed_for = secs("keep-failed-hours", self.keep_failed_hours * 3600.0)?;
+        cfg.vacuum = if self.vacuum_secs == 0.0 {
+            None
+        } else {
+            Some(VacuumPolicy {
+                interval: secs("vacuum-secs", self.vacuum_secs)?,
+                ..VacuumPolicy::default()
+            })
+        };
         Ok(cfg)
     }
 }

@@ -32,6 +32,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::vacuum::VacuumPolicy;
 use crate::queue::{QueueConfig, WorkerRuntime};
 use crate::sandbox::{SandboxError, gst_line, snapshot};
 
@@ -267,6 +268,7 @@ pub(crate) async fn sync_all(
     pool: &PgPool,
     providers: Providers,
     job_slots: usize,
+    vacuum: Option<VacuumPolicy>,
 ) -> Result<f64, BenchError> {
     let not_due: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM max(run_at) - clock_timestamp())::float8 FROM ledgerflow.jobs",
@@ -289,6 +291,7 @@ pub(crate) async fn sync_all(
             concurrency: job_slots,
             poll_interval: Duration::from_millis(100),
             schedule_interval: Duration::from_millis(20),
+            vacuum,
             ..QueueConfig::default()
         },
         stop.clone(),

@@ -36,6 +36,7 @@ use super::{
     BenchError, ProviderFigures, SyncReport, bench_invoice, bucket_floor_secs, over_floor,
     record_created, sync_all, sync_outcome, tenant_invoices,
 };
+use crate::queue::vacuum::VacuumPolicy;
 use crate::sandbox::{ShopifySandbox, shopify_settings};
 
 /// Job slots per store by default. One would keep a full bucket busy (a
@@ -57,6 +58,8 @@ pub struct ShopifyRun {
     pub leak_per_second: u32,
     /// Job slots; 0: [`SLOTS_PER_STORE`] per store.
     pub concurrency: usize,
+    /// The worker's vacuuming of its churning tables (`None`: off).
+    pub vacuum: Option<VacuumPolicy>,
 }
 
 impl ShopifyRun {
@@ -69,6 +72,7 @@ impl ShopifyRun {
             bucket_capacity: sim.bucket_capacity,
             leak_per_second: sim.leak_per_second,
             concurrency: 0,
+            vacuum: Some(VacuumPolicy::default()),
         }
     }
 }
@@ -143,7 +147,7 @@ pub async fn run(pool: &PgPool, run: &ShopifyRun) -> Result<SyncReport, BenchErr
     } else {
         run.concurrency
     };
-    let elapsed = sync_all(pool, providers, job_slots).await?;
+    let elapsed = sync_all(pool, providers, job_slots, run.vacuum).await?;
 
     let mut seen = Seen::default();
     for (_, sim) in &stores {

@@ -26,6 +26,7 @@ use super::{
     BenchError, ProviderFigures, SyncReport, bench_invoice, over_floor, record_created, sync_all,
     sync_outcome, tenant_invoices, window_floor_secs,
 };
+use crate::queue::vacuum::VacuumPolicy;
 use crate::sandbox::{XeroSandbox, xero_settings};
 
 /// Calls every invoice's sync makes, whatever else: find the invoice by
@@ -51,6 +52,8 @@ pub struct XeroRun {
     pub per_minute: Option<u32>,
     /// Job slots; 0: [`CONCURRENT_PER_TENANT`] per tenant.
     pub concurrency: usize,
+    /// The worker's vacuuming of its churning tables (`None`: off).
+    pub vacuum: Option<VacuumPolicy>,
 }
 
 pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError> {
@@ -127,7 +130,7 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
     } else {
         run.concurrency
     };
-    let elapsed = sync_all(pool, providers, job_slots).await?;
+    let elapsed = sync_all(pool, providers, job_slots, run.vacuum).await?;
 
     let stats = sandbox.sim.stats();
     let mut duplicates = 0u64;

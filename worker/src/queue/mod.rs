@@ -15,6 +15,7 @@
 //! | [`rescuer`] | returning jobs whose lease expired to `available` |
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
 //! | [`pruner`] | deleting finished jobs past their retention |
+//! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
 //! | [`cron`] | periodic jobs, each tick fired once across all processes |
 //!
 //! The runtime must not hold domain rules: what a job does is its handler's business.
@@ -32,6 +33,7 @@ pub mod registry;
 pub mod rescuer;
 pub mod runtime;
 pub mod scheduler;
+pub mod vacuum;
 
 pub use ledgerflow_workflows::JobContext;
 pub use registry::Registry;

@@ -23,6 +23,7 @@ use super::dispatch::{Dispatcher, dispatch};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
 use super::pruner::Retention;
 use super::registry::Registry;
+use super::vacuum::{self, VacuumPolicy};
 use super::{cron, heartbeat, outcome, pruner, rescuer, scheduler};
 
 /// How a worker process runs its queues.
@@ -41,6 +42,9 @@ pub struct QueueConfig {
     pub poll_interval: Duration,
     pub schedule_interval: Duration,
     pub prune_interval: Duration,
+    /// When this process vacuums the queue's and the limiter's tables
+    /// ([`vacuum`]); `None` leaves them to autovacuum.
+    pub vacuum: Option<VacuumPolicy>,
     /// How often periodic schedules are checked for due ticks.
     pub cron_interval: Duration,
     pub retention: Retention,
@@ -60,6 +64,7 @@ impl Default for QueueConfig {
             poll_interval: Duration::from_secs(1),
             schedule_interval: Duration::from_millis(200),
             prune_interval: Duration::from_secs(60),
+            vacuum: Some(VacuumPolicy::default()),
             cron_interval: Duration::from_secs(1),
             retention: Retention::default(),
             shutdown_deadline: Duration::from_secs(20),
@@ -139,6 +144,9 @@ impl WorkerRuntime {
             config.prune_interval,
             stop_services.clone(),
         ));
+        if let Some(policy) = config.vacuum {
+            services.spawn(vacuum::run(pool.clone(), policy, stop_services.clone()));
+        }
 
         services.spawn(cron::run(
             pool.clone(),
