@@ -36,7 +36,8 @@ pub enum Scenario {
     /// Invoices of many tenants synced to a provider's simulator through the
     /// real ledger, queue, shared limiter and adapter, with the provider's
     /// per-tenant limit binding; reports elapsed over the floor the limits
-    /// impose, extra 429s and duplicates. Xero: one organisation per tenant
+    /// impose, extra 429s and duplicates (Xero: also where the time over the
+    /// floor went). Xero: one organisation per tenant
     /// in one simulator, the minute limit scaled so it binds for at least
     /// `--windows` minutes, or set with `--per-minute`. Shopify: one store (simulator) per tenant, with
     /// Shopify's own REST bucket (40, leaking 2/s) unless told otherwise.

@@ -80,6 +80,13 @@ pub enum ProviderFigures {
         concurrent_per_tenant: u32,
         /// The app-wide calls-per-minute limit (Xero: 10,000), scaled alike.
         app_per_minute: u32,
+        /// Where the time over the floor went (see [`xero::window_chain`]),
+        /// averaged over the organisations: when each one's first-window
+        /// call that its last call is whole minutes after was made, in
+        /// seconds from the run's first call...
+        first_window_call_secs: f64,
+        /// ...and what each later window boundary added to that minute.
+        boundary_lag_secs: f64,
     },
     Shopify {
         /// The REST leaky bucket per store (Shopify: 40, leaking 2/s).
@@ -120,11 +127,19 @@ impl fmt::Display for SyncReport {
             ProviderFigures::Xero {
                 per_minute,
                 concurrent_per_tenant,
+                first_window_call_secs,
+                boundary_lag_secs,
                 ..
-            } => writeln!(
-                f,
-                "  limit per tenant    {per_minute} calls/min, {concurrent_per_tenant} at once"
-            )?,
+            } => {
+                writeln!(
+                    f,
+                    "  limit per tenant    {per_minute} calls/min, {concurrent_per_tenant} at once"
+                )?;
+                writeln!(
+                    f,
+                    "  over the floor      first-window call at {first_window_call_secs:.2} s, {boundary_lag_secs:.2} s per window boundary (means)"
+                )?
+            }
             ProviderFigures::Shopify {
                 bucket_capacity,
                 leak_per_second,

@@ -143,20 +143,21 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
         }
         duplicates += seen.values().map(|n| n.saturating_sub(1)).sum::<u64>();
     }
+    let log: Vec<Vec<i64>> = orgs
+        .iter()
+        .map(|(_, org)| {
+            sandbox
+                .sim
+                .call_times(org)
+                .iter()
+                .map(|t| t.timestamp_micros())
+                .collect()
+        })
+        .collect();
     if let Ok(path) = std::env::var("LEDGERFLOW_BENCH_CALL_LOG") {
-        let log: Vec<Vec<i64>> = orgs
-            .iter()
-            .map(|(_, org)| {
-                sandbox
-                    .sim
-                    .call_times(org)
-                    .iter()
-                    .map(|t| t.timestamp_micros())
-                    .collect()
-            })
-            .collect();
         std::fs::write(path, serde_json::to_string(&log)?)?;
     }
+    let (first_window_call_secs, boundary_lag_secs) = window_chain_means(&log, per_minute);
     let (synced, failed) = sync_outcome(pool).await?;
     // The floor is the busiest organisation's: the run ends when its last
     // call can. The mean understated it whenever the organisations' counts
@@ -177,6 +178,8 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
             per_minute,
             concurrent_per_tenant: concurrent,
             app_per_minute,
+            first_window_call_secs,
+            boundary_lag_secs,
         },
         job_slots,
         api_calls: stats.api_requests,
@@ -192,4 +195,81 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
         synced,
         failed,
     })
+}
+
+/// One organisation's calls (times in microseconds, oldest first) seen
+/// from its last: Xero's window slides, so with `per_minute` calls a minute
+/// the last call `C` can come no sooner than a minute after call
+/// `C - per_minute`, two after `C - 2 × per_minute`, and so on back to the
+/// first window. Returns when that first-window call was made, in seconds
+/// after `start_micros`, and what each boundary since added beyond its
+/// minute (`t(n) - t(n - per_minute) - 60 s`). The run ends 60 s per
+/// boundary after the first, plus both. `None` for no calls.
+pub fn window_chain(calls: &[i64], per_minute: u32, start_micros: i64) -> Option<(f64, Vec<f64>)> {
+    let p = usize::try_from(per_minute).ok()?.max(1);
+    let mut n = calls.len().checked_sub(1)?;
+    let secs = |micros: i64| micros as f64 / 1e6;
+    let mut lags = Vec::new();
+    while n >= p {
+        lags.push(secs(calls[n] - calls[n - p]) - 60.0);
+        n -= p;
+    }
+    lags.reverse();
+    Some((secs(calls[n] - start_micros), lags))
+}
+
+/// [`window_chain`] over every organisation of a run, averaged: the
+/// first-window call's time (from the run's first call) and the lag per
+/// boundary.
+fn window_chain_means(log: &[Vec<i64>], per_minute: u32) -> (f64, f64) {
+    let Some(start) = log.iter().filter_map(|c| c.first()).min().copied() else {
+        return (0.0, 0.0);
+    };
+    let chains: Vec<(f64, Vec<f64>)> = log
+        .iter()
+        .filter_map(|c| window_chain(c, per_minute, start))
+        .collect();
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let firsts: Vec<f64> = chains.iter().map(|(f, _)| *f).collect();
+    let lags: Vec<f64> = chains.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+    (mean(&firsts), mean(&lags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn the_last_call_is_traced_back_one_window_at_a_time() {
+        // Two calls a minute; five calls at 1 s, 2 s, 61.5 s, 62 s, 123 s.
+        let calls = [S, 2 * S, 61 * S + S / 2, 62 * S, 123 * S];
+        let (first, lags) = window_chain(&calls, 2, 0).unwrap();
+        // Call 5 is two windows after call 1 (made at 1 s): 61.5 - 1 - 60,
+        // then 123 - 61.5 - 60.
+        assert_eq!(first, 1.0);
+        assert_eq!(lags, vec![0.5, 1.5]);
+        // Fewer calls than a window: the last one is the first window's.
+        assert_eq!(window_chain(&calls[..2], 2, 0), Some((2.0, vec![])));
+        assert_eq!(window_chain(&[], 2, 0), None);
+    }
+
+    #[test]
+    fn the_means_are_over_organisations_from_the_runs_first_call() {
+        // One call a minute: each organisation's second call is one
+        // boundary after its first.
+        let log = vec![
+            vec![10 * S, 71 * S], // first at 0 s after the run's start, lag 1 s
+            vec![12 * S, 75 * S], // first at 2 s, lag 3 s
+        ];
+        assert_eq!(window_chain_means(&log, 1), (1.0, 2.0));
+        assert_eq!(window_chain_means(&[], 60), (0.0, 0.0));
+    }
 }
