@@ -186,14 +186,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             vacuum_secs,
             json,
         } => {
-            let vacuum = if vacuum_secs > 0.0 && vacuum_secs.is_finite() {
-                Some(crate::queue::vacuum::VacuumPolicy {
-                    interval: std::time::Duration::from_secs_f64(vacuum_secs),
-                    ..Default::default()
-                })
-            } else {
-                None
-            };
+            let vacuum = crate::queue::vacuum::VacuumPolicy::every(vacuum_secs)?;
             // A limit flag of the other provider is refused rather than
             // silently ignored: the run would not measure what was asked.
             let misplaced = match provider {

@@ -167,14 +167,7 @@ impl WorkerArgs {
         cfg.retention.completed_for =
             secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
         cfg.retention.failed_for = secs("keep-failed-hours", self.keep_failed_hours * 3600.0)?;
-        cfg.vacuum = if self.vacuum_secs == 0.0 {
-            None
-        } else {
-            Some(VacuumPolicy {
-                interval: secs("vacuum-secs", self.vacuum_secs)?,
-                ..VacuumPolicy::default()
-            })
-        };
+        cfg.vacuum = VacuumPolicy::every(self.vacuum_secs)?;
         Ok(cfg)
     }
 }

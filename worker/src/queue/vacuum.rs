@@ -3,13 +3,15 @@
 //! and removes rows in the limiter's tables, while few of their rows are
 //! live at any moment. Each update leaves a dead version and index entries
 //! that every scan of those tables walks past until a vacuum clears them
-//! (docs/benchmarks.md, "Dead rows": 100 seconds into a 10,000-invoice
-//! Xero run, 49,000 dead job rows against 5,000 live).
+//! (docs/benchmarks.md, "Another machine, and where the rest goes": 100
+//! seconds into a 10,000-invoice Xero run, 49,000 dead job rows against
+//! 5,000 live).
 //!
 //! PostgreSQL's autovacuum does this where it is on, but it visits a
 //! database once a minute at best, and it may be off (it is off on the
-//! machines this project is built and benchmarked on). So each worker also vacuums these tables when
-//! PostgreSQL's statistics count enough dead rows in them: `VACUUM
+//! machines this project is built and benchmarked on). So each worker also
+//! vacuums these tables when PostgreSQL's statistics count enough dead
+//! rows in them: `VACUUM
 //! (SKIP_LOCKED)`, so two workers never queue on one table. A vacuum
 //! takes no lock that jobs wait on.
 //!
@@ -45,6 +47,25 @@ impl Default for VacuumPolicy {
         VacuumPolicy {
             interval: Duration::from_secs(10),
             dead_rows: 2000,
+        }
+    }
+}
+
+impl VacuumPolicy {
+    /// The default policy checked every `secs` seconds (`--vacuum-secs`);
+    /// 0: none, the tables are left to autovacuum.
+    pub fn every(secs: f64) -> Result<Option<VacuumPolicy>, String> {
+        if secs == 0.0 {
+            Ok(None)
+        } else if secs.is_finite() && secs > 0.0 {
+            Ok(Some(VacuumPolicy {
+                interval: Duration::from_secs_f64(secs),
+                ..VacuumPolicy::default()
+            }))
+        } else {
+            Err(format!(
+                "--vacuum-secs must be 0 or a positive number of seconds, got {secs}"
+            ))
         }
     }
 }
@@ -85,4 +106,24 @@ pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, 
         .await?;
     }
     Ok(due)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vacuum_interval_of_zero_turns_it_off_and_a_bad_one_is_refused() {
+        assert!(VacuumPolicy::every(0.0).unwrap().is_none());
+        let p = VacuumPolicy::every(2.5).unwrap().unwrap();
+        assert_eq!(p.interval, Duration::from_millis(2500));
+        assert_eq!(p.dead_rows, VacuumPolicy::default().dead_rows);
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                VacuumPolicy::every(bad)
+                    .unwrap_err()
+                    .contains("--vacuum-secs")
+            );
+        }
+    }
 }
