@@ -664,14 +664,23 @@ async fn reservations_lapse_after_a_minute_and_never_exceed_a_window(pool: PgPoo
         a.run(grant_in_job(&pool, &s, 5)).await,
         Acquired::Wait { .. }
     ));
-    // The day window still counts A's spent call and B's two.
-    let day: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM ledgerflow.provider_limit_calls WHERE scope = $1")
-            .bind(&s.key)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert_eq!(day, 3);
+    // The day window still counts A's spent call and B's two, not A's
+    // lapsed reservation (left in the log until the scope's next sweep).
+    let st = state::limit_state(&pool, &s.key).await.unwrap();
+    assert_eq!(st.calls_last_day, 3);
+    assert_eq!(calls_logged(&pool, &s.key).await.1, 1 + 1);
+    // The scope's next call after ten seconds sweeps the lapsed call away
+    // (B's own reserved call, a second old, stays).
+    sqlx::query(
+        "UPDATE ledgerflow.provider_limits SET swept_at = swept_at - interval '11 seconds'
+         WHERE scope = $1",
+    )
+    .bind(&s.key)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let _ = grant(&pool, &s).await;
+    assert_eq!(calls_logged(&pool, &s.key).await.1, 1);
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

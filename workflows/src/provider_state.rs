@@ -335,7 +335,8 @@ pub async fn limit_state(pool: &PgPool, scope: &str) -> Result<LimitState, sqlx:
            + ledgerflow.limiter_counted_minute($1, floor(extract(epoch FROM clock_timestamp()))::bigint)
              AS m,
            (SELECT count(*) FROM ledgerflow.provider_limit_calls c
-             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '24 hours') AS d,
+             WHERE c.scope = $1 AND c.at > clock_timestamp() - interval '24 hours'
+               AND (c.reservation IS NULL OR c.at > clock_timestamp() - interval '60 seconds')) AS d,
            (SELECT count(*) FROM ledgerflow.provider_limit_slots s
              WHERE s.scope = $1 AND s.expires_at > clock_timestamp()) AS f
          FROM (SELECT $1::text AS scope) k
