@@ -489,3 +489,111 @@ async fn a_payment_deleted_in_the_host_is_reversed_in_xero(pool: PgPool) {
         reversed.describe()
     );
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_new_invoice_is_created_without_a_lookup_and_a_lost_create_is_adopted_later(
+    pool: PgPool,
+) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    let XeroEnv { sim, adapter, .. } = env;
+    // A probe: any read of Invoices (the look for a lost create) takes it.
+    sim.push_fault(Fault::once(FaultKind::Status(500)).on(axum::http::Method::GET, "Invoices"));
+    let (stop, handle) = worker(&pool, adapter.clone());
+
+    // Nothing can have written INV-1 yet: it is created without a look.
+    let first = snapshot("INV-1", 10_000, false);
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &first).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    assert_eq!(sim.pending_faults(), 1, "no lookup before a first write");
+    sim.clear_faults();
+
+    // INV-2's create reaches Xero but its answer is lost, and the host
+    // edits the invoice before the retry: the edit's event has its own
+    // idempotency key, so only the look by Reference keeps Xero from
+    // holding INV-2 twice.
+    sim.push_fault(Fault::once(FaultKind::DropAfterCommit).on(axum::http::Method::PUT, "Invoices"));
+    let second = snapshot("INV-2", 20_000, false);
+    trigger(&pool, "spokes", Trigger::InvoiceCreated, &second).await;
+    let lost = format!(
+        "SELECT count(*) FROM ledgerflow.sync_events
+         WHERE invoice_id = '{}' AND error_message IS NOT NULL",
+        second.invoice_id
+    );
+    let deadline = std::time::Instant::now() + T;
+    while count(&pool, &lost).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost answer was never noted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap();
+    assert_eq!(sim.pending_faults(), 0, "the answer was dropped");
+    let edited = snapshot("INV-2", 25_000, false);
+    trigger(&pool, "spokes", Trigger::ItemsChanged, &edited).await;
+
+    let (stop, handle) = worker(&pool, adapter);
+    let synced = format!(
+        "SELECT count(*) FROM ledgerflow.invoice_sync
+         WHERE invoice_id = '{}' AND synced_snapshot = latest_snapshot",
+        second.invoice_id
+    );
+    let deadline = std::time::Instant::now() + T;
+    while count(&pool, &synced).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap();
+    let invoices = sim.invoices(&conn.xero_tenant);
+    for number in ["INV-1", "INV-2"] {
+        let n = invoices
+            .iter()
+            .filter(|i| i.reference.as_deref() == Some(number))
+            .count();
+        assert_eq!(n, 1, "{number}: {invoices:#?}");
+    }
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_backfill_batch_in_flight_makes_a_live_sync_look_before_creating(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    let XeroEnv { sim, adapter, .. } = env;
+    let inv = snapshot("INV-3", 10_000, false);
+    // A backfill sent INV-3 in a batch whose answer it has not recorded.
+    sqlx::query(
+        "WITH b AS (
+             INSERT INTO ledgerflow.backfills
+                 (tenant_id, connection_id, from_date, to_date, chunk_days, contact_mapping,
+                  source, batch_size, daily_quota, reserve_percent, quota_recheck_secs, chunks_total)
+             VALUES ('spokes', $1, '2026-01-01', '2026-01-31', 31, 'auto', 'pushed', 50, 5000, 10, 60, 1)
+             RETURNING id)
+         INSERT INTO ledgerflow.backfill_chunks (backfill_id, position, from_date, to_date, status, in_flight)
+         SELECT id, 0, '2026-01-01', '2026-01-31', 'running',
+                jsonb_build_object('key', 'k', 'invoices',
+                    jsonb_build_array(jsonb_build_object('invoice_id', $2::text, 'reference', 'INV-3',
+                                                         'snapshot', '{}'::jsonb)))
+         FROM b",
+    )
+    .bind(conn.id)
+    .bind(&inv.invoice_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sim.push_fault(Fault::once(FaultKind::Status(500)).on(axum::http::Method::GET, "Invoices"));
+    let (stop, handle) = worker(&pool, adapter);
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &inv).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+    assert_eq!(sim.pending_faults(), 0, "the live sync looked first");
+    assert_eq!(sim.invoices(&conn.xero_tenant).len(), 1);
+}

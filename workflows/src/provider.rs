@@ -44,6 +44,11 @@ pub enum UpsertMode {
     /// Update the linked record in place, or cancel and replace it where the
     /// provider cannot edit it (Shopify confirmed orders); create when unlinked.
     CreateOrUpdate,
+    /// [`UpsertMode::CreateOrUpdate`] for an invoice that nothing can have
+    /// written to the provider yet (the ledger shows no earlier attempt and
+    /// no backfill batch in flight): when unlinked it is created without
+    /// first looking for a create whose answer was lost.
+    FirstWrite,
     /// Create a new record; `existing` is `None` and must not be looked up by
     /// the invoice's number ("send as new").
     ForceNew,

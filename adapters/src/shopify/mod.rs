@@ -1404,7 +1404,7 @@ impl ShopifyAdapter {
         let options = self.options(connection_id).await?;
         let tag = InvoiceTag::new(connection_id, &snapshot.invoice_id);
         let existing = match mode {
-            UpsertMode::CreateOrUpdate => existing,
+            UpsertMode::CreateOrUpdate | UpsertMode::FirstWrite => existing,
             UpsertMode::ForceNew => None,
         };
         let customer = self

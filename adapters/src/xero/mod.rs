@@ -8,9 +8,11 @@
 //! headers are recorded for every process. Writes carry an
 //! `Idempotency-Key` derived from the sync event's key, one per operation.
 //!
-//! Lost answers: an unlinked invoice is always looked up by its Reference
-//! (the host's invoice number) before one is created, so a create whose
-//! answer was lost is adopted and updated, never made twice.
+//! Lost answers: an unlinked invoice is looked up by its Reference (the
+//! host's invoice number) before one is created, so a create whose answer
+//! was lost is adopted and updated, never made twice. Only a first write
+//! (`UpsertMode::FirstWrite`: the ledger shows that nothing can have
+//! written the invoice yet) skips the look, a call per new invoice.
 //!
 //! This module must not touch the queue or the ledger tables; its only
 //! state is `ledgerflow_workflows::provider_state`.
@@ -697,6 +699,11 @@ impl XeroAdapter {
             XeroInvoiceStatus::Draft => status::DRAFT,
             XeroInvoiceStatus::Authorised => status::AUTHORISED,
         };
+        // No look by Reference for an unlinked invoice written for the
+        // first time or sent as new: the job reserves one call fewer.
+        if existing.is_none() && mode != UpsertMode::CreateOrUpdate {
+            call_budget::spare(1);
+        }
         let contact = self
             .find_or_create_contact(connection_id, &snapshot.customer, idempotency_key)
             .await?;
@@ -706,7 +713,7 @@ impl XeroAdapter {
         // as new) one an earlier attempt created but never heard back about.
         let target = match (existing, mode) {
             (Some(link), _) => Some(link.external_id.clone()),
-            (None, UpsertMode::ForceNew) => None,
+            (None, UpsertMode::ForceNew | UpsertMode::FirstWrite) => None,
             (None, UpsertMode::CreateOrUpdate) => self
                 .find_invoices_by_reference(connection_id, &snapshot.number)
                 .await?

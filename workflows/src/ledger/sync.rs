@@ -56,6 +56,9 @@ pub(super) fn job_error(e: LedgerError) -> JobError {
 
 /// The event a run works on.
 struct Picked {
+    /// An earlier attempt or a backfill may have written the invoice
+    /// without the ledger hearing back (see `pick`).
+    written_before: bool,
     event_id: i64,
     operation: Operation,
     void_existing: bool,
@@ -82,10 +85,24 @@ async fn pick(
         return Ok(None);
     };
     // A separate statement after the lock: it sees triggers committed while we waited.
+    // `written_before`: whether anything may already have written this
+    // invoice to the provider without the ledger hearing the answer: a
+    // sync of it that started (this event's earlier attempts included; a
+    // started event is never unmarked), or a backfill batch holding it in
+    // flight. Read before this pick marks the event started.
     let row = sqlx::query(
-        "SELECT id, operation, void_existing FROM ledgerflow.sync_events
-         WHERE connection_id = $1 AND invoice_id = $2 AND status IN ('pending', 'syncing')
-         ORDER BY id DESC LIMIT 1",
+        "SELECT e.id, e.operation, e.void_existing,
+                EXISTS (SELECT 1 FROM ledgerflow.sync_events s
+                        WHERE s.connection_id = $1 AND s.invoice_id = $2
+                          AND s.started_at IS NOT NULL)
+                OR EXISTS (SELECT 1 FROM ledgerflow.backfill_chunks c
+                           JOIN ledgerflow.backfills b ON b.id = c.backfill_id
+                           WHERE b.connection_id = $1 AND c.in_flight IS NOT NULL
+                             AND c.in_flight -> 'invoices' @> jsonb_build_array(jsonb_build_object('invoice_id', $2::text)))
+                AS written_before
+         FROM ledgerflow.sync_events e
+         WHERE e.connection_id = $1 AND e.invoice_id = $2 AND e.status IN ('pending', 'syncing')
+         ORDER BY e.id DESC LIMIT 1",
     )
     .bind(connection.id)
     .bind(invoice_id)
@@ -121,6 +138,7 @@ async fn pick(
     .execute(&mut *tx)
     .await?;
     Ok(Some(Picked {
+        written_before: row.try_get("written_before")?,
         event_id,
         operation: Operation::parse(row.try_get("operation")?)?,
         void_existing: row.try_get("void_existing")?,
@@ -284,7 +302,14 @@ pub(super) async fn run_open_event(
                 connection: &info,
                 snapshot: &snapshot,
                 existing: existing.as_ref(),
-                mode: UpsertMode::CreateOrUpdate,
+                // Nothing can have written it yet: an unlinked invoice needs
+                // no look for a lost create, which saves Xero a call per
+                // new invoice.
+                mode: if picked.written_before {
+                    UpsertMode::CreateOrUpdate
+                } else {
+                    UpsertMode::FirstWrite
+                },
                 idempotency_key: &idempotency_key,
             })
             .await
