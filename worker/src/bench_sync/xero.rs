@@ -29,10 +29,11 @@ use super::{
 use crate::queue::vacuum::VacuumPolicy;
 use crate::sandbox::{XeroSandbox, xero_settings};
 
-/// Calls every invoice's sync makes, whatever else: find the invoice by
-/// reference, create it. (Most also find the contact by number; the syncs
-/// of a new customer's invoices that run together share one lookup.)
-const CALLS_PER_INVOICE_AT_LEAST: u64 = 2;
+/// Calls every invoice's sync makes, whatever else: create it (a first
+/// write is not looked up by reference first). Most also find the contact
+/// by number; the syncs of a customer's invoices that run together share
+/// one lookup.
+const CALLS_PER_INVOICE_AT_LEAST: u64 = 1;
 /// Calls a tenant's one customer costs at least: the contact looked up by
 /// number and by name, then created.
 const CALLS_FIRST_CONTACT: u64 = 3;
