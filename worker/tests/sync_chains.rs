@@ -20,7 +20,7 @@ use ledgerflow_workflows::settings::{
 use ledgerflow_workflows::workflow_run;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use xero_helpers::{Conn, XeroEnv, connect_with, count, snapshot, xero_env};
+use xero_helpers::{Conn, XeroEnv, connect_with, count, eventually, snapshot, xero_env};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -521,14 +521,10 @@ async fn a_new_invoice_is_created_without_a_lookup_and_a_lost_create_is_adopted_
          WHERE invoice_id = '{}' AND error_message IS NOT NULL",
         second.invoice_id
     );
-    let deadline = std::time::Instant::now() + T;
-    while count(&pool, &lost).await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lost answer was never noted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(T, "the lost answer to be noted", || async {
+        (count(&pool, &lost).await > 0).then_some(())
+    })
+    .await;
     stop.cancel();
     handle.await.unwrap();
     assert_eq!(sim.pending_faults(), 0, "the answer was dropped");
@@ -541,14 +537,10 @@ async fn a_new_invoice_is_created_without_a_lookup_and_a_lost_create_is_adopted_
          WHERE invoice_id = '{}' AND synced_snapshot = latest_snapshot",
         second.invoice_id
     );
-    let deadline = std::time::Instant::now() + T;
-    while count(&pool, &synced).await == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the edit never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(T, "the edit to sync", || async {
+        (count(&pool, &synced).await > 0).then_some(())
+    })
+    .await;
     stop.cancel();
     handle.await.unwrap();
     let invoices = sim.invoices(&conn.xero_tenant);
