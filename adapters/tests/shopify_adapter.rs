@@ -507,6 +507,7 @@ async fn validation_errors_carry_shopifys_messages(pool: PgPool) {
             snapshot: &snap,
             existing: Some(&r.external),
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: "k2",
         })
         .await
@@ -526,6 +527,7 @@ async fn validation_errors_carry_shopifys_messages(pool: PgPool) {
             snapshot: &snap,
             existing: Some(&r.external),
             mode: UpsertMode::ForceNew,
+            customer: None,
             idempotency_key: "k3",
         })
         .await

@@ -55,6 +55,7 @@ async fn creates_updates_in_place_and_matches_totals(pool: PgPool) {
             snapshot: &snap,
             existing: None,
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: "ledgerflow-42-1",
         })
         .await
@@ -91,6 +92,7 @@ async fn creates_updates_in_place_and_matches_totals(pool: PgPool) {
             snapshot: &snap2,
             existing: Some(&created.external),
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: "ledgerflow-42-2",
         })
         .await
@@ -108,6 +110,7 @@ async fn creates_updates_in_place_and_matches_totals(pool: PgPool) {
             snapshot: &snap2,
             existing: Some(&created.external),
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: "ledgerflow-42-3",
         })
         .await
@@ -174,6 +177,7 @@ async fn validation_errors_are_permanent_with_a_hint(pool: PgPool) {
             &Default::default(),
             &snap,
             None,
+            None,
             UpsertMode::CreateOrUpdate,
             "k",
             None,
@@ -197,6 +201,7 @@ async fn validation_errors_are_permanent_with_a_hint(pool: PgPool) {
             CONNECTION,
             &Default::default(),
             &snap,
+            None,
             None,
             UpsertMode::CreateOrUpdate,
             "k",
@@ -223,6 +228,7 @@ async fn payments_only_on_authorised_and_void_rules(pool: PgPool) {
             snapshot: &snap,
             existing: None,
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: "e1",
         })
         .await
@@ -292,6 +298,7 @@ async fn payments_only_on_authorised_and_void_rules(pool: PgPool) {
             &Default::default(),
             &snap,
             None,
+            None,
             UpsertMode::CreateOrUpdate,
             "e5",
             Some(XeroInvoiceStatus::Authorised),
@@ -359,6 +366,7 @@ async fn a_create_whose_answer_was_lost_is_never_duplicated(pool: PgPool) {
         snapshot: &snap,
         existing: None,
         mode: UpsertMode::CreateOrUpdate,
+        customer: None,
         idempotency_key: key,
     };
     env.sim
@@ -562,6 +570,7 @@ async fn server_errors_retry_not_found_says_send_as_new_and_concurrency_is_cappe
             &Default::default(),
             &snap,
             Some(&gone),
+            None,
             UpsertMode::CreateOrUpdate,
             "k",
             None,
@@ -654,6 +663,7 @@ async fn syncs_that_share_a_contact_lookup_set_aside_no_call_they_do_not_make(po
                     CONNECTION,
                     &Default::default(),
                     &snap,
+                    None,
                     None,
                     UpsertMode::CreateOrUpdate,
                     &format!("k{n}"),
@@ -752,4 +762,157 @@ async fn a_job_that_outgrew_its_reservation_waits_for_the_window_instead_of_star
     assert!(!third.is_finished(), "still waiting, not rescheduled");
     third.abort();
     assert_eq!(env.sim.stats().api_requests, 3);
+}
+
+/// Creates `number` for the fixture's customer with `customer` as the
+/// ledger's link of that customer.
+async fn upsert_linked(
+    env: &Env,
+    number: &str,
+    customer: Option<&ledgerflow_workflows::provider::ExternalRef>,
+) -> Result<ledgerflow_workflows::provider::PushResult, ProviderError> {
+    let conn = connection(XeroInvoiceStatus::Authorised);
+    let snap = snapshot(number, vec![line("a", 1000, 500, 75)], None);
+    env.adapter
+        .upsert_invoice(UpsertInvoiceRequest {
+            connection: &conn,
+            snapshot: &snap,
+            existing: None,
+            mode: UpsertMode::FirstWrite,
+            customer,
+            idempotency_key: &format!("ledgerflow-42-{number}"),
+        })
+        .await
+}
+
+/// The ContactID Xero holds for invoice `number`.
+fn contact_of(env: &Env, number: &str) -> String {
+    env.sim
+        .invoices(&env.tenant)
+        .into_iter()
+        .find(|i| i.reference.as_deref() == Some(number))
+        .and_then(|i| i.contact)
+        .and_then(|c| c.contact_id)
+        .unwrap_or_else(|| panic!("no invoice {number}"))
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_linked_customer_is_not_looked_up_and_a_refused_link_is_replaced(pool: PgPool) {
+    let env = env(pool).await;
+    let snap = snapshot("INV-0", vec![line("a", 1000, 500, 75)], None);
+    let link = env
+        .adapter
+        .find_or_create_contact(CONNECTION, &snap.customer, "k0")
+        .await
+        .unwrap();
+
+    // Linked: the invoice points at the contact without finding it (a
+    // probe fault takes any read of Contacts).
+    env.sim
+        .push_fault(Fault::once(FaultKind::Status(500)).on(Method::GET, "Contacts"));
+    let pushed = upsert_linked(&env, "INV-1", Some(&link)).await.unwrap();
+    assert_eq!(env.sim.pending_faults(), 1, "no contact lookup");
+    env.sim.clear_faults();
+    assert_eq!(pushed.customer.as_ref(), Some(&link));
+    assert_eq!(contact_of(&env, "INV-1"), link.external_id);
+
+    // Archived in Xero since it was linked: Xero refuses it, and the
+    // invoice goes to the customer's contact made afresh, which the
+    // outcome names for the ledger to link instead.
+    env.sim
+        .archive_contact(&env.tenant, &link.external_id, None);
+    let pushed = upsert_linked(&env, "INV-2", Some(&link)).await.unwrap();
+    let fresh = pushed.customer.clone().unwrap();
+    assert_ne!(fresh.external_id, link.external_id);
+    assert_eq!(fresh.external_number.as_deref(), Some("cust-7"));
+    assert_eq!(contact_of(&env, "INV-2"), fresh.external_id);
+
+    // Merged into another contact: the invoice follows the merge.
+    let kept = env
+        .sim
+        .add_contact(&env.tenant, "Jane Doe Cycling Ltd", None);
+    env.sim
+        .archive_contact(&env.tenant, &fresh.external_id, Some(&kept));
+    let pushed = upsert_linked(&env, "INV-3", Some(&fresh)).await.unwrap();
+    assert_eq!(pushed.customer.as_ref().unwrap().external_id, kept);
+    assert_eq!(contact_of(&env, "INV-3"), kept);
+
+    // A ContactID Xero does not know at all: found or made afresh.
+    let unknown = ledgerflow_workflows::provider::ExternalRef {
+        external_id: "00000000-0000-0000-0000-00000000dead".into(),
+        external_number: Some("cust-7".into()),
+        url: None,
+    };
+    let pushed = upsert_linked(&env, "INV-4", Some(&unknown)).await.unwrap();
+    let made = pushed.customer.unwrap().external_id;
+    assert_eq!(contact_of(&env, "INV-4"), made);
+    let active: Vec<_> = env
+        .sim
+        .contacts(&env.tenant)
+        .into_iter()
+        .filter(|c| c.contact_status.as_deref() == Some("ACTIVE"))
+        .collect();
+    assert_eq!(
+        active.len(),
+        2,
+        "the merge target and one new contact: {active:#?}"
+    );
+    // Every invoice once, none lost to a refusal.
+    assert_eq!(env.sim.invoices(&env.tenant).len(), 4);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_refusal_that_is_not_about_the_linked_contact_stands(pool: PgPool) {
+    let options = XeroOptions {
+        sales_account_code: "999".into(),
+        ..options()
+    };
+    let env = env_with(pool, config(), options).await;
+    let snap = snapshot("INV-0", vec![line("a", 1000, 500, 75)], None);
+    let link = env
+        .adapter
+        .find_or_create_contact(CONNECTION, &snap.customer, "k0")
+        .await
+        .unwrap();
+    let err = upsert_linked(&env, "INV-1", Some(&link)).await.unwrap_err();
+    assert_eq!(class(&err), ErrorClass::Permanent);
+    assert!(
+        err.to_string()
+            .contains("Account code '999' is not a valid code"),
+        "{err}"
+    );
+    assert_eq!(env.sim.contacts(&env.tenant).len(), 1, "no contact made");
+    assert!(env.sim.invoices(&env.tenant).is_empty());
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_generic_contact_is_never_linked_to_a_customer_nor_replaced_by_a_link(pool: PgPool) {
+    let mut options = options();
+    options.generic_contact_name = Some("Walk-in Customer".into());
+    let env = env_with(pool, config(), options).await;
+    let own = env.sim.add_contact(&env.tenant, "Jane Doe", Some("cust-7"));
+    let link = ledgerflow_workflows::provider::ExternalRef {
+        external_id: own.clone(),
+        external_number: Some("cust-7".into()),
+        url: None,
+    };
+    let pushed = upsert_linked(&env, "INV-1", Some(&link)).await.unwrap();
+    assert_eq!(
+        pushed.customer, None,
+        "the walk-in contact is no customer's own"
+    );
+    let walk_in = contact_of(&env, "INV-1");
+    assert_ne!(walk_in, own, "the option wins over the link");
+    let conn = connection(XeroInvoiceStatus::Authorised);
+    let synced = env
+        .adapter
+        .sync_customer(ledgerflow_workflows::provider::SyncCustomerRequest {
+            connection: &conn,
+            customer: &snapshot("INV-1", vec![line("a", 1, 1, 0)], None).customer,
+            existing: None,
+            idempotency_key: "k",
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced, None);
 }

@@ -215,6 +215,7 @@ async fn an_invoice_cancelled_after_its_create_answer_was_lost_is_voided(pool: P
             },
             &snap,
             None,
+            None,
             UpsertMode::CreateOrUpdate,
             "lost-create",
             None,

@@ -185,7 +185,10 @@ impl Provider for Unconfigured {
     fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         self.refuse()
     }
-    fn sync_customer<'a>(&'a self, _: SyncCustomerRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn sync_customer<'a>(
+        &'a self,
+        _: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, Option<ExternalRef>> {
         self.refuse()
     }
 }

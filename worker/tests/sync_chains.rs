@@ -589,3 +589,76 @@ async fn a_backfill_batch_in_flight_makes_a_live_sync_look_before_creating(pool:
     assert_eq!(sim.pending_faults(), 0, "the live sync looked first");
     assert_eq!(sim.invoices(&conn.xero_tenant).len(), 1);
 }
+
+/// `number` for the one customer "Jane Doe".
+fn janes(number: &str) -> InvoiceSnapshot {
+    let mut s = snapshot(number, 10_000, false);
+    s.customer.customer_id = "cust-jane".into();
+    s.customer.name = "Jane Doe".into();
+    s
+}
+
+async fn customer_link(pool: &PgPool, conn: &Conn) -> String {
+    sqlx::query_scalar(
+        "SELECT external_id FROM ledgerflow.links
+         WHERE connection_id = $1 AND entity_type = 'customer' AND host_id = 'cust-jane'",
+    )
+    .bind(conn.id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_linked_customers_invoice_finds_no_contact_and_a_contact_archived_in_xero_is_replaced(
+    pool: PgPool,
+) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    let XeroEnv { sim, adapter, .. } = env;
+    let (stop, handle) = worker(&pool, adapter);
+    let contact_of = |number: &str| {
+        sim.invoices(&conn.xero_tenant)
+            .into_iter()
+            .find(|i| i.reference.as_deref() == Some(number))
+            .and_then(|i| i.contact?.contact_id)
+            .unwrap()
+    };
+
+    // The first chain's customer step makes the contact and links it.
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &janes("INV-1")).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    let linked = customer_link(&pool, &conn).await;
+    assert_eq!(contact_of("INV-1"), linked);
+
+    // The next invoice points at the linked contact: no read of Contacts
+    // (a probe fault would take it).
+    sim.push_fault(Fault::once(FaultKind::Status(500)).on(axum::http::Method::GET, "Contacts"));
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &janes("INV-2")).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    assert_eq!(
+        sim.pending_faults(),
+        1,
+        "no contact lookup for a linked customer"
+    );
+    sim.clear_faults();
+    assert_eq!(contact_of("INV-2"), linked);
+
+    // Archived by a person in Xero: the next invoice goes to the
+    // customer's contact made afresh, and the ledger links that one.
+    sim.archive_contact(&conn.xero_tenant, &linked, None);
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &janes("INV-3")).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    let relinked = customer_link(&pool, &conn).await;
+    assert_ne!(relinked, linked);
+    assert_eq!(contact_of("INV-3"), relinked);
+    let failed = count(
+        &pool,
+        "SELECT count(*) FROM ledgerflow.sync_events WHERE status <> 'synced'",
+    )
+    .await;
+    assert_eq!(failed, 0);
+    stop.cancel();
+    handle.await.unwrap();
+}

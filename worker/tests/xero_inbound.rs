@@ -52,6 +52,7 @@ async fn synced_invoice(env: &XeroEnv, conn: &Conn, number: &str) -> String {
             &settings,
             &snap,
             None,
+            None,
             UpsertMode::CreateOrUpdate,
             &format!("test:{number}"),
             None,

@@ -61,6 +61,11 @@ pub struct UpsertInvoiceRequest<'a> {
     pub snapshot: &'a InvoiceSnapshot,
     pub existing: Option<&'a ExternalRef>,
     pub mode: UpsertMode,
+    /// The ledger's link of the invoice's customer, when it has one: the
+    /// provider's record the invoice can point at without finding it again.
+    /// An adapter that uses it must cope with a record deleted or archived
+    /// in the provider since it was linked.
+    pub customer: Option<&'a ExternalRef>,
     /// Derived from the sync event: the same on every attempt of one event,
     /// so a create whose answer was lost is not made twice.
     pub idempotency_key: &'a str,
@@ -363,8 +368,14 @@ pub trait Provider: Send + Sync {
         Box::pin(async move { self.push_payment(req).await.map(PaymentOutcome::Applied) })
     }
 
-    fn sync_customer<'a>(&'a self, req: SyncCustomerRequest<'a>)
-    -> ProviderFuture<'a, ExternalRef>;
+    /// Find or create the provider's record of a customer. `None`: this
+    /// connection keeps no record of its own for the customer (a Shopify
+    /// customer without an e-mail address; a Xero connection that sends
+    /// every invoice to one generic contact), so nothing is linked.
+    fn sync_customer<'a>(
+        &'a self,
+        req: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, Option<ExternalRef>>;
 
     /// Reverse (delete, refund) a payment applied earlier. A payment already
     /// gone answers `Ok`. The default refuses: a provider whose adapter
@@ -421,7 +432,10 @@ impl Provider for MissingAdapter {
     fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         self.refuse()
     }
-    fn sync_customer<'a>(&'a self, _: SyncCustomerRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn sync_customer<'a>(
+        &'a self,
+        _: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, Option<ExternalRef>> {
         self.refuse()
     }
 }

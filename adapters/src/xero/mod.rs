@@ -164,6 +164,20 @@ pub struct XeroConnection {
 /// uses the same lead when it moves a waiter's turn earlier: keep them equal.
 const EARLY_FOR_A_TURN: chrono::Duration = chrono::Duration::milliseconds(500);
 
+/// One invoice write of an upsert, whichever contact it goes to.
+struct InvoiceWrite<'a> {
+    connection_id: i64,
+    snapshot: &'a InvoiceSnapshot,
+    /// The invoice as built for the first contact tried.
+    invoice: &'a wire::Invoice,
+    /// The Xero invoice to update; `None`: create one.
+    target: Option<&'a str>,
+    /// The ledger linked the invoice before this write (an update in place,
+    /// not an adoption of a lost create).
+    linked_before: bool,
+    wanted: &'static str,
+}
+
 /// The Xero adapter. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct XeroAdapter {
@@ -541,7 +555,7 @@ impl XeroAdapter {
             .contacts
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| c.contact_status.as_deref() != Some("ARCHIVED"))
+            .filter(|c| c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED))
             .collect())
     }
 
@@ -571,6 +585,78 @@ impl XeroAdapter {
                 self.find_or_create_contact_now(connection_id, number, name, email, idempotency_key)
             })
             .await
+    }
+
+    /// The contact an invoice goes to, and whether it is the ledger's link
+    /// (not checked against Xero). A linked customer costs no call; Xero
+    /// refusing the link is handled by the caller
+    /// ([`XeroAdapter::replacement_contact`]). With a generic contact in
+    /// the options every invoice goes to that one, whatever the link says.
+    async fn invoice_contact(
+        &self,
+        connection_id: i64,
+        options: &XeroOptions,
+        customer: &Customer,
+        linked: Option<&ExternalRef>,
+        idempotency_key: &str,
+    ) -> Result<(ExternalRef, bool), ProviderError> {
+        if let (None, Some(link)) = (&options.generic_contact_name, linked) {
+            // The job reserved a call for finding the contact.
+            call_budget::spare(1);
+            return Ok((link.clone(), true));
+        }
+        let found = self
+            .find_or_create_contact(connection_id, customer, idempotency_key)
+            .await?;
+        Ok((found, false))
+    }
+
+    /// What stands for the customer now that Xero refused an invoice sent
+    /// to its linked contact: the contact it was merged into, or (the
+    /// linked one deleted or archived) the customer's contact found or
+    /// created afresh. `None`: the linked contact is active, so the refusal
+    /// was about something else and stands.
+    async fn replacement_contact(
+        &self,
+        connection_id: i64,
+        linked: &ExternalRef,
+        customer: &Customer,
+        idempotency_key: &str,
+    ) -> Result<Option<ExternalRef>, ProviderError> {
+        let current = self
+            .contact_by_id(connection_id, &linked.external_id)
+            .await?;
+        let merged_into = match current {
+            Some(c) if c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED) => {
+                return Ok(None);
+            }
+            Some(c) => c.merged_to_contact_id,
+            None => None,
+        };
+        if let Some(id) = merged_into
+            && let Some(c) = self.contact_by_id(connection_id, &id).await?
+            && c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED)
+        {
+            return contact_ref(c).map(Some);
+        }
+        self.find_or_create_contact(connection_id, customer, idempotency_key)
+            .await
+            .map(Some)
+    }
+
+    /// The contact with this ContactID, archived ones included; `None` when
+    /// Xero holds none.
+    async fn contact_by_id(
+        &self,
+        connection_id: i64,
+        contact_id: &str,
+    ) -> Result<Option<wire::Contact>, ProviderError> {
+        let call = ApiCall::get(format!("Contacts/{contact_id}"));
+        match self.call(connection_id, &call).await {
+            Ok(env) => Ok(env.contacts.and_then(|c| c.into_iter().next())),
+            Err(ProviderError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn find_or_create_contact_now(
@@ -678,7 +764,8 @@ impl XeroAdapter {
             .collect())
     }
 
-    /// Creates or updates the invoice. `status_override` is the per-invoice
+    /// Creates or updates the invoice. `customer` is the ledger's link of
+    /// the invoice's customer, if any. `status_override` is the per-invoice
     /// choice of a manual send; background syncs pass `None` (the default
     /// from settings).
     // The port's request fields plus the manual-send override; a struct
@@ -690,6 +777,7 @@ impl XeroAdapter {
         settings: &XeroSettings,
         snapshot: &InvoiceSnapshot,
         existing: Option<&ExternalRef>,
+        customer: Option<&ExternalRef>,
         mode: UpsertMode,
         idempotency_key: &str,
         status_override: Option<XeroInvoiceStatus>,
@@ -704,10 +792,17 @@ impl XeroAdapter {
         if existing.is_none() && mode != UpsertMode::CreateOrUpdate {
             call_budget::spare(1);
         }
-        let contact = self
-            .find_or_create_contact(connection_id, &snapshot.customer, idempotency_key)
+        let (mut contact, linked) = self
+            .invoice_contact(
+                connection_id,
+                &options,
+                &snapshot.customer,
+                customer,
+                idempotency_key,
+            )
             .await?;
-        let mut invoice = build_invoice(snapshot, &options, &contact.external_id)?;
+        // Built before any lookup, so an unmappable invoice costs no call.
+        let invoice = build_invoice(snapshot, &options, &contact.external_id)?;
 
         // Which Xero invoice this is, if any: the link, or (unless sending
         // as new) one an earlier attempt created but never heard back about.
@@ -731,23 +826,82 @@ impl XeroAdapter {
             }
             _ => None,
         };
-        let (write, env) = match target {
-            Some(_) if settled.is_some() => (
-                if existing.is_some() {
-                    WriteKind::UpdatedInPlace
-                } else {
-                    WriteKind::Created
-                },
-                Envelope {
-                    invoices: settled.map(|i| vec![i]),
-                    ..Envelope::default()
-                },
-            ),
+        if let Some(current) = settled {
+            let write = if existing.is_some() {
+                WriteKind::UpdatedInPlace
+            } else {
+                WriteKind::Created
+            };
+            return self.pushed(write, current, snapshot, &options, contact);
+        }
+        let write = InvoiceWrite {
+            connection_id,
+            snapshot,
+            invoice: &invoice,
+            target: target.as_deref(),
+            linked_before: existing.is_some(),
+            wanted,
+        };
+        let (kind, saved) = match self.write_invoice(&write, &contact, idempotency_key).await {
+            // Xero refused an invoice sent to the linked contact: a person
+            // may have archived, merged or deleted that contact since it
+            // was linked. Then the invoice goes to the contact that stands
+            // for the customer now, and the ledger links that one instead.
+            Err(refused @ ProviderError::Permanent { .. }) if linked => {
+                let Some(now) = self
+                    .replacement_contact(
+                        connection_id,
+                        &contact,
+                        &snapshot.customer,
+                        idempotency_key,
+                    )
+                    .await?
+                else {
+                    return Err(refused);
+                };
+                tracing::info!(connection_id, invoice = %snapshot.number,
+                    old_contact = %contact.external_id, contact = %now.external_id,
+                    "the customer's linked Xero contact was refused; sent to its replacement");
+                contact = now;
+                let key = format!("{idempotency_key}:recontact");
+                self.write_invoice(&write, &contact, &key).await?
+            }
+            other => other?,
+        };
+        self.pushed(kind, saved, snapshot, &options, contact)
+    }
+
+    /// The outcome of an upsert: the saved invoice, and the contact the
+    /// ledger links to the customer (none with a generic contact, which is
+    /// no customer's own).
+    fn pushed(
+        &self,
+        write: WriteKind,
+        saved: wire::Invoice,
+        snapshot: &InvoiceSnapshot,
+        options: &XeroOptions,
+        contact: ExternalRef,
+    ) -> Result<PushResult, ProviderError> {
+        let mut result = push_result(write, &saved, snapshot)?;
+        result.customer = options.generic_contact_name.is_none().then_some(contact);
+        Ok(result)
+    }
+
+    /// Writes the invoice to `contact`: an update of `target`, or a create.
+    async fn write_invoice(
+        &self,
+        w: &InvoiceWrite<'_>,
+        contact: &ExternalRef,
+        idempotency_key: &str,
+    ) -> Result<(WriteKind, wire::Invoice), ProviderError> {
+        let mut invoice = w.invoice.clone();
+        invoice.contact = Some(contact_of(&contact.external_id));
+        let (write, env) = match w.target {
             Some(id) => {
                 // Only ever move forward: Draft → Authorised. A Draft wish
                 // leaves an Authorised invoice's status alone (Xero refuses
                 // Authorised → Draft).
-                invoice.status = (wanted == status::AUTHORISED).then(|| wanted.to_string());
+                invoice.status = (w.wanted == status::AUTHORISED).then(|| w.wanted.to_string());
                 let body = Envelope {
                     invoices: Some(vec![invoice]),
                     ..Envelope::default()
@@ -756,21 +910,21 @@ impl XeroAdapter {
                 let path = format!("Invoices/{id}");
                 let env = self
                     .call(
-                        connection_id,
+                        w.connection_id,
                         &ApiCall::write(Method::POST, path, &body, key),
                     )
                     .await?;
-                let write = if existing.is_some() {
+                let write = if w.linked_before {
                     WriteKind::UpdatedInPlace
                 } else {
-                    tracing::info!(connection_id, invoice = %snapshot.number,
+                    tracing::info!(connection_id = w.connection_id, invoice = %w.snapshot.number,
                         "adopted a Xero invoice found by its reference (an earlier answer was lost)");
                     WriteKind::Created
                 };
                 (write, env)
             }
             None => {
-                invoice.status = Some(wanted.to_string());
+                invoice.status = Some(w.wanted.to_string());
                 let body = Envelope {
                     invoices: Some(vec![invoice]),
                     ..Envelope::default()
@@ -782,13 +936,10 @@ impl XeroAdapter {
                     operation_key(idempotency_key, "invoice-create"),
                 );
                 call.query.push(("unitdp", "4".into()));
-                (WriteKind::Created, self.call(connection_id, &call).await?)
+                (WriteKind::Created, self.call(w.connection_id, &call).await?)
             }
         };
-        let saved = first(env.invoices, "invoice")?;
-        let mut result = push_result(write, &saved, snapshot)?;
-        result.customer = Some(contact);
-        Ok(result)
+        Ok((write, first(env.invoices, "invoice")?))
     }
 
     /// Draft/Submitted → DELETED; Authorised without payments → VOIDED;
@@ -1032,6 +1183,14 @@ fn first<T>(list: Option<Vec<T>>, what: &str) -> Result<T, ProviderError> {
         .ok_or_else(|| decode_error(format!("the answer holds no {what}"), ""))
 }
 
+/// An invoice's contact, named by its ContactID.
+fn contact_of(contact_id: &str) -> wire::Contact {
+    wire::Contact {
+        contact_id: Some(contact_id.to_string()),
+        ..wire::Contact::default()
+    }
+}
+
 fn contact_ref(c: wire::Contact) -> Result<ExternalRef, ProviderError> {
     Ok(ExternalRef {
         external_id: c
@@ -1111,10 +1270,7 @@ fn build_invoice(
     Ok(wire::Invoice {
         kind: Some("ACCREC".into()),
         reference: Some(snapshot.number.clone()),
-        contact: Some(wire::Contact {
-            contact_id: Some(contact_id.to_string()),
-            ..wire::Contact::default()
-        }),
+        contact: Some(contact_of(contact_id)),
         date: Some(snapshot.issued_on.format("%Y-%m-%d").to_string()),
         // Xero needs a due date to authorise; the issue date is the honest default.
         due_date: Some(
@@ -1229,6 +1385,7 @@ impl Provider for XeroAdapter {
                 &settings,
                 req.snapshot,
                 req.existing,
+                req.customer,
                 req.mode,
                 req.idempotency_key,
                 None,
@@ -1306,13 +1463,25 @@ impl Provider for XeroAdapter {
     fn sync_customer<'a>(
         &'a self,
         req: SyncCustomerRequest<'a>,
-    ) -> ProviderFuture<'a, ExternalRef> {
+    ) -> ProviderFuture<'a, Option<ExternalRef>> {
         Box::pin(async move {
+            // One generic contact takes every invoice: it is no customer's
+            // own, and linking it would send the customer's invoices there
+            // after the option is cleared.
+            if self
+                .options(req.connection.id)
+                .await?
+                .generic_contact_name
+                .is_some()
+            {
+                return Ok(None);
+            }
             if let Some(link) = req.existing {
-                return Ok(link.clone());
+                return Ok(Some(link.clone()));
             }
             self.find_or_create_contact(req.connection.id, req.customer, req.idempotency_key)
                 .await
+                .map(Some)
         })
     }
 

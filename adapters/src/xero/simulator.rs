@@ -483,6 +483,21 @@ impl Simulator {
         }
         id
     }
+    /// A person archives a contact in Xero, or merges it into `merged_into`
+    /// (which archives it and points it at the contact it became).
+    pub fn archive_contact(&self, tenant: &str, contact_id: &str, merged_into: Option<&str>) {
+        let mut s = lock(&self.shared);
+        let now = s.now();
+        if let Some(c) = s.tenants.get_mut(tenant).and_then(|t| {
+            t.contacts
+                .iter_mut()
+                .find(|c| c.contact_id.as_deref() == Some(contact_id))
+        }) {
+            c.contact_status = Some(wire::CONTACT_ARCHIVED.into());
+            c.merged_to_contact_id = merged_into.map(str::to_string);
+            c.updated_date_utc = Some(xero_date(now));
+        }
+    }
     /// Add an account to the chart of accounts.
     pub fn add_account(&self, account: SimAccount) {
         lock(&self.shared).config.accounts.push(account);
@@ -1243,7 +1258,7 @@ fn write_contacts(
             Some(n) => {
                 if t.contacts.iter().enumerate().any(|(i, x)| {
                     Some(i) != existing
-                        && x.contact_status.as_deref() != Some("ARCHIVED")
+                        && x.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED)
                         && x.name
                             .as_deref()
                             .is_some_and(|xn| xn.eq_ignore_ascii_case(n))
@@ -1593,18 +1608,27 @@ fn resolve_contact(
     now: DateTime<Utc>,
     c: &wire::Contact,
 ) -> Result<String, String> {
+    let active = |x: &&wire::Contact| x.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED);
     if let Some(id) = &c.contact_id {
-        return t
+        let found = t
             .contacts
             .iter()
             .find(|x| x.contact_id.as_ref() == Some(id))
-            .and_then(|x| x.contact_id.clone())
-            .ok_or_else(|| format!("The contact with ContactID {id} could not be found"));
+            .ok_or_else(|| format!("The contact with ContactID {id} could not be found"))?;
+        // Archived (merged ones too) takes no new transactions.
+        if !active(&found) {
+            return Err(format!(
+                "The contact {} is archived and cannot be used on a new or changed invoice",
+                found.name.as_deref().unwrap_or(id)
+            ));
+        }
+        return found.contact_id.clone().ok_or_default();
     }
     if let Some(n) = &c.contact_number
         && let Some(x) = t
             .contacts
             .iter()
+            .filter(active)
             .find(|x| x.contact_number.as_ref() == Some(n))
     {
         return x.contact_id.clone().ok_or_default();
@@ -1614,6 +1638,7 @@ fn resolve_contact(
             if let Some(x) = t
                 .contacts
                 .iter()
+                .filter(active)
                 .find(|x| x.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
             {
                 return x.contact_id.clone().ok_or_default();

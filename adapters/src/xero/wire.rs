@@ -20,6 +20,9 @@ pub mod status {
     pub const DELETED: &str = "DELETED";
 }
 
+/// A contact's status once a person archives it (or merges it into another).
+pub const CONTACT_ARCHIVED: &str = "ARCHIVED";
+
 /// The envelope around every successful Accounting API answer (and every
 /// request body: `{"Invoices":[...]}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -60,6 +63,9 @@ pub struct Contact {
     pub email_address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact_status: Option<String>,
+    /// Set on a contact merged into another (which archives it).
+    #[serde(rename = "MergedToContactID", skip_serializing_if = "Option::is_none")]
+    pub merged_to_contact_id: Option<String>,
     #[serde(rename = "UpdatedDateUTC", skip_serializing_if = "Option::is_none")]
     pub updated_date_utc: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -184,6 +184,7 @@ pub async fn upsert_unlinked(
             snapshot: snap,
             existing,
             mode: UpsertMode::CreateOrUpdate,
+            customer: None,
             idempotency_key: key,
         })
         .await

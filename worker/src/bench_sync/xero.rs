@@ -29,13 +29,12 @@ use super::{
 use crate::queue::vacuum::VacuumPolicy;
 use crate::sandbox::{XeroSandbox, xero_settings};
 
-/// Calls every invoice's sync makes, whatever else: create it (a first
-/// write is not looked up by reference first). Most also find the contact
-/// by number; the syncs of a customer's invoices that run together share
-/// one lookup.
+/// Calls every invoice's sync makes: create it. A first write is not
+/// looked up by reference first, and the invoice of a linked customer goes
+/// to the linked contact without finding it.
 const CALLS_PER_INVOICE_AT_LEAST: u64 = 1;
-/// Calls a tenant's one customer costs at least: the contact looked up by
-/// number and by name, then created.
+/// Calls a tenant's one customer costs: the contact looked up by number
+/// and by name, then created (the chains' customer step, once).
 const CALLS_FIRST_CONTACT: u64 = 3;
 /// Xero's concurrent calls per organisation; also the job slots per tenant
 /// by default, since more only queue up on the limiter's row locks.
@@ -62,9 +61,8 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
     let invoices = run.invoices;
     let per_tenant = invoices.div_ceil(tenants) as u64;
     // The fewest calls a tenant can need, so the limit binds for at least
-    // `windows` minutes however many syncs share their contact lookup: at
-    // least the last call of each tenant falls into window `windows`
-    // (counting from 0).
+    // `windows` minutes: at least the last call of each tenant falls into
+    // window `windows` (counting from 0).
     let least_calls = per_tenant * CALLS_PER_INVOICE_AT_LEAST + CALLS_FIRST_CONTACT;
     let per_minute = run.per_minute.unwrap_or_else(|| {
         u32::try_from((least_calls - 1) / u64::from(run.windows.max(1)))
@@ -162,8 +160,8 @@ pub async fn run(pool: &PgPool, run: &XeroRun) -> Result<SyncReport, BenchError>
     let (synced, failed) = sync_outcome(pool).await?;
     // The floor is the busiest organisation's: the run ends when its last
     // call can. The mean understated it whenever the organisations' counts
-    // straddled a multiple of the limit (how many syncs share a contact
-    // lookup varies them by a few percent).
+    // straddled a multiple of the limit (retries and lost answers vary
+    // them).
     let calls_per_tenant = orgs
         .iter()
         .map(|(_, org)| sandbox.sim.calls_counted(org))

@@ -4,10 +4,12 @@
 //! "The customer is synced first": when this step fails for good, the
 //! invoice's open sync event says so (which dependency failed and why)
 //! while the chain's invoice step waits; retrying the step lets the chain go
-//! on. A customer the provider has no way to keep (Shopify: no e-mail
-//! address) is not a failure: the step ends with nothing to link and the
-//! invoice is sent without one. This module must not send invoices or
-//! decide retry timing.
+//! on. A customer the connection keeps no record of (the adapter answers
+//! `None`: a Shopify customer without an e-mail address, a Xero connection
+//! with one generic contact) is not a failure: the step ends with nothing
+//! to link. The invoice sync reads the link this step writes and hands it
+//! to the adapter. This module must not send invoices or decide retry
+//! timing.
 
 use sqlx::PgConnection;
 
@@ -18,7 +20,6 @@ use crate::invoice::Customer;
 use crate::job::JobContext;
 use crate::payloads::SyncCustomer;
 use crate::provider::{Providers, SyncCustomerRequest};
-use crate::settings::ProviderSettings;
 
 /// The error class an invoice's open event carries while a step it depends
 /// on has failed.
@@ -66,9 +67,6 @@ pub async fn run_sync_customer(
         )
         .await;
     };
-    if !provider_keeps(&connection.settings.provider, &customer) {
-        return Ok(());
-    }
     drop(conn);
 
     let info = connection.info();
@@ -85,14 +83,16 @@ pub async fn run_sync_customer(
     match result {
         Ok(external) => {
             let mut tx = ctx.pool.begin().await?;
-            upsert_link(
-                &mut tx,
-                connection.id,
-                "customer",
-                &job.customer_id,
-                &external,
-            )
-            .await?;
+            if let Some(external) = &external {
+                upsert_link(
+                    &mut tx,
+                    connection.id,
+                    "customer",
+                    &job.customer_id,
+                    external,
+                )
+                .await?;
+            }
             // The invoice no longer waits on a failed customer.
             if let Some(invoice_id) = &job.invoice_id {
                 sqlx::query(
@@ -156,25 +156,6 @@ async fn fail(
         .await?;
     }
     Err(err)
-}
-
-/// Whether the provider can hold a record of this customer. Shopify finds
-/// customers by e-mail address and makes none without one (its draft or
-/// order then goes without a customer), so failing the step there would
-/// block the invoice for good over a customer it never needed (found by
-/// the chaos run: walk-in customers with no e-mail address).
-fn provider_keeps(settings: &ProviderSettings, customer: &Customer) -> bool {
-    match settings {
-        ProviderSettings::Shopify(_) => customer
-            .email
-            .as_deref()
-            .is_some_and(|e| !e.trim().is_empty()),
-        ProviderSettings::QuickBooks(_)
-        | ProviderSettings::LightspeedR(_)
-        | ProviderSettings::LightspeedX(_)
-        | ProviderSettings::Xero(_)
-        | ProviderSettings::Saledock(_) => true,
-    }
 }
 
 async fn customer_linked(

@@ -255,7 +255,13 @@ pub(super) async fn run_open_event(
                 .map(|()| Ran::Event);
         }
     };
-    let existing = invoice_link(&ctx.pool, connection_id, invoice_id).await?;
+    let (existing, customer) = sync_links(
+        &ctx.pool,
+        connection_id,
+        invoice_id,
+        &snapshot.customer.customer_id,
+    )
+    .await?;
     let info = connection.info();
     let provider = providers.get(provider_name);
     let idempotency_key = format!("ledgerflow-{}-{}", connection_id, picked.event_id);
@@ -310,6 +316,7 @@ pub(super) async fn run_open_event(
                 } else {
                     UpsertMode::FirstWrite
                 },
+                customer: customer.as_ref(),
                 idempotency_key: &idempotency_key,
             })
             .await
@@ -341,6 +348,7 @@ pub(super) async fn run_open_event(
                         snapshot: &snapshot,
                         existing: None,
                         mode: UpsertMode::ForceNew,
+                        customer: customer.as_ref(),
                         idempotency_key: &idempotency_key,
                     })
                     .await
@@ -486,6 +494,40 @@ pub(super) async fn lock_invoice(
     .fetch_optional(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The invoice's link and its customer's, read in one statement: a sync
+/// hands both to the adapter (the customer's spares finding it again).
+async fn sync_links(
+    pool: &sqlx::PgPool,
+    connection_id: i64,
+    invoice_id: &str,
+    customer_id: &str,
+) -> Result<(Option<ExternalRef>, Option<ExternalRef>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT entity_type, external_id, external_number, view_url FROM ledgerflow.links
+         WHERE connection_id = $1
+           AND ((entity_type = 'invoice' AND host_id = $2)
+             OR (entity_type = 'customer' AND host_id = $3 AND $3 <> ''))",
+    )
+    .bind(connection_id)
+    .bind(invoice_id)
+    .bind(customer_id)
+    .fetch_all(pool)
+    .await?;
+    let (mut invoice, mut customer) = (None, None);
+    for r in rows {
+        let link = ExternalRef {
+            external_id: r.try_get("external_id")?,
+            external_number: r.try_get("external_number")?,
+            url: r.try_get("view_url")?,
+        };
+        match r.try_get::<&str, _>("entity_type")? {
+            "invoice" => invoice = Some(link),
+            _ => customer = Some(link),
+        }
+    }
+    Ok((invoice, customer))
 }
 
 pub(super) async fn invoice_link(

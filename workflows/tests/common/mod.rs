@@ -359,7 +359,10 @@ impl Provider for RecordingProvider {
         Box::pin(async { Err(ProviderError::permanent("not used in these tests", None)) })
     }
 
-    fn sync_customer<'a>(&'a self, _: SyncCustomerRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn sync_customer<'a>(
+        &'a self,
+        _: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, Option<ExternalRef>> {
         Box::pin(async { Err(ProviderError::permanent("not used in these tests", None)) })
     }
 }
