@@ -662,3 +662,38 @@ async fn a_linked_customers_invoice_finds_no_contact_and_a_contact_archived_in_x
     stop.cancel();
     handle.await.unwrap();
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_first_write_refused_by_the_rate_limit_is_still_a_first_write(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    tenant(&pool, "spokes").await;
+    let conn = xero_connection(&env, "spokes", false).await;
+    let XeroEnv { sim, adapter, .. } = env;
+    // Xero answers the create 429 (it wrote nothing); a probe takes any
+    // look for a lost create by Reference.
+    sim.push_fault(
+        Fault::once(FaultKind::RateLimit {
+            problem: "minute".into(),
+            retry_after: 1,
+        })
+        .on(axum::http::Method::PUT, "Invoices"),
+    );
+    sim.push_fault(Fault::once(FaultKind::Status(500)).on(axum::http::Method::GET, "Invoices"));
+    let (stop, handle) = worker(&pool, adapter);
+    let started = trigger(&pool, "spokes", Trigger::InvoiceCreated, &janes("INV-1")).await;
+    wait_run(&pool, started[0].run_id.unwrap(), "completed").await;
+    stop.cancel();
+    handle.await.unwrap();
+    assert_eq!(sim.stats().rate_limited, 1, "the create met the 429");
+    assert_eq!(sim.pending_faults(), 1, "and its retry made no lookup");
+    let invoices = sim.invoices(&conn.xero_tenant);
+    assert_eq!(invoices.len(), 1);
+    let (status, attempts, started): (String, i32, bool) = sqlx::query_as(
+        "SELECT status, attempts, started_at IS NOT NULL FROM ledgerflow.sync_events
+         WHERE invoice_id = 'host-INV-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts, started), ("synced", 1, true));
+}

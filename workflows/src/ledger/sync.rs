@@ -87,9 +87,11 @@ async fn pick(
     // A separate statement after the lock: it sees triggers committed while we waited.
     // `written_before`: whether anything may already have written this
     // invoice to the provider without the ledger hearing the answer: a
-    // sync of it that started (this event's earlier attempts included; a
-    // started event is never unmarked), or a backfill batch holding it in
-    // flight. Read before this pick marks the event started.
+    // sync of it that started (this event's earlier attempts included), or
+    // a backfill batch holding it in flight. A started event is unmarked
+    // only when its attempt was refused by a rate limit and nothing had
+    // started before it (`Failed::wrote_nothing`). Read before this pick
+    // marks the event started.
     let row = sqlx::query(
         "SELECT e.id, e.operation, e.void_existing,
                 EXISTS (SELECT 1 FROM ledgerflow.sync_events s
@@ -250,7 +252,7 @@ pub(super) async fn run_open_event(
                 format!("the stored invoice snapshot could not be read: {e}"),
                 None,
             );
-            return record_failure(&connection, invoice_id, &picked, ctx, err)
+            return record_failure(&connection, invoice_id, Failed::wrote(&picked), ctx, err)
                 .await
                 .map(|()| Ran::Event);
         }
@@ -284,7 +286,7 @@ pub(super) async fn run_open_event(
             {
                 Ok(reversed) => reversed,
                 Err(e) => {
-                    return record_failure(&connection, invoice_id, &picked, ctx, e)
+                    return record_failure(&connection, invoice_id, Failed::wrote(&picked), ctx, e)
                         .await
                         .map(|()| Ran::Event);
                 }
@@ -388,6 +390,14 @@ pub(super) async fn run_open_event(
         )),
     };
 
+    // Refused by a rate limit (the limiter's or a 429, neither of which
+    // lets the write through) while nothing had written the invoice
+    // before: the event has not really started, and its next attempt is a
+    // first write again, without a look for a lost create.
+    let wrote_nothing = !picked.written_before
+        && picked.operation == Operation::Upsert
+        && matches!(result, Err(ProviderError::RateLimited { .. }));
+
     // Payments follow the invoice they belong to, in the same event: the
     // invoice must exist (and be in a state that takes payments) first.
     let target = match &result {
@@ -437,7 +447,13 @@ pub(super) async fn run_open_event(
             )
             .await
         }
-        Err(e) => record_failure(&connection, invoice_id, &picked, ctx, e).await,
+        Err(e) => {
+            let failed = Failed {
+                picked: &picked,
+                wrote_nothing,
+            };
+            record_failure(&connection, invoice_id, failed, ctx, e).await
+        }
     }
     .map(|()| Ran::Event)
 }
@@ -680,13 +696,33 @@ async fn record_success(
     Ok(())
 }
 
+/// The attempt that failed.
+#[derive(Clone, Copy)]
+struct Failed<'a> {
+    picked: &'a Picked,
+    /// Nothing can have been written by it or before it: the event goes
+    /// back to pending as never started (see `pick`'s `written_before`).
+    wrote_nothing: bool,
+}
+
+impl<'a> Failed<'a> {
+    /// An attempt that may have written the invoice, as far as is known.
+    fn wrote(picked: &'a Picked) -> Self {
+        Failed {
+            picked,
+            wrote_nothing: false,
+        }
+    }
+}
+
 async fn record_failure(
     connection: &Connection,
     invoice_id: &str,
-    picked: &Picked,
+    failed: Failed<'_>,
     ctx: &JobContext,
     err: ProviderError,
 ) -> Result<(), JobError> {
+    let picked = failed.picked;
     let mut friendly = err.friendly_message(connection.provider);
     let raw = err.raw().map_or_else(|| err.to_string(), str::to_owned);
     let job_err = JobError::from(err);
@@ -744,7 +780,8 @@ async fn record_failure(
                  finished_at = CASE WHEN EXISTS (SELECT 1 FROM ledgerflow.sync_events n
                                             WHERE n.connection_id = $7 AND n.invoice_id = $8
                                               AND n.status = 'pending' AND n.id > $1)
-                               THEN now() END
+                               THEN now() END,
+                 started_at = CASE WHEN $9 THEN NULL ELSE started_at END
              WHERE {OWNED}"
         )))
         .bind(picked.event_id)
@@ -755,6 +792,7 @@ async fn record_failure(
         .bind(refund)
         .bind(connection.id)
         .bind(invoice_id)
+        .bind(failed.wrote_nothing)
         .execute(&mut *tx)
         .await?;
     }
