@@ -916,3 +916,98 @@ async fn a_generic_contact_is_never_linked_to_a_customer_nor_replaced_by_a_link(
         .unwrap();
     assert_eq!(synced, None);
 }
+
+/// Waits until the simulator has met every pushed fault, then archives the
+/// customer's active contact (the one with our number).
+async fn archive_once_met(env: &Env, faults_left: usize) -> String {
+    while env.sim.pending_faults() > faults_left {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let id = env
+        .sim
+        .contacts(&env.tenant)
+        .into_iter()
+        .find(|c| {
+            c.contact_status.as_deref() == Some("ACTIVE")
+                && c.contact_number.as_deref() == Some("cust-7")
+        })
+        .and_then(|c| c.contact_id)
+        .unwrap();
+    env.sim.archive_contact(&env.tenant, &id, None);
+    id
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_contact_archived_while_the_invoice_is_on_its_way_is_replaced_or_retried(pool: PgPool) {
+    let env = env(pool).await;
+    let slow = || {
+        Fault::once(FaultKind::Latency(std::time::Duration::from_millis(300)))
+            .on(Method::PUT, "Invoices")
+    };
+    // Found by number a moment ago, archived before the create lands: the
+    // refusal is about the contact, so the invoice goes to its replacement.
+    let found = env.sim.add_contact(&env.tenant, "Jane Doe", Some("cust-7"));
+    env.sim.push_fault(slow());
+    let (pushed, archived) = tokio::join!(
+        upsert_linked(&env, "INV-1", None),
+        archive_once_met(&env, 0)
+    );
+    assert_eq!(archived, found);
+    let fresh = pushed.unwrap().customer.unwrap();
+    assert_ne!(fresh.external_id, found);
+    assert_eq!(contact_of(&env, "INV-1"), fresh.external_id);
+
+    // Archived again while each of the next writes is on its way (the
+    // link, then three replacements): not a failure for good, the sync
+    // tries again later.
+    for _ in 0..4 {
+        env.sim.push_fault(slow());
+    }
+    let archive_four_times = async {
+        for left in (0..4).rev() {
+            archive_once_met(&env, left).await;
+        }
+    };
+    let (pushed, ()) = tokio::join!(
+        upsert_linked(&env, "INV-2", Some(&fresh)),
+        archive_four_times
+    );
+    let err = pushed.unwrap_err();
+    assert_eq!(class(&err), ErrorClass::Retryable, "{err}");
+    assert!(
+        err.to_string().contains("was archived while invoice INV-2"),
+        "{err}"
+    );
+    assert!(
+        env.sim
+            .invoices(&env.tenant)
+            .iter()
+            .all(|i| i.reference.as_deref() != Some("INV-2"))
+    );
+
+    // The retry of that sync (same event, same idempotency key) must not
+    // be answered with Xero's replay of the first refusal: its writes go
+    // to another contact, under keys of their own.
+    let conn = connection(XeroInvoiceStatus::Authorised);
+    let snap = snapshot("INV-2", vec![line("a", 1000, 500, 75)], None);
+    let retried = env
+        .adapter
+        .upsert_invoice(UpsertInvoiceRequest {
+            connection: &conn,
+            snapshot: &snap,
+            existing: None,
+            mode: UpsertMode::CreateOrUpdate,
+            customer: Some(&fresh),
+            idempotency_key: "ledgerflow-42-INV-2",
+        })
+        .await
+        .unwrap();
+    assert_eq!(retried.write, WriteKind::Created);
+    let made = env
+        .sim
+        .invoices(&env.tenant)
+        .into_iter()
+        .filter(|i| i.reference.as_deref() == Some("INV-2"))
+        .count();
+    assert_eq!(made, 1);
+}

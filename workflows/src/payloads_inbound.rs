@@ -49,11 +49,15 @@ impl JobKind for PullPayments {
     const KIND: &'static str = "pull-payments";
     const VERSION: i32 = 1;
     const PRIORITY: Priority = Priority::Default;
-    // The next tick pulls again anyway: a few quick tries are enough.
+    // The next tick pulls again anyway: quick tries, all within a minute
+    // or two of the tick, are enough. Five, because a pull is a single
+    // call: three 5xx or dropped answers in a row failed one outright in
+    // the full chaos run, in its first seconds, when pulls were nearly all
+    // the Xero traffic meeting the faults.
     const RETRY: RetryPolicy = RetryPolicy {
-        max_attempts: 3,
+        max_attempts: 5,
         base_delay: Duration::from_secs(5),
-        max_delay: Duration::from_secs(120),
+        max_delay: Duration::from_secs(60),
         max_rate_limit_wait: Duration::from_secs(3600),
     };
     fn tenant(&self) -> &str {

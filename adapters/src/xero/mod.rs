@@ -164,6 +164,22 @@ pub struct XeroConnection {
 /// uses the same lead when it moves a waiter's turn earlier: keep them equal.
 const EARLY_FOR_A_TURN: chrono::Duration = chrono::Duration::milliseconds(500);
 
+/// Replacements of an archived contact one upsert tries before it gives
+/// up for now (retryable): each replacement was archived before the
+/// invoice written to it landed.
+const MAX_CONTACT_REPLACEMENTS: u32 = 3;
+
+/// What Xero says of a contact an invoice was refused for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ContactStanding {
+    /// It takes invoices: the refusal was about something else.
+    Active,
+    /// Archived by a person, or merged into another contact (`merged_into`).
+    Archived { merged_into: Option<String> },
+    /// Xero holds no contact with that ContactID.
+    Unknown,
+}
+
 /// One invoice write of an upsert, whichever contact it goes to.
 struct InvoiceWrite<'a> {
     connection_id: i64,
@@ -589,7 +605,7 @@ impl XeroAdapter {
 
     /// The contact an invoice goes to, and whether it is the ledger's link
     /// (not checked against Xero). A linked customer costs no call; Xero
-    /// refusing the link is handled by the caller
+    /// refusing the contact is handled by the caller
     /// ([`XeroAdapter::replacement_contact`]). With a generic contact in
     /// the options every invoice goes to that one, whatever the link says.
     async fn invoice_contact(
@@ -611,37 +627,54 @@ impl XeroAdapter {
         Ok((found, false))
     }
 
-    /// What stands for the customer now that Xero refused an invoice sent
-    /// to its linked contact: the contact it was merged into, or (the
-    /// linked one deleted or archived) the customer's contact found or
-    /// created afresh. `None`: the linked contact is active, so the refusal
-    /// was about something else and stands.
+    /// Whether Xero can still take invoices for `contact`.
+    async fn contact_standing(
+        &self,
+        connection_id: i64,
+        contact: &ExternalRef,
+    ) -> Result<ContactStanding, ProviderError> {
+        Ok(
+            match self
+                .contact_by_id(connection_id, &contact.external_id)
+                .await?
+            {
+                None => ContactStanding::Unknown,
+                Some(c) if c.contact_status.as_deref() == Some(wire::CONTACT_ARCHIVED) => {
+                    ContactStanding::Archived {
+                        merged_into: c.merged_to_contact_id,
+                    }
+                }
+                Some(_) => ContactStanding::Active,
+            },
+        )
+    }
+
+    /// What stands for the customer once its contact is no longer usable:
+    /// the contact it was merged into, when that one is active, else the
+    /// customer's contact found or created afresh.
+    ///
+    /// A contact it creates gets an idempotency key of its own: under the
+    /// sync's key, a retry would be answered with Xero's replay of the
+    /// contact an earlier attempt made, which may be archived by now. A
+    /// create whose answer is lost is still made once: Xero refuses a
+    /// second active contact of the same name, and the winner is adopted.
     async fn replacement_contact(
         &self,
         connection_id: i64,
-        linked: &ExternalRef,
+        standing: ContactStanding,
         customer: &Customer,
-        idempotency_key: &str,
-    ) -> Result<Option<ExternalRef>, ProviderError> {
-        let current = self
-            .contact_by_id(connection_id, &linked.external_id)
-            .await?;
-        let merged_into = match current {
-            Some(c) if c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED) => {
-                return Ok(None);
-            }
-            Some(c) => c.merged_to_contact_id,
-            None => None,
-        };
-        if let Some(id) = merged_into
+    ) -> Result<ExternalRef, ProviderError> {
+        if let ContactStanding::Archived {
+            merged_into: Some(id),
+        } = standing
             && let Some(c) = self.contact_by_id(connection_id, &id).await?
             && c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED)
         {
-            return contact_ref(c).map(Some);
+            return contact_ref(c);
         }
-        self.find_or_create_contact(connection_id, customer, idempotency_key)
+        let key = format!("ledgerflow-contact-{}", uuid::Uuid::new_v4());
+        self.find_or_create_contact(connection_id, customer, &key)
             .await
-            .map(Some)
     }
 
     /// The contact with this ContactID, archived ones included; `None` when
@@ -842,31 +875,48 @@ impl XeroAdapter {
             linked_before: existing.is_some(),
             wanted,
         };
-        let (kind, saved) = match self.write_invoice(&write, &contact, idempotency_key).await {
-            // Xero refused an invoice sent to the linked contact: a person
-            // may have archived, merged or deleted that contact since it
-            // was linked. Then the invoice goes to the contact that stands
-            // for the customer now, and the ledger links that one instead.
-            Err(refused @ ProviderError::Permanent { .. }) if linked => {
-                let Some(now) = self
-                    .replacement_contact(
-                        connection_id,
-                        &contact,
-                        &snapshot.customer,
-                        idempotency_key,
-                    )
-                    .await?
-                else {
-                    return Err(refused);
-                };
-                tracing::info!(connection_id, invoice = %snapshot.number,
-                    old_contact = %contact.external_id, contact = %now.external_id,
-                    "the customer's linked Xero contact was refused; sent to its replacement");
-                contact = now;
-                let key = format!("{idempotency_key}:recontact");
-                self.write_invoice(&write, &contact, &key).await?
+        // Xero refuses an invoice whose contact a person archived, merged
+        // or removed, whether the contact came from the ledger's link or a
+        // lookup made a moment ago. Only then is the refusal about the
+        // contact: the invoice goes to the contact that stands for the
+        // customer now, and the ledger links that one instead.
+        // A send-as-new's first write keeps one key whatever its contact:
+        // it creates without looking by Reference, so only the key's
+        // replay stops a retry after a lost answer from creating twice.
+        let first_key = if mode == UpsertMode::ForceNew {
+            operation_key(idempotency_key, "invoice-create")
+        } else {
+            invoice_write_key(idempotency_key, target.as_deref(), &contact)
+        };
+        let mut key = first_key;
+        let mut replaced = 0;
+        let (kind, saved) = loop {
+            match self.write_invoice(&write, &contact, &key).await {
+                Err(refused @ ProviderError::Permanent { .. }) => {
+                    let standing = self.contact_standing(connection_id, &contact).await?;
+                    if standing == ContactStanding::Active {
+                        return Err(refused);
+                    }
+                    if replaced == MAX_CONTACT_REPLACEMENTS {
+                        // Archived again and again within moments: try the
+                        // whole sync again later rather than fail it for good.
+                        return Err(ProviderError::retryable(format!(
+                            "the Xero contact of customer {} was archived while invoice {} was being sent to it; the sync tries again",
+                            snapshot.customer.name, snapshot.number
+                        )));
+                    }
+                    replaced += 1;
+                    let now = self
+                        .replacement_contact(connection_id, standing, &snapshot.customer)
+                        .await?;
+                    tracing::info!(connection_id, invoice = %snapshot.number, linked,
+                        old_contact = %contact.external_id, contact = %now.external_id,
+                        "Xero refused the invoice's archived contact; sent to its replacement");
+                    contact = now;
+                    key = invoice_write_key(idempotency_key, target.as_deref(), &contact);
+                }
+                other => break other?,
             }
-            other => other?,
         };
         self.pushed(kind, saved, snapshot, &options, contact)
     }
@@ -887,12 +937,13 @@ impl XeroAdapter {
         Ok(result)
     }
 
-    /// Writes the invoice to `contact`: an update of `target`, or a create.
+    /// Writes the invoice to `contact` under idempotency key `key`: an
+    /// update of `target`, or a create.
     async fn write_invoice(
         &self,
         w: &InvoiceWrite<'_>,
         contact: &ExternalRef,
-        idempotency_key: &str,
+        key: &str,
     ) -> Result<(WriteKind, wire::Invoice), ProviderError> {
         let mut invoice = w.invoice.clone();
         invoice.contact = Some(contact_of(&contact.external_id));
@@ -906,12 +957,11 @@ impl XeroAdapter {
                     invoices: Some(vec![invoice]),
                     ..Envelope::default()
                 };
-                let key = operation_key(idempotency_key, &format!("invoice-update-{id}"));
                 let path = format!("Invoices/{id}");
                 let env = self
                     .call(
                         w.connection_id,
-                        &ApiCall::write(Method::POST, path, &body, key),
+                        &ApiCall::write(Method::POST, path, &body, key.to_string()),
                     )
                     .await?;
                 let write = if w.linked_before {
@@ -929,12 +979,7 @@ impl XeroAdapter {
                     invoices: Some(vec![invoice]),
                     ..Envelope::default()
                 };
-                let mut call = ApiCall::write(
-                    Method::PUT,
-                    "Invoices",
-                    &body,
-                    operation_key(idempotency_key, "invoice-create"),
-                );
+                let mut call = ApiCall::write(Method::PUT, "Invoices", &body, key.to_string());
                 call.query.push(("unitdp", "4".into()));
                 (WriteKind::Created, self.call(w.connection_id, &call).await?)
             }
@@ -1181,6 +1226,21 @@ fn contact_number(customer_id: &str) -> String {
 fn first<T>(list: Option<Vec<T>>, what: &str) -> Result<T, ProviderError> {
     list.and_then(|l| l.into_iter().next())
         .ok_or_else(|| decode_error(format!("the answer holds no {what}"), ""))
+}
+
+/// The idempotency key of an invoice write (`target`: the invoice updated;
+/// `None`: a create). It names the contact: Xero replays a refusal under
+/// the key it was given, so a write sent to the contact that replaced an
+/// archived one must not reuse the key the refused write had. A create
+/// under a new key cannot make the invoice twice: apart from a send-as-new
+/// (which keeps one key), only a first write creates without looking the
+/// invoice up by Reference first.
+fn invoice_write_key(idempotency_key: &str, target: Option<&str>, contact: &ExternalRef) -> String {
+    let operation = match target {
+        Some(id) => format!("invoice-update-{id}-{}", contact.external_id),
+        None => format!("invoice-create-{}", contact.external_id),
+    };
+    operation_key(idempotency_key, &operation)
 }
 
 /// An invoice's contact, named by its ContactID.

@@ -11,7 +11,8 @@
 //!   cancelled); each equal to the last snapshot to the cent (subtotal,
 //!   tax, total, lines) and linked; nothing live once cancelled;
 //! - no payment applied twice, none missing, each linked once;
-//! - no contact made twice for one host customer;
+//! - no contact made twice for one host customer (archived ones aside: the
+//!   run archives and merges contacts as a person in Xero would);
 //! - every sync event ended synced, superseded, skipped, or failed with a
 //!   permanent reason; no sync job left;
 //! - no job a killed worker held waited past lease + rescue interval (plus
@@ -30,7 +31,7 @@ use ledgerflow_adapters::decimal::Decimal;
 use ledgerflow_adapters::shopify::InvoiceTag;
 use ledgerflow_adapters::shopify::simulator::Simulator as ShopifySim;
 use ledgerflow_adapters::shopify::wire as shopify_wire;
-use ledgerflow_adapters::xero::wire::status;
+use ledgerflow_adapters::xero::wire::{self, status};
 use sqlx::PgPool;
 
 use crate::workload::{Ending, HostInvoice};
@@ -87,7 +88,12 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
         payments_by_org.insert(shop.connection_id, o.sim.payments(&shop.org));
         let contacts = o.sim.contacts(&shop.org);
         let mut numbers: HashMap<String, usize> = HashMap::new();
-        for c in &contacts {
+        // One active contact per customer: one archived or merged by a
+        // person in Xero is replaced, not made twice.
+        for c in contacts
+            .iter()
+            .filter(|c| c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED))
+        {
             if let Some(n) = &c.contact_number {
                 *numbers.entry(n.clone()).or_default() += 1;
             }
@@ -98,6 +104,22 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             }
         }
         *r.counts.entry("xero contacts".into()).or_default() += contacts.len() as i64;
+        // Customers whose archived contact a later sync replaced.
+        let archived =
+            |c: &&wire::Contact| c.contact_status.as_deref() == Some(wire::CONTACT_ARCHIVED);
+        let replaced = contacts
+            .iter()
+            .filter(archived)
+            .filter_map(|c| c.contact_number.as_ref())
+            .filter(|n| {
+                contacts
+                    .iter()
+                    .any(|c| !archived(&c) && c.contact_number.as_ref() == Some(*n))
+            })
+            .count();
+        *r.counts
+            .entry("xero contacts archived, then replaced by a sync".into())
+            .or_default() += replaced as i64;
     }
     let links: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT connection_id, entity_type, host_id, external_id FROM ledgerflow.links",

@@ -6,8 +6,9 @@
 //! `ledger::on_host_trigger` (many tenants on Xero, Shopify draft stores
 //! and Shopify order stores; invoices created, edited in bursts, paid,
 //! partly paid, cancelled; each trigger starts the sync chain real hosts
-//! get), workers SIGKILLed at moments they hold running jobs and restarted
-//! — then the invariants checked against the simulators' state and the
+//! get), contacts archived or merged in Xero under the ledger's links,
+//! workers SIGKILLed at moments they hold running jobs and restarted —
+//! then the invariants checked against the simulators' state and the
 //! ledger (`invariants.rs`).
 //!
 //! The small run is part of `cargo test`; the full one (10,000 syncs, 20

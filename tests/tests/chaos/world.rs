@@ -24,6 +24,7 @@ use ledgerflow_adapters::shopify::simulator::{
     Simulator as ShopifySim,
 };
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig, Simulator};
+use ledgerflow_adapters::xero::wire;
 use ledgerflow_client::ledger::{self, NewTenant};
 use ledgerflow_client::settings::{
     ConnectionSettings, Provider as ProviderName, ProviderSettings, XeroInvoiceStatus,
@@ -430,8 +431,14 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let sim = Arc::new(sandbox);
     let shopify = Arc::new(shopify);
     let driving = Arc::new(AtomicBool::new(true));
+    let orgs: Vec<String> = shops
+        .iter()
+        .filter(|s| s.shopify.is_none())
+        .map(|s| s.org.clone())
+        .collect();
     let faults = tokio::spawn(inject_faults(
         sim.clone(),
+        orgs,
         shopify.clone(),
         driving.clone(),
         scale.fault_every,
@@ -543,9 +550,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
 
 /// Pushes a random fault at a simulator every `every` while the host
 /// drives, at most one in `one_in` of its requests. The Shopify stores'
-/// share of the faults is their share of the `tenants`.
+/// share of the faults is their share of the `tenants`. Now and then a
+/// person archives a contact in one of the Xero `orgs`, or merges it into
+/// another, under the links the ledger holds.
+#[allow(clippy::too_many_arguments)]
 async fn inject_faults(
     sandbox: Arc<XeroSandbox>,
+    orgs: Vec<String>,
     shopify: Arc<Vec<ShopifySim>>,
     driving: Arc<AtomicBool>,
     every: Duration,
@@ -568,8 +579,15 @@ async fn inject_faults(
     let mut stores_seen: Vec<u64> = shopify.iter().map(store_requests).collect();
     while driving.load(Ordering::SeqCst) {
         tokio::time::sleep(every).await;
+        let pick = rng.below(20);
+        if pick == 1 {
+            if let Some(done) = archive_a_contact(&sandbox, &orgs, &mut rng) {
+                *counts.entry(done).or_insert(0) += 1;
+            }
+            continue;
+        }
         // Writes are what a dropped answer hurts: aim those at invoices and payments.
-        let (name, kind, path) = match rng.below(10) {
+        let (name, kind, path) = match pick / 2 {
             0 => ("503", FaultKind::Status(503), None),
             2 => ("500", FaultKind::Status(500), None),
             3 | 4 => (
@@ -668,6 +686,37 @@ async fn inject_faults(
         }
     }
     counts
+}
+
+/// Archives one of an organisation's customer contacts (one with our
+/// contact number), or one time in three merges it into another of its
+/// contacts. Answers what was done, or `None` when the organisation had
+/// no such contact yet.
+fn archive_a_contact(
+    sandbox: &XeroSandbox,
+    orgs: &[String],
+    rng: &mut Rng,
+) -> Option<&'static str> {
+    let org = orgs.get(rng.below(orgs.len() as u64) as usize)?;
+    let active: Vec<String> = sandbox
+        .sim
+        .contacts(org)
+        .into_iter()
+        .filter(|c| c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED))
+        .filter_map(|c| c.contact_number.and(c.contact_id))
+        .collect();
+    let victim = active.get(rng.below(active.len() as u64) as usize)?;
+    let into = (rng.below(3) == 0)
+        .then(|| active.iter().find(|c| *c != victim))
+        .flatten();
+    sandbox
+        .sim
+        .archive_contact(org, victim, into.map(String::as_str));
+    Some(if into.is_some() {
+        "contact merged in Xero"
+    } else {
+        "contact archived in Xero"
+    })
 }
 
 type KillerOutcome = (Crew, Vec<Kill>);
