@@ -603,11 +603,12 @@ impl XeroAdapter {
             .await
     }
 
-    /// The contact an invoice goes to, and whether it is the ledger's link
-    /// (not checked against Xero). A linked customer costs no call; Xero
-    /// refusing the contact is handled by the caller
-    /// ([`XeroAdapter::replacement_contact`]). With a generic contact in
-    /// the options every invoice goes to that one, whatever the link says.
+    /// The contact an invoice goes to: the ledger's link of its customer
+    /// when there is one (not checked against Xero: a linked customer costs
+    /// no call, and Xero refusing the contact is handled by the caller,
+    /// [`XeroAdapter::replacement_contact`]), else found or created. With a
+    /// generic contact in the options every invoice goes to that one,
+    /// whatever the link says.
     async fn invoice_contact(
         &self,
         connection_id: i64,
@@ -615,16 +616,14 @@ impl XeroAdapter {
         customer: &Customer,
         linked: Option<&ExternalRef>,
         idempotency_key: &str,
-    ) -> Result<(ExternalRef, bool), ProviderError> {
+    ) -> Result<ExternalRef, ProviderError> {
         if let (None, Some(link)) = (&options.generic_contact_name, linked) {
             // The job reserved a call for finding the contact.
             call_budget::spare(1);
-            return Ok((link.clone(), true));
+            return Ok(link.clone());
         }
-        let found = self
-            .find_or_create_contact(connection_id, customer, idempotency_key)
-            .await?;
-        Ok((found, false))
+        self.find_or_create_contact(connection_id, customer, idempotency_key)
+            .await
     }
 
     /// Whether Xero can still take invoices for `contact`.
@@ -825,7 +824,7 @@ impl XeroAdapter {
         if existing.is_none() && mode != UpsertMode::CreateOrUpdate {
             call_budget::spare(1);
         }
-        let (mut contact, linked) = self
+        let mut contact = self
             .invoice_contact(
                 connection_id,
                 &options,
@@ -909,7 +908,7 @@ impl XeroAdapter {
                     let now = self
                         .replacement_contact(connection_id, standing, &snapshot.customer)
                         .await?;
-                    tracing::info!(connection_id, invoice = %snapshot.number, linked,
+                    tracing::info!(connection_id, invoice = %snapshot.number,
                         old_contact = %contact.external_id, contact = %now.external_id,
                         "Xero refused the invoice's archived contact; sent to its replacement");
                     contact = now;
