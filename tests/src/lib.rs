@@ -1,3 +1,4 @@
 //! End-to-end tests of ledgerflow live in `tests/`: real PostgreSQL, real
-//! `ledgerflow worker` processes (this package builds the binary, so
-//! `CARGO_BIN_EXE_ledgerflow` is always current), and the provider simulators.
+//! `ledgerflow worker` processes (this package builds the CLI as
+//! `ledgerflow-e2e`, so `CARGO_BIN_EXE_ledgerflow-e2e` is always current),
+//! and the provider simulators.

@@ -26,7 +26,7 @@ const XERO_ENV: [(&str, &str); 3] = [
 ];
 
 fn cli(pool: &PgPool, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
+    Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"))
         .args(args)
         .env(
             "DATABASE_URL",

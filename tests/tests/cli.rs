@@ -12,7 +12,7 @@ use common::{database_url, wait_count};
 use sqlx::PgPool;
 
 fn ledgerflow(pool: &PgPool) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"));
     cmd.env("DATABASE_URL", database_url(pool))
         .env_remove("LEDGERFLOW_WORKER_ID");
     cmd

@@ -9,7 +9,7 @@ fn demo_runs_the_story_and_exits_zero() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"))
         .arg("demo")
         .env("DATABASE_URL", url)
         .env("LEDGERFLOW_LOG", "warn")

@@ -154,7 +154,7 @@ pub struct ChaosWorker {
 
 impl ChaosWorker {
     fn start(pool: &PgPool, name: &str, scale: &Scale) -> ChaosWorker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"));
         for var in PROVIDER_ENV {
             cmd.env_remove(var);
         }

@@ -41,7 +41,7 @@ impl WorkerProcess {
         envs: &[(&str, &str)],
     ) -> WorkerProcess {
         let url = pool.connect_options().to_url_lossy().to_string();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"));
         // Each process gets exactly the provider settings the test passes.
         for name in PROVIDER_ENV {
             cmd.env_remove(name);
@@ -128,7 +128,7 @@ pub fn database_url(pool: &PgPool) -> String {
 /// and app credentials inherited from the test's environment are removed,
 /// so each command gets exactly what the test passes.
 pub fn cli(pool: &PgPool, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ledgerflow-e2e"));
     cmd.args(args)
         .env("DATABASE_URL", database_url(pool))
         .env("LEDGERFLOW_LOG", "warn")

@@ -1,3 +1,0 @@
-fn main() {
-    ledgerflow_worker::cli::main()
-}
