@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{QueueConfig, WorkerRuntime};
-use crate::scratch::ScratchDb;
+use crate::scratch::with_scratch;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Scenario {
@@ -150,9 +150,10 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             pickups,
             json,
         } => {
-            let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
-            let report = queue_bench(&db.pool, jobs, workers, concurrency, pickups).await;
-            db.drop_db().await?;
+            let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
+                queue_bench(&pool, jobs, workers, concurrency, pickups).await
+            })
+            .await?;
             let report = report?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -199,29 +200,31 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             if let Some(why) = misplaced {
                 return Err(format!("bench sync --provider {why}").into());
             }
-            let db = ScratchDb::create(database_url, "ledgerflow_bench", 60).await?;
-            let report = match provider {
-                SyncProvider::Xero => {
-                    let run = crate::bench_sync::xero::XeroRun {
-                        invoices,
-                        tenants,
-                        windows: windows.unwrap_or(1),
-                        per_minute,
-                        concurrency,
-                        vacuum,
-                    };
-                    crate::bench_sync::xero::run(&db.pool, &run).await
+            let report = with_scratch(database_url, "ledgerflow_bench", 60, |pool, _| async move {
+                match provider {
+                    SyncProvider::Xero => {
+                        let run = crate::bench_sync::xero::XeroRun {
+                            invoices,
+                            tenants,
+                            windows: windows.unwrap_or(1),
+                            per_minute,
+                            concurrency,
+                            vacuum,
+                        };
+                        crate::bench_sync::xero::run(&pool, &run).await
+                    }
+                    SyncProvider::Shopify => {
+                        let mut run =
+                            crate::bench_sync::shopify::ShopifyRun::new(invoices, tenants);
+                        run.bucket_capacity = bucket_capacity.unwrap_or(run.bucket_capacity);
+                        run.leak_per_second = leak_per_second.unwrap_or(run.leak_per_second);
+                        run.concurrency = concurrency;
+                        run.vacuum = vacuum;
+                        crate::bench_sync::shopify::run(&pool, &run).await
+                    }
                 }
-                SyncProvider::Shopify => {
-                    let mut run = crate::bench_sync::shopify::ShopifyRun::new(invoices, tenants);
-                    run.bucket_capacity = bucket_capacity.unwrap_or(run.bucket_capacity);
-                    run.leak_per_second = leak_per_second.unwrap_or(run.leak_per_second);
-                    run.concurrency = concurrency;
-                    run.vacuum = vacuum;
-                    crate::bench_sync::shopify::run(&db.pool, &run).await
-                }
-            };
-            db.drop_db().await?;
+            })
+            .await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -234,9 +237,10 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             quiet_ms,
             json,
         } => {
-            let db = ScratchDb::create(database_url, "ledgerflow_bench", 20).await?;
-            let report = crate::bench_system::superseding_with(&db.pool, edits, quiet_ms).await;
-            db.drop_db().await?;
+            let report = with_scratch(database_url, "ledgerflow_bench", 20, |pool, _| async move {
+                crate::bench_system::superseding_with(&pool, edits, quiet_ms).await
+            })
+            .await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -264,11 +268,10 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             samples,
             json,
         } => {
-            let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
-            let report =
-                crate::bench_system::fairness(&db.pool, backlog, concurrency, job_ms, samples)
-                    .await;
-            db.drop_db().await?;
+            let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
+                crate::bench_system::fairness(&pool, backlog, concurrency, job_ms, samples).await
+            })
+            .await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -292,9 +295,10 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             hold_ms,
             json,
         } => {
-            let db = ScratchDb::create(database_url, "ledgerflow_bench", 40).await?;
-            let report = crate::bench_system::memory(&db.pool, jobs, hold_ms).await;
-            db.drop_db().await?;
+            let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
+                crate::bench_system::memory(&pool, jobs, hold_ms).await
+            })
+            .await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -336,6 +340,8 @@ async fn queue_bench(
 
     // 2. Drain with real worker runtimes (leases, fencing, heartbeats on).
     let stop = CancellationToken::new();
+    // An interrupted run (Ctrl-C drops this future) stops its workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let mut handles = Vec::new();
     let started = Instant::now();
     for w in 0..workers.max(1) {

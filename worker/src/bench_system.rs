@@ -117,6 +117,8 @@ pub async fn superseding_with(
     let adapter = sandbox.adapter(pool, config)?;
     let providers = Providers::new().with(ProviderName::Xero, Arc::new(adapter));
     let stop = CancellationToken::new();
+    // An interrupted run (Ctrl-C drops this future) stops its workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let worker = tokio::spawn(WorkerRuntime::run(
         pool.clone(),
         crate::handlers::registry_with(providers),
@@ -277,6 +279,8 @@ pub async fn fairness(
     let samples = samples.max(1);
     let concurrency = concurrency.max(1);
     let stop = CancellationToken::new();
+    // An interrupted run (Ctrl-C drops this future) stops its workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let worker = tokio::spawn(WorkerRuntime::run(
         pool.clone(),
         crate::handlers::registry(),
@@ -402,6 +406,8 @@ pub fn rss_kib() -> Result<u64, BenchError> {
 pub async fn memory(pool: &PgPool, jobs: usize, hold_ms: u64) -> Result<MemoryReport, BenchError> {
     let jobs = jobs.max(1);
     let stop = CancellationToken::new();
+    // An interrupted run (Ctrl-C drops this future) stops its workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let worker = tokio::spawn(WorkerRuntime::run(
         pool.clone(),
         crate::handlers::registry(),

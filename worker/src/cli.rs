@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::vacuum::VacuumPolicy;
@@ -25,7 +24,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test",
+        default_value = crate::db::DEFAULT_DATABASE_URL,
         global = true
     )]
     pub database_url: String,
@@ -48,14 +47,15 @@ pub enum Command {
     Migrate,
     /// Run a worker process until SIGTERM / Ctrl-C.
     Worker(WorkerArgs),
-    /// The bike-shop story against an in-process Xero simulator: a job's
-    /// invoice synced, edited in a burst, paid, hit by faults, cancelled;
-    /// prints the sync dialog and the simulator's final state.
-    Demo {
-        /// Run the demo in a fresh scratch database (created and dropped) instead of DATABASE_URL's.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        scratch: bool,
-    },
+    /// The bike-shop story against in-process Xero and Shopify simulators:
+    /// a job's invoice synced, edited in a burst, paid, hit by faults,
+    /// cancelled; web-store orders as Shopify draft orders, completed when
+    /// paid, a paid-order webhook; prints the sync dialogs and the
+    /// simulators' final state.
+    Demo(demo::DemoArgs),
+    /// Serve a provider's simulator on its own and print the ids and tokens
+    /// to try `connection add` and `worker` against it.
+    Sandbox(crate::sandbox_cmd::SandboxArgs),
     /// Tenants (shops).
     Tenant {
         #[command(subcommand)]
@@ -195,7 +195,7 @@ pub fn main() {
     };
     if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("ledgerflow: {e}");
-        std::process::exit(1);
+        std::process::exit(crate::interrupt::exit_code(&*e));
     }
 }
 
@@ -256,7 +256,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Backfill { command } => {
             crate::backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?
         }
-        Command::Demo { scratch } => demo::run(&cli.database_url, scratch).await?,
+        Command::Demo(args) => demo::run(&cli.database_url, &args).await?,
+        Command::Sandbox(args) => crate::sandbox_cmd::run(&args).await?,
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
     }
     Ok(())
@@ -269,12 +270,9 @@ async fn ops_pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
     Ok(pool)
 }
 
-pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
+/// A pool of up to `max` connections; see [`crate::db::connect`].
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, crate::db::DbError> {
+    crate::db::connect(url, max).await
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
@@ -299,8 +297,10 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // Colour only for a person at a terminal: piped or redirected logs stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

@@ -294,6 +294,8 @@ pub(crate) async fn sync_all(
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     }
     let stop = CancellationToken::new();
+    // An interrupted run (Ctrl-C drops this future) stops its workers too.
+    let _stop_on_drop = stop.clone().drop_guard();
     let started = Instant::now();
     let started_at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(pool)
