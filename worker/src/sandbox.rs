@@ -132,13 +132,25 @@ impl ShopifySandbox {
         let mut conn = pool.acquire().await?;
         ledger::create_tenant(&mut conn, tenant).await?;
         drop(conn);
+        self.open_store_for(pool, &tenant.id, settings, config)
+            .await
+    }
+
+    /// [`ShopifySandbox::open_store`] for a tenant that exists already.
+    pub async fn open_store_for(
+        &self,
+        pool: &PgPool,
+        tenant_id: &str,
+        settings: &ConnectionSettings,
+        config: ShopifySimConfig,
+    ) -> Result<(i64, ShopifySimulator), SandboxError> {
         let sim = ShopifySimulator::start(config).await?;
         let creds = ConnectionCredentials::shopify(
             &sim.shop_domain(),
             Secret::new(sim.issue_token()),
             Some(&sim.base_url()),
         );
-        let saved = register_connection(pool, &self.key, &tenant.id, settings, &creds).await?;
+        let saved = register_connection(pool, &self.key, tenant_id, settings, &creds).await?;
         Ok((saved.connection.id, sim))
     }
 }

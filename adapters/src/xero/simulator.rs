@@ -290,6 +290,11 @@ pub struct Simulator {
 impl Simulator {
     /// Starts on 127.0.0.1 with an OS-chosen port.
     pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        Self::start_on(config, "127.0.0.1:0").await
+    }
+
+    /// Starts listening on `addr` (`ledgerflow sandbox --listen`).
+    pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
         let shared: Shared = Arc::new(Mutex::new(Inner {
             config,
             clock_offset: chrono::Duration::zero(),
@@ -301,7 +306,7 @@ impl Simulator {
             latency: Duration::ZERO,
             stats: SimStats::default(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();

@@ -1,55 +1,21 @@
-//! `ledgerflow demo`: the main job, end to end on a scratch database.
+//! The demo's Xero part: the workshop's invoices follow its jobs into Xero.
 //!
-//! A bike shop's invoices follow its workshop jobs into Xero. The demo
-//! starts the Xero simulator in-process, registers the shop and its Xero
-//! connection (credentials sealed as `ledgerflow connection add` stores
-//! them), starts a worker runtime with the real Xero adapter, and then plays
-//! the host's side through the client crate: a job is created, its items
-//! change in a burst, a payment is added, Xero misbehaves (a 503 and an
-//! answer lost after the write committed), a job is cancelled. It prints
-//! each invoice's sync dialog and the simulator's final state.
+//! Played through the client crate as the host would, on the shop's Xero
+//! connection alone: a job is created, its items change in a burst, a
+//! payment is added, Xero misbehaves (a 503 and an answer lost after the
+//! write committed), a job is cancelled. It prints each invoice's sync
+//! dialog and the simulator's final state, and fails on a duplicate.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ledgerflow_adapters::xero::simulator::{Fault, FaultKind, SimConfig};
-use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
-use ledgerflow_client::settings::{Provider as ProviderName, Trigger, XeroInvoiceStatus};
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
+use ledgerflow_client::ledger::{self, TriggerRequest};
+use ledgerflow_client::settings::Trigger;
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
-use ledgerflow_workflows::provider::Providers;
-use tokio_util::sync::CancellationToken;
 
+use super::{SETTLE, StoryError as Error, World};
 use crate::ops::render_dialog;
-use crate::queue::{QueueConfig, WorkerRuntime};
-use crate::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
-use crate::scratch::ScratchDb;
-
-const SETTLE: Duration = Duration::from_secs(20);
-
-pub async fn run(database_url: &str, scratch: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let started = Instant::now();
-    let (pool, db) = if scratch {
-        let db = ScratchDb::create(database_url, "ledgerflow_demo", 12).await?;
-        println!("demo database: {} (dropped at the end)", db.name);
-        (db.pool.clone(), Some(db))
-    } else {
-        let pool = crate::cli::connect(database_url, 12).await?;
-        ledgerflow_workflows::MIGRATOR.run(&pool).await?;
-        (pool, None)
-    };
-    let result = story(&pool).await;
-    if let Some(db) = db {
-        db.drop_db().await?;
-    }
-    result.map_err(|e| -> Box<dyn std::error::Error> { e.to_string().into() })?;
-    println!(
-        "\ndemo finished in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
+use crate::sandbox::{gst_line, settle, snapshot};
 
 async fn record(
     pool: &sqlx::PgPool,
@@ -75,54 +41,10 @@ async fn record(
     Ok(recorded)
 }
 
-async fn story(pool: &sqlx::PgPool) -> Result<(), Error> {
-    // -- the world: Xero (simulated), the shop, its connection, a worker --
-    let sandbox = XeroSandbox::start(SimConfig::default()).await?;
-    println!("xero simulator: {}", sandbox.sim.base_url());
-    let (conn_id, org) = sandbox
-        .connect(
-            pool,
-            &NewTenant {
-                id: "spoke-and-chain".into(),
-                name: "Spoke & Chain Cycles".into(),
-                time_zone: "Pacific/Auckland".into(),
-            },
-            &xero_settings(XeroInvoiceStatus::Authorised),
-        )
-        .await?;
-    println!(
-        "tenant spoke-and-chain, Xero connection {conn_id} (organisation {org}): invoices sent as Authorised, payments synced, cancelled jobs voided"
-    );
-
-    let adapter = sandbox.adapter(pool, sandbox.xero_config())?;
-    let providers = Providers::new().with(ProviderName::Xero, Arc::new(adapter));
-    let stop = CancellationToken::new();
-    let config = QueueConfig {
-        worker_name: "demo".into(),
-        concurrency: 8,
-        poll_interval: Duration::from_millis(100),
-        schedule_interval: Duration::from_millis(50),
-        ..QueueConfig::default()
-    };
-    let worker = tokio::spawn(WorkerRuntime::run(
-        pool.clone(),
-        crate::handlers::registry_with(providers),
-        config,
-        stop.clone(),
-    ));
-    let outcome = play(pool, &sandbox, conn_id, &org).await;
-    stop.cancel();
-    let _ = worker.await;
-    outcome
-}
-
-async fn play(
-    pool: &sqlx::PgPool,
-    sandbox: &XeroSandbox,
-    conn_id: i64,
-    org: &str,
-) -> Result<(), Error> {
-    let sim = &sandbox.sim;
+pub(crate) async fn play(pool: &sqlx::PgPool, world: &World) -> Result<(), Error> {
+    let sim = &world.xero.sim;
+    let conn_id = world.xero_connection;
+    let org = world.xero_org.as_str();
     let customer = ("CUST-17", "Aroha Ngata");
 
     // 1. A workshop job is created: its invoice goes to Xero.
