@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_bad_url_says_what_is_expected() {
-        let err = options("mysql://x").expect_err("not PostgreSQL");
+        let err = options("postgres://u@h:notaport/db").expect_err("a port is a number");
         assert!(err.to_string().contains("postgres://"), "{err}");
     }
 }

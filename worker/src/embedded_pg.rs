@@ -248,7 +248,31 @@ fn has_server_binaries(dir: &Path) -> bool {
 
 /// Where `initdb` and `pg_ctl` are (see the module's documentation).
 pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
-    if let Some(dir) = std::env::var_os(BINDIR_ENV).filter(|d| !d.is_empty()) {
+    let from_pg_config = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    find_bindir_in(&Search {
+        bindir_env: std::env::var_os(BINDIR_ENV).filter(|d| !d.is_empty()),
+        pg_config_bindir: from_pg_config,
+        versioned_root: PathBuf::from("/usr/lib/postgresql"),
+        path: std::env::var_os("PATH"),
+    })
+}
+
+/// What [`find_bindir`] looks at, in its order.
+pub struct Search {
+    pub bindir_env: Option<std::ffi::OsString>,
+    pub pg_config_bindir: Option<PathBuf>,
+    /// Holds one `VERSION/bin` per installed major version (Debian, Ubuntu).
+    pub versioned_root: PathBuf,
+    pub path: Option<std::ffi::OsString>,
+}
+
+pub fn find_bindir_in(search: &Search) -> Result<PathBuf, EmbeddedError> {
+    if let Some(dir) = &search.bindir_env {
         let dir = PathBuf::from(dir);
         return if has_server_binaries(&dir) {
             Ok(dir)
@@ -256,16 +280,14 @@ pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
             Err(EmbeddedError::BadBindir(dir.display().to_string()))
         };
     }
-    let from_pg_config = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(dir) = from_pg_config.filter(|d| has_server_binaries(d)) {
-        return Ok(dir);
+    if let Some(dir) = search
+        .pg_config_bindir
+        .as_ref()
+        .filter(|d| has_server_binaries(d))
+    {
+        return Ok(dir.clone());
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(&search.versioned_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -279,8 +301,10 @@ pub fn find_bindir() -> Result<PathBuf, EmbeddedError> {
     if let Some((_, dir)) = versions.pop() {
         return Ok(dir);
     }
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+    search
+        .path
+        .as_ref()
+        .map(|path| std::env::split_paths(path).collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .find(|d| has_server_binaries(d))
@@ -306,4 +330,51 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_bindir(root: &Path) -> PathBuf {
+        std::fs::create_dir_all(root).expect("mkdir");
+        for program in ["initdb", "pg_ctl"] {
+            std::fs::write(root.join(program), "").expect("touch");
+        }
+        root.to_path_buf()
+    }
+
+    #[test]
+    fn no_binaries_anywhere_says_what_to_install() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = find_bindir_in(&Search {
+            bindir_env: None,
+            pg_config_bindir: None,
+            versioned_root: empty.path().join("postgresql"),
+            path: Some(empty.path().as_os_str().to_owned()),
+        })
+        .expect_err("nothing to find");
+        let text = err.to_string();
+        assert!(text.contains("apt install postgresql"), "{text}");
+        assert!(text.contains(BINDIR_ENV), "{text}");
+    }
+
+    #[test]
+    fn the_newest_versioned_bindir_wins_and_the_override_is_checked() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let versions = root.path().join("postgresql");
+        fake_bindir(&versions.join("9").join("bin"));
+        let newest = fake_bindir(&versions.join("16").join("bin"));
+        std::fs::create_dir_all(versions.join("17").join("bin")).expect("mkdir");
+        let search = |bindir_env: Option<&Path>| Search {
+            bindir_env: bindir_env.map(|p| p.as_os_str().to_owned()),
+            pg_config_bindir: None,
+            versioned_root: versions.clone(),
+            path: None,
+        };
+        assert_eq!(find_bindir_in(&search(None)).expect("found"), newest);
+        let err = find_bindir_in(&search(Some(&versions.join("17").join("bin"))))
+            .expect_err("17 has no binaries");
+        assert!(matches!(err, EmbeddedError::BadBindir(_)), "{err}");
+    }
 }

@@ -81,11 +81,11 @@ pub async fn run(database_url: &str, args: &DemoArgs) -> Result<(), DemoError> {
     if args.embedded {
         return on_embedded(args.scratch).await;
     }
-    if std::env::var_os("DATABASE_URL").is_none() && database_url == db::DEFAULT_DATABASE_URL {
+    let url_from_env = std::env::var_os("DATABASE_URL").is_some();
+    if !url_from_env && database_url == db::DEFAULT_DATABASE_URL {
         let opts = db::options(database_url)?;
-        if let Err(e) = db::connect_one(&db::maintenance(&opts)).await
-            && e.is_unreachable()
-        {
+        let probe = db::connect_one(&db::maintenance(&opts)).await.map(drop);
+        if falls_back_to_embedded(url_from_env, database_url, &probe) {
             println!(
                 "nothing answers at {} and DATABASE_URL is unset: the demo starts a PostgreSQL of its own (as with --embedded)",
                 db::address(&opts)
@@ -94,6 +94,20 @@ pub async fn run(database_url: &str, args: &DemoArgs) -> Result<(), DemoError> {
         }
     }
     on_server(database_url, args.scratch).await
+}
+
+/// Whether the demo starts its own PostgreSQL without being asked: only
+/// when the operator named no server (no `DATABASE_URL`, the default URL)
+/// and nothing answers there. A server that answers with an error (no such
+/// database, a refused user) is reported, not replaced.
+fn falls_back_to_embedded(
+    url_from_env: bool,
+    database_url: &str,
+    probe: &Result<(), DbError>,
+) -> bool {
+    !url_from_env
+        && database_url == db::DEFAULT_DATABASE_URL
+        && probe.as_ref().is_err_and(DbError::is_unreachable)
 }
 
 async fn on_embedded(scratch: bool) -> Result<(), DemoError> {
@@ -224,4 +238,44 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unnamed_dead_server_brings_up_the_embedded_one() {
+        let dead = || -> Result<(), DbError> {
+            Err(DbError::Unreachable {
+                addr: "127.0.0.1:5432".into(),
+                cause: "connection refused".into(),
+            })
+        };
+        let refused = || -> Result<(), DbError> {
+            Err(DbError::Refused {
+                addr: "127.0.0.1:5432".into(),
+                user: "postgres".into(),
+                message: "password authentication failed".into(),
+            })
+        };
+        let default = db::DEFAULT_DATABASE_URL;
+        assert!(falls_back_to_embedded(false, default, &dead()));
+        assert!(
+            !falls_back_to_embedded(true, default, &dead()),
+            "DATABASE_URL set"
+        );
+        assert!(
+            !falls_back_to_embedded(false, "postgres://h:1/x", &dead()),
+            "--database-url"
+        );
+        assert!(
+            !falls_back_to_embedded(false, default, &Ok(())),
+            "it answers"
+        );
+        assert!(
+            !falls_back_to_embedded(false, default, &refused()),
+            "it answers, refusing"
+        );
+    }
 }
