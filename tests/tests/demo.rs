@@ -315,3 +315,56 @@ fn embedded_without_postgresql_binaries_says_where_it_looked() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_during_a_benchmark_drops_its_scratch_database() {
+    let mut child = ledgerflow(&database_url())
+        .args([
+            "bench",
+            "queue",
+            "--jobs",
+            "200000",
+            "--workers",
+            "1",
+            "--json",
+        ])
+        .env("LEDGERFLOW_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ledgerflow bench queue");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut name = None;
+    for line in lines.by_ref() {
+        let line = line.expect("a log line");
+        if line.contains("scratch database created") {
+            name = line
+                .split("database=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(String::from);
+            break;
+        }
+    }
+    let Some(name) = name else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the benchmark logged no scratch database");
+    };
+    assert!(
+        database_exists(&name).await,
+        "{name} exists while the benchmark runs"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("signal the benchmark");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait for the benchmark");
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains(&format!(
+            "interrupted by SIGINT; scratch database {name} dropped"
+        ))),
+        "{rest:?}"
+    );
+    assert!(!database_exists(&name).await, "{name} left behind");
+}

@@ -149,6 +149,7 @@ where
     let mut signals = Signals::listen().map_err(ScratchError::Signals)?;
     let db = ScratchDb::create(base_url, prefix, max_connections).await?;
     let name = db.name.clone();
+    tracing::info!(database = %name, "scratch database created (dropped at the end, also on Ctrl-C)");
     let outcome = tokio::select! {
         out = body(db.pool.clone(), name.clone()) => Ok(out),
         signal = signals.recv() => Err(signal),
