@@ -74,19 +74,19 @@ impl EmbeddedPostgres {
             running: false,
         };
         server.init().await?;
+        // From here on a failure may leave a server up (pg_ctl timed out
+        // waiting for it): `Drop` stops it, which is harmless if it is not.
+        server.running = true;
         // A port found free may be taken before the server binds it: try another.
-        let mut last = None;
-        for _ in 0..3 {
+        let mut attempt = 1;
+        loop {
             server.port = free_port().map_err(EmbeddedError::TempDir)?;
             match server.pg_ctl_start().await {
-                Ok(()) => {
-                    server.running = true;
-                    return Ok(server);
-                }
-                Err(e) => last = Some(e),
+                Ok(()) => return Ok(server),
+                Err(_) if attempt < 3 => attempt += 1,
+                Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or(EmbeddedError::NoBinaries))
     }
 
     /// The URL of its `postgres` database (user `postgres`, trust auth).
