@@ -4,12 +4,16 @@
 //! the README shows parsed by the CLI, so the front door cannot rot again.
 //!
 //! The demo command is run as the README spells it, except for the build
-//! profile: by default `--release` is dropped, because a release build of
-//! the whole workspace takes longer than the suite's budget (measured:
-//! over 20 minutes on the 2 shared cores this suite runs on), and what can
-//! break the command (cargo finding one `ledgerflow` binary, the flags, the
-//! demo's database) does not depend on the profile. With
-//! `LEDGERFLOW_README_RELEASE=1` it runs verbatim, `--release` and all.
+//! profile: by default `--release` is dropped (the test's own build has
+//! compiled the debug profile already), because a cold release build does
+//! not fit the suite's budget: measured with `/usr/bin/time cargo build
+//! --release --bin ledgerflow` on the 2 shared cores, 12 min 45 s of wall
+//! time for the workspace's own crates alone on top of 37 min for the
+//! dependencies, 12.6 min of CPU in all (6 min or more on 2 free cores),
+//! and what can break the command (cargo finding one `ledgerflow` binary,
+//! its flags, the demo's database) does not depend on the profile. With
+//! `LEDGERFLOW_README_RELEASE=1` it runs verbatim, `--release` and all
+//! (13.6 s once the release build exists).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
