@@ -1494,7 +1494,9 @@ impl Provider for XeroAdapter {
     fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async move {
             match self.apply_payment(req).await? {
-                PaymentOutcome::Applied(r) | PaymentOutcome::Reversed(r) => Ok(r),
+                PaymentOutcome::Applied(r)
+                | PaymentOutcome::Reversed(r)
+                | PaymentOutcome::AlreadyApplied(r) => Ok(r),
                 PaymentOutcome::Skipped { reason } => {
                     Err(ProviderError::permanent(format!("skipped: {reason}"), None))
                 }

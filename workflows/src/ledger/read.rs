@@ -60,7 +60,16 @@ impl PaymentPush {
                     self.payment_id, self.amount
                 )
             }
+            PaymentOutcome::AlreadyApplied(r) => format!(
+                "payment {} {}: already applied ({})",
+                self.payment_id, self.amount, r.external_id
+            ),
         }
+    }
+
+    /// Applied by an earlier sync: this one sent nothing for it.
+    pub fn already_applied(&self) -> bool {
+        matches!(self.outcome, PaymentOutcome::AlreadyApplied(_))
     }
 }
 
