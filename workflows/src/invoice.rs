@@ -27,6 +27,22 @@
 //!
 //! Negative quantities are allowed only on return lines and negative unit
 //! prices only on discount lines; discounts apply to item lines only.
+//!
+//! # What identifies a host record
+//!
+//! An id means what the host means by it, and the ledger keys its links to
+//! provider records by the same scope:
+//!
+//! | record | id | unique within |
+//! | --- | --- | --- |
+//! | invoice | `invoice_id` | the tenant |
+//! | customer | `customer.customer_id` | the tenant |
+//! | item | a line's `sku` | the tenant |
+//! | line | `line_id` | its invoice |
+//! | payment | `payment_id` | its invoice |
+//!
+//! So two invoices may both have a line `1` and a payment `P1`: they are
+//! different lines and different payments.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -42,6 +58,7 @@ pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceSnapshot {
     pub schema_version: u32,
+    /// The host's invoice id, unique within the tenant.
     pub invoice_id: String,
     pub number: String,
     pub currency: Currency,
@@ -83,6 +100,7 @@ impl InvoiceStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
+    /// The host's customer id, unique within the tenant.
     pub customer_id: String,
     pub name: String,
     pub email: Option<String>,
@@ -103,9 +121,11 @@ pub enum LineKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceLine {
+    /// Unique within this invoice only: another invoice may reuse it.
     pub line_id: String,
     #[serde(default)]
     pub kind: LineKind,
+    /// The item's code, unique within the tenant: the item's identity.
     pub sku: Option<String>,
     pub description: String,
     /// Thousandths of a unit: 1500 = 1.5.
@@ -150,6 +170,7 @@ impl Discount {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payment {
+    /// Unique within this invoice only: every invoice may have its own `P1`.
     pub payment_id: String,
     pub amount_minor: i64,
     /// `None` means the invoice currency; anything else is refused.

@@ -9,6 +9,10 @@
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
+//! | [`dependencies`] | the failed chain steps an invoice's open sync waits on, and retrying them |
+//! | [`chains`] | a host trigger becomes one chain of steps per connection |
+//! | [`customers`] | the sync-customer step |
+//! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
 //!
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
 //! port) and must not change how the queue claims or finishes jobs: it only
@@ -31,6 +35,7 @@ pub mod chains;
 pub mod complete_draft;
 pub mod connections;
 pub mod customers;
+pub mod dependencies;
 pub mod payments;
 pub mod read;
 pub mod record;

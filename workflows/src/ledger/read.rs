@@ -60,7 +60,16 @@ impl PaymentPush {
                     self.payment_id, self.amount
                 )
             }
+            PaymentOutcome::AlreadyApplied(r) => format!(
+                "payment {} {}: already applied ({})",
+                self.payment_id, self.amount, r.external_id
+            ),
         }
+    }
+
+    /// Applied by an earlier sync: this one sent nothing for it.
+    pub fn already_applied(&self) -> bool {
+        matches!(self.outcome, PaymentOutcome::AlreadyApplied(_))
     }
 }
 
@@ -157,7 +166,7 @@ pub struct AvailableActions {
     pub send_as_new: bool,
     /// "Send as new" may offer to void the existing record first.
     pub void_existing_option: bool,
-    /// Only when the last sync failed.
+    /// When the last sync failed, or waits on a chain step that failed.
     pub retry: bool,
     pub toggle_auto_sync: bool,
     /// The connection needs reconnecting: show the way to settings.
@@ -182,6 +191,9 @@ pub struct SyncDialog {
     pub auto_sync: AutoSync,
     pub history: HistoryPage,
     pub actions: AvailableActions,
+    /// A pending sync no running worker can run: why it waits ("waiting
+    /// for a worker configured for Xero").
+    pub waiting_for_worker: Option<String>,
 }
 
 const EVENT_COLUMNS: &str =
@@ -356,11 +368,20 @@ pub async fn sync_dialog(
     };
 
     let usable = connection.status != ConnectionStatus::Disabled;
+    let waits_on_failed_step = status == InvoiceSyncStatus::Pending
+        && last_error
+            .as_ref()
+            .is_some_and(|e| e.class == super::dependencies::DEPENDENCY_FAILED);
+    let waiting_for_worker = if status == InvoiceSyncStatus::Pending && usable {
+        waiting_for_worker(conn, provider).await?
+    } else {
+        None
+    };
     let actions = AvailableActions {
         resync: known && usable,
         send_as_new: known && usable,
         void_existing_option: known && usable && external.is_some(),
-        retry: usable && status == InvoiceSyncStatus::Failed,
+        retry: usable && (status == InvoiceSyncStatus::Failed || waits_on_failed_step),
         toggle_auto_sync: true,
         reconnect: connection.status == ConnectionStatus::ReconnectNeeded,
         view_url: external.as_ref().and_then(|l| l.url.clone()),
@@ -384,6 +405,28 @@ pub async fn sync_dialog(
         },
         history,
         actions,
+        waiting_for_worker,
+    })
+}
+
+/// Why a pending sync of `provider` waits, when no running worker (see
+/// `ledgerflow.workers`) can run it.
+async fn waiting_for_worker(
+    conn: &mut PgConnection,
+    provider: ProviderName,
+) -> Result<Option<String>, LedgerError> {
+    let has: Option<bool> = sqlx::query_scalar("SELECT ledgerflow.provider_has_worker($1)")
+        .bind(provider.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(match has {
+        Some(true) => None,
+        Some(false) => Some(format!(
+            "waiting for a worker configured for {}: the running workers have no {} app set up",
+            provider.display_name(),
+            provider.display_name()
+        )),
+        None => Some("waiting for a worker: no ledgerflow worker is running".to_string()),
     })
 }
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, Row};
 
 use super::connections::{Connection, ConnectionStatus, get_connection};
+use super::dependencies::{DEPENDENCY_FAILED, retry_blocking_steps};
 use super::{EventStatus, EventTrigger, LedgerError, Operation, hold_key, sync_key};
 use crate::invoice::InvoiceSnapshot;
 use crate::job::{EnqueueOptions, JobId, Priority};
@@ -236,14 +237,15 @@ pub async fn send_as_new(
 
 /// "Retry": run the failed operation again with the newest snapshot. Only
 /// allowed when the invoice's last sync (skipped and superseded events
-/// aside) failed.
+/// aside) failed, or waits on a chain step that failed (its customer):
+/// then that step runs again, and the invoice's sync follows it.
 pub async fn retry_failed_event(
     conn: &mut PgConnection,
     connection_id: i64,
     invoice_id: &str,
 ) -> Result<Recorded, LedgerError> {
     let last = sqlx::query(
-        "SELECT id, status, operation, void_existing FROM ledgerflow.sync_events
+        "SELECT id, status, operation, void_existing, error_class FROM ledgerflow.sync_events
          WHERE connection_id = $1 AND invoice_id = $2 AND status NOT IN ('skipped', 'superseded')
          ORDER BY id DESC LIMIT 1",
     )
@@ -257,6 +259,25 @@ pub async fn retry_failed_event(
         ));
     };
     let status = EventStatus::parse(last.try_get("status")?)?;
+    let error_class: Option<String> = last.try_get("error_class")?;
+    if status == EventStatus::Pending && error_class.as_deref() == Some(DEPENDENCY_FAILED) {
+        // The sync waits for a step that failed (its customer): run that
+        // step again; the invoice's own step follows it.
+        let jobs = retry_blocking_steps(conn, connection_id, invoice_id)
+            .await
+            .map_err(|e| {
+                LedgerError::NotAllowed(format!("the waiting step could not be retried: {e}"))
+            })?;
+        if let Some(first) = jobs.first() {
+            return Ok(Recorded {
+                event_id: last.try_get("id")?,
+                status: EventStatus::Pending,
+                skip_reason: None,
+                skip_message: None,
+                job_id: Some(*first),
+            });
+        }
+    }
     if status != EventStatus::Failed {
         return Err(LedgerError::NotAllowed(format!(
             "nothing to retry: the last sync is {status}, not failed"
