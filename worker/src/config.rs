@@ -62,17 +62,43 @@ pub enum ConfigError {
     Missing(String),
 }
 
+/// One line of the start-up log about a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub text: String,
+    /// False: the provider's syncs will fail (logged as a warning).
+    pub configured: bool,
+}
+
+/// Refuses to start a worker whose `LEDGERFLOW_SECRET_KEY` is malformed,
+/// or is not the key the stored credentials were sealed with (each sync
+/// would fail with "cannot be decrypted"). An unset key is allowed: the
+/// providers that need it are reported unconfigured.
+pub async fn check_secret_key(pool: &PgPool) -> Result<(), ConfigError> {
+    let Some(raw) = std::env::var_os(SECRET_KEY_ENV) else {
+        return Ok(());
+    };
+    let raw = raw.to_string_lossy();
+    let key = SecretKey::from_hex(&raw)?;
+    ledgerflow_workflows::key_check::check_key(pool, &key, None).await?;
+    Ok(())
+}
+
 /// The adapters this process serves syncs with, and one line per provider
 /// saying how it is configured (for the start-up log).
-pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<String>) {
+pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<Note>) {
     let mut notes = Vec::new();
+    let note = |text: String, configured| Note { text, configured };
     let xero: Arc<dyn Provider> = match xero_adapter(pool, args) {
         Ok(adapter) => {
-            notes.push("xero: configured".to_string());
+            notes.push(note("xero: configured".to_string(), true));
             Arc::new(adapter)
         }
         Err(e) => {
-            notes.push(format!("xero: not configured ({e}); Xero syncs will fail"));
+            notes.push(note(
+                format!("xero: not configured ({e}); Xero syncs will fail"),
+                false,
+            ));
             Arc::new(Unconfigured {
                 reason: format!("this worker has no Xero app configured: {e}"),
             })
@@ -80,15 +106,19 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<St
     };
     let shopify: Arc<dyn Provider> = match shopify_adapter(pool, args) {
         Ok(adapter) => {
-            notes.push(format!(
-                "shopify: configured (Admin API {})",
-                adapter.config().api_version
+            notes.push(note(
+                format!(
+                    "shopify: configured (Admin API {})",
+                    adapter.config().api_version
+                ),
+                true,
             ));
             Arc::new(adapter)
         }
         Err(e) => {
-            notes.push(format!(
-                "shopify: not configured ({e}); Shopify syncs will fail"
+            notes.push(note(
+                format!("shopify: not configured ({e}); Shopify syncs will fail"),
+                false,
             ));
             Arc::new(Unconfigured {
                 reason: format!("this worker cannot serve Shopify: {e}"),

@@ -80,6 +80,7 @@ impl fmt::Display for Provider {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// The master toggle: when off, nothing syncs automatically.
     pub auto_sync: bool,
@@ -131,6 +132,7 @@ pub struct QuietPeriod {
 /// The defaults of the host's per-action "sync" choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SyncTriggers {
     pub job_created: bool,
     pub items_changed: bool,
@@ -200,6 +202,7 @@ impl ProviderSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ShopifySettings {
     /// Draft orders can be edited in place; confirmed orders are cancelled
     /// and replaced on every change.
@@ -233,6 +236,7 @@ pub const MAX_RESERVATION_HOURS: i32 = 24 * 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct XeroSettings {
     pub default_status: XeroInvoiceStatus,
     pub sync_payments: bool,
@@ -249,6 +253,7 @@ pub enum XeroInvoiceStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndOfDaySummarySettings {
     pub contact_name: String,
     pub send_time: NaiveTime,
@@ -258,15 +263,18 @@ pub struct EndOfDaySummarySettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct LightspeedRSettings {
     pub layaway_sales: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LightspeedXSettings {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SaledockSettings {
     pub set_invoice_paid_on_completion: bool,
     pub set_job_completed_on_completion: bool,
@@ -274,6 +282,7 @@ pub struct SaledockSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct QuickBooksSettings {
     pub sync_customers: bool,
     pub sync_invoices: bool,
@@ -355,8 +364,11 @@ pub enum SettingsProblem {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("unknown provider {0:?}")]
+    #[error("unknown provider {}", crate::input::printable(.0))]
     UnknownProvider(String),
+    /// Settings JSON with an unknown key or a value that does not fit.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("settings refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<SettingsProblem>),
 }
@@ -395,6 +407,42 @@ impl ConnectionSettings {
             quiet_period_ms: DEFAULT_QUIET_PERIOD_MS,
             max_quiet_wait_ms: DEFAULT_MAX_QUIET_WAIT_MS,
         }
+    }
+
+    /// Settings from JSON as a person or host writes them: `json` merged
+    /// over `base` (a partial object keeps the rest of `base`), decoded
+    /// strictly, so a typo such as `auto_synk` is refused with "did you
+    /// mean `auto_sync`?" instead of being dropped. Not validated: see
+    /// [`ConnectionSettings::validate_for`].
+    pub fn merged_json(
+        base: &ConnectionSettings,
+        json: &serde_json::Value,
+    ) -> Result<ConnectionSettings, SettingsError> {
+        let mut value = serde_json::to_value(base).map_err(|e| {
+            SettingsError::Input(crate::input::InputError::Invalid {
+                what: "settings",
+                path: None,
+                message: e.to_string(),
+            })
+        })?;
+        if !json.is_object() {
+            return Err(SettingsError::Input(crate::input::InputError::Invalid {
+                what: "settings",
+                path: None,
+                message: "a JSON object is needed".into(),
+            }));
+        }
+        let mut json = json.clone();
+        // Settings for another provider replace the provider part whole:
+        // merged key by key, the base's provider keys would look unknown.
+        let other_provider = json
+            .pointer("/provider/provider")
+            .is_some_and(|p| Some(p) != value.pointer("/provider/provider"));
+        if other_provider && let Some(map) = value.as_object_mut() {
+            map.remove("provider");
+        }
+        merge_json(&mut value, std::mem::take(&mut json));
+        Ok(crate::input::decode_strict("setting", value)?)
     }
 
     /// The quiet period automatic syncs wait out, or `None` when they run at
@@ -501,6 +549,19 @@ impl ConnectionSettings {
             }
             (Err(e), Some(_)) => Err(e),
         }
+    }
+}
+
+/// `over` merged into `base`, objects key by key (a partial settings
+/// object keeps the defaults for what it leaves out).
+fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge_json(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 

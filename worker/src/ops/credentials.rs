@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ledgerflow_adapters::shopify::ShopifyOptions;
+use ledgerflow_adapters::xero::XeroOptions;
 use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName};
 use ledgerflow_client::{ConnectionCredentials, Secret};
 use sqlx::{PgPool, Row};
@@ -15,6 +17,9 @@ use super::OpsError;
 pub const XERO_API_BASE_URL: &str = "https://api.xero.com/api.xro/2.0";
 /// Xero's production identity (token) base URL.
 pub const XERO_IDENTITY_BASE_URL: &str = "https://identity.xero.com";
+
+/// A year: no provider issues access tokens for longer.
+pub const MAX_ACCESS_EXPIRES_IN: i64 = 365 * 24 * 3600;
 
 fn secret(s: &str) -> Result<Secret, String> {
     if s.trim().is_empty() {
@@ -28,10 +33,12 @@ fn secret(s: &str) -> Result<Secret, String> {
 /// from the environment so they stay out of the shell history and `ps`.
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
-    /// The provider's organisation id (Xero tenant id, sent as `xero-tenant-id`).
+    /// The provider's organisation id (Xero tenant id, a UUID from Xero's
+    /// /connections, sent as `xero-tenant-id`); one active connection per organisation.
     #[arg(long, alias = "external-tenant-id")]
     pub xero_tenant_id: Option<String>,
-    /// Shopify: the store's domain (shop.myshopify.com); webhooks are matched by it.
+    /// Shopify: the store's domain (shop.myshopify.com, or its own
+    /// hostname); webhooks are matched by it, so one active connection per shop.
     #[arg(long)]
     pub shop_domain: Option<String>,
     /// API base URL [default for Xero: https://api.xero.com/api.xro/2.0;
@@ -48,15 +55,16 @@ pub struct CredentialArgs {
     /// refreshes; Shopify: the offline token, required).
     #[arg(long, env = "LEDGERFLOW_ACCESS_TOKEN", hide_env_values = true, value_parser = secret)]
     pub access_token: Option<Secret>,
-    /// Seconds the access token has left.
-    #[arg(long, default_value_t = 1500)]
+    /// Seconds the access token has left (0 to 31536000, a year; ignored
+    /// without --access-token).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(i64).range(0..=MAX_ACCESS_EXPIRES_IN))]
     pub access_expires_in: i64,
     /// Provider mapping as JSON (Xero: {"sales_account_code":"200",
     /// "payment_account_code":"090","tax_types":{"GST15":"OUTPUT2"},
     /// "no_tax_type":"NONE","generic_contact_name":null}).
     #[arg(long, conflicts_with = "options_file")]
     pub options_json: Option<String>,
-    /// The same, from a file.
+    /// Provider mapping as JSON, from a file.
     #[arg(long)]
     pub options_file: Option<PathBuf>,
 }
@@ -74,32 +82,20 @@ pub(super) fn read_json(
     }
 }
 
-/// `over` merged into `base`, objects key by key (so a partial settings
-/// object keeps the provider's defaults for what it leaves out).
-fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-/// The connection settings for `provider`: its defaults with `json` merged in.
+/// The connection settings for `provider`: its defaults with `json`
+/// merged in; an unknown key is refused with a "did you mean".
 pub fn settings_from_json(
     provider: ProviderName,
     json: Option<&str>,
 ) -> Result<ConnectionSettings, OpsError> {
-    let mut value = serde_json::to_value(ConnectionSettings::default_for(provider))?;
-    if let Some(json) = json {
-        let over: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| OpsError::Input(format!("the settings are not valid JSON: {e}")))?;
-        merge(&mut value, over);
-    }
-    let settings: ConnectionSettings = serde_json::from_value(value)
-        .map_err(|e| OpsError::Input(format!("the settings do not fit: {e}")))?;
+    let defaults = ConnectionSettings::default_for(provider);
+    let Some(json) = json else {
+        return Ok(defaults);
+    };
+    let over: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| OpsError::Input(format!("the settings are not valid JSON: {e}")))?;
+    let settings = ConnectionSettings::merged_json(&defaults, &over)
+        .map_err(|e| OpsError::Input(format!("--settings-json: {e}")))?;
     if settings.provider.provider() != provider {
         return Err(OpsError::Input(format!(
             "the settings are for {}, not {provider}",
@@ -109,13 +105,37 @@ pub fn settings_from_json(
     Ok(settings)
 }
 
-fn options_from(args: &CredentialArgs) -> Result<Option<serde_json::Value>, OpsError> {
-    read_json(args.options_json.clone(), args.options_file.clone())?
-        .map(|s| {
-            serde_json::from_str::<serde_json::Value>(&s)
-                .map_err(|e| OpsError::Input(format!("the options are not valid JSON: {e}")))
-        })
-        .transpose()
+/// The option keys a provider's adapter reads, from its options type (so
+/// they cannot drift); `None` for providers without an adapter yet.
+fn known_option_keys(provider: ProviderName) -> Option<Vec<String>> {
+    let defaults = match provider {
+        ProviderName::Xero => serde_json::to_value(XeroOptions::default()),
+        ProviderName::Shopify => serde_json::to_value(ShopifyOptions::default()),
+        _ => return None,
+    };
+    defaults
+        .ok()
+        .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+}
+
+/// `--options-json` / `--options-file`, refused when a key is not one the
+/// provider's adapter reads (it would be stored and silently ignored).
+fn options_from(
+    provider: ProviderName,
+    args: &CredentialArgs,
+) -> Result<Option<serde_json::Value>, OpsError> {
+    let Some(text) = read_json(args.options_json.clone(), args.options_file.clone())? else {
+        return Ok(None);
+    };
+    let options: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| OpsError::Input(format!("the options are not valid JSON: {e}")))?;
+    let known = known_option_keys(provider);
+    let known: Vec<&str> = known.iter().flatten().map(String::as_str).collect();
+    if !known.is_empty() || !options.is_object() {
+        ledgerflow_workflows::input::check_keys("option", &options, &known)
+            .map_err(|e| OpsError::Input(format!("--options-json: {e}")))?;
+    }
+    Ok(Some(options))
 }
 
 pub(super) fn credentials_from(
@@ -153,7 +173,7 @@ pub(super) fn credentials_from(
             "--xero-tenant-id is needed: the organisation's id from Xero's /connections".into(),
         ));
     }
-    let options = match options_from(args)? {
+    let options = match options_from(provider, args)? {
         Some(o) => o,
         None => stored
             .map(|s| s.options.clone())
@@ -196,7 +216,7 @@ fn shopify_credentials_from(
         .clone()
         .or_else(|| stored.map(|s| s.api_base_url.clone()));
     let mut creds = ConnectionCredentials::shopify(&shop, token, api.as_deref());
-    let options = match options_from(args)? {
+    let options = match options_from(ProviderName::Shopify, args)? {
         Some(o) => Some(o),
         None => stored.map(|s| s.options.clone()),
     };
@@ -213,6 +233,7 @@ fn shopify_credentials_from(
 }
 
 /// The non-secret columns of a connection's stored credentials.
+#[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct StoredConfig {
     pub(super) provider: String,
     pub(super) external_tenant_id: Option<String>,

@@ -3,51 +3,70 @@
 use std::fmt::Write as _;
 
 use clap::{Subcommand, ValueEnum};
-use ledgerflow_client::ledger::{self, SyncDialog, SyncEventView};
+use ledgerflow_client::ledger::{self, AutoSyncState, SyncDialog, SyncEventView};
 use sqlx::PgPool;
 
-use super::OpsError;
+use super::{OpsError, words};
 
 #[derive(Debug, Subcommand)]
 pub enum InvoiceCommand {
     /// The sync dialog as text: status, external reference and link,
     /// auto-sync state with its reason, available actions, history newest first.
     Status {
-        connection: i64,
-        invoice: String,
-        /// History events to show.
-        #[arg(long, default_value_t = 20)]
+        #[command(flatten)]
+        target: InvoiceRef,
+        /// History events to show (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         /// Print the dialog as JSON instead.
         #[arg(long)]
         json: bool,
     },
     /// Re-sync now: push the newest snapshot, ahead of background work.
-    Resync { connection: i64, invoice: String },
+    Resync {
+        #[command(flatten)]
+        target: InvoiceRef,
+    },
     /// Create a new record in the provider, ignoring the existing link.
     SendAsNew {
-        connection: i64,
-        invoice: String,
+        #[command(flatten)]
+        target: InvoiceRef,
         /// Void / delete the existing record first.
         #[arg(long)]
         void_existing: bool,
     },
     /// Retry the failed sync (only when the last sync failed).
-    Retry { connection: i64, invoice: String },
+    Retry {
+        #[command(flatten)]
+        target: InvoiceRef,
+    },
     /// Turn the invoice's own auto-sync on or off (the dialog's switch);
     /// prints the auto-sync state that results, with its reason.
     AutoSync {
-        connection: i64,
-        invoice: String,
+        #[command(flatten)]
+        target: InvoiceRef,
+        /// on or off.
         #[arg(value_enum)]
         state: Switch,
     },
 }
 
+/// Which invoice, on which connection (the two positional arguments of
+/// every invoice command).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InvoiceRef {
+    /// The connection's id (see `ledgerflow connection list`).
+    pub connection: i64,
+    /// The host's invoice id, as the host recorded it.
+    pub invoice: String,
+}
+
 /// The position of an on/off switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
+    /// Switched on.
     On,
+    /// Switched off.
     Off,
 }
 
@@ -55,8 +74,10 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
     let mut conn = pool.acquire().await?;
     let (what, recorded) = match cmd {
         InvoiceCommand::Status {
-            connection,
-            invoice,
+            target: InvoiceRef {
+                connection,
+                invoice,
+            },
             limit,
             json,
         } => {
@@ -69,15 +90,19 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             return Ok(());
         }
         InvoiceCommand::Resync {
-            connection,
-            invoice,
+            target: InvoiceRef {
+                connection,
+                invoice,
+            },
         } => (
             "re-sync",
             ledger::resync_now(&mut conn, connection, &invoice).await?,
         ),
         InvoiceCommand::SendAsNew {
-            connection,
-            invoice,
+            target: InvoiceRef {
+                connection,
+                invoice,
+            },
             void_existing,
         } => (
             if void_existing {
@@ -88,15 +113,19 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             ledger::send_as_new(&mut conn, connection, &invoice, void_existing).await?,
         ),
         InvoiceCommand::Retry {
-            connection,
-            invoice,
+            target: InvoiceRef {
+                connection,
+                invoice,
+            },
         } => (
             "retry",
             ledger::retry_failed_event(&mut conn, connection, &invoice).await?,
         ),
         InvoiceCommand::AutoSync {
-            connection,
-            invoice,
+            target: InvoiceRef {
+                connection,
+                invoice,
+            },
             state,
         } => {
             ledger::set_invoice_auto_sync(&mut conn, connection, &invoice, state == Switch::On)
@@ -114,15 +143,18 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
     match (recorded.job_id, &recorded.skip_message) {
         (Some(job), _) => println!(
             "{what}: event {} recorded ({}), job {job}",
-            recorded.event_id, recorded.status
+            recorded.event_id,
+            words(&recorded.status.to_string())
         ),
         (None, Some(why)) => println!(
             "{what}: event {} recorded as {}: {why}",
-            recorded.event_id, recorded.status
+            recorded.event_id,
+            words(&recorded.status.to_string())
         ),
         (None, None) => println!(
             "{what}: event {} recorded ({})",
-            recorded.event_id, recorded.status
+            recorded.event_id,
+            words(&recorded.status.to_string())
         ),
     }
     Ok(())
@@ -137,7 +169,7 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         d.invoice_id,
         d.connection_id,
         d.provider,
-        d.connection_status.as_str(),
+        words(d.connection_status.as_str()),
         d.connection_status_reason
             .as_deref()
             .map(|r| format!(": {r}"))
@@ -145,9 +177,18 @@ pub fn render_dialog(d: &SyncDialog) -> String {
     );
     let status = serde_json::to_value(d.status)
         .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
+        .and_then(|v| v.as_str().map(words))
         .unwrap_or_default();
     let _ = writeln!(out, "  status:      {status}");
+    if d.history.events.is_empty() && d.external.is_none() {
+        // The same dialog answers for an id nobody ever recorded: say so,
+        // as it is most often a typo.
+        let _ = writeln!(
+            out,
+            "  note:        no sync events are recorded for invoice {:?} on connection {}: if the id is right, nothing has asked to sync it yet; check it for a typo",
+            d.invoice_id, d.connection_id
+        );
+    }
     match &d.external {
         Some(l) => {
             let _ = writeln!(
@@ -201,16 +242,18 @@ pub fn render_dialog(d: &SyncDialog) -> String {
     out
 }
 
-/// The auto-sync state and, when it is not in effect, why
-/// ("paused_disabled_in_settings (paused (disabled in settings): ...)").
+/// The auto-sync state in words and, when it is not in effect, why
+/// ("paused (paused (disabled in settings): ...)").
 fn auto_sync_line(d: &SyncDialog) -> String {
-    let state = serde_json::to_value(d.auto_sync.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    let state = match d.auto_sync.state {
+        AutoSyncState::On => "on",
+        AutoSyncState::PausedDisabledInSettings => "paused",
+        AutoSyncState::OffForInvoice => "off for this invoice",
+        AutoSyncState::ConnectionDisabled => "off while the connection is disabled",
+    };
     match d.auto_sync.reason.as_deref() {
-        Some(why) => format!("{state} ({why})"),
-        None => state,
+        Some(why) if why != format!("auto-sync is {state}") => format!("{state} ({why})"),
+        _ => state.to_string(),
     }
 }
 
@@ -221,9 +264,9 @@ fn render_event(out: &mut String, e: &SyncEventView) {
         e.id,
         e.created_at.format("%H:%M:%S%.3f"),
         e.trigger_label,
-        e.status.as_str(),
+        words(e.status.as_str()),
         e.attempts,
-        e.operation.as_str()
+        words(e.operation.as_str())
     );
     if let Some(s) = &e.response_summary {
         let _ = writeln!(

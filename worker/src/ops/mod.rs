@@ -39,3 +39,28 @@ pub enum OpsError {
     #[error("{0}")]
     Json(#[from] serde_json::Error),
 }
+
+/// A stored identifier in words, for people: `reconnect_needed` →
+/// "reconnect needed", `Completed` → "completed".
+pub fn words(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c == '_' || c == '-' {
+            out.push(' ');
+        } else if c.is_uppercase() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `value` as pretty JSON on stdout (every `--json`).
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), OpsError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

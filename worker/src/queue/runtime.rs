@@ -24,7 +24,7 @@ use super::fetcher::{Fetcher, FetcherConfig, InFlight};
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
-use super::{cron, heartbeat, outcome, pruner, rescuer, scheduler};
+use super::{cron, heartbeat, outcome, presence, pruner, rescuer, scheduler};
 
 /// How a worker process runs its queues.
 #[derive(Debug, Clone)]
@@ -85,6 +85,7 @@ impl WorkerRuntime {
         shutdown: CancellationToken,
     ) -> Result<(), RuntimeError> {
         let instance = format!("{}#{:08x}", config.worker_name, rand::random::<u32>());
+        presence::warn_at_start(&pool, &instance, &config.worker_name, &config.queues).await;
         let released =
             rescuer::release_previous_instance(&pool, &config.worker_name, &instance).await?;
         if released > 0 {
@@ -126,6 +127,11 @@ impl WorkerRuntime {
             inflight.clone(),
             config.lease,
             config.heartbeat_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(presence::run(
+            pool.clone(),
+            instance.clone(),
             stop_services.clone(),
         ));
         services.spawn(rescuer::run(
