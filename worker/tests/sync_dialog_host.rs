@@ -381,10 +381,7 @@ async fn operators_run_each_invoice_action_from_the_cli(pool: PgPool) {
         &pool,
         &["invoice", "auto-sync", &id, "INV-1", "off"],
     ));
-    assert!(
-        out.contains("auto-sync off for this invoice"),
-        "{out}"
-    );
+    assert!(out.contains("auto-sync off for this invoice"), "{out}");
     assert!(!dialog(&pool, conn_id, 1).await.auto_sync.invoice_toggle);
     let out = ok(ledgerflow(
         &pool,
