@@ -91,11 +91,14 @@ pub fn decode_strict<T: DeserializeOwned>(
         let path_to = |p: &str| (!p.is_empty() && p != ".").then(|| p.to_string());
         match unknown_field(&inner) {
             Some((key, expected)) => {
-                // The path serde reports ends in the unknown key itself.
-                let parent = path
-                    .rsplit_once('.')
-                    .map(|(parent, _)| parent.to_string())
-                    .unwrap_or_default();
+                // The path ends in the unknown key itself, except inside an
+                // internally tagged enum, whose content is buffered and
+                // reports the enum's own field.
+                let parent = match path.rsplit_once('.') {
+                    Some((parent, last)) if last == key => parent.to_string(),
+                    None if path == key => String::new(),
+                    _ => path.clone(),
+                };
                 let suggestion =
                     did_you_mean(&key, expected.iter().map(String::as_str)).map(str::to_owned);
                 InputError::UnknownKey {
