@@ -85,6 +85,9 @@ pub enum BackfillCommand {
         /// The connection whose list to show.
         #[arg(long)]
         connection: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -330,9 +333,13 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             tx.commit().await?;
             print_approval("sent back for approval", "was not approved", &out);
         }
-        BackfillCommand::Ready { connection } => {
+        BackfillCommand::Ready { connection, json } => {
             let mut conn = pool.acquire().await?;
             let ready = backfill::ready_to_sync(&mut conn, connection).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ready)?);
+                return Ok(());
+            }
             if ready.is_empty() {
                 println!("no invoices are ready to sync on connection {connection}");
             }

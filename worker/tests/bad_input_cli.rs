@@ -358,6 +358,7 @@ async fn operator_output_is_in_words_with_json_on_every_list_and_show(pool: PgPo
         &["workflow", "list", "--json"],
         &["summary", "list", "--json"],
         &["backfill", "list", "--json"],
+        &["backfill", "ready", "--connection", "1", "--json"],
     ] {
         let out = ok(&ledgerflow(&pool, args, &[]));
         serde_json::from_str::<serde_json::Value>(&out)
