@@ -25,6 +25,7 @@ pub mod provider_state;
 pub mod queue;
 pub mod retry;
 pub mod settings;
+pub mod settings_json;
 pub mod summary;
 pub mod workflow_run;
 

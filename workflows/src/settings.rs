@@ -409,42 +409,6 @@ impl ConnectionSettings {
         }
     }
 
-    /// Settings from JSON as a person or host writes them: `json` merged
-    /// over `base` (a partial object keeps the rest of `base`), decoded
-    /// strictly, so a typo such as `auto_synk` is refused with "did you
-    /// mean `auto_sync`?" instead of being dropped. Not validated: see
-    /// [`ConnectionSettings::validate_for`].
-    pub fn merged_json(
-        base: &ConnectionSettings,
-        json: &serde_json::Value,
-    ) -> Result<ConnectionSettings, SettingsError> {
-        let mut value = serde_json::to_value(base).map_err(|e| {
-            SettingsError::Input(crate::input::InputError::Invalid {
-                what: "settings",
-                path: None,
-                message: e.to_string(),
-            })
-        })?;
-        if !json.is_object() {
-            return Err(SettingsError::Input(crate::input::InputError::Invalid {
-                what: "settings",
-                path: None,
-                message: "a JSON object is needed".into(),
-            }));
-        }
-        let mut json = json.clone();
-        // Settings for another provider replace the provider part whole:
-        // merged key by key, the base's provider keys would look unknown.
-        let other_provider = json
-            .pointer("/provider/provider")
-            .is_some_and(|p| Some(p) != value.pointer("/provider/provider"));
-        if other_provider && let Some(map) = value.as_object_mut() {
-            map.remove("provider");
-        }
-        merge_json(&mut value, std::mem::take(&mut json));
-        Ok(crate::input::decode_strict("setting", value)?)
-    }
-
     /// The quiet period automatic syncs wait out, or `None` when they run at
     /// once. Stored values are validated on save; settings written around
     /// validation are clamped here rather than trusted.
@@ -549,19 +513,6 @@ impl ConnectionSettings {
             }
             (Err(e), Some(_)) => Err(e),
         }
-    }
-}
-
-/// `over` merged into `base`, objects key by key (a partial settings
-/// object keeps the defaults for what it leaves out).
-fn merge_json(base: &mut serde_json::Value, over: serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
-            for (k, v) in o {
-                merge_json(b.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (b, o) => *b = o,
     }
 }
 
