@@ -13,7 +13,7 @@ use ledgerflow_workflows::input::{self, InputError};
 use ledgerflow_workflows::key_check::check_key;
 use ledgerflow_workflows::ledger::{self, Connection, LedgerError, SavedSettings};
 use ledgerflow_workflows::provider_state::{
-    CredentialError, NewCredentials, Secret, SecretKey, save_credentials,
+    CredentialError, NewCredentials, Secret, SecretKey, save_credentials_in,
 };
 use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName};
 use sqlx::{PgPool, Row};
@@ -193,10 +193,10 @@ impl ConnectionCredentials {
 ///
 /// Refused, with nothing written, when `key` is not the key the stored
 /// credentials were sealed with, or when another active connection has the
-/// same shop or organisation. The connection row is written in a
-/// transaction that holds a lock on that shop or organisation until the
-/// credentials are stored (through the pool), so two concurrent adds of one
-/// shop cannot both pass the check, and a failure leaves neither row.
+/// same shop or organisation. The connection row and its credentials are
+/// written in one transaction, which holds a lock on that shop or
+/// organisation, so two concurrent adds of one shop cannot both pass the
+/// check, and a failure leaves neither row.
 pub async fn register_connection(
     pool: &PgPool,
     key: &SecretKey,
@@ -217,15 +217,8 @@ pub async fn register_connection(
     )
     .await?;
     let saved = ledger::create_connection(&mut tx, tenant_id, settings).await?;
-    save_credentials(pool, key, &credentials.sealed_for(&saved.connection)).await?;
-    if let Err(e) = tx.commit().await {
-        // The connection row is gone with the transaction: so must its credentials be.
-        sqlx::query("DELETE FROM ledgerflow.provider_credentials WHERE connection_id = $1")
-            .bind(saved.connection.id)
-            .execute(pool)
-            .await?;
-        return Err(e.into());
-    }
+    save_credentials_in(&mut tx, key, &credentials.sealed_for(&saved.connection)).await?;
+    tx.commit().await?;
     Ok(saved)
 }
 
@@ -319,7 +312,7 @@ pub async fn reconnect_with_credentials(
             Some(connection_id),
         )
         .await?;
-        save_credentials(pool, key, &c.sealed_for(&connection)).await?;
+        save_credentials_in(&mut tx, key, &c.sealed_for(&connection)).await?;
     } else {
         let external: Option<String> = sqlx::query_scalar(
             "SELECT external_tenant_id FROM ledgerflow.provider_credentials

@@ -928,6 +928,18 @@ pub async fn save_credentials(
     key: &SecretKey,
     c: &NewCredentials,
 ) -> Result<(), CredentialError> {
+    let mut conn = pool.acquire().await?;
+    save_credentials_in(&mut conn, key, c).await
+}
+
+/// [`save_credentials`] on the caller's connection, so the credentials
+/// commit (or roll back) with the caller's other writes, such as the
+/// connection row they belong to.
+pub async fn save_credentials_in(
+    conn: &mut sqlx::PgConnection,
+    key: &SecretKey,
+    c: &NewCredentials,
+) -> Result<(), CredentialError> {
     let plain = serde_json::to_vec(&SealedTokens {
         access_token: c.access_token.clone(),
         refresh_token: c.refresh_token.clone(),
@@ -958,7 +970,7 @@ pub async fn save_credentials(
     .bind(&c.identity_base_url)
     .bind(&c.options)
     .bind(key.fingerprint())
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
