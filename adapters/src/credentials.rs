@@ -18,6 +18,7 @@ pub fn credential_error(provider: &str, e: CredentialError) -> ProviderError {
         CredentialError::BadKey(m) | CredentialError::Crypto(m) => {
             ProviderError::permanent(m, None)
         }
+        e @ CredentialError::WrongKey { .. } => ProviderError::permanent(e.to_string(), None),
     }
 }
 

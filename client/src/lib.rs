@@ -86,7 +86,7 @@ pub use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey
 
 mod register;
 pub use register::{
-    ConnectionCredentials, RegisterError, disable_connection, list_connections,
+    ConnectionCredentials, RegisterError, disable_connection, enable_connection, list_connections,
     reconnect_with_credentials, register_connection,
 };
 

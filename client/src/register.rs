@@ -9,9 +9,11 @@
 //! nor returned: [`Secret`] prints as `***`.
 
 use chrono::{DateTime, Utc};
+use ledgerflow_workflows::input::{self, InputError};
+use ledgerflow_workflows::key_check::check_key;
 use ledgerflow_workflows::ledger::{self, Connection, LedgerError, SavedSettings};
 use ledgerflow_workflows::provider_state::{
-    CredentialError, NewCredentials, Secret, SecretKey, save_credentials,
+    CredentialError, NewCredentials, Secret, SecretKey, save_credentials_in,
 };
 use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName};
 use sqlx::{PgPool, Row};
@@ -46,6 +48,19 @@ pub enum RegisterError {
     Credentials(#[from] CredentialError),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// Webhooks are matched to a connection by the provider's shop or
+    /// organisation, so only one active connection may have each.
+    #[error(
+        "connection {existing} already connects {what} {}: webhooks are matched by it, so only one active connection may have it (disable connection {existing} first, or reconnect it instead)",
+        input::printable(.external)
+    )]
+    AlreadyConnected {
+        existing: i64,
+        what: &'static str,
+        external: String,
+    },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -99,16 +114,25 @@ impl ConnectionCredentials {
                     "Shopify needs the store's domain (shop.myshopify.com): its webhooks are matched by it".into(),
                 ));
             }
+            if let Some(domain) = &self.external_tenant_id {
+                input::check_shop_domain(domain)?;
+            }
         } else {
+            if let Some(id) = &self.external_tenant_id {
+                input::check_organisation_id(id)?;
+            }
             if self.refresh_token.expose().trim().is_empty() {
                 return Err(RegisterError::Invalid("the refresh token is empty".into()));
             }
             urls.push(("identity base URL", &self.identity_base_url));
         }
         for (name, url) in urls {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+            if !(url.starts_with("https://") || url.starts_with("http://"))
+                || url.chars().any(char::is_control)
+            {
                 return Err(RegisterError::Invalid(format!(
-                    "the {name} {url:?} must start with https:// (or http:// for a local simulator)"
+                    "the {name} {} must start with https:// (or http:// for a local simulator)",
+                    input::printable(url)
                 )));
             }
         }
@@ -167,9 +191,12 @@ impl ConnectionCredentials {
 /// Creates a connection of `tenant_id` (settings validated; warnings
 /// returned) and stores its credentials encrypted.
 ///
-/// The credential store writes through the pool, not the caller's
-/// transaction, so the connection row is committed first and removed again
-/// if the credentials cannot be stored: either both exist or neither does.
+/// Refused, with nothing written, when `key` is not the key the stored
+/// credentials were sealed with, or when another active connection has the
+/// same shop or organisation. The connection row and its credentials are
+/// written in one transaction, which holds a lock on that shop or
+/// organisation, so two concurrent adds of one shop cannot both pass the
+/// check, and a failure leaves neither row.
 pub async fn register_connection(
     pool: &PgPool,
     key: &SecretKey,
@@ -177,23 +204,93 @@ pub async fn register_connection(
     settings: &ConnectionSettings,
     credentials: &ConnectionCredentials,
 ) -> Result<SavedSettings, RegisterError> {
-    credentials.check(settings.provider.provider())?;
+    let provider = settings.provider.provider();
+    credentials.check(provider)?;
+    check_key(pool, key, None).await?;
     let mut tx = pool.begin().await?;
+    lock_external(&mut tx, provider, credentials).await?;
+    refuse_twin(
+        &mut tx,
+        provider,
+        credentials.external_tenant_id.as_deref(),
+        None,
+    )
+    .await?;
     let saved = ledger::create_connection(&mut tx, tenant_id, settings).await?;
+    save_credentials_in(&mut tx, key, &credentials.sealed_for(&saved.connection)).await?;
     tx.commit().await?;
-    if let Err(e) = save_credentials(pool, key, &credentials.sealed_for(&saved.connection)).await {
-        sqlx::query("DELETE FROM ledgerflow.connections WHERE id = $1")
-            .bind(saved.connection.id)
-            .execute(pool)
-            .await?;
-        return Err(e.into());
-    }
     Ok(saved)
+}
+
+/// What the provider's external id is, in messages.
+fn external_what(provider: ProviderName) -> &'static str {
+    match provider {
+        ProviderName::Shopify => "the Shopify shop",
+        ProviderName::Xero => "the Xero organisation",
+        _ => "the provider account",
+    }
+}
+
+/// Serialises adds and reconnects of one shop / organisation until the
+/// caller's transaction ends.
+async fn lock_external(
+    tx: &mut sqlx::PgConnection,
+    provider: ProviderName,
+    credentials: &ConnectionCredentials,
+) -> Result<(), RegisterError> {
+    if let Some(external) = &credentials.external_tenant_id {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 19))")
+            .bind(format!(
+                "ledgerflow-external:{}:{}",
+                provider.as_str(),
+                external.to_lowercase()
+            ))
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Refuses a second active connection (not disabled) to one shop or
+/// organisation; `except` is the connection being reconnected.
+async fn refuse_twin(
+    conn: &mut sqlx::PgConnection,
+    provider: ProviderName,
+    external: Option<&str>,
+    except: Option<i64>,
+) -> Result<(), RegisterError> {
+    let Some(external) = external else {
+        return Ok(());
+    };
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT c.id FROM ledgerflow.provider_credentials p
+         JOIN ledgerflow.connections c ON c.id = p.connection_id
+         WHERE p.provider = $1 AND lower(p.external_tenant_id) = lower($2)
+           AND c.status <> 'disabled' AND c.id IS DISTINCT FROM $3
+         ORDER BY c.id LIMIT 1",
+    )
+    .bind(provider.as_str())
+    .bind(external)
+    .bind(except)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match existing {
+        None => Ok(()),
+        Some(existing) => Err(RegisterError::AlreadyConnected {
+            existing,
+            what: external_what(provider),
+            external: external.to_string(),
+        }),
+    }
 }
 
 /// The user reconnected: store the new credentials (when given), make the
 /// connection active again and release the jobs held for it. Returns how
 /// many jobs were released.
+///
+/// New credentials are refused when `key` is not the key the stored ones
+/// were sealed with, and any reconnect is refused while another active
+/// connection has the same shop or organisation.
 pub async fn reconnect_with_credentials(
     pool: &PgPool,
     key: &SecretKey,
@@ -202,10 +299,36 @@ pub async fn reconnect_with_credentials(
 ) -> Result<u64, RegisterError> {
     let mut conn = pool.acquire().await?;
     let connection = ledger::get_connection(&mut conn, connection_id).await?;
+    drop(conn);
+    let mut tx = pool.begin().await?;
     if let Some(c) = credentials {
         c.check(connection.provider)?;
-        save_credentials(pool, key, &c.sealed_for(&connection)).await?;
+        check_key(pool, key, Some(connection_id)).await?;
+        lock_external(&mut tx, connection.provider, c).await?;
+        refuse_twin(
+            &mut tx,
+            connection.provider,
+            c.external_tenant_id.as_deref(),
+            Some(connection_id),
+        )
+        .await?;
+        save_credentials_in(&mut tx, key, &c.sealed_for(&connection)).await?;
     } else {
+        let external: Option<String> = sqlx::query_scalar(
+            "SELECT external_tenant_id FROM ledgerflow.provider_credentials
+             WHERE connection_id = $1",
+        )
+        .bind(connection_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        refuse_twin(
+            &mut tx,
+            connection.provider,
+            external.as_deref(),
+            Some(connection_id),
+        )
+        .await?;
         // Without new tokens the stored ones must be usable again.
         sqlx::query(
             "UPDATE ledgerflow.provider_credentials
@@ -213,10 +336,21 @@ pub async fn reconnect_with_credentials(
              WHERE connection_id = $1",
         )
         .bind(connection_id)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
     }
-    Ok(ledger::reconnect(&mut conn, connection_id).await?)
+    let released = ledger::reconnect(&mut tx, connection_id).await?;
+    tx.commit().await?;
+    Ok(released)
+}
+
+/// A disabled connection syncs again with its stored credentials (no key
+/// needed): refused while another active connection has its shop or
+/// organisation. Returns how many held jobs were released.
+pub async fn enable_connection(pool: &PgPool, connection_id: i64) -> Result<u64, RegisterError> {
+    // The key is not used without new credentials.
+    let unused = SecretKey::from_bytes([0; 32]);
+    reconnect_with_credentials(pool, &unused, connection_id, None).await
 }
 
 /// Stops a connection from syncing; triggers are still recorded, as skipped.

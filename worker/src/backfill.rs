@@ -20,58 +20,80 @@ pub enum BackfillCommand {
     Start(StartArgs),
     /// Backfills, newest first.
     List {
+        /// Only this connection's backfills.
         #[arg(long)]
         connection: Option<i64>,
-        #[arg(long, default_value_t = 20)]
+        /// How many to show (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
+        /// Print JSON instead.
         #[arg(long)]
         json: bool,
     },
     /// A backfill: settings, progress, chunks and failures with reasons.
     Show {
+        /// The backfill's id (see `backfill list`).
         id: i64,
-        /// Failures listed at most.
-        #[arg(long, default_value_t = 50)]
+        /// Failures listed at most (1 to 10000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         failures: i64,
+        /// Print JSON instead.
         #[arg(long)]
         json: bool,
     },
     /// Live progress until the backfill ends (a bar on a terminal, lines otherwise).
     Watch {
+        /// The backfill's id (see `backfill list`).
         id: i64,
+        /// Seconds between refreshes (up to 3600).
         #[arg(long, default_value_t = 1.0)]
         interval_secs: f64,
     },
     /// Cancel: unfinished chunks stop; synced invoices stay synced.
-    Cancel { id: i64 },
+    Cancel {
+        /// The backfill's id (see `backfill list`).
+        id: i64,
+    },
     /// Resume: a paused backfill tries now; a cancelled or failed one goes on from where it stopped.
-    Resume { id: i64 },
+    Resume {
+        /// The backfill's id (see `backfill list`).
+        id: i64,
+    },
     /// Mark invoices "ready to sync" for the next --only-approved backfill.
     Approve {
+        /// The connection the invoices will be sent to.
         #[arg(long)]
         connection: i64,
         /// Who approved (shown in `ready`).
         #[arg(long)]
         by: Option<String>,
+        /// The host's invoice ids.
         #[arg(required = true)]
         invoices: Vec<String>,
     },
     /// Withdraw approval before the run: the invoices go back to awaiting approval.
     Withdraw {
+        /// The connection they were approved for.
         #[arg(long)]
         connection: i64,
+        /// The host's invoice ids.
         #[arg(required = true)]
         invoices: Vec<String>,
     },
     /// The "Ready to sync" list: approved invoices not yet in the provider.
     Ready {
+        /// The connection whose list to show.
         #[arg(long)]
         connection: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    /// The connection to send the invoices to (Xero).
     #[arg(long)]
     pub connection: i64,
     /// First day (YYYY-MM-DD), inclusive.
@@ -80,8 +102,10 @@ pub struct StartArgs {
     /// Last day (YYYY-MM-DD), inclusive; not after today in the tenant's time zone.
     #[arg(long)]
     pub to: NaiveDate,
+    /// Only invoices of this sales channel (the view's `sales_channel`).
     #[arg(long)]
     pub sales_channel: Option<String>,
+    /// Only invoices of this location (the view's `location`).
     #[arg(long)]
     pub location: Option<String>,
     /// Days per chunk (one job each).
@@ -103,8 +127,9 @@ pub struct StartArgs {
     /// Invoices per provider request (1 to 50).
     #[arg(long, default_value_t = 50)]
     pub batch_size: u32,
-    /// First wait, in seconds, after the quota ran out (doubles up to an hour).
-    #[arg(long, default_value_t = 300)]
+    /// First wait, in seconds, after the quota ran out (doubles up to an
+    /// hour), 1 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub quota_recheck_secs: u64,
     /// Read the host's view (default) or snapshots pushed through the client crate.
     #[arg(long, value_parser = ["view", "pushed"], default_value = "view")]
@@ -270,10 +295,10 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             }
         }
         BackfillCommand::Watch { id, interval_secs } => {
-            if !(interval_secs.is_finite() && interval_secs > 0.0) {
-                return Err(BackfillCliError::Input(
-                    "--interval-secs must be a positive number".into(),
-                ));
+            if !(interval_secs.is_finite() && interval_secs > 0.0 && interval_secs <= 3600.0) {
+                return Err(BackfillCliError::Input(format!(
+                    "--interval-secs must be a positive number of seconds up to 3600, got {interval_secs}"
+                )));
             }
             watch(pool, id, Duration::from_secs_f64(interval_secs)).await?;
         }
@@ -308,9 +333,13 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             tx.commit().await?;
             print_approval("sent back for approval", "was not approved", &out);
         }
-        BackfillCommand::Ready { connection } => {
+        BackfillCommand::Ready { connection, json } => {
             let mut conn = pool.acquire().await?;
             let ready = backfill::ready_to_sync(&mut conn, connection).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ready)?);
+                return Ok(());
+            }
             if ready.is_empty() {
                 println!("no invoices are ready to sync on connection {connection}");
             }

@@ -17,17 +17,17 @@ use crate::scratch::with_scratch;
 pub enum Scenario {
     /// Queue throughput and pickup latency against a bare SKIP LOCKED loop.
     Queue {
-        /// Jobs to enqueue and drain.
-        #[arg(long, default_value_t = 50_000)]
+        /// Jobs to enqueue and drain (1 to 10,000,000).
+        #[arg(long, default_value_t = 50_000, value_parser = count::<1, 10_000_000>)]
         jobs: usize,
-        /// Worker runtimes in this process (each with its own fetcher).
-        #[arg(long, default_value_t = 2)]
+        /// Worker runtimes in this process (each with its own fetcher), 1 to 64.
+        #[arg(long, default_value_t = 2, value_parser = count::<1, 64>)]
         workers: usize,
-        /// Jobs run at once per worker (also the most one claim takes).
-        #[arg(long, default_value_t = 500)]
+        /// Jobs run at once per worker (also the most one claim takes), 1 to 10,000.
+        #[arg(long, default_value_t = 500, value_parser = count::<1, 10_000>)]
         concurrency: usize,
-        /// Jobs inserted one by one to an idle worker for the pickup latency.
-        #[arg(long, default_value_t = 200)]
+        /// Jobs inserted one by one to an idle worker for the pickup latency (1 to 100,000).
+        #[arg(long, default_value_t = 200, value_parser = count::<1, 100_000>)]
         pickups: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -42,32 +42,35 @@ pub enum Scenario {
     /// `--windows` minutes, or set with `--per-minute`. Shopify: one store (simulator) per tenant, with
     /// Shopify's own REST bucket (40, leaking 2/s) unless told otherwise.
     Sync {
+        /// The provider whose simulator the invoices are synced to.
         #[arg(long, value_enum, default_value_t = SyncProvider::Xero)]
         provider: SyncProvider,
-        #[arg(long, default_value_t = 10_000)]
+        /// Invoices synced, spread over the tenants (1 to 1,000,000).
+        #[arg(long, default_value_t = 10_000, value_parser = count::<1, 1_000_000>)]
         invoices: usize,
-        #[arg(long, default_value_t = 100)]
+        /// Tenants (organisations or stores), 1 to 10,000.
+        #[arg(long, default_value_t = 100, value_parser = count::<1, 10_000>)]
         tenants: usize,
         /// Xero: minutes the per-tenant limit binds for at least (the
         /// minute limit is derived from it) [default: 1].
-        #[arg(long, conflicts_with = "per_minute")]
+        #[arg(long, conflicts_with = "per_minute", value_parser = clap::value_parser!(u32).range(1..=1440))]
         windows: Option<u32>,
         /// Xero: the per-tenant minute limit itself (60: Xero's own); the
         /// app-wide limit follows Xero's ratio (10,000 to 60).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_minute: Option<u32>,
         /// Shopify: the REST bucket's size per store [default: 40, Shopify's].
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         bucket_capacity: Option<u32>,
         /// Shopify: calls the REST bucket leaks a second [default: 2, the
         /// standard plan; Advanced 4, Plus 20]; the GraphQL restore rate
         /// follows in proportion.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         leak_per_second: Option<u32>,
         /// Jobs run at once; 0: Xero, five per tenant (its concurrency
         /// limit; more only queue up on the limiter's row locks); Shopify,
-        /// two per store.
-        #[arg(long, default_value_t = 0)]
+        /// two per store; at most 10,000.
+        #[arg(long, default_value_t = 0, value_parser = count::<0, 10_000>)]
         concurrency: usize,
         /// Seconds between the worker's checks for dead rows in the queue's
         /// and the limiter's tables, as `ledgerflow worker --vacuum-secs`;
@@ -82,43 +85,62 @@ pub enum Scenario {
     /// simulator: the provider writes made, against the same edits synced
     /// one at a time (each waited for).
     Supersede {
-        #[arg(long, default_value_t = 50)]
+        /// Edits in the burst (1 to 10,000).
+        #[arg(long, default_value_t = 50, value_parser = count::<1, 10_000>)]
         edits: usize,
         /// The burst's quiet period before an automatic sync, in
         /// milliseconds (default: the connection settings' default; 0: none).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=60_000))]
         quiet_ms: Option<i64>,
+        /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// A new tenant's job while another tenant has `--backlog` jobs queued:
     /// enqueue-to-done against the same job on an empty queue.
     Fairness {
-        #[arg(long, default_value_t = 10_000)]
+        /// The other tenant's queued jobs (1 to 1,000,000).
+        #[arg(long, default_value_t = 10_000, value_parser = count::<1, 1_000_000>)]
         backlog: usize,
-        /// Jobs run at once by the worker.
-        #[arg(long, default_value_t = 32)]
+        /// Jobs run at once by the worker (1 to 1024).
+        #[arg(long, default_value_t = 32, value_parser = count::<1, 1024>)]
         concurrency: usize,
-        /// Each job's work (slept), in milliseconds.
-        #[arg(long, default_value_t = 20)]
+        /// Each job's work (slept), in milliseconds (0 to 60,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=60_000))]
         job_ms: u64,
-        /// Measurements of each kind; the median is reported.
-        #[arg(long, default_value_t = 5)]
+        /// Measurements of each kind; the median is reported (1 to 1000).
+        #[arg(long, default_value_t = 5, value_parser = count::<1, 1000>)]
         samples: usize,
+        /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// The worker's resident memory with `--jobs` jobs in flight, against
     /// the same process idle.
     Memory {
-        #[arg(long, default_value_t = 1_000)]
+        /// Jobs in flight at once (1 to 100,000).
+        #[arg(long, default_value_t = 1_000, value_parser = count::<1, 100_000>)]
         jobs: usize,
-        /// How long each job stays in flight, in milliseconds.
-        #[arg(long, default_value_t = 5_000)]
+        /// How long each job stays in flight, in milliseconds (1 to 600,000).
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
         hold_ms: u64,
+        /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A count flag within `LO..=HI`: past it a run would not end in any
+/// useful time (or a size would overflow).
+fn count<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a whole number: {e}"))?;
+    if (LO..=HI).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between {LO} and {HI}, not {n}"))
+    }
 }
 
 /// The providers `bench sync` drives.

@@ -18,7 +18,7 @@ use crate::{bench, config, demo, handlers, ops, workflow_ops};
 /// ledgerflow: durable sync of invoices, orders, customers and payments to
 /// POS and accounting providers, on a PostgreSQL job queue.
 #[derive(Debug, Parser)]
-#[command(name = "ledgerflow", version)]
+#[command(name = "ledgerflow", version, after_help = ENVIRONMENT_HELP)]
 pub struct Cli {
     /// PostgreSQL connection string.
     #[arg(
@@ -28,16 +28,37 @@ pub struct Cli {
         global = true
     )]
     pub database_url: String,
-    /// Log format.
+    /// Log format (logs go to stderr; colours only on a terminal).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The environment variables, for `--help`: secrets are read from the
+/// environment only (a flag would show in `ps`).
+pub const ENVIRONMENT_HELP: &str = "\
+Environment:
+  DATABASE_URL                     PostgreSQL connection string (or --database-url)
+  LEDGERFLOW_SECRET_KEY            64 hex digits (`openssl rand -hex 32`): seals provider tokens at rest; keep it
+  LEDGERFLOW_LOG                   log filter, e.g. info,sqlx=warn (the default) or debug
+  LEDGERFLOW_WORKER_ID             worker: this process's stable name (or --worker-id)
+  LEDGERFLOW_XERO_CLIENT_ID        worker: the Xero app's client id (token refresh)
+  LEDGERFLOW_XERO_CLIENT_SECRET    worker: the Xero app's client secret
+  LEDGERFLOW_XERO_WEBHOOK_KEY      worker: Xero's webhook signing key (with --webhook-listen)
+  LEDGERFLOW_SHOPIFY_API_VERSION   worker: the Shopify Admin API version every call names
+  LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
+                                   worker: the Shopify app's client secret(s) webhooks are signed with
+  LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
+                                   connection add / reconnect: the provider's tokens
+  LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
+    /// One readable line per event.
     Human,
+    /// One JSON object per line.
     Json,
 }
 
@@ -101,11 +122,11 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// Queues to serve (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "default")]
+    #[arg(long, value_delimiter = ',', default_value = "default", value_parser = queue_name)]
     pub queues: Vec<String>,
-    /// Jobs run at once, per queue.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
+    /// Jobs run at once, per queue (1 to 1024).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
     /// This process's stable name; at start it releases jobs an earlier
     /// process of the same name left running. Give each process its own.
     #[arg(long, env = "LEDGERFLOW_WORKER_ID")]
@@ -130,8 +151,9 @@ pub struct WorkerArgs {
     /// 0 leaves them to PostgreSQL's autovacuum.
     #[arg(long, default_value_t = 10.0)]
     pub vacuum_secs: f64,
-    /// Seconds between pulls of payments made in Xero (what webhooks missed).
-    #[arg(long, default_value_t = 300)]
+    /// Seconds between pulls of payments made in Xero (what webhooks
+    /// missed), 10 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub xero_pull_secs: u64,
     /// Address to serve provider webhooks on (POST /webhooks/xero,
     /// /webhooks/shopify), e.g. 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY
@@ -144,43 +166,75 @@ pub struct WorkerArgs {
 
 impl WorkerArgs {
     pub fn queue_config(&self) -> Result<QueueConfig, String> {
-        let secs = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
+        // Each flag has a ceiling: past it the value is a typo, and a
+        // Duration built from it could overflow.
+        let ranged = |name: &str, v: f64, max: f64, unit: &str, scale: f64| {
+            if v.is_finite() && v > 0.0 && v <= max {
+                Duration::try_from_secs_f64(v * scale).map_err(|e| format!("--{name}: {e}"))
             } else {
                 Err(format!(
-                    "--{name} must be a positive number of seconds, got {v}"
+                    "--{name} must be a positive number of {unit} up to {max}, got {v}"
                 ))
             }
         };
-        let lease = secs("lease-secs", self.lease_secs)?;
+        let secs = |name: &str, v: f64, max: f64| ranged(name, v, max, "seconds", 1.0);
+        let hours = |name: &str, v: f64| ranged(name, v, MAX_KEEP_HOURS, "hours", 3600.0);
+        let lease = secs("lease-secs", self.lease_secs, 3600.0)?;
+        if let Some(id) = &self.worker_id {
+            ledgerflow_workflows::input::check_tenant_id(id).map_err(|_| {
+                format!(
+                    "--worker-id {} must be 1 to 128 printable characters",
+                    ledgerflow_workflows::input::printable(id)
+                )
+            })?;
+        }
         let mut cfg = QueueConfig {
             queues: self.queues.clone(),
-            concurrency: self.concurrency.max(1),
+            concurrency: usize::from(self.concurrency.max(1)),
             worker_name: self.worker_id.clone().unwrap_or_else(default_worker_name),
             lease,
             heartbeat_interval: lease / 3,
-            rescue_interval: secs("rescue-secs", self.rescue_secs)?,
-            shutdown_deadline: secs("shutdown-secs", self.shutdown_secs)?,
+            rescue_interval: secs("rescue-secs", self.rescue_secs, 3600.0)?,
+            shutdown_deadline: secs("shutdown-secs", self.shutdown_secs, 86_400.0)?,
             ..QueueConfig::default()
         };
-        cfg.retention.completed_for =
-            secs("keep-completed-hours", self.keep_completed_hours * 3600.0)?;
-        cfg.retention.failed_for = secs("keep-failed-hours", self.keep_failed_hours * 3600.0)?;
+        cfg.retention.completed_for = hours("keep-completed-hours", self.keep_completed_hours)?;
+        cfg.retention.failed_for = hours("keep-failed-hours", self.keep_failed_hours)?;
         cfg.vacuum = VacuumPolicy::every(self.vacuum_secs)?;
         Ok(cfg)
     }
 }
 
+/// Ten years: longer retention is a typo (and past it a Duration overflows).
+pub const MAX_KEEP_HOURS: f64 = 87_600.0;
+
 fn default_worker_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}-{}", std::process::id())
+    format!(
+        "{}-{}",
+        crate::queue::presence::host_name(),
+        std::process::id()
+    )
+}
+
+/// A queue name: 1 to 64 letters, digits, `-`, `_` or `.`.
+fn queue_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{} is not a queue name: use 1 to 64 letters, digits, '-', '_' or '.'",
+            ledgerflow_workflows::input::printable(s)
+        ))
+    }
 }
 
 /// Entry point of the `ledgerflow` binary.
 pub fn main() {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -214,6 +268,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )
             .await?;
             ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            // A key that cannot open what is stored would fail every sync:
+            // refuse to start instead (no key at all only disables providers).
+            config::check_secret_key(&pool).await?;
             let setup = config::build_providers(&pool, &args.providers);
             for note in &setup.configured {
                 tracing::info!("{note}");
@@ -238,7 +295,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 registry = crate::payments_pull::register(
                     registry,
                     xero,
-                    Duration::from_secs(args.xero_pull_secs.max(1)),
+                    Duration::from_secs(args.xero_pull_secs),
                 );
             }
             if let Some(addr) = &args.webhook_listen {
@@ -270,6 +327,30 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
     }
     Ok(())
+}
+
+/// `ledgerflow connection list | head -2`: once the reader is gone, a
+/// write to stdout fails with EPIPE, and `println!` panics. Every stdout
+/// write of the CLI goes through `print!`/`println!`, so this hook is the
+/// one place that handles it: the process ends quietly, successfully, as
+/// Unix tools do when their reader has all it wants. Any other panic is
+/// reported as before.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// A small pool for one operator command, on a migrated database.
@@ -306,7 +387,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    // Colour only for a person at a terminal: piped or redirected logs stay plain text.
+    // Colour codes only where a person reads them: not in files or pipes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -63,6 +63,20 @@ pub enum ConfigError {
     Missing(String),
 }
 
+/// Refuses to start a worker whose `LEDGERFLOW_SECRET_KEY` is malformed,
+/// or is not the key the stored credentials were sealed with (each sync
+/// would fail with "cannot be decrypted"). An unset key is allowed: the
+/// providers that need it are reported unconfigured.
+pub async fn check_secret_key(pool: &PgPool) -> Result<(), ConfigError> {
+    let Some(raw) = std::env::var_os(SECRET_KEY_ENV) else {
+        return Ok(());
+    };
+    let raw = raw.to_string_lossy();
+    let key = SecretKey::from_hex(&raw)?;
+    ledgerflow_workflows::key_check::check_key(pool, &key, None).await?;
+    Ok(())
+}
+
 /// The adapters this process serves syncs with.
 pub struct ProviderSetup {
     pub providers: Providers,

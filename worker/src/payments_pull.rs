@@ -140,6 +140,9 @@ pub async fn run_pull_payments(
     job: PullPayments,
     ctx: JobContext,
 ) -> Result<(), JobError> {
+    if skip_disabled(&ctx, job.connection_id, "pull of payments").await? {
+        return Ok(());
+    }
     let since = {
         let mut conn = ctx.pool.acquire().await?;
         inbound::pull_start(&mut conn, job.connection_id).await? - OVERLAP
@@ -179,6 +182,9 @@ pub async fn run_process_xero_webhook(
     job: ProcessXeroWebhook,
     ctx: JobContext,
 ) -> Result<(), JobError> {
+    if skip_disabled(&ctx, job.connection_id, "Xero webhook event").await? {
+        return Ok(());
+    }
     let remote = xero
         .remote_invoice(job.connection_id, &job.xero_invoice_id)
         .await?;
@@ -195,4 +201,26 @@ pub async fn run_process_xero_webhook(
     tracing::info!(connection_id = job.connection_id, invoice = %job.xero_invoice_id,
         found = remote.is_some(), recorded, "processed a Xero webhook event");
     Ok(())
+}
+
+/// A job queued before its connection was disabled makes no provider call:
+/// it completes with nothing done (what it would have read is read again
+/// by the first pull after the connection is enabled, from its cursor).
+/// Returns whether the job was completed here.
+async fn skip_disabled(ctx: &JobContext, connection_id: i64, what: &str) -> Result<bool, JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM ledgerflow.connections WHERE id = $1")
+            .bind(connection_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let why = match status.as_deref() {
+        Some("disabled") => "the connection is disabled",
+        None => "the connection no longer exists",
+        Some(_) => return Ok(false),
+    };
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(connection_id, "{what} skipped: {why}; no Xero call made");
+    Ok(true)
 }

@@ -32,15 +32,27 @@ pub enum SummaryCommand {
         /// Only summaries in this state: sent, empty, sending, waiting, stuck.
         #[arg(long)]
         status: Option<String>,
-        /// At most this many days.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many days (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// One summary: its figures, its invoices, every attempt's error.
-    Show { id: i64 },
+    Show {
+        /// The summary's id (see `summary list`).
+        id: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a stuck summary again (only when it is not sent and no job is
     /// sending it); the same frozen invoices, the same idempotency key.
-    Retry { id: i64 },
+    Retry {
+        /// The summary's id (see `summary list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +65,13 @@ pub enum SummaryOpsError {
     Enqueue(#[from] EnqueueError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// Where a summary stands, from the operator's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SummaryState {
     /// The provider invoice exists.
     Sent,
@@ -95,7 +110,7 @@ impl SummaryState {
 }
 
 /// The latest job that sent (or tries to send) a summary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SendingJob {
     pub id: i64,
     /// scheduled, available, running, held, completed, failed, cancelled.
@@ -106,7 +121,7 @@ pub struct SendingJob {
 }
 
 /// One business day's summary as an operator sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SummaryView {
     pub record: SummaryRecord,
     pub job: Option<SendingJob>,
@@ -439,6 +454,7 @@ pub async fn run(pool: &PgPool, cmd: SummaryCommand) -> Result<(), SummaryOpsErr
             connection,
             status,
             limit,
+            json,
         } => {
             let state = status
                 .map(|s| {
@@ -449,15 +465,26 @@ pub async fn run(pool: &PgPool, cmd: SummaryCommand) -> Result<(), SummaryOpsErr
                     })
                 })
                 .transpose()?;
-            print!(
-                "{}",
-                render_list(&list(&mut conn, connection, state, limit).await?)
-            );
+            let views = list(&mut conn, connection, state, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print!("{}", render_list(&views));
+            }
         }
-        SummaryCommand::Show { id } => {
+        SummaryCommand::Show { id, json } => {
             let v = show(&mut conn, id).await?;
             let members = summary::members(&mut conn, id).await?;
-            print!("{}", render_show(&v, &members));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "summary": v, "invoices": members })
+                    )?
+                );
+            } else {
+                print!("{}", render_show(&v, &members));
+            }
         }
         SummaryCommand::Retry { id } => {
             let job = retry(&mut conn, id).await?;

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -143,12 +144,40 @@ enum AcceptError {
     Database(#[from] sqlx::Error),
 }
 
-async fn xero(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// The body, or the refusal (too large, unreadable), logged: a delivery
+/// refused before the handler runs would otherwise leave no trace.
+fn body_or_refusal(
+    provider: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, StatusCode> {
+    body.map_err(|e| {
+        tracing::warn!(provider, status = e.status().as_u16(), error = %e.body_text(), "refused a webhook delivery");
+        e.status()
+    })
+}
+
+async fn xero(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
     let Some(key) = &state.xero_webhook_key else {
         return StatusCode::NOT_FOUND;
     };
+    let body = match body_or_refusal("xero", body) {
+        Ok(b) => b,
+        Err(status) => return status,
+    };
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if !webhook::verify(key.expose().as_bytes(), &body, signature) {
+        // Xero's "intent to receive" check sends bad signatures on
+        // purpose; a forged delivery looks the same. Either way: logged.
+        tracing::warn!(
+            provider = "xero",
+            signed = signature.is_some(),
+            bytes = body.len(),
+            "refused a Xero webhook: the x-xero-signature does not match the webhook key"
+        );
         return StatusCode::UNAUTHORIZED;
     }
     let payload = match webhook::parse(&body) {
@@ -223,9 +252,17 @@ async fn accept(pool: &PgPool, payload: &WebhookPayload) -> Result<usize, Accept
 
 const SHOPIFY: &str = "shopify";
 
-async fn shopify(State(state): State<WebhookState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn shopify(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
     let Some(config) = &state.shopify else {
         return StatusCode::NOT_FOUND;
+    };
+    let body = match body_or_refusal("shopify", body) {
+        Ok(b) => b,
+        Err(status) => return status,
     };
     // Size, then signature, then age, then the body: see the adapter.
     let inbound = match shopify_webhook::parse(&headers, &body, config, Utc::now()) {

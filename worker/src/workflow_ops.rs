@@ -13,17 +13,23 @@ use crate::ops::OpsError;
 pub enum WorkflowCommand {
     /// The newest runs, newest first.
     List {
+        /// Only this tenant's runs.
         #[arg(long)]
         tenant: Option<String>,
-        /// running, completed or failed.
-        #[arg(long)]
+        /// Only runs in this status.
+        #[arg(long, value_parser = ["running", "completed", "failed"])]
         status: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        /// How many runs to show (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
     /// A run: its status and each step's outcome (blocked steps say which
     /// step they wait for and why).
     Show {
+        /// The run's id (see `workflow list`).
         id: i64,
         /// Print the run as JSON.
         #[arg(long)]
@@ -31,6 +37,7 @@ pub enum WorkflowCommand {
     },
     /// Run a failed step again; the steps it blocked run after it.
     Retry {
+        /// The run's id (see `workflow list`).
         run: i64,
         /// The step's position (as `workflow show` prints it).
         step: i32,
@@ -53,23 +60,33 @@ pub async fn workflow(pool: &PgPool, cmd: WorkflowCommand) -> Result<(), OpsErro
             tenant,
             status,
             limit,
+            json,
         } => {
             let runs =
                 workflow_run::list_runs(&mut conn, tenant.as_deref(), status.as_deref(), limit)
                     .await?;
+            if json {
+                return crate::ops::print_json(&runs);
+            }
             if runs.is_empty() {
                 println!("no workflow runs");
             }
             for r in runs {
+                // The name carries the invoice's number; the host's own id
+                // is what the invoice commands take.
                 println!(
-                    "{:>6}  {:<9}  {}/{} steps  {}  {}  {}",
+                    "{:>6}  {:<9}  {}/{} steps  {}  {}  {}{}",
                     r.id,
                     r.status,
                     r.steps_completed,
                     r.steps,
                     r.created_at.format("%Y-%m-%d %H:%M:%S"),
                     r.tenant,
-                    r.name
+                    r.name,
+                    r.invoice_id
+                        .as_deref()
+                        .map(|id| format!(" (host invoice id {id})"))
+                        .unwrap_or_default()
                 );
             }
         }

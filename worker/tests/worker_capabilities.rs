@@ -130,7 +130,7 @@ async fn a_worker_without_xero_leaves_xero_jobs_to_one_that_has_it(pool: PgPool)
     assert_eq!(d.waiting_for_worker, None);
     assert_eq!(env.sim.invoices(&conn.xero_tenant).len(), 1);
     let ran_on: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT worker_name FROM ledgerflow.workers ORDER BY 1")
+        sqlx::query_scalar("SELECT DISTINCT worker_id FROM ledgerflow.workers ORDER BY 1")
             .fetch_all(&pool)
             .await
             .unwrap();

@@ -12,8 +12,10 @@ pub mod credential_cache;
 pub mod error;
 pub mod host_callback;
 pub mod inbound;
+pub mod input;
 pub mod invoice;
 pub mod job;
+pub mod key_check;
 pub mod ledger;
 pub mod money;
 pub mod payloads;
@@ -23,6 +25,7 @@ pub mod provider_state;
 pub mod queue;
 pub mod retry;
 pub mod settings;
+pub mod settings_json;
 pub mod summary;
 pub mod workflow_run;
 

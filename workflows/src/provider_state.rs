@@ -730,8 +730,8 @@ impl SecretKey {
         let hex = hex.trim();
         if hex.len() != 64 {
             return Err(CredentialError::BadKey(format!(
-                "{SECRET_KEY_ENV} must be 64 hex digits (32 bytes), not {} characters",
-                hex.len()
+                "{SECRET_KEY_ENV} is malformed: it must be 64 hex digits (32 bytes, e.g. from `openssl rand -hex 32`), not {} characters",
+                hex.chars().count()
             )));
         }
         let mut key = [0u8; 32];
@@ -740,7 +740,9 @@ impl SecretKey {
                 .get(i * 2..i * 2 + 2)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| {
-                    CredentialError::BadKey(format!("{SECRET_KEY_ENV} must be hex digits only"))
+                    CredentialError::BadKey(format!(
+                        "{SECRET_KEY_ENV} is malformed: it must be hex digits only (0-9, a-f)"
+                    ))
                 })?;
         }
         Ok(SecretKey { key })
@@ -753,6 +755,30 @@ impl SecretKey {
                 "{SECRET_KEY_ENV} is not set: it is needed to read and store provider credentials"
             ))),
         }
+    }
+
+    /// A keyed hash of the key (HMAC-SHA256 of a fixed label under the
+    /// key, 16 hex digits), stored with what it seals so a different key is
+    /// recognised before it is used; it reveals nothing of the key.
+    pub fn fingerprint(&self) -> String {
+        use hmac::{KeyInit, Mac};
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
+            // HMAC takes keys of any length: unreachable, but never a panic.
+            return String::from("unknown");
+        };
+        mac.update(b"ledgerflow secret key fingerprint v1");
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether this key opens `sealed`, the credentials of `connection_id`
+    /// (for rows stored before fingerprints were).
+    pub fn opens(&self, connection_id: i64, sealed: &[u8]) -> bool {
+        self.open(connection_id, sealed).is_ok()
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -832,6 +858,17 @@ pub enum CredentialError {
     Crypto(String),
     #[error("no credentials stored for connection {0}")]
     NotFound(i64),
+    /// The key is well formed but is not the one stored credentials were
+    /// sealed with: using it would fail every sync (or, on reconnect, seal
+    /// new credentials no other worker can open).
+    #[error(
+        "{SECRET_KEY_ENV} is not the key that sealed the credentials of connection {connection_id} (that key's fingerprint is {sealed_with}, this key's is {given}): set the key they were stored with"
+    )]
+    WrongKey {
+        connection_id: i64,
+        sealed_with: String,
+        given: String,
+    },
     /// The refresh token was refused (or was refused before): a person must reconnect.
     #[error("reconnect needed: {0}")]
     ReconnectNeeded(String),
@@ -891,6 +928,18 @@ pub async fn save_credentials(
     key: &SecretKey,
     c: &NewCredentials,
 ) -> Result<(), CredentialError> {
+    let mut conn = pool.acquire().await?;
+    save_credentials_in(&mut conn, key, c).await
+}
+
+/// [`save_credentials`] on the caller's connection, so the credentials
+/// commit (or roll back) with the caller's other writes, such as the
+/// connection row they belong to.
+pub async fn save_credentials_in(
+    conn: &mut sqlx::PgConnection,
+    key: &SecretKey,
+    c: &NewCredentials,
+) -> Result<(), CredentialError> {
     let plain = serde_json::to_vec(&SealedTokens {
         access_token: c.access_token.clone(),
         refresh_token: c.refresh_token.clone(),
@@ -900,14 +949,15 @@ pub async fn save_credentials(
     sqlx::query(
         "INSERT INTO ledgerflow.provider_credentials
              (connection_id, provider, sealed_tokens, key_id, access_expires_at, external_tenant_id,
-              api_base_url, identity_base_url, options)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+              api_base_url, identity_base_url, options, key_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (connection_id) DO UPDATE
          SET provider = EXCLUDED.provider, sealed_tokens = EXCLUDED.sealed_tokens,
              key_id = EXCLUDED.key_id, access_expires_at = EXCLUDED.access_expires_at,
              external_tenant_id = EXCLUDED.external_tenant_id,
              api_base_url = EXCLUDED.api_base_url, identity_base_url = EXCLUDED.identity_base_url,
-             options = EXCLUDED.options, status = 'active', status_reason = NULL,
+             options = EXCLUDED.options, key_fingerprint = EXCLUDED.key_fingerprint,
+             status = 'active', status_reason = NULL,
              generation = ledgerflow.provider_credentials.generation + 1, updated_at = now()",
     )
     .bind(c.connection_id)
@@ -919,7 +969,8 @@ pub async fn save_credentials(
     .bind(&c.api_base_url)
     .bind(&c.identity_base_url)
     .bind(&c.options)
-    .execute(pool)
+    .bind(key.fingerprint())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

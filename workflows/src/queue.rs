@@ -156,6 +156,8 @@ pub struct AttemptError {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRecord {
     pub id: JobId,
+    /// The queue it waits in: only workers started with `--queues` naming it run it.
+    pub queue: String,
     pub kind: String,
     pub state: JobState,
     pub tenant: String,
@@ -180,10 +182,10 @@ pub async fn find_job(
 ) -> Result<Option<JobRecord>, sqlx::Error> {
     let row = sqlx::query(
         r#"
-        SELECT id, kind, state, tenant, attempt, payload, run_at, errors, created_at, NULL::timestamptz AS finished_at
+        SELECT id, queue, kind, state, tenant, attempt, payload, run_at, errors, created_at, NULL::timestamptz AS finished_at
         FROM ledgerflow.jobs WHERE id = $1
         UNION ALL
-        SELECT id, kind, state, tenant, attempt, payload, NULL, errors, created_at, finished_at
+        SELECT id, queue, kind, state, tenant, attempt, payload, NULL, errors, created_at, finished_at
         FROM ledgerflow.finished_jobs WHERE id = $1
         LIMIT 1
         "#,
@@ -199,6 +201,7 @@ fn record_from_row(r: &sqlx::postgres::PgRow) -> Result<JobRecord, sqlx::Error> 
     let errors: serde_json::Value = r.try_get("errors")?;
     Ok(JobRecord {
         id: r.try_get("id")?,
+        queue: r.try_get("queue")?,
         kind: r.try_get("kind")?,
         state: JobState::parse(&state)
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown job state {state:?}").into()))?,

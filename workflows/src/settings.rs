@@ -80,6 +80,7 @@ impl fmt::Display for Provider {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectionSettings {
     /// The master toggle: when off, nothing syncs automatically.
     pub auto_sync: bool,
@@ -131,6 +132,7 @@ pub struct QuietPeriod {
 /// The defaults of the host's per-action "sync" choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SyncTriggers {
     pub job_created: bool,
     pub items_changed: bool,
@@ -200,6 +202,7 @@ impl ProviderSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ShopifySettings {
     /// Draft orders can be edited in place; confirmed orders are cancelled
     /// and replaced on every change.
@@ -233,6 +236,7 @@ pub const MAX_RESERVATION_HOURS: i32 = 24 * 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct XeroSettings {
     pub default_status: XeroInvoiceStatus,
     pub sync_payments: bool,
@@ -249,6 +253,7 @@ pub enum XeroInvoiceStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EndOfDaySummarySettings {
     pub contact_name: String,
     pub send_time: NaiveTime,
@@ -258,15 +263,18 @@ pub struct EndOfDaySummarySettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct LightspeedRSettings {
     pub layaway_sales: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LightspeedXSettings {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SaledockSettings {
     pub set_invoice_paid_on_completion: bool,
     pub set_job_completed_on_completion: bool,
@@ -274,6 +282,7 @@ pub struct SaledockSettings {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct QuickBooksSettings {
     pub sync_customers: bool,
     pub sync_invoices: bool,
@@ -355,8 +364,11 @@ pub enum SettingsProblem {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
-    #[error("unknown provider {0:?}")]
+    #[error("unknown provider {}", crate::input::printable(.0))]
     UnknownProvider(String),
+    /// Settings JSON with an unknown key or a value that does not fit.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("settings refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<SettingsProblem>),
 }

@@ -273,6 +273,9 @@ pub struct WorkflowRunSummary {
     pub steps: i64,
     pub steps_completed: i64,
     pub created_at: DateTime<Utc>,
+    /// The host's invoice id a sync chain's steps work on (the name
+    /// carries the invoice's number), when the run has one.
+    pub invoice_id: Option<String>,
 }
 
 /// The newest runs, optionally of one tenant and / or in one status.
@@ -284,7 +287,8 @@ pub async fn list_runs(
 ) -> Result<Vec<WorkflowRunSummary>, WorkflowError> {
     sqlx::query(
         "SELECT r.id, r.name, r.tenant, r.status, r.created_at,
-                count(s.id) AS steps, count(s.id) FILTER (WHERE s.status = 'completed') AS steps_completed
+                count(s.id) AS steps, count(s.id) FILTER (WHERE s.status = 'completed') AS steps_completed,
+                max(s.payload ->> 'invoice_id') AS invoice_id
          FROM ledgerflow.workflow_runs r LEFT JOIN ledgerflow.workflow_steps s ON s.run_id = r.id
          WHERE ($1::text IS NULL OR r.tenant = $1) AND ($2::text IS NULL OR r.status = $2)
          GROUP BY r.id ORDER BY r.id DESC LIMIT $3",
@@ -304,6 +308,7 @@ pub async fn list_runs(
             steps: r.try_get("steps")?,
             steps_completed: r.try_get("steps_completed")?,
             created_at: r.try_get("created_at")?,
+            invoice_id: r.try_get("invoice_id")?,
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use apalis_core::task::data::Data;
 use futures::FutureExt;
-use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::call_budget::CallBudget;
+use ledgerflow_workflows::{ErrorClass, JobError};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -100,7 +100,16 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
             }
         }
         Err(e) => {
-            tracing::info!(class = e.class().as_str(), error = %e, "attempt failed");
+            // A failure no retry fixes (permanent, not found) or a
+            // connection needing a person is for an operator to see.
+            match e.class() {
+                ErrorClass::Permanent | ErrorClass::NotFound | ErrorClass::ReconnectNeeded => {
+                    tracing::warn!(class = e.class().as_str(), error = %e, "attempt failed")
+                }
+                ErrorClass::Retryable | ErrorClass::RateLimited => {
+                    tracing::info!(class = e.class().as_str(), error = %e, "attempt failed")
+                }
+            }
             finish_failed(d, &job, policy, &e).await;
         }
     }
@@ -114,6 +123,7 @@ async fn finish_failed(
 ) {
     match outcome::record_failure(&d.pool, job, policy, e).await {
         Ok(Recorded::Failed) => {
+            tracing::error!(error = %e, "job failed for good");
             if let Some(hook) = d.registry.failure_hook(&job.kind) {
                 hook(FailedJob {
                     job_id: job.id,

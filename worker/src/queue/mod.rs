@@ -17,7 +17,7 @@
 //! | [`pruner`] | deleting finished jobs past their retention |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
 //! | [`cron`] | periodic jobs, each tick fired once across all processes |
-//! | [`presence`] | this process's row in `ledgerflow.workers`: running, and which providers it cannot serve |
+//! | [`presence`] | which processes are alive, which providers each cannot serve; warnings about a shared worker id and unserved queues |
 //!
 //! The runtime must not hold domain rules: what a job does is its handler's business.
 //!

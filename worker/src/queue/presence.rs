@@ -1,113 +1,214 @@
-//! Presence: this process in `ledgerflow.workers` — its instance, host,
-//! pid, queues and the providers it cannot serve — refreshed every
-//! [`PresenceConfig::interval`] and removed at a clean shutdown. Readers
-//! (the sync dialog) take a worker as running while its heartbeat is
-//! younger than a minute, so a killed process drops out by itself; rows
-//! older than [`PresenceConfig::forget_after`] are deleted by any worker.
+//! Which worker processes are alive (`ledgerflow.workers`: worker id,
+//! host, pid, queues, the providers it cannot serve, heartbeat) and what
+//! that makes possible: warnings at start about another live process with
+//! this `--worker-id` (whose running jobs this one's start would take
+//! over) and about jobs waiting in queues no live worker serves (they would
+//! wait forever, silently); and the sync dialog's "waiting for a worker
+//! configured for Xero" (`ledgerflow.provider_has_worker`).
 //!
-//! This service must not decide what a worker claims (the fetcher does,
-//! from the same `cannot_serve` list).
+//! Presence is advisory: nothing is claimed or refused by it (the fetcher
+//! skips what this process cannot serve from its own configuration), so a
+//! row left by a killed process does no harm and is deleted once stale.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
-/// How often the heartbeat is written.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// When a silent worker's row is deleted.
-pub const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// A process whose heartbeat is older than this is taken for dead.
+pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
+/// How often a process renews its heartbeat.
+pub const BEAT_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
-pub struct PresenceConfig {
-    pub interval: Duration,
-    pub forget_after: Duration,
-}
-
-impl Default for PresenceConfig {
-    fn default() -> Self {
-        PresenceConfig {
-            interval: DEFAULT_INTERVAL,
-            forget_after: DEFAULT_FORGET_AFTER,
-        }
-    }
-}
-
-/// Who this process is.
-#[derive(Debug, Clone)]
-pub struct Presence {
+/// Another live process with this process's worker id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Twin {
     pub instance: String,
-    pub worker_name: String,
-    pub queues: Vec<String>,
-    pub cannot_serve: Vec<String>,
+    pub host: String,
+    pub pid: i32,
+    pub heartbeat_at: DateTime<Utc>,
 }
 
-impl Presence {
-    /// Write this process's row (at start).
-    pub async fn announce(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown".into());
-        sqlx::query(
-            "INSERT INTO ledgerflow.workers (instance, worker_name, host, pid, queues, cannot_serve)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()",
-        )
-        .bind(&self.instance)
-        .bind(&self.worker_name)
-        .bind(host)
-        .bind(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
-        .bind(&self.queues)
-        .bind(&self.cannot_serve)
+/// Jobs waiting in a queue that no live worker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnservedQueue {
+    pub queue: String,
+    pub jobs: i64,
+}
+
+/// This machine's host name, for the presence row and the warnings.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// Record this process and return the other live processes of its worker id.
+pub async fn announce(
+    pool: &PgPool,
+    instance: &str,
+    worker_id: &str,
+    queues: &[String],
+    cannot_serve: &[String],
+) -> Result<Vec<Twin>, sqlx::Error> {
+    let live = live_secs();
+    let twins = sqlx::query(
+        "SELECT instance, host, pid, heartbeat_at FROM ledgerflow.workers
+         WHERE worker_id = $1 AND instance <> $2
+           AND heartbeat_at > now() - make_interval(secs => $3)
+         ORDER BY heartbeat_at DESC",
+    )
+    .bind(worker_id)
+    .bind(instance)
+    .bind(live)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Twin {
+            instance: r.try_get("instance")?,
+            host: r.try_get("host")?,
+            pid: r.try_get("pid")?,
+            heartbeat_at: r.try_get("heartbeat_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    sqlx::query("DELETE FROM ledgerflow.workers WHERE heartbeat_at < now() - interval '1 day'")
         .execute(pool)
         .await?;
-        Ok(())
-    }
+    sqlx::query(
+        "INSERT INTO ledgerflow.workers (instance, worker_id, host, pid, queues, cannot_serve)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (instance) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(instance)
+    .bind(worker_id)
+    .bind(host_name())
+    .bind(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
+    .bind(queues)
+    .bind(cannot_serve)
+    .execute(pool)
+    .await?;
+    Ok(twins)
+}
 
-    async fn beat(&self, pool: &PgPool, forget_after: Duration) -> Result<(), sqlx::Error> {
-        let n =
-            sqlx::query("UPDATE ledgerflow.workers SET heartbeat_at = now() WHERE instance = $1")
-                .bind(&self.instance)
-                .execute(pool)
-                .await?
-                .rows_affected();
-        if n == 0 {
-            // Deleted while we were silent (a long pause): come back.
-            self.announce(pool).await?;
+/// Queues with pending jobs that neither `serving` nor any other live
+/// worker serves.
+pub async fn unserved_queues(
+    pool: &PgPool,
+    serving: &[String],
+) -> Result<Vec<UnservedQueue>, sqlx::Error> {
+    sqlx::query(
+        "SELECT j.queue, count(*) AS jobs FROM ledgerflow.jobs j
+         WHERE j.state IN ('available', 'scheduled') AND j.queue <> ALL($1)
+           AND NOT EXISTS (SELECT 1 FROM ledgerflow.workers w
+                           WHERE j.queue = ANY(w.queues)
+                             AND w.heartbeat_at > now() - make_interval(secs => $2))
+         GROUP BY j.queue ORDER BY j.queue",
+    )
+    .bind(serving)
+    .bind(live_secs())
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(UnservedQueue {
+            queue: r.try_get("queue")?,
+            jobs: r.try_get("jobs")?,
+        })
+    })
+    .collect()
+}
+
+/// The queues some live worker serves (for `job show`'s note).
+pub async fn served_queues(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT unnest(queues) AS q FROM ledgerflow.workers
+         WHERE heartbeat_at > now() - make_interval(secs => $1) ORDER BY q",
+    )
+    .bind(live_secs())
+    .fetch_all(pool)
+    .await
+}
+
+/// Warn about both at start (WARN: each is a misconfiguration).
+pub async fn warn_at_start(
+    pool: &PgPool,
+    instance: &str,
+    worker_id: &str,
+    queues: &[String],
+    cannot_serve: &[String],
+) {
+    match announce(pool, instance, worker_id, queues, cannot_serve).await {
+        Ok(twins) => {
+            let here = host_name();
+            // A process of this host that is gone (a quick restart after a
+            // crash) is no twin, however fresh its last heartbeat.
+            let alive = |t: &Twin| {
+                t.host != here || std::path::Path::new(&format!("/proc/{}", t.pid)).exists()
+            };
+            for t in twins.into_iter().filter(alive) {
+                tracing::warn!(
+                    worker_id,
+                    other_host = %t.host,
+                    other_pid = t.pid,
+                    other_heartbeat = %t.heartbeat_at.to_rfc3339(),
+                    "another live worker has this --worker-id ({} pid {}, last heartbeat {}): their jobs look like ours to each other; give each process its own --worker-id",
+                    t.host,
+                    t.pid,
+                    t.heartbeat_at.to_rfc3339()
+                );
+            }
         }
-        sqlx::query(
-            "DELETE FROM ledgerflow.workers WHERE heartbeat_at < now() - make_interval(secs => $1)",
-        )
-        .bind(forget_after.as_secs_f64())
-        .execute(pool)
-        .await?;
-        Ok(())
+        Err(e) => tracing::warn!(error = %e, "could not record this worker's presence"),
     }
-
-    async fn leave(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM ledgerflow.workers WHERE instance = $1")
-            .bind(&self.instance)
-            .execute(pool)
-            .await?;
-        Ok(())
+    match unserved_queues(pool, queues).await {
+        Ok(unserved) => {
+            for u in unserved {
+                tracing::warn!(
+                    queue = %u.queue,
+                    jobs = u.jobs,
+                    serving = %queues.join(","),
+                    "{} job(s) wait in queue {:?}, which no live worker serves (this one serves {}): start a worker with --queues {}",
+                    u.jobs,
+                    u.queue,
+                    queues.join(","),
+                    u.queue
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for jobs in unserved queues"),
     }
 }
 
-/// Heartbeat until `stop`, then remove the row.
-pub async fn run(pool: PgPool, me: Presence, config: PresenceConfig, stop: CancellationToken) {
+/// Renew this process's heartbeat until `stop`, then remove its row.
+pub async fn run(pool: PgPool, instance: String, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(config.interval) => {}
+            _ = tokio::time::sleep(BEAT_EVERY) => {}
         }
-        if let Err(e) = me.beat(&pool, config.forget_after).await {
-            tracing::warn!(error = %e, "presence heartbeat failed; trying again next beat");
+        if let Err(e) =
+            sqlx::query("UPDATE ledgerflow.workers SET heartbeat_at = now() WHERE instance = $1")
+                .bind(&instance)
+                .execute(&pool)
+                .await
+        {
+            tracing::debug!(error = %e, "presence heartbeat failed; retried");
         }
     }
-    if let Err(e) = me.leave(&pool).await {
-        tracing::warn!(error = %e, "could not remove this worker from ledgerflow.workers");
+    if let Err(e) = sqlx::query("DELETE FROM ledgerflow.workers WHERE instance = $1")
+        .bind(&instance)
+        .execute(&pool)
+        .await
+    {
+        tracing::debug!(error = %e, "presence row left behind; it goes once stale");
     }
+}
+
+fn live_secs() -> f64 {
+    LIVE_WITHIN.as_secs_f64()
 }

@@ -74,6 +74,18 @@ impl Registry {
         let run: ErasedHandler = Arc::new(move |payload, ctx| {
             let handler = handler.clone();
             Box::pin(async move {
+                // A host writing the payload by hand may stamp its own
+                // version ("v"); one this worker does not run is refused
+                // rather than guessed at.
+                if let Some(v) = payload.get("v")
+                    && v.as_i64() != Some(i64::from(K::VERSION))
+                {
+                    return Err(JobError::permanent(format!(
+                        "the {} payload is version \"v\": {v}, which this worker does not know (it runs version {})",
+                        K::KIND,
+                        K::VERSION
+                    )));
+                }
                 let job: K = serde_json::from_value(payload).map_err(|e| {
                     JobError::permanent(format!(
                         "the {} payload could not be decoded: {e}",

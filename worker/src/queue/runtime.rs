@@ -21,11 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::backend::QueueBackend;
 use super::dispatch::{Dispatcher, dispatch};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
-use super::presence::{self, Presence, PresenceConfig};
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
-use super::{cron, heartbeat, outcome, pruner, rescuer, scheduler};
+use super::{cron, heartbeat, outcome, presence, pruner, rescuer, scheduler};
 
 /// How a worker process runs its queues.
 #[derive(Debug, Clone)]
@@ -55,7 +54,6 @@ pub struct QueueConfig {
     /// jobs held under one of their connections are left queued for a
     /// worker that can run them, instead of failing here.
     pub cannot_serve: Vec<String>,
-    pub presence: PresenceConfig,
 }
 
 impl Default for QueueConfig {
@@ -75,7 +73,6 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             shutdown_deadline: Duration::from_secs(20),
             cannot_serve: Vec::new(),
-            presence: PresenceConfig::default(),
         }
     }
 }
@@ -93,6 +90,14 @@ impl WorkerRuntime {
         shutdown: CancellationToken,
     ) -> Result<(), RuntimeError> {
         let instance = format!("{}#{:08x}", config.worker_name, rand::random::<u32>());
+        presence::warn_at_start(
+            &pool,
+            &instance,
+            &config.worker_name,
+            &config.queues,
+            &config.cannot_serve,
+        )
+        .await;
         let released =
             rescuer::release_previous_instance(&pool, &config.worker_name, &instance).await?;
         if released > 0 {
@@ -136,6 +141,11 @@ impl WorkerRuntime {
             config.heartbeat_interval,
             stop_services.clone(),
         ));
+        services.spawn(presence::run(
+            pool.clone(),
+            instance.clone(),
+            stop_services.clone(),
+        ));
         services.spawn(rescuer::run(
             pool.clone(),
             config.rescue_interval,
@@ -155,20 +165,6 @@ impl WorkerRuntime {
         if let Some(policy) = config.vacuum {
             services.spawn(vacuum::run(pool.clone(), policy, stop_services.clone()));
         }
-
-        let presence = Presence {
-            instance: instance.clone(),
-            worker_name: config.worker_name.clone(),
-            queues: config.queues.clone(),
-            cannot_serve: config.cannot_serve.clone(),
-        };
-        presence.announce(&pool).await?;
-        services.spawn(presence::run(
-            pool.clone(),
-            presence,
-            config.presence.clone(),
-            stop_services.clone(),
-        ));
 
         services.spawn(cron::run(
             pool.clone(),

@@ -51,20 +51,23 @@ impl Default for VacuumPolicy {
     }
 }
 
+/// A day: checking less often leaves the tables to autovacuum anyway.
+pub const MAX_VACUUM_SECS: f64 = 86_400.0;
+
 impl VacuumPolicy {
     /// The default policy checked every `secs` seconds (`--vacuum-secs`);
     /// 0: none, the tables are left to autovacuum.
     pub fn every(secs: f64) -> Result<Option<VacuumPolicy>, String> {
         if secs == 0.0 {
             Ok(None)
-        } else if secs.is_finite() && secs > 0.0 {
+        } else if secs.is_finite() && secs > 0.0 && secs <= MAX_VACUUM_SECS {
             Ok(Some(VacuumPolicy {
                 interval: Duration::from_secs_f64(secs),
                 ..VacuumPolicy::default()
             }))
         } else {
             Err(format!(
-                "--vacuum-secs must be 0 or a positive number of seconds, got {secs}"
+                "--vacuum-secs must be 0 or a number of seconds up to {MAX_VACUUM_SECS}, got {secs}"
             ))
         }
     }

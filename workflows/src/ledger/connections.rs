@@ -12,7 +12,9 @@ use sqlx::{PgConnection, Row};
 use super::{LedgerError, hold_key};
 use crate::provider::ConnectionInfo;
 use crate::queue;
-use crate::settings::{ConnectionSettings, Provider as ProviderName, SettingsWarning};
+use crate::settings::{
+    ConnectionSettings, Provider as ProviderName, SettingsError, SettingsWarning,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTenant {
@@ -24,6 +26,8 @@ pub struct NewTenant {
 
 /// Create a tenant, or update its name and time zone.
 pub async fn create_tenant(conn: &mut PgConnection, t: &NewTenant) -> Result<(), LedgerError> {
+    crate::input::check_tenant_id(&t.id)
+        .map_err(|e| LedgerError::Settings(SettingsError::Input(e)))?;
     if t.time_zone.parse::<chrono_tz::Tz>().is_err() {
         return Err(LedgerError::NotAllowed(format!(
             "{:?} is not a known time zone (use an IANA name such as \"Pacific/Auckland\")",
@@ -166,6 +170,79 @@ pub async fn create_connection(
         connection: from_row(&row)?,
         warnings,
     })
+}
+
+/// [`create_connection`] with settings as JSON, merged over the
+/// provider's defaults: an unknown key is refused with the nearest known
+/// one ("did you mean `auto_sync`?") instead of being dropped.
+pub async fn create_connection_json(
+    conn: &mut PgConnection,
+    tenant_id: &str,
+    provider: ProviderName,
+    settings: &serde_json::Value,
+) -> Result<SavedSettings, LedgerError> {
+    let settings =
+        ConnectionSettings::merged_json(&ConnectionSettings::default_for(provider), settings)?;
+    create_connection(conn, tenant_id, &settings).await
+}
+
+/// [`update_settings`] with a partial JSON object merged over the
+/// connection's current settings; unknown keys are refused as in
+/// [`create_connection_json`].
+pub async fn update_settings_json(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    changes: &serde_json::Value,
+) -> Result<SavedSettings, LedgerError> {
+    let current = get_connection(conn, connection_id).await?;
+    let settings = ConnectionSettings::merged_json(&current.settings, changes)?;
+    update_settings(conn, connection_id, &settings).await
+}
+
+/// A tenant as stored, with how many connections it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub id: String,
+    pub name: String,
+    pub time_zone: String,
+    pub connections: i64,
+}
+
+/// Every tenant, by id.
+pub async fn list_tenants(conn: &mut PgConnection) -> Result<Vec<TenantInfo>, LedgerError> {
+    tenants_where(conn, None).await
+}
+
+/// One tenant, or [`LedgerError::TenantNotFound`].
+pub async fn get_tenant(conn: &mut PgConnection, id: &str) -> Result<TenantInfo, LedgerError> {
+    tenants_where(conn, Some(id))
+        .await?
+        .pop()
+        .ok_or_else(|| LedgerError::TenantNotFound(id.to_string()))
+}
+
+async fn tenants_where(
+    conn: &mut PgConnection,
+    id: Option<&str>,
+) -> Result<Vec<TenantInfo>, LedgerError> {
+    let rows = sqlx::query(
+        "SELECT t.id, t.name, t.time_zone,
+                (SELECT count(*) FROM ledgerflow.connections c WHERE c.tenant_id = t.id) AS n
+         FROM ledgerflow.tenants t WHERE $1::text IS NULL OR t.id = $1 ORDER BY t.id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TenantInfo {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                time_zone: r.try_get("time_zone")?,
+                connections: r.try_get("n")?,
+            })
+        })
+        .collect()
 }
 
 /// Replace a connection's settings; refused (nothing written) when invalid.

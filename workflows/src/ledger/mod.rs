@@ -44,8 +44,9 @@ pub mod sync;
 pub use chains::{ChainStarted, HostTrigger, on_host_trigger};
 pub use complete_draft::run_complete_draft;
 pub use connections::{
-    Connection, ConnectionStatus, NewTenant, SavedSettings, create_connection, create_tenant,
-    disable_connection, get_connection, reconnect, tenant_connections, update_settings,
+    Connection, ConnectionStatus, NewTenant, SavedSettings, TenantInfo, create_connection,
+    create_connection_json, create_tenant, disable_connection, get_connection, get_tenant,
+    list_tenants, reconnect, tenant_connections, update_settings, update_settings_json,
 };
 pub use customers::run_sync_customer;
 pub use payments::run_push_payment;
