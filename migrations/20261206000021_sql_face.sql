@@ -64,7 +64,7 @@ DECLARE
     v text := '';
     ch text;
 BEGIN
-    FOREACH ch IN ARRAY regexp_split_to_array(p, '') LOOP
+    FOREACH ch IN ARRAY string_to_array(p, NULL) LOOP
         v := v || CASE
             WHEN ch = '\' THEN '\\'
             WHEN ch = '"' THEN '\"'
