@@ -28,6 +28,8 @@ $$;
 
 -- ---------------------------------------------------------------------
 -- Values as the Rust domain writes them (messages must read the same).
+-- Functions that cast text to dates or times are STABLE, not IMMUTABLE:
+-- PostgreSQL's casts depend on settings, even where these inputs do not.
 -- ---------------------------------------------------------------------
 
 -- money.rs's currency table: code and minor-unit exponent.
@@ -86,7 +88,7 @@ $$;
 
 -- chrono's DateTime<Utc> serialization: RFC 3339, Z, fraction only as needed.
 CREATE FUNCTION ledgerflow.rfc3339(p timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT to_char(p AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') ||
            CASE WHEN us = 0 THEN '' WHEN us % 1000 = 0 THEN '.' || lpad((us / 1000)::text, 3, '0')
                 ELSE '.' || lpad(us::text, 6, '0') END || 'Z'
@@ -112,7 +114,7 @@ $$;
 -- required (present, not null), default (may be missing, not null),
 -- option (may be missing or null) -- serde's three cases.
 CREATE FUNCTION ledgerflow.snapshot_value_problem(v jsonb, kind text, mode text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     t text := jsonb_typeof(v);
     s text := v #>> '{}';
@@ -177,7 +179,7 @@ $$;
 -- path ("lines[1].quantity"); NULL when the snapshot reads. Checked in a
 -- fixed order; one bad value is named as the Rust decoder names it.
 CREATE FUNCTION ledgerflow.snapshot_read_problem(s jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     checks jsonb;
     c jsonb;
@@ -292,7 +294,7 @@ $$;
 -- filled in, currency codes upper case, dates and times in one spelling.
 -- Only for a snapshot that reads (snapshot_read_problem is NULL).
 CREATE FUNCTION ledgerflow.snapshot_normalized(s jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object(
         'schema_version', (s ->> 'schema_version')::integer,
         'invoice_id', s -> 'invoice_id', 'number', s -> 'number',
@@ -329,7 +331,7 @@ $$;
 -- in the same order and words (a proptest in workflows/tests/sql_face.rs
 -- holds the two to it). For a snapshot that reads.
 CREATE FUNCTION ledgerflow.snapshot_issues(s jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     issues jsonb := '[]';
     cur text := upper(s ->> 'currency');
@@ -503,7 +505,7 @@ $$;
 -- and the problem in the message, the issues as JSON in DETAIL). Returns
 -- the snapshot as the Rust types write it.
 CREATE FUNCTION ledgerflow.check_snapshot(snapshot jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     problem jsonb := ledgerflow.snapshot_read_problem(snapshot);
     issues jsonb;
@@ -884,7 +886,7 @@ $$;
 -- draft (Shopify draft orders, "complete draft when paid", paid in full)
 -- or one step per payment (where the connection carries payments).
 CREATE FUNCTION ledgerflow.sync_chain_steps(c ledgerflow.connections, p_trigger text, s jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     v_invoice text := s ->> 'invoice_id';
     v_key text := format('sync:%s:%s', c.id, s ->> 'invoice_id');
