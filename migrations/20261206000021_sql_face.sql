@@ -1034,7 +1034,8 @@ RETURNS jsonb LANGUAGE sql AS $$
 $$;
 
 -- "Retry": only when the invoice's last sync (skipped and superseded aside)
--- failed. A payment step's failure is retried by syncing the invoice (it
+-- failed, or waits on a chain step that failed (dependency_failed: that
+-- step runs again, ledgerflow.retry_workflow_step). A payment step's failure is retried by syncing the invoice (it
 -- carries its payments); a complete-draft step runs again, now and first.
 CREATE FUNCTION ledgerflow.retry_failed_event(connection_id bigint, invoice_id text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -1045,6 +1046,7 @@ DECLARE
     last ledgerflow.sync_events;
     c ledgerflow.connections;
     v_job bigint;
+    v_step record;
 BEGIN
     SELECT * INTO last FROM ledgerflow.sync_events e
     WHERE e.connection_id = p_connection AND e.invoice_id = p_invoice AND e.status NOT IN ('skipped', 'superseded')
@@ -1052,7 +1054,25 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM ledgerflow.face_error('55000', 'nothing to retry: this invoice has not been synced yet',
                                       jsonb_build_object('kind', 'not_allowed'));
-    ELSIF last.status <> 'failed' THEN
+    END IF;
+    IF last.status = 'pending' AND last.error_class = 'dependency_failed' THEN
+        -- The sync waits for a chain step that failed (its customer): run
+        -- every such step again; the invoice's own step follows it.
+        FOR v_step IN
+            SELECT DISTINCT f.run_id, f.position
+            FROM ledgerflow.workflow_steps b
+            JOIN ledgerflow.workflow_steps f ON f.run_id = b.run_id AND f.status = 'failed'
+            WHERE b.status = 'blocked' AND b.payload ->> 'invoice_id' = p_invoice
+              AND b.payload ->> 'connection_id' = p_connection::text
+            ORDER BY f.run_id, f.position
+        LOOP
+            v_job := coalesce(v_job, ledgerflow.retry_workflow_step(v_step.run_id, v_step.position));
+        END LOOP;
+        IF v_job IS NOT NULL THEN
+            RETURN ledgerflow.recorded(last.id, 'pending', NULL, NULL, v_job);
+        END IF;
+    END IF;
+    IF last.status <> 'failed' THEN
         PERFORM ledgerflow.face_error('55000', format('nothing to retry: the last sync is %s, not failed', last.status),
                                       jsonb_build_object('kind', 'not_allowed'));
     END IF;
@@ -1160,6 +1180,9 @@ DECLARE
     v_master boolean := ledgerflow.setting(c.settings, '{auto_sync}', false);
     v_display text := ledgerflow.provider_display_name(c.provider);
     v_usable boolean := c.status <> 'disabled';
+    v_waits_on_step boolean;
+    v_has_worker boolean;
+    v_waiting text;
 BEGIN
     SELECT s.auto_sync, s.latest_snapshot IS NOT NULL INTO v_toggle, v_known
     FROM ledgerflow.invoice_sync s WHERE s.connection_id = p_connection AND s.invoice_id = p_invoice;
@@ -1172,6 +1195,19 @@ BEGIN
     ORDER BY e.id DESC LIMIT 1;
     IF FOUND THEN
         v_status := last.status;
+    END IF;
+    v_waits_on_step := v_status = 'pending' AND last.error_class = 'dependency_failed'
+                       AND last.error_message IS NOT NULL;
+    IF v_status = 'pending' AND v_usable THEN
+        -- A pending sync no running worker can run says why it waits
+        -- (ledgerflow.workers, migration 20261206000024_worker_presence.sql;
+        -- PL/pgSQL resolves the call when it runs, after every migration).
+        v_has_worker := ledgerflow.provider_has_worker(c.provider);
+        v_waiting := CASE
+            WHEN v_has_worker THEN NULL
+            WHEN NOT v_has_worker THEN format('waiting for a worker configured for %s: the running workers have no %s app set up',
+                                              v_display, v_display)
+            ELSE 'waiting for a worker: no ledgerflow worker is running' END;
     END IF;
     RETURN jsonb_build_object(
         'connection_id', c.id, 'provider', c.provider, 'connection_status', c.status,
@@ -1191,7 +1227,9 @@ BEGIN
         'actions', jsonb_build_object(
             'resync', v_known AND v_usable, 'send_as_new', v_known AND v_usable,
             'void_existing_option', v_known AND v_usable AND v_external IS NOT NULL,
-            'retry', v_usable AND v_status = 'failed', 'toggle_auto_sync', true,
-            'reconnect', c.status = 'reconnect_needed', 'view_url', v_external -> 'url'));
+            'retry', v_usable AND (v_status = 'failed' OR coalesce(v_waits_on_step, false)),
+            'toggle_auto_sync', true,
+            'reconnect', c.status = 'reconnect_needed', 'view_url', v_external -> 'url'),
+        'waiting_for_worker', v_waiting);
 END;
 $$;

@@ -144,15 +144,64 @@ pub fn raw_excerpt(status: u16, body: &str) -> String {
     format!("HTTP {status}: {}…", &body[..end])
 }
 
-/// The messages of an error answer that has no structured body: its text,
-/// shortened, or the bare status when it is empty.
-pub fn plain_error_messages(status: u16, body: &str) -> Vec<String> {
+/// Statuses that something between us and the provider (a proxy, a load
+/// balancer, a captive portal) answers with on its own. With a body that is
+/// not the provider's error format, such an answer says nothing about our
+/// request, so it is worth trying again.
+pub fn transient_when_foreign(status: u16) -> bool {
+    matches!(status, 400 | 408 | 502 | 503 | 504)
+}
+
+/// One short line describing an answer that is not in the provider's
+/// format: an HTML page by its title, text by its first words, never the
+/// whole body (the raw error keeps an excerpt).
+pub fn foreign_answer(body: &str) -> String {
+    const MAX: usize = 120;
     let text = body.trim();
-    vec![if text.is_empty() {
+    if text.is_empty() {
+        return "an empty answer".to_string();
+    }
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.contains("<body")
+    {
+        let title = lower
+            .find("<title>")
+            .and_then(|start| {
+                let from = start + "<title>".len();
+                lower[from..]
+                    .find("</title>")
+                    .and_then(|len| text.get(from..from + len))
+            })
+            .map(one_line)
+            .filter(|t| !t.is_empty());
+        return match title {
+            Some(t) => format!("an HTML page titled \"{}\"", shorten(&t, MAX)),
+            None => "an HTML page".to_string(),
+        };
+    }
+    format!("\"{}\"", shorten(&one_line(text), MAX))
+}
+
+/// The messages of an error answer that has no structured body: a short
+/// description of it, or the bare status when it is empty.
+pub fn plain_error_messages(status: u16, body: &str) -> Vec<String> {
+    vec![if body.trim().is_empty() {
         format!("HTTP {status}")
     } else {
-        text.chars().take(300).collect()
+        format!("HTTP {status} with {}", foreign_answer(body))
     }]
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max).collect();
+    format!("{cut}…")
 }
 
 #[cfg(test)]
@@ -192,6 +241,33 @@ mod tests {
         );
         h.insert("x-minlimit-remaining", HeaderValue::from_static(" 58"));
         assert_eq!(header_u64(&h, "x-minlimit-remaining"), Some(58));
+    }
+
+    #[test]
+    fn a_foreign_answer_is_named_in_one_short_line() {
+        let page = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>400 Bad\n Request</title>\n</head><body>".to_string()
+            + &"<p>x</p>".repeat(500)
+            + "</body></html>";
+        assert_eq!(
+            foreign_answer(&page),
+            "an HTML page titled \"400 Bad Request\""
+        );
+        assert_eq!(
+            foreign_answer("<html><body>oops</body></html>"),
+            "an HTML page"
+        );
+        assert_eq!(foreign_answer("  "), "an empty answer");
+        let long = "word ".repeat(100);
+        let said = foreign_answer(&long);
+        assert!(said.chars().count() <= 123, "{said}");
+        assert!(said.ends_with("…\""), "{said}");
+        assert_eq!(plain_error_messages(400, ""), vec!["HTTP 400".to_string()]);
+        assert_eq!(
+            plain_error_messages(412, "Precondition failed"),
+            vec!["HTTP 412 with \"Precondition failed\"".to_string()]
+        );
+        assert!(transient_when_foreign(400) && transient_when_foreign(502));
+        assert!(!transient_when_foreign(422) && !transient_when_foreign(404));
     }
 
     #[test]

@@ -164,8 +164,8 @@ async fn a_payment_whose_answer_was_lost_is_linked_not_skipped_or_repeated(pool:
     settle(&pool, id, "INV-2", wait).await.unwrap();
 
     let link: Option<String> = sqlx::query_scalar(
-        "SELECT external_id FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = 'P1'",
+        "SELECT external_id FROM ledgerflow.payment_links
+         WHERE connection_id = $1 AND invoice_id = 'INV-2' AND payment_id = 'P1'",
     )
     .bind(id)
     .fetch_optional(&pool)

@@ -219,17 +219,26 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("migrations applied");
         }
         Command::Worker(args) => {
-            let config = args.queue_config()?;
+            let mut config = args.queue_config()?;
             let pool = connect(
                 &cli.database_url,
                 (config.concurrency * config.queues.len()).clamp(4, 64) as u32 + 4,
             )
             .await?;
             ledgerflow_workflows::MIGRATOR.run(&pool).await?;
-            let (providers, notes) = config::build_providers(&pool, &args.providers);
-            for note in notes {
+            let setup = config::build_providers(&pool, &args.providers);
+            for note in &setup.configured {
                 tracing::info!("{note}");
             }
+            for note in &setup.missing {
+                tracing::warn!("{note}");
+            }
+            config.cannot_serve = setup
+                .cannot_serve
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect();
+            let providers = setup.providers;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             let mut registry = handlers::registry_with(providers);

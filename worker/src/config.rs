@@ -10,9 +10,10 @@
 //! with, the Xero app's client id and secret (to refresh tokens), and the
 //! Shopify Admin API version every call names.
 //!
-//! A process without them still runs: that provider's syncs then fail on
-//! their events with a message naming what to set, instead of the worker
-//! refusing to start.
+//! A process without them still runs, and leaves that provider's jobs to
+//! workers that have it: it names the provider in `cannot_serve`, which
+//! its fetchers skip and `ledgerflow.workers` shows (the sync dialog says
+//! a sync waits for a worker configured for it when none runs).
 
 use std::sync::Arc;
 
@@ -62,45 +63,65 @@ pub enum ConfigError {
     Missing(String),
 }
 
-/// The adapters this process serves syncs with, and one line per provider
-/// saying how it is configured (for the start-up log).
-pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> (Providers, Vec<String>) {
-    let mut notes = Vec::new();
-    let xero: Arc<dyn Provider> = match xero_adapter(pool, args) {
-        Ok(adapter) => {
-            notes.push("xero: configured".to_string());
-            Arc::new(adapter)
-        }
-        Err(e) => {
-            notes.push(format!("xero: not configured ({e}); Xero syncs will fail"));
-            Arc::new(Unconfigured {
-                reason: format!("this worker has no Xero app configured: {e}"),
-            })
-        }
+/// The adapters this process serves syncs with.
+pub struct ProviderSetup {
+    pub providers: Providers,
+    /// Providers with no app configured here: their jobs are left queued
+    /// for other workers ([`crate::queue::QueueConfig::cannot_serve`]).
+    pub cannot_serve: Vec<ProviderName>,
+    /// One line per configured provider, for the start-up log.
+    pub configured: Vec<String>,
+    /// One line per provider left out, with what to set (logged at WARN).
+    pub missing: Vec<String>,
+}
+
+/// Builds the adapters of every provider this process has an app for.
+pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
+    let mut setup = ProviderSetup {
+        providers: Providers::new(),
+        cannot_serve: Vec::new(),
+        configured: Vec::new(),
+        missing: Vec::new(),
     };
-    let shopify: Arc<dyn Provider> = match shopify_adapter(pool, args) {
+    let left_out = |setup: &mut ProviderSetup, name: ProviderName, e: ConfigError| {
+        setup.missing.push(format!(
+            "{}: not configured ({e}); this worker leaves {} jobs to workers that have it",
+            name.as_str(),
+            name.display_name()
+        ));
+        setup.cannot_serve.push(name);
+        // Never reached for held jobs (not claimed); a safety net for any
+        // provider job enqueued without its connection's hold key.
+        setup.providers = std::mem::take(&mut setup.providers).with(
+            name,
+            Arc::new(Unconfigured {
+                reason: format!(
+                    "this worker has no {} app configured: {e}",
+                    name.display_name()
+                ),
+            }),
+        );
+    };
+    match xero_adapter(pool, args) {
         Ok(adapter) => {
-            notes.push(format!(
+            setup.configured.push("xero: configured".to_string());
+            setup.providers =
+                std::mem::take(&mut setup.providers).with(ProviderName::Xero, Arc::new(adapter));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::Xero, e),
+    }
+    match shopify_adapter(pool, args) {
+        Ok(adapter) => {
+            setup.configured.push(format!(
                 "shopify: configured (Admin API {})",
                 adapter.config().api_version
             ));
-            Arc::new(adapter)
+            setup.providers =
+                std::mem::take(&mut setup.providers).with(ProviderName::Shopify, Arc::new(adapter));
         }
-        Err(e) => {
-            notes.push(format!(
-                "shopify: not configured ({e}); Shopify syncs will fail"
-            ));
-            Arc::new(Unconfigured {
-                reason: format!("this worker cannot serve Shopify: {e}"),
-            })
-        }
-    };
-    (
-        Providers::new()
-            .with(ProviderName::Xero, xero)
-            .with(ProviderName::Shopify, shopify),
-        notes,
-    )
+        Err(e) => left_out(&mut setup, ProviderName::Shopify, e),
+    }
+    setup
 }
 
 /// The Shopify adapter: the sealing key from the environment and the

@@ -718,6 +718,9 @@ pub fn render_dialog(d: &SyncDialog) -> String {
     if let Some(e) = &d.last_error {
         let _ = writeln!(out, "  last error:  [{}] {}", e.class, e.message);
     }
+    if let Some(w) = &d.waiting_for_worker {
+        let _ = writeln!(out, "  waiting:     {w}");
+    }
     let a = &d.actions;
     let actions: Vec<&str> = [
         (a.resync, "re-sync"),

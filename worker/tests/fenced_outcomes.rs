@@ -161,6 +161,7 @@ async fn a_rescued_jobs_old_holder_is_refused_by_the_completer_and_the_failure_p
         lease: Duration::from_millis(lease_ms),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     let a = claim(&pool, &fetch("a", 100), 1)
         .await

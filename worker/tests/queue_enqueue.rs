@@ -24,6 +24,7 @@ fn claimer(name: &str) -> FetcherConfig {
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         concurrency: 10,
+        cannot_serve: Vec::new(),
     }
 }
 

@@ -56,6 +56,7 @@ async fn retryable_failures_store_their_backoff_and_then_complete(pool: PgPool) 
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     let claimed = claim(&pool, &fetch, 1).await.unwrap().pop().unwrap();
     let registry = handlers::registry();
@@ -487,6 +488,7 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out(pool: PgPo
         lease: Duration::from_millis(lease_ms),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     // Worker A claims with a short lease and then goes silent.
     let a = claim(&pool, &cfg("a", 200), 1)
@@ -579,6 +581,7 @@ async fn a_worker_restarted_under_its_name_releases_what_it_left_running(pool: P
         lease: Duration::from_secs(3_600),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     claim(&pool, &old, 1).await.unwrap();
     // A long lease would strand it for an hour; the restart frees it at once.
@@ -763,6 +766,7 @@ async fn a_retry_superseded_by_a_newer_pending_twin_ends_cancelled(pool: PgPool)
         lease: Duration::from_secs(30),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     let running = claim(&pool, &fetch, 1).await.unwrap().pop().unwrap();
     let twin = enqueue(&pool, &probe("new"), key()).await;

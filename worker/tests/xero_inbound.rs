@@ -22,7 +22,8 @@ use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::settings::{XeroInvoiceStatus, XeroSettings};
 use sqlx::PgPool;
 use xero_helpers::{
-    Conn, WEBHOOK_KEY, XeroEnv, connect, count, eventually, link, record, snapshot, xero_env,
+    Conn, WEBHOOK_KEY, XeroEnv, connect, count, eventually, link, link_payment, record, snapshot,
+    xero_env,
 };
 
 /// Serves the receiver on a real socket; returns its URL.
@@ -248,7 +249,7 @@ async fn the_periodic_pull_marks_paid_what_the_webhook_missed(pool: PgPool) {
         .sim
         .pay_invoice(&conn.xero_tenant, &paid, 1_500)
         .unwrap();
-    link(&pool, &conn, "payment", "host-pay-1", &ours).await;
+    link_payment(&pool, &conn, "host-P1", "host-pay-1", &ours).await;
     let theirs = env
         .sim
         .pay_invoice(&conn.xero_tenant, &paid, 10_000)

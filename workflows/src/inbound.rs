@@ -234,8 +234,8 @@ pub async fn apply_remote_invoice(
     // Payments the host pushed are linked by their provider id: reporting
     // them back would echo the host's own change.
     let ours: Vec<String> = sqlx::query_scalar(
-        "SELECT external_id FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'payment' AND external_id = ANY($2)",
+        "SELECT external_id FROM ledgerflow.payment_links
+         WHERE connection_id = $1 AND external_id = ANY($2)",
     )
     .bind(connection_id)
     .bind(

@@ -27,6 +27,22 @@
 //!
 //! Negative quantities are allowed only on return lines and negative unit
 //! prices only on discount lines; discounts apply to item lines only.
+//!
+//! # What identifies a host record
+//!
+//! An id means what the host means by it, and the ledger keys its links to
+//! provider records by the same scope:
+//!
+//! | record | id | unique within |
+//! | --- | --- | --- |
+//! | invoice | `invoice_id` | the tenant |
+//! | customer | `customer.customer_id` | the tenant |
+//! | item | a line's `sku` | the tenant |
+//! | line | `line_id` | its invoice |
+//! | payment | `payment_id` | its invoice |
+//!
+//! So two invoices may both have a line `1` and a payment `P1`: they are
+//! different lines and different payments.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

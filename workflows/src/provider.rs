@@ -210,6 +210,9 @@ pub enum PaymentOutcome {
     /// Adapters never answer this from `apply_payment`; the ledger records it
     /// after [`Provider::reverse_payment`].
     Reversed(ExternalRef),
+    /// An earlier sync applied this payment (to this invoice) and linked it:
+    /// nothing sent now. Recorded by the ledger, never answered by adapters.
+    AlreadyApplied(ExternalRef),
 }
 
 /// A failed provider call, classified. Adapters build these from HTTP

@@ -11,7 +11,9 @@ use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::{ErrorBody, UserError};
-use crate::http::{raw_excerpt, retry_after};
+use crate::http::{
+    foreign_answer, plain_error_messages, raw_excerpt, retry_after, transient_when_foreign,
+};
 
 /// A Shopify answer that was not a success, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +40,16 @@ pub enum ShopifyError {
     /// 5xx: Shopify failed.
     #[error("Shopify answered HTTP {status}")]
     Server { status: u16, raw: String },
+    /// A 400, 408, 502, 503 or 504 whose body is not Shopify's (a proxy's
+    /// or load balancer's page): it says nothing about the request, so retried.
+    #[error(
+        "HTTP {status} with {what}, not Shopify's answer (a proxy or load balancer on the way?): will try again"
+    )]
+    Intermediary {
+        status: u16,
+        what: String,
+        raw: String,
+    },
     /// The answer was 2xx but not what Shopify sends.
     #[error("Shopify's answer could not be read: {message}")]
     Decode { message: String, raw: String },
@@ -115,10 +127,17 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
             raw,
         },
         s if s >= 500 => ShopifyError::Server { status: s, raw },
-        _ => ShopifyError::Invalid {
-            messages: error_messages(body)
-                .unwrap_or_else(|| crate::http::plain_error_messages(status, body)),
-            raw,
+        _ => match error_messages(body) {
+            Some(messages) => ShopifyError::Invalid { messages, raw },
+            None if transient_when_foreign(status) => ShopifyError::Intermediary {
+                status,
+                what: foreign_answer(body),
+                raw,
+            },
+            None => ShopifyError::Invalid {
+                messages: plain_error_messages(status, body),
+                raw,
+            },
         },
     }
 }
@@ -148,12 +167,12 @@ impl From<ShopifyError> for ProviderError {
                 message,
                 raw: Some(raw),
             },
-            ShopifyError::Server { raw, .. } | ShopifyError::Decode { raw, .. } => {
-                ProviderError::Retryable {
-                    message,
-                    raw: Some(raw),
-                }
-            }
+            ShopifyError::Server { raw, .. }
+            | ShopifyError::Intermediary { raw, .. }
+            | ShopifyError::Decode { raw, .. } => ProviderError::Retryable {
+                message,
+                raw: Some(raw),
+            },
         }
     }
 }
@@ -166,6 +185,29 @@ mod tests {
 
     fn class(e: ShopifyError) -> ErrorClass {
         JobError::from(ProviderError::from(e)).class()
+    }
+
+    #[test]
+    fn a_proxys_html_400_is_retried_with_a_short_message() {
+        let page = "<html><head><title>400 Bad Request</title></head><body>".to_string()
+            + &"<center>nginx</center>".repeat(100)
+            + "</body></html>";
+        let e = classify(400, &HeaderMap::new(), &page, Utc::now());
+        let text = e.to_string();
+        assert!(!text.contains("Shopify refused"), "{text}");
+        assert!(
+            text.contains("400 Bad Request") && text.len() < 200,
+            "{text}"
+        );
+        assert_eq!(class(e), ErrorClass::Retryable);
+        // Shopify's own 400 stays a refusal.
+        let own = classify(
+            400,
+            &HeaderMap::new(),
+            r#"{"errors":"bad json"}"#,
+            Utc::now(),
+        );
+        assert_eq!(class(own), ErrorClass::Permanent);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::ApiException;
-use crate::http::{raw_excerpt, retry_after};
+use crate::http::{
+    foreign_answer, plain_error_messages, raw_excerpt, retry_after, transient_when_foreign,
+};
 
 /// A Xero answer that was not a success, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +37,16 @@ pub enum XeroError {
     /// 5xx: Xero failed or is offline for maintenance.
     #[error("Xero answered HTTP {status}")]
     Server { status: u16, raw: String },
+    /// A 400, 408, 502, 503 or 504 whose body is not Xero's (a proxy's or
+    /// load balancer's page): it says nothing about the request, so retried.
+    #[error(
+        "HTTP {status} with {what}, not Xero's answer (a proxy or load balancer on the way?): will try again"
+    )]
+    Intermediary {
+        status: u16,
+        what: String,
+        raw: String,
+    },
     /// The answer was 2xx but not what Xero sends.
     #[error("Xero's answer could not be read: {message}")]
     Decode { message: String, raw: String },
@@ -145,13 +157,28 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
                 .to_string(),
             raw,
         },
-        s if s >= 500 => XeroError::Server { status: s, raw },
-        _ => XeroError::Validation {
-            messages: validation_messages(body)
-                .unwrap_or_else(|| crate::http::plain_error_messages(status, body)),
-            raw,
+        s if s >= 500 && !(transient_when_foreign(s) && is_foreign(body)) => {
+            XeroError::Server { status: s, raw }
+        }
+        _ => match validation_messages(body) {
+            Some(messages) => XeroError::Validation { messages, raw },
+            None if transient_when_foreign(status) => XeroError::Intermediary {
+                status,
+                what: foreign_answer(body),
+                raw,
+            },
+            None => XeroError::Validation {
+                messages: plain_error_messages(status, body),
+                raw,
+            },
         },
     }
+}
+
+/// Xero's error answers are JSON; Xero's own 5xx pages are plain text.
+/// Markup means something in between answered.
+fn is_foreign(body: &str) -> bool {
+    body.trim_start().starts_with('<')
 }
 
 impl From<XeroError> for ProviderError {
@@ -179,12 +206,12 @@ impl From<XeroError> for ProviderError {
                 message,
                 raw: Some(raw),
             },
-            XeroError::Server { raw, .. } | XeroError::Decode { raw, .. } => {
-                ProviderError::Retryable {
-                    message,
-                    raw: Some(raw),
-                }
-            }
+            XeroError::Server { raw, .. }
+            | XeroError::Intermediary { raw, .. }
+            | XeroError::Decode { raw, .. } => ProviderError::Retryable {
+                message,
+                raw: Some(raw),
+            },
         }
     }
 }
@@ -218,6 +245,31 @@ mod tests {
         let p = ProviderError::from(e);
         assert!(p.raw().unwrap().contains("ValidationException"));
         assert_eq!(JobError::from(p).class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_proxys_html_page_is_not_taken_as_xeros_refusal() {
+        let page = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head><title>400 Bad Request</title></head><body>"
+            .to_string()
+            + &"<p>Your browser sent a request that this server could not understand.</p>".repeat(40)
+            + "</body></html>";
+        let now = Utc::now();
+        let h = HeaderMap::new();
+        for status in [400, 502, 503, 504] {
+            let e = classify(status, &h, &page, now);
+            let text = e.to_string();
+            assert!(!text.contains("Xero refused"), "{text}");
+            assert!(text.contains("400 Bad Request"), "{text}");
+            assert!(text.len() < 200, "a short line, not the page: {text}");
+            assert_eq!(class(e), ErrorClass::Retryable, "HTTP {status}");
+        }
+        // Xero's own 400 is still a refusal, and permanent.
+        let xeros = r#"{"ErrorNumber":10,"Type":"ValidationException","Message":"A validation exception occurred","Elements":[]}"#;
+        assert_eq!(class(classify(400, &h, xeros, now)), ErrorClass::Permanent);
+        // A 4xx no retry fixes stays permanent, with a short message.
+        let e = classify(413, &h, &page, now);
+        assert!(e.to_string().len() < 200, "{e}");
+        assert_eq!(class(e), ErrorClass::Permanent);
     }
 
     #[test]

@@ -556,21 +556,28 @@ impl XeroAdapter {
 
     // -- contacts ----------------------------------------------------------
 
+    /// Contacts whose `field` is exactly `value`, archived ones left out.
+    /// The answer is checked against the key, never trusted to be filtered:
+    /// a proxy's cache or an API change that drops the `where` would
+    /// otherwise send every invoice to the first contact listed.
     async fn contacts_where(
         &self,
         connection_id: i64,
-        field: &str,
+        field: ContactKey,
         value: &str,
     ) -> Result<Vec<wire::Contact>, ProviderError> {
         let mut call = ApiCall::get("Contacts");
-        call.query
-            .push(("where", format!("{field}==\"{}\"", escape_where(value))));
+        call.query.push((
+            "where",
+            format!("{}==\"{}\"", field.as_str(), escape_where(value)),
+        ));
         Ok(self
             .call(connection_id, &call)
             .await?
             .contacts
             .unwrap_or_default()
             .into_iter()
+            .filter(|c| field.of(c) == Some(value))
             .filter(|c| c.contact_status.as_deref() != Some(wire::CONTACT_ARCHIVED))
             .collect())
     }
@@ -701,17 +708,18 @@ impl XeroAdapter {
     ) -> Result<ExternalRef, ProviderError> {
         if let Some(number) = &number
             && let Some(c) = self
-                .contacts_where(connection_id, "ContactNumber", number)
+                .contacts_where(connection_id, ContactKey::Number, number)
                 .await?
                 .into_iter()
                 .next()
         {
             return contact_ref(c);
         }
-        let by_name = self.contacts_where(connection_id, "Name", &name).await?;
-        if let Some(c) = by_name
+        if let Some(c) = self
+            .contacts_where(connection_id, ContactKey::Name, &name)
+            .await?
             .into_iter()
-            .find(|c| c.name.as_deref() == Some(&name))
+            .next()
         {
             return contact_ref(c);
         }
@@ -738,10 +746,10 @@ impl XeroAdapter {
             // Xero refuses the duplicate name. Adopt the winner's contact.
             Err(e @ ProviderError::Permanent { .. }) => {
                 let winner = self
-                    .contacts_where(connection_id, "Name", &name)
+                    .contacts_where(connection_id, ContactKey::Name, &name)
                     .await?
                     .into_iter()
-                    .find(|c| c.name.as_deref() == Some(name.as_str()));
+                    .next();
                 return match winner {
                     Some(c) => contact_ref(c),
                     None => Err(e),
@@ -766,7 +774,23 @@ impl XeroAdapter {
                 &ApiCall::get(format!("Invoices/{invoice_id}")),
             )
             .await?;
-        first(env.invoices, "invoice")
+        let found = first(env.invoices, "invoice")?;
+        // Checked, not trusted: acting on another invoice than the one
+        // asked for (a proxy's cache) would pay or void the wrong one.
+        let same = found
+            .invoice_id
+            .as_deref()
+            .is_some_and(|id| id.eq_ignore_ascii_case(invoice_id));
+        if !same {
+            return Err(decode_error(
+                format!(
+                    "asked for invoice {invoice_id}, Xero answered with invoice {}",
+                    found.invoice_id.as_deref().unwrap_or("(no id)")
+                ),
+                "",
+            ));
+        }
+        Ok(found)
     }
 
     /// ACCREC invoices whose Reference is exactly `reference`, newest last,
@@ -1213,6 +1237,31 @@ impl XeroAdapter {
     }
 }
 
+/// The keys a contact is looked up by.
+#[derive(Debug, Clone, Copy)]
+enum ContactKey {
+    /// Our contact number (the host's customer id).
+    Number,
+    /// The exact name.
+    Name,
+}
+
+impl ContactKey {
+    fn as_str(self) -> &'static str {
+        match self {
+            ContactKey::Number => "ContactNumber",
+            ContactKey::Name => "Name",
+        }
+    }
+
+    fn of(self, c: &wire::Contact) -> Option<&str> {
+        match self {
+            ContactKey::Number => c.contact_number.as_deref(),
+            ContactKey::Name => c.name.as_deref(),
+        }
+    }
+}
+
 fn escape_where(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"")
 }
@@ -1494,7 +1543,9 @@ impl Provider for XeroAdapter {
     fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async move {
             match self.apply_payment(req).await? {
-                PaymentOutcome::Applied(r) | PaymentOutcome::Reversed(r) => Ok(r),
+                PaymentOutcome::Applied(r)
+                | PaymentOutcome::Reversed(r)
+                | PaymentOutcome::AlreadyApplied(r) => Ok(r),
                 PaymentOutcome::Skipped { reason } => {
                     Err(ProviderError::permanent(format!("skipped: {reason}"), None))
                 }

@@ -64,7 +64,11 @@ impl XeroAdapter {
                 .invoices
                 .unwrap_or_default();
             let n = found.len();
-            for i in found {
+            // Only sales invoices, whatever the filter let through.
+            for i in found
+                .into_iter()
+                .filter(|i| i.kind.as_deref() == Some("ACCREC"))
+            {
                 out.push(remote(i)?);
             }
             if n < PAGE_SIZE {

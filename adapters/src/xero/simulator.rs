@@ -150,6 +150,9 @@ pub enum FaultKind {
     ExpiredToken,
     /// Do the write, then drop the connection before the answer's body.
     DropAfterCommit,
+    /// Answer as if no `where` filter had been sent (a proxy's cache, an
+    /// API change): a client must check the key on what comes back.
+    IgnoreFilter,
 }
 
 /// A fault for the next `times` matching requests (see [`crate::sandbox::Fault`]).
@@ -887,12 +890,13 @@ async fn api(
         .map(str::to_string);
 
     // Phase 1 (under the lock): faults that answer at once, auth, limits.
-    let (guard, delay, drop_after_commit) = {
+    let (guard, delay, drop_after_commit, ignore_filter) = {
         let mut s = lock(shared);
         s.stats.api_requests += 1;
         let fault = take_fault(&mut s, method, path);
         let mut delay = s.latency;
         let mut drop_after_commit = false;
+        let mut ignore_filter = false;
         let mut expired = false;
         match &fault {
             Some(FaultKind::Status(code)) => {
@@ -919,6 +923,7 @@ async fn api(
             Some(FaultKind::Latency(d)) => delay += *d,
             Some(FaultKind::ExpiredToken) => expired = true,
             Some(FaultKind::DropAfterCommit) => drop_after_commit = true,
+            Some(FaultKind::IgnoreFilter) => ignore_filter = true,
             None => {}
         }
         let now = s.now();
@@ -983,7 +988,18 @@ async fn api(
             shared: shared.clone(),
             tenant: tenant_id.clone(),
         };
-        (guard, delay, drop_after_commit)
+        (guard, delay, drop_after_commit, ignore_filter)
+    };
+    let unfiltered;
+    let query = if ignore_filter {
+        unfiltered = query
+            .iter()
+            .filter(|(k, _)| k.as_str() != "where")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>();
+        &unfiltered
+    } else {
+        query
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -14,7 +14,9 @@ use ledgerflow_workflows::summary::SummaryDraft;
 use reqwest::Method;
 
 use super::wire::{self, Envelope, status};
-use super::{ApiCall, XeroAdapter, contact_ref, decode_error, first, invoice_url, operation_key};
+use super::{
+    ApiCall, ContactKey, XeroAdapter, contact_ref, decode_error, first, invoice_url, operation_key,
+};
 use crate::decimal::Decimal;
 
 /// What sending a summary did.
@@ -119,10 +121,10 @@ impl XeroAdapter {
     ) -> Result<ExternalRef, ProviderError> {
         let name = draft.contact_name.as_str();
         if let Some(c) = self
-            .contacts_where(connection_id, "Name", name)
+            .contacts_where(connection_id, ContactKey::Name, name)
             .await?
             .into_iter()
-            .find(|c| c.name.as_deref() == Some(name))
+            .next()
         {
             return contact_ref(c);
         }

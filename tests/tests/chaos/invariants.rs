@@ -122,7 +122,11 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             .or_default() += replaced as i64;
     }
     let links: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT connection_id, entity_type, host_id, external_id FROM ledgerflow.links",
+        // A payment is identified within its invoice: keyed "invoice/payment".
+        "SELECT connection_id, entity_type, host_id, external_id FROM ledgerflow.links
+         UNION ALL
+         SELECT connection_id, 'payment', invoice_id || '/' || payment_id, external_id
+         FROM ledgerflow.payment_links",
     )
     .fetch_all(pool)
     .await
@@ -284,12 +288,15 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             ));
         }
         for p in &snap.payments {
-            match links.get(&(inv.connection_id, "payment".into(), p.payment_id.clone())) {
+            let key = format!("{id}/{}", p.payment_id);
+            match links.get(&(inv.connection_id, "payment".into(), key)) {
                 None => v.push(format!("{id}: payment {} has no link", p.payment_id)),
                 Some(ext) => {
-                    let found = payments_by_org[&inv.connection_id]
-                        .iter()
-                        .any(|x| x.payment_id.as_ref() == Some(ext));
+                    let found = payments_by_org[&inv.connection_id].iter().any(|x| {
+                        x.payment_id.as_ref() == Some(ext)
+                            && x.invoice.as_ref().and_then(|i| i.invoice_id.as_ref())
+                                == Some(&xero_id)
+                    });
                     if !found {
                         v.push(format!(
                             "{id}: payment {} linked to {ext}, which Xero does not have",

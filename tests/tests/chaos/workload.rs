@@ -304,29 +304,29 @@ pub async fn play(
     tokio::time::sleep(rng.millis(200, 3_000)).await;
 
     let total = snap.totals.total;
+    // The host numbers payments per invoice (P1, P2 on every invoice), as a
+    // bike shop's booking app does: a payment id is unique only within its
+    // invoice.
     match p.ending {
         Ending::Open => {}
         Ending::Paid { split: false } => {
-            snap.payments
-                .push(payment(format!("{}-P1", p.invoice_id), total));
+            snap.payments.push(payment("P1".to_string(), total));
             snap.status = InvoiceStatus::Paid;
             chains.add(&record(&pool, tenant, Trigger::InvoicePaid, &snap).await?);
         }
         Ending::Paid { split: true } => {
             let first = total * 2 / 5;
-            snap.payments
-                .push(payment(format!("{}-P1", p.invoice_id), first));
+            snap.payments.push(payment("P1".to_string(), first));
             snap.status = InvoiceStatus::PartiallyPaid;
             chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
             tokio::time::sleep(rng.millis(0, 2_500)).await;
-            snap.payments
-                .push(payment(format!("{}-P2", p.invoice_id), total - first));
+            snap.payments.push(payment("P2".to_string(), total - first));
             snap.status = InvoiceStatus::Paid;
             chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
         }
         Ending::PartlyPaid => {
             snap.payments
-                .push(payment(format!("{}-P1", p.invoice_id), (total / 3).max(1)));
+                .push(payment("P1".to_string(), (total / 3).max(1)));
             snap.status = InvoiceStatus::PartiallyPaid;
             chains.add(&record(&pool, tenant, Trigger::PaymentAdded, &snap).await?);
         }

@@ -99,6 +99,9 @@ pub struct FetcherConfig {
     pub poll_interval: Duration,
     /// Slots: jobs claimed and not yet finished, at most.
     pub concurrency: usize,
+    /// Providers this process cannot call: jobs held under their
+    /// connections (`hold_key` `connection:N`) are not claimed.
+    pub cannot_serve: Vec<String>,
 }
 
 pub struct Fetcher {
@@ -182,6 +185,12 @@ pub async fn claim(
             WHERE state = 'available' AND queue = $1
               AND (unique_key IS NULL OR NOT EXISTS (
                     SELECT 1 FROM ledgerflow.jobs r WHERE r.unique_key = jobs.unique_key AND r.state = 'running'))
+              -- Left for a worker that has the provider configured.
+              AND (cardinality($5::text[]) = 0 OR hold_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM ledgerflow.connections c
+                    WHERE c.id = CASE WHEN jobs.hold_key ~ '^connection:[0-9]{1,18}$'
+                                      THEN substr(jobs.hold_key, 12)::bigint END
+                      AND c.provider = ANY($5::text[])))
             ORDER BY priority, fair_key, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED))
@@ -193,6 +202,7 @@ pub async fn claim(
     .bind(i64::try_from(n).unwrap_or(i64::MAX))
     .bind(&cfg.worker_id)
     .bind(cfg.lease.as_secs_f64())
+    .bind(&cfg.cannot_serve)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(ClaimRow::into_job).collect())

@@ -17,6 +17,7 @@
 //! | [`pruner`] | deleting finished jobs past their retention |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
 //! | [`cron`] | periodic jobs, each tick fired once across all processes |
+//! | [`presence`] | this process's row in `ledgerflow.workers`: running, and which providers it cannot serve |
 //!
 //! The runtime must not hold domain rules: what a job does is its handler's business.
 //!
@@ -28,6 +29,7 @@ pub mod dispatch;
 pub mod fetcher;
 pub mod heartbeat;
 pub mod outcome;
+pub mod presence;
 pub mod pruner;
 pub mod registry;
 pub mod rescuer;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::QueueBackend;
 use super::dispatch::{Dispatcher, dispatch};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
+use super::presence::{self, Presence, PresenceConfig};
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
@@ -50,6 +51,11 @@ pub struct QueueConfig {
     pub retention: Retention,
     /// How long in-flight jobs may run on after a shutdown request.
     pub shutdown_deadline: Duration,
+    /// Providers this process has no app configured for (`"xero"`, ...):
+    /// jobs held under one of their connections are left queued for a
+    /// worker that can run them, instead of failing here.
+    pub cannot_serve: Vec<String>,
+    pub presence: PresenceConfig,
 }
 
 impl Default for QueueConfig {
@@ -68,6 +74,8 @@ impl Default for QueueConfig {
             cron_interval: Duration::from_secs(1),
             retention: Retention::default(),
             shutdown_deadline: Duration::from_secs(20),
+            cannot_serve: Vec::new(),
+            presence: PresenceConfig::default(),
         }
     }
 }
@@ -148,6 +156,20 @@ impl WorkerRuntime {
             services.spawn(vacuum::run(pool.clone(), policy, stop_services.clone()));
         }
 
+        let presence = Presence {
+            instance: instance.clone(),
+            worker_name: config.worker_name.clone(),
+            queues: config.queues.clone(),
+            cannot_serve: config.cannot_serve.clone(),
+        };
+        presence.announce(&pool).await?;
+        services.spawn(presence::run(
+            pool.clone(),
+            presence,
+            config.presence.clone(),
+            stop_services.clone(),
+        ));
+
         services.spawn(cron::run(
             pool.clone(),
             registry.schedules(),
@@ -176,6 +198,7 @@ impl WorkerRuntime {
                         lease: config.lease,
                         poll_interval: config.poll_interval,
                         concurrency: config.concurrency.max(1),
+                        cannot_serve: config.cannot_serve.clone(),
                     },
                     wake,
                     inflight: inflight.clone(),

@@ -23,6 +23,7 @@ pub async fn claim_one(pool: &PgPool) -> Option<ClaimedJob> {
         lease: Duration::from_secs(60),
         poll_interval: Duration::from_secs(1),
         concurrency: 1,
+        cannot_serve: Vec::new(),
     };
     claim(pool, &cfg, 1).await.unwrap().pop()
 }

@@ -202,6 +202,28 @@ pub async fn link(pool: &PgPool, conn: &Conn, entity: &str, host_id: &str, exter
     .unwrap();
 }
 
+/// Link a payment of the host's invoice to a Xero payment.
+pub async fn link_payment(
+    pool: &PgPool,
+    conn: &Conn,
+    invoice_id: &str,
+    payment_id: &str,
+    external_id: &str,
+) {
+    sqlx::query(
+        "INSERT INTO ledgerflow.payment_links
+             (connection_id, invoice_id, payment_id, external_id, amount_minor, last_push_at)
+         VALUES ($1, $2, $3, $4, 0, now())",
+    )
+    .bind(conn.id)
+    .bind(invoice_id)
+    .bind(payment_id)
+    .bind(external_id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// Poll `probe` until it returns `Some`, or panic after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
 where

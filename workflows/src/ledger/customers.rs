@@ -21,9 +21,7 @@ use crate::job::JobContext;
 use crate::payloads::SyncCustomer;
 use crate::provider::{Providers, SyncCustomerRequest};
 
-/// The error class an invoice's open event carries while a step it depends
-/// on has failed.
-pub const DEPENDENCY_FAILED: &str = "dependency_failed";
+pub use super::dependencies::DEPENDENCY_FAILED;
 
 /// Handler of `sync-customer` jobs.
 pub async fn run_sync_customer(

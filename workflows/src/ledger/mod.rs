@@ -6,10 +6,13 @@
 //! | --- | --- |
 //! | [`connections`] | tenants, connections, settings (validated), reconnect |
 //! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
-//! | [`chains`] | a host trigger on every connection of the tenant, each sync as a chain of steps |
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
+//! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
+//! | [`chains`] | a host trigger becomes one chain of steps per connection |
+//! | [`customers`] | the sync-customer step |
+//! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
 //!
 //! Recording, chains, the manual actions and the dialog's read side are the
 //! SQL face's functions (`migrations/20261206000021_sql_face.sql`), which
@@ -42,6 +45,7 @@ pub mod chains;
 pub mod complete_draft;
 pub mod connections;
 pub mod customers;
+pub mod dependencies;
 pub mod payments;
 pub mod read;
 pub mod record;

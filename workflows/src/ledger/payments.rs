@@ -11,14 +11,14 @@
 //! This module must not decide retry timing (the queue does) nor know a
 //! provider's wire format.
 
+use std::collections::HashMap;
+
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::Operation;
 use super::connections::{ConnectionStatus, get_connection, mark_reconnect_needed};
 use super::read::PaymentPush;
-use super::sync::{
-    Ran, invoice_link, job_error, lock_invoice, pushes_payments, run_open_event, upsert_link,
-};
+use super::sync::{Ran, invoice_link, job_error, lock_invoice, pushes_payments, run_open_event};
 use crate::error::JobError;
 use crate::invoice::InvoiceSnapshot;
 use crate::job::JobContext;
@@ -69,7 +69,10 @@ fn db_error(e: sqlx::Error) -> ProviderError {
     ProviderError::retryable(format!("database: {e}"))
 }
 
-/// Apply the snapshot's payments not yet linked (all when `fresh`).
+/// Apply the snapshot's payments not yet linked to this invoice (all when
+/// `fresh`). Every payment of the snapshot is answered for: one applied by
+/// an earlier sync is listed as already applied, with its provider id, so
+/// a `synced` event never hides a payment it did not push.
 pub(super) async fn apply_new_payments(
     provider: &dyn Provider,
     pool: &PgPool,
@@ -79,13 +82,22 @@ pub(super) async fn apply_new_payments(
     fresh: bool,
     idempotency_key: &str,
 ) -> Result<Vec<PaymentPush>, ProviderError> {
+    let linked = if fresh {
+        HashMap::new()
+    } else {
+        payment_links(pool, info.id, &snapshot.invoice_id)
+            .await
+            .map_err(db_error)?
+    };
     let mut out = Vec::with_capacity(snapshot.payments.len());
     for payment in &snapshot.payments {
-        if !fresh
-            && payment_linked(pool, info.id, &payment.payment_id)
-                .await
-                .map_err(db_error)?
-        {
+        let amount = Money::new(payment.amount_minor, snapshot.currency);
+        if let Some(done) = linked.get(&payment.payment_id) {
+            out.push(PaymentPush {
+                payment_id: payment.payment_id.clone(),
+                amount,
+                outcome: PaymentOutcome::AlreadyApplied(done.clone()),
+            });
             continue;
         }
         let outcome = provider
@@ -100,7 +112,7 @@ pub(super) async fn apply_new_payments(
             .await?;
         out.push(PaymentPush {
             payment_id: payment.payment_id.clone(),
-            amount: Money::new(payment.amount_minor, snapshot.currency),
+            amount,
             outcome,
         });
     }
@@ -147,7 +159,8 @@ pub(super) async fn reverse_deleted_payments(
 
 /// Write the links of what [`push_payments`] did: applied payments are
 /// linked to their invoice, reversed ones unlinked (so a payment the host
-/// adds back is applied again).
+/// adds back is applied again). A payment is identified within its
+/// invoice: two invoices' `P1` are two payments.
 pub(super) async fn link_payments(
     conn: &mut PgConnection,
     connection_id: i64,
@@ -157,47 +170,72 @@ pub(super) async fn link_payments(
     for p in payments {
         match &p.outcome {
             PaymentOutcome::Applied(r) => {
-                upsert_link(conn, connection_id, "payment", &p.payment_id, r).await?;
                 sqlx::query(
-                    "UPDATE ledgerflow.links SET invoice_id = $3, amount_minor = $4
-                     WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2",
+                    "INSERT INTO ledgerflow.payment_links
+                         (connection_id, invoice_id, payment_id, external_id, external_number,
+                          view_url, amount_minor, last_push_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                     ON CONFLICT (connection_id, invoice_id, payment_id) DO UPDATE
+                     SET external_id = excluded.external_id,
+                         external_number = excluded.external_number,
+                         view_url = excluded.view_url, amount_minor = excluded.amount_minor,
+                         last_push_at = now(), updated_at = now()",
                 )
                 .bind(connection_id)
-                .bind(&p.payment_id)
                 .bind(invoice_id)
+                .bind(&p.payment_id)
+                .bind(&r.external_id)
+                .bind(&r.external_number)
+                .bind(&r.url)
                 .bind(p.amount.amount_minor)
                 .execute(&mut *conn)
                 .await?;
             }
             PaymentOutcome::Reversed(_) => {
                 sqlx::query(
-                    "DELETE FROM ledgerflow.links
-                     WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2",
+                    "DELETE FROM ledgerflow.payment_links
+                     WHERE connection_id = $1 AND invoice_id = $2 AND payment_id = $3",
                 )
                 .bind(connection_id)
+                .bind(invoice_id)
                 .bind(&p.payment_id)
                 .execute(&mut *conn)
                 .await?;
             }
-            PaymentOutcome::Skipped { .. } => {}
+            PaymentOutcome::Skipped { .. } | PaymentOutcome::AlreadyApplied(_) => {}
         }
     }
     Ok(())
 }
 
-async fn payment_linked(
+/// The payments of this invoice already applied in the provider, by the
+/// host's payment id.
+async fn payment_links(
     pool: &PgPool,
     connection_id: i64,
-    payment_id: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'payment' AND host_id = $2)",
+    invoice_id: &str,
+) -> Result<HashMap<String, ExternalRef>, sqlx::Error> {
+    sqlx::query(
+        "SELECT payment_id, external_id, external_number, view_url
+         FROM ledgerflow.payment_links
+         WHERE connection_id = $1 AND invoice_id = $2",
     )
     .bind(connection_id)
-    .bind(payment_id)
-    .fetch_one(pool)
-    .await
+    .bind(invoice_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok((
+            r.try_get("payment_id")?,
+            ExternalRef {
+                external_id: r.try_get("external_id")?,
+                external_number: r.try_get("external_number")?,
+                url: r.try_get("view_url")?,
+            },
+        ))
+    })
+    .collect()
 }
 
 /// Payments applied to this invoice that the host's newest snapshot no
@@ -209,11 +247,10 @@ async fn deleted_payments(
     kept: &[&str],
 ) -> Result<Vec<(String, ExternalRef, i64)>, sqlx::Error> {
     sqlx::query(
-        "SELECT host_id, external_id, external_number, view_url, coalesce(amount_minor, 0) AS amount_minor
-         FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'payment' AND invoice_id = $2
-           AND NOT (host_id = ANY($3))
-         ORDER BY host_id",
+        "SELECT payment_id, external_id, external_number, view_url, amount_minor
+         FROM ledgerflow.payment_links
+         WHERE connection_id = $1 AND invoice_id = $2 AND NOT (payment_id = ANY($3))
+         ORDER BY payment_id",
     )
     .bind(connection_id)
     .bind(invoice_id)
@@ -223,7 +260,7 @@ async fn deleted_payments(
     .iter()
     .map(|r| {
         Ok((
-            r.try_get("host_id")?,
+            r.try_get("payment_id")?,
             ExternalRef {
                 external_id: r.try_get("external_id")?,
                 external_number: r.try_get("external_number")?,
@@ -315,7 +352,7 @@ pub async fn run_push_payment(
         .await
         .map_err(job_error)?;
     match pushed {
-        Ok(payments) if payments.is_empty() => {
+        Ok(payments) if payments.iter().all(PaymentPush::already_applied) => {
             tx.commit().await?;
             Ok(())
         }

@@ -64,7 +64,16 @@ impl PaymentPush {
                     self.payment_id, self.amount
                 )
             }
+            PaymentOutcome::AlreadyApplied(r) => format!(
+                "payment {} {}: already applied ({})",
+                self.payment_id, self.amount, r.external_id
+            ),
         }
+    }
+
+    /// Applied by an earlier sync: this one sent nothing for it.
+    pub fn already_applied(&self) -> bool {
+        matches!(self.outcome, PaymentOutcome::AlreadyApplied(_))
     }
 }
 
@@ -161,7 +170,7 @@ pub struct AvailableActions {
     pub send_as_new: bool,
     /// "Send as new" may offer to void the existing record first.
     pub void_existing_option: bool,
-    /// Only when the last sync failed.
+    /// When the last sync failed, or waits on a chain step that failed.
     pub retry: bool,
     pub toggle_auto_sync: bool,
     /// The connection needs reconnecting: show the way to settings.
@@ -186,6 +195,9 @@ pub struct SyncDialog {
     pub auto_sync: AutoSync,
     pub history: HistoryPage,
     pub actions: AvailableActions,
+    /// A pending sync no running worker can run: why it waits ("waiting
+    /// for a worker configured for Xero").
+    pub waiting_for_worker: Option<String>,
 }
 
 /// One page of an invoice's history, newest first: the `limit` events older

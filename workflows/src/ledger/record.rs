@@ -129,7 +129,9 @@ pub async fn send_as_new(
 
 /// "Retry": run the failed operation again with the newest snapshot. Only
 /// allowed when the invoice's last sync (skipped and superseded events
-/// aside) failed (`ledgerflow.retry_failed_event`).
+/// aside) failed, or waits on a chain step that failed (its customer):
+/// then that step runs again, and the invoice's sync follows it
+/// (`ledgerflow.retry_failed_event`).
 pub async fn retry_failed_event(
     conn: &mut PgConnection,
     connection_id: i64,
