@@ -95,6 +95,18 @@ LANGUAGE sql STABLE AS $$
     FROM (SELECT (extract(microseconds FROM p)::bigint % 1000000) AS us) x
 $$;
 
+-- A time the snapshot carries (RFC 3339, any offset) as chrono writes it:
+-- UTC, Z, the fraction to the nanosecond, only as many digits as needed
+-- (timestamptz keeps microseconds, so the fraction is carried as text).
+CREATE FUNCTION ledgerflow.rfc3339_text(p text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT to_char(regexp_replace(p, '\.[0-9]+', '')::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') ||
+           CASE WHEN ns = 0 THEN '' WHEN ns % 1000000 = 0 THEN '.' || lpad((ns / 1000000)::text, 3, '0')
+                WHEN ns % 1000 = 0 THEN '.' || lpad((ns / 1000)::text, 6, '0')
+                ELSE '.' || lpad(ns::text, 9, '0') END || 'Z'
+    FROM (SELECT coalesce(left(rpad(substring(p FROM '\.([0-9]+)'), 9, '0'), 9)::bigint, 0) AS ns) x
+$$;
+
 -- money.rs's round_div: half away from zero (d > 0).
 CREATE FUNCTION ledgerflow.round_div(n numeric, d numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
@@ -316,7 +328,7 @@ LANGUAGE sql STABLE AS $$
         'payments', coalesce((SELECT jsonb_agg(jsonb_build_object(
                      'payment_id', p -> 'payment_id', 'amount_minor', p -> 'amount_minor',
                      'currency', upper(p ->> 'currency'),
-                     'paid_at', ledgerflow.rfc3339((p ->> 'paid_at')::timestamptz),
+                     'paid_at', ledgerflow.rfc3339_text(p ->> 'paid_at'),
                      'method', coalesce(p -> 'method', 'null'), 'reference', coalesce(p -> 'reference', 'null'))
                      ORDER BY n) FROM jsonb_array_elements(s -> 'payments') WITH ORDINALITY x(p, n)), '[]'),
         'totals', jsonb_build_object(

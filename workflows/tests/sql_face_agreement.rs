@@ -11,7 +11,9 @@
 //!   SQL lists the same issues, field and message, in the same order;
 //! - a valid snapshot's JSON with one value damaged (removed, wrong type,
 //!   null, unknown variant, bad currency or date, a float or an integer
-//!   beyond 64 bits): both refuse it naming the same field, or both read it.
+//!   beyond 64 bits): both refuse it naming the same field, or both read it;
+//! - what SQL stores for a snapshot it reads is what the Rust types write
+//!   for it (times to the nanosecond included).
 //!
 //! `LEDGERFLOW_FUZZ_CASES` sets the number of cases (default 300 each).
 
@@ -102,12 +104,14 @@ fn payment() -> impl Strategy<Value = Payment> {
             Just(Currency::parse("NZD").ok()),
             Just(Currency::parse("AUD").ok())
         ],
+        // Hosts send times to the nanosecond (Utc::now()); they are kept.
+        prop::sample::select(vec![0u32, 500_000_000, 123_000, 123_456_789, 1]),
     )
-        .prop_map(|(payment_id, amount_minor, currency)| Payment {
+        .prop_map(|(payment_id, amount_minor, currency, nanos)| Payment {
             payment_id,
             amount_minor,
             currency,
-            paid_at: DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
+            paid_at: DateTime::from_timestamp(1_764_000_000, nanos).unwrap_or_default(),
             method: None,
             reference: None,
         })
@@ -184,6 +188,14 @@ async fn sql_issues(pool: &PgPool, s: &Value) -> Vec<Issue> {
     serde_json::from_value(v).expect("issues as {field, message}")
 }
 
+async fn sql_normalized(pool: &PgPool, s: &Value) -> Value {
+    sqlx::query_scalar("SELECT ledgerflow.snapshot_normalized($1)")
+        .bind(s)
+        .fetch_one(pool)
+        .await
+        .expect("snapshot_normalized runs")
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn rust_and_sql_list_the_same_issues_for_any_snapshot(pool: PgPool) {
     let mut runner = TestRunner::default();
@@ -201,6 +213,11 @@ async fn rust_and_sql_list_the_same_issues_for_any_snapshot(pool: PgPool) {
             .await
             .expect("snapshot_read_problem runs");
         assert_eq!(read, None, "SQL cannot read what Rust wrote: {json}");
+        assert_eq!(
+            sql_normalized(&pool, &json).await,
+            json,
+            "SQL stores another snapshot than Rust wrote"
+        );
         let want = rust_issues(&s);
         assert_eq!(sql_issues(&pool, &json).await, want, "{json}");
         if want.is_empty() {
@@ -363,6 +380,12 @@ async fn rust_and_sql_refuse_the_same_damaged_json_naming_the_same_field(pool: P
         match (rust, sql) {
             (Ok(s), None) => {
                 read += 1;
+                // What SQL stores is what the Rust types write for it.
+                assert_eq!(
+                    sql_normalized(&pool, &json).await,
+                    serde_json::to_value(&s).expect("a snapshot serializes"),
+                    "{json}"
+                );
                 assert_eq!(sql_issues(&pool, &json).await, rust_issues(&s), "{json}");
             }
             (Err(SnapshotError::Decode(e)), Some(problem)) => {
