@@ -6,14 +6,21 @@
 //! This crate must not pull in an HTTP client, a runtime or the adapters: it
 //! is SQL over the connection the host already has.
 //!
+//! Hosts in other languages call the same ledger through SQL functions
+//! (`ledgerflow.on_host_trigger`, `ledgerflow.sync_dialog`, ...): the calls
+//! of this crate are those functions underneath, so both faces are one
+//! implementation (see the README, "From any language: the SQL face").
+//!
+//! A plain job (an invoice sync is not one: record a trigger, below):
+//!
 //! ```no_run
-//! use ledgerflow_client::{enqueue, EnqueueOptions, payloads::UpsertInvoice};
+//! use ledgerflow_client::{enqueue, EnqueueOptions, payloads::QueueProbe};
 //!
 //! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 //! let mut tx = pool.begin().await?;
-//! // ... the host saves the invoice in the same transaction ...
-//! let job = UpsertInvoice { tenant: "shop-1".into(), connection_id: 1, invoice_id: "INV-1".into() };
-//! let id = enqueue(&mut tx, &job, EnqueueOptions::default().unique_key("upsert:1:INV-1")).await?;
+//! // ... the host's own writes in the same transaction ...
+//! let job = QueueProbe { tenant: "shop-1".into(), label: "hello".into(), ..Default::default() };
+//! let id = enqueue(&mut tx, &job, EnqueueOptions::default().unique_key("probe:hello")).await?;
 //! tx.commit().await?; // rollback instead, and the job never existed
 //! # let _ = id; Ok(()) }
 //! ```

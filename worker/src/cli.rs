@@ -117,6 +117,18 @@ pub enum Command {
         #[command(subcommand)]
         scenario: bench::Scenario,
     },
+    /// Print a JSON Schema generated from the Rust types (no database needed).
+    Schema {
+        /// Which schema: `snapshot`, the invoice snapshot a trigger carries
+        /// (committed as docs/snapshot.schema.json).
+        which: SchemaName,
+    },
+}
+
+/// The schemas `ledgerflow schema` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaName {
+    Snapshot,
 }
 
 #[derive(Debug, clap::Args)]
@@ -325,6 +337,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo(args) => demo::run(&cli.database_url, &args).await?,
         Command::Sandbox(args) => crate::sandbox_cmd::run(&args).await?,
         Command::Bench { scenario } => bench::run(&cli.database_url, scenario).await?,
+        Command::Schema {
+            which: SchemaName::Snapshot,
+        } => {
+            let schema = ledgerflow_workflows::invoice::snapshot_json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+        }
     }
     Ok(())
 }

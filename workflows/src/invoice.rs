@@ -48,6 +48,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Currency, Money, MoneyError, percent_of, round_div};
@@ -55,20 +56,41 @@ use crate::money::{Currency, Money, MoneyError, percent_of, round_div};
 /// The snapshot layout this build reads and writes.
 pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The snapshot's JSON Schema, generated from these types: what
+/// `docs/snapshot.schema.json` holds (`ledgerflow schema snapshot` prints it).
+pub fn snapshot_json_schema() -> serde_json::Value {
+    serde_json::Value::from(schemars::schema_for!(InvoiceSnapshot))
+}
+
+/// An invoice as the host sends it with every trigger
+/// (`ledgerflow.on_host_trigger`, `ledger::on_host_trigger`): the whole
+/// invoice each time, never a delta. Amounts are integer minor units of
+/// `currency`, quantities integer thousandths of a unit; the totals must
+/// agree with the lines (see `workflows/src/invoice.rs` for the formula).
+/// Published as `docs/snapshot.schema.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "ledgerflow invoice snapshot")]
 pub struct InvoiceSnapshot {
+    /// The snapshot layout: 1.
+    #[schemars(range(min = 1, max = 1))]
     pub schema_version: u32,
-    /// The host's invoice id, unique within the tenant.
+    /// The host's invoice id: unique within the tenant, the same in every
+    /// snapshot of the invoice. It identifies the invoice on each connection.
     pub invoice_id: String,
+    /// The number people see ("1001").
     pub number: String,
     pub currency: Currency,
+    /// The invoice's day (YYYY-MM-DD).
     pub issued_on: NaiveDate,
+    /// Not before `issued_on`.
     pub due_on: Option<NaiveDate>,
     pub status: InvoiceStatus,
     pub customer: Customer,
     pub lines: Vec<InvoiceLine>,
     /// Invoice-level discount, applied to the subtotal.
     pub discount: Option<Discount>,
+    /// Every payment the invoice has now; a payment left out is one the
+    /// host deleted.
     #[serde(default)]
     pub payments: Vec<Payment>,
     pub totals: Totals,
@@ -76,7 +98,8 @@ pub struct InvoiceSnapshot {
     pub location: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The invoice's status in the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Draft,
@@ -98,9 +121,12 @@ impl InvoiceStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The invoice's customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Customer {
-    /// The host's customer id, unique within the tenant.
+    /// The host's customer id: unique within the tenant (one customer on
+    /// many invoices has one id). It identifies the provider's contact or
+    /// customer linked to it. Must not be empty.
     pub customer_id: String,
     pub name: String,
     pub email: Option<String>,
@@ -108,7 +134,7 @@ pub struct Customer {
 }
 
 /// What a line is; it decides which signs are allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     #[default]
@@ -119,36 +145,39 @@ pub enum LineKind {
     Discount,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of the invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InvoiceLine {
-    /// Unique within this invoice only: another invoice may reuse it.
+    /// The host's line id: unique only within its invoice (another invoice
+    /// may use the same id). Lines are matched by it from one snapshot to
+    /// the next ("change details").
     pub line_id: String,
     #[serde(default)]
     pub kind: LineKind,
-    /// The item's code, unique within the tenant: the item's identity.
+    /// The item's id (SKU): unique within the tenant. It identifies the
+    /// provider's product linked to it (Shopify variants).
     pub sku: Option<String>,
     pub description: String,
-    /// Thousandths of a unit: 1500 = 1.5.
+    /// Thousandths of a unit: 1500 = 1.5. Negative only on a return line.
     pub quantity: i64,
+    /// Tax-exclusive, in minor units. Negative only on a discount line.
     pub unit_price_minor: i64,
-    /// Applies to the whole line, not per unit.
+    /// Applies to the whole line, not per unit; item lines only.
     pub discount: Option<Discount>,
     pub tax_code: Option<String>,
+    /// The tax the host computed for the line, in minor units.
     #[serde(default)]
     pub tax_minor: i64,
 }
 
 /// A discount as the host entered it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Discount {
-    Amount {
-        amount_minor: i64,
-    },
+    /// A fixed amount off, in minor units (not negative).
+    Amount { amount_minor: i64 },
     /// 1050 = 10.5%.
-    Percent {
-        basis_points: i64,
-    },
+    Percent { basis_points: i64 },
 }
 
 impl Discount {
@@ -168,9 +197,12 @@ impl Discount {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A payment made against the invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Payment {
-    /// Unique within this invoice only: every invoice may have its own `P1`.
+    /// The host's payment id: unique only within its invoice (another
+    /// invoice may use the same id). It identifies the provider's payment
+    /// applied for it.
     pub payment_id: String,
     pub amount_minor: i64,
     /// `None` means the invoice currency; anything else is refused.
@@ -181,7 +213,10 @@ pub struct Payment {
 }
 
 /// Totals in minor units of the invoice currency, as the host computed them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// subtotal = Σ line net; discount_total = the invoice discount on the
+/// subtotal; tax_total = Σ line tax; total = subtotal - discount_total +
+/// tax_total. A snapshot whose totals disagree with its lines is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Totals {
     pub subtotal: i64,
     pub discount_total: i64,

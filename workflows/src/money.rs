@@ -79,6 +79,23 @@ impl Serialize for Currency {
     }
 }
 
+/// In the snapshot's JSON Schema: one of the table's codes (lower case is
+/// accepted too, and read as upper case).
+impl schemars::JsonSchema for Currency {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Currency".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes: Vec<&str> = CURRENCIES.iter().map(|(code, _)| *code).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "description": "ISO 4217 code; amounts are integer minor units of it (2 decimals for NZD, 0 for JPY, 3 for KWD)",
+            "enum": codes,
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let code = String::deserialize(d)?;

@@ -1,10 +1,12 @@
-//! Per-connection sync settings, their validation, and the decision whether
-//! a host trigger leads to a sync.
+//! Per-connection sync settings, their validation, and the reasons a host
+//! trigger does not sync.
 //!
 //! This module owns the typed settings (stored as JSON, tagged by provider)
-//! and the rules that refuse contradictory combinations. It must not do I/O:
-//! loading and saving settings, and recording the skip reason as a sync
-//! event, belong to the callers.
+//! and the rules that refuse contradictory combinations. It must not do I/O,
+//! and must not decide whether a trigger syncs: that rule is the SQL face's
+//! (`ledgerflow.trigger_skip_reason`, the one copy every trigger goes
+//! through, from Rust or any language), which reads these settings' JSON
+//! and answers a [`SkipReason`] code.
 
 use std::fmt;
 use std::str::FromStr;
@@ -532,7 +534,9 @@ pub enum Trigger {
     PaymentAdded,
 }
 
-/// Why a trigger did not sync; recorded on the sync event.
+/// Why a trigger did not sync; recorded on the sync event (its serde name
+/// is the code, its Display the sentence; `ledgerflow.skip_message` says
+/// the same words, held to them by workflows/tests/sql_face_settings.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
@@ -556,73 +560,6 @@ impl fmt::Display for SkipReason {
             SkipReason::InvoiceSyncOff => "invoice sync is off for this connection",
             SkipReason::PaymentSyncOff => "payment sync is off for this connection",
         })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "decision", rename_all = "snake_case")]
-pub enum TriggerDecision {
-    Sync,
-    Skip { reason: SkipReason },
-}
-
-/// Whether `trigger` syncs the invoice.
-///
-/// `action_override` is the host's per-action choice. `Some(true)` is an
-/// explicit request from a person ("sync this one"), so it syncs even when
-/// the master toggle or the invoice's auto-sync is off: refusing it would
-/// make the user hunt for a setting to do one thing once. `Some(false)`
-/// always skips. `None` falls back to, in order: the master toggle, the
-/// invoice's toggle, the "when to sync" setting for the trigger, then the
-/// provider's per-type toggles (QuickBooks invoices/payments, Xero payments).
-pub fn trigger_decision(
-    settings: &ConnectionSettings,
-    trigger: Trigger,
-    invoice_auto_sync: bool,
-    action_override: Option<bool>,
-) -> TriggerDecision {
-    let skip = |reason| TriggerDecision::Skip { reason };
-    match action_override {
-        Some(true) => return TriggerDecision::Sync,
-        Some(false) => return skip(SkipReason::OverriddenForThisAction),
-        None => {}
-    }
-    if !settings.auto_sync {
-        return skip(SkipReason::MasterToggleOff);
-    }
-    if !invoice_auto_sync {
-        return skip(SkipReason::InvoiceAutoSyncOff);
-    }
-    let w = &settings.when_to_sync;
-    let enabled = match trigger {
-        Trigger::JobCreated => w.job_created,
-        Trigger::ItemsChanged => w.items_changed,
-        Trigger::InvoiceCreated => w.invoice_created,
-        Trigger::SaleCompleted => w.sale_completed,
-        Trigger::OnlineBookingCreated => w.online_booking == OnlineBooking::WhenCreated,
-        Trigger::OnlineBookingAccepted => w.online_booking == OnlineBooking::WhenAccepted,
-        Trigger::JobCancelled | Trigger::JobRejected if !settings.mark_deleted_on_cancel => {
-            return skip(SkipReason::MarkDeletedOff);
-        }
-        Trigger::JobCancelled
-        | Trigger::JobRejected
-        | Trigger::InvoicePaid
-        | Trigger::PaymentAdded => true,
-    };
-    if !enabled {
-        return skip(SkipReason::TriggerOff);
-    }
-    match (&settings.provider, trigger) {
-        (ProviderSettings::QuickBooks(q), Trigger::PaymentAdded) if !q.sync_payments => {
-            skip(SkipReason::PaymentSyncOff)
-        }
-        (ProviderSettings::QuickBooks(q), t) if t != Trigger::PaymentAdded && !q.sync_invoices => {
-            skip(SkipReason::InvoiceSyncOff)
-        }
-        (ProviderSettings::Xero(x), Trigger::PaymentAdded) if !x.sync_payments => {
-            skip(SkipReason::PaymentSyncOff)
-        }
-        _ => TriggerDecision::Sync,
     }
 }
 
@@ -887,115 +824,5 @@ mod tests {
         };
         assert_eq!((q.region, q.sync_invoices), (QuickBooksRegion::Ca, true));
         assert!(serde_json::from_str::<ConnectionSettings>(r#"{"auto_sync":true,"when_to_sync":{},"mark_deleted_on_cancel":false,"provider":{"provider":"sage"}}"#).is_err());
-    }
-
-    #[test]
-    fn trigger_decision_matrix() {
-        use TriggerDecision::{Skip, Sync};
-        let mut s = ConnectionSettings::default_for(Provider::Shopify);
-        let skip = |reason| Skip { reason };
-        // Master off: paused, unless a person asked for this one.
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, true, None),
-            skip(SkipReason::MasterToggleOff)
-        );
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, true, Some(true)),
-            Sync
-        );
-        assert_eq!(
-            SkipReason::MasterToggleOff.to_string(),
-            "paused: automatic sync is off in settings"
-        );
-        s.auto_sync = true;
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, false, None),
-            skip(SkipReason::InvoiceAutoSyncOff)
-        );
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, false, Some(true)),
-            Sync
-        );
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, true, Some(false)),
-            skip(SkipReason::OverriddenForThisAction)
-        );
-        for t in [
-            Trigger::JobCreated,
-            Trigger::ItemsChanged,
-            Trigger::InvoiceCreated,
-            Trigger::SaleCompleted,
-            Trigger::InvoicePaid,
-            Trigger::PaymentAdded,
-        ] {
-            assert_eq!(trigger_decision(&s, t, true, None), Sync, "{t:?}");
-        }
-        s.when_to_sync.items_changed = false;
-        s.when_to_sync.job_created = false;
-        assert_eq!(
-            trigger_decision(&s, Trigger::ItemsChanged, true, None),
-            skip(SkipReason::TriggerOff)
-        );
-        assert_eq!(
-            trigger_decision(&s, Trigger::JobCreated, true, None),
-            skip(SkipReason::TriggerOff)
-        );
-        assert_eq!(
-            trigger_decision(&s, Trigger::JobCreated, true, Some(true)),
-            Sync
-        );
-
-        let booking = |mode| {
-            let mut b = s.clone();
-            b.when_to_sync.online_booking = mode;
-            (
-                trigger_decision(&b, Trigger::OnlineBookingCreated, true, None),
-                trigger_decision(&b, Trigger::OnlineBookingAccepted, true, None),
-            )
-        };
-        let off = skip(SkipReason::TriggerOff);
-        assert_eq!(booking(OnlineBooking::Off), (off, off));
-        assert_eq!(booking(OnlineBooking::WhenCreated), (Sync, off));
-        assert_eq!(booking(OnlineBooking::WhenAccepted), (off, Sync));
-
-        for t in [Trigger::JobCancelled, Trigger::JobRejected] {
-            assert_eq!(
-                trigger_decision(&s, t, true, None),
-                skip(SkipReason::MarkDeletedOff)
-            );
-            s.mark_deleted_on_cancel = true;
-            assert_eq!(trigger_decision(&s, t, true, None), Sync);
-            s.mark_deleted_on_cancel = false;
-        }
-
-        let mut q = quickbooks(false, None);
-        q.auto_sync = true;
-        assert_eq!(
-            trigger_decision(&q, Trigger::PaymentAdded, true, None),
-            Sync
-        );
-        if let ProviderSettings::QuickBooks(qs) = &mut q.provider {
-            (qs.sync_payments, qs.sync_invoices) = (false, false);
-        }
-        assert_eq!(
-            trigger_decision(&q, Trigger::PaymentAdded, true, None),
-            skip(SkipReason::PaymentSyncOff)
-        );
-        assert_eq!(
-            trigger_decision(&q, Trigger::InvoiceCreated, true, None),
-            skip(SkipReason::InvoiceSyncOff)
-        );
-        let mut x = xero(None);
-        x.auto_sync = true;
-        assert_eq!(
-            trigger_decision(&x, Trigger::PaymentAdded, true, None),
-            skip(SkipReason::PaymentSyncOff)
-        );
-        assert_eq!(
-            trigger_decision(&x, Trigger::ItemsChanged, true, None),
-            Sync
-        );
-        let json = serde_json::to_string(&skip(SkipReason::TriggerOff)).unwrap();
-        assert_eq!(json, r#"{"decision":"skip","reason":"trigger_off"}"#);
     }
 }

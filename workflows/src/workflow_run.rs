@@ -5,7 +5,8 @@
 //! without dependencies, in the caller's transaction. Each later step is
 //! enqueued by the statement that completes the last step it depends on, so
 //! a crash between steps can neither lose nor repeat a step (the SQL is in
-//! `migrations/20261123000007_workflow_runs.sql`). A failed step blocks the
+//! `migrations/20261123000007_workflow_runs.sql`; starting a run is
+//! `ledgerflow.start_workflow_run`). A failed step blocks the
 //! steps after it, each saying which dependency failed and why; retrying it
 //! lets the run finish.
 //!
@@ -138,40 +139,28 @@ pub enum WorkflowError {
     Database(#[from] sqlx::Error),
 }
 
-/// Start a run in the caller's transaction; returns its id.
+/// Start a run in the caller's transaction; returns its id
+/// (`ledgerflow.start_workflow_run`, which the SQL face's sync chains use
+/// too).
 pub async fn start(conn: &mut PgConnection, spec: &WorkflowSpec) -> Result<i64, WorkflowError> {
     spec.validate()?;
-    let run_id: i64 = sqlx::query_scalar(
-        "INSERT INTO ledgerflow.workflow_runs (name, tenant) VALUES ($1, $2) RETURNING id",
-    )
-    .bind(&spec.name)
-    .bind(&spec.tenant)
-    .fetch_one(&mut *conn)
-    .await?;
-    for (position, step) in spec.steps.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO ledgerflow.workflow_steps
-                 (run_id, position, name, kind, kind_version, payload, queue, priority, hold_key,
-                  unique_key, depends_on)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(run_id)
-        .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .bind(&step.name)
-        .bind(step.kind)
-        .bind(step.kind_version)
-        .bind(&step.payload)
-        .bind(step.queue)
-        .bind(step.priority)
-        .bind(&step.hold_key)
-        .bind(&step.unique_key)
-        .bind(&step.depends_on)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("SELECT ledgerflow.enqueue_ready_steps($1)")
-        .bind(run_id)
-        .execute(&mut *conn)
+    let steps: Vec<serde_json::Value> = spec
+        .steps
+        .iter()
+        .map(|step| {
+            serde_json::json!({
+                "name": step.name, "kind": step.kind, "kind_version": step.kind_version,
+                "payload": step.payload, "queue": step.queue, "priority": step.priority,
+                "hold_key": step.hold_key, "unique_key": step.unique_key,
+                "depends_on": step.depends_on,
+            })
+        })
+        .collect();
+    let run_id: i64 = sqlx::query_scalar("SELECT ledgerflow.start_workflow_run($1, $2, $3)")
+        .bind(&spec.name)
+        .bind(&spec.tenant)
+        .bind(serde_json::Value::Array(steps))
+        .fetch_one(&mut *conn)
         .await?;
     Ok(run_id)
 }

@@ -20,21 +20,20 @@
 //! The invoice, payment and complete-draft steps run under the invoice's
 //! queue key, so they are serialized with every other sync of the invoice
 //! and a step enqueued while one is pending joins it (the newest snapshot
-//! wins, as with any sync). This module decides the chain; it must not call
-//! providers (the steps' handlers do).
+//! wins, as with any sync). The chain is decided by the SQL face
+//! (`ledgerflow.on_host_trigger`, `ledgerflow.sync_chain_steps` in
+//! `migrations/20261206000021_sql_face.sql`), which hosts in any language
+//! call directly; this module gives it its typed Rust signature. It must not
+//! decide a chain of its own (two copies drift) nor call providers (the
+//! steps' handlers do).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use super::connections::{Connection, tenant_connections};
-use super::record::{
-    JobBy, Recorded, TriggerRequest, end_quiet_period, hold_for_quiet_period, record,
-};
-use super::{EventStatus, LedgerError, Operation, hold_key, sync_key};
+use super::record::{Recorded, snapshot_json};
+use super::{EventTrigger, LedgerError, face_call};
 use crate::invoice::InvoiceSnapshot;
-use crate::payloads::{CompleteDraft, PushPayment, SyncCustomer, UpsertInvoice, VoidOrder};
-use crate::settings::{Provider as ProviderName, ProviderSettings, Trigger};
-use crate::workflow_run::{self, StepSpec, WorkflowError, WorkflowSpec};
+use crate::settings::{Provider as ProviderName, Trigger};
 
 /// Something happened to an invoice in the host.
 #[derive(Debug, Clone)]
@@ -50,7 +49,7 @@ pub struct HostTrigger<'a> {
 }
 
 /// What a trigger did on one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainStarted {
     pub connection_id: i64,
     pub provider: ProviderName,
@@ -63,7 +62,9 @@ pub struct ChainStarted {
 
 /// Record `t` on every connection of its tenant and start the chain each
 /// sync needs, all in the caller's transaction: a rollback leaves nothing.
-/// An invalid snapshot is refused before anything is written.
+/// An invalid snapshot is refused before anything is written. This is
+/// `SELECT ledgerflow.on_host_trigger(tenant, trigger, snapshot, label,
+/// action_override)`, what a host in another language calls.
 ///
 /// ```no_run
 /// use ledgerflow_workflows::ledger::chains::{self, HostTrigger};
@@ -86,220 +87,14 @@ pub async fn on_host_trigger(
     conn: &mut PgConnection,
     t: &HostTrigger<'_>,
 ) -> Result<Vec<ChainStarted>, LedgerError> {
-    t.snapshot.validate()?;
-    let tenant_exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM ledgerflow.tenants WHERE id = $1)")
-            .bind(t.tenant_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    if !tenant_exists {
-        return Err(LedgerError::TenantNotFound(t.tenant_id.to_string()));
-    }
-    let mut out = Vec::new();
-    for connection in tenant_connections(conn, t.tenant_id).await? {
-        let event = record(
-            conn,
-            &TriggerRequest {
-                connection_id: connection.id,
-                trigger: t.trigger,
-                label: t.label,
-                snapshot: t.snapshot,
-                action_override: t.action_override,
-            },
-            JobBy::Chain,
-        )
-        .await?;
-        if event.status != EventStatus::Pending {
-            out.push(ChainStarted {
-                connection_id: connection.id,
-                provider: connection.provider,
-                event,
-                run_id: None,
-                steps: Vec::new(),
-            });
-            continue;
-        }
-        let spec = chain_for(&connection, t.trigger, t.snapshot)?;
-        let run_id = workflow_run::start(conn, &spec).await?;
-        quiet_period_for_chain(
-            conn,
-            &connection,
-            &t.snapshot.invoice_id,
-            Operation::for_trigger(t.trigger),
-            run_id,
-        )
-        .await?;
-        sqlx::query("UPDATE ledgerflow.sync_events SET workflow_run_id = $2 WHERE id = $1")
-            .bind(event.event_id)
-            .bind(run_id)
-            .execute(&mut *conn)
-            .await?;
-        out.push(ChainStarted {
-            connection_id: connection.id,
-            provider: connection.provider,
-            event,
-            run_id: Some(run_id),
-            steps: spec.steps.into_iter().map(|s| s.name).collect(),
-        });
-    }
-    Ok(out)
-}
-
-/// The quiet period applies to a chain as to a plain trigger: the jobs the
-/// run's first steps went to (the customer step's, or the invoice step's
-/// when there is no customer step) wait until the invoice stops changing.
-/// The later steps need no wait of their own: the runs of a burst all join
-/// the one delayed first job, so their invoice steps are enqueued together
-/// when it completes and join one invoice job. A void chain runs at once.
-async fn quiet_period_for_chain(
-    conn: &mut PgConnection,
-    connection: &Connection,
-    invoice_id: &str,
-    operation: Operation,
-    run_id: i64,
-) -> Result<(), LedgerError> {
-    let quiet = connection.settings.quiet_period();
-    if operation != Operation::Void && quiet.is_none() {
-        return Ok(());
-    }
-    let jobs: Vec<i64> = sqlx::query_scalar(
-        "SELECT DISTINCT job_id FROM ledgerflow.workflow_steps
-         WHERE run_id = $1 AND status = 'enqueued' AND job_id IS NOT NULL ORDER BY job_id",
+    let query = sqlx::query_scalar(
+        "SELECT ledgerflow.on_host_trigger(tenant => $1, trigger => $2, snapshot => $3,
+                                           label => $4, action_override => $5)",
     )
-    .bind(run_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for job in jobs {
-        if operation == Operation::Void {
-            end_quiet_period(conn, job).await?;
-        } else if let Some(quiet) = quiet {
-            hold_for_quiet_period(conn, connection.id, invoice_id, job, quiet).await?;
-        }
-    }
-    Ok(())
-}
-
-/// The chain a trigger that syncs becomes on `connection`.
-pub fn chain_for(
-    connection: &Connection,
-    trigger: Trigger,
-    snapshot: &InvoiceSnapshot,
-) -> Result<WorkflowSpec, WorkflowError> {
-    let tenant = connection.tenant_id.clone();
-    let c = connection.id;
-    let invoice_id = snapshot.invoice_id.clone();
-    let invoice_key = sync_key(c, &invoice_id);
-    let hold = hold_key(c);
-    let name = format!(
-        "{} on {}: invoice {}",
-        trigger_words(trigger),
-        connection.provider.display_name(),
-        snapshot.number
-    );
-    let mut spec = WorkflowSpec::new(name, &tenant);
-
-    if Operation::for_trigger(trigger) == Operation::Void {
-        let void = VoidOrder {
-            tenant,
-            connection_id: c,
-            invoice_id,
-        };
-        let step = StepSpec::job(format!("void {}", snapshot.number), &void)?
-            .unique_key(invoice_key)
-            .hold_key(hold);
-        return Ok(spec.step(step));
-    }
-
-    let settings = &connection.settings.provider;
-    let customer = &snapshot.customer;
-    let mut invoice_after = Vec::new();
-    if syncs_customers(settings) && !customer.customer_id.is_empty() {
-        let job = SyncCustomer {
-            tenant: tenant.clone(),
-            connection_id: c,
-            customer_id: customer.customer_id.clone(),
-            invoice_id: Some(invoice_id.clone()),
-        };
-        spec = spec.step(
-            StepSpec::job(format!("customer {}", customer.name), &job)?
-                .unique_key(format!("customer:{c}:{}", customer.customer_id))
-                .hold_key(hold.clone()),
-        );
-        invoice_after.push(0);
-    }
-    let invoice_position = i32::try_from(spec.steps.len()).unwrap_or(i32::MAX);
-    let upsert = UpsertInvoice {
-        tenant: tenant.clone(),
-        connection_id: c,
-        invoice_id: invoice_id.clone(),
-    };
-    spec = spec.step(
-        StepSpec::job(format!("invoice {}", snapshot.number), &upsert)?
-            .after(&invoice_after)
-            .unique_key(invoice_key.clone())
-            .hold_key(hold.clone()),
-    );
-
-    if completes_draft(settings) && snapshot.is_paid_in_full() {
-        let job = CompleteDraft {
-            tenant,
-            connection_id: c,
-            invoice_id,
-        };
-        spec = spec.step(
-            StepSpec::job("complete draft", &job)?
-                .after(&[invoice_position])
-                .unique_key(invoice_key)
-                .hold_key(hold),
-        );
-    } else if carries_payments(settings) {
-        for payment in &snapshot.payments {
-            let job = PushPayment {
-                tenant: tenant.clone(),
-                connection_id: c,
-                invoice_id: invoice_id.clone(),
-                payment_id: payment.payment_id.clone(),
-            };
-            spec = spec.step(
-                StepSpec::job(format!("payment {}", payment.payment_id), &job)?
-                    .after(&[invoice_position])
-                    .unique_key(invoice_key.clone())
-                    .hold_key(hold.clone()),
-            );
-        }
-    }
-    Ok(spec)
-}
-
-/// Where the provider keeps customers of its own that invoices point at.
-fn syncs_customers(settings: &ProviderSettings) -> bool {
-    match settings {
-        ProviderSettings::QuickBooks(q) => q.sync_customers,
-        ProviderSettings::Shopify(_)
-        | ProviderSettings::LightspeedR(_)
-        | ProviderSettings::LightspeedX(_)
-        | ProviderSettings::Xero(_)
-        | ProviderSettings::Saledock(_) => true,
-    }
-}
-
-/// Where the connection applies the invoice's payments one by one.
-fn carries_payments(settings: &ProviderSettings) -> bool {
-    match settings {
-        ProviderSettings::Xero(x) => x.sync_payments,
-        ProviderSettings::QuickBooks(q) => q.sync_payments,
-        ProviderSettings::LightspeedR(r) => r.layaway_sales,
-        ProviderSettings::Shopify(_)
-        | ProviderSettings::LightspeedX(_)
-        | ProviderSettings::Saledock(_) => false,
-    }
-}
-
-/// Shopify settles a paid invoice by completing its draft order.
-fn completes_draft(settings: &ProviderSettings) -> bool {
-    matches!(settings, ProviderSettings::Shopify(s) if s.use_draft_orders && s.complete_draft_when_paid)
-}
-
-fn trigger_words(trigger: Trigger) -> &'static str {
-    super::EventTrigger::Host(trigger).default_label()
+    .bind(t.tenant_id)
+    .bind(EventTrigger::Host(t.trigger).code())
+    .bind(snapshot_json(t.snapshot)?)
+    .bind(t.label)
+    .bind(t.action_override);
+    face_call(conn, query).await
 }

@@ -3,7 +3,7 @@
 //!
 //! Settings are validated by [`crate::settings`] before every write, against
 //! the tenant's local date; nothing invalid is stored. This module must not
-//! decide whether a trigger syncs (that is [`crate::settings::trigger_decision`]).
+//! decide whether a trigger syncs (that is `ledgerflow.trigger_skip_reason`).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

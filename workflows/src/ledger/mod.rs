@@ -9,10 +9,17 @@
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
-//! | [`dependencies`] | the failed chain steps an invoice's open sync waits on, and retrying them |
+//! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step |
 //! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
+//!
+//! Recording, chains, the manual actions and the dialog's read side are the
+//! SQL face's functions (`migrations/20261206000021_sql_face.sql`), which
+//! hosts in any language call directly: [`record`], [`chains`] and [`read`]
+//! call them and give them typed signatures and results, so the Rust client
+//! and the SQL face are one implementation. [`face_call`] maps the errors
+//! those functions raise to [`LedgerError`].
 //!
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
 //! port) and must not change how the queue claims or finishes jobs: it only
@@ -25,9 +32,12 @@
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use sqlx::postgres::{PgArguments, PgDatabaseError};
 
-use crate::invoice::SnapshotError;
+use crate::invoice::{Issue, SnapshotError};
 use crate::queue::EnqueueError;
 use crate::settings::{SettingsError, Trigger};
 
@@ -254,4 +264,78 @@ pub enum LedgerError {
     Workflow(#[from] crate::workflow_run::WorkflowError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+}
+
+/// Run one call of the SQL face (a query returning one `jsonb`) and read
+/// its answer as `T`, mapping the errors the face raises to their typed
+/// [`LedgerError`] (the face puts `{"kind": ...}` in the error's DETAIL).
+pub(crate) async fn face_call<T: DeserializeOwned>(
+    conn: &mut PgConnection,
+    query: sqlx::query::QueryScalar<'_, sqlx::Postgres, serde_json::Value, PgArguments>,
+) -> Result<T, LedgerError> {
+    let value = query.fetch_one(&mut *conn).await.map_err(face_error)?;
+    serde_json::from_value(value)
+        .map_err(|e| LedgerError::Corrupt(format!("the SQL face's answer: {e}")))
+}
+
+/// What the SQL face says in an error's DETAIL.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum FaceDetail {
+    SnapshotInvalid {
+        issues: Vec<Issue>,
+    },
+    SnapshotUnreadable {
+        field: String,
+        message: String,
+    },
+    TenantNotFound {
+        tenant: String,
+    },
+    ConnectionNotFound {
+        connection_id: i64,
+    },
+    InvoiceUnknown {
+        connection_id: i64,
+        invoice_id: String,
+    },
+    NotAllowed,
+}
+
+/// A database error raised by the SQL face, as its typed [`LedgerError`];
+/// any other error stays a database error.
+pub(crate) fn face_error(e: sqlx::Error) -> LedgerError {
+    let detail = e
+        .as_database_error()
+        .and_then(|d| d.try_downcast_ref::<PgDatabaseError>())
+        .map(|d| (d.message().to_string(), d.detail().unwrap_or_default()))
+        .and_then(|(message, detail)| {
+            serde_json::from_str::<FaceDetail>(detail)
+                .ok()
+                .map(|d| (message, d))
+        });
+    match detail {
+        Some((_, FaceDetail::SnapshotInvalid { issues })) => {
+            LedgerError::Snapshot(SnapshotError::Invalid(issues))
+        }
+        Some((_, FaceDetail::SnapshotUnreadable { field, message })) => {
+            LedgerError::Snapshot(SnapshotError::Decode(format!("{field}: {message}")))
+        }
+        Some((_, FaceDetail::TenantNotFound { tenant })) => LedgerError::TenantNotFound(tenant),
+        Some((_, FaceDetail::ConnectionNotFound { connection_id })) => {
+            LedgerError::ConnectionNotFound(connection_id)
+        }
+        Some((
+            _,
+            FaceDetail::InvoiceUnknown {
+                connection_id,
+                invoice_id,
+            },
+        )) => LedgerError::InvoiceUnknown {
+            connection_id,
+            invoice_id,
+        },
+        Some((message, FaceDetail::NotAllowed)) => LedgerError::NotAllowed(message),
+        None => LedgerError::Database(e),
+    }
 }
