@@ -106,9 +106,14 @@ pub struct ShopifySandbox {
 impl ShopifySandbox {
     /// A random sealing key for the stores' access tokens.
     pub fn new() -> ShopifySandbox {
-        ShopifySandbox {
-            key: SecretKey::from_bytes(rand::random()),
-        }
+        ShopifySandbox::with_key(SecretKey::from_bytes(rand::random()))
+    }
+
+    /// Stores sealed with `key`: a database holds credentials sealed with
+    /// one key only (a second is refused by its fingerprint), so a sandbox
+    /// beside another provider's shares that one's key.
+    pub fn with_key(key: SecretKey) -> ShopifySandbox {
+        ShopifySandbox { key }
     }
 
     pub fn adapter(

@@ -191,7 +191,7 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
     println!(
         "tenant {TENANT}, Xero connection {xero_connection} (organisation {xero_org}): invoices sent as Authorised, payments synced, cancelled jobs voided"
     );
-    let shopify = ShopifySandbox::new();
+    let shopify = ShopifySandbox::with_key(xero.key.clone());
     let providers = Providers::new()
         .with(
             ProviderName::Xero,
