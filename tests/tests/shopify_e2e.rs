@@ -174,7 +174,7 @@ async fn cli_registered_shopify_connection_syncs_completes_and_takes_webhooks(po
         &[],
     ));
     for want in [
-        "[complete_draft]",
+        "[complete draft]",
         "completed",
         "status order paid",
         "updated in place",

@@ -183,7 +183,7 @@ async fn cli_registered_connection_syncs_through_worker_processes(pool: PgPool) 
         .unwrap();
     let shown = ok(cli(&pool, &["job", "show", &job.to_string()], &[]));
     assert!(
-        shown.contains("upsert-invoice") && shown.contains("Completed"),
+        shown.contains("upsert-invoice") && shown.contains("state:     completed"),
         "{shown}"
     );
     let refused = cli(&pool, &["invoice", "retry", &id.to_string(), "INV-1"], &[]);

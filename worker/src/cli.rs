@@ -247,6 +247,7 @@ fn queue_name(s: &str) -> Result<String, String> {
 /// Entry point of the `ledgerflow` binary.
 pub fn main() {
     quiet_on_broken_pipe();
+    // clap's usage errors already strip control characters from what they quote.
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -260,9 +261,25 @@ pub fn main() {
         }
     };
     if let Err(e) = runtime.block_on(run(cli)) {
-        eprintln!("ledgerflow: {e}");
+        eprintln!("ledgerflow: {}", escape_controls(&e.to_string()));
         std::process::exit(crate::interrupt::exit_code(&*e));
     }
+}
+
+/// `text` with control characters other than line breaks and tabs
+/// escaped (`\u{1b}`): an error may quote input, and a raw escape
+/// sequence would act on the operator's terminal. Messages quote input
+/// escaped already; this is the last line of defence for any that do not.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

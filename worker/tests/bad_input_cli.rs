@@ -290,6 +290,19 @@ async fn identifiers_are_checked_and_control_characters_never_echoed(pool: PgPoo
     }
     let e = refused(&add_xero(&pool, "shop-1", "org\u{7}1", KEY_A, &[]));
     assert!(e.contains("organisation id"), "{e}");
+    let e = refused(&ledgerflow(
+        &pool,
+        &[
+            "connection",
+            "add",
+            "--tenant",
+            "shop-1",
+            "--provider",
+            "xe\u{7}ro",
+        ],
+        &[],
+    ));
+    assert!(e.contains("unknown provider \"xe\\u{7}ro\""), "{e}");
     assert_eq!(connections(&pool).await, 0);
 }
 

@@ -17,7 +17,9 @@ use ledgerflow_workflows::inbound::InboundEvent;
 use ledgerflow_workflows::ledger;
 use ledgerflow_workflows::provider::{ExternalRef, UpsertMode};
 use ledgerflow_workflows::provider_state::Secret;
-use shopify_helpers::{ShopifyEnv, connect, count, id_of, line, settings, shopify_env, snapshot};
+use shopify_helpers::{
+    ShopifyEnv, connect, count, id_of, line, settings, shopify_env, shopify_env_for_shop, snapshot,
+};
 use sqlx::PgPool;
 
 const MAX_BODY: usize = 16 * 1024;
@@ -97,16 +99,18 @@ async fn a_paid_order_becomes_the_events_the_settings_ask_for_once(pool: PgPool)
         }),
     )
     .await;
+    // Another shop (one active connection per shop), signed with the same app.
+    let other_shop = shopify_env_for_shop(&pool, "paid-only.myshopify.com").await;
     let paid_only = connect(
         &pool,
-        &env,
+        &other_shop,
         "paid-only",
         &settings(|s| s.set_invoice_paid_on_order_paid = true),
     )
     .await;
     let url = serve(&pool, &env).await;
     let (_, order) = paid_order(&pool, &env, both, "INV-1", true).await;
-    let (_, other_order) = paid_order(&pool, &env, paid_only, "INV-2", true).await;
+    let (_, other_order) = paid_order(&pool, &other_shop, paid_only, "INV-2", true).await;
 
     let hook = env.sim.order_paid_webhook(order).unwrap();
     assert_eq!(env.sim.send_webhook(&url, &hook).await.unwrap(), 200);
@@ -126,7 +130,7 @@ async fn a_paid_order_becomes_the_events_the_settings_ask_for_once(pool: PgPool)
         assert_eq!(e.payload["amount_paid_minor"], 5750);
         assert_eq!(e.payload["topic"], "orders/paid");
     }
-    // The same shop's other connection is not told about this order.
+    // The other shop's connection is not told about this order.
     assert!(events(&pool, "paid-only").await.is_empty());
 
     // Shopify retries the same delivery: nothing new.
@@ -135,8 +139,8 @@ async fn a_paid_order_becomes_the_events_the_settings_ask_for_once(pool: PgPool)
     assert_eq!(deliveries(&pool).await, 1);
 
     // Settings: only "set invoice paid".
-    let hook = env.sim.order_paid_webhook(other_order).unwrap();
-    assert_eq!(env.sim.send_webhook(&url, &hook).await.unwrap(), 200);
+    let hook = other_shop.sim.order_paid_webhook(other_order).unwrap();
+    assert_eq!(other_shop.sim.send_webhook(&url, &hook).await.unwrap(), 200);
     let got = events(&pool, "paid-only").await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].kind, inbound_kind::INVOICE_PAID);

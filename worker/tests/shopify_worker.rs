@@ -23,7 +23,8 @@ use ledgerflow_workflows::queue::{self, JobState};
 use ledgerflow_workflows::settings::Trigger;
 use reqwest::Method;
 use shopify_helpers::{
-    connect, count, id_of, invoice_link, line, registry, settings, shopify_env, snapshot, trigger,
+    connect, connect_as, count, id_of, invoice_link, line, registry, settings, shopify_env,
+    snapshot, trigger,
 };
 use sqlx::PgPool;
 
@@ -220,7 +221,9 @@ async fn complete_draft_is_skipped_with_the_reason_when_it_does_not_apply(pool: 
         &settings(|s| s.complete_draft_when_paid = false),
     )
     .await;
-    let orders = connect(
+    // One active connection per shop: the other two are other shops
+    // (served by the same simulator; no webhooks here).
+    let orders = connect_as(
         &pool,
         &env,
         "order-mode",
@@ -228,9 +231,17 @@ async fn complete_draft_is_skipped_with_the_reason_when_it_does_not_apply(pool: 
             s.use_draft_orders = false;
             s.complete_draft_when_paid = false;
         }),
+        "order-mode.myshopify.com",
     )
     .await;
-    let drafts = connect(&pool, &env, "drafts", &settings(|_| {})).await;
+    let drafts = connect_as(
+        &pool,
+        &env,
+        "drafts",
+        &settings(|_| {}),
+        "drafts.myshopify.com",
+    )
+    .await;
     let worker = start(&pool, registry(&env), fast_config("shopify-skips"));
 
     let paid = snapshot("INV-P", vec![line("a", 1, 2000)], true);

@@ -312,9 +312,14 @@ async fn connect_shopify(
     t: usize,
     orders: bool,
 ) -> (i64, ShopifySim) {
-    let sim = ShopifySim::start(ShopifySimConfig::default())
-        .await
-        .expect("start a Shopify simulator");
+    // A shop domain of its own: one active connection per shop, as
+    // webhooks are matched by it.
+    let sim = ShopifySim::start(ShopifySimConfig {
+        shop_domain: format!("bikes-{t}.myshopify.com"),
+        ..ShopifySimConfig::default()
+    })
+    .await
+    .expect("start a Shopify simulator");
     let tenant = format!("shop-{t}");
     let mut db = pool.acquire().await.expect("a connection");
     ledger::create_tenant(

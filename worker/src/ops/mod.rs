@@ -3,8 +3,11 @@
 //! and jobs. Each command is a thin call into the client crate, the same
 //! API hosts use, so operators and hosts cannot drift apart.
 //!
-//! Secrets (tokens) are parsed straight into [`Secret`], which prints as
-//! `***`, and are never echoed: output names what was stored, not its value.
+//! Secrets (tokens) are parsed straight into [`ledgerflow_client::Secret`],
+//! which prints as `***`, and are never echoed: output names what was
+//! stored, not its value. Human output uses words, not stored names
+//! ([`words`]: `reconnect_needed` → "reconnect needed"); every list and
+//! show also prints JSON with `--json` ([`print_json`]).
 
 mod connection;
 mod credentials;
@@ -16,7 +19,7 @@ pub use connection::{ConnectionCommand, connection};
 pub use credentials::{
     CredentialArgs, XERO_API_BASE_URL, XERO_IDENTITY_BASE_URL, settings_from_json,
 };
-pub use invoice::{InvoiceCommand, Switch, invoice, render_dialog};
+pub use invoice::{InvoiceCommand, InvoiceRef, Switch, invoice, render_dialog};
 pub use job::{JobCommand, job};
 pub use tenant::{TenantCommand, tenant};
 

@@ -33,8 +33,15 @@ pub struct ShopifyEnv {
 
 /// A Plus-plan bucket (leaking 20/s) on both sides keeps the tests quick.
 pub async fn shopify_env(pool: &PgPool) -> ShopifyEnv {
+    shopify_env_for_shop(pool, &SimConfig::default().shop_domain).await
+}
+
+/// The same, for a store of this domain (one active connection per shop:
+/// a test with several connections gives each its own store).
+pub async fn shopify_env_for_shop(pool: &PgPool, shop_domain: &str) -> ShopifyEnv {
     let sim = Simulator::start(SimConfig {
         leak_per_second: 20,
+        shop_domain: shop_domain.into(),
         ..SimConfig::default()
     })
     .await
@@ -68,6 +75,19 @@ pub async fn connect(
     tenant: &str,
     settings: &ConnectionSettings,
 ) -> i64 {
+    connect_as(pool, env, tenant, settings, &env.sim.shop_domain()).await
+}
+
+/// [`connect`] under another shop domain, served by the same simulator
+/// (for tests of several connections that receive no webhooks: one active
+/// connection per shop domain).
+pub async fn connect_as(
+    pool: &PgPool,
+    env: &ShopifyEnv,
+    tenant: &str,
+    settings: &ConnectionSettings,
+    shop_domain: &str,
+) -> i64 {
     let mut db = pool.acquire().await.unwrap();
     ledger::create_tenant(
         &mut db,
@@ -81,7 +101,7 @@ pub async fn connect(
     .unwrap();
     drop(db);
     let creds = ConnectionCredentials::shopify(
-        &env.sim.shop_domain(),
+        shop_domain,
         Secret::new(env.sim.issue_token()),
         Some(&env.sim.base_url()),
     );
