@@ -165,6 +165,17 @@ async fn an_invoice_waiting_on_a_failed_customer_is_retried_from_the_invoice(poo
     .await;
     assert_eq!(d.status, InvoiceSyncStatus::Pending);
     assert!(d.actions.retry, "retry is offered: {:?}", d.actions);
+    // The event says so as the step's job fails; the run follows when the
+    // queue records that failure.
+    eventually(WAIT, "the chain is marked failed", || async {
+        let failed = count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.workflow_runs WHERE status = 'failed'",
+        )
+        .await;
+        (failed == 1).then_some(())
+    })
+    .await;
 
     // The refusal is gone (fixed in Xero): retry from the invoice.
     env.sim.clear_faults();
