@@ -84,7 +84,7 @@ fn assert_story(stdout: &str) {
         "draft #D1 completed -> order #1001 financial status paid",
         "orders/paid delivered: 200; the same delivery again: 200 (dropped); a forged one: 401",
         "host inbox: invoice_paid for INV-2002",
-        "[complete_draft]",
+        "[complete draft]",
         "duplicate draft orders: 0",
         "demo finished in",
     ] {
