@@ -7,6 +7,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | [`fetcher`] | claiming batches (`FOR UPDATE SKIP LOCKED`), woken by LISTEN/NOTIFY with a ≤ 1 s poll fallback |
+//! | [`floor`] | the claim's lower bounds per priority, so claims skip the dead entries of claimed jobs |
 //! | [`backend`] | the apalis `Backend` that hands claimed jobs to the worker |
 //! | [`registry`] | job kinds → handlers; decoding payloads |
 //! | [`dispatch`] | running one claimed job and recording its outcome |
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod cron;
 pub mod dispatch;
 pub mod fetcher;
+pub mod floor;
 pub mod heartbeat;
 pub mod outcome;
 pub mod pruner;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::backend::QueueBackend;
 use super::dispatch::{Dispatcher, dispatch};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
+use super::floor::FloorConfig;
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
@@ -181,6 +182,7 @@ impl WorkerRuntime {
                     inflight: inflight.clone(),
                     out: tx,
                     stop: stop_fetching.clone(),
+                    floor: FloorConfig::default(),
                 }
                 .run(),
             );

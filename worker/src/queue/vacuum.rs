@@ -71,12 +71,13 @@ impl VacuumPolicy {
 }
 
 pub async fn run(pool: PgPool, policy: VacuumPolicy, stop: CancellationToken) {
+    let mut left = Leftovers::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(policy.interval) => {}
         }
-        match vacuum_churn(&pool, policy.dead_rows).await {
+        match vacuum_churn_with(&pool, policy.dead_rows, &mut left).await {
             Ok(tables) if tables.is_empty() => {}
             Ok(tables) => tracing::debug!(?tables, "vacuumed"),
             Err(e) => tracing::warn!(error = %e, "vacuuming the queue's tables failed"),
@@ -84,11 +85,41 @@ pub async fn run(pool: PgPool, policy: VacuumPolicy, stop: CancellationToken) {
     }
 }
 
+/// Dead rows a vacuum of this process could not remove, per table.
+///
+/// While a transaction elsewhere holds the xmin horizon, a vacuum removes
+/// nothing: it reads the whole table and its indexes and leaves every dead
+/// row where it was. Vacuuming again each time the count is over the
+/// threshold would repeat that every interval, on a table that only
+/// grows. So a table is vacuumed again only once its dead rows have grown
+/// past twice what the last vacuum left (and the threshold): the work done
+/// in vain stays proportional to the rows written, and once the horizon
+/// moves the next vacuum clears them all.
+#[derive(Debug, Default)]
+pub struct Leftovers(std::collections::HashMap<String, i64>);
+
+impl Leftovers {
+    fn threshold(&self, table: &str, dead_rows: i64) -> i64 {
+        let left = self.0.get(table).copied().unwrap_or(0);
+        dead_rows.max(left.saturating_mul(2))
+    }
+}
+
 /// Vacuums each of [`CHURN_TABLES`] that PostgreSQL counts at least
 /// `dead_rows` dead rows in; returns the tables vacuumed.
 pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, sqlx::Error> {
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_stat_user_tables
+    vacuum_churn_with(pool, dead_rows, &mut Leftovers::default()).await
+}
+
+/// [`vacuum_churn`], skipping the tables whose last vacuum here could not
+/// remove their dead rows until those have doubled ([`Leftovers`]).
+pub async fn vacuum_churn_with(
+    pool: &PgPool,
+    dead_rows: i64,
+    left: &mut Leftovers,
+) -> Result<Vec<String>, sqlx::Error> {
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_dead_tup FROM pg_stat_user_tables
          WHERE schemaname = 'ledgerflow' AND relname = ANY($1) AND n_dead_tup >= $2
          ORDER BY n_dead_tup DESC",
     )
@@ -96,7 +127,11 @@ pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, 
     .bind(dead_rows)
     .fetch_all(pool)
     .await?;
-    for table in &due {
+    let mut done = Vec::new();
+    for (table, dead) in counts {
+        if dead < left.threshold(&table, dead_rows) {
+            continue;
+        }
         // The name is one of CHURN_TABLES (matched above), never input.
         // VACUUM cannot run in a transaction, so not as a prepared statement.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -104,13 +139,32 @@ pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, 
         )))
         .execute(pool)
         .await?;
+        // A vacuum reports the dead rows it had to leave.
+        let after: Option<i64> = sqlx::query_scalar(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'ledgerflow' AND relname = $1",
+        )
+        .bind(&table)
+        .fetch_optional(pool)
+        .await?;
+        left.0.insert(table.clone(), after.unwrap_or(0));
+        done.push(table);
     }
-    Ok(due)
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_a_vacuum_could_not_clean_waits_until_its_dead_rows_double() {
+        let mut left = Leftovers::default();
+        assert_eq!(left.threshold("jobs", 2000), 2000);
+        left.0.insert("jobs".into(), 50_000);
+        assert_eq!(left.threshold("jobs", 2000), 100_000);
+        left.0.insert("jobs".into(), 10);
+        assert_eq!(left.threshold("jobs", 2000), 2000);
+    }
 
     #[test]
     fn a_vacuum_interval_of_zero_turns_it_off_and_a_bad_one_is_refused() {
