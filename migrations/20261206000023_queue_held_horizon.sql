@@ -275,3 +275,91 @@ BEGIN
     INTO promoted, queues_woken;
 END;
 $$;
+
+-- Enqueue many jobs of one kind in one statement, for hosts and backfills:
+--
+--   SELECT ledgerflow.enqueue_many('upsert-invoice',
+--            ARRAY['{"v":1,...}', '{"v":1,...}']::jsonb[],
+--            tenants => ARRAY['shop-42', 'shop-7']);
+--
+-- Arrays are read element by element: `payloads[i]` with `tenants[i]`,
+-- `unique_keys[i]` and `hold_keys[i]` (each may be NULL or shorter: NULL
+-- there). Returns one id per payload, in order; a unique key a pending job
+-- already holds (or an earlier element of the same call) returns that job's
+-- id, as `enqueue` does. Fairness is computed once per tenant for the whole
+-- call, and fetchers are woken once.
+CREATE FUNCTION ledgerflow.enqueue_many(
+    kind          text,
+    payloads      jsonb[],
+    tenants       text[]      DEFAULT NULL,
+    queue         text        DEFAULT 'default',
+    priority      smallint    DEFAULT 2,
+    run_at        timestamptz DEFAULT NULL,
+    unique_keys   text[]      DEFAULT NULL,
+    kind_version  integer     DEFAULT 1,
+    hold_keys     text[]      DEFAULT NULL
+) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    v_due boolean := run_at IS NULL OR run_at <= now();
+    v_ids bigint[];
+    v_n   integer := coalesce(cardinality(payloads), 0);
+BEGIN
+    IF kind IS NULL OR kind = '' THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue_many: kind must not be empty';
+    END IF;
+    IF priority NOT BETWEEN 1 AND 4 THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue_many: priority must be between 1 and 4, got %', priority;
+    END IF;
+    IF v_n = 0 THEN
+        RETURN '{}';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(payloads) p WHERE p IS NULL OR jsonb_typeof(p) <> 'object') THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue_many: every payload must be a JSON object';
+    END IF;
+
+    WITH input AS (
+        -- Ids are drawn up front so each element knows its own, whether or
+        -- not its insert is skipped for a unique key.
+        SELECT i AS ord, payloads[i] AS payload, coalesce(tenants[i], '') AS tenant,
+               unique_keys[i] AS unique_key, hold_keys[i] AS hold_key,
+               nextval(pg_get_serial_sequence('ledgerflow.jobs', 'id')) AS id
+        FROM generate_series(1, v_n) i
+    ),
+    bases AS (
+        SELECT d.tenant, ledgerflow.next_fair_key(queue, d.tenant, 0) AS base
+        FROM (SELECT DISTINCT tenant FROM input) d
+    ),
+    inserted AS (
+        INSERT INTO ledgerflow.jobs AS j (id, queue, kind, kind_version, payload, state, priority,
+                                          tenant, fair_key, run_at, unique_key, hold_key)
+        OVERRIDING SYSTEM VALUE
+        SELECT i.id, queue, kind, kind_version, i.payload,
+               CASE WHEN v_due THEN 'available' ELSE 'scheduled' END,
+               priority, i.tenant,
+               b.base + row_number() OVER (PARTITION BY i.tenant ORDER BY i.ord) - 1,
+               coalesce(run_at, now()), i.unique_key, i.hold_key
+        FROM input i JOIN bases b USING (tenant)
+        ORDER BY i.ord
+        ON CONFLICT (unique_key) WHERE state IN ('scheduled', 'available', 'held') DO NOTHING
+        RETURNING j.id
+    )
+    -- Not inserted: an earlier element of this call took the key (its row
+    -- is not visible to this statement's reads), or a pending job holds it.
+    SELECT array_agg(coalesce(
+               ins.id,
+               (SELECT e.id FROM input e JOIN inserted ei ON ei.id = e.id
+                WHERE e.unique_key = i.unique_key ORDER BY e.ord LIMIT 1),
+               (SELECT p.id FROM ledgerflow.jobs p
+                WHERE p.unique_key = i.unique_key AND p.state IN ('scheduled', 'available', 'held')
+                ORDER BY p.id LIMIT 1)) ORDER BY i.ord)
+    INTO v_ids
+    FROM input i LEFT JOIN inserted ins ON ins.id = i.id;
+
+    IF v_due THEN
+        PERFORM pg_notify('ledgerflow_jobs', queue);
+    END IF;
+    RETURN v_ids;
+END;
+$$;

@@ -103,9 +103,19 @@ pub struct WorkerArgs {
     /// Queues to serve (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "default")]
     pub queues: Vec<String>,
-    /// Jobs run at once, per queue.
+    /// Jobs run at once, per queue, when they take time (provider calls).
+    /// While the jobs are cheap (under 5 ms on average) and more are
+    /// waiting, the worker runs more at once, up to --max-concurrency.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Jobs run at once, per queue, while they are cheap [default: 16 ×
+    /// --concurrency, at least 512]; equal to --concurrency: fixed.
+    #[arg(long)]
+    pub max_concurrency: Option<usize>,
+    /// Exit once no job of the served queues is available, running or
+    /// scheduled (held jobs aside): for batch runs, tests and benchmarks.
+    #[arg(long)]
+    pub until_empty: bool,
     /// This process's stable name; at start it releases jobs an earlier
     /// process of the same name left running. Give each process its own.
     #[arg(long, env = "LEDGERFLOW_WORKER_ID")]
@@ -157,6 +167,8 @@ impl WorkerArgs {
         let mut cfg = QueueConfig {
             queues: self.queues.clone(),
             concurrency: self.concurrency.max(1),
+            max_concurrency: self.max_concurrency,
+            until_empty: self.until_empty,
             worker_name: self.worker_id.clone().unwrap_or_else(default_worker_name),
             lease,
             heartbeat_interval: lease / 3,

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::floor::{ClaimFloor, FloorConfig};
+use super::pace::{Pace, PaceConfig, Slot};
 
 /// A job this process holds a lease on.
 #[derive(Debug)]
@@ -36,7 +37,7 @@ pub struct ClaimedJob {
     pub created_at: DateTime<Utc>,
     pub claimed_at: DateTime<Utc>,
     /// Frees this job's slot in the fetcher when the job is done.
-    pub(crate) slot: Option<OwnedSemaphorePermit>,
+    pub(crate) slot: Option<Slot>,
     /// Cancelled when the lease is lost (another holder took the job over).
     pub lease_lost: CancellationToken,
 }
@@ -103,7 +104,8 @@ pub struct FetcherConfig {
     pub worker_id: String,
     pub lease: Duration,
     pub poll_interval: Duration,
-    /// Slots: jobs claimed and not yet finished, at most.
+    /// Slots: jobs claimed and not yet finished, at most (the fetcher's
+    /// [`PaceConfig`] decides; this is what a manual claim takes at most).
     pub concurrency: usize,
 }
 
@@ -116,11 +118,14 @@ pub struct Fetcher {
     pub stop: CancellationToken,
     /// How the claim's lower bounds are kept.
     pub floor: FloorConfig,
+    /// How many jobs are in flight at once ([`super::pace`]).
+    pub pace: PaceConfig,
 }
 
 impl Fetcher {
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut pace = Pace::new(self.pace);
+        let slots = pace.semaphore();
         let mut floor = ClaimFloor::new(self.floor);
         let mut more_waiting = true;
         loop {
@@ -153,7 +158,7 @@ impl Fetcher {
                     tracing::debug!(queue = %self.config.queue, wanted = want, claimed = jobs.len(), "claimed");
                     more_waiting = jobs.len() == want;
                     for mut job in jobs {
-                        job.slot = permits.split(1);
+                        job.slot = permits.split(1).map(|p| pace.slot(p));
                         self.inflight
                             .insert(job.id, job.claim, job.lease_lost.clone());
                         let id = job.id;
@@ -169,6 +174,8 @@ impl Fetcher {
                     more_waiting = false;
                 }
             }
+            drop(permits);
+            pace.adjust(more_waiting);
         }
     }
 }
