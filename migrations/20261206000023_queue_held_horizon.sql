@@ -31,6 +31,71 @@
 
 DROP INDEX IF EXISTS ledgerflow.jobs_virtual_time_idx;
 
+-- Keyed jobs only: every unkeyed job had a NULL entry here, one index
+-- insert per enqueue and one dead entry per claim for nothing.
+DROP INDEX ledgerflow.jobs_unique_pending_idx;
+CREATE UNIQUE INDEX jobs_unique_pending_idx ON ledgerflow.jobs (unique_key)
+    WHERE state IN ('scheduled', 'available', 'held') AND unique_key IS NOT NULL;
+
+-- As in migration 1, with the conflict target naming the index's new
+-- predicate.
+CREATE OR REPLACE FUNCTION ledgerflow.enqueue(
+    kind          text,
+    payload       jsonb,
+    queue         text        DEFAULT 'default',
+    priority      smallint    DEFAULT 2,
+    tenant        text        DEFAULT '',
+    run_at        timestamptz DEFAULT NULL,
+    unique_key    text        DEFAULT NULL,
+    kind_version  integer     DEFAULT 1,
+    hold_key      text        DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_id   bigint;
+    v_key  bigint;
+    v_due  boolean := run_at IS NULL OR run_at <= now();
+BEGIN
+    IF kind IS NULL OR kind = '' THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue: kind must not be empty';
+    END IF;
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue: payload must be a JSON object';
+    END IF;
+    IF priority NOT BETWEEN 1 AND 4 THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue: priority must be between 1 and 4, got %', priority;
+    END IF;
+
+    v_key := ledgerflow.next_fair_key(enqueue.queue, enqueue.tenant, 1);
+
+    LOOP
+        INSERT INTO ledgerflow.jobs AS j (queue, kind, kind_version, payload, state, priority,
+                                          tenant, fair_key, run_at, unique_key, hold_key)
+        VALUES (enqueue.queue, enqueue.kind, enqueue.kind_version, enqueue.payload,
+                CASE WHEN v_due THEN 'available' ELSE 'scheduled' END,
+                enqueue.priority, enqueue.tenant, v_key, coalesce(enqueue.run_at, now()),
+                enqueue.unique_key, enqueue.hold_key)
+        ON CONFLICT (unique_key) WHERE state IN ('scheduled', 'available', 'held') AND unique_key IS NOT NULL DO NOTHING
+        RETURNING j.id INTO v_id;
+
+        IF v_id IS NOT NULL THEN
+            IF v_due THEN
+                PERFORM pg_notify('ledgerflow_jobs', enqueue.queue);
+            END IF;
+            RETURN v_id;
+        END IF;
+
+        SELECT j.id INTO v_id FROM ledgerflow.jobs j
+        WHERE j.unique_key = enqueue.unique_key AND j.state IN ('scheduled', 'available', 'held');
+        IF v_id IS NOT NULL THEN
+            RETURN v_id;
+        END IF;
+        -- The holder of the key finished between our insert and select: try again.
+    END LOOP;
+END;
+$$;
+
 -- One sequence per queue holds its frontier. The registry is written once
 -- per queue, so its rows never churn.
 CREATE TABLE ledgerflow.queue_frontiers (
@@ -299,12 +364,18 @@ CREATE FUNCTION ledgerflow.enqueue_many(
     kind_version  integer     DEFAULT 1,
     hold_keys     text[]      DEFAULT NULL
 ) RETURNS bigint[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- The planner's estimate for the lookups of skipped keys (never run when
+-- no key is skipped) crosses jit_above_cost, and compiling the statement
+-- took 1.2 s of a 1.3 s call of 2,000 jobs.
+SET jit = off
+AS $$
 #variable_conflict use_variable
 DECLARE
     v_due boolean := run_at IS NULL OR run_at <= now();
     v_ids bigint[];
     v_n   integer := coalesce(cardinality(payloads), 0);
+    v_seq regclass := pg_get_serial_sequence('ledgerflow.jobs', 'id')::regclass;
 BEGIN
     IF kind IS NULL OR kind = '' THEN
         RAISE EXCEPTION 'ledgerflow.enqueue_many: kind must not be empty';
@@ -319,13 +390,18 @@ BEGIN
         RAISE EXCEPTION 'ledgerflow.enqueue_many: every payload must be a JSON object';
     END IF;
 
+    IF greatest(cardinality(tenants), cardinality(unique_keys), cardinality(hold_keys)) > v_n THEN
+        RAISE EXCEPTION 'ledgerflow.enqueue_many: tenants, unique_keys and hold_keys may not be longer than payloads';
+    END IF;
+
     WITH input AS (
         -- Ids are drawn up front so each element knows its own, whether or
-        -- not its insert is skipped for a unique key.
-        SELECT i AS ord, payloads[i] AS payload, coalesce(tenants[i], '') AS tenant,
-               unique_keys[i] AS unique_key, hold_keys[i] AS hold_key,
-               nextval(pg_get_serial_sequence('ledgerflow.jobs', 'id')) AS id
-        FROM generate_series(1, v_n) i
+        -- not its insert is skipped for a unique key. unnest, not
+        -- payloads[i]: a subscript detoasts the whole array every time.
+        SELECT x.ord, x.payload, coalesce(x.tenant, '') AS tenant, x.unique_key, x.hold_key,
+               nextval(v_seq) AS id
+        FROM unnest(payloads, tenants, unique_keys, hold_keys)
+             WITH ORDINALITY AS x(payload, tenant, unique_key, hold_key, ord)
     ),
     bases AS (
         SELECT d.tenant, ledgerflow.next_fair_key(queue, d.tenant, 0) AS base
@@ -342,7 +418,7 @@ BEGIN
                coalesce(run_at, now()), i.unique_key, i.hold_key
         FROM input i JOIN bases b USING (tenant)
         ORDER BY i.ord
-        ON CONFLICT (unique_key) WHERE state IN ('scheduled', 'available', 'held') DO NOTHING
+        ON CONFLICT (unique_key) WHERE state IN ('scheduled', 'available', 'held') AND unique_key IS NOT NULL DO NOTHING
         RETURNING j.id
     )
     -- Not inserted: an earlier element of this call took the key (its row
