@@ -394,6 +394,37 @@ BEGIN
         RAISE EXCEPTION 'ledgerflow.enqueue_many: tenants, unique_keys and hold_keys may not be longer than payloads';
     END IF;
 
+    -- No unique key: a plain insert. ON CONFLICT makes every row a
+    -- speculative insertion, which cost about 40 % more per row.
+    IF unique_keys IS NULL OR NOT EXISTS (SELECT 1 FROM unnest(unique_keys) k WHERE k IS NOT NULL) THEN
+        WITH input AS (
+            SELECT x.ord, x.payload, coalesce(x.tenant, '') AS tenant, x.hold_key
+            FROM unnest(payloads, tenants, hold_keys) WITH ORDINALITY AS x(payload, tenant, hold_key, ord)
+        ),
+        bases AS (
+            SELECT d.tenant, ledgerflow.next_fair_key(queue, d.tenant, 0) AS base
+            FROM (SELECT DISTINCT tenant FROM input) d
+        ),
+        inserted AS (
+            INSERT INTO ledgerflow.jobs AS j (queue, kind, kind_version, payload, state, priority,
+                                              tenant, fair_key, run_at, hold_key)
+            SELECT queue, kind, kind_version, i.payload,
+                   CASE WHEN v_due THEN 'available' ELSE 'scheduled' END,
+                   priority, i.tenant,
+                   b.base + row_number() OVER (PARTITION BY i.tenant ORDER BY i.ord) - 1,
+                   coalesce(run_at, now()), i.hold_key
+            FROM input i JOIN bases b USING (tenant)
+            ORDER BY i.ord
+            RETURNING j.id
+        )
+        -- Identity values follow the insert order, which is the input's.
+        SELECT array_agg(id ORDER BY id) INTO v_ids FROM inserted;
+        IF v_due THEN
+            PERFORM pg_notify('ledgerflow_jobs', queue);
+        END IF;
+        RETURN v_ids;
+    END IF;
+
     WITH input AS (
         -- Ids are drawn up front so each element knows its own, whether or
         -- not its insert is skipped for a unique key. unnest, not

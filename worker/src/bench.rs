@@ -28,6 +28,10 @@ pub enum Scenario {
         /// Jobs per bulk enqueue statement (`ledgerflow.enqueue_many`).
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// Connections the bulk enqueue uses at once (the COPY baseline
+        /// uses as many).
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
         /// Jobs inserted one by one to an idle worker for the pickup latency.
         #[arg(long, default_value_t = 200)]
         pickups: usize,
@@ -171,6 +175,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             concurrency,
             max_concurrency,
             batch,
+            connections,
             pickups,
             json,
         } => {
@@ -182,6 +187,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 max_concurrency,
                 pickups,
                 batch,
+                connections,
             };
             let report = crate::bench_queue::run(&db.pool, &run).await;
             db.drop_db().await?;

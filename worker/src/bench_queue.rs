@@ -1,8 +1,9 @@
 //! `ledgerflow bench queue`: the queue's raw speed, each figure next to a
 //! baseline measured in the same run on the same database:
 //!
-//! - bulk enqueue (`ledgerflow.enqueue_many`, `--batch` jobs a statement)
-//!   against a bare `COPY` of the same payloads into a plain table;
+//! - bulk enqueue (`ledgerflow.enqueue_many`, `--batch` jobs a statement,
+//!   `--connections` at once) against a bare `COPY` of the same payloads
+//!   into a plain table over as many connections;
 //! - the drain by `--workers` worker runtimes with the worker's defaults
 //!   (leases, fencing, heartbeats, batched completion, adaptive slots)
 //!   against a bare `FOR UPDATE SKIP LOCKED` loop;
@@ -30,6 +31,8 @@ pub struct QueueRun {
     pub pickups: usize,
     /// Jobs per bulk enqueue statement.
     pub batch: usize,
+    /// Connections the bulk enqueue (and the COPY) use at once.
+    pub connections: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -39,6 +42,7 @@ pub struct QueueReport {
     pub concurrency: usize,
     pub max_concurrency: usize,
     pub batch: usize,
+    pub connections: usize,
     /// Bulk enqueue through `ledgerflow.enqueue_many`.
     pub enqueue_per_sec: f64,
     /// The same payloads and tenants copied into a plain two-column table.
@@ -60,8 +64,8 @@ impl std::fmt::Display for QueueReport {
         )?;
         writeln!(
             f,
-            "  bulk enqueue        {:>10.0} jobs/s ({} a statement)",
-            self.enqueue_per_sec, self.batch
+            "  bulk enqueue        {:>10.0} jobs/s ({} a statement, {} connections)",
+            self.enqueue_per_sec, self.batch, self.connections
         )?;
         writeln!(
             f,
@@ -97,12 +101,25 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         })
         .collect();
 
-    // 1. The bare COPY, then the bulk enqueue of the same payloads.
-    let copy_secs = copy_baseline(pool, &probes).await?;
+    // 1. The bare COPY, then the bulk enqueue of the same payloads, each
+    //    over the same number of connections at once.
+    let connections = run.connections.max(1);
+    let per_connection = jobs.div_ceil(connections).max(1);
+    let copy_secs = copy_baseline(pool, &probes, per_connection).await?;
     let started = Instant::now();
-    for chunk in probes.chunks(run.batch.max(1)) {
-        let mut conn = pool.acquire().await?;
-        queue::enqueue_many(&mut conn, chunk, ManyOptions::default()).await?;
+    let mut loaders = tokio::task::JoinSet::new();
+    for part in probes.chunks(per_connection) {
+        let (pool, part, batch) = (pool.clone(), part.to_vec(), run.batch.max(1));
+        loaders.spawn(async move {
+            let mut conn = pool.acquire().await?;
+            for chunk in part.chunks(batch) {
+                queue::enqueue_many(&mut conn, chunk, ManyOptions::default()).await?;
+            }
+            Ok::<_, queue::EnqueueError>(())
+        });
+    }
+    while let Some(done) = loaders.join_next().await {
+        done??;
     }
     let enqueue_secs = started.elapsed().as_secs_f64();
 
@@ -160,6 +177,7 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         concurrency: run.concurrency,
         max_concurrency,
         batch: run.batch,
+        connections,
         enqueue_per_sec,
         copy_per_sec,
         enqueue_over_copy: enqueue_per_sec / copy_per_sec,
@@ -172,10 +190,12 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
 }
 
 /// Seconds to `COPY` the probes' payloads and tenants into a plain table
-/// (no index, no constraint), in one statement.
+/// (no index, no constraint), `per_connection` rows a statement, the
+/// statements on as many connections at once.
 async fn copy_baseline(
     pool: &PgPool,
     probes: &[QueueProbe],
+    per_connection: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     sqlx::raw_sql(
         "DROP TABLE IF EXISTS bench_copy;
@@ -183,26 +203,36 @@ async fn copy_baseline(
     )
     .execute(pool)
     .await?;
-    // COPY's text format: tab-separated, backslashes doubled.
-    let mut data = String::with_capacity(probes.len() * 160);
-    for p in probes {
-        let json = serde_json::to_string(p)?;
-        data.push_str(&copy_text(&json));
-        data.push('\t');
-        data.push_str(&copy_text(&p.tenant));
-        data.push('\n');
+    let mut parts = Vec::new();
+    for part in probes.chunks(per_connection) {
+        // COPY's text format: tab-separated, backslashes doubled.
+        let mut data = String::with_capacity(part.len() * 160);
+        for p in part {
+            let json = serde_json::to_string(p)?;
+            data.push_str(&copy_text(&json));
+            data.push('\t');
+            data.push_str(&copy_text(&p.tenant));
+            data.push('\n');
+        }
+        parts.push((pool.acquire().await?, data));
     }
-    let mut conn = pool.acquire().await?;
     let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw("COPY bench_copy (payload, tenant) FROM STDIN")
-        .await?;
-    copy.send(data.into_bytes()).await?;
-    copy.finish().await?;
+    let mut copies = tokio::task::JoinSet::new();
+    for (mut conn, data) in parts {
+        copies.spawn(async move {
+            let mut copy = conn
+                .copy_in_raw("COPY bench_copy (payload, tenant) FROM STDIN")
+                .await?;
+            copy.send(data.into_bytes()).await?;
+            copy.finish().await?;
+            Ok::<_, sqlx::Error>(())
+        });
+    }
+    while let Some(done) = copies.join_next().await {
+        done??;
+    }
     let secs = started.elapsed().as_secs_f64();
-    sqlx::raw_sql("DROP TABLE bench_copy")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::raw_sql("DROP TABLE bench_copy").execute(pool).await?;
     Ok(secs)
 }
 
