@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 /// single short statement, so none lands that far in the past).
 pub const RESCUE_OVERLAP: Duration = Duration::from_secs(5);
 
-/// Every this many runs the rescuer looks at every expired lease, however
-/// old: the one safety net for a lease the bounded runs could not see (a
-/// row locked by another statement when it was passed).
-pub const FULL_RESCUE_EVERY: u32 = 12;
+/// Every this many runs (10 minutes at the default 5 s) the rescuer looks
+/// at every expired lease, however old: the one safety net for a lease the
+/// bounded runs could not see (a row locked by another statement when it
+/// was passed). While the horizon is held such a pass walks every lease
+/// ever written, so it is rare.
+pub const FULL_RESCUE_EVERY: u32 = 120;
 
 /// Leases one run returns at most (the `LIMIT` in [`release`]).
 const RESCUE_BATCH: u64 = 10_000;

@@ -91,18 +91,48 @@ pub async fn run(pool: PgPool, policy: VacuumPolicy, stop: CancellationToken) {
 /// nothing: it reads the whole table and its indexes and leaves every dead
 /// row where it was. Vacuuming again each time the count is over the
 /// threshold would repeat that every interval, on a table that only
-/// grows. So a table is vacuumed again only once its dead rows have grown
-/// past twice what the last vacuum left (and the threshold): the work done
-/// in vain stays proportional to the rows written, and once the horizon
-/// moves the next vacuum clears them all.
+/// grows. So while the oldest snapshot on the server is the one that was
+/// oldest at that vacuum, the table is not vacuumed again: a second vacuum
+/// could remove nothing the first could not. Once the horizon has moved,
+/// the next check vacuums as usual and clears them. When the horizon
+/// cannot be read (a role that may not see other sessions' snapshots), a
+/// table is vacuumed again once its dead rows have doubled.
 #[derive(Debug, Default)]
-pub struct Leftovers(std::collections::HashMap<String, i64>);
+pub struct Leftovers(std::collections::HashMap<String, Leftover>);
+
+#[derive(Debug, Clone)]
+struct Leftover {
+    dead: i64,
+    /// The oldest snapshot's xmin when the vacuum ran ([`horizon`]).
+    horizon: Option<String>,
+}
 
 impl Leftovers {
-    fn threshold(&self, table: &str, dead_rows: i64) -> i64 {
-        let left = self.0.get(table).copied().unwrap_or(0);
-        dead_rows.max(left.saturating_mul(2))
+    /// Dead rows `table` must have to be vacuumed now (`None`: not now).
+    fn threshold(&self, table: &str, dead_rows: i64, horizon: Option<&str>) -> Option<i64> {
+        match self.0.get(table) {
+            Some(left) if left.dead >= dead_rows => match (&left.horizon, horizon) {
+                (Some(then), Some(now)) if then == now => None,
+                (Some(_), Some(_)) => Some(dead_rows),
+                _ => Some(dead_rows.max(left.dead.saturating_mul(2))),
+            },
+            _ => Some(dead_rows),
+        }
     }
+}
+
+/// The xmin of the oldest snapshot any other session holds (the server's
+/// horizon, replication slots and prepared transactions aside); it stands
+/// still while a long transaction holds it.
+async fn horizon(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT backend_xmin::text FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND backend_xmin IS NOT NULL
+         ORDER BY age(backend_xmin) DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
 }
 
 /// Vacuums each of [`CHURN_TABLES`] that PostgreSQL counts at least
@@ -127,10 +157,15 @@ pub async fn vacuum_churn_with(
     .bind(dead_rows)
     .fetch_all(pool)
     .await?;
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = horizon(pool).await?;
     let mut done = Vec::new();
     for (table, dead) in counts {
-        if dead < left.threshold(&table, dead_rows) {
-            continue;
+        match left.threshold(&table, dead_rows, now.as_deref()) {
+            Some(at_least) if dead >= at_least => {}
+            _ => continue,
         }
         // The name is one of CHURN_TABLES (matched above), never input.
         // VACUUM cannot run in a transaction, so not as a prepared statement.
@@ -146,7 +181,13 @@ pub async fn vacuum_churn_with(
         .bind(&table)
         .fetch_optional(pool)
         .await?;
-        left.0.insert(table.clone(), after.unwrap_or(0));
+        left.0.insert(
+            table.clone(),
+            Leftover {
+                dead: after.unwrap_or(0),
+                horizon: now.clone(),
+            },
+        );
         done.push(table);
     }
     Ok(done)
@@ -157,13 +198,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_table_a_vacuum_could_not_clean_waits_until_its_dead_rows_double() {
+    fn a_table_a_vacuum_could_not_clean_waits_for_the_horizon_to_move() {
         let mut left = Leftovers::default();
-        assert_eq!(left.threshold("jobs", 2000), 2000);
-        left.0.insert("jobs".into(), 50_000);
-        assert_eq!(left.threshold("jobs", 2000), 100_000);
-        left.0.insert("jobs".into(), 10);
-        assert_eq!(left.threshold("jobs", 2000), 2000);
+        assert_eq!(left.threshold("jobs", 2000, Some("7")), Some(2000));
+        let stuck = Leftover {
+            dead: 50_000,
+            horizon: Some("7".into()),
+        };
+        left.0.insert("jobs".into(), stuck.clone());
+        assert_eq!(left.threshold("jobs", 2000, Some("7")), None, "held");
+        assert_eq!(left.threshold("jobs", 2000, Some("9")), Some(2000), "moved");
+        assert_eq!(left.threshold("jobs", 2000, None), Some(100_000), "unknown");
+        left.0.insert("jobs".into(), Leftover { dead: 10, ..stuck });
+        assert_eq!(
+            left.threshold("jobs", 2000, Some("7")),
+            Some(2000),
+            "cleaned"
+        );
     }
 
     #[test]
