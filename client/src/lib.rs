@@ -75,8 +75,8 @@ pub use ledgerflow_workflows::ledger::{
 };
 pub use ledgerflow_workflows::payloads;
 pub use ledgerflow_workflows::queue::{
-    AttemptError, EnqueueError, JobRecord, JobState, enqueue, enqueue_batch, find_job,
-    release_held, retry_failed,
+    AttemptError, EnqueueError, JobRecord, JobState, ManyOptions, enqueue, enqueue_batch,
+    enqueue_many, find_job, release_held, retry_failed,
 };
 /// Workflow runs: a sync chain's steps and their outcomes; retry a failed step.
 pub use ledgerflow_workflows::workflow_run::{

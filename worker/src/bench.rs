@@ -2,20 +2,14 @@
 //! to a baseline measured in the same run on the same database, so the
 //! ratio means something on any machine.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ledgerflow_workflows::payloads::QueueProbe;
-use ledgerflow_workflows::queue;
-use serde::Serialize;
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-
-use crate::queue::{QueueConfig, WorkerRuntime};
-use crate::scratch::with_scratch;
+use crate::scratch::{ScratchDb, with_scratch};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Scenario {
-    /// Queue throughput and pickup latency against a bare SKIP LOCKED loop.
+    /// Bulk enqueue against a bare COPY into a plain table, the default
+    /// worker's drain against a bare SKIP LOCKED loop, and pickup latency.
     Queue {
         /// Jobs to enqueue and drain (1 to 10,000,000).
         #[arg(long, default_value_t = 50_000, value_parser = count::<1, 10_000_000>)]
@@ -23,12 +17,57 @@ pub enum Scenario {
         /// Worker runtimes in this process (each with its own fetcher), 1 to 64.
         #[arg(long, default_value_t = 2, value_parser = count::<1, 64>)]
         workers: usize,
-        /// Jobs run at once per worker (also the most one claim takes), 1 to 10,000.
-        #[arg(long, default_value_t = 500, value_parser = count::<1, 10_000>)]
+        /// Jobs run at once per worker when they take time, as `ledgerflow
+        /// worker --concurrency` (its default: the default worker is measured).
+        #[arg(long, default_value_t = crate::queue::QueueConfig::default().concurrency)]
         concurrency: usize,
-        /// Jobs inserted one by one to an idle worker for the pickup latency (1 to 100,000).
-        #[arg(long, default_value_t = 200, value_parser = count::<1, 100_000>)]
+        /// Jobs run at once per worker while they are cheap, as `ledgerflow
+        /// worker --max-concurrency` [default: the worker's].
+        #[arg(long)]
+        max_concurrency: Option<usize>,
+        /// Jobs per bulk enqueue statement (`ledgerflow.enqueue_many`).
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Connections the bulk enqueue uses at once (the COPY baseline
+        /// uses as many).
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        /// Jobs inserted one by one to an idle worker for the pickup latency.
+        #[arg(long, default_value_t = 200)]
         pickups: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The queue while another session holds the xmin horizon: a producer
+    /// at `--rate` jobs/s in small batches (host-style, one
+    /// `ledgerflow.enqueue` per row), `--workers` `ledgerflow worker`
+    /// processes with their defaults; phases clean, held (a session idle in
+    /// a REPEATABLE READ transaction after taking its snapshot) and after.
+    /// Per phase: offered and done rates, pickup p50/p99, enqueue statement
+    /// p50/max, dead tuples of the queue's tables; held / clean ratios.
+    HeldXmin {
+        /// Jobs offered a second.
+        #[arg(long, default_value_t = 300)]
+        rate: u32,
+        /// Seconds of the clean phase (the baseline).
+        #[arg(long, default_value_t = 60)]
+        clean_secs: u64,
+        /// Seconds the horizon is held.
+        #[arg(long, default_value_t = 180)]
+        hold_secs: u64,
+        /// Seconds after the holding transaction committed.
+        #[arg(long, default_value_t = 60)]
+        after_secs: u64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Tenants the jobs are spread over.
+        #[arg(long, default_value_t = 10)]
+        tenants: usize,
+        /// Milliseconds between enqueue statements (each of rate × this jobs).
+        #[arg(long, default_value_t = 100)]
+        batch_ms: u64,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -150,51 +189,36 @@ pub enum SyncProvider {
     Shopify,
 }
 
-#[derive(Debug, Serialize)]
-pub struct QueueReport {
-    pub jobs: usize,
-    pub workers: usize,
-    pub concurrency: usize,
-    pub enqueue_per_sec: f64,
-    pub jobs_per_sec: f64,
-    pub baseline_jobs_per_sec: f64,
-    pub ratio: f64,
-    pub pickup_p50_ms: f64,
-    pub pickup_p99_ms: f64,
-}
-
 pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn std::error::Error>> {
     match scenario {
         Scenario::Queue {
             jobs,
             workers,
             concurrency,
+            max_concurrency,
+            batch,
+            connections,
             pickups,
             json,
         } => {
+            let run = crate::bench_queue::QueueRun {
+                jobs,
+                workers,
+                concurrency,
+                max_concurrency,
+                pickups,
+                batch,
+                connections,
+            };
             let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
-                queue_bench(&pool, jobs, workers, concurrency, pickups).await
+                crate::bench_queue::run(&pool, &run).await
             })
             .await?;
             let report = report?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("queue bench: {jobs} no-op jobs, {workers} workers x {concurrency} slots");
-                println!(
-                    "  enqueue (batched)   {:>10.0} jobs/s",
-                    report.enqueue_per_sec
-                );
-                println!("  drain               {:>10.0} jobs/s", report.jobs_per_sec);
-                println!(
-                    "  baseline SQL loop   {:>10.0} jobs/s",
-                    report.baseline_jobs_per_sec
-                );
-                println!("  ratio               {:>10.2}", report.ratio);
-                println!(
-                    "  pickup p50 / p99    {:>7.2} / {:.2} ms",
-                    report.pickup_p50_ms, report.pickup_p99_ms
-                );
+                println!("{report}");
             }
         }
         Scenario::Sync {
@@ -247,6 +271,40 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 }
             })
             .await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+        }
+        Scenario::HeldXmin {
+            rate,
+            clean_secs,
+            hold_secs,
+            after_secs,
+            workers,
+            tenants,
+            batch_ms,
+            json,
+        } => {
+            if rate == 0 || batch_ms == 0 {
+                return Err("bench held-xmin: --rate and --batch-ms must be positive".into());
+            }
+            let db = ScratchDb::create(database_url, "ledgerflow_bench", 24).await?;
+            let run = crate::bench_held::HeldRun {
+                rate,
+                clean: Duration::from_secs(clean_secs),
+                hold: Duration::from_secs(hold_secs),
+                after: Duration::from_secs(after_secs),
+                workers,
+                tenants,
+                batch_every: Duration::from_millis(batch_ms),
+                worker_exe: std::env::current_exe()?,
+                database_url: db.url.clone(),
+            };
+            let report = crate::bench_held::run(&db.pool, &run).await;
+            db.drop_db().await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -337,182 +395,4 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
         }
     }
     Ok(())
-}
-
-async fn queue_bench(
-    pool: &PgPool,
-    jobs: usize,
-    workers: usize,
-    concurrency: usize,
-    pickups: usize,
-) -> Result<QueueReport, Box<dyn std::error::Error>> {
-    // 1. Enqueue, batched.
-    let probes: Vec<QueueProbe> = (0..jobs)
-        .map(|i| QueueProbe {
-            tenant: format!("t{}", i % 10),
-            ..QueueProbe::default()
-        })
-        .collect();
-    let started = Instant::now();
-    for chunk in probes.chunks(2_000) {
-        let mut conn = pool.acquire().await?;
-        queue::enqueue_batch(&mut conn, chunk).await?;
-    }
-    let enqueue_secs = started.elapsed().as_secs_f64();
-
-    // 2. Drain with real worker runtimes (leases, fencing, heartbeats on).
-    let stop = CancellationToken::new();
-    // An interrupted run (Ctrl-C drops this future) stops its workers too.
-    let _stop_on_drop = stop.clone().drop_guard();
-    let mut handles = Vec::new();
-    let started = Instant::now();
-    for w in 0..workers.max(1) {
-        let config = QueueConfig {
-            concurrency,
-            worker_name: format!("bench-{w}"),
-            ..QueueConfig::default()
-        };
-        handles.push(tokio::spawn(WorkerRuntime::run(
-            pool.clone(),
-            crate::handlers::registry(),
-            config,
-            stop.clone(),
-        )));
-    }
-    let measured = async {
-        wait_until_drained(pool).await?;
-        let drain_secs = started.elapsed().as_secs_f64();
-
-        // 3. Pickup latency: one job at a time into an idle worker.
-        let mut latencies = Vec::with_capacity(pickups);
-        for _ in 0..pickups {
-            let mut conn = pool.acquire().await?;
-            let id = queue::enqueue(&mut conn, &QueueProbe::default(), Default::default()).await?;
-            drop(conn);
-            latencies.push(wait_for_pickup(pool, id).await?);
-        }
-        Ok::<_, Box<dyn std::error::Error>>((drain_secs, latencies))
-    }
-    .await;
-    stop.cancel();
-    for h in handles {
-        let _ = h.await;
-    }
-    let (drain_secs, mut latencies) = measured?;
-    latencies.sort_by(f64::total_cmp);
-
-    // 4. Baseline on the same database.
-    let baseline = baseline_jobs_per_sec(pool, jobs).await?;
-
-    let jobs_per_sec = jobs as f64 / drain_secs;
-    Ok(QueueReport {
-        jobs,
-        workers,
-        concurrency,
-        enqueue_per_sec: jobs as f64 / enqueue_secs,
-        jobs_per_sec,
-        baseline_jobs_per_sec: baseline,
-        ratio: jobs_per_sec / baseline,
-        pickup_p50_ms: percentile(&latencies, 0.50),
-        pickup_p99_ms: percentile(&latencies, 0.99),
-    })
-}
-
-async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
-    loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
-            .fetch_one(pool)
-            .await?;
-        if left == 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Milliseconds from the job's insert to its claim, as PostgreSQL saw them.
-async fn wait_for_pickup(pool: &PgPool, id: i64) -> Result<f64, Box<dyn std::error::Error>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ms: Option<f64> = sqlx::query_scalar(
-            "SELECT (extract(epoch FROM (started_at - created_at)) * 1000)::float8 FROM ledgerflow.finished_jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-        if let Some(ms) = ms {
-            return Ok(ms);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("job {id} was not picked up within 10 s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-/// The bar to measure against: a minimal SQL loop on a bare jobs table, 10
-/// connections, each claiming 100 jobs per transaction with
-/// `FOR UPDATE SKIP LOCKED` and marking them done in a second transaction.
-async fn baseline_jobs_per_sec(
-    pool: &PgPool,
-    jobs: usize,
-) -> Result<f64, Box<dyn std::error::Error>> {
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS bench_baseline_jobs;
-         CREATE TABLE bench_baseline_jobs (id bigserial PRIMARY KEY, state text NOT NULL DEFAULT 'available',
-                                           payload jsonb NOT NULL DEFAULT '{}');
-         CREATE INDEX ON bench_baseline_jobs (id) WHERE state = 'available';",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO bench_baseline_jobs (payload) SELECT '{}'::jsonb FROM generate_series(1, $1)",
-    )
-    .bind(i64::try_from(jobs).unwrap_or(i64::MAX))
-    .execute(pool)
-    .await?;
-    sqlx::raw_sql("ANALYZE bench_baseline_jobs")
-        .execute(pool)
-        .await?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let pool = pool.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let mut tx = pool.begin().await?;
-                let ids: Vec<i64> = sqlx::query_scalar(
-                    "UPDATE bench_baseline_jobs SET state = 'running' WHERE id IN (
-                         SELECT id FROM bench_baseline_jobs WHERE state = 'available'
-                         ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED) RETURNING id",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                if ids.is_empty() {
-                    return Ok::<(), sqlx::Error>(());
-                }
-                sqlx::query("UPDATE bench_baseline_jobs SET state = 'done' WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .execute(&pool)
-                    .await?;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    sqlx::raw_sql("DROP TABLE bench_baseline_jobs")
-        .execute(pool)
-        .await?;
-    Ok(jobs as f64 / secs)
 }

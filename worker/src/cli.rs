@@ -136,9 +136,19 @@ pub struct WorkerArgs {
     /// Queues to serve (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "default", value_parser = queue_name)]
     pub queues: Vec<String>,
-    /// Jobs run at once, per queue (1 to 1024).
+    /// Jobs run at once, per queue, when they take time (provider calls;
+    /// 1 to 1024). While the jobs are cheap (under 5 ms on average) and more
+    /// are waiting, the worker runs more at once, up to --max-concurrency.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// Jobs run at once, per queue, while they are cheap (1 to 65535)
+    /// [default: 16 × --concurrency, at least 512]; equal to --concurrency: fixed.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrency: Option<u16>,
+    /// Exit once no job of the served queues is available, running or
+    /// scheduled (held jobs aside): for batch runs, tests and benchmarks.
+    #[arg(long)]
+    pub until_empty: bool,
     /// This process's stable name; at start it releases jobs an earlier
     /// process of the same name left running. Give each process its own.
     #[arg(long, env = "LEDGERFLOW_WORKER_ID")]
@@ -203,6 +213,8 @@ impl WorkerArgs {
         let mut cfg = QueueConfig {
             queues: self.queues.clone(),
             concurrency: usize::from(self.concurrency.max(1)),
+            max_concurrency: self.max_concurrency.map(usize::from),
+            until_empty: self.until_empty,
             worker_name: self.worker_id.clone().unwrap_or_else(default_worker_name),
             lease,
             heartbeat_interval: lease / 3,

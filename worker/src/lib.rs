@@ -7,6 +7,8 @@
 pub mod backfill;
 pub mod backfill_job;
 pub mod bench;
+pub mod bench_held;
+pub mod bench_queue;
 pub mod bench_sync;
 pub mod bench_system;
 pub mod cli;

@@ -86,3 +86,38 @@ async fn shopify_sync_bench_syncs_every_invoice_once_with_the_bucket_binding(poo
     assert!(r.elapsed_secs >= r.floor_secs, "{r:?}");
     assert!(r.calls_per_tenant > u64::from(run.bucket_capacity), "{r:?}");
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn held_xmin_bench_runs_its_three_phases_with_worker_processes(pool: PgPool) {
+    use sqlx::ConnectOptions;
+    use std::time::Duration;
+    let run = ledgerflow_worker::bench_held::HeldRun {
+        rate: 100,
+        clean: Duration::from_secs(2),
+        hold: Duration::from_secs(2),
+        after: Duration::from_secs(1),
+        workers: 2,
+        tenants: 3,
+        batch_every: Duration::from_millis(100),
+        worker_exe: env!("CARGO_BIN_EXE_ledgerflow").into(),
+        database_url: pool.connect_options().to_url_lossy().to_string(),
+    };
+    let r = ledgerflow_worker::bench_held::run(&bench_pool(&pool).await, &run)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.phases.iter().map(|p| p.phase).collect::<Vec<_>>(),
+        ["clean", "held", "after"]
+    );
+    assert_eq!(r.batch_jobs, 10);
+    for p in &r.phases {
+        assert!(p.offered_per_sec > 0.0 && p.done_per_sec > 0.0, "{r:?}");
+        assert!(p.pickup_p99_ms >= p.pickup_p50_ms, "{r:?}");
+        assert!(p.enqueue_max_ms >= p.enqueue_p50_ms, "{r:?}");
+    }
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0, "the workers drained every offered job: {r:?}");
+}

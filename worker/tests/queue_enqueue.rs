@@ -7,7 +7,7 @@ use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim};
 use ledgerflow_workflows::payloads::{BackfillRange, QueueProbe, UpsertInvoice};
 use ledgerflow_workflows::queue::{self, JobState};
 use ledgerflow_workflows::{EnqueueOptions, Priority};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 
 fn probe(tenant: &str, label: &str) -> QueueProbe {
     QueueProbe {
@@ -163,6 +163,65 @@ async fn batch_enqueue_inserts_every_job(pool: PgPool) {
             .unwrap()
             .is_empty()
     );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn enqueue_many_returns_one_id_per_job_and_keeps_unique_keys_in_the_callers_transaction(
+    pool: PgPool,
+) {
+    let mut conn = pool.acquire().await.unwrap();
+    let pending = queue::enqueue(
+        &mut conn,
+        &probe("a", "already"),
+        EnqueueOptions::default().unique_key("k1"),
+    )
+    .await
+    .unwrap();
+
+    let jobs: Vec<_> = (0..5).map(|i| probe("a", &i.to_string())).collect();
+    let opts = queue::ManyOptions {
+        // k1: a pending job holds it; k2 twice in this call; the rest none.
+        unique_keys: vec![
+            Some("k1".into()),
+            Some("k2".into()),
+            None,
+            Some("k2".into()),
+        ],
+        hold_keys: vec![None, Some("connection:7".into())],
+        ..queue::ManyOptions::default()
+    };
+    let mut tx = conn.begin().await.unwrap();
+    let ids = queue::enqueue_many(&mut tx, &jobs, opts).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(ids[0], pending, "a pending job's key returns that job");
+    assert_eq!(
+        ids[3], ids[1],
+        "a key taken earlier in the call returns that job"
+    );
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 4);
+    // Still usable after the duplicates; nothing visible outside yet.
+    assert_eq!(live_jobs(&pool).await, 1);
+    tx.commit().await.unwrap();
+    assert_eq!(live_jobs(&pool).await, 4);
+
+    let (label, hold): (String, Option<String>) =
+        sqlx::query_as("SELECT payload->>'label', hold_key FROM ledgerflow.jobs WHERE id = $1")
+            .bind(ids[1])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (label.as_str(), hold.as_deref()),
+        ("1", Some("connection:7"))
+    );
+
+    // The SQL function refuses what enqueue refuses.
+    let err = sqlx::query("SELECT ledgerflow.enqueue_many('queue-probe', ARRAY['[1]'::jsonb])")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("JSON object"), "{err}");
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

@@ -51,11 +51,29 @@ pub async fn enqueue<K: JobKind>(
     Ok(id)
 }
 
-/// Enqueue many jobs of one kind in one statement (no unique keys), for
-/// backfills and benchmarks. Returns the new ids in input order.
-pub async fn enqueue_batch<K: JobKind>(
+/// Options shared by every job of one [`enqueue_many`] call, and the
+/// per-job keys.
+#[derive(Debug, Clone, Default)]
+pub struct ManyOptions {
+    /// Run no earlier than this instant (every job).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Every job's priority (default: the kind's).
+    pub priority: Option<Priority>,
+    /// `unique_keys[i]` is the i-th job's unique key (missing: none).
+    pub unique_keys: Vec<Option<String>>,
+    /// `hold_keys[i]` is the i-th job's hold key (missing: none).
+    pub hold_keys: Vec<Option<String>>,
+}
+
+/// Enqueue many jobs of one kind in one statement (`ledgerflow.enqueue_many`),
+/// inside the caller's transaction, for hosts and backfills: fairness is
+/// computed once per tenant, fetchers are woken once. Returns one id per
+/// job, in order; a job whose unique key a pending job (or an earlier job
+/// of the same call) holds gets that job's id, as with [`enqueue`].
+pub async fn enqueue_many<K: JobKind>(
     conn: &mut PgConnection,
     jobs: &[K],
+    opts: ManyOptions,
 ) -> Result<Vec<JobId>, EnqueueError> {
     if jobs.is_empty() {
         return Ok(Vec::new());
@@ -67,36 +85,30 @@ pub async fn enqueue_batch<K: JobKind>(
         tenants.push(job.tenant().to_owned());
     }
     let ids: Vec<i64> = sqlx::query_scalar(
-        r#"
-        WITH input AS (
-            SELECT payload, tenant, ord
-            FROM unnest($1::jsonb[], $2::text[]) WITH ORDINALITY AS t(payload, tenant, ord)
-        ),
-        bases AS (
-            SELECT d.tenant, ledgerflow.next_fair_key($3, d.tenant, 0) AS base
-            FROM (SELECT DISTINCT tenant FROM input) d
-        ),
-        inserted AS (
-            INSERT INTO ledgerflow.jobs (queue, kind, kind_version, payload, state, priority, tenant, fair_key)
-            SELECT $3, $4, $5, i.payload, 'available', $6, i.tenant,
-                   b.base + row_number() OVER (PARTITION BY i.tenant ORDER BY i.ord) - 1
-            FROM input i JOIN bases b USING (tenant)
-            ORDER BY i.ord
-            RETURNING id
-        ),
-        notified AS (SELECT pg_notify('ledgerflow_jobs', $3))
-        SELECT id FROM inserted, notified ORDER BY id
-        "#,
+        "SELECT ledgerflow.enqueue_many(kind => $1, payloads => $2, tenants => $3, queue => $4,
+                                        priority => $5, run_at => $6, unique_keys => $7,
+                                        kind_version => $8, hold_keys => $9)",
     )
+    .bind(K::KIND)
     .bind(&payloads)
     .bind(&tenants)
     .bind(K::QUEUE)
-    .bind(K::KIND)
+    .bind(opts.priority.unwrap_or(K::PRIORITY).as_i16())
+    .bind(opts.run_at)
+    .bind(&opts.unique_keys)
     .bind(K::VERSION)
-    .bind(K::PRIORITY.as_i16())
-    .fetch_all(&mut *conn)
+    .bind(&opts.hold_keys)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(ids)
+}
+
+/// [`enqueue_many`] with the kind's defaults and no keys.
+pub async fn enqueue_batch<K: JobKind>(
+    conn: &mut PgConnection,
+    jobs: &[K],
+) -> Result<Vec<JobId>, EnqueueError> {
+    enqueue_many(conn, jobs, ManyOptions::default()).await
 }
 
 /// Why an enqueue was refused.

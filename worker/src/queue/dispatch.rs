@@ -31,7 +31,10 @@ pub struct Dispatcher {
 
 /// The apalis handler: `WorkerBuilder::build(dispatch)`.
 pub async fn dispatch(mut job: ClaimedJob, shared: Data<Arc<Dispatcher>>) {
-    let slot = job.slot.take();
+    let mut slot = job.slot.take();
+    if let Some(s) = slot.as_mut() {
+        s.start();
+    }
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
     run(job, &shared).instrument(span).await;
     drop(slot);

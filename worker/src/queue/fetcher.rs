@@ -2,6 +2,10 @@
 //! slots, in one statement (`FOR UPDATE SKIP LOCKED`), stamps each with a
 //! lease and a fencing token, and hands them to the apalis backend.
 //!
+//! Each priority's scan starts at a lower bound ([`super::floor`]) past the
+//! jobs already claimed, so the claim costs the same while a long
+//! transaction elsewhere keeps their dead index entries from going away.
+//!
 //! It sleeps until a NOTIFY on `ledgerflow_jobs` wakes it, or at most
 //! `poll_interval`, which covers a missed notification. It must not run jobs.
 
@@ -11,8 +15,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use super::floor::{ClaimFloor, FloorConfig};
+use super::pace::{Pace, PaceConfig, Slot};
 
 /// A job this process holds a lease on.
 #[derive(Debug)]
@@ -30,7 +37,7 @@ pub struct ClaimedJob {
     pub created_at: DateTime<Utc>,
     pub claimed_at: DateTime<Utc>,
     /// Frees this job's slot in the fetcher when the job is done.
-    pub(crate) slot: Option<OwnedSemaphorePermit>,
+    pub(crate) slot: Option<Slot>,
     /// Cancelled when the lease is lost (another holder took the job over).
     pub lease_lost: CancellationToken,
 }
@@ -97,7 +104,8 @@ pub struct FetcherConfig {
     pub worker_id: String,
     pub lease: Duration,
     pub poll_interval: Duration,
-    /// Slots: jobs claimed and not yet finished, at most.
+    /// Slots: jobs claimed and not yet finished, at most (the fetcher's
+    /// [`PaceConfig`] decides; this is what a manual claim takes at most).
     pub concurrency: usize,
     /// Providers this process cannot call: jobs held under their
     /// connections (`hold_key` `connection:N`) are not claimed.
@@ -111,11 +119,17 @@ pub struct Fetcher {
     pub inflight: InFlight,
     pub out: mpsc::Sender<ClaimedJob>,
     pub stop: CancellationToken,
+    /// How the claim's lower bounds are kept.
+    pub floor: FloorConfig,
+    /// How many jobs are in flight at once ([`super::pace`]).
+    pub pace: PaceConfig,
 }
 
 impl Fetcher {
     pub async fn run(self) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut pace = Pace::new(self.pace);
+        let slots = pace.semaphore();
+        let mut floor = ClaimFloor::new(self.floor);
         let mut more_waiting = true;
         loop {
             if !more_waiting {
@@ -138,12 +152,16 @@ impl Fetcher {
                 permits.merge(extra);
             }
             let want = permits.num_permits();
-            match claim(&self.pool, &self.config, want).await {
+            if let Err(e) = floor.refresh_if_due(&self.pool, &self.config.queue).await {
+                // The old bounds stay valid, only less tight.
+                tracing::warn!(error = %e, "raising the claim bounds failed");
+            }
+            match claim_bounded(&self.pool, &self.config, want, &floor.lows()).await {
                 Ok(jobs) => {
                     tracing::debug!(queue = %self.config.queue, wanted = want, claimed = jobs.len(), "claimed");
                     more_waiting = jobs.len() == want;
                     for mut job in jobs {
-                        job.slot = permits.split(1);
+                        job.slot = permits.split(1).map(|p| pace.slot(p));
                         self.inflight
                             .insert(job.id, job.claim, job.lease_lost.clone());
                         let id = job.id;
@@ -159,49 +177,41 @@ impl Fetcher {
                     more_waiting = false;
                 }
             }
+            drop(permits);
+            pace.adjust(more_waiting);
         }
     }
 }
 
-/// Claim up to `n` available jobs of the queue for this worker.
+/// Claim up to `n` available jobs of the queue for this worker, in claim
+/// order, scanning from the start of the index (no bounds).
 pub async fn claim(
     pool: &PgPool,
     cfg: &FetcherConfig,
     n: usize,
 ) -> Result<Vec<ClaimedJob>, sqlx::Error> {
+    claim_bounded(pool, cfg, n, &[]).await
+}
+
+/// Claim up to `n` available jobs of the queue for this worker, each
+/// priority's index scan starting at its bound in `lows`
+/// (`ledgerflow.claim_jobs`, migration `20261206000023_queue_held_horizon.sql`).
+pub async fn claim_bounded(
+    pool: &PgPool,
+    cfg: &FetcherConfig,
+    n: usize,
+    lows: &[Option<i64>],
+) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let rows: Vec<ClaimRow> = sqlx::query_as(
-        r#"
-        UPDATE ledgerflow.jobs j
-        SET state = 'running',
-            attempt = j.attempt + 1,
-            claim_count = j.claim_count + 1,
-            worker_id = $3,
-            lease_expires_at = now() + make_interval(secs => $4),
-            started_at = coalesce(j.started_at, now())
-        -- ANY(ARRAY(...)) makes the update a primary-key lookup per picked
-        -- row; a join with the picked set may be planned as a scan of the table.
-        WHERE j.id = ANY(ARRAY(
-            SELECT id FROM ledgerflow.jobs
-            WHERE state = 'available' AND queue = $1
-              AND (unique_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM ledgerflow.jobs r WHERE r.unique_key = jobs.unique_key AND r.state = 'running'))
-              -- Left for a worker that has the provider configured.
-              AND (cardinality($5::text[]) = 0 OR hold_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM ledgerflow.connections c
-                    WHERE c.id = CASE WHEN jobs.hold_key ~ '^connection:[0-9]{1,18}$'
-                                      THEN substr(jobs.hold_key, 12)::bigint END
-                      AND c.provider = ANY($5::text[])))
-            ORDER BY priority, fair_key, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED))
-        RETURNING j.id, j.kind, j.kind_version, j.payload, j.attempt, j.claim_count,
-                  j.tenant, j.hold_key, j.rate_limited_ms, j.created_at, clock_timestamp() AS claimed_at
-        "#,
+        "SELECT id, kind, kind_version, payload, attempt, claim_count, tenant, hold_key,
+                rate_limited_ms, created_at, claimed_at
+         FROM ledgerflow.claim_jobs($1, $2, $3, $4, $5, $6)",
     )
     .bind(&cfg.queue)
-    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+    .bind(i32::try_from(n).unwrap_or(i32::MAX))
     .bind(&cfg.worker_id)
     .bind(cfg.lease.as_secs_f64())
+    .bind(lows)
     .bind(&cfg.cannot_serve)
     .fetch_all(pool)
     .await?;

@@ -7,6 +7,8 @@
 //! | file | owns |
 //! | --- | --- |
 //! | [`fetcher`] | claiming batches (`FOR UPDATE SKIP LOCKED`), woken by LISTEN/NOTIFY with a ≤ 1 s poll fallback |
+//! | [`floor`] | the claim's lower bounds per priority, so claims skip the dead entries of claimed jobs |
+//! | [`pace`] | how many jobs are in flight: `--concurrency`, more while jobs are cheap |
 //! | [`backend`] | the apalis `Backend` that hands claimed jobs to the worker |
 //! | [`registry`] | job kinds → handlers; decoding payloads |
 //! | [`dispatch`] | running one claimed job and recording its outcome |
@@ -16,6 +18,7 @@
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
 //! | [`pruner`] | deleting finished jobs past their retention |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
+//! | [`drain`] | `--until-empty`: stopping once the queues are drained |
 //! | [`cron`] | periodic jobs, each tick fired once across all processes |
 //! | [`presence`] | which processes are alive, which providers each cannot serve; warnings about a shared worker id and unserved queues |
 //!
@@ -26,9 +29,12 @@
 pub mod backend;
 pub mod cron;
 pub mod dispatch;
+pub mod drain;
 pub mod fetcher;
+pub mod floor;
 pub mod heartbeat;
 pub mod outcome;
+pub mod pace;
 pub mod presence;
 pub mod pruner;
 pub mod registry;

@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::backend::QueueBackend;
 use super::dispatch::{Dispatcher, dispatch};
+use super::drain::{self, DrainConfig};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
+use super::floor::FloorConfig;
+use super::pace::PaceConfig;
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
@@ -30,8 +33,15 @@ use super::{cron, heartbeat, outcome, presence, pruner, rescuer, scheduler};
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub queues: Vec<String>,
-    /// Jobs run at once per queue.
+    /// Jobs run at once per queue, when they take time.
     pub concurrency: usize,
+    /// Jobs run at once per queue while they are cheap ([`super::pace`]);
+    /// `None`: the default (16 × `concurrency`, at least 512); equal to
+    /// `concurrency`: fixed.
+    pub max_concurrency: Option<usize>,
+    /// Stop once no job of these queues is available, running or scheduled
+    /// ([`super::drain`]).
+    pub until_empty: bool,
     /// Stable name of this process (e.g. host name); one process per name.
     pub worker_name: String,
     /// How long a claim holds without a heartbeat.
@@ -61,6 +71,8 @@ impl Default for QueueConfig {
         QueueConfig {
             queues: vec!["default".into()],
             concurrency: 32,
+            max_concurrency: None,
+            until_empty: false,
             worker_name: "worker".into(),
             lease: Duration::from_secs(15),
             heartbeat_interval: Duration::from_secs(5),
@@ -73,6 +85,18 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             shutdown_deadline: Duration::from_secs(20),
             cannot_serve: Vec::new(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Each fetcher's pace: `concurrency` slots, more for cheap jobs up to
+    /// `max_concurrency`.
+    pub fn pace(&self) -> PaceConfig {
+        let around = PaceConfig::around(self.concurrency);
+        PaceConfig {
+            max: self.max_concurrency.unwrap_or(around.max).max(around.base),
+            ..around
         }
     }
 }
@@ -127,7 +151,7 @@ impl WorkerRuntime {
         }
 
         let (completions_tx, completions_rx) =
-            mpsc::channel(config.concurrency.max(1) * config.queues.len() * 2);
+            mpsc::channel(config.pace().max * config.queues.len() * 2);
         let completer = tokio::spawn(outcome::run_completer(
             pool.clone(),
             completions_rx,
@@ -166,6 +190,17 @@ impl WorkerRuntime {
             services.spawn(vacuum::run(pool.clone(), policy, stop_services.clone()));
         }
 
+        if config.until_empty {
+            services.spawn(drain::run(
+                pool.clone(),
+                config.queues.clone(),
+                inflight.clone(),
+                DrainConfig::default(),
+                shutdown.clone(),
+                stop_services.clone(),
+            ));
+        }
+
         services.spawn(cron::run(
             pool.clone(),
             registry.schedules(),
@@ -181,10 +216,11 @@ impl WorkerRuntime {
             worker_id: instance.clone(),
         });
 
+        let pace = config.pace();
         let mut monitor = Monitor::new();
         let mut fetchers = JoinSet::new();
         for (queue, wake) in config.queues.iter().zip(wakes) {
-            let (tx, rx) = mpsc::channel(config.concurrency.max(1));
+            let (tx, rx) = mpsc::channel(pace.max);
             fetchers.spawn(
                 Fetcher {
                     pool: pool.clone(),
@@ -200,6 +236,8 @@ impl WorkerRuntime {
                     inflight: inflight.clone(),
                     out: tx,
                     stop: stop_fetching.clone(),
+                    floor: FloorConfig::default(),
+                    pace,
                 }
                 .run(),
             );
@@ -207,7 +245,7 @@ impl WorkerRuntime {
             let name = format!("{instance}/{queue}");
             let dispatcher = dispatcher.clone();
             let stop = stop_fetching.clone();
-            let concurrency = config.concurrency.max(1);
+            let concurrency = pace.max;
             monitor = monitor.register(move |_restarts| {
                 WorkerBuilder::new(name.clone())
                     .backend(QueueBackend::new(rx.clone(), stop.clone()))

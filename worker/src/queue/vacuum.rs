@@ -74,12 +74,13 @@ impl VacuumPolicy {
 }
 
 pub async fn run(pool: PgPool, policy: VacuumPolicy, stop: CancellationToken) {
+    let mut left = Leftovers::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(policy.interval) => {}
         }
-        match vacuum_churn(&pool, policy.dead_rows).await {
+        match vacuum_churn_with(&pool, policy.dead_rows, &mut left).await {
             Ok(tables) if tables.is_empty() => {}
             Ok(tables) => tracing::debug!(?tables, "vacuumed"),
             Err(e) => tracing::warn!(error = %e, "vacuuming the queue's tables failed"),
@@ -87,11 +88,71 @@ pub async fn run(pool: PgPool, policy: VacuumPolicy, stop: CancellationToken) {
     }
 }
 
+/// Dead rows a vacuum of this process could not remove, per table.
+///
+/// While a transaction elsewhere holds the xmin horizon, a vacuum removes
+/// nothing: it reads the whole table and its indexes and leaves every dead
+/// row where it was. Vacuuming again each time the count is over the
+/// threshold would repeat that every interval, on a table that only
+/// grows. So while the oldest snapshot on the server is the one that was
+/// oldest at that vacuum, the table is not vacuumed again: a second vacuum
+/// could remove nothing the first could not. Once the horizon has moved,
+/// the next check vacuums as usual and clears them. When the horizon
+/// cannot be read (a role that may not see other sessions' snapshots), a
+/// table is vacuumed again once its dead rows have doubled.
+#[derive(Debug, Default)]
+pub struct Leftovers(std::collections::HashMap<String, Leftover>);
+
+#[derive(Debug, Clone)]
+struct Leftover {
+    dead: i64,
+    /// The oldest snapshot's xmin when the vacuum ran ([`horizon`]).
+    horizon: Option<String>,
+}
+
+impl Leftovers {
+    /// Dead rows `table` must have to be vacuumed now (`None`: not now).
+    fn threshold(&self, table: &str, dead_rows: i64, horizon: Option<&str>) -> Option<i64> {
+        match self.0.get(table) {
+            Some(left) if left.dead >= dead_rows => match (&left.horizon, horizon) {
+                (Some(then), Some(now)) if then == now => None,
+                (Some(_), Some(_)) => Some(dead_rows),
+                _ => Some(dead_rows.max(left.dead.saturating_mul(2))),
+            },
+            _ => Some(dead_rows),
+        }
+    }
+}
+
+/// The xmin of the oldest snapshot any other session holds (the server's
+/// horizon, replication slots and prepared transactions aside); it stands
+/// still while a long transaction holds it.
+async fn horizon(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT backend_xmin::text FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND backend_xmin IS NOT NULL
+         ORDER BY age(backend_xmin) DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+}
+
 /// Vacuums each of [`CHURN_TABLES`] that PostgreSQL counts at least
 /// `dead_rows` dead rows in; returns the tables vacuumed.
 pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, sqlx::Error> {
-    let due: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_stat_user_tables
+    vacuum_churn_with(pool, dead_rows, &mut Leftovers::default()).await
+}
+
+/// [`vacuum_churn`], skipping the tables whose last vacuum here could not
+/// remove their dead rows until those have doubled ([`Leftovers`]).
+pub async fn vacuum_churn_with(
+    pool: &PgPool,
+    dead_rows: i64,
+    left: &mut Leftovers,
+) -> Result<Vec<String>, sqlx::Error> {
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_dead_tup FROM pg_stat_user_tables
          WHERE schemaname = 'ledgerflow' AND relname = ANY($1) AND n_dead_tup >= $2
          ORDER BY n_dead_tup DESC",
     )
@@ -99,7 +160,16 @@ pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, 
     .bind(dead_rows)
     .fetch_all(pool)
     .await?;
-    for table in &due {
+    if counts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = horizon(pool).await?;
+    let mut done = Vec::new();
+    for (table, dead) in counts {
+        match left.threshold(&table, dead_rows, now.as_deref()) {
+            Some(at_least) if dead >= at_least => {}
+            _ => continue,
+        }
         // The name is one of CHURN_TABLES (matched above), never input.
         // VACUUM cannot run in a transaction, so not as a prepared statement.
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -107,13 +177,48 @@ pub async fn vacuum_churn(pool: &PgPool, dead_rows: i64) -> Result<Vec<String>, 
         )))
         .execute(pool)
         .await?;
+        // A vacuum reports the dead rows it had to leave.
+        let after: Option<i64> = sqlx::query_scalar(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'ledgerflow' AND relname = $1",
+        )
+        .bind(&table)
+        .fetch_optional(pool)
+        .await?;
+        left.0.insert(
+            table.clone(),
+            Leftover {
+                dead: after.unwrap_or(0),
+                horizon: now.clone(),
+            },
+        );
+        done.push(table);
     }
-    Ok(due)
+    Ok(done)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_a_vacuum_could_not_clean_waits_for_the_horizon_to_move() {
+        let mut left = Leftovers::default();
+        assert_eq!(left.threshold("jobs", 2000, Some("7")), Some(2000));
+        let stuck = Leftover {
+            dead: 50_000,
+            horizon: Some("7".into()),
+        };
+        left.0.insert("jobs".into(), stuck.clone());
+        assert_eq!(left.threshold("jobs", 2000, Some("7")), None, "held");
+        assert_eq!(left.threshold("jobs", 2000, Some("9")), Some(2000), "moved");
+        assert_eq!(left.threshold("jobs", 2000, None), Some(100_000), "unknown");
+        left.0.insert("jobs".into(), Leftover { dead: 10, ..stuck });
+        assert_eq!(
+            left.threshold("jobs", 2000, Some("7")),
+            Some(2000),
+            "cleaned"
+        );
+    }
 
     #[test]
     fn a_vacuum_interval_of_zero_turns_it_off_and_a_bad_one_is_refused() {
