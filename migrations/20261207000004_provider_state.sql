@@ -1,33 +1,152 @@
--- Less work per call in the limiter (issue 4, the default Xero benchmark:
--- 100 organisations, 25,000 calls in 75 s, bound by the CPU).
+-- Provider state shared by every worker process: the shared rate limiter
+-- (windows, concurrency slots, reservations, the waiting line), Shopify's
+-- leaky buckets, each connection's OAuth credentials (encrypted at rest)
+-- and the record of creates whose answer was never seen.
 --
--- Sampled with perf over 25 s of that run, PostgreSQL took 70 % of the
--- machine and the limiter's two functions about half of that. Three
--- changes, none to what is granted:
+-- Connections are referenced by `connection_id` without a foreign key on
+-- purpose: provider state may be written before (or outlive) the ledger's
+-- connection row, and adapters must not depend on the ledger's tables.
+-- The Rust side is workflows' provider_state module.
 --
--- * limiter_counted_minute was a SQL function. PostgreSQL plans the body
---   of a SQL function it cannot inline (this one reads a table) afresh on
---   every call, and the limiter calls it twice a request; fmgr_sql, the
---   SQL-function executor with its planning, took 12 % of the CPU. As
---   PL/pgSQL the statement is planned once per session.
--- * Housekeeping once in ten seconds per scope, not on every call: calls
---   that have left every window, reservations unspent after a minute,
---   expired concurrency slots. Every read leaves out what a sweep would
---   have removed (a reservation's call older than a minute, a slot past
---   its expiry), so nothing counts longer than before; `swept_at` on the
---   scope's row says when it was last done. The app-wide per-second
---   counts are swept by the first call of each second on each shard.
--- * Fewer statements: the connection scope's pause is read with its lock;
---   the minute and day windows are counted in one read, in
---   limiter_acquire and in limiter_finish's check of the remaining counts;
---   a job already holding a reservation is not looked for among the
---   waiters (it was let in when it got it).
+-- The limiter, in one round trip per call (docs/design.md tells how it came
+-- to be this way):
 --
--- limiter_acquire is the whole function as of
--- 20261123000017_limiter_window_tail.sql, limiter_finish as of
--- 20261123000015_limiter_answer_time.sql, with the changes above.
+-- * ledgerflow.limiter_acquire grants one call against every scope of a
+--   request, or says until when to wait. A connection scope's row in
+--   provider_limits is locked (per tenant, so rarely contended); its
+--   minute and day windows are rolling, counted from the sliding log
+--   provider_limit_calls; provider_limit_slots caps calls in flight.
+-- * App-wide scopes (no connection, only a per-minute limit) are not
+--   locked nor logged call by call: they count in provider_limit_counts,
+--   one row per (scope, second, shard), and are checked optimistically
+--   against the last 60 seconds; within the headroom of the limit (2 %,
+--   at least 64 calls) the acquirer locks the app row and recounts.
+-- * A job's first call on a connection scope may set aside room for its
+--   next calls (a reservation): the job's later calls spend it without
+--   checking the windows again, so a job that starts finishes. A job that
+--   finds room for fewer calls than it asked starts on that room (the
+--   window's tail). What a job did not spend is given back when it ends
+--   (limiter_release_reservation); a dead job's lapses after a minute.
+-- * A job refused for a full minute window is promised a turn
+--   (provider_limit_promises), so each waiter is told a later, distinct
+--   instant instead of all waking together; room a turn leaves unused is
+--   handed on to the next waiters (limiter_hand_on). Promises only order
+--   the waiters: a grant still checks the real window.
+-- * ledgerflow.limiter_finish gives the slots back, dates the request's
+--   calls at the answer (arrival lies between grant and answer, so a call
+--   dated at the answer never leaves our window before it leaves the
+--   provider's) and records what the answer's headers said: a 429 pauses
+--   the scope, and remaining counts lower than ours add phantom calls, so
+--   the count stays conservative.
+-- * Both commit without waiting for the WAL flush (synchronous_commit off
+--   for their own transaction only): a row lock is held for microseconds,
+--   not a disk flush. Grants forgotten by a PostgreSQL crash come back as
+--   phantom calls from the provider's headers.
+-- * Housekeeping (calls out of every window, reservations unspent after a
+--   minute, expired slots) runs once in ten seconds per scope (`swept_at`);
+--   every read leaves out what a sweep would have removed.
 
-CREATE OR REPLACE FUNCTION ledgerflow.limiter_counted_minute(p_scope text, p_now_s bigint)
+-- ---------------------------------------------------------------------
+-- Rate limits.
+-- ---------------------------------------------------------------------
+
+-- One row per limit scope: "xero:connection:42" (a Xero tenant through one
+-- connection) or "xero:app" (the app-wide limit). The row is the lock that
+-- serialises slot grants for its scope across processes.
+CREATE TABLE ledgerflow.provider_limits (
+    scope                 text        PRIMARY KEY,
+    connection_id         bigint,
+    -- No call before this instant: a 429's Retry-After, or the daily quota
+    -- gone (X-Rate-Limit-Problem: day) until it returns.
+    paused_until          timestamptz,
+    pause_reason          text,
+    -- What the provider's headers said last, for operators.
+    minute_remaining      integer,
+    day_remaining         integer,
+    app_minute_remaining  integer,
+    observed_at           timestamptz,
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- Shopify's leaky bucket for the scope (its REST Admin API, and the
+    -- cost bucket of its GraphQL API), under this row's lock:
+    -- `bucket_level_milli` is the bucket's content in thousandths of a call
+    -- at `bucket_updated_at`; it drains at the policy's leak rate. Integers,
+    -- so N processes compute the same level exactly.
+    bucket_level_milli    bigint      NOT NULL DEFAULT 0,
+    bucket_updated_at     timestamptz,
+    -- What the provider last said the bucket held ("32/40"), for operators.
+    bucket_used           integer,
+    bucket_capacity       integer,
+    -- When the scope's expired calls, reservations and slots were last swept.
+    swept_at              timestamptz
+);
+
+CREATE INDEX provider_limits_connection_idx ON ledgerflow.provider_limits (connection_id);
+
+-- Calls granted per scope: a sliding log, so the minute and day windows are
+-- rolling like Xero's (a fixed window would allow twice the rate across a
+-- window boundary). A call is dated at its answer (limiter_finish).
+CREATE TABLE ledgerflow.provider_limit_calls (
+    scope        text        NOT NULL,
+    at           timestamptz NOT NULL,
+    -- Set on a reserved call not spent yet: it counts in both windows from
+    -- when it was reserved; spending it dates it from the real call.
+    reservation  bigint,
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY
+);
+
+CREATE INDEX provider_limit_calls_scope_at_idx ON ledgerflow.provider_limit_calls (scope, at);
+CREATE INDEX provider_limit_calls_reservation_idx
+    ON ledgerflow.provider_limit_calls (reservation) WHERE reservation IS NOT NULL;
+CREATE SEQUENCE ledgerflow.limiter_reservation_seq;
+
+-- Calls in flight per scope (concurrency cap). A slot expires on its own so
+-- a process that died mid-call does not hold it forever.
+CREATE TABLE ledgerflow.provider_limit_slots (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope       text        NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+
+CREATE INDEX provider_limit_slots_scope_idx ON ledgerflow.provider_limit_slots (scope, expires_at);
+
+-- App-wide scopes' calls, counted per second rather than logged.
+CREATE TABLE ledgerflow.provider_limit_counts (
+    scope   text     NOT NULL,
+    -- Unix second the calls were granted in.
+    second  bigint   NOT NULL,
+    -- Spreads concurrent increments over several rows (backend pid mod 16).
+    shard   smallint NOT NULL,
+    calls   integer  NOT NULL,
+    PRIMARY KEY (scope, second, shard)
+);
+
+-- Turns promised to jobs refused for a full minute window. A job's turn
+-- goes when the job is let in (early or late) or is given a new one; a
+-- promise nobody took is dropped 10 s after its time.
+CREATE TABLE ledgerflow.provider_limit_promises (
+    id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope  text        NOT NULL,
+    -- The job the turn was promised to (ledgerflow.jobs.id).
+    job_id bigint      NOT NULL,
+    at     timestamptz NOT NULL,
+    calls  integer     NOT NULL CHECK (calls > 0),
+    -- The window the turn was counted against (its per-minute limit), so
+    -- room can be handed on where only the scope is known.
+    per_minute integer
+);
+CREATE INDEX provider_limit_promises_job_idx ON ledgerflow.provider_limit_promises (job_id);
+CREATE INDEX provider_limit_promises_scope_at_idx ON ledgerflow.provider_limit_promises (scope, at);
+
+-- A scope counted in provider_limit_counts rather than logged call by call.
+CREATE FUNCTION ledgerflow.limiter_counted(p_connection_id bigint, p_per_day integer, p_concurrent integer)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_connection_id IS NULL AND p_per_day IS NULL AND p_concurrent IS NULL
+$$;
+
+-- Calls counted for an app-wide scope in the last 60 seconds (the current
+-- second included). PL/pgSQL, so the statement is planned once per session
+-- (a SQL function that reads a table is planned on every call).
+CREATE FUNCTION ledgerflow.limiter_counted_minute(p_scope text, p_now_s bigint)
 RETURNS bigint LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN (SELECT coalesce(sum(calls), 0)::bigint FROM ledgerflow.provider_limit_counts
@@ -35,10 +154,11 @@ BEGIN
 END;
 $$;
 
--- When the scope's expired calls, reservations and slots were last swept.
-ALTER TABLE ledgerflow.provider_limits ADD COLUMN swept_at timestamptz;
-
-CREATE OR REPLACE FUNCTION ledgerflow.limiter_acquire(
+-- Grants one call against every scope, or says until when to wait (nothing
+-- counted then). Scopes are given as parallel arrays, in key order, so
+-- concurrent acquirers lock connection rows in the same order and never
+-- deadlock.
+CREATE FUNCTION ledgerflow.limiter_acquire(
     p_scopes          text[],
     p_connection_ids  bigint[],
     p_per_minute      integer[],
@@ -357,8 +477,14 @@ BEGIN
 END;
 $$;
 
-
-CREATE OR REPLACE FUNCTION ledgerflow.limiter_finish(
+-- Gives a call's slots back, dates its calls at the answer, and records
+-- what the answer's headers said, in one statement:
+-- * a 429 pauses the scope until Retry-After (the app scope for
+--   `appminute`); `day` pauses it until the quota returns;
+-- * remaining counts lower than our own count implies (calls we did not
+--   see) are added as phantom calls, keeping our count conservative.
+-- With no figures and no problem it only gives the slots back.
+CREATE FUNCTION ledgerflow.limiter_finish(
     p_slot_ids              bigint[],
     p_scope                 text,
     p_connection_id         bigint,
@@ -470,3 +596,159 @@ BEGIN
 END;
 $$;
 
+-- Gives back what a reservation did not spend, and hands the room on to
+-- the scope's waiters.
+CREATE FUNCTION ledgerflow.limiter_release_reservation(p_reservation bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_scope text;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    FOR v_scope IN
+        SELECT DISTINCT scope FROM ledgerflow.provider_limit_calls
+        WHERE reservation = p_reservation ORDER BY scope
+    LOOP
+        -- Under the scope's lock, as limiter_acquire counts and promises.
+        PERFORM 1 FROM ledgerflow.provider_limits WHERE scope = v_scope FOR UPDATE;
+        DELETE FROM ledgerflow.provider_limit_calls
+        WHERE scope = v_scope AND reservation = p_reservation;
+        PERFORM ledgerflow.limiter_hand_on(v_scope);
+    END LOOP;
+END;
+$$;
+
+-- Counts the next waiters' turns again against the real window: a turn
+-- that can be earlier moves earlier, with its job's due time; where the
+-- window has room for part of a waiter's calls now and for all only later,
+-- it starts on the part now. A job moved that way is one the queue would
+-- have run at its turn anyway: the limiter only moves its time earlier.
+-- Returns how many jobs moved.
+CREATE FUNCTION ledgerflow.limiter_hand_on(p_scope text)
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_now   timestamptz := clock_timestamp();
+    v_limit integer;
+    v_count bigint;
+    v_due   bigint;
+    v_next  record;
+    v_at    timestamptz;
+    v_seen  bigint[] := '{}';
+    v_moved integer := 0;
+BEGIN
+    SELECT max(per_minute) INTO v_limit FROM ledgerflow.provider_limit_promises
+    WHERE scope = p_scope AND at > v_now;
+    IF v_limit IS NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT count(*) INTO v_count FROM ledgerflow.provider_limit_calls
+    WHERE scope = p_scope AND at > v_now - interval '60 seconds';
+    -- Waiters due within two seconds are on their way: their calls count
+    -- as made now.
+    SELECT coalesce(sum(calls), 0) INTO v_due FROM ledgerflow.provider_limit_promises
+    WHERE scope = p_scope AND at <= v_now + interval '2 seconds';
+    -- The next few in line; each one let in hands on again.
+    FOR k IN 1..3 LOOP
+        -- Only a job waiting in the queue can be moved; one sleeping out a
+        -- short wait inside a worker comes at its turn by itself.
+        SELECT p.id, p.job_id, p.calls, p.at, j.queue INTO v_next
+        FROM ledgerflow.provider_limit_promises p
+        JOIN ledgerflow.jobs j ON j.id = p.job_id AND j.state = 'scheduled'
+        WHERE p.scope = p_scope AND p.at > v_now + interval '2 seconds'
+          AND p.id <> ALL (v_seen)
+        ORDER BY p.at LIMIT 1
+        FOR UPDATE OF p SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        v_seen := v_seen || v_next.id;
+        -- When the window holds all its calls, after those due before it.
+        IF v_count + v_due + v_next.calls <= v_limit THEN
+            v_at := v_now;
+        ELSE
+            SELECT at + interval '60 seconds' INTO v_at FROM ledgerflow.provider_limit_calls
+            WHERE scope = p_scope AND at > v_now - interval '60 seconds'
+            ORDER BY at OFFSET v_count + v_due - v_limit + v_next.calls - 1 LIMIT 1;
+            -- Room for part of its calls now and for all only seconds or
+            -- more away (the window's tail): it starts on the part now.
+            IF v_count + v_due < v_limit AND (v_at IS NULL OR v_at > v_now + interval '5 seconds') THEN
+                v_at := v_now;
+            END IF;
+        END IF;
+        -- Its turn is as early as it can be: so are the turns behind it.
+        EXIT WHEN v_at IS NULL OR v_at > v_next.at - interval '1 second';
+        UPDATE ledgerflow.provider_limit_promises SET at = v_at WHERE id = v_next.id;
+        -- Due half a second before the turn, as the adapter reschedules a
+        -- refused job (EARLY_FOR_A_TURN): claiming takes that long.
+        IF v_at - interval '500 milliseconds' <= v_now THEN
+            -- Still scheduled (not claimed since it was read): checked in
+            -- the update, so a job is never made available twice.
+            UPDATE ledgerflow.jobs SET state = 'available', run_at = v_now
+            WHERE id = v_next.job_id AND state = 'scheduled';
+            IF FOUND THEN
+                PERFORM pg_notify('ledgerflow_jobs', v_next.queue);
+            END IF;
+        ELSE
+            UPDATE ledgerflow.jobs SET run_at = v_at - interval '500 milliseconds'
+            WHERE id = v_next.job_id AND state = 'scheduled';
+        END IF;
+        v_due := v_due + v_next.calls;
+        v_moved := v_moved + 1;
+    END LOOP;
+    RETURN v_moved;
+END;
+$$;
+
+-- ---------------------------------------------------------------------
+-- Credentials and write intents.
+-- ---------------------------------------------------------------------
+
+-- OAuth credentials per connection. `sealed_tokens` is an AEAD box
+-- (XChaCha20-Poly1305, key from LEDGERFLOW_SECRET_KEY, the connection id as
+-- associated data) holding the access and refresh tokens; nothing secret is
+-- stored in clear. Refreshes lock the row (SELECT ... FOR UPDATE) so one
+-- single-use refresh token is never presented twice by two processes;
+-- `generation` counts refreshes so a waiter can tell one happened.
+CREATE TABLE ledgerflow.provider_credentials (
+    connection_id      bigint      PRIMARY KEY,
+    provider           text        NOT NULL,
+    sealed_tokens      bytea       NOT NULL,
+    key_id             text        NOT NULL,
+    access_expires_at  timestamptz NOT NULL,
+    -- Xero's tenant id (the organisation), sent as `xero-tenant-id`.
+    external_tenant_id text,
+    api_base_url       text        NOT NULL,
+    identity_base_url  text        NOT NULL,
+    -- Provider-specific, non-secret mapping (account codes, tax types, ...).
+    options            jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    status             text        NOT NULL DEFAULT 'active'
+                           CHECK (status IN ('active', 'reconnect_needed')),
+    status_reason      text,
+    generation         bigint      NOT NULL DEFAULT 0,
+    refreshed_at       timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- A keyed hash of the key that sealed the row (never the key), so a
+    -- different LEDGERFLOW_SECRET_KEY is refused before it seals or fails
+    -- anything.
+    key_fingerprint    text
+);
+
+-- Creates sent to a provider that has no idempotency key (Shopify orders
+-- and draft orders) whose outcome we have not seen. A row means "this
+-- create may have happened": before the invoice's record is created again,
+-- the adapter searches the provider for the record tagged `create_tag`
+-- (each attempt tags its create with a fresh one), created no earlier than
+-- `started_at` less a margin for clock skew, and adopts or cancels it. The
+-- row is deleted once an answer, or that search, says what happened.
+-- `search_after`: a request that timed out may still be running at the
+-- provider; searching before it must have finished could miss its record.
+CREATE TABLE ledgerflow.provider_write_intents (
+    connection_id  bigint      NOT NULL,
+    create_tag     text        NOT NULL,
+    invoice_ref    text        NOT NULL,
+    kind           text        NOT NULL,
+    started_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    search_after   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (connection_id, create_tag)
+);
+
+CREATE INDEX provider_write_intents_invoice_idx
+    ON ledgerflow.provider_write_intents (connection_id, invoice_ref);

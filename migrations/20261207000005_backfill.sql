@@ -1,7 +1,7 @@
 -- Backfills: historical invoices of a date range pushed to a provider in
 -- chunks, within what the connection's daily quota leaves after a reserve
--- for live syncs. Rules live in workflows/src/backfill/; these tables keep
--- the plan, the progress and the outcome.
+-- for live syncs. The rules are workflows' backfill module; these tables
+-- keep the plan, the progress and the outcome.
 --
 -- A backfill's chunks run one at a time (their jobs share the unique key
 -- `backfill:<id>`); each chunk's progress (keyset cursor, counts) moves in

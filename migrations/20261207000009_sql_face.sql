@@ -1,6 +1,6 @@
 -- The SQL face of the sync ledger: what a host in any language calls, in
 -- its own transaction, and what the Rust client calls too (one
--- implementation, not two that drift; workflows/src/ledger/ wraps these
+-- implementation, not two that drift; workflows' ledger module wraps these
 -- functions in typed Rust):
 --
 --   ledgerflow.on_host_trigger(tenant, trigger, snapshot, label, action_override)
@@ -10,8 +10,8 @@
 --   ledgerflow.resync_now / send_as_new / retry_failed_event / set_invoice_auto_sync
 --   ledgerflow.check_snapshot(snapshot)
 --
--- This supersedes the note in the ledger migration that the trigger rules
--- are not written in PL/pgSQL: they now live here, and only here.
+-- The trigger rules (snapshot checks, settings, skip reasons, superseding,
+-- the chain a sync becomes) live here, and only here.
 --
 -- Errors are raised with a JSON DETAIL ({"kind": ...}) the Rust client maps
 -- to its typed LedgerError: 22023 a bad argument (a snapshot naming the
@@ -119,7 +119,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- ---------------------------------------------------------------------
--- The snapshot (workflows/src/invoice.rs, docs/snapshot.schema.json).
+-- The snapshot (workflows' invoice module, docs/snapshot.schema.json).
 -- ---------------------------------------------------------------------
 
 -- Whether one JSON value reads as `kind`; the problem, or NULL. `mode`:
@@ -850,39 +850,9 @@ END;
 $$;
 
 -- ---------------------------------------------------------------------
--- Workflow runs and sync chains (chains.rs documents the chains).
+-- Sync chains (chains.rs documents the chains; ledgerflow.start_workflow_run
+-- starts them).
 -- ---------------------------------------------------------------------
-
--- Start a run in the caller's transaction: `steps` is an array of
--- {name, kind, kind_version, payload, queue, priority, hold_key,
--- unique_key, depends_on}; a step may only wait for earlier steps.
-CREATE FUNCTION ledgerflow.start_workflow_run(p_name text, p_tenant text, p_steps jsonb) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_run bigint;
-BEGIN
-    IF jsonb_typeof(p_steps) IS DISTINCT FROM 'array' OR jsonb_array_length(p_steps) = 0 THEN
-        PERFORM ledgerflow.face_error('22023', 'invalid workflow: a workflow needs at least one step',
-                                      jsonb_build_object('kind', 'invalid_workflow'));
-    END IF;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_steps) WITH ORDINALITY s(step, n),
-                             jsonb_array_elements_text(coalesce(step -> 'depends_on', '[]')) d(dep)
-               WHERE dep::integer < 0 OR dep::integer >= n - 1) THEN
-        PERFORM ledgerflow.face_error('22023', 'invalid workflow: a step may only wait for earlier steps',
-                                      jsonb_build_object('kind', 'invalid_workflow'));
-    END IF;
-    INSERT INTO ledgerflow.workflow_runs (name, tenant) VALUES (p_name, p_tenant) RETURNING id INTO v_run;
-    INSERT INTO ledgerflow.workflow_steps
-        (run_id, position, name, kind, kind_version, payload, queue, priority, hold_key, unique_key, depends_on)
-    SELECT v_run, n - 1, step ->> 'name', step ->> 'kind', coalesce((step ->> 'kind_version')::integer, 1),
-           step -> 'payload', coalesce(step ->> 'queue', 'default'), coalesce((step ->> 'priority')::smallint, 2),
-           step ->> 'hold_key', step ->> 'unique_key',
-           coalesce(ARRAY(SELECT jsonb_array_elements_text(step -> 'depends_on')::integer), '{}')
-    FROM jsonb_array_elements(p_steps) WITH ORDINALITY s(step, n);
-    PERFORM ledgerflow.enqueue_ready_steps(v_run);
-    RETURN v_run;
-END;
-$$;
 
 -- One step of a sync chain (every ledger kind: version 1, queue default, live).
 CREATE FUNCTION ledgerflow.chain_step(p_name text, p_kind text, p_payload jsonb, p_unique_key text,
@@ -1212,8 +1182,7 @@ BEGIN
                        AND last.error_message IS NOT NULL;
     IF v_status = 'pending' AND v_usable THEN
         -- A pending sync no running worker can run says why it waits
-        -- (ledgerflow.workers, migration 20261206000024_worker_presence.sql;
-        -- PL/pgSQL resolves the call when it runs, after every migration).
+        -- (ledgerflow.provider_has_worker reads ledgerflow.workers).
         v_has_worker := ledgerflow.provider_has_worker(c.provider);
         v_waiting := CASE
             WHEN v_has_worker THEN NULL

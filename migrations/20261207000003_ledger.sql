@@ -1,16 +1,14 @@
--- The sync ledger: tenants, their provider connections and settings, the
--- per-(connection, invoice) sync state, the history of sync events, and the
--- links between host records and provider records.
+-- The sync ledger's tables: tenants, their provider connections and
+-- settings, the per-(connection, invoice) sync state, the history of sync
+-- events, and the links between host records and provider records.
 --
--- Rust owns the rules (snapshot validation, trigger decisions, superseding);
--- these tables only keep their outcome. Hosts written in another language
--- record triggers through the `ledgerflow-client` crate or a small service
--- around it: the decision needs the snapshot validation and settings logic,
--- which is not duplicated in PL/pgSQL.
+-- The rules (snapshot checks, trigger decisions, superseding) are the SQL
+-- face's functions (ledgerflow.on_host_trigger, record_trigger, ...), which
+-- the Rust ledger wraps; these tables keep their outcome.
 --
 -- Lock order, everywhere: invoice_sync row, then sync_events, then jobs. The
 -- invoice_sync row lock is what makes "record a trigger" and "a job picks the
--- newest pending event" see each other (see workflows/src/ledger/sync.rs).
+-- newest pending event" see each other.
 
 CREATE TABLE ledgerflow.tenants (
     id          text        PRIMARY KEY,
@@ -50,6 +48,11 @@ CREATE TABLE ledgerflow.invoice_sync (
     synced_at        timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
+    -- The job a person last expedited ("re-sync now", "send as new",
+    -- "retry"): an automatic edit that joins it must not push it back into
+    -- a quiet period. Every ledger job kind runs at live priority, so
+    -- priority cannot tell.
+    expedited_job_id bigint,
     PRIMARY KEY (connection_id, invoice_id)
 );
 
@@ -70,7 +73,12 @@ CREATE TABLE ledgerflow.sync_events (
     -- upsert: create or update (or cancel and replace) the provider's record;
     -- send_as_new: create a new record ignoring the link (void_existing: void the old one first);
     -- void: void / cancel / delete the provider's record.
-    operation         text        NOT NULL CHECK (operation IN ('upsert', 'send_as_new', 'void')),
+    -- Written finished by their chain step, never left pending (so the
+    -- invoice's sync job, which picks the newest open event, never sees them):
+    -- payment: a push-payment step applied (or reversed) payments on the linked record;
+    -- complete_draft: a complete-draft step turned the linked draft into a paid order.
+    operation         text        NOT NULL CHECK (operation IN
+                          ('upsert', 'send_as_new', 'void', 'payment', 'complete_draft')),
     void_existing     boolean     NOT NULL DEFAULT false,
     -- The snapshot this event carries; when it syncs, the snapshot actually pushed.
     snapshot          jsonb       NOT NULL,
@@ -90,6 +98,9 @@ CREATE TABLE ledgerflow.sync_events (
     started_at        timestamptz,
     finished_at       timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- The run the event belongs to, when a host trigger started a chain
+    -- for it: the dialog shows which step the event waits for.
+    workflow_run_id   bigint,
     FOREIGN KEY (connection_id, invoice_id) REFERENCES ledgerflow.invoice_sync (connection_id, invoice_id)
         ON DELETE CASCADE
 );
@@ -99,10 +110,11 @@ CREATE INDEX sync_events_invoice_idx ON ledgerflow.sync_events (connection_id, i
 CREATE INDEX sync_events_open_idx ON ledgerflow.sync_events (connection_id, invoice_id, id DESC)
     WHERE status IN ('pending', 'syncing');
 
--- Host record ↔ provider record.
+-- Host record <-> provider record, for records whose host id is unique
+-- across the tenant (invoices, customers, items by SKU).
 CREATE TABLE ledgerflow.links (
     connection_id    bigint      NOT NULL REFERENCES ledgerflow.connections (id) ON DELETE CASCADE,
-    entity_type      text        NOT NULL CHECK (entity_type IN ('invoice', 'customer', 'item', 'payment')),
+    entity_type      text        NOT NULL CHECK (entity_type IN ('invoice', 'customer', 'item')),
     host_id          text        NOT NULL,
     external_id      text        NOT NULL,
     external_number  text,
@@ -116,3 +128,24 @@ CREATE TABLE ledgerflow.links (
 
 -- Webhooks arrive with the provider's id: find the host record from it.
 CREATE INDEX links_external_idx ON ledgerflow.links (connection_id, entity_type, external_id);
+
+-- A payment's link, keyed by the invoice it belongs to: hosts number
+-- payments per invoice (P1, P2 on every invoice), so a payment is
+-- identified within its invoice, not across the connection.
+CREATE TABLE ledgerflow.payment_links (
+    connection_id    bigint      NOT NULL REFERENCES ledgerflow.connections (id) ON DELETE CASCADE,
+    invoice_id       text        NOT NULL,
+    payment_id       text        NOT NULL,
+    external_id      text        NOT NULL,
+    external_number  text,
+    view_url         text,
+    -- What was applied, to show what a reversal takes back.
+    amount_minor     bigint      NOT NULL,
+    last_push_at     timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (connection_id, invoice_id, payment_id)
+);
+
+-- A pull of the provider's payments finds the ones the host pushed by id.
+CREATE INDEX payment_links_external_idx ON ledgerflow.payment_links (connection_id, external_id);

@@ -6,9 +6,17 @@
 -- neither lose the next step nor enqueue it twice. A failed step blocks the
 -- steps that depend on it, each saying which dependency failed and why;
 -- retrying the failed step unblocks them.
-
-ALTER TABLE ledgerflow.jobs ADD COLUMN workflow_step_id bigint;
-ALTER TABLE ledgerflow.finished_jobs ADD COLUMN workflow_step_id bigint;
+--
+-- Steps that share a job: a sync chain's invoice step carries the
+-- invoice's queue key (sync:<connection>:<invoice>): the queue runs an
+-- invoice's jobs one at a time and keeps at most one pending. When a step
+-- is enqueued while a job with its key is pending, the step joins that job
+-- instead of adding one: the pending job syncs the invoice's newest state,
+-- which is what both steps ask for. So a step points at its job
+-- (workflow_steps.job_id), many steps may point at one job, and
+-- jobs.workflow_step_id only marks a job as carrying steps. A retry
+-- superseded by a pending twin hands its steps to the twin
+-- (ledgerflow.return_to_queue).
 
 CREATE TABLE ledgerflow.workflow_runs (
     id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -40,13 +48,50 @@ CREATE TABLE ledgerflow.workflow_steps (
     -- Failed: the step's own error; blocked: which dependency failed and why.
     error        text,
     finished_at  timestamptz,
+    -- The step's queue key, if any: the step joins a pending job that
+    -- holds it.
+    unique_key   text,
     UNIQUE (run_id, position)
 );
 
 CREATE INDEX workflow_steps_waiting_idx ON ledgerflow.workflow_steps (run_id) WHERE status IN ('waiting', 'blocked');
+CREATE INDEX workflow_steps_job_idx ON ledgerflow.workflow_steps (job_id) WHERE status = 'enqueued';
+
+-- Start a run in the caller's transaction: `steps` is an array of
+-- {name, kind, kind_version, payload, queue, priority, hold_key,
+-- unique_key, depends_on}; a step may only wait for earlier steps (else
+-- ledgerflow.face_error raises 22023, invalid_workflow).
+CREATE FUNCTION ledgerflow.start_workflow_run(p_name text, p_tenant text, p_steps jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_run bigint;
+BEGIN
+    IF jsonb_typeof(p_steps) IS DISTINCT FROM 'array' OR jsonb_array_length(p_steps) = 0 THEN
+        PERFORM ledgerflow.face_error('22023', 'invalid workflow: a workflow needs at least one step',
+                                      jsonb_build_object('kind', 'invalid_workflow'));
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(p_steps) WITH ORDINALITY s(step, n),
+                             jsonb_array_elements_text(coalesce(step -> 'depends_on', '[]')) d(dep)
+               WHERE dep::integer < 0 OR dep::integer >= n - 1) THEN
+        PERFORM ledgerflow.face_error('22023', 'invalid workflow: a step may only wait for earlier steps',
+                                      jsonb_build_object('kind', 'invalid_workflow'));
+    END IF;
+    INSERT INTO ledgerflow.workflow_runs (name, tenant) VALUES (p_name, p_tenant) RETURNING id INTO v_run;
+    INSERT INTO ledgerflow.workflow_steps
+        (run_id, position, name, kind, kind_version, payload, queue, priority, hold_key, unique_key, depends_on)
+    SELECT v_run, n - 1, step ->> 'name', step ->> 'kind', coalesce((step ->> 'kind_version')::integer, 1),
+           step -> 'payload', coalesce(step ->> 'queue', 'default'), coalesce((step ->> 'priority')::smallint, 2),
+           step ->> 'hold_key', step ->> 'unique_key',
+           coalesce(ARRAY(SELECT jsonb_array_elements_text(step -> 'depends_on')::integer), '{}')
+    FROM jsonb_array_elements(p_steps) WITH ORDINALITY s(step, n);
+    PERFORM ledgerflow.enqueue_ready_steps(v_run);
+    RETURN v_run;
+END;
+$$;
 
 -- Enqueue every waiting step of the run whose dependencies have all
--- completed. Returns how many were enqueued.
+-- completed, joining a pending job with the step's key if there is one.
+-- Returns how many were enqueued.
 CREATE FUNCTION ledgerflow.enqueue_ready_steps(p_run_id bigint) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -67,8 +112,9 @@ BEGIN
     LOOP
         v_job := ledgerflow.enqueue(kind => v_step.kind, payload => v_step.payload, queue => v_step.queue,
                                     priority => v_step.priority, tenant => v_tenant,
-                                    kind_version => v_step.kind_version, hold_key => v_step.hold_key);
-        UPDATE ledgerflow.jobs SET workflow_step_id = v_step.id WHERE id = v_job;
+                                    kind_version => v_step.kind_version, hold_key => v_step.hold_key,
+                                    unique_key => v_step.unique_key);
+        UPDATE ledgerflow.jobs SET workflow_step_id = coalesce(workflow_step_id, v_step.id) WHERE id = v_job;
         UPDATE ledgerflow.workflow_steps SET status = 'enqueued', job_id = v_job, error = NULL WHERE id = v_step.id;
         v_count := v_count + 1;
     END LOOP;
@@ -76,17 +122,39 @@ BEGIN
 END;
 $$;
 
--- A step's job completed: the steps it unblocks are enqueued in the same
--- transaction, and the run completes with its last step.
+-- The job marked by p_step_id completed: every step it carries completes.
+-- Runs are locked in id order, so two completions never wait on each other
+-- in opposite orders.
 CREATE FUNCTION ledgerflow.workflow_step_completed(p_step_id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job  bigint;
+    v_step bigint;
+BEGIN
+    SELECT job_id INTO v_job FROM ledgerflow.workflow_steps WHERE id = p_step_id;
+    IF v_job IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_step IN
+        SELECT id FROM ledgerflow.workflow_steps WHERE job_id = v_job AND status = 'enqueued'
+        ORDER BY run_id, id
+    LOOP
+        PERFORM ledgerflow.workflow_one_step_completed(v_step);
+    END LOOP;
+END;
+$$;
+
+-- One step completed: the steps it unblocks are enqueued in the same
+-- transaction, and the run completes with its last step. Steps of one run
+-- complete in concurrent transactions: each must see the others'
+-- completions before deciding what is ready (a fan-in step would otherwise
+-- be left waiting), so they take the run's row lock in turn; the
+-- statements after the lock read with a fresh snapshot.
+CREATE FUNCTION ledgerflow.workflow_one_step_completed(p_step_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_run bigint;
 BEGIN
-    -- Steps of one run complete in concurrent transactions: each must see the
-    -- others' completions before deciding what is ready (a fan-in step would
-    -- otherwise be left waiting), so they take the run's row lock in turn;
-    -- the statements after the lock read with a fresh snapshot.
     SELECT run_id INTO v_run FROM ledgerflow.workflow_steps WHERE id = p_step_id;
     IF v_run IS NULL THEN
         RETURN;
@@ -104,14 +172,34 @@ BEGIN
 END;
 $$;
 
--- A step's job failed for good: the steps that depend on it, directly or
--- not, are blocked with the reason, and the run is failed until the step is retried.
+-- The job marked by p_step_id failed for good: every step it carries fails.
 CREATE FUNCTION ledgerflow.workflow_step_failed(p_step_id bigint, p_message text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job  bigint;
+    v_step bigint;
+BEGIN
+    SELECT job_id INTO v_job FROM ledgerflow.workflow_steps WHERE id = p_step_id;
+    IF v_job IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_step IN
+        SELECT id FROM ledgerflow.workflow_steps WHERE job_id = v_job AND status = 'enqueued'
+        ORDER BY run_id, id
+    LOOP
+        PERFORM ledgerflow.workflow_one_step_failed(v_step, p_message);
+    END LOOP;
+END;
+$$;
+
+-- One step failed for good: the steps that depend on it, directly or not,
+-- are blocked with the reason, and the run is failed until the step is
+-- retried. The run's row lock orders this against concurrent completions.
+CREATE FUNCTION ledgerflow.workflow_one_step_failed(p_step_id bigint, p_message text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_step ledgerflow.workflow_steps;
 BEGIN
-    -- The run's row lock orders this against concurrent completions (see above).
     PERFORM 1 FROM ledgerflow.workflow_runs r JOIN ledgerflow.workflow_steps st ON st.run_id = r.id
     WHERE st.id = p_step_id FOR UPDATE OF r;
     UPDATE ledgerflow.workflow_steps SET status = 'failed', error = p_message, finished_at = now()
@@ -183,35 +271,5 @@ BEGIN
         WHERE s.run_id = p_run_id AND s.status = 'waiting' AND s.position IN (SELECT position FROM downstream);
         UPDATE ledgerflow.workflow_runs SET status = 'failed' WHERE id = p_run_id;
     END LOOP;
-END;
-$$;
-
--- Ending a job as failed now also fails its workflow step (blocking the
--- steps after it); the completion path is in the worker's completion statement.
-CREATE OR REPLACE FUNCTION ledgerflow.finish_job(p_id bigint, p_state text, p_errors jsonb)
-RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_job ledgerflow.jobs;
-BEGIN
-    DELETE FROM ledgerflow.jobs WHERE id = p_id RETURNING * INTO v_job;
-    IF v_job.id IS NULL THEN
-        RETURN;
-    END IF;
-    INSERT INTO ledgerflow.finished_jobs
-        (id, queue, kind, kind_version, payload, state, priority, tenant, attempt,
-         unique_key, errors, created_at, started_at, workflow_step_id)
-    VALUES (v_job.id, v_job.queue, v_job.kind, v_job.kind_version, v_job.payload, p_state, v_job.priority,
-            v_job.tenant, v_job.attempt, v_job.unique_key, v_job.errors || coalesce(p_errors, '[]'::jsonb),
-            v_job.created_at, v_job.started_at, v_job.workflow_step_id);
-    IF v_job.workflow_step_id IS NOT NULL AND p_state = 'failed' THEN
-        PERFORM ledgerflow.workflow_step_failed(
-            v_job.workflow_step_id,
-            coalesce((v_job.errors || coalesce(p_errors, '[]'::jsonb)) -> -1 ->> 'message', 'the step failed'));
-    END IF;
-    -- A pending job with the same unique key may be waiting for this one.
-    IF v_job.unique_key IS NOT NULL THEN
-        PERFORM pg_notify('ledgerflow_jobs', v_job.queue);
-    END IF;
 END;
 $$;
