@@ -65,6 +65,10 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the database migrations (the worker also does this at start).
+    ///
+    /// A database created by a pre-release schema (before the migrations
+    /// were squashed, one file per domain) is refused and left unchanged:
+    /// drop and create it again.
     Migrate,
     /// Run a worker process until SIGTERM / Ctrl-C.
     Worker(WorkerArgs),
@@ -298,7 +302,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Migrate => {
             let pool = connect(&cli.database_url, 2).await?;
-            ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            ledgerflow_workflows::schema::migrate(&pool).await?;
             println!("migrations applied");
         }
         Command::Worker(args) => {
@@ -308,7 +312,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 (config.concurrency * config.queues.len()).clamp(4, 64) as u32 + 4,
             )
             .await?;
-            ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            ledgerflow_workflows::schema::migrate(&pool).await?;
             // A key that cannot open what is stored would fail every sync:
             // refuse to start instead (no key at all only disables providers).
             config::check_secret_key(&pool).await?;
@@ -403,7 +407,7 @@ fn quiet_on_broken_pipe() {
 /// A small pool for one operator command, on a migrated database.
 async fn ops_pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
     let pool = connect(url, 2).await?;
-    ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+    ledgerflow_workflows::schema::migrate(&pool).await?;
     Ok(pool)
 }
 

@@ -24,6 +24,7 @@ pub mod provider;
 pub mod provider_state;
 pub mod queue;
 pub mod retry;
+pub mod schema;
 pub mod settings;
 pub mod settings_json;
 pub mod summary;
@@ -34,10 +35,12 @@ pub use job::{EnqueueOptions, JobContext, JobId, JobKind, Priority};
 pub use retry::RetryPolicy;
 
 /// The migrations every ledgerflow database needs (queue tables, functions).
+/// [`schema::migrate`] runs them and refuses a database a pre-release
+/// schema created; the worker and CLI use it.
 ///
 /// ```no_run
-/// # async fn f(pool: sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-/// ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+/// # async fn f(pool: sqlx::PgPool) -> Result<(), ledgerflow_workflows::schema::SchemaError> {
+/// ledgerflow_workflows::schema::migrate(&pool).await?;
 /// # Ok(()) }
 /// ```
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -65,8 +65,8 @@ pub enum DemoError {
     Interrupted(#[from] Interrupted),
     #[error("cannot listen for Ctrl-C: {0}")]
     Signals(std::io::Error),
-    #[error("cannot migrate {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot migrate: {0}")]
+    Migrate(#[from] ledgerflow_workflows::schema::SchemaError),
     #[error("the demo failed: {0}")]
     Story(String),
 }
@@ -156,7 +156,7 @@ async fn on_server(database_url: &str, scratch: bool) -> Result<(), DemoError> {
         story.map_err(|e| DemoError::Story(e.to_string()))
     } else {
         let pool = db::connect(database_url, 16).await?;
-        ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+        ledgerflow_workflows::schema::migrate(&pool).await?;
         story(&pool)
             .await
             .map_err(|e| DemoError::Story(e.to_string()))
