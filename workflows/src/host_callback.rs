@@ -2,7 +2,7 @@
 //!
 //! A tenant may register one callback URL and a signing secret. Every
 //! inbound event recorded after that enqueues (by a trigger in the same
-//! transaction, see `migrations/20261123000012_host_callbacks.sql`) the
+//! transaction, see `ledgerflow.inbound_event_notify_host`) the
 //! tenant's `notify-host` job, which delivers the outstanding events oldest
 //! first, one request each, and marks each delivered when the host answers
 //! 2xx. A failed delivery stops the batch and the queue retries it, so the

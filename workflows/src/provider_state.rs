@@ -1,14 +1,15 @@
 //! Provider state shared by every worker process: the rate limiter, the
 //! leaky buckets, the record of creates whose answer was lost, and the
-//! OAuth credential store (tables in `20261123000003_provider_state.sql`
-//! and `20261123000005_shopify.sql`).
+//! OAuth credential store (`ledgerflow.provider_limits`,
+//! `ledgerflow.provider_credentials` and their neighbours).
 //!
 //! The limiter grants call slots per scope (a connection, or a whole app)
 //! honouring rolling minute and day windows, a concurrency cap and pauses
 //! set from the provider's own headers. A grant is one statement and so is
-//! a call's end ([`finish`]: slots back and headers recorded); the SQL
-//! lives in `20261123000011_limiter.sql`, which explains why it is shaped
-//! so (a connection's row lock held for microseconds, the app-wide count
+//! a call's end ([`finish`]: slots back and headers recorded); the SQL is
+//! `ledgerflow.limiter_acquire` and `ledgerflow.limiter_finish`, and
+//! docs/design.md ("The limiter's history") explains why it is shaped so
+//! (a connection's row lock held for microseconds, the app-wide count
 //! sharded and checked optimistically). It never sleeps: a refusal says
 //! until when to wait, and the caller decides.
 //!
@@ -83,7 +84,7 @@ impl LimitScope {
 pub struct Slot {
     slot_ids: Vec<i64>,
     /// The logged calls this grant stands for: dated at the answer when the
-    /// slot is given back (migration `20261123000015_limiter_answer_time.sql`).
+    /// slot is given back (`ledgerflow.limiter_finish`).
     call_ids: Vec<i64>,
 }
 
@@ -109,8 +110,7 @@ pub enum Acquired {
 }
 
 /// Grants one call against every scope, or says until when to wait. One
-/// statement (`ledgerflow.limiter_acquire`, migration
-/// `20261123000011_limiter.sql`): connection scopes are locked in key
+/// statement (`ledgerflow.limiter_acquire`): connection scopes are locked in key
 /// order, so concurrent acquirers never deadlock; app-wide scopes are
 /// counted per second and only locked near their limit. `slot_ttl` bounds
 /// how long a slot is held by a process that dies.

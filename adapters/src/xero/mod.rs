@@ -160,8 +160,7 @@ pub struct XeroConnection {
 
 /// How long before its turn in the minute window a refused job is
 /// rescheduled (see `XeroAdapter::slot`); well under `max_inline_wait`.
-/// `ledgerflow.limiter_hand_on` (migration `…17_limiter_window_tail.sql`)
-/// uses the same lead when it moves a waiter's turn earlier: keep them equal.
+/// `ledgerflow.limiter_hand_on` uses the same lead when it moves a waiter's turn earlier: keep them equal.
 const EARLY_FOR_A_TURN: chrono::Duration = chrono::Duration::milliseconds(500);
 
 /// Replacements of an archived contact one upsert tries before it gives

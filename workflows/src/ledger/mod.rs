@@ -15,7 +15,8 @@
 //! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
 //!
 //! Recording, chains, the manual actions and the dialog's read side are the
-//! SQL face's functions (`migrations/20261206000021_sql_face.sql`), which
+//! SQL face's functions (`ledgerflow.on_host_trigger`, `record_trigger`,
+//! `sync_dialog`, ...), which
 //! hosts in any language call directly: [`record`], [`chains`] and [`read`]
 //! call them and give them typed signatures and results, so the Rust client
 //! and the SQL face are one implementation. [`face_call`] maps the errors
