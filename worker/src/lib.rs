@@ -5,6 +5,7 @@
 //! `ledgerflow-workflows`.
 
 pub mod backfill;
+#[path = "handlers/backfill.rs"]
 pub mod backfill_job;
 pub mod bench;
 pub mod bench_held;
@@ -17,14 +18,17 @@ pub mod db;
 pub mod demo;
 pub mod embedded_pg;
 pub mod handlers;
+#[path = "handlers/host_callback.rs"]
 pub mod host_callback;
 pub mod interrupt;
 pub mod ops;
+#[path = "handlers/payments_pull.rs"]
 pub mod payments_pull;
 pub mod queue;
 pub mod sandbox;
 pub mod sandbox_cmd;
 pub mod scratch;
+#[path = "handlers/summary.rs"]
 pub mod summary;
 pub mod summary_ops;
 pub mod webhooks;
