@@ -73,7 +73,7 @@ pub async fn check_secret_key(pool: &PgPool) -> Result<(), ConfigError> {
     };
     let raw = raw.to_string_lossy();
     let key = SecretKey::from_hex(&raw)?;
-    ledgerflow_workflows::key_check::check_key(pool, &key, None).await?;
+    ledgerflow_workflows::provider_state::key_check::check_key(pool, &key, None).await?;
     Ok(())
 }
 

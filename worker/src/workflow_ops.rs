@@ -4,7 +4,7 @@
 //! This module only reads and calls `workflows::workflow_run`; it must not
 //! change steps itself.
 
-use ledgerflow_workflows::workflow_run::{self, WorkflowError};
+use ledgerflow_workflows::queue::workflow_run::{self, WorkflowError};
 use sqlx::PgPool;
 
 use crate::ops::OpsError;

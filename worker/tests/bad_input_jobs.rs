@@ -18,7 +18,7 @@ use ledgerflow_worker::handlers;
 use ledgerflow_worker::payments_pull;
 use ledgerflow_worker::queue::Registry;
 use ledgerflow_workflows::EnqueueOptions;
-use ledgerflow_workflows::payloads_inbound::PullPayments;
+use ledgerflow_workflows::inbound::payloads::PullPayments;
 use ledgerflow_workflows::queue::{self, JobState};
 use sqlx::PgPool;
 use xero_helpers::{connect, xero_env};

@@ -13,7 +13,7 @@ use axum::routing::post;
 use chrono::Utc;
 use ledgerflow_worker::handlers;
 use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
-use ledgerflow_workflows::host_callback::{
+use ledgerflow_workflows::inbound::host_callback::{
     EVENT_ID_HEADER, SIGNATURE_HEADER, set_host_callback, verify_signature,
 };
 use ledgerflow_workflows::inbound::{self, NewInboundEvent};

@@ -11,7 +11,7 @@ use ledgerflow_worker::handlers;
 use ledgerflow_worker::queue::Registry;
 use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::payloads::QueueProbe;
-use ledgerflow_workflows::workflow_run::{self, StepSpec, WorkflowRunView, WorkflowSpec};
+use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowRunView, WorkflowSpec};
 use sqlx::PgPool;
 
 fn step(label: &str) -> StepSpec {

@@ -15,8 +15,8 @@ use ledgerflow_client::{acknowledge_inbound, inbound_kind, last_pull_at, unread_
 use ledgerflow_worker::payments_pull::{self, run_process_xero_webhook};
 use ledgerflow_worker::queue::Registry;
 use ledgerflow_worker::webhooks::{WebhookState, router};
+use ledgerflow_workflows::inbound::payloads::ProcessXeroWebhook;
 use ledgerflow_workflows::inbound::{self, NewInboundEvent};
-use ledgerflow_workflows::payloads_inbound::ProcessXeroWebhook;
 use ledgerflow_workflows::provider::UpsertMode;
 use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::settings::{XeroInvoiceStatus, XeroSettings};

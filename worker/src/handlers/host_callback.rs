@@ -1,6 +1,6 @@
 //! The `notify-host` job: POST a tenant's outstanding inbound events to its
 //! host callback, oldest first, each signed (see
-//! `ledgerflow_workflows::host_callback` for the contract).
+//! `ledgerflow_workflows::inbound::host_callback` for the contract).
 //!
 //! An event is marked delivered only after the host answered 2xx; the first
 //! refusal or timeout ends the attempt, and the queue retries from that
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ledgerflow_workflows::JobError;
-use ledgerflow_workflows::host_callback::{
+use ledgerflow_workflows::inbound::host_callback::{
     self, EVENT_ID_HEADER, SIGNATURE_HEADER, host_callback, mark_delivered, undelivered,
 };
-use ledgerflow_workflows::payloads_inbound::NotifyHost;
+use ledgerflow_workflows::inbound::payloads::NotifyHost;
 use ledgerflow_workflows::provider_state::SecretKey;
 
 use crate::queue::JobContext;

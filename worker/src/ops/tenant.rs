@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use ledgerflow_client::ledger::{self, NewTenant};
 use ledgerflow_client::{Secret, SecretKey};
-use ledgerflow_workflows::host_callback;
+use ledgerflow_workflows::inbound::host_callback;
 use sqlx::PgPool;
 
 use super::{OpsError, print_json};

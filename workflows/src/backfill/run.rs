@@ -22,13 +22,13 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::source::{self, PageQuery, Source};
 use super::{ContactMapping, QuotaPolicy, enqueue_chunk};
-use crate::error::JobError;
 use crate::invoice::InvoiceSnapshot;
-use crate::job::JobContext;
 use crate::ledger::{self, Connection, ConnectionStatus};
 use crate::payloads::BackfillRange;
 use crate::provider::{ExternalRef, PushResult};
 use crate::provider_state::{self, LimitPolicy, LimitScope, LimitState};
+use crate::queue::JobContext;
+use crate::queue::JobError;
 
 /// The code sync events written by a backfill carry in `trigger`.
 pub const TRIGGER: &str = "backfill";
@@ -773,7 +773,7 @@ pub async fn adopt_lost(
             write: crate::provider::WriteKind::Created,
             external: external.clone(),
             line_count: u32::try_from(snapshot.lines.len()).unwrap_or(u32::MAX),
-            total: crate::money::Money::new(snapshot.totals.total, snapshot.currency),
+            total: crate::invoice::money::Money::new(snapshot.totals.total, snapshot.currency),
             external_status: String::new(),
             customer: None,
             replaced: None,

@@ -47,6 +47,7 @@ pub mod connections;
 pub mod customers;
 pub mod dependencies;
 pub mod payments;
+pub mod push_payment;
 pub mod read;
 pub mod record;
 pub mod sync;
@@ -59,7 +60,7 @@ pub use connections::{
     list_tenants, reconnect, tenant_connections, update_settings, update_settings_json,
 };
 pub use customers::run_sync_customer;
-pub use payments::run_push_payment;
+pub use push_payment::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
     ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
@@ -261,7 +262,7 @@ pub enum LedgerError {
     #[error("could not enqueue the sync job: {0}")]
     Enqueue(#[from] EnqueueError),
     #[error("could not start the sync chain: {0}")]
-    Workflow(#[from] crate::workflow_run::WorkflowError),
+    Workflow(#[from] crate::queue::workflow_run::WorkflowError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 use super::connections::ConnectionStatus;
 use super::{EventStatus, LedgerError, Operation, face_call};
 use crate::invoice::Change;
-use crate::money::Money;
+use crate::invoice::money::Money;
 use crate::provider::{PaymentOutcome, PushResult};
 use crate::settings::Provider as ProviderName;
 

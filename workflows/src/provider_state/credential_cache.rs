@@ -4,7 +4,7 @@
 //! which loaded the row and opened the seal).
 //!
 //! It owns nothing but the copies: the credential store in
-//! [`crate::provider_state`] stays the truth, and this module must not
+//! [`super::credentials`] stays the truth, and this module must not
 //! refresh or write tokens. Staleness is bounded and harmless:
 //! - an entry is used for at most the cache's time to live (a few seconds),
 //!   so a status change ("reconnect needed") or new mapping options made by
@@ -12,13 +12,13 @@
 //! - a token another process refreshed meanwhile still carries the old
 //!   generation, so a refresh started from the copy finds the newer set in
 //!   the store and uses it instead of spending a refresh token
-//!   ([`crate::provider_state::refresh_credentials`] compares generations);
+//!   ([`super::refresh_credentials`] compares generations);
 //! - the adapter replaces the copy with what its own refresh returned
 //!   ([`CredentialCache::remember`]).
 //!
 //! ```
 //! use std::time::Duration;
-//! use ledgerflow_workflows::credential_cache::CredentialCache;
+//! use ledgerflow_workflows::provider_state::credential_cache::CredentialCache;
 //!
 //! let cache = CredentialCache::new(Duration::from_secs(5));
 //! cache.forget(42); // nothing cached yet: a no-op
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::provider_state::{self, CredentialError, Credentials, SecretKey};
+use super::credentials::{self, CredentialError, Credentials, SecretKey};
 
 /// Decrypted credentials per connection, each kept for a bounded time.
 #[derive(Debug)]
@@ -60,7 +60,7 @@ impl CredentialCache {
         if let Some(creds) = self.fresh(connection_id) {
             return Ok(creds);
         }
-        let creds = provider_state::load_credentials(pool, key, connection_id).await?;
+        let creds = credentials::load_credentials(pool, key, connection_id).await?;
         self.remember(&creds);
         Ok(creds)
     }

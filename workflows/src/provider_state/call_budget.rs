@@ -12,13 +12,13 @@
 //!
 //! This module owns only the job-scoped handle (a tokio task-local set by
 //! the worker around each job). It must not decide limits: the limiter does
-//! ([`crate::provider_state::acquire_reserving`]), and adapters say how many
+//! ([`super::acquire_reserving`]), and adapters say how many
 //! calls a job of theirs usually makes.
 //!
 //! ```no_run
 //! # async fn demo(pool: sqlx::PgPool) {
 //! use std::sync::Arc;
-//! use ledgerflow_workflows::call_budget::CallBudget;
+//! use ledgerflow_workflows::provider_state::call_budget::CallBudget;
 //!
 //! let budget = Arc::new(CallBudget::default());
 //! let outcome = budget.run(async { /* the job's provider calls */ 42 }).await;

@@ -10,7 +10,7 @@
 
 use sqlx::{PgPool, Row};
 
-use crate::provider_state::{CredentialError, SecretKey};
+use super::credentials::{CredentialError, SecretKey};
 
 /// Refuses `key` with [`CredentialError::WrongKey`] when any stored
 /// credentials were sealed with another key; `first` (a connection being

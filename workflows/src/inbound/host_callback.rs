@@ -19,7 +19,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use sqlx::{PgConnection, Row};
 
-use crate::inbound::InboundEvent;
+use super::InboundEvent;
 use crate::provider_state::{CredentialError, Secret, SecretKey};
 
 /// The header carrying the signature.
@@ -210,7 +210,7 @@ pub enum SignatureError {
 /// What the host calls on each request: the body is genuine and fresh.
 ///
 /// ```
-/// use ledgerflow_workflows::host_callback::{signature, verify_signature};
+/// use ledgerflow_workflows::inbound::host_callback::{signature, verify_signature};
 /// use ledgerflow_workflows::provider_state::Secret;
 /// let secret = Secret::new("a-long-shared-secret");
 /// let now = chrono::Utc::now();

@@ -13,7 +13,7 @@
 //! This module must not run jobs: the worker does, like any other job.
 //!
 //! ```no_run
-//! use ledgerflow_workflows::workflow_run::{self, StepSpec, WorkflowSpec};
+//! use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowSpec};
 //! use ledgerflow_workflows::payloads::{SyncCustomer, UpsertInvoice, PushPayment};
 //! # async fn f(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
 //! let (t, c) = ("shop-1".to_string(), 7);
@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, Row};
 
-use crate::job::{JobId, JobKind};
+use super::job::{JobId, JobKind};
 
 /// One step: the job it runs and the steps (by position, 0-based) it waits for.
 #[derive(Debug, Clone)]

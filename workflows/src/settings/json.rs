@@ -2,10 +2,10 @@
 //! CLI's `--settings-json`, the client's `create_connection_json` /
 //! `update_settings_json`): merged over a base and decoded strictly, so a
 //! typo is refused with a suggestion instead of being dropped. The rules
-//! on values stay in [`crate::settings`].
+//! on values stay in [`super`].
 
+use super::{ConnectionSettings, SettingsError};
 use crate::input::{self, InputError};
-use crate::settings::{ConnectionSettings, SettingsError};
 
 impl ConnectionSettings {
     /// Settings from JSON as a person or host writes them: `json` merged

@@ -3,14 +3,14 @@
 //!
 //! Like every payload, these carry ids, not data: the job asks the
 //! provider for the record's current state when it runs. This module must
-//! not hold the work itself (that is [`crate::inbound`] and the worker).
+//! not hold the work itself (that is [`super`] and the worker).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobKind, Priority};
-use crate::retry::RetryPolicy;
+use crate::queue::RetryPolicy;
+use crate::queue::{JobKind, Priority};
 
 /// Read what changed in the provider since the connection's last pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ impl JobKind for ProcessXeroWebhook {
 }
 
 /// POST a tenant's outstanding inbound events to its host callback, oldest
-/// first (see [`crate::host_callback`]). Enqueued by the database when an
+/// first (see [`super::host_callback`]). Enqueued by the database when an
 /// event is recorded; one pending per tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotifyHost {

@@ -10,8 +10,17 @@
 //!
 //! This module owns the inbound-event, webhook-delivery and pull-cursor
 //! SQL, and [`apply_remote_invoice`]: turning a provider-neutral
-//! [`RemoteInvoice`] into events. It must not make HTTP calls or know any
-//! provider's wire format: adapters build the [`RemoteInvoice`].
+//! [`RemoteInvoice`] into events. Around it:
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | [`matching`] | matching a provider's paid-order webhook to the host invoice it pays, and the events the settings ask for |
+//! | [`payloads`] | the inbound job kinds (process a Xero webhook, pull payments, notify the host) |
+//! | [`host_callback`] | signed callbacks to the host when events arrive |
+//!
+//! It must not make HTTP calls or know any provider's wire format:
+//! adapters build the [`RemoteInvoice`], the worker's webhook receiver
+//! builds the [`matching::PaidOrder`].
 //!
 //! Ordering: ids come from an identity column, so two transactions may
 //! commit out of id order. Readers therefore page by "unacknowledged",
@@ -21,6 +30,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
+
+pub mod host_callback;
+pub mod matching;
+pub mod payloads;
 
 /// What an inbound event says happened.
 pub mod kind {
