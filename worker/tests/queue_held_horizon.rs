@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim, claim_bounded};
-use ledgerflow_worker::queue::floor::{ClaimFloor, FloorConfig};
+use ledgerflow_worker::runtime::fetcher::{FetcherConfig, claim, claim_bounded};
+use ledgerflow_worker::runtime::floor::{ClaimFloor, FloorConfig};
 use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue;

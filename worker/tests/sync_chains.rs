@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
+use ledgerflow_worker::runtime::{QueueConfig, WorkerRuntime};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use ledgerflow_workflows::ledger::{self, ChainStarted, HostTrigger, NewTenant};
 use ledgerflow_workflows::provider::Providers;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{fast_config, start};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::Registry;
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowRunView, WorkflowSpec};

@@ -22,8 +22,8 @@ use ledgerflow_workflows::{JobContext, JobError, JobKind};
 use sqlx::PgPool;
 
 use crate::config::{XERO_CLIENT_ID_ENV, XERO_CLIENT_SECRET_ENV};
-use crate::queue::Registry;
-use crate::queue::registry::FailedJob;
+use crate::runtime::Registry;
+use crate::runtime::registry::FailedJob;
 
 /// Adds the backfill's handler (replacing the placeholder of a worker
 /// without a Xero app) and the hook that fails a chunk the queue gave up on.

@@ -17,7 +17,7 @@ use ledgerflow_workflows::inbound::host_callback::{
 use ledgerflow_workflows::inbound::payloads::NotifyHost;
 use ledgerflow_workflows::provider_state::SecretKey;
 
-use crate::queue::JobContext;
+use crate::runtime::JobContext;
 
 /// Events sent per attempt before the job looks again (bounds one attempt's length).
 const BATCH: i64 = 200;

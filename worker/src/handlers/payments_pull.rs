@@ -23,8 +23,8 @@ use ledgerflow_workflows::queue::{self, EnqueueError};
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
 
-use crate::queue::Registry;
-use crate::queue::cron::{DueTick, Schedule};
+use crate::runtime::Registry;
+use crate::runtime::cron::{DueTick, Schedule};
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "xero-pull-payments";

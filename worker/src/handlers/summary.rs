@@ -25,8 +25,8 @@ use ledgerflow_workflows::summary::{self, Assembly, SummaryDraft};
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
 
-use crate::queue::Registry;
-use crate::queue::cron::{DueTick, Schedule};
+use crate::runtime::Registry;
+use crate::runtime::cron::{DueTick, Schedule};
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "end-of-day-summary";

@@ -30,7 +30,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::runtime::{QueueConfig, WorkerRuntime};
 use crate::sandbox::{XeroSandbox, gst_line, settle, snapshot, xero_settings};
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;

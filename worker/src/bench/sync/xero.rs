@@ -26,7 +26,7 @@ use super::{
     BenchError, ProviderFigures, SyncReport, bench_invoice, over_floor, record_created, sync_all,
     sync_outcome, tenant_invoices, window_floor_secs,
 };
-use crate::queue::vacuum::VacuumPolicy;
+use crate::runtime::vacuum::VacuumPolicy;
 use crate::sandbox::{XeroSandbox, xero_settings};
 
 /// Calls every invoice's sync makes: create it. A first write is not

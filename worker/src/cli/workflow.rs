@@ -7,7 +7,7 @@
 use ledgerflow_workflows::queue::workflow_run::{self, WorkflowError};
 use sqlx::PgPool;
 
-use crate::ops::OpsError;
+use crate::cli::OpsError;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WorkflowCommand {
@@ -66,7 +66,7 @@ pub async fn workflow(pool: &PgPool, cmd: WorkflowCommand) -> Result<(), OpsErro
                 workflow_run::list_runs(&mut conn, tenant.as_deref(), status.as_deref(), limit)
                     .await?;
             if json {
-                return crate::ops::print_json(&runs);
+                return crate::cli::print_json(&runs);
             }
             if runs.is_empty() {
                 println!("no workflow runs");

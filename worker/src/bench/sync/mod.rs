@@ -32,8 +32,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::vacuum::VacuumPolicy;
-use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::runtime::vacuum::VacuumPolicy;
+use crate::runtime::{QueueConfig, WorkerRuntime};
 use crate::sandbox::{SandboxError, gst_line, snapshot};
 
 pub type BenchError = SandboxError;

@@ -6,8 +6,9 @@ use ledgerflow_client::find_job;
 use ledgerflow_workflows::queue::JobState;
 use sqlx::PgPool;
 
-use super::{OpsError, print_json, words};
-use crate::queue::presence;
+use super::{OpsError, print_json};
+use crate::dialog::words;
+use crate::runtime::presence;
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {

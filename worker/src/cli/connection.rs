@@ -13,7 +13,8 @@ use sqlx::PgPool;
 use super::credentials::{
     CredentialArgs, credentials_from, read_json, settings_from_json, stored_config,
 };
-use super::{OpsError, print_json, words};
+use super::{OpsError, print_json};
+use crate::dialog::words;
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectionCommand {

@@ -178,7 +178,7 @@ pub async fn run(pool: &PgPool, run: &HeldRun) -> Result<HeldReport, BenchError>
             done_over_offered: done_per_sec / offered_per_sec,
             pickup_p50_ms: p50.unwrap_or(f64::NAN) * 1000.0,
             pickup_p99_ms: p99.unwrap_or(f64::NAN) * 1000.0,
-            enqueue_p50_ms: crate::bench_queue::percentile(&enqueue_ms, 0.5),
+            enqueue_p50_ms: crate::bench::queue::percentile(&enqueue_ms, 0.5),
             enqueue_max_ms: enqueue_ms.last().copied().unwrap_or(f64::NAN),
             dead_tuples_jobs: dead[i].0,
             dead_tuples_finished_jobs: dead[i].1,

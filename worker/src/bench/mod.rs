@@ -1,10 +1,24 @@
 //! `ledgerflow bench`: performance scenarios. Every figure is printed next
 //! to a baseline measured in the same run on the same database, so the
 //! ratio means something on any machine.
+//!
+//! | file | scenario |
+//! | --- | --- |
+//! | [`queue`] | `bench queue`: enqueue, drain and pickup against bare SQL |
+//! | [`held`] | `bench held-xmin`: the queue while a long transaction holds the xmin horizon |
+//! | [`sync`] | `bench sync`: many tenants' invoices through a provider's simulator, against the limits' floor |
+//! | [`system`] | `bench superseding`, `fairness`, `memory` |
+//!
+//! Behind the feature `sandbox` (the simulators).
 
 use std::time::Duration;
 
 use crate::scratch::{ScratchDb, with_scratch};
+
+pub mod held;
+pub mod queue;
+pub mod sync;
+pub mod system;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Scenario {
@@ -19,7 +33,7 @@ pub enum Scenario {
         workers: usize,
         /// Jobs run at once per worker when they take time, as `ledgerflow
         /// worker --concurrency` (its default: the default worker is measured).
-        #[arg(long, default_value_t = crate::queue::QueueConfig::default().concurrency)]
+        #[arg(long, default_value_t = crate::runtime::QueueConfig::default().concurrency)]
         concurrency: usize,
         /// Jobs run at once per worker while they are cheap, as `ledgerflow
         /// worker --max-concurrency` [default: the worker's].
@@ -201,7 +215,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             pickups,
             json,
         } => {
-            let run = crate::bench_queue::QueueRun {
+            let run = queue::QueueRun {
                 jobs,
                 workers,
                 concurrency,
@@ -211,7 +225,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 connections,
             };
             let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
-                crate::bench_queue::run(&pool, &run).await
+                queue::run(&pool, &run).await
             })
             .await?;
             let report = report?;
@@ -233,7 +247,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             vacuum_secs,
             json,
         } => {
-            let vacuum = crate::queue::vacuum::VacuumPolicy::every(vacuum_secs)?;
+            let vacuum = crate::runtime::vacuum::VacuumPolicy::every(vacuum_secs)?;
             // A limit flag of the other provider is refused rather than
             // silently ignored: the run would not measure what was asked.
             let misplaced = match provider {
@@ -249,7 +263,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             let report = with_scratch(database_url, "ledgerflow_bench", 60, |pool, _| async move {
                 match provider {
                     SyncProvider::Xero => {
-                        let run = crate::bench_sync::xero::XeroRun {
+                        let run = sync::xero::XeroRun {
                             invoices,
                             tenants,
                             windows: windows.unwrap_or(1),
@@ -257,16 +271,15 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                             concurrency,
                             vacuum,
                         };
-                        crate::bench_sync::xero::run(&pool, &run).await
+                        sync::xero::run(&pool, &run).await
                     }
                     SyncProvider::Shopify => {
-                        let mut run =
-                            crate::bench_sync::shopify::ShopifyRun::new(invoices, tenants);
+                        let mut run = sync::shopify::ShopifyRun::new(invoices, tenants);
                         run.bucket_capacity = bucket_capacity.unwrap_or(run.bucket_capacity);
                         run.leak_per_second = leak_per_second.unwrap_or(run.leak_per_second);
                         run.concurrency = concurrency;
                         run.vacuum = vacuum;
-                        crate::bench_sync::shopify::run(&pool, &run).await
+                        sync::shopify::run(&pool, &run).await
                     }
                 }
             })
@@ -292,7 +305,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 return Err("bench held-xmin: --rate and --batch-ms must be positive".into());
             }
             let db = ScratchDb::create(database_url, "ledgerflow_bench", 24).await?;
-            let run = crate::bench_held::HeldRun {
+            let run = held::HeldRun {
                 rate,
                 clean: Duration::from_secs(clean_secs),
                 hold: Duration::from_secs(hold_secs),
@@ -303,7 +316,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 worker_exe: std::env::current_exe()?,
                 database_url: db.url.clone(),
             };
-            let report = crate::bench_held::run(&db.pool, &run).await;
+            let report = held::run(&db.pool, &run).await;
             db.drop_db().await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
@@ -318,7 +331,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             json,
         } => {
             let report = with_scratch(database_url, "ledgerflow_bench", 20, |pool, _| async move {
-                crate::bench_system::superseding_with(&pool, edits, quiet_ms).await
+                system::superseding_with(&pool, edits, quiet_ms).await
             })
             .await?;
             let r = report.map_err(|e| e.to_string())?;
@@ -349,7 +362,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             json,
         } => {
             let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
-                crate::bench_system::fairness(&pool, backlog, concurrency, job_ms, samples).await
+                system::fairness(&pool, backlog, concurrency, job_ms, samples).await
             })
             .await?;
             let r = report.map_err(|e| e.to_string())?;
@@ -376,7 +389,7 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             json,
         } => {
             let report = with_scratch(database_url, "ledgerflow_bench", 40, |pool, _| async move {
-                crate::bench_system::memory(&pool, jobs, hold_ms).await
+                system::memory(&pool, jobs, hold_ms).await
             })
             .await?;
             let r = report.map_err(|e| e.to_string())?;

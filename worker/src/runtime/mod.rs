@@ -6,6 +6,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
+//! | [`lifecycle`] | starting and stopping a process's queue machinery ([`WorkerRuntime`]): one fetcher and apalis worker per queue, the services, graceful shutdown |
 //! | [`fetcher`] | claiming batches (`FOR UPDATE SKIP LOCKED`), woken by LISTEN/NOTIFY with a ≤ 1 s poll fallback |
 //! | [`floor`] | the claim's lower bounds per priority, so claims skip the dead entries of claimed jobs |
 //! | [`pace`] | how many jobs are in flight: `--concurrency`, more while jobs are cheap |
@@ -33,16 +34,16 @@ pub mod drain;
 pub mod fetcher;
 pub mod floor;
 pub mod heartbeat;
+pub mod lifecycle;
 pub mod outcome;
 pub mod pace;
 pub mod presence;
 pub mod pruner;
 pub mod registry;
 pub mod rescuer;
-pub mod runtime;
 pub mod scheduler;
 pub mod vacuum;
 
 pub use ledgerflow_workflows::JobContext;
+pub use lifecycle::{QueueConfig, WorkerRuntime};
 pub use registry::Registry;
-pub use runtime::{QueueConfig, WorkerRuntime};

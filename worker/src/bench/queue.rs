@@ -19,7 +19,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::runtime::{QueueConfig, WorkerRuntime};
 
 /// One `bench queue` run.
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ impl Registry {
     /// Register the handler of kind `K`.
     ///
     /// ```
-    /// use ledgerflow_worker::queue::Registry;
+    /// use ledgerflow_worker::runtime::Registry;
     /// use ledgerflow_workflows::payloads::QueueProbe;
     ///
     /// let registry = Registry::new().register(|probe: QueueProbe, _ctx| async move {

@@ -92,7 +92,7 @@ pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
                     "connection {}: {}, {}",
                     c.id,
                     c.provider,
-                    super::words(c.status.as_str())
+                    crate::dialog::words(c.status.as_str())
                 );
             }
         }

@@ -36,7 +36,7 @@ use super::{
     BenchError, ProviderFigures, SyncReport, bench_invoice, bucket_floor_secs, over_floor,
     record_created, sync_all, sync_outcome, tenant_invoices,
 };
-use crate::queue::vacuum::VacuumPolicy;
+use crate::runtime::vacuum::VacuumPolicy;
 use crate::sandbox::{ShopifySandbox, shopify_settings};
 
 /// Job slots per store by default. One would keep a full bucket busy (a
