@@ -1,4 +1,4 @@
-//! The claim's lower bounds (`worker/src/queue/floor.rs`, migration
+//! The claim's lower bounds (`worker/src/runtime/floor.rs`, migration
 //! `20261206000023_queue_held_horizon.sql`): they pass the dead index
 //! entries of claimed jobs while a long transaction holds the xmin horizon,
 //! and they never pass a job that is or becomes claimable.

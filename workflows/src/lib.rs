@@ -1,5 +1,18 @@
-//! ledgerflow's domain layer: job kinds and their payloads, retry policies,
-//! the classification of job errors and the queue's SQL.
+//! ledgerflow's domain layer, one module (or folder) per concept:
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`queue`] | job kinds, enqueue, read, complete, the job context, retry policies, error classes, workflow runs |
+//! | [`payloads`] | the job kinds of the sync and the queue's probe |
+//! | [`invoice`] | the invoice snapshot: types, validation, diff, money |
+//! | [`settings`] | per-connection sync settings and their rules |
+//! | [`input`] | checks on identifiers and text from outside |
+//! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps |
+//! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
+//! | [`summary`] | end-of-day summaries: assembling a day's invoices |
+//! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
+//! | [`provider`] | the `Provider` port adapters implement |
+//! | [`provider_state`] | state shared by every worker process: rate limits, buckets, write intents, credentials, call budgets |
 //!
 //! This crate owns *what* the engine does and the SQL it keeps its state in.
 //! It must not make HTTP calls or know any provider's wire format (that is

@@ -156,6 +156,7 @@ pub enum Command {
     #[cfg(not(feature = "sandbox"))]
     #[command(name = "demo", hide = true, aliases = ["sandbox", "bench"])]
     NotBuilt {
+        /// Whatever followed the command (not read).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
@@ -331,4 +332,61 @@ pub enum OpsError {
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), OpsError> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    /// The commands that run the simulators, as a person types them.
+    const SIMULATOR_COMMANDS: [&[&str]; 4] = [
+        &["ledgerflow", "demo"],
+        &["ledgerflow", "demo", "--embedded"],
+        &["ledgerflow", "sandbox", "--provider", "xero"],
+        &["ledgerflow", "bench", "queue", "--jobs", "10"],
+    ];
+
+    fn listed(name: &str) -> bool {
+        Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == name && !c.is_hide_set())
+    }
+
+    #[cfg(feature = "sandbox")]
+    #[test]
+    fn with_the_sandbox_feature_demo_sandbox_and_bench_are_commands() {
+        for args in SIMULATOR_COMMANDS {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(
+                matches!(
+                    cli.command,
+                    Command::Demo(_) | Command::Sandbox(_) | Command::Bench { .. }
+                ),
+                "{args:?}: {:?}",
+                cli.command
+            );
+        }
+        assert!(listed("demo") && listed("sandbox") && listed("bench"));
+    }
+
+    #[cfg(not(feature = "sandbox"))]
+    #[tokio::test]
+    async fn without_the_sandbox_feature_demo_sandbox_and_bench_say_they_need_it() {
+        for args in SIMULATOR_COMMANDS {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(matches!(cli.command, Command::NotBuilt { .. }), "{args:?}");
+            // Refused before any database is touched (the URL is unreachable).
+            let cli = Cli {
+                database_url: "postgres://nobody@127.0.0.1:1/none".into(),
+                ..cli
+            };
+            let err = super::run(cli).await.expect_err("refused").to_string();
+            assert_eq!(err, super::NOT_BUILT, "{args:?}");
+            assert!(err.contains("`sandbox` feature"), "{err}");
+        }
+        assert!(!listed("demo") && !listed("sandbox") && !listed("bench"));
+        assert!(listed("worker") && listed("migrate"));
+    }
 }

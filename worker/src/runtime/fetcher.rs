@@ -195,7 +195,7 @@ pub async fn claim(
 
 /// Claim up to `n` available jobs of the queue for this worker, each
 /// priority's index scan starting at its bound in `lows`
-/// (`ledgerflow.claim_jobs`, migration `20261206000023_queue_held_horizon.sql`).
+/// (`ledgerflow.claim_jobs`).
 pub async fn claim_bounded(
     pool: &PgPool,
     cfg: &FetcherConfig,

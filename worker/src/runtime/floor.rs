@@ -5,8 +5,7 @@
 //! visit for every job claimed since the horizon was taken.
 //!
 //! A bound must never pass a job that is or will become claimable. The
-//! SQL side (`ledgerflow.claim_floor`, migration
-//! `20261206000023_queue_held_horizon.sql`) gives, in one snapshot, the
+//! SQL side (`ledgerflow.claim_floor`) gives, in one snapshot, the
 //! smallest available key at or above each current bound, the queue's
 //! fairness frontier read before this transaction took its id, that id, and
 //! the oldest transaction id still running. Every job is keyed at or above

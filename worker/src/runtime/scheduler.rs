@@ -54,15 +54,14 @@ pub async fn run(pool: PgPool, interval: Duration, stop: CancellationToken) {
 }
 
 /// Make every due scheduled job available (up to 10,000 a run); returns
-/// how many. The SQL is `ledgerflow.promote_due`, migration
-/// `20261123000018_promote_by_index.sql`: its plan is pinned there.
+/// how many. The SQL is `ledgerflow.promote_due`: its plan is pinned there.
 pub async fn promote_due(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(promote_due_since(pool, None).await?.0)
 }
 
 /// Make the scheduled jobs due at or after `since` (all: `None`) available,
 /// up to 10,000; returns how many, and the cutoff they were due by
-/// (migration `20261206000023_queue_held_horizon.sql`).
+/// (`ledgerflow.promote_due` with a horizon).
 pub async fn promote_due_since(
     pool: &PgPool,
     since: Option<DateTime<Utc>>,

@@ -1,8 +1,8 @@
 //! Host callbacks: inbound events also POSTed to a URL the host chose.
 //!
 //! A tenant may register one callback URL and a signing secret. Every
-//! inbound event recorded after that enqueues (by a trigger in the same
-//! transaction, see `migrations/20261123000012_host_callbacks.sql`) the
+//! inbound event recorded after that enqueues (by a trigger on
+//! `ledgerflow.inbound_events`, in the same transaction) the
 //! tenant's `notify-host` job, which delivers the outstanding events oldest
 //! first, one request each, and marks each delivered when the host answers
 //! 2xx. A failed delivery stops the batch and the queue retries it, so the

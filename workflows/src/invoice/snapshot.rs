@@ -23,7 +23,7 @@ pub fn snapshot_json_schema() -> serde_json::Value {
 /// (`ledgerflow.on_host_trigger`, `ledger::on_host_trigger`): the whole
 /// invoice each time, never a delta. Amounts are integer minor units of
 /// `currency`, quantities integer thousandths of a unit; the totals must
-/// agree with the lines (see `workflows/src/invoice.rs` for the formula).
+/// agree with the lines (see `workflows/src/invoice/mod.rs` for the formula).
 /// Published as `docs/snapshot.schema.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(title = "ledgerflow invoice snapshot")]

@@ -2,8 +2,7 @@
 //! (a customer that could not sync) that blocks a step of this invoice.
 //! Its open event carries the error class [`DEPENDENCY_FAILED`] meanwhile,
 //! and "retry" in the sync dialog runs the blocking steps again
-//! (`ledgerflow.retry_failed_event` in
-//! `migrations/20261206000021_sql_face.sql`, the one copy of that rule).
+//! (`ledgerflow.retry_failed_event`, the one copy of that rule).
 //!
 //! This module must not decide whether a retry is allowed, nor retry steps
 //! itself: the SQL face does both.

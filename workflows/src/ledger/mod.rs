@@ -12,18 +12,23 @@
 //! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step |
-//! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
+//! | [`payments`] | an invoice's payments in the provider: applied, reversed, linked |
+//! | [`push_payment`] | the push-payment step of a sync chain |
 //!
 //! Recording, chains, the manual actions and the dialog's read side are the
-//! SQL face's functions (`migrations/20261206000021_sql_face.sql`), which
+//! SQL face's functions (`ledgerflow.record_trigger`, `on_host_trigger`,
+//! `sync_dialog`, ...), which
 //! hosts in any language call directly: [`record`], [`chains`] and [`read`]
 //! call them and give them typed signatures and results, so the Rust client
 //! and the SQL face are one implementation. [`face_call`] maps the errors
 //! those functions raise to [`LedgerError`].
 //!
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
-//! port) and must not change how the queue claims or finishes jobs: it only
-//! enqueues, and completes its own job inside its transaction.
+//! port) and must not write the queue's tables: it enqueues through
+//! [`crate::queue`], completes its own job inside its transaction
+//! ([`crate::queue::JobContext::complete_in`]), and its SQL delays a job for
+//! the quiet period or wakes it through the queue's functions
+//! (`ledgerflow.hold_for_quiet_period`, `end_quiet_period`, `ledger_expedite`).
 //!
 //! Serialization: every job of one (connection, invoice) carries the unique
 //! key [`sync_key`], so the queue runs them one at a time and keeps at most

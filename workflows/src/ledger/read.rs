@@ -4,8 +4,7 @@
 //!
 //! Read-only: this module must not write. Every rule of "what may the user
 //! do now" lives in the SQL face (`ledgerflow.sync_dialog`,
-//! `ledgerflow.sync_history`, `ledgerflow.link_view` in
-//! `migrations/20261206000021_sql_face.sql`), so hosts in any language read
+//! `ledgerflow.sync_history`, `ledgerflow.link_view`), so hosts in any language read
 //! the same dialog; these types are its JSON, typed, and this module must
 //! not re-derive a rule.
 

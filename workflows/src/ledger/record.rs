@@ -5,8 +5,7 @@
 //!
 //! The rules (snapshot validation, the settings decision, superseding, the
 //! quiet period before an automatic sync, the per-invoice auto-sync toggle,
-//! what "retry" may do) are the SQL face's, in
-//! `migrations/20261206000021_sql_face.sql`: hosts in any language call the
+//! what "retry" may do) are the SQL face's: hosts in any language call the
 //! same functions (`ledgerflow.record_trigger`, `ledgerflow.resync_now`,
 //! ...). This module owns their typed Rust signatures and results; it must
 //! not re-implement a rule (two copies drift), call providers or wait for a

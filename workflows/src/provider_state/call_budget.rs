@@ -7,8 +7,7 @@
 //! one to whichever job asks first lets every job start and few finish:
 //! each job rescheduled after its second or third call repeats its lookups
 //! on its next run. A job whose first call reserves its next ones finishes
-//! what it started. The SQL is `ledgerflow.limiter_acquire` in
-//! `20261123000014_limiter_reservations.sql`.
+//! what it started. The SQL is `ledgerflow.limiter_acquire`.
 //!
 //! This module owns only the job-scoped handle (a tokio task-local set by
 //! the worker around each job). It must not decide limits: the limiter does

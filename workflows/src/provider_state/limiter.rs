@@ -60,7 +60,7 @@ impl LimitScope {
 pub struct Slot {
     slot_ids: Vec<i64>,
     /// The logged calls this grant stands for: dated at the answer when the
-    /// slot is given back (migration `20261123000015_limiter_answer_time.sql`).
+    /// slot is given back (`ledgerflow.limiter_finish`).
     call_ids: Vec<i64>,
 }
 
@@ -86,8 +86,7 @@ pub enum Acquired {
 }
 
 /// Grants one call against every scope, or says until when to wait. One
-/// statement (`ledgerflow.limiter_acquire`, migration
-/// `20261123000011_limiter.sql`): connection scopes are locked in key
+/// statement (`ledgerflow.limiter_acquire`): connection scopes are locked in key
 /// order, so concurrent acquirers never deadlock; app-wide scopes are
 /// counted per second and only locked near their limit. `slot_ttl` bounds
 /// how long a slot is held by a process that dies.

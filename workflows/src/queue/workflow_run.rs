@@ -4,9 +4,9 @@
 //! Starting a run writes the run and all its steps and enqueues the steps
 //! without dependencies, in the caller's transaction. Each later step is
 //! enqueued by the statement that completes the last step it depends on, so
-//! a crash between steps can neither lose nor repeat a step (the SQL is in
-//! `migrations/20261123000007_workflow_runs.sql`; starting a run is
-//! `ledgerflow.start_workflow_run`). A failed step blocks the
+//! a crash between steps can neither lose nor repeat a step (the SQL is
+//! `ledgerflow.workflow_step_completed`, called by [`super::complete_batch`];
+//! starting a run is `ledgerflow.start_workflow_run`). A failed step blocks the
 //! steps after it, each saying which dependency failed and why; retrying it
 //! lets the run finish.
 //!
@@ -46,7 +46,7 @@ pub struct StepSpec {
     pub hold_key: Option<String>,
     /// The queue's unique key for the step's job. When a job with this key
     /// is pending, the step joins it instead of enqueuing another (see
-    /// `migrations/20261123000008_sync_chains.sql`).
+    /// `ledgerflow.start_workflow_run`).
     pub unique_key: Option<String>,
     pub depends_on: Vec<i32>,
 }
