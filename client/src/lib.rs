@@ -74,14 +74,14 @@ pub use ledgerflow_workflows::ledger::{
     retry_failed_event, send_as_new, set_invoice_auto_sync, sync_dialog,
 };
 pub use ledgerflow_workflows::payloads;
+/// Workflow runs: a sync chain's steps and their outcomes; retry a failed step.
+pub use ledgerflow_workflows::queue::workflow_run::{
+    self, WorkflowRunView, find_run as find_workflow_run, list_runs as list_workflow_runs,
+    retry_step as retry_workflow_step,
+};
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, ManyOptions, enqueue, enqueue_batch,
     enqueue_many, find_job, release_held, retry_failed,
-};
-/// Workflow runs: a sync chain's steps and their outcomes; retry a failed step.
-pub use ledgerflow_workflows::workflow_run::{
-    self, WorkflowRunView, find_run as find_workflow_run, list_runs as list_workflow_runs,
-    retry_step as retry_workflow_step,
 };
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.
@@ -99,7 +99,7 @@ pub use register::{
 
 /// Host callbacks: inbound events also POSTed to the host, signed; the host
 /// checks each request with [`verify_callback_signature`].
-pub use ledgerflow_workflows::host_callback::{
+pub use ledgerflow_workflows::inbound::host_callback::{
     CallbackError, EVENT_ID_HEADER as CALLBACK_EVENT_ID_HEADER,
     SIGNATURE_HEADER as CALLBACK_SIGNATURE_HEADER, remove_host_callback, set_host_callback,
     verify_signature as verify_callback_signature,

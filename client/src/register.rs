@@ -10,8 +10,8 @@
 
 use chrono::{DateTime, Utc};
 use ledgerflow_workflows::input::{self, InputError};
-use ledgerflow_workflows::key_check::check_key;
 use ledgerflow_workflows::ledger::{self, Connection, LedgerError, SavedSettings};
+use ledgerflow_workflows::provider_state::key_check::check_key;
 use ledgerflow_workflows::provider_state::{
     CredentialError, NewCredentials, Secret, SecretKey, save_credentials_in,
 };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::WorkerProcess;
 use ledgerflow_workflows::payloads::QueueProbe;
-use ledgerflow_workflows::workflow_run::{self, StepSpec, WorkflowSpec};
+use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowSpec};
 use sqlx::PgPool;
 
 const RUNS: usize = 4;

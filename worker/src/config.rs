@@ -73,7 +73,7 @@ pub async fn check_secret_key(pool: &PgPool) -> Result<(), ConfigError> {
     };
     let raw = raw.to_string_lossy();
     let key = SecretKey::from_hex(&raw)?;
-    ledgerflow_workflows::key_check::check_key(pool, &key, None).await?;
+    ledgerflow_workflows::provider_state::key_check::check_key(pool, &key, None).await?;
     Ok(())
 }
 
@@ -81,7 +81,7 @@ pub async fn check_secret_key(pool: &PgPool) -> Result<(), ConfigError> {
 pub struct ProviderSetup {
     pub providers: Providers,
     /// Providers with no app configured here: their jobs are left queued
-    /// for other workers ([`crate::queue::QueueConfig::cannot_serve`]).
+    /// for other workers ([`crate::runtime::QueueConfig::cannot_serve`]).
     pub cannot_serve: Vec<ProviderName>,
     /// One line per configured provider, for the start-up log.
     pub configured: Vec<String>,

@@ -1,31 +1,38 @@
 //! The ledgerflow worker process: the queue runtime on apalis, the job
-//! handlers that wire workflows to adapters, and the `ledgerflow` CLI.
+//! handlers that wire workflows to adapters, the webhook receiver and the
+//! `ledgerflow` CLI.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`runtime`] | claiming, dispatch, outcomes and the maintenance services, one per file |
+//! | [`handlers`] | the handler of each job kind, one file per family |
+//! | [`webhooks`] | the webhook receiver's HTTP surface |
+//! | [`cli`] | the `ledgerflow` command line, one file per command group |
+//! | [`config`] | provider adapters and keys from flags and the environment |
+//! | [`db`], [`interrupt`] | connecting to PostgreSQL; exit codes and Ctrl-C |
+//! | [`dialog`] | the sync dialog and stored names as text (CLI and demo) |
+//! | `demo`, `bench`, `sandbox`, `scratch`, `embedded_pg` | the demo, the benchmarks, the in-process simulators, throwaway databases (feature `sandbox`) |
 //!
 //! It must not hold domain rules of its own: those are in
-//! `ledgerflow-workflows`.
+//! `ledgerflow-workflows`. The simulators, the demo and the benchmarks are
+//! behind the default feature `sandbox`, so a production build
+//! (`--no-default-features`) leaves them out.
 
-pub mod backfill;
-pub mod backfill_job;
+#[cfg(feature = "sandbox")]
 pub mod bench;
-pub mod bench_held;
-pub mod bench_queue;
-pub mod bench_sync;
-pub mod bench_system;
 pub mod cli;
 pub mod config;
 pub mod db;
+#[cfg(feature = "sandbox")]
 pub mod demo;
+pub mod dialog;
+#[cfg(feature = "sandbox")]
 pub mod embedded_pg;
 pub mod handlers;
-pub mod host_callback;
 pub mod interrupt;
-pub mod ops;
-pub mod payments_pull;
-pub mod queue;
+pub mod runtime;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
-pub mod sandbox_cmd;
+#[cfg(feature = "sandbox")]
 pub mod scratch;
-pub mod summary;
-pub mod summary_ops;
 pub mod webhooks;
-pub mod workflow_ops;

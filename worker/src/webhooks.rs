@@ -19,7 +19,8 @@
 //!   "set job completed") are written in the transaction that records the
 //!   delivery. A paid order that matches no invoice is recorded as a
 //!   delivery with no event (logged). Other topics are answered 200 and not
-//!   stored.
+//!   stored. The matching rule is `workflows::inbound::matching`'s; this
+//!   module only reads the order from the verified body.
 //!
 //! Either way a delivery is fully accepted or not at all (and the provider
 //! retries it). This module owns the HTTP surface only; verification is
@@ -40,12 +41,14 @@ use ledgerflow_adapters::shopify::webhook::{
 use ledgerflow_adapters::shopify::wire::gid;
 use ledgerflow_adapters::xero::webhook::{self, SIGNATURE_HEADER, WebhookPayload};
 use ledgerflow_workflows::EnqueueOptions;
-use ledgerflow_workflows::inbound;
+use ledgerflow_workflows::inbound::payloads::ProcessXeroWebhook;
+use ledgerflow_workflows::inbound::{
+    self,
+    matching::{self, PaidOrder},
+};
 use ledgerflow_workflows::ledger::{self, hold_key};
-use ledgerflow_workflows::payloads_inbound::ProcessXeroWebhook;
 use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::queue::{self, EnqueueError};
-use ledgerflow_workflows::settings::ProviderSettings;
 use sqlx::PgPool;
 
 /// Xero's deliveries are small (ids only); anything much bigger is not Xero.
@@ -138,6 +141,8 @@ enum AcceptError {
     Inbound(#[from] inbound::InboundError),
     #[error(transparent)]
     Ledger(#[from] ledger::LedgerError),
+    #[error(transparent)]
+    Matching(#[from] matching::MatchError),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
     #[error("database: {0}")]
@@ -299,158 +304,64 @@ async fn shopify(
     }
 }
 
-/// An order paid (or a draft completed into one), as the receiver matches it.
-struct PaidOrder<'a> {
-    order_id: i64,
-    order_name: Option<&'a str>,
-    draft_order_id: Option<i64>,
-    /// Our tag's connection and the invoice id from the note attributes.
-    connection_hint: Option<i64>,
-    invoice_hint: Option<&'a str>,
-    amount_minor: i64,
-    currency: String,
-}
-
-impl<'a> PaidOrder<'a> {
-    fn of(change: &'a InboundChange) -> Option<PaidOrder<'a>> {
-        match change {
+/// An order paid (or a draft completed into one), as the matching rule
+/// ([`matching::record_paid_order`]) takes it; `None` for other changes.
+fn paid_order(inbound: &Inbound) -> Option<PaidOrder<'_>> {
+    let (order_id, order_name, draft_order_id, reference, amount_minor, currency) =
+        match &inbound.change {
             InboundChange::OrderPaid {
                 order_id,
                 order_name,
                 reference,
                 paid_minor,
                 currency,
-            } => Some(PaidOrder {
-                order_id: *order_id,
-                order_name: order_name.as_deref(),
-                draft_order_id: None,
-                connection_hint: reference.as_ref().map(|r| r.connection_id),
-                invoice_hint: reference.as_ref().and_then(|r| r.invoice_id.as_deref()),
-                amount_minor: *paid_minor,
-                currency: currency.to_string(),
-            }),
+            } => (
+                *order_id,
+                order_name.as_deref(),
+                None,
+                reference,
+                *paid_minor,
+                currency,
+            ),
             InboundChange::DraftCompleted {
                 draft_order_id,
                 order_id,
                 reference,
                 total_minor,
                 currency,
-            } => Some(PaidOrder {
-                order_id: *order_id,
-                order_name: None,
-                draft_order_id: Some(*draft_order_id),
-                connection_hint: reference.as_ref().map(|r| r.connection_id),
-                invoice_hint: reference.as_ref().and_then(|r| r.invoice_id.as_deref()),
-                amount_minor: *total_minor,
-                currency: currency.to_string(),
-            }),
-            InboundChange::Ignored { .. } => None,
-        }
-    }
+            } => (
+                *order_id,
+                None,
+                Some(*draft_order_id),
+                reference,
+                *total_minor,
+                currency,
+            ),
+            InboundChange::Ignored { .. } => return None,
+        };
+    Some(PaidOrder {
+        provider: SHOPIFY,
+        delivery_id: &inbound.webhook_id,
+        external_tenant: &inbound.shop_domain,
+        topic: topic_name(&inbound.topic),
+        order: gid("Order", order_id),
+        order_name,
+        draft_order: draft_order_id.map(|d| gid("DraftOrder", d)),
+        connection_hint: reference.as_ref().map(|r| r.connection_id),
+        invoice_hint: reference.as_ref().and_then(|r| r.invoice_id.as_deref()),
+        amount_minor,
+        currency: currency.to_string(),
+    })
 }
 
 /// Records the delivery and the inbound events it means, in one
 /// transaction; returns how many events were written (0 for a repeat, or
 /// an order that is not one of ours).
 async fn accept_shopify(pool: &PgPool, inbound: &Inbound) -> Result<usize, AcceptError> {
-    let Some(paid) = PaidOrder::of(&inbound.change) else {
+    let Some(paid) = paid_order(inbound) else {
         return Ok(0);
     };
-    let mut tx = pool.begin().await?;
-    if !inbound::record_delivery(&mut tx, SHOPIFY, &inbound.webhook_id).await? {
-        tx.commit().await?;
-        tracing::info!(webhook = %inbound.webhook_id, "repeated Shopify webhook delivery ignored");
-        return Ok(0);
-    }
-    let mut connections =
-        inbound::connections_for_external_tenant(&mut tx, SHOPIFY, &inbound.shop_domain).await?;
-    // Our tag names the connection that made the record: when the shop has
-    // several connections, only that one's invoice is meant.
-    if let Some(hint) = paid.connection_hint
-        && connections.iter().any(|c| c.connection_id == hint)
-    {
-        connections.retain(|c| c.connection_id == hint);
-    }
-    let order = gid("Order", paid.order_id);
-    let mut records = vec![order.clone()];
-    records.extend(paid.draft_order_id.map(|d| gid("DraftOrder", d)));
-    let mut written = 0;
-    let mut matched = false;
-    for c in &connections {
-        // The note attribute's invoice id counts only on the connection our tag names.
-        let hint = paid
-            .invoice_hint
-            .filter(|_| paid.connection_hint == Some(c.connection_id));
-        let Some(invoice_id) =
-            inbound::linked_invoice(&mut tx, c.connection_id, &records, hint).await?
-        else {
-            continue;
-        };
-        matched = true;
-        let connection = ledger::get_connection(&mut tx, c.connection_id).await?;
-        let ProviderSettings::Shopify(settings) = &connection.settings.provider else {
-            continue;
-        };
-        let payload = serde_json::json!({
-            "topic": topic_name(&inbound.topic),
-            "external_order_id": order,
-            "external_number": paid.order_name,
-            "external_draft_order_id": paid.draft_order_id.map(|d| gid("DraftOrder", d)),
-            "amount_paid_minor": paid.amount_minor,
-            "currency": paid.currency,
-            "shopify_webhook_id": inbound.webhook_id,
-        });
-        let kinds = [
-            (
-                settings.set_invoice_paid_on_order_paid,
-                inbound::kind::INVOICE_PAID,
-                "paid",
-            ),
-            (
-                settings.set_job_completed_on_order_paid,
-                inbound::kind::JOB_COMPLETED,
-                "job_completed",
-            ),
-        ];
-        for (on, kind, key) in kinds {
-            if !on {
-                continue;
-            }
-            // Keyed by the order: `orders/paid` and the draft's completion
-            // report the same payment, and count once.
-            let dedup_key = format!("{key}:{order}");
-            let recorded = inbound::record(
-                &mut tx,
-                &inbound::NewInboundEvent {
-                    tenant_id: &c.tenant_id,
-                    connection_id: c.connection_id,
-                    kind,
-                    invoice_id: Some(&invoice_id),
-                    payload: payload.clone(),
-                    dedup_key: &dedup_key,
-                },
-            )
-            .await?;
-            written += usize::from(recorded.is_some());
-        }
-        if !settings.set_invoice_paid_on_order_paid && !settings.set_job_completed_on_order_paid {
-            tracing::info!(
-                connection_id = c.connection_id,
-                invoice = %invoice_id,
-                "Shopify order paid; the connection's settings ask for no change in the host"
-            );
-        }
-    }
-    if !matched {
-        tracing::info!(
-            webhook = %inbound.webhook_id,
-            shop = %inbound.shop_domain,
-            order = %order,
-            "Shopify order paid that matches no invoice of a connection: recorded, no event"
-        );
-    }
-    tx.commit().await?;
-    Ok(written)
+    Ok(matching::record_paid_order(pool, &paid).await?)
 }
 
 fn topic_name(topic: &Topic) -> &str {

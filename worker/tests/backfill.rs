@@ -23,7 +23,7 @@ use ledgerflow_client::backfill::{
 };
 use ledgerflow_client::ledger::{self, TriggerRequest};
 use ledgerflow_client::settings::{Provider as ProviderName, Trigger};
-use ledgerflow_worker::queue::Registry;
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
@@ -34,7 +34,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn registry(env: &XeroEnv) -> Registry {
     let providers = Providers::new().with(ProviderName::Xero, Arc::new(env.adapter.clone()));
-    ledgerflow_worker::backfill_job::register(
+    ledgerflow_worker::handlers::backfill::register(
         ledgerflow_worker::handlers::registry_with(providers),
         env.adapter.clone(),
     )

@@ -5,8 +5,8 @@
 //! memory sees the jobs in flight; the Shopify sync bench syncs every
 //! invoice once with its stores' buckets binding.
 
-use ledgerflow_worker::bench_sync::shopify::{self, ShopifyRun};
-use ledgerflow_worker::bench_system;
+use ledgerflow_worker::bench::sync::shopify::{self, ShopifyRun};
+use ledgerflow_worker::bench::system as bench_system;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
@@ -91,7 +91,7 @@ async fn shopify_sync_bench_syncs_every_invoice_once_with_the_bucket_binding(poo
 async fn held_xmin_bench_runs_its_three_phases_with_worker_processes(pool: PgPool) {
     use sqlx::ConnectOptions;
     use std::time::Duration;
-    let run = ledgerflow_worker::bench_held::HeldRun {
+    let run = ledgerflow_worker::bench::held::HeldRun {
         rate: 100,
         clean: Duration::from_secs(2),
         hold: Duration::from_secs(2),
@@ -102,7 +102,7 @@ async fn held_xmin_bench_runs_its_three_phases_with_worker_processes(pool: PgPoo
         worker_exe: env!("CARGO_BIN_EXE_ledgerflow").into(),
         database_url: pool.connect_options().to_url_lossy().to_string(),
     };
-    let r = ledgerflow_worker::bench_held::run(&bench_pool(&pool).await, &run)
+    let r = ledgerflow_worker::bench::held::run(&bench_pool(&pool).await, &run)
         .await
         .unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 use ledgerflow_worker::cli::{Cli, Command, LogFormat, WorkerArgs};
-use ledgerflow_worker::queue::QueueConfig;
+use ledgerflow_worker::runtime::QueueConfig;
 
 fn worker_args(args: &[&str]) -> WorkerArgs {
     let argv = ["ledgerflow", "worker"].iter().chain(args).copied();

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use common::{fast_config, job, start, wait_for};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, InFlight, claim};
-use ledgerflow_worker::queue::outcome::{Completion, Recorded, record_failure, run_completer};
-use ledgerflow_worker::queue::rescuer;
+use ledgerflow_worker::runtime::fetcher::{FetcherConfig, InFlight, claim};
+use ledgerflow_worker::runtime::outcome::{Completion, Recorded, record_failure, run_completer};
+use ledgerflow_worker::runtime::rescuer;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue::{self, JobState};
 use ledgerflow_workflows::{EnqueueOptions, JobError};

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::Utc;
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
-use ledgerflow_workflows::host_callback::{
+use ledgerflow_worker::runtime::{QueueConfig, WorkerRuntime};
+use ledgerflow_workflows::inbound::host_callback::{
     EVENT_ID_HEADER, SIGNATURE_HEADER, set_host_callback, verify_signature,
 };
 use ledgerflow_workflows::inbound::{self, NewInboundEvent};

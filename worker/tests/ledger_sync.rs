@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{RecordingProvider, connection, connection_with, snapshot, version_of};
 use ledger_driver::{claim_one, drain, job_state, make_due, run_claimed, run_next};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
+use ledgerflow_worker::runtime::{QueueConfig, WorkerRuntime};
 use ledgerflow_workflows::ErrorClass;
 use ledgerflow_workflows::invoice::{Change, Discount, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::ledger::{

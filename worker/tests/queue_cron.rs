@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{fast_config, start};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::cron::{Every, fire_due};
+use ledgerflow_worker::runtime::cron::{Every, fire_due};
 use ledgerflow_workflows::payloads::QueueProbe;
 use sqlx::PgPool;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim};
+use ledgerflow_worker::runtime::fetcher::{FetcherConfig, claim};
 use ledgerflow_workflows::payloads::{BackfillRange, QueueProbe, UpsertInvoice};
 use ledgerflow_workflows::queue::{self, JobState};
 use ledgerflow_workflows::{EnqueueOptions, Priority};

@@ -1,12 +1,12 @@
-//! The claim's lower bounds (the worker's claim floor over
-//! `ledgerflow.claim_floor` and `ledgerflow.claim_jobs`): they pass the dead index
+//! The claim's lower bounds (`worker/src/runtime/floor.rs`, migration
+//! `20261206000023_queue_held_horizon.sql`): they pass the dead index
 //! entries of claimed jobs while a long transaction holds the xmin horizon,
 //! and they never pass a job that is or becomes claimable.
 
 use std::time::Duration;
 
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, claim, claim_bounded};
-use ledgerflow_worker::queue::floor::{ClaimFloor, FloorConfig};
+use ledgerflow_worker::runtime::fetcher::{FetcherConfig, claim, claim_bounded};
+use ledgerflow_worker::runtime::floor::{ClaimFloor, FloorConfig};
 use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::{fast_config, job, live_row, start, wait_finished, wait_for};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::fetcher::{FetcherConfig, InFlight, claim};
-use ledgerflow_worker::queue::outcome::Recorded;
-use ledgerflow_worker::queue::pruner::{Retention, prune};
-use ledgerflow_worker::queue::{Registry, heartbeat, rescuer};
+use ledgerflow_worker::runtime::fetcher::{FetcherConfig, InFlight, claim};
+use ledgerflow_worker::runtime::outcome::Recorded;
+use ledgerflow_worker::runtime::pruner::{Retention, prune};
+use ledgerflow_worker::runtime::{Registry, heartbeat, rescuer};
 use ledgerflow_workflows::payloads::{
     BackfillRange, CompleteDraft, EndOfDaySummary, PushPayment, QueueProbe, SyncCustomer,
     UpsertInvoice, VoidOrder,
@@ -62,7 +62,7 @@ async fn retryable_failures_store_their_backoff_and_then_complete(pool: PgPool) 
     let registry = handlers::registry();
     let before = Utc::now();
     let policy = registry.policy("queue-probe");
-    ledgerflow_worker::queue::outcome::record_failure(
+    ledgerflow_worker::runtime::outcome::record_failure(
         &pool,
         &claimed,
         policy,
@@ -522,7 +522,7 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out(pool: PgPo
             .is_empty()
     );
     let policy = handlers::registry().policy("queue-probe");
-    let recorded = ledgerflow_worker::queue::outcome::record_failure(
+    let recorded = ledgerflow_worker::runtime::outcome::record_failure(
         &pool,
         &a,
         policy,
@@ -772,7 +772,7 @@ async fn a_retry_superseded_by_a_newer_pending_twin_ends_cancelled(pool: PgPool)
     let twin = enqueue(&pool, &probe("new"), key()).await;
     assert_ne!(first, twin);
     let policy = handlers::registry().policy("queue-probe");
-    ledgerflow_worker::queue::outcome::record_failure(
+    ledgerflow_worker::runtime::outcome::record_failure(
         &pool,
         &running,
         policy,

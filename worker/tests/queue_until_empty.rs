@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{fast_config, runtime_pool};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::WorkerRuntime;
+use ledgerflow_worker::runtime::WorkerRuntime;
 use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue;

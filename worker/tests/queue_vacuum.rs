@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ledgerflow_worker::queue::vacuum::{CHURN_TABLES, vacuum_churn};
+use ledgerflow_worker::runtime::vacuum::{CHURN_TABLES, vacuum_churn};
 use sqlx::PgPool;
 
 /// PostgreSQL's counts for one of ledgerflow's tables: (dead rows, vacuums).

@@ -3,7 +3,7 @@
 //! most two Xero writes, and Xero holds the last edit (through the
 //! superseding bench, which drives exactly that and counts the writes).
 
-use ledgerflow_worker::bench_system;
+use ledgerflow_worker::bench::system as bench_system;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 

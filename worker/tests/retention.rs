@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use ledgerflow_worker::queue::pruner::{Retention, prune};
+use ledgerflow_worker::runtime::pruner::{Retention, prune};
 use ledgerflow_workflows::inbound;
 use sqlx::PgPool;
 

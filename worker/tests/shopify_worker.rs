@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{fast_config, start, wait_finished};
 use ledgerflow_adapters::shopify::simulator::{Fault, FaultKind};
 use ledgerflow_client::ledger::{self, SyncDialog};
-use ledgerflow_worker::ops::render_dialog;
+use ledgerflow_worker::dialog::render_dialog;
 use ledgerflow_worker::sandbox::settle;
 use ledgerflow_workflows::EnqueueOptions;
 use ledgerflow_workflows::ledger::{EventStatus, Operation, hold_key, sync_key};

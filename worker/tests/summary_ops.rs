@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, Utc};
 use common::{fast_config, start};
-use ledgerflow_worker::queue::Registry;
-use ledgerflow_worker::summary::run_end_of_day_summary;
-use ledgerflow_worker::summary_ops::{self, SummaryState};
+use ledgerflow_worker::cli::summary::{self as summary_ops, SummaryState};
+use ledgerflow_worker::handlers::summary::run_end_of_day_summary;
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::payloads::EndOfDaySummary;
 use ledgerflow_workflows::summary::{self, Assembly};
 use sqlx::PgPool;

@@ -10,14 +10,14 @@ use std::time::Duration;
 use chrono::Utc;
 use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::{QueueConfig, WorkerRuntime};
+use ledgerflow_worker::runtime::{QueueConfig, WorkerRuntime};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use ledgerflow_workflows::ledger::{self, ChainStarted, HostTrigger, NewTenant};
 use ledgerflow_workflows::provider::Providers;
+use ledgerflow_workflows::queue::workflow_run;
 use ledgerflow_workflows::settings::{
     ConnectionSettings, Provider, ProviderSettings, Trigger, XeroInvoiceStatus, XeroSettings,
 };
-use ledgerflow_workflows::workflow_run;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use xero_helpers::{Conn, XeroEnv, connect_with, count, eventually, snapshot, xero_env};

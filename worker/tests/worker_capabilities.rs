@@ -74,7 +74,7 @@ async fn dialog(pool: &PgPool, conn: &Conn, invoice: &str) -> SyncDialog {
         .unwrap()
 }
 
-fn registry(env: &XeroEnv) -> ledgerflow_worker::queue::Registry {
+fn registry(env: &XeroEnv) -> ledgerflow_worker::runtime::Registry {
     handlers::registry_with(Providers::new().with(Provider::Xero, Arc::new(env.adapter.clone())))
 }
 

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::{fast_config, start};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::Registry;
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::JobError;
 use ledgerflow_workflows::payloads::QueueProbe;
-use ledgerflow_workflows::workflow_run::{self, StepSpec, WorkflowRunView, WorkflowSpec};
+use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowRunView, WorkflowSpec};
 use sqlx::PgPool;
 
 fn step(label: &str) -> StepSpec {

@@ -12,11 +12,11 @@ use ledgerflow_adapters::xero::simulator::{
     deliver_webhook, intent_to_receive_body, invoice_events_body,
 };
 use ledgerflow_client::{acknowledge_inbound, inbound_kind, last_pull_at, unread_inbound};
-use ledgerflow_worker::payments_pull::{self, run_process_xero_webhook};
-use ledgerflow_worker::queue::Registry;
+use ledgerflow_worker::handlers::payments_pull::{self, run_process_xero_webhook};
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_worker::webhooks::{WebhookState, router};
+use ledgerflow_workflows::inbound::payloads::ProcessXeroWebhook;
 use ledgerflow_workflows::inbound::{self, NewInboundEvent};
-use ledgerflow_workflows::payloads_inbound::ProcessXeroWebhook;
 use ledgerflow_workflows::provider::UpsertMode;
 use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::settings::{XeroInvoiceStatus, XeroSettings};

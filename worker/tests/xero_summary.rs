@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use common::{fast_config, start};
-use ledgerflow_worker::queue::Registry;
-use ledgerflow_worker::queue::cron::fire_due;
-use ledgerflow_worker::summary::{
+use ledgerflow_worker::handlers::summary::{
     SCHEDULE, SummarySchedule, due_ticks, register, run_end_of_day_summary,
 };
+use ledgerflow_worker::runtime::Registry;
+use ledgerflow_worker::runtime::cron::fire_due;
 use ledgerflow_workflows::payloads::EndOfDaySummary;
 use ledgerflow_workflows::summary::{self, Assembly};
 use sqlx::PgPool;

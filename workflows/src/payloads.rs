@@ -9,8 +9,8 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobKind, Priority};
-use crate::retry::RetryPolicy;
+use crate::queue::RetryPolicy;
+use crate::queue::{JobKind, Priority};
 
 /// Create or update the provider's record (order, invoice, sale) for an invoice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
 use crate::invoice::InvoiceSnapshot;
-use crate::money::Currency;
+use crate::invoice::money::Currency;
 use crate::settings::{ConnectionSettings, EndOfDaySummarySettings, ProviderSettings};
 
 /// The UTC instant of `date` at `time` in `tz`. A time skipped by a DST jump

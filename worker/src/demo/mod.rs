@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{self, DbError};
 use crate::embedded_pg::{EmbeddedError, EmbeddedPostgres};
 use crate::interrupt::{Interrupted, Signals};
-use crate::queue::{QueueConfig, WorkerRuntime};
+use crate::runtime::{QueueConfig, WorkerRuntime};
 use crate::sandbox::{ShopifySandbox, XeroSandbox, xero_settings};
 use crate::scratch::{ScratchError, with_scratch};
 

@@ -23,7 +23,7 @@ use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use sqlx::PgPool;
 
 use super::{SETTLE, StoryError as Error, TENANT, World};
-use crate::ops::render_dialog;
+use crate::dialog::render_dialog;
 use crate::sandbox::{gst_line, shopify_settings, snapshot};
 use crate::webhooks::{WebhookState, router};
 

@@ -14,7 +14,7 @@ use ledgerflow_client::settings::Trigger;
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
 
 use super::{SETTLE, StoryError as Error, World};
-use crate::ops::render_dialog;
+use crate::dialog::render_dialog;
 use crate::sandbox::{gst_line, settle, snapshot};
 
 async fn record(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ledgerflow_worker::queue::{QueueConfig, Registry, WorkerRuntime};
+use ledgerflow_worker::runtime::{QueueConfig, Registry, WorkerRuntime};
 use ledgerflow_workflows::queue::{self, JobRecord};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;

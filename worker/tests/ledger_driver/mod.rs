@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use ledgerflow_worker::queue::fetcher::{ClaimedJob, FetcherConfig, claim};
-use ledgerflow_worker::queue::outcome::record_failure;
+use ledgerflow_worker::runtime::fetcher::{ClaimedJob, FetcherConfig, claim};
+use ledgerflow_worker::runtime::outcome::record_failure;
 use ledgerflow_workflows::payloads::policy_of;
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::queue::complete_batch;

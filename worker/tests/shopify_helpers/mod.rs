@@ -13,7 +13,7 @@ use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_client::ledger::{self, NewTenant, TriggerRequest};
 use ledgerflow_client::{ConnectionCredentials, register_connection};
 use ledgerflow_worker::handlers;
-use ledgerflow_worker::queue::Registry;
+use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::invoice::{
     Customer, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Payment, Totals,
 };

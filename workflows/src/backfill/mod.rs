@@ -21,10 +21,10 @@ use serde::Serialize;
 use sqlx::{PgConnection, Row};
 
 use crate::invoice::{InvoiceSnapshot, SnapshotError};
-use crate::job::{EnqueueOptions, Priority};
 use crate::ledger::{self, ConnectionStatus, LedgerError};
 use crate::payloads::BackfillRange;
 use crate::queue::{self, EnqueueError};
+use crate::queue::{EnqueueOptions, Priority};
 use crate::settings::Provider as ProviderName;
 
 pub mod run;

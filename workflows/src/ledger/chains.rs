@@ -21,8 +21,7 @@
 //! queue key, so they are serialized with every other sync of the invoice
 //! and a step enqueued while one is pending joins it (the newest snapshot
 //! wins, as with any sync). The chain is decided by the SQL face
-//! (`ledgerflow.on_host_trigger`, `ledgerflow.sync_chain_steps`), which
-//! hosts in any language
+//! (`ledgerflow.on_host_trigger`, `ledgerflow.sync_chain_steps`), which hosts in any language
 //! call directly; this module gives it its typed Rust signature. It must not
 //! decide a chain of its own (two copies drift) nor call providers (the
 //! steps' handlers do).

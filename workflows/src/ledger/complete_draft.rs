@@ -22,11 +22,11 @@ use sqlx::PgConnection;
 use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
 use super::read::link;
 use super::{EventStatus, EventTrigger, LedgerError, Operation};
-use crate::error::JobError;
 use crate::invoice::InvoiceSnapshot;
-use crate::job::JobContext;
 use crate::payloads::CompleteDraft;
 use crate::provider::{CompleteDraftRequest, ExternalRef, ProviderError, Providers, PushResult};
+use crate::queue::JobContext;
+use crate::queue::JobError;
 use crate::settings::{ProviderSettings, Trigger};
 
 /// The trigger a complete-draft step stands for.

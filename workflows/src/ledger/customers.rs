@@ -15,11 +15,11 @@ use sqlx::PgConnection;
 
 use super::connections::{ConnectionStatus, get_connection, mark_reconnect_needed};
 use super::sync::{job_error, upsert_link};
-use crate::error::JobError;
 use crate::invoice::Customer;
-use crate::job::JobContext;
 use crate::payloads::SyncCustomer;
 use crate::provider::{Providers, SyncCustomerRequest};
+use crate::queue::JobContext;
+use crate::queue::JobError;
 
 pub use super::dependencies::DEPENDENCY_FAILED;
 

@@ -12,10 +12,11 @@
 //! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step |
-//! | [`payments`] | an invoice's payments in the provider: applied, reversed, the push-payment step |
+//! | [`payments`] | an invoice's payments in the provider: applied, reversed, linked |
+//! | [`push_payment`] | the push-payment step of a sync chain |
 //!
 //! Recording, chains, the manual actions and the dialog's read side are the
-//! SQL face's functions (`ledgerflow.on_host_trigger`, `record_trigger`,
+//! SQL face's functions (`ledgerflow.record_trigger`, `on_host_trigger`,
 //! `sync_dialog`, ...), which
 //! hosts in any language call directly: [`record`], [`chains`] and [`read`]
 //! call them and give them typed signatures and results, so the Rust client
@@ -23,8 +24,11 @@
 //! those functions raise to [`LedgerError`].
 //!
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
-//! port) and must not change how the queue claims or finishes jobs: it only
-//! enqueues, and completes its own job inside its transaction.
+//! port) and must not write the queue's tables: it enqueues through
+//! [`crate::queue`], completes its own job inside its transaction
+//! ([`crate::queue::JobContext::complete_in`]), and its SQL delays a job for
+//! the quiet period or wakes it through the queue's functions
+//! (`ledgerflow.hold_for_quiet_period`, `end_quiet_period`, `ledger_expedite`).
 //!
 //! Serialization: every job of one (connection, invoice) carries the unique
 //! key [`sync_key`], so the queue runs them one at a time and keeps at most
@@ -48,6 +52,7 @@ pub mod connections;
 pub mod customers;
 pub mod dependencies;
 pub mod payments;
+pub mod push_payment;
 pub mod read;
 pub mod record;
 pub mod sync;
@@ -60,7 +65,7 @@ pub use connections::{
     list_tenants, reconnect, tenant_connections, update_settings, update_settings_json,
 };
 pub use customers::run_sync_customer;
-pub use payments::run_push_payment;
+pub use push_payment::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
     ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
@@ -262,7 +267,7 @@ pub enum LedgerError {
     #[error("could not enqueue the sync job: {0}")]
     Enqueue(#[from] EnqueueError),
     #[error("could not start the sync chain: {0}")]
-    Workflow(#[from] crate::workflow_run::WorkflowError),
+    Workflow(#[from] crate::queue::workflow_run::WorkflowError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -4,8 +4,7 @@
 //!
 //! Read-only: this module must not write. Every rule of "what may the user
 //! do now" lives in the SQL face (`ledgerflow.sync_dialog`,
-//! `ledgerflow.sync_history`, `ledgerflow.link_view`), so hosts in any
-//! language read
+//! `ledgerflow.sync_history`, `ledgerflow.link_view`), so hosts in any language read
 //! the same dialog; these types are its JSON, typed, and this module must
 //! not re-derive a rule.
 
@@ -16,7 +15,7 @@ use sqlx::PgConnection;
 use super::connections::ConnectionStatus;
 use super::{EventStatus, LedgerError, Operation, face_call};
 use crate::invoice::Change;
-use crate::money::Money;
+use crate::invoice::money::Money;
 use crate::provider::{PaymentOutcome, PushResult};
 use crate::settings::Provider as ProviderName;
 

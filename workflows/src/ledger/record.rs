@@ -16,7 +16,7 @@ use sqlx::PgConnection;
 
 use super::{EventStatus, EventTrigger, LedgerError, face_call};
 use crate::invoice::InvoiceSnapshot;
-use crate::job::JobId;
+use crate::queue::JobId;
 use crate::settings::Trigger;
 
 /// A host trigger: something happened to an invoice, here is its snapshot.

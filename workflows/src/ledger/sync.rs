@@ -17,14 +17,14 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
 use super::read::{ChangeDetail, ChangeDetails, PaymentPush};
 use super::{LedgerError, Operation};
-use crate::error::JobError;
 use crate::invoice::{InvoiceSnapshot, diff};
-use crate::job::JobContext;
 use crate::payloads::{UpsertInvoice, VoidOrder};
 use crate::provider::{
     ConnectionInfo, ExternalRef, ProviderError, Providers, PushResult, UpsertInvoiceRequest,
     UpsertMode, VoidOrderRequest, VoidUnlinkedRequest,
 };
+use crate::queue::JobContext;
+use crate::queue::JobError;
 use crate::settings::ProviderSettings;
 
 /// Handler of `upsert-invoice` jobs.

@@ -1,0 +1,220 @@
+//! `ledgerflow connection`: add, list, show, reconnect, enable, disable.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use ledgerflow_client::ledger;
+use ledgerflow_client::settings::Provider as ProviderName;
+use ledgerflow_client::{
+    SecretKey, enable_connection, list_connections, reconnect_with_credentials, register_connection,
+};
+use sqlx::PgPool;
+
+use super::credentials::{
+    CredentialArgs, credentials_from, read_json, settings_from_json, stored_config,
+};
+use super::{OpsError, print_json};
+use crate::dialog::words;
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionCommand {
+    /// Register a provider connection of a tenant, with its credentials
+    /// (sealed with LEDGERFLOW_SECRET_KEY).
+    Add {
+        /// The tenant (see `ledgerflow tenant add`).
+        #[arg(long)]
+        tenant: String,
+        /// shopify, lightspeed_r, lightspeed_x, xero, saledock or quickbooks.
+        #[arg(long)]
+        provider: String,
+        /// Settings as JSON, merged over the provider's defaults, e.g.
+        /// {"auto_sync":true,"provider":{"provider":"xero","default_status":"authorised","sync_payments":true}};
+        /// an unknown key is refused.
+        #[arg(long, conflicts_with = "settings_file")]
+        settings_json: Option<String>,
+        /// Settings as JSON, from a file.
+        #[arg(long)]
+        settings_file: Option<PathBuf>,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+    /// List connections.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a connection: status, settings, stored provider configuration (no secrets).
+    Show {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a connection active again and release its held jobs; with
+    /// --refresh-token (Shopify: --access-token), store new credentials
+    /// first (other fields default to the stored ones), sealed with
+    /// LEDGERFLOW_SECRET_KEY, which must be the key the stored ones were sealed with.
+    Reconnect {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        #[command(flatten)]
+        credentials: CredentialArgs,
+    },
+    /// Let a disabled connection sync again, with its stored credentials.
+    Enable {
+        /// The connection's id (see `connection list`).
+        id: i64,
+    },
+    /// Stop a connection from syncing (triggers are still recorded, as skipped).
+    Disable {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// Why, shown with the connection's status.
+        #[arg(long, default_value = "disabled by an operator")]
+        reason: String,
+    },
+}
+
+pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), OpsError> {
+    match cmd {
+        ConnectionCommand::Add {
+            tenant,
+            provider,
+            settings_json,
+            settings_file,
+            credentials,
+        } => {
+            let provider =
+                ProviderName::parse(&provider).map_err(|e| OpsError::Input(e.to_string()))?;
+            let settings = settings_from_json(
+                provider,
+                read_json(settings_json, settings_file)?.as_deref(),
+            )?;
+            let creds = credentials_from(provider, &credentials, None)?;
+            let key = SecretKey::from_env()?;
+            let saved = register_connection(pool, &key, &tenant, &settings, &creds).await?;
+            println!(
+                "connection {} added: tenant {tenant}, {provider}, credentials stored encrypted",
+                saved.connection.id
+            );
+            for w in &saved.warnings {
+                println!("warning: {w}");
+            }
+        }
+        ConnectionCommand::List { tenant, json } => {
+            let list = list_connections(pool, tenant.as_deref()).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|(c, has)| serde_json::json!({ "connection": c, "credentials_stored": has }))
+                    .collect();
+                return print_json(&rows);
+            }
+            println!(
+                "{:<6} {:<16} {:<12} {:<17} {:<9} {:<11}",
+                "id", "tenant", "provider", "status", "auto-sync", "credentials"
+            );
+            for (c, has) in list {
+                println!(
+                    "{:<6} {:<16} {:<12} {:<17} {:<9} {:<11}",
+                    c.id,
+                    c.tenant_id,
+                    c.provider.as_str(),
+                    words(c.status.as_str()),
+                    if c.settings.auto_sync { "on" } else { "off" },
+                    if has { "stored" } else { "missing" }
+                );
+            }
+        }
+        ConnectionCommand::Show { id, json } => show(pool, id, json).await?,
+        ConnectionCommand::Reconnect { id, credentials } => {
+            let mut conn = pool.acquire().await?;
+            let c = ledger::get_connection(&mut conn, id).await?;
+            drop(conn);
+            let released =
+                if credentials.refresh_token.is_some() || credentials.access_token.is_some() {
+                    let stored = stored_config(pool, id).await?;
+                    let creds = credentials_from(c.provider, &credentials, stored.as_ref())?;
+                    let key = SecretKey::from_env()?;
+                    reconnect_with_credentials(pool, &key, id, Some(&creds)).await?
+                } else {
+                    // No new tokens: no key needed, the stored ones stay.
+                    enable_connection(pool, id).await?
+                };
+            println!("connection {id} is active; {released} held jobs released");
+        }
+        ConnectionCommand::Enable { id } => {
+            let released = enable_connection(pool, id).await?;
+            println!("connection {id} is enabled; {released} held jobs released");
+        }
+        ConnectionCommand::Disable { id, reason } => {
+            ledgerflow_client::disable_connection(pool, id, &reason).await?;
+            println!("connection {id} disabled ({reason})");
+        }
+    }
+    Ok(())
+}
+
+async fn show(pool: &PgPool, id: i64, json: bool) -> Result<(), OpsError> {
+    let mut conn = pool.acquire().await?;
+    let c = ledger::get_connection(&mut conn, id).await?;
+    drop(conn);
+    let stored = stored_config(pool, id).await?;
+    if json {
+        return print_json(&serde_json::json!({ "connection": c, "credentials": stored }));
+    }
+    println!(
+        "connection {} ({}) of tenant {}",
+        c.id, c.provider, c.tenant_id
+    );
+    println!(
+        "status:    {}{}",
+        words(c.status.as_str()),
+        c.status_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    println!("settings:  {}", serde_json::to_string(&c.settings)?);
+    match stored {
+        None => println!(
+            "credentials: none stored: register them with `connection reconnect {id} --refresh-token ...`"
+        ),
+        Some(s) => {
+            println!(
+                "credentials: stored encrypted ({}; {}{})",
+                s.provider,
+                words(&s.status),
+                s.status_reason
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "  organisation: {}",
+                s.external_tenant_id.as_deref().unwrap_or("-")
+            );
+            println!("  api:          {}", s.api_base_url);
+            println!("  identity:     {}", s.identity_base_url);
+            // Stored without an access token (or with one used up), the
+            // expiry is in the past: the next call refreshes first.
+            if s.access_expires_at <= chrono::Utc::now() {
+                println!("  access token: none yet, or expired: the next call refreshes it");
+            } else {
+                println!(
+                    "  access token expires {}",
+                    s.access_expires_at.to_rfc3339()
+                );
+            }
+            if let Some(at) = s.refreshed_at {
+                println!("  last refreshed {}", at.to_rfc3339());
+            }
+            println!("  options:      {}", serde_json::to_string(&s.options)?);
+        }
+    }
+    Ok(())
+}

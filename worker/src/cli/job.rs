@@ -1,0 +1,94 @@
+//! `ledgerflow job`: a job's queue, kind, state, attempts, payload and
+//! errors, with a note when it waits in a queue no live worker serves.
+
+use clap::Subcommand;
+use ledgerflow_client::find_job;
+use ledgerflow_workflows::queue::JobState;
+use sqlx::PgPool;
+
+use super::{OpsError, print_json};
+use crate::dialog::words;
+use crate::runtime::presence;
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// A job: queue, kind, state, attempts, payload and errors (live or finished).
+    Show {
+        /// The job's id (as enqueue returned it).
+        id: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn job(pool: &PgPool, cmd: JobCommand) -> Result<(), OpsError> {
+    match cmd {
+        JobCommand::Show { id, json } => {
+            let mut conn = pool.acquire().await?;
+            let Some(job) = find_job(&mut conn, id).await? else {
+                return Err(OpsError::Input(format!(
+                    "job {id} does not exist (or was pruned after its retention window)"
+                )));
+            };
+            drop(conn);
+            let note = unserved_note(pool, &job.queue, job.state).await?;
+            if json {
+                return print_json(&serde_json::json!({ "job": job, "note": note }));
+            }
+            println!("job {} ({}) of tenant {}", job.id, job.kind, job.tenant);
+            println!("queue:     {}", job.queue);
+            let state = serde_json::to_value(job.state)?;
+            println!("state:     {}", words(state.as_str().unwrap_or_default()));
+            println!("attempt:   {}", job.attempt);
+            println!("created:   {}", job.created_at.to_rfc3339());
+            if let Some(at) = job.run_at {
+                println!("run at:    {}", at.to_rfc3339());
+            }
+            if let Some(at) = job.finished_at {
+                println!("finished:  {}", at.to_rfc3339());
+            }
+            println!("payload:   {}", serde_json::to_string(&job.payload)?);
+            if let Some(note) = note {
+                println!("note:      {note}");
+            }
+            if !job.errors.is_empty() {
+                println!("errors:");
+                for e in &job.errors {
+                    println!(
+                        "  attempt {} at {}: [{}] {}",
+                        e.attempt,
+                        e.at.format("%H:%M:%S%.3f"),
+                        words(&e.class),
+                        e.message
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A job waiting in a queue that no live worker serves would wait forever:
+/// say so, with the queues that are served.
+async fn unserved_note(
+    pool: &PgPool,
+    queue: &str,
+    state: JobState,
+) -> Result<Option<String>, OpsError> {
+    if !matches!(state, JobState::Available | JobState::Scheduled) {
+        return Ok(None);
+    }
+    let served = presence::served_queues(pool).await?;
+    if served.iter().any(|q| q == queue) {
+        return Ok(None);
+    }
+    Ok(Some(if served.is_empty() {
+        format!("no worker is running; start one with --queues {queue}")
+    } else {
+        format!(
+            "no live worker serves queue {queue:?} (served: {}); start one with --queues {queue}",
+            served.join(", ")
+        )
+    }))
+}

@@ -1,0 +1,392 @@
+//! The `ledgerflow` command line: migrate, run a worker, run the demo, run
+//! the benchmarks, and the operator commands. Configuration comes from
+//! flags, `DATABASE_URL` and, for provider credentials,
+//! `LEDGERFLOW_SECRET_KEY`, the Xero app's variables and the Shopify API
+//! version and webhook secret.
+//!
+//! One file per command group, named like the handlers it drives:
+//!
+//! | file | command |
+//! | --- | --- |
+//! | [`worker`] | `worker`: the worker process and its flags |
+//! | [`tenant`] | `tenant`: tenants (shops) |
+//! | [`connection`], [`credentials`] | `connection`: provider connections and their encrypted credentials |
+//! | [`invoice`] | `invoice`: an invoice's sync dialog and manual actions |
+//! | [`job`] | `job`: jobs of the queue |
+//! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
+//! | [`workflow`] | `workflow`: workflow runs and their steps |
+//! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
+//! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
+//!
+//! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
+//! `sandbox`). The operator commands are thin calls into the client crate,
+//! the same API hosts use, so operators and hosts cannot drift apart.
+//! Secrets (tokens) are parsed straight into [`ledgerflow_client::Secret`],
+//! which prints as `***`, and are never echoed: output names what was
+//! stored, not its value. Human output uses words, not stored names
+//! ([`crate::dialog::words`]); every list and show also prints JSON with
+//! `--json` ([`print_json`]).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ledgerflow_client::RegisterError;
+use ledgerflow_client::ledger;
+use sqlx::PgPool;
+
+pub mod backfill;
+pub mod connection;
+pub mod credentials;
+pub mod invoice;
+pub mod job;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod summary;
+pub mod tenant;
+pub mod worker;
+pub mod workflow;
+
+pub use worker::{MAX_KEEP_HOURS, WorkerArgs};
+
+/// ledgerflow: durable sync of invoices, orders, customers and payments to
+/// POS and accounting providers, on a PostgreSQL job queue.
+#[derive(Debug, Parser)]
+#[command(name = "ledgerflow", version, after_help = ENVIRONMENT_HELP)]
+pub struct Cli {
+    /// PostgreSQL connection string.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = crate::db::DEFAULT_DATABASE_URL,
+        global = true
+    )]
+    pub database_url: String,
+    /// Log format (logs go to stderr; colours only on a terminal).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The environment variables, for `--help`: secrets are read from the
+/// environment only (a flag would show in `ps`).
+pub const ENVIRONMENT_HELP: &str = "\
+Environment:
+  DATABASE_URL                     PostgreSQL connection string (or --database-url)
+  LEDGERFLOW_SECRET_KEY            64 hex digits (`openssl rand -hex 32`): seals provider tokens at rest; keep it
+  LEDGERFLOW_LOG                   log filter, e.g. info,sqlx=warn (the default) or debug
+  LEDGERFLOW_WORKER_ID             worker: this process's stable name (or --worker-id)
+  LEDGERFLOW_XERO_CLIENT_ID        worker: the Xero app's client id (token refresh)
+  LEDGERFLOW_XERO_CLIENT_SECRET    worker: the Xero app's client secret
+  LEDGERFLOW_XERO_WEBHOOK_KEY      worker: Xero's webhook signing key (with --webhook-listen)
+  LEDGERFLOW_SHOPIFY_API_VERSION   worker: the Shopify Admin API version every call names
+  LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
+                                   worker: the Shopify app's client secret(s) webhooks are signed with
+  LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
+                                   connection add / reconnect: the provider's tokens
+  LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations (the worker also does this at start).
+    Migrate,
+    /// Run a worker process until SIGTERM / Ctrl-C.
+    Worker(WorkerArgs),
+    /// The bike-shop story against in-process Xero and Shopify simulators:
+    /// a job's invoice synced, edited in a burst, paid, hit by faults,
+    /// cancelled; web-store orders as Shopify draft orders, completed when
+    /// paid, a paid-order webhook; prints the sync dialogs and the
+    /// simulators' final state.
+    #[cfg(feature = "sandbox")]
+    Demo(crate::demo::DemoArgs),
+    /// Serve a provider's simulator on its own and print the ids and tokens
+    /// to try `connection add` and `worker` against it.
+    #[cfg(feature = "sandbox")]
+    Sandbox(sandbox::SandboxArgs),
+    /// Tenants (shops).
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
+    /// Provider connections and their encrypted credentials.
+    Connection {
+        #[command(subcommand)]
+        command: connection::ConnectionCommand,
+    },
+    /// An invoice's sync dialog and manual actions.
+    Invoice {
+        #[command(subcommand)]
+        command: invoice::InvoiceCommand,
+    },
+    /// Jobs of the queue.
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
+    /// End-of-day summaries: each day's status, attempts, last error; retry a stuck one.
+    Summary {
+        #[command(subcommand)]
+        command: summary::SummaryCommand,
+    },
+    /// Workflow runs: sync chains and their steps.
+    Workflow {
+        #[command(subcommand)]
+        command: workflow::WorkflowCommand,
+    },
+    /// Backfills: historical invoices of a date range, chunked within the daily quota.
+    Backfill {
+        #[command(subcommand)]
+        command: backfill::BackfillCommand,
+    },
+    /// Benchmarks; each prints its figures next to a baseline measured in the same run.
+    #[cfg(feature = "sandbox")]
+    Bench {
+        #[command(subcommand)]
+        scenario: crate::bench::Scenario,
+    },
+    /// `demo`, `sandbox` and `bench` in a build without the `sandbox`
+    /// feature: refused, saying so (see [`NOT_BUILT`]).
+    #[cfg(not(feature = "sandbox"))]
+    #[command(name = "demo", hide = true, aliases = ["sandbox", "bench"])]
+    NotBuilt {
+        /// Whatever followed the command (not read).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Print a JSON Schema generated from the Rust types (no database needed).
+    Schema {
+        /// Which schema: `snapshot`, the invoice snapshot a trigger carries
+        /// (committed as docs/snapshot.schema.json).
+        which: SchemaName,
+    },
+}
+
+/// The schemas `ledgerflow schema` prints.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaName {
+    Snapshot,
+}
+
+/// Entry point of the `ledgerflow` binary.
+pub fn main() {
+    quiet_on_broken_pipe();
+    // clap's usage errors already strip control characters from what they quote.
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ledgerflow: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("ledgerflow: {}", escape_controls(&e.to_string()));
+        std::process::exit(crate::interrupt::exit_code(&*e));
+    }
+}
+
+/// `text` with control characters other than line breaks and tabs
+/// escaped (`\u{1b}`): an error may quote input, and a raw escape
+/// sequence would act on the operator's terminal. Messages quote input
+/// escaped already; this is the last line of defence for any that do not.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect(&cli.database_url, 2).await?;
+            ledgerflow_workflows::schema::migrate(&pool).await?;
+            println!("migrations applied");
+        }
+        Command::Worker(args) => worker::run(&cli.database_url, &args).await?,
+        Command::Tenant { command } => {
+            tenant::tenant(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Connection { command } => {
+            connection::connection(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Invoice { command } => {
+            invoice::invoice(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Job { command } => job::job(&ops_pool(&cli.database_url).await?, command).await?,
+        Command::Summary { command } => {
+            summary::run(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Workflow { command } => {
+            workflow::workflow(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Backfill { command } => {
+            backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Demo(args) => crate::demo::run(&cli.database_url, &args).await?,
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => sandbox::run(&args).await?,
+        #[cfg(feature = "sandbox")]
+        Command::Bench { scenario } => crate::bench::run(&cli.database_url, scenario).await?,
+        #[cfg(not(feature = "sandbox"))]
+        Command::NotBuilt { .. } => return Err(NOT_BUILT.into()),
+        Command::Schema {
+            which: SchemaName::Snapshot,
+        } => {
+            let schema = ledgerflow_workflows::invoice::snapshot_json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+        }
+    }
+    Ok(())
+}
+
+/// `ledgerflow connection list | head -2`: once the reader is gone, a
+/// write to stdout fails with EPIPE, and `println!` panics. Every stdout
+/// write of the CLI goes through `print!`/`println!`, so this hook is the
+/// one place that handles it: the process ends quietly, successfully, as
+/// Unix tools do when their reader has all it wants. Any other panic is
+/// reported as before.
+fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout")
+            && message.to_ascii_lowercase().contains("broken pipe")
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// What `demo`, `sandbox` and `bench` answer in a build without the
+/// `sandbox` feature (a production build leaves the simulators out).
+pub const NOT_BUILT: &str = "`demo`, `sandbox` and `bench` run the providers' simulators, which this build leaves out: build with the `sandbox` feature (the default), e.g. `cargo build -p ledgerflow-worker --features sandbox`";
+
+/// A small pool for one operator command, on a migrated database.
+async fn ops_pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
+    let pool = connect(url, 2).await?;
+    ledgerflow_workflows::schema::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// A pool of up to `max` connections; see [`crate::db::connect`].
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, crate::db::DbError> {
+    crate::db::connect(url, max).await
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // Colour codes only where a person reads them: not in files or pipes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Why an operator command failed; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    #[error("credentials: {0}")]
+    Credentials(#[from] ledgerflow_workflows::provider_state::CredentialError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// `value` as pretty JSON on stdout (every `--json`).
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), OpsError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    /// The commands that run the simulators, as a person types them.
+    const SIMULATOR_COMMANDS: [&[&str]; 4] = [
+        &["ledgerflow", "demo"],
+        &["ledgerflow", "demo", "--embedded"],
+        &["ledgerflow", "sandbox", "--provider", "xero"],
+        &["ledgerflow", "bench", "queue", "--jobs", "10"],
+    ];
+
+    fn listed(name: &str) -> bool {
+        Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == name && !c.is_hide_set())
+    }
+
+    #[cfg(feature = "sandbox")]
+    #[test]
+    fn with_the_sandbox_feature_demo_sandbox_and_bench_are_commands() {
+        for args in SIMULATOR_COMMANDS {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(
+                matches!(
+                    cli.command,
+                    Command::Demo(_) | Command::Sandbox(_) | Command::Bench { .. }
+                ),
+                "{args:?}: {:?}",
+                cli.command
+            );
+        }
+        assert!(listed("demo") && listed("sandbox") && listed("bench"));
+    }
+
+    #[cfg(not(feature = "sandbox"))]
+    #[tokio::test]
+    async fn without_the_sandbox_feature_demo_sandbox_and_bench_say_they_need_it() {
+        for args in SIMULATOR_COMMANDS {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(matches!(cli.command, Command::NotBuilt { .. }), "{args:?}");
+            // Refused before any database is touched (the URL is unreachable).
+            let cli = Cli {
+                database_url: "postgres://nobody@127.0.0.1:1/none".into(),
+                ..cli
+            };
+            let err = super::run(cli).await.expect_err("refused").to_string();
+            assert_eq!(err, super::NOT_BUILT, "{args:?}");
+            assert!(err.contains("`sandbox` feature"), "{err}");
+        }
+        assert!(!listed("demo") && !listed("sandbox") && !listed("bench"));
+        assert!(listed("worker") && listed("migrate"));
+    }
+}

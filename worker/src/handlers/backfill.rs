@@ -1,0 +1,274 @@
+//! The `backfill-range` job in the worker: one chunk of a backfill, sent to
+//! Xero in batches through the adapter.
+//!
+//! This module owns wiring only: the order of the steps (claim the chunk,
+//! re-read the quota after a wait, recover a lost batch, then batch after
+//! batch: pick, weigh against the quota, mark in flight, send, record) and
+//! turning provider errors into the backfill's state. The rules — which
+//! invoices, how much quota, what is recorded — are
+//! `ledgerflow_workflows::backfill`; Xero's wire format is the adapter's.
+
+use chrono::Utc;
+use ledgerflow_adapters::xero::XeroAdapter;
+use ledgerflow_adapters::xero::batch::{BatchContact, BatchInvoice, found_ref};
+use ledgerflow_workflows::backfill::run::{
+    self, Allowance, Begin, Chunk, ContactChoice, SentOutcome, Spent,
+};
+use ledgerflow_workflows::payloads::BackfillRange;
+use ledgerflow_workflows::provider::ProviderError;
+use ledgerflow_workflows::provider_state::SECRET_KEY_ENV;
+use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus};
+use ledgerflow_workflows::{JobContext, JobError, JobKind};
+use sqlx::PgPool;
+
+use crate::config::{XERO_CLIENT_ID_ENV, XERO_CLIENT_SECRET_ENV};
+use crate::runtime::Registry;
+use crate::runtime::registry::FailedJob;
+
+/// Adds the backfill's handler (replacing the placeholder of a worker
+/// without a Xero app) and the hook that fails a chunk the queue gave up on.
+pub fn register(registry: Registry, xero: XeroAdapter) -> Registry {
+    registry
+        .register(move |job: BackfillRange, ctx| {
+            let xero = xero.clone();
+            async move { run_chunk(&xero, job, ctx).await }
+        })
+        .on_failed(BackfillRange::KIND, chunk_gave_up)
+}
+
+/// The handler of a worker without a Xero app: the backfill fails with what
+/// to set (`ledgerflow backfill resume` runs it again on a configured worker).
+pub async fn without_xero(job: BackfillRange, ctx: JobContext) -> Result<(), JobError> {
+    let message = format!(
+        "this worker has no Xero app configured: set {XERO_CLIENT_ID_ENV}, {XERO_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}, then resume the backfill"
+    );
+    let mut conn = ctx.pool.acquire().await?;
+    run::fail(&mut conn, job.backfill_id, job.from, &message).await?;
+    Err(JobError::permanent(message))
+}
+
+async fn chunk_gave_up(failed: FailedJob) {
+    let result = match failed.pool.acquire().await {
+        Ok(mut conn) => run::gave_up(&mut conn, &failed.payload, &failed.message)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::error!(job = failed.job_id, error = %e, "could not mark a failed backfill chunk");
+    }
+}
+
+async fn run_chunk(
+    xero: &XeroAdapter,
+    job: BackfillRange,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    let pool = ctx.pool.clone();
+    let mut chunk = match run::begin(&pool, &job, &ctx).await? {
+        Begin::Nothing => return Ok(()),
+        Begin::Run(c) => *c,
+    };
+    match drive(xero, &pool, &mut chunk, &ctx).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if let Err(db) = record_stop(&pool, &chunk, &e).await {
+                tracing::warn!(backfill = chunk.backfill_id, error = ?db, "could not record why a backfill chunk stopped");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Shows why the chunk stopped: paused (rate limit, reconnect), failed
+/// (permanent), or a transient error the queue retries.
+async fn record_stop(pool: &PgPool, chunk: &Chunk, e: &JobError) -> Result<(), JobError> {
+    match e {
+        JobError::RateLimited {
+            not_before,
+            message,
+        } => {
+            run::pause(
+                pool,
+                chunk,
+                &format!("Xero is limiting requests: {message}"),
+                Some(*not_before),
+                false,
+            )
+            .await
+        }
+        JobError::ReconnectNeeded { message } => {
+            run::pause(
+                pool,
+                chunk,
+                &format!("{message} (`ledgerflow connection reconnect` resumes it)"),
+                None,
+                false,
+            )
+            .await
+        }
+        JobError::Retryable { message } => run::note_error(pool, chunk, message).await,
+        JobError::NotFound { message } | JobError::Permanent { message } => {
+            let mut conn = pool.acquire().await?;
+            run::fail(&mut conn, chunk.backfill_id, chunk.from, message).await?;
+            Ok(())
+        }
+    }
+}
+
+fn send_as(chunk: &Chunk) -> Result<XeroInvoiceStatus, JobError> {
+    match &chunk.connection.settings.provider {
+        ProviderSettings::Xero(x) => Ok(x.default_status),
+        other => Err(JobError::permanent(format!(
+            "backfill sends to Xero, but connection {} is {}",
+            chunk.connection.id,
+            other.provider().display_name()
+        ))),
+    }
+}
+
+/// Waits (paused, with the reason) unless the quota leaves the backfill a call.
+async fn gate(pool: &PgPool, chunk: &Chunk) -> Result<(), JobError> {
+    let state = run::quota_state(pool, chunk).await?;
+    match run::allowance(&state, &chunk.quota, chunk.quota_waits, Utc::now()) {
+        Allowance::Calls(_) => Ok(()),
+        Allowance::Wait {
+            until,
+            reason,
+            quota,
+        } => {
+            let shown = format!(
+                "{reason}; resumes by itself at {}",
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            run::pause(pool, chunk, &shown, Some(until), quota).await?;
+            Err(JobError::rate_limited(until, shown))
+        }
+    }
+}
+
+async fn drive(
+    xero: &XeroAdapter,
+    pool: &PgPool,
+    chunk: &mut Chunk,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    chunk.connection_usable()?;
+    let status = send_as(chunk)?;
+    let connection_id = chunk.connection.id;
+
+    // After a wait for quota the provider's last figure may be a day old:
+    // one read refreshes it before the quota is weighed.
+    if chunk.quota_waits > 0 {
+        xero.probe_day_quota(connection_id).await?;
+        run::spend(pool, chunk, Spent(1)).await?;
+    }
+
+    // A batch whose answer was lost: adopt what Xero has by Reference; the
+    // rest of it is sent again below.
+    if let Some(in_flight) = chunk.in_flight.clone() {
+        gate(pool, chunk).await?;
+        let references: Vec<String> = in_flight
+            .invoices
+            .iter()
+            .map(|i| i.reference.clone())
+            .collect();
+        let found = xero
+            .find_invoices_by_references(connection_id, &references)
+            .await?;
+        let adopted: Vec<_> = in_flight
+            .invoices
+            .iter()
+            .filter_map(|sent| {
+                let invoice = found
+                    .iter()
+                    .find(|f| f.reference.as_deref() == Some(sent.reference.as_str()))?;
+                Some((sent.invoice_id.clone(), found_ref(invoice)?))
+            })
+            .collect();
+        tracing::info!(
+            backfill = chunk.backfill_id,
+            chunk = chunk.position,
+            found = adopted.len(),
+            of = in_flight.invoices.len(),
+            "recovered a backfill batch whose answer was lost"
+        );
+        run::adopt_lost(pool, chunk, &adopted, Spent(1), ctx.job_id).await?;
+        chunk.adopted.extend(adopted.into_iter().map(|(id, _)| id));
+        chunk.in_flight = None;
+    }
+
+    loop {
+        if ctx.lease_lost.is_cancelled() {
+            return Err(JobError::retryable(
+                "the job's lease was lost: another worker runs this chunk now",
+            ));
+        }
+        if run::cancelled(pool, chunk.backfill_id).await? {
+            return Ok(());
+        }
+        let batch = run::next_batch(pool, chunk).await?;
+        let sending: Vec<(&str, BatchInvoice<'_>)> = batch
+            .to_send()
+            .map(|(id, snapshot, contact)| {
+                (
+                    id,
+                    BatchInvoice {
+                        snapshot,
+                        contact: match contact {
+                            ContactChoice::Linked(cid) => BatchContact::Id(cid.clone()),
+                            ContactChoice::Name(name) => BatchContact::Name(name.clone()),
+                        },
+                    },
+                )
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(sending.len());
+        let mut spent = Spent(0);
+        if !sending.is_empty() {
+            gate(pool, chunk).await?;
+            run::mark_in_flight(pool, chunk, &batch).await?;
+            let invoices: Vec<BatchInvoice<'_>> = sending.iter().map(|(_, b)| b.clone()).collect();
+            let answer = xero
+                .create_invoices_batch(connection_id, status, &invoices, &batch.key(chunk))
+                .await;
+            spent = Spent(1);
+            match answer {
+                Ok(results) => {
+                    for ((id, _), result) in sending.iter().zip(results) {
+                        let outcome = match result {
+                            Ok(created) => SentOutcome::Created(Box::new(created)),
+                            Err(ProviderError::Permanent { message, raw }) => {
+                                SentOutcome::Refused { message, raw }
+                            }
+                            // An element we cannot read may have been
+                            // created: leave the batch in flight, so the
+                            // next attempt looks it up.
+                            Err(other) => return Err(other.into()),
+                        };
+                        outcomes.push((id.to_string(), outcome));
+                    }
+                }
+                // The whole request was refused (400): nothing was created.
+                Err(ProviderError::Permanent { message, raw }) => {
+                    for (id, _) in &sending {
+                        outcomes.push((
+                            id.to_string(),
+                            SentOutcome::Refused {
+                                message: message.clone(),
+                                raw: raw.clone(),
+                            },
+                        ));
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        run::record_batch(pool, chunk, &batch, &outcomes, spent, ctx.job_id).await?;
+        chunk.cursor = batch.cursor();
+        chunk.quota_waits = 0;
+        if batch.exhausted {
+            return run::finish(pool, chunk, ctx).await;
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The handler each job kind runs in the `ledgerflow` worker, one file per
+//! family:
+//!
+//! | file | kinds |
+//! | --- | --- |
+//! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer` (through the sync ledger) |
+//! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
+//! | [`summary`] | `end-of-day-summary` (and its cron) |
+//! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
+//! | [`host_callback`] | `notify-host`: signed callbacks to the host |
+//! | [`probe`] | `queue-probe`, the queue's diagnostic kind |
+//!
+//! Handlers wire workflows to adapters; they hold no domain rules. Until a
+//! kind is wired for a provider, its handler fails the job permanently with
+//! a message that says so, rather than pretending it synced anything.
+
+use ledgerflow_workflows::JobError;
+use ledgerflow_workflows::payloads::EndOfDaySummary;
+use ledgerflow_workflows::provider::Providers;
+
+use crate::runtime::Registry;
+
+pub mod backfill;
+pub mod host_callback;
+pub mod payments_pull;
+pub mod probe;
+pub mod summary;
+pub mod sync;
+
+pub use probe::probe;
+
+/// Every job kind this binary runs, without provider adapters: every
+/// provider's syncs fail with "no adapter ... yet". The `ledgerflow worker`
+/// command builds its adapters with [`crate::config::build_providers`] and
+/// passes them to [`registry_with`].
+pub fn registry() -> Registry {
+    registry_with(Providers::new())
+}
+
+/// [`registry`] with the given adapters. The sync kinds go through the sync
+/// ledger, which picks the adapter by the connection's provider; a provider
+/// without one fails its sync event permanently, saying so. The backfill,
+/// summary and pull kinds get their Xero handlers from their own
+/// `register` when a Xero app is configured.
+pub fn registry_with(providers: Providers) -> Registry {
+    let registry = Registry::new()
+        .register(probe)
+        .register(host_callback::run_notify_host)
+        .register(|_: EndOfDaySummary, _| not_wired("end-of-day-summary"))
+        .register(|job: ledgerflow_workflows::payloads::BackfillRange, ctx| {
+            backfill::without_xero(job, ctx)
+        });
+    sync::register(registry, providers)
+}
+
+async fn not_wired(kind: &str) -> Result<(), JobError> {
+    Err(JobError::permanent(format!(
+        "this worker has no provider adapter wired for {kind} jobs yet"
+    )))
+}

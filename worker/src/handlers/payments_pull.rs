@@ -1,0 +1,226 @@
+//! Pulling payments back from Xero: the periodic pull (a [`PullSchedule`]
+//! tick per Xero connection, catching whatever webhooks missed) and the
+//! handlers of [`PullPayments`] and [`ProcessXeroWebhook`] jobs.
+//!
+//! Both read the invoice's state from Xero and hand it to
+//! `workflows::inbound::apply_remote_invoice`, which records the host's
+//! inbound events (deduplicated, so a webhook and a pull seeing the same
+//! payment tell the host once) and stamps "last pull". The events, the
+//! cursor and the job's completion commit in one transaction.
+//!
+//! This module owns wiring only; it must not decide what the host is told
+//! (`workflows::inbound`) or know Xero's wire format (`adapters::xero::pull`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::future::BoxFuture;
+use ledgerflow_adapters::xero::XeroAdapter;
+use ledgerflow_workflows::inbound;
+use ledgerflow_workflows::inbound::payloads::{ProcessXeroWebhook, PullPayments};
+use ledgerflow_workflows::ledger::hold_key;
+use ledgerflow_workflows::queue::{self, EnqueueError};
+use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
+use sqlx::PgConnection;
+
+use crate::runtime::Registry;
+use crate::runtime::cron::{DueTick, Schedule};
+
+/// The schedule's name in `ledgerflow.cron_ticks`.
+pub const SCHEDULE: &str = "xero-pull-payments";
+
+/// Each pull re-reads this much before the cursor: Xero's clock and ours
+/// differ a little, and a change committed in Xero while the last pull was
+/// reading must not fall between two pulls. Repeats are deduplicated.
+pub const OVERLAP: TimeDelta = TimeDelta::minutes(5);
+
+/// Adds the pull and webhook-follow-up handlers, and the pull schedule
+/// (every `interval`), to `registry`.
+pub fn register(registry: Registry, xero: XeroAdapter, interval: Duration) -> Registry {
+    let pull = xero.clone();
+    registry
+        .register(move |job: PullPayments, ctx| {
+            let xero = pull.clone();
+            async move { run_pull_payments(&xero, job, ctx).await }
+        })
+        .register(move |job: ProcessXeroWebhook, ctx| {
+            let xero = xero.clone();
+            async move { run_process_xero_webhook(&xero, job, ctx).await }
+        })
+        .schedule(PullSchedule::new(interval))
+}
+
+/// A pull of every active Xero connection every `interval` (on multiples of
+/// it since the epoch, so every process agrees on the tick).
+#[derive(Debug, Clone, Copy)]
+pub struct PullSchedule {
+    interval: TimeDelta,
+}
+
+impl PullSchedule {
+    pub fn new(interval: Duration) -> PullSchedule {
+        PullSchedule {
+            interval: TimeDelta::from_std(interval)
+                .unwrap_or(TimeDelta::MAX)
+                .max(TimeDelta::seconds(1)),
+        }
+    }
+
+    fn latest_tick(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let step = self.interval.num_milliseconds().max(1);
+        let ms = now.timestamp_millis();
+        DateTime::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(now)
+    }
+}
+
+fn parse_key(key: &str) -> Option<(i64, &str)> {
+    let (id, tenant) = key.split_once('/')?;
+    Some((id.parse().ok()?, tenant))
+}
+
+impl Schedule for PullSchedule {
+    fn name(&self) -> &str {
+        SCHEDULE
+    }
+
+    fn due<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
+        Box::pin(async move {
+            let at = self.latest_tick(now);
+            let connections = match inbound::active_connections(conn, "xero").await {
+                Ok(c) => c,
+                Err(inbound::InboundError::Database(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Xero connections could not be listed for the pull");
+                    return Ok(Vec::new());
+                }
+            };
+            Ok(connections
+                .into_iter()
+                .map(|c| DueTick {
+                    key: format!("{}/{}", c.connection_id, c.tenant_id),
+                    at,
+                })
+                .collect())
+        })
+    }
+
+    fn fire<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        tick: &'a DueTick,
+    ) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+        Box::pin(async move {
+            let Some((connection_id, tenant)) = parse_key(&tick.key) else {
+                return Err(EnqueueError::Database(sqlx::Error::Protocol(format!(
+                    "unreadable pull tick key {:?}",
+                    tick.key
+                ))));
+            };
+            let job = PullPayments {
+                tenant: tenant.to_string(),
+                connection_id,
+            };
+            let opts = EnqueueOptions::default()
+                .unique_key(job.unique_key())
+                .hold_key(hold_key(connection_id));
+            queue::enqueue(conn, &job, opts).await
+        })
+    }
+}
+
+/// Reads every invoice Xero changed since the connection's cursor (minus
+/// [`OVERLAP`]) and reports their payments to the host. The cursor moves to
+/// the instant the read began, only when every page was read.
+pub async fn run_pull_payments(
+    xero: &XeroAdapter,
+    job: PullPayments,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    if skip_disabled(&ctx, job.connection_id, "pull of payments").await? {
+        return Ok(());
+    }
+    let since = {
+        let mut conn = ctx.pool.acquire().await?;
+        inbound::pull_start(&mut conn, job.connection_id).await? - OVERLAP
+    };
+    let started = Utc::now();
+    let changed = xero
+        .invoices_changed_since(job.connection_id, since)
+        .await?;
+    let mut tx = ctx.pool.begin().await?;
+    let mut recorded = 0usize;
+    for remote in &changed.invoices {
+        recorded += inbound::apply_remote_invoice(&mut tx, job.connection_id, remote)
+            .await?
+            .recorded
+            .len();
+    }
+    if changed.complete {
+        inbound::set_pulled_through(&mut tx, job.connection_id, started).await?;
+    }
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(
+        connection_id = job.connection_id,
+        changed = changed.invoices.len(),
+        recorded,
+        complete = changed.complete,
+        "pulled payments from Xero"
+    );
+    Ok(())
+}
+
+/// Reads the invoice a webhook named and reports its payments to the host.
+/// An invoice Xero no longer has, or one not linked to a host invoice,
+/// records nothing.
+pub async fn run_process_xero_webhook(
+    xero: &XeroAdapter,
+    job: ProcessXeroWebhook,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    if skip_disabled(&ctx, job.connection_id, "Xero webhook event").await? {
+        return Ok(());
+    }
+    let remote = xero
+        .remote_invoice(job.connection_id, &job.xero_invoice_id)
+        .await?;
+    let mut tx = ctx.pool.begin().await?;
+    let recorded = match &remote {
+        Some(r) => inbound::apply_remote_invoice(&mut tx, job.connection_id, r)
+            .await?
+            .recorded
+            .len(),
+        None => 0,
+    };
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(connection_id = job.connection_id, invoice = %job.xero_invoice_id,
+        found = remote.is_some(), recorded, "processed a Xero webhook event");
+    Ok(())
+}
+
+/// A job queued before its connection was disabled makes no provider call:
+/// it completes with nothing done (what it would have read is read again
+/// by the first pull after the connection is enabled, from its cursor).
+/// Returns whether the job was completed here.
+async fn skip_disabled(ctx: &JobContext, connection_id: i64, what: &str) -> Result<bool, JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM ledgerflow.connections WHERE id = $1")
+            .bind(connection_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let why = match status.as_deref() {
+        Some("disabled") => "the connection is disabled",
+        None => "the connection no longer exists",
+        Some(_) => return Ok(false),
+    };
+    ctx.complete_in(&mut tx).await?;
+    tx.commit().await?;
+    tracing::info!(connection_id, "{what} skipped: {why}; no Xero call made");
+    Ok(true)
+}

@@ -1,0 +1,247 @@
+//! The end-of-day summary in the worker: the periodic [`SummarySchedule`]
+//! (one tick per connection and business day, at the local send time in
+//! the connection's time zone) and the job handler that sends the day's
+//! summary through the Xero adapter.
+//!
+//! This module owns wiring only: which day a tick is, and calling
+//! `workflows::summary` then the adapter in the right order. It must not
+//! hold summary rules (members, aggregation: `workflows::summary`) or
+//! Xero's wire format (`adapters::xero::summary`).
+//!
+//! Exactly once per business day: the tick is unique across processes
+//! (`cron_ticks`), its job has a unique key, and the summary row is unique
+//! per (connection, day) — any one of the three is enough on its own. A day
+//! missed while no worker ran is the latest tick at or before now, so it
+//! fires on the next start, and its summary covers everything not sent.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::future::BoxFuture;
+use ledgerflow_adapters::xero::XeroAdapter;
+use ledgerflow_workflows::ledger::{self, hold_key};
+use ledgerflow_workflows::payloads::EndOfDaySummary;
+use ledgerflow_workflows::queue::{self, EnqueueError};
+use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus};
+use ledgerflow_workflows::summary::{self, Assembly, SummaryDraft};
+use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
+use sqlx::PgConnection;
+
+use crate::runtime::Registry;
+use crate::runtime::cron::{DueTick, Schedule};
+
+/// The schedule's name in `ledgerflow.cron_ticks`.
+pub const SCHEDULE: &str = "end-of-day-summary";
+
+/// Adds the summary's handler and schedule to `registry` (replacing any
+/// placeholder handler of `end-of-day-summary`).
+pub fn register(registry: Registry, xero: XeroAdapter) -> Registry {
+    registry
+        .register(move |job: EndOfDaySummary, ctx| {
+            let xero = xero.clone();
+            async move { run_end_of_day_summary(&xero, job, ctx).await }
+        })
+        .schedule(SummarySchedule)
+}
+
+/// A tick per connection with the summary on, at its local send time.
+/// The tick key carries the connection, the business day and the tenant,
+/// so firing needs no second lookup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SummarySchedule;
+
+fn tick_key(connection_id: i64, date: NaiveDate, tenant: &str) -> String {
+    format!("{connection_id}/{date}/{tenant}")
+}
+
+fn parse_key(key: &str) -> Option<(i64, NaiveDate, &str)> {
+    let mut parts = key.splitn(3, '/');
+    let id = parts.next()?.parse().ok()?;
+    let date = parts.next()?.parse().ok()?;
+    Some((id, date, parts.next()?))
+}
+
+/// The ticks due at `now`: for each connection with the summary on, its
+/// latest send instant at or before `now`.
+pub async fn due_ticks(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Vec<DueTick>, sqlx::Error> {
+    let configs = match summary::enabled(conn).await {
+        Ok(c) => c,
+        Err(summary::SummaryError::Database(e)) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "end-of-day summaries could not be listed");
+            return Ok(Vec::new());
+        }
+    };
+    let mut ticks = Vec::with_capacity(configs.len());
+    for config in configs {
+        match config {
+            Ok(c) => {
+                let (date, at) = summary::latest_send(now, c.settings.send_time, c.time_zone);
+                ticks.push(DueTick {
+                    key: tick_key(c.connection_id, date, &c.tenant_id),
+                    at,
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping a connection's end-of-day summary"),
+        }
+    }
+    Ok(ticks)
+}
+
+impl Schedule for SummarySchedule {
+    fn name(&self) -> &str {
+        SCHEDULE
+    }
+
+    fn due<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
+        Box::pin(due_ticks(conn, now))
+    }
+
+    fn fire<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        tick: &'a DueTick,
+    ) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+        Box::pin(async move {
+            let Some((connection_id, business_date, tenant)) = parse_key(&tick.key) else {
+                // Only this module writes the keys; an unreadable one is a bug.
+                return Err(EnqueueError::Database(sqlx::Error::Protocol(format!(
+                    "unreadable end-of-day summary tick key {:?}",
+                    tick.key
+                ))));
+            };
+            let job = EndOfDaySummary {
+                tenant: tenant.to_string(),
+                connection_id,
+                business_date,
+            };
+            queue::enqueue(
+                conn,
+                &job,
+                EnqueueOptions::default()
+                    .unique_key(format!("eod:{connection_id}:{business_date}"))
+                    .hold_key(hold_key(connection_id)),
+            )
+            .await
+        })
+    }
+}
+
+/// Sends the day's summary. Members are frozen and committed before the
+/// Xero call, so a retry (after a lost answer or a crash) sends exactly the
+/// same invoice under the same idempotency key and reference, and the
+/// adapter adopts it if it was created. The summary is marked sent in the
+/// transaction that completes the job.
+///
+/// Earlier summaries of the connection still unsent (a permanent failure on
+/// their day, since fixed) are retried first, best effort, so their
+/// invoices are not left frozen out of every summary.
+pub async fn run_end_of_day_summary(
+    xero: &XeroAdapter,
+    job: EndOfDaySummary,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    let status = invoice_status(&ctx, job.connection_id).await?;
+    for earlier in unsent_before(&ctx, job.connection_id, job.business_date).await? {
+        if let Err(e) = resend(xero, &ctx, job.connection_id, earlier, status).await {
+            tracing::warn!(connection_id = job.connection_id, date = %earlier, error = %e,
+                "an earlier end-of-day summary is still not sent");
+        }
+    }
+    let mut tx = ctx.pool.begin().await?;
+    match summary::assemble(&mut tx, job.connection_id, job.business_date).await? {
+        Assembly::Done(record) => {
+            ctx.complete_in(&mut tx).await?;
+            tx.commit().await?;
+            tracing::info!(connection_id = job.connection_id, date = %job.business_date,
+                status = %record.status, "end-of-day summary already done");
+            Ok(())
+        }
+        Assembly::Ready(draft) => {
+            tx.commit().await?;
+            send(xero, &ctx, &draft, status, true).await
+        }
+    }
+}
+
+async fn send(
+    xero: &XeroAdapter,
+    ctx: &JobContext,
+    draft: &SummaryDraft,
+    status: XeroInvoiceStatus,
+    complete_job: bool,
+) -> Result<(), JobError> {
+    let sent = xero.create_summary_invoice(draft, status).await?;
+    let mut tx = ctx.pool.begin().await?;
+    summary::mark_sent(
+        &mut tx,
+        draft.summary_id,
+        &sent.external.external_id,
+        sent.external.external_number.as_deref(),
+        sent.external.url.as_deref(),
+    )
+    .await?;
+    if complete_job {
+        ctx.complete_in(&mut tx).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(connection_id = draft.connection_id, date = %draft.business_date,
+        invoices = draft.invoice_count, total = %sent.total, adopted = sent.adopted,
+        "end-of-day summary sent");
+    Ok(())
+}
+
+async fn resend(
+    xero: &XeroAdapter,
+    ctx: &JobContext,
+    connection_id: i64,
+    date: NaiveDate,
+    status: XeroInvoiceStatus,
+) -> Result<(), JobError> {
+    let mut tx = ctx.pool.begin().await?;
+    match summary::assemble(&mut tx, connection_id, date).await? {
+        Assembly::Done(_) => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Assembly::Ready(draft) => {
+            tx.commit().await?;
+            send(xero, ctx, &draft, status, false).await
+        }
+    }
+}
+
+/// The Xero status summaries are created with: the connection's default.
+async fn invoice_status(
+    ctx: &JobContext,
+    connection_id: i64,
+) -> Result<XeroInvoiceStatus, JobError> {
+    let mut conn = ctx.pool.acquire().await?;
+    let connection = ledger::get_connection(&mut conn, connection_id)
+        .await
+        .map_err(|e| match e {
+            ledger::LedgerError::Database(e) => JobError::from(e),
+            other => JobError::permanent(other.to_string()),
+        })?;
+    match connection.settings.provider {
+        ProviderSettings::Xero(x) => Ok(x.default_status),
+        other => Err(JobError::permanent(format!(
+            "connection {connection_id} is a {} connection; end-of-day summaries are for Xero",
+            other.provider()
+        ))),
+    }
+}
+
+async fn unsent_before(
+    ctx: &JobContext,
+    connection_id: i64,
+    date: NaiveDate,
+) -> Result<Vec<NaiveDate>, JobError> {
+    let mut conn = ctx.pool.acquire().await?;
+    Ok(summary::unsent_before(&mut conn, connection_id, date).await?)
+}

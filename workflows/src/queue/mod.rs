@@ -1,0 +1,40 @@
+//! The queue: what a job is and the SQL every caller of the queue needs.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | [`job`] | job kinds (typed, versioned payloads), ids, priorities, per-enqueue options |
+//! | [`enqueue`] | enqueueing one job or many, inside the caller's transaction |
+//! | [`read`] | reading a job, live or finished |
+//! | [`requeue`] | releasing held jobs, expediting one, enqueueing a failed one again |
+//! | [`complete`] | the fenced completion of running jobs |
+//! | [`context`] | the [`JobContext`] a handler runs with (complete in its own transaction) |
+//! | [`retry`] | retry policies: attempts and backoff |
+//! | [`error`] | the classified error a handler returns ([`ErrorClass`]) |
+//! | [`workflow_run`] | workflow runs: chains of steps, each its own job |
+//!
+//! Claiming, leases, retries, holds and the maintenance services are the
+//! worker runtime's (`ledgerflow-worker`'s `runtime`), which runs jobs; this
+//! module must not run jobs or know what a job does. No other module writes
+//! the queue's tables: the ledger's SQL delays and wakes the jobs it
+//! enqueued through the functions `ledgerflow.hold_for_quiet_period`,
+//! `ledgerflow.end_quiet_period` and `ledgerflow.ledger_expedite`, which are
+//! the queue's side of that contract.
+
+pub mod complete;
+pub mod context;
+pub mod enqueue;
+pub mod error;
+pub mod job;
+pub mod read;
+pub mod requeue;
+pub mod retry;
+pub mod workflow_run;
+
+pub use complete::complete_batch;
+pub use context::JobContext;
+pub use enqueue::{EnqueueError, ManyOptions, enqueue, enqueue_batch, enqueue_many};
+pub use error::{ErrorClass, JobError};
+pub use job::{EnqueueOptions, JobId, JobKind, Priority};
+pub use read::{AttemptError, JobRecord, JobState, find_job};
+pub use requeue::{expedite, release_held, retry_failed};
+pub use retry::RetryPolicy;
