@@ -40,8 +40,8 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::wire::{self, ApiException, Envelope, ValidationError, status};
-use crate::decimal::Decimal;
-use crate::sandbox::{Answer, into_response, parse_query};
+use crate::kit::decimal::Decimal;
+use crate::sim::server::{Answer, into_response, parse_query};
 
 /// An account in the simulated chart of accounts.
 #[derive(Debug, Clone)]
@@ -155,8 +155,8 @@ pub enum FaultKind {
     IgnoreFilter,
 }
 
-/// A fault for the next `times` matching requests (see [`crate::sandbox::Fault`]).
-pub type Fault = crate::sandbox::Fault<FaultKind>;
+/// A fault for the next `times` matching requests (see [`crate::sim::faults::Fault`]).
+pub type Fault = crate::sim::faults::Fault<FaultKind>;
 
 /// Counters for assertions and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -2125,8 +2125,8 @@ fn delete_payment(t: &mut Tenant, now: DateTime<Utc>, id: &str, body: &Bytes) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decimal::{format_scaled, parse_scaled};
-    use crate::sandbox::percent_decode;
+    use crate::kit::decimal::{format_scaled, parse_scaled};
+    use crate::sim::server::percent_decode;
 
     #[test]
     fn transitions_follow_xero() {
