@@ -11,7 +11,7 @@ use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::{ErrorBody, UserError};
-use crate::http::{
+use crate::kit::http::{
     foreign_answer, plain_error_messages, raw_excerpt, retry_after, transient_when_foreign,
 };
 

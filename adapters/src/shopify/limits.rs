@@ -12,7 +12,7 @@ use ledgerflow_workflows::provider_state::{BucketObserved, BucketPolicy};
 use reqwest::header::HeaderMap;
 
 use super::wire::QueryCost;
-use crate::http::{header_str, retry_after};
+use crate::kit::http::{header_str, retry_after};
 
 /// The buckets the shared limiter keeps per store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,10 +62,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::customer_lookups::CustomerLookups;
-use crate::decimal::Decimal;
-use crate::http::{BuildError, HttpConfig, build_client, raw_excerpt, transport_failure};
-use crate::keys::short_hash;
+use crate::kit::customers::CustomerLookups;
+use crate::kit::decimal::Decimal;
+use crate::kit::http::{BuildError, HttpConfig, build_client, raw_excerpt, transport_failure};
+use crate::kit::idempotency::short_hash;
 use errors::{ShopifyError, classify, user_error_messages};
 pub use limits::ShopifyLimits;
 use wire::{
@@ -280,10 +280,10 @@ impl From<CallFailure> for ProviderError {
 }
 
 fn credential_error(e: CredentialError) -> ProviderError {
-    crate::credentials::credential_error("Shopify", e)
+    crate::kit::errors::credential_error("Shopify", e)
 }
 
-use crate::credentials::db_error;
+use crate::kit::errors::db_error;
 
 fn decode_error(message: String, body: &str) -> ProviderError {
     ShopifyError::Decode {

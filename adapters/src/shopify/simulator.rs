@@ -47,8 +47,8 @@ use super::wire::{
     self, Customer, CustomerEnvelope, DraftOrder, DraftOrderEnvelope, LineItem, Order,
     OrderEnvelope, Product, ProductEnvelope, Variant, draft_status,
 };
-use crate::decimal::{Decimal, format_scaled, parse_scaled};
-use crate::sandbox::{Answer, into_response, parse_query};
+use crate::kit::decimal::{Decimal, format_scaled, parse_scaled};
+use crate::sim::server::{Answer, into_response, parse_query};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -89,8 +89,8 @@ pub enum FaultKind {
     DropAfterCommit,
 }
 
-/// A fault for the next `times` matching requests (see [`crate::sandbox::Fault`]).
-pub type Fault = crate::sandbox::Fault<FaultKind>;
+/// A fault for the next `times` matching requests (see [`crate::sim::faults::Fault`]).
+pub type Fault = crate::sim::faults::Fault<FaultKind>;
 
 /// Counters for assertions and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

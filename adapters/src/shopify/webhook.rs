@@ -235,7 +235,7 @@ fn malformed(e: impl std::fmt::Display) -> WebhookError {
 }
 
 fn money(
-    amount: Option<&crate::decimal::Decimal>,
+    amount: Option<&crate::kit::decimal::Decimal>,
     currency: Option<&str>,
     what: &str,
 ) -> Result<(i64, Currency), WebhookError> {

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decimal::Decimal;
+use crate::kit::decimal::Decimal;
 
 /// Draft order statuses as REST spells them.
 pub mod draft_status {

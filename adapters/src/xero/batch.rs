@@ -16,9 +16,12 @@ use ledgerflow_workflows::provider::{ExternalRef, ProviderError, PushResult, Wri
 use ledgerflow_workflows::settings::XeroInvoiceStatus;
 use reqwest::Method;
 
+use super::XeroAdapter;
+use super::api::{self, decode_error};
+use super::contacts::escape_where;
+use super::invoices::{build_invoice, invoice_url};
 use super::wire::{self, Envelope, status};
-use super::{ApiCall, XeroAdapter, build_invoice, decode_error, escape_where, invoice_url};
-use crate::decimal::Decimal;
+use crate::kit::decimal::Decimal;
 
 /// Xero's advice for one request: about 50 elements (and under 3.5 MB).
 pub const MAX_BATCH: usize = 50;
@@ -104,8 +107,8 @@ impl XeroAdapter {
                 invoices: Some(sent),
                 ..Envelope::default()
             };
-            let key = super::operation_key(idempotency_key, "invoice-batch");
-            let mut call = ApiCall::write(Method::PUT, "Invoices", &body, key);
+            let key = api::operation_key(idempotency_key, "invoice-batch");
+            let mut call = api::write(Method::PUT, "Invoices", &body, key)?;
             // Each element on its own: one bad invoice must not sink the other 49.
             call.query = vec![("summarizeErrors", "false".into()), ("unitdp", "4".into())];
             let answered = self
@@ -149,7 +152,7 @@ impl XeroAdapter {
             .map(|r| format!("Reference==\"{}\"", escape_where(r)))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let mut call = ApiCall::get("Invoices");
+        let mut call = api::get("Invoices");
         call.query.push(("where", expr));
         let found = self
             .call(connection_id, &call)
@@ -168,7 +171,7 @@ impl XeroAdapter {
     /// recorded in the shared limiter: the only way to learn that Xero's
     /// rolling day window has room again.
     pub async fn probe_day_quota(&self, connection_id: i64) -> Result<(), ProviderError> {
-        let mut call = ApiCall::get("Invoices");
+        let mut call = api::get("Invoices");
         call.query
             .push(("where", "Reference==\"ledgerflow quota probe\"".to_string()));
         call.query.push(("page", "1".into()));

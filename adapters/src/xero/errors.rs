@@ -10,7 +10,7 @@ use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::ApiException;
-use crate::http::{
+use crate::kit::http::{
     foreign_answer, plain_error_messages, raw_excerpt, retry_after, transient_when_foreign,
 };
 

@@ -12,8 +12,9 @@ use ledgerflow_workflows::inbound::{RemoteInvoice, RemotePayment};
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::ProviderError;
 
+use super::XeroAdapter;
+use super::api::{self, decode_error};
 use super::wire::{self, status};
-use super::{ApiCall, XeroAdapter, decode_error};
 
 /// Xero's page size for GET /Invoices.
 const PAGE_SIZE: usize = 100;
@@ -51,7 +52,7 @@ impl XeroAdapter {
     ) -> Result<ChangedInvoices, ProviderError> {
         let mut out = Vec::new();
         for page in 1..=MAX_PAGES {
-            let mut call = ApiCall::get("Invoices");
+            let mut call = api::get("Invoices");
             call.query.push(("where", "Type==\"ACCREC\"".into()));
             call.query.push(("page", page.to_string()));
             call.headers.push((
@@ -96,7 +97,7 @@ fn remote(i: wire::Invoice) -> Result<RemoteInvoice, ProviderError> {
         .as_deref()
         .and_then(|c| Currency::parse(c).ok())
         .map_or(2, Currency::exponent);
-    let scaled = |d: &Option<crate::decimal::Decimal>, what: &str| {
+    let scaled = |d: &Option<crate::kit::decimal::Decimal>, what: &str| {
         d.as_ref()
             .map(|d| d.to_scaled(exp))
             .transpose()

@@ -13,11 +13,12 @@ use ledgerflow_workflows::settings::XeroInvoiceStatus;
 use ledgerflow_workflows::summary::SummaryDraft;
 use reqwest::Method;
 
+use super::api::{self, decode_error, operation_key};
+use super::contacts::{ContactKey, contact_ref};
+use super::invoices::invoice_url;
 use super::wire::{self, Envelope, status};
-use super::{
-    ApiCall, ContactKey, XeroAdapter, contact_ref, decode_error, first, invoice_url, operation_key,
-};
-use crate::decimal::Decimal;
+use super::{XeroAdapter, first};
+use crate::kit::decimal::Decimal;
 
 /// What sending a summary did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,12 +102,12 @@ impl XeroAdapter {
             }]),
             ..Envelope::default()
         };
-        let mut call = ApiCall::write(
+        let mut call = api::write(
             Method::PUT,
             "Invoices",
             &body,
             operation_key(&key, "summary-invoice"),
-        );
+        )?;
         call.query.push(("unitdp", "4".into()));
         let env = self.call(connection_id, &call).await?;
         sent(first(env.invoices, "invoice")?, draft, false)
@@ -138,12 +139,12 @@ impl XeroAdapter {
         let env = self
             .call(
                 connection_id,
-                &ApiCall::write(
+                &api::write(
                     Method::PUT,
                     "Contacts",
                     &body,
                     operation_key(key, "summary-contact"),
-                ),
+                )?,
             )
             .await?;
         contact_ref(first(env.contacts, "contact")?)

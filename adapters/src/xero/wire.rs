@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decimal::Decimal;
+use crate::kit::decimal::Decimal;
 
 /// Invoice statuses as Xero names them.
 pub mod status {
@@ -226,24 +226,8 @@ pub struct ApiException {
     pub elements: Vec<serde_json::Value>,
 }
 
-/// The identity server's token answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub expires_in: i64,
-    pub token_type: String,
-    pub refresh_token: String,
-    #[serde(default)]
-    pub scope: String,
-}
-
-/// The identity server's OAuth2 error answer (`{"error":"invalid_grant"}`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenError {
-    pub error: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_description: Option<String>,
-}
+/// The identity server's token answers (the kit's OAuth2 types).
+pub use crate::kit::oauth2::{TokenError, TokenResponse};
 
 /// One entry of `GET /connections`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,16 +1,20 @@
-//! Exact decimal numbers on the wire.
+//! Exact decimal numbers on the wire, and totals.
 //!
 //! Providers speak JSON numbers with decimals ("12.50"); ledgerflow keeps
 //! integer minor units. This module owns the exact conversion both ways and
 //! [`Decimal`], a JSON number kept as its text so no value ever passes
 //! through a float. It must not round silently: a value with more digits
-//! than the target scale is an error, not a guess.
+//! than the target scale is an error, not a guess. [`check_total`] proves a
+//! provider's computed total equals the host's to the minor unit.
 
 use std::fmt;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
+
+use ledgerflow_workflows::money::{Currency, Money};
+use ledgerflow_workflows::provider::ProviderError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecimalError {
@@ -155,6 +159,39 @@ impl<'de> Deserialize<'de> for Decimal {
         // JSON may write 1.5E+2; refuse rather than misread.
         Decimal::parse(text).map_err(D::Error::custom)
     }
+}
+
+/// Proves the total the provider computed (`theirs`) equals the host's
+/// (`ours`) to the minor unit; otherwise the write is refused for good,
+/// with `hint` saying where to look ("check the tax types mapped for this
+/// invoice's tax codes").
+///
+/// ```
+/// use ledgerflow_adapters::kit::decimal::check_total;
+/// use ledgerflow_workflows::money::Currency;
+/// let nzd = Currency::parse("NZD").unwrap();
+/// assert!(check_total("Saledock", 1150, 1150, nzd, "check the tax rates").is_ok());
+/// let e = check_total("Saledock", 1149, 1150, nzd, "check the tax rates").unwrap_err();
+/// assert!(e.to_string().starts_with("Saledock computed a total of"));
+/// ```
+pub fn check_total(
+    provider: &str,
+    theirs: i64,
+    ours: i64,
+    currency: Currency,
+    hint: &str,
+) -> Result<(), ProviderError> {
+    if theirs == ours {
+        return Ok(());
+    }
+    Err(ProviderError::permanent(
+        format!(
+            "{provider} computed a total of {} but the invoice's total is {}: {hint}",
+            Money::new(theirs, currency),
+            Money::new(ours, currency)
+        ),
+        None,
+    ))
 }
 
 #[cfg(test)]

@@ -1,5 +1,11 @@
-//! One find-or-create of a provider's customer (a Xero contact, a Shopify
-//! customer) at a time per connection and customer, within one process.
+//! Find-or-create of a provider's customer (a Xero contact, a Shopify
+//! customer, a QuickBooks customer), written once:
+//!
+//! - [`find_or_create`]: look the customer up by our key, create them when
+//!   missing, and when the create is refused because another sync (or
+//!   process) created them since, adopt the winner's record.
+//! - [`CustomerLookups`]: one find-or-create at a time per connection and
+//!   customer, within one process.
 //!
 //! When a new customer's invoices sync together (a backfill, a host that
 //! records several jobs at once) every sync would otherwise look the
@@ -20,6 +26,49 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use ledgerflow_workflows::call_budget;
+use ledgerflow_workflows::provider::ProviderError;
+
+/// Finds the customer (`find`), else creates them (`create`). A create
+/// refused as a duplicate (`is_race`: another sync created them between
+/// our lookup and our create) is answered by `adopt`, which looks the
+/// winner up; when it finds nothing, `adopt` says what to answer (the
+/// refusal itself, or a retryable error while the provider's search
+/// catches up).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use ledgerflow_adapters::kit::customers::find_or_create;
+/// use ledgerflow_workflows::provider::ProviderError;
+/// let id = find_or_create(
+///     async { Ok(None) },
+///     || async { Err(ProviderError::permanent("name already taken", None)) },
+///     |e| matches!(e, ProviderError::Permanent { .. }),
+///     |_refusal| async { Ok("winner".to_string()) },
+/// )
+/// .await;
+/// assert_eq!(id, Ok("winner".to_string()));
+/// # });
+/// ```
+pub async fn find_or_create<T, Find, Create, Adopt>(
+    find: Find,
+    create: impl FnOnce() -> Create,
+    is_race: impl Fn(&ProviderError) -> bool,
+    adopt: impl FnOnce(ProviderError) -> Adopt,
+) -> Result<T, ProviderError>
+where
+    Find: Future<Output = Result<Option<T>, ProviderError>>,
+    Create: Future<Output = Result<T, ProviderError>>,
+    Adopt: Future<Output = Result<T, ProviderError>>,
+{
+    if let Some(found) = find.await? {
+        return Ok(found);
+    }
+    match create().await {
+        Ok(made) => Ok(made),
+        Err(refusal) if is_race(&refusal) => adopt(refusal).await,
+        Err(e) => Err(e),
+    }
+}
 
 /// The lookup each waiting sync shares: empty until one succeeds.
 type Turn<T> = Arc<tokio::sync::Mutex<Option<T>>>;
@@ -45,7 +94,7 @@ impl<T: Clone> CustomerLookups<T> {
     ///
     /// ```
     /// # tokio_test_block_on(async {
-    /// use ledgerflow_adapters::customer_lookups::CustomerLookups;
+    /// use ledgerflow_adapters::kit::customers::CustomerLookups;
     /// let lookups = CustomerLookups::<String>::default();
     /// let id = lookups
     ///     .find_or_create(7, "cust-1", || async { Ok::<_, ()>("contact-9".to_string()) })

@@ -1,0 +1,38 @@
+//! The adapter kit: what every provider adapter shares, written once, so a
+//! provider folder holds only what makes that provider different (see
+//! `adapters/TEMPLATE.md`).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`call`] | the call path: credentials → limiter grant with the inline wait → send → limit headers recorded → error classified → one refresh on 401 → reconnect needed. A provider implements [`call::Api`] and holds a [`call::Caller`]. |
+//! | [`gate`] | limiter grants: rolling windows with a concurrency cap, leaky buckets, the inline wait, bucket arithmetic |
+//! | [`oauth2`] | token refresh under the connection's row lock; rotating single-use refresh tokens never spent twice |
+//! | [`idempotency`] | idempotency keys from the sync event, lost-answer adoption by our reference, write intents |
+//! | [`customers`] | find-or-create a customer with race adoption; one lookup at a time per customer |
+//! | [`errors`] | how the call path acts on a refusal ([`errors::Refusal`]); credential and database errors |
+//! | [`http`] | the HTTP client, transport failures, Retry-After and header parsing, foreign (proxy) answers |
+//! | [`decimal`] | exact money on the wire, and the total check |
+//!
+//! A provider in five lines (the full example is in [`call`]):
+//!
+//! ```ignore
+//! struct QboApi { limits: QboLimits }              // quickbooks/api.rs
+//! impl kit::call::Api for QboApi { /* gate, authorize, read_limits, classify */ }
+//! let caller = Caller::new(QboApi { .. }, pool, key, CallSettings::default())?
+//!     .with_oauth2(OAuth2Client::new("QuickBooks", id, secret).token_path("/oauth2/v1/tokens/bearer"));
+//! let invoice: Envelope = caller.send_json(connection_id, &Request::get("invoice/42")).await?;
+//! ```
+//!
+//! The kit must not know any provider's URLs, headers, bodies or status
+//! meanings, and must not touch the queue or the ledger tables: its only
+//! state is `ledgerflow_workflows::provider_state` (credentials, limits,
+//! write intents).
+
+pub mod call;
+pub mod customers;
+pub mod decimal;
+pub mod errors;
+pub mod gate;
+pub mod http;
+pub mod idempotency;
+pub mod oauth2;

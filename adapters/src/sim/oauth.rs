@@ -1,0 +1,298 @@
+//! The OAuth2 side of a simulated provider (feature `sandbox`): access
+//! tokens with an expiry, rotating single-use refresh tokens, the grace
+//! window in which a refresh token whose answer was lost may be presented
+//! again and gets the same new token set, unused refresh tokens expiring,
+//! and the token endpoint's answers (`invalid_grant`, `invalid_client`).
+//!
+//! `G` is what a token grants (Xero: the tenants consented to). The
+//! provider's simulator decides where the endpoint lives and what a 401
+//! body looks like; this module must not know any provider.
+//!
+//! ```
+//! use ledgerflow_adapters::sim::oauth::{TokenConfig, Tokens};
+//! let mut tokens = Tokens::<Vec<String>>::new(TokenConfig::default());
+//! let now = chrono::Utc::now();
+//! let first = tokens.mint(vec!["tenant-1".into()], now);
+//! let again = tokens.refresh(&first.refresh_token, now).unwrap();
+//! assert_ne!(again.refresh_token, first.refresh_token);
+//! // Presented again within the grace window: the same new set.
+//! assert_eq!(tokens.refresh(&first.refresh_token, now).unwrap().access_token, again.access_token);
+//! // Once the new refresh token is spent, the old one is refused.
+//! tokens.refresh(&again.refresh_token, now).unwrap();
+//! assert!(tokens.refresh(&first.refresh_token, now).is_err());
+//! ```
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::server::{Answer, parse_query};
+
+/// Token lifetimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub access_token_ttl: chrono::Duration,
+    /// How long a spent refresh token may be presented again (its answer
+    /// was lost) and still get the same new token set back.
+    pub refresh_grace: chrono::Duration,
+    /// Unused refresh tokens expire after this long.
+    pub refresh_ttl: chrono::Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret".into(),
+            access_token_ttl: chrono::Duration::minutes(30),
+            refresh_grace: chrono::Duration::minutes(30),
+            refresh_ttl: chrono::Duration::days(60),
+        }
+    }
+}
+
+/// A token set handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessToken<G> {
+    pub grant: G,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct RefreshRecord<G> {
+    grant: G,
+    issued_at: DateTime<Utc>,
+    spent_at: Option<DateTime<Utc>>,
+    /// The token set this one was exchanged for (replayed within the grace window).
+    child: Option<(String, String)>,
+    uses: u32,
+}
+
+/// Why a refresh was refused (`invalid_grant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Unknown,
+    Expired,
+    AlreadyUsed,
+}
+
+impl Refused {
+    fn description(self) -> &'static str {
+        match self {
+            Refused::Unknown => "unknown refresh token",
+            Refused::Expired => "refresh token expired",
+            Refused::AlreadyUsed => "refresh token already used",
+        }
+    }
+}
+
+/// Counters for assertions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenStats {
+    pub refresh_requests: u64,
+    pub invalid_grants: u64,
+}
+
+/// Every token a simulated provider handed out.
+#[derive(Debug, Clone)]
+pub struct Tokens<G> {
+    pub config: TokenConfig,
+    access: HashMap<String, AccessToken<G>>,
+    refresh: HashMap<String, RefreshRecord<G>>,
+    pub stats: TokenStats,
+}
+
+impl<G: Clone> Tokens<G> {
+    pub fn new(config: TokenConfig) -> Tokens<G> {
+        Tokens {
+            config,
+            access: HashMap::new(),
+            refresh: HashMap::new(),
+            stats: TokenStats::default(),
+        }
+    }
+
+    /// A new token set (the end of a consent, or a refresh).
+    pub fn mint(&mut self, grant: G, now: DateTime<Utc>) -> TokenSet {
+        let access = format!("sim-at-{}", Uuid::new_v4().simple());
+        let refresh = format!("sim-rt-{}", Uuid::new_v4().simple());
+        self.access.insert(
+            access.clone(),
+            AccessToken {
+                grant: grant.clone(),
+                expires_at: now + self.config.access_token_ttl,
+            },
+        );
+        self.refresh.insert(
+            refresh.clone(),
+            RefreshRecord {
+                grant,
+                issued_at: now,
+                spent_at: None,
+                child: None,
+                uses: 0,
+            },
+        );
+        TokenSet {
+            access_token: access,
+            refresh_token: refresh,
+            expires_in: self.config.access_token_ttl.num_seconds(),
+        }
+    }
+
+    /// The access token presented, if it was handed out (expired or not).
+    pub fn access(&self, token: &str) -> Option<&AccessToken<G>> {
+        self.access.get(token)
+    }
+
+    /// Exchanges a refresh token: rotation, the grace window, expiry.
+    pub fn refresh(&mut self, presented: &str, now: DateTime<Utc>) -> Result<TokenSet, Refused> {
+        let Some(record) = self.refresh.get(presented).cloned() else {
+            return Err(Refused::Unknown);
+        };
+        if record.spent_at.is_none() && now - record.issued_at > self.config.refresh_ttl {
+            return Err(Refused::Expired);
+        }
+        match (record.spent_at, record.child) {
+            (None, _) => {
+                let set = self.mint(record.grant, now);
+                if let Some(r) = self.refresh.get_mut(presented) {
+                    r.spent_at = Some(now);
+                    r.child = Some((set.access_token.clone(), set.refresh_token.clone()));
+                    r.uses += 1;
+                }
+                Ok(set)
+            }
+            // The answer to the first exchange was lost: within the grace
+            // window, and while the new refresh token is itself unspent,
+            // the same new token set is handed out again.
+            (Some(spent), Some((access, refresh)))
+                if now - spent <= self.config.refresh_grace
+                    && self
+                        .refresh
+                        .get(&refresh)
+                        .is_some_and(|c| c.spent_at.is_none()) =>
+            {
+                if let Some(r) = self.refresh.get_mut(presented) {
+                    r.uses += 1;
+                }
+                let expires_in = self
+                    .access
+                    .get(&access)
+                    .map_or(0, |a| (a.expires_at - now).num_seconds().max(0));
+                Ok(TokenSet {
+                    access_token: access,
+                    refresh_token: refresh,
+                    expires_in,
+                })
+            }
+            _ => Err(Refused::AlreadyUsed),
+        }
+    }
+
+    /// Changes what every token grants (a tenant's access revoked).
+    pub fn regrant(&mut self, mut change: impl FnMut(&mut G)) {
+        for t in self.access.values_mut() {
+            change(&mut t.grant);
+        }
+        for t in self.refresh.values_mut() {
+            change(&mut t.grant);
+        }
+    }
+
+    /// Revokes every refresh token (the user disconnected the app).
+    pub fn revoke_refresh_tokens(&mut self, now: DateTime<Utc>) {
+        for r in self.refresh.values_mut() {
+            r.spent_at = Some(now - chrono::Duration::days(365));
+            r.child = None;
+        }
+    }
+
+    /// How many times a refresh token was presented and honoured.
+    pub fn refresh_token_uses(&self, refresh_token: &str) -> u32 {
+        self.refresh.get(refresh_token).map_or(0, |r| r.uses)
+    }
+
+    /// The most any refresh token was honoured: 1 unless a lost answer's
+    /// token was presented again within the grace window.
+    pub fn max_refresh_token_uses(&self) -> u32 {
+        self.refresh.values().map(|r| r.uses).max().unwrap_or(0)
+    }
+
+    /// The token endpoint: `grant_type=refresh_token`, the client
+    /// authenticated by HTTP Basic or in the form.
+    pub fn token_endpoint(
+        &mut self,
+        headers: &HeaderMap,
+        body: &Bytes,
+        now: DateTime<Utc>,
+    ) -> Answer {
+        self.stats.refresh_requests += 1;
+        let form = parse_query(&String::from_utf8_lossy(body));
+        let basic = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            });
+        let (id, secret) = basic.unwrap_or_else(|| {
+            (
+                form.get("client_id").cloned().unwrap_or_default(),
+                form.get("client_secret").cloned().unwrap_or_default(),
+            )
+        });
+        if id != self.config.client_id || secret != self.config.client_secret {
+            return token_error("invalid_client", "client authentication failed");
+        }
+        if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+            return token_error("unsupported_grant_type", "only refresh_token is simulated");
+        }
+        let Some(presented) = form.get("refresh_token") else {
+            return token_error("invalid_request", "refresh_token is required");
+        };
+        match self.refresh(presented, now) {
+            Ok(set) => Answer::json(
+                200,
+                json!({
+                    "id_token": null,
+                    "access_token": set.access_token,
+                    "expires_in": set.expires_in,
+                    "token_type": "Bearer",
+                    "refresh_token": set.refresh_token,
+                    "scope": "offline_access accounting.transactions accounting.contacts"
+                }),
+            ),
+            Err(why) => {
+                self.stats.invalid_grants += 1;
+                token_error("invalid_grant", why.description())
+            }
+        }
+    }
+}
+
+/// An OAuth2 error answer: 401 for a client that failed to authenticate,
+/// 400 otherwise.
+pub fn token_error(error: &str, description: &str) -> Answer {
+    Answer::json(
+        if error == "invalid_client" { 401 } else { 400 },
+        json!({"error": error, "error_description": description}),
+    )
+}
