@@ -13,7 +13,7 @@
 //! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
 //! | [`provider`] | the `Provider` port adapters implement |
 //! | [`provider_state`] | state shared by every worker process: rate limits, buckets, write intents, credentials, call budgets |
-| [`schema`] | the migrations, and refusing a database a pre-release schema created |
+//! | [`schema`] | the migrations, and refusing a database a pre-release schema created |
 //!
 //! This crate owns *what* the engine does and the SQL it keeps its state in.
 //! It must not make HTTP calls or know any provider's wire format (that is
