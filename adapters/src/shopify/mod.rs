@@ -50,7 +50,10 @@ pub mod orders;
 pub mod products;
 pub mod records;
 #[cfg(feature = "sandbox")]
-pub mod simulator;
+pub mod sim;
+/// The simulator's older path (`shopify::simulator::Simulator`).
+#[cfg(feature = "sandbox")]
+pub use sim as simulator;
 pub mod webhook;
 pub mod wire;
 
