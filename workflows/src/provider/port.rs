@@ -1,22 +1,26 @@
 //! The `Provider` port: what the sync ledger asks of a POS or accounting
-//! system, and the typed errors an adapter answers with.
+//! system (upsert, void, complete, payments, customers), the request and
+//! answer types, the stand-in for a provider without an adapter, and the
+//! registry ([`Providers`]) the worker picks adapters from.
 //!
-//! This module owns the trait, its request/response types and the mapping of
-//! [`ProviderError`] onto the queue's [`JobError`] classes. It must not know
-//! any provider's wire format or make HTTP calls: adapters (in
-//! `ledgerflow-adapters`) implement the trait.
+//! Optional work (batch create, summaries, change feeds) is a capability
+//! an adapter offers through [`Provider::batch_create`],
+//! [`Provider::summary_push`] and [`Provider::change_feed`]; the traits
+//! live in `capabilities`. This module must not know any provider's wire
+//! format or make HTTP calls.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::error::JobError;
+use super::capabilities::{BatchCreate, ChangeFeed, SummaryPush};
+use super::errors::ProviderError;
 use crate::invoice::{Customer, InvoiceSnapshot, Payment};
 use crate::money::Money;
 use crate::settings::{ConnectionSettings, Provider as ProviderName};
+
 
 /// The connection a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,127 +219,6 @@ pub enum PaymentOutcome {
     AlreadyApplied(ExternalRef),
 }
 
-/// A failed provider call, classified. Adapters build these from HTTP
-/// answers; the ledger records them and the queue acts on their class.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProviderError {
-    /// 5xx, timeout, connection reset: try again later.
-    #[error("{message}")]
-    Retryable {
-        message: String,
-        raw: Option<String>,
-    },
-    /// 429 or quota exhausted: wait until `not_before`, attempt not spent.
-    #[error("rate limited until {not_before}: {message}")]
-    RateLimited {
-        not_before: DateTime<Utc>,
-        message: String,
-        raw: Option<String>,
-    },
-    /// Credentials refused even after a refresh: the connection must be reconnected.
-    #[error("reconnect needed: {message}")]
-    ReconnectNeeded {
-        message: String,
-        raw: Option<String>,
-    },
-    /// The linked record is gone (deleted in the POS).
-    #[error("not found: {message}")]
-    NotFound {
-        message: String,
-        raw: Option<String>,
-    },
-    /// The request can never succeed as it stands (missing account code, ...).
-    /// `message` is for people; `raw` is the provider's own words.
-    #[error("{message}")]
-    Permanent {
-        message: String,
-        raw: Option<String>,
-    },
-}
-
-impl ProviderError {
-    pub fn retryable(message: impl Into<String>) -> Self {
-        ProviderError::Retryable {
-            message: message.into(),
-            raw: None,
-        }
-    }
-    pub fn permanent(message: impl Into<String>, raw: Option<String>) -> Self {
-        ProviderError::Permanent {
-            message: message.into(),
-            raw,
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ProviderError::NotFound {
-            message: message.into(),
-            raw: None,
-        }
-    }
-    pub fn reconnect_needed(message: impl Into<String>) -> Self {
-        ProviderError::ReconnectNeeded {
-            message: message.into(),
-            raw: None,
-        }
-    }
-    pub fn rate_limited(not_before: DateTime<Utc>, message: impl Into<String>) -> Self {
-        ProviderError::RateLimited {
-            not_before,
-            message: message.into(),
-            raw: None,
-        }
-    }
-
-    /// The provider's own error text, when there was one.
-    pub fn raw(&self) -> Option<&str> {
-        match self {
-            ProviderError::Retryable { raw, .. }
-            | ProviderError::RateLimited { raw, .. }
-            | ProviderError::ReconnectNeeded { raw, .. }
-            | ProviderError::NotFound { raw, .. }
-            | ProviderError::Permanent { raw, .. } => raw.as_deref(),
-        }
-    }
-
-    /// The sentence the sync dialog shows, with the way out where there is one.
-    pub fn friendly_message(&self, provider: ProviderName) -> String {
-        match self {
-            ProviderError::Retryable { message, .. } => {
-                format!("{provider} did not answer properly ({message}); the sync will retry")
-            }
-            ProviderError::RateLimited { not_before, .. } => format!(
-                "{provider} is limiting requests; the sync waits until {} and retries",
-                not_before.format("%H:%M:%S UTC")
-            ),
-            ProviderError::ReconnectNeeded { .. } => format!(
-                "{provider} refused our credentials: reconnect the integration in settings; syncs resume after that"
-            ),
-            ProviderError::NotFound { message, .. } => format!(
-                "the record was not found in {provider} ({message}); it may have been deleted there: use \"send as new\""
-            ),
-            ProviderError::Permanent { message, .. } => {
-                format!("{provider} refused the sync: {message}")
-            }
-        }
-    }
-}
-
-impl From<ProviderError> for JobError {
-    fn from(e: ProviderError) -> Self {
-        match e {
-            ProviderError::Retryable { message, .. } => JobError::retryable(message),
-            ProviderError::RateLimited {
-                not_before,
-                message,
-                ..
-            } => JobError::rate_limited(not_before, message),
-            ProviderError::ReconnectNeeded { message, .. } => JobError::reconnect_needed(message),
-            ProviderError::NotFound { message, .. } => JobError::not_found(message),
-            ProviderError::Permanent { message, .. } => JobError::permanent(message),
-        }
-    }
-}
-
 /// A future returned by [`Provider`] methods.
 pub type ProviderFuture<'a, T> = BoxFuture<'a, Result<T, ProviderError>>;
 
@@ -380,9 +263,6 @@ pub trait Provider: Send + Sync {
         req: SyncCustomerRequest<'a>,
     ) -> ProviderFuture<'a, Option<ExternalRef>>;
 
-    /// Reverse (delete, refund) a payment applied earlier. A payment already
-    /// gone answers `Ok`. The default refuses: a provider whose adapter
-    /// cannot reverse payments says so on the event instead of pretending.
     /// Void a record no link points at: one an earlier write may have made
     /// although its answer was lost (the invoice is cancelled before any
     /// sync heard back). Answers what was voided, or `None` when the
@@ -396,6 +276,9 @@ pub trait Provider: Send + Sync {
         Box::pin(async move { Ok(None) })
     }
 
+    /// Reverse (delete, refund) a payment applied earlier. A payment already
+    /// gone answers `Ok`. The default refuses: a provider whose adapter
+    /// cannot reverse payments says so on the event instead of pretending.
     fn reverse_payment<'a>(&'a self, req: ReversePaymentRequest<'a>) -> ProviderFuture<'a, ()> {
         let e = ProviderError::permanent(
             format!(
@@ -406,6 +289,23 @@ pub trait Provider: Send + Sync {
             None,
         );
         Box::pin(async move { Err(e) })
+    }
+
+    /// Many new invoices in one call (backfills). `None`: the provider has
+    /// no batch create, and a backfill to it fails saying so.
+    fn batch_create(&self) -> Option<&dyn BatchCreate> {
+        None
+    }
+
+    /// The end-of-day summary invoice. `None`: the provider takes none.
+    fn summary_push(&self) -> Option<&dyn SummaryPush> {
+        None
+    }
+
+    /// Reading invoices' payment state back (webhooks, periodic pulls).
+    /// `None`: nothing is pulled from the provider.
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        None
     }
 }
 

@@ -1,0 +1,21 @@
+//! The provider port: what the ledger, backfills, summaries and pulls ask
+//! of a POS or accounting system, and the typed errors an adapter answers
+//! with.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `port` | the [`Provider`] trait (upsert, void, complete, payments, customers), its request and answer types, [`MissingAdapter`], the [`Providers`] registry |
+//! | `errors` | [`ProviderError`], its classes and their mapping onto the queue's `JobError` |
+//! | `capabilities` | optional traits: [`BatchCreate`] (backfills), [`SummaryPush`] (end-of-day), [`ChangeFeed`] (payments read back) |
+//!
+//! Everything is re-exported here: callers name `ledgerflow_workflows::provider::X`.
+//! This module must not know any provider's wire format or make HTTP
+//! calls: adapters (in `ledgerflow-adapters`) implement the traits.
+
+mod capabilities;
+mod errors;
+mod port;
+
+pub use capabilities::*;
+pub use errors::*;
+pub use port::*;
