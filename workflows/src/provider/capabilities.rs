@@ -24,11 +24,11 @@
 use chrono::{DateTime, Utc};
 
 use super::errors::ProviderError;
-use super::port::{ConnectionInfo, ExternalRef, ProviderFuture, PushResult};
-use crate::inbound::RemoteInvoice;
+use super::records::{ConnectionInfo, ExternalRef, ProviderFuture, PushResult};
 use crate::invoice::InvoiceSnapshot;
 use crate::money::Money;
 use crate::summary::SummaryDraft;
+use serde::{Deserialize, Serialize};
 
 /// The provider's record an invoice of a batch goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,4 +147,28 @@ pub trait ChangeFeed: Send + Sync {
         connection_id: i64,
         since: DateTime<Utc>,
     ) -> ProviderFuture<'a, ChangedInvoices>;
+}
+
+/// A payment as the provider lists it on an invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePayment {
+    pub external_id: String,
+    /// Minor units of the invoice's currency; `None` when the provider did not say.
+    pub amount_minor: Option<i64>,
+    pub date: Option<String>,
+}
+
+/// An invoice's payment state in the provider, provider-neutral.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInvoice {
+    pub external_id: String,
+    pub external_number: Option<String>,
+    /// The provider's own status word ("PAID", "AUTHORISED").
+    pub status: String,
+    pub fully_paid: bool,
+    pub currency: Option<String>,
+    pub total_minor: Option<i64>,
+    pub amount_paid_minor: Option<i64>,
+    pub amount_due_minor: Option<i64>,
+    pub payments: Vec<RemotePayment>,
 }

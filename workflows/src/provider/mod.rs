@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `port` | the [`Provider`] trait (upsert, void, complete, payments, customers), its request and answer types, [`MissingAdapter`], the [`Providers`] registry |
+//! | `records` | the requests and answers of the port's calls ([`ConnectionInfo`], [`PushResult`], [`ExternalRef`], ...), plain data |
 //! | `errors` | [`ProviderError`], its classes and their mapping onto the queue's `JobError` |
 //! | `capabilities` | optional traits: [`BatchCreate`] (backfills), [`SummaryPush`] (end-of-day), [`ChangeFeed`] (payments read back) |
 //!
@@ -15,7 +16,9 @@
 mod capabilities;
 mod errors;
 mod port;
+mod records;
 
 pub use capabilities::*;
 pub use errors::*;
 pub use port::*;
+pub use records::*;
