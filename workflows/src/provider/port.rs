@@ -21,7 +21,6 @@ use crate::invoice::{Customer, InvoiceSnapshot, Payment};
 use crate::money::Money;
 use crate::settings::{ConnectionSettings, Provider as ProviderName};
 
-
 /// The connection a call is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
