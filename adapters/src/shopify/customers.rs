@@ -3,7 +3,15 @@
 //! one lookup per customer at a time in a process. A customer without an
 //! e-mail address is not made: there would be nothing to find them by.
 
-use super::*;
+use ledgerflow_workflows::invoice::Customer;
+use ledgerflow_workflows::provider::{ExternalRef, ProviderError};
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{Rest, decode_error};
+use super::records::admin_url;
+use super::wire::{CustomerEnvelope, CustomersEnvelope};
+use super::{ShopifyAdapter, wire};
 use crate::kit::customers::find_or_create;
 
 impl ShopifyAdapter {

@@ -3,7 +3,22 @@
 //! say, deleted on void, and completed (an order marked paid) when the
 //! invoice is paid.
 
-use super::*;
+use chrono::{DateTime, Utc};
+use ledgerflow_workflows::invoice::InvoiceSnapshot;
+use ledgerflow_workflows::provider::{
+    ConnectionInfo, ExternalRef, ProviderError, PushResult, WriteKind,
+};
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{Rest, decode_error, permanent};
+use super::config::ShopifyOptions;
+use super::errors::user_error_messages;
+use super::lost_creates::{InvoiceTag, create_tag};
+use super::products::Lines;
+use super::records::{Record, draft_result, order_result, record_of};
+use super::wire::{DraftOrder, DraftOrderEnvelope, Order, draft_status};
+use super::{DRAFT, ShopifyAdapter, ShopifyPush, shopify_settings, wire};
 
 impl ShopifyAdapter {
     pub(super) async fn delete_draft(

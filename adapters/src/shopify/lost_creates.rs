@@ -5,8 +5,18 @@
 //! (REST lists have no tag filter: `since_id` pages, filtered here) and
 //! adopted, deleted or cancelled.
 
-use super::*;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use ledgerflow_workflows::provider::ProviderError;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use super::api::{Rest, decode_error};
+use super::wire::{DraftOrder, DraftOrdersEnvelope, Order, OrdersEnvelope, draft_status};
+use super::{DRAFT, ORDER, ShopifyAdapter, api, wire};
 use crate::kit::idempotency::WriteIntents;
+use crate::kit::idempotency::short_hash;
 
 /// Our invoice's tag on every Shopify record made for it:
 /// `lf-{connection}-{16 hex digits of the invoice id's hash}`. Short (tags

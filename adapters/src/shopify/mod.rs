@@ -57,45 +57,25 @@ pub use sim as simulator;
 pub mod webhook;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ledgerflow_workflows::invoice::{Customer, InvoiceSnapshot, LineKind};
-use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ConnectionInfo, ExternalRef, ItemLink, PaymentOutcome, Provider,
-    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest,
-    UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, VoidUnlinkedRequest, WriteKind,
+    CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
+    ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
+    VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{NewCredentials, Secret, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, ShopifySettings};
-use reqwest::Method;
-use serde::de::DeserializeOwned;
-use serde_json::json;
 use sqlx::PgPool;
 
 use crate::kit::call::{Caller, parse_options};
 use crate::kit::customers::CustomerLookups;
-use crate::kit::decimal::Decimal;
 use crate::kit::http::BuildError;
-use crate::kit::idempotency::short_hash;
-use api::{Rest, ShopifyApi, decode_error, permanent};
+use api::{ShopifyApi, permanent};
 pub use config::{ShopifyConfig, ShopifyConnection, ShopifyLimits, ShopifyOptions};
-use errors::user_error_messages;
 pub use lost_creates::InvoiceTag;
-use lost_creates::create_tag;
-use products::Lines;
 pub use products::Variant;
-use records::{
-    Record, admin_url, draft_result, order_fingerprint, order_result, record_of, summary,
-};
-use wire::{
-    AppliedDiscount, CustomerEnvelope, CustomersEnvelope, DiscountCode, DraftOrder,
-    DraftOrderEnvelope, DraftOrdersEnvelope, LineItem, NoteAttribute, Order, OrderEnvelope,
-    OrdersEnvelope, ProductEnvelope, TaxLine, attr, draft_status,
-};
 
 const PROVIDER: &str = "shopify";
 const DRAFT: &str = "DraftOrder";

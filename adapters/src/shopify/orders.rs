@@ -3,7 +3,22 @@
 //! replacement; voiding cancels; an unlinked invoice's lost creates are
 //! voided too.
 
-use super::*;
+use chrono::Utc;
+use ledgerflow_workflows::invoice::InvoiceSnapshot;
+use ledgerflow_workflows::money::Money;
+use ledgerflow_workflows::provider::{
+    ConnectionInfo, ExternalRef, ProviderError, PushResult, UpsertMode, WriteKind,
+};
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{Rest, permanent};
+use super::config::ShopifyOptions;
+use super::lost_creates::{InvoiceTag, create_tag};
+use super::products::Lines;
+use super::records::{Record, admin_url, order_fingerprint, order_result, record_of, summary};
+use super::wire::{DraftOrder, Order, OrderEnvelope, draft_status};
+use super::{DRAFT, ORDER, ShopifyAdapter, ShopifyPush, shopify_settings, wire};
 
 impl ShopifyAdapter {
     /// Cancels an order; `Ok(false)` when it was cancelled already.

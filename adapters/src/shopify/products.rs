@@ -3,7 +3,20 @@
 //! built as variant lines or custom line items with their taxes and
 //! discounts.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ledgerflow_workflows::invoice::{InvoiceSnapshot, LineKind};
+use ledgerflow_workflows::provider::{ExternalRef, ItemLink, ProviderError};
+use ledgerflow_workflows::settings::ShopifySettings;
+use reqwest::Method;
+use serde_json::json;
+
+use super::api::{Rest, decode_error, permanent};
+use super::config::ShopifyOptions;
+use super::records::admin_url;
+use super::wire::{AppliedDiscount, LineItem, ProductEnvelope, TaxLine};
+use super::{ShopifyAdapter, wire};
+use crate::kit::decimal::Decimal;
 
 /// SKUs per variant lookup: keeps the search string and the answer small.
 const SKUS_PER_QUERY: usize = 50;

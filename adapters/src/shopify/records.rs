@@ -2,7 +2,22 @@
 //! what a link points at, reading them, their request body, and what a
 //! push reports (totals proven equal to the host's).
 
-use super::*;
+use ledgerflow_workflows::invoice::InvoiceSnapshot;
+use ledgerflow_workflows::money::Money;
+use ledgerflow_workflows::provider::{ExternalRef, ProviderError, PushResult, WriteKind};
+use serde_json::json;
+
+use super::api::{Rest, decode_error, permanent};
+use super::config::ShopifyOptions;
+use super::lost_creates::InvoiceTag;
+use super::products::Lines;
+use super::wire::{
+    AppliedDiscount, DiscountCode, DraftOrder, DraftOrderEnvelope, LineItem, NoteAttribute, Order,
+    OrderEnvelope, attr,
+};
+use super::{DRAFT, ORDER, ShopifyAdapter, ShopifyPush, wire};
+use crate::kit::decimal::Decimal;
+use crate::kit::idempotency::short_hash;
 
 /// The record a link points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,16 @@
 //! (create), and the pricing of draft and order lines (variants resolved,
 //! exact sums at 2 decimal places).
 
-use super::*;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use serde_json::json;
+
+use super::server::{errors, ok, parse};
+use super::state::{Inner, money};
+use crate::kit::decimal::{Decimal, parse_scaled};
+use crate::shopify::wire::{Customer, CustomerEnvelope, LineItem, ProductEnvelope, Variant};
+use crate::sim::server::Answer;
 
 pub(super) fn search_customers(s: &Inner, query: &HashMap<String, String>) -> Answer {
     let q = query.get("query").map(String::as_str).unwrap_or("");

@@ -1,7 +1,18 @@
 //! The simulated store's draft orders: list (by `since_id` and time),
 //! get, create, update in place, delete, complete (into an order).
 
-use super::*;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::catalog::{amount, price_lines};
+use super::server::{errors, ok, parse};
+use super::state::{Inner, SimDraft, money, timestamp};
+use crate::shopify::wire;
+use crate::shopify::wire::{DraftOrder, DraftOrderEnvelope, Order, draft_status};
+use crate::sim::server::Answer;
 
 pub(super) fn find_draft(s: &Inner, id: i64) -> Option<usize> {
     s.drafts

@@ -2,7 +2,16 @@
 //! by SKU, inventory reservation on a draft) with cost-based throttling
 //! and the `extensions.cost` every answer carries.
 
-use super::*;
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::drafts::find_draft;
+use super::server::parse;
+use super::state::{Inner, timestamp};
+use crate::shopify::wire;
+use crate::shopify::wire::draft_status;
+use crate::sim::server::Answer;
 
 pub(super) const QUERY_COST: i64 = 10;
 

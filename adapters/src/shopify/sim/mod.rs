@@ -36,29 +36,18 @@ mod orders;
 pub mod server;
 mod state;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use ledgerflow_workflows::provider_state::Secret;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::webhook::sign;
-use super::wire::{
-    self, Customer, CustomerEnvelope, DraftOrder, DraftOrderEnvelope, LineItem, Order,
-    OrderEnvelope, Product, ProductEnvelope, Variant, draft_status,
-};
-use crate::kit::decimal::{Decimal, format_scaled, parse_scaled};
-use crate::sim::server::{Answer, Server, SimRequest};
-use catalog::*;
-use drafts::*;
-use graphql::*;
-use orders::*;
-use server::*;
-use state::*;
+use super::wire::{self, Customer, DraftOrder, Order, Product, Variant, draft_status};
+use crate::kit::decimal::format_scaled;
+use crate::sim::server::Server;
+use server::handle;
+use state::{Inner, Shared, lock, money, timestamp};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {

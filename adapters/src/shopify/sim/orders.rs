@@ -2,7 +2,18 @@
 //! get, create, update (never the line items of a confirmed order),
 //! cancel.
 
-use super::*;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use serde_json::json;
+
+use super::catalog::{amount, price_lines};
+use super::drafts::{limit, list_filter_since, time_of, time_param};
+use super::server::{errors, ok, parse};
+use super::state::{Inner, money, timestamp};
+use crate::shopify::wire;
+use crate::shopify::wire::{Order, OrderEnvelope};
+use crate::sim::server::Answer;
 
 pub(super) fn find_order(s: &Inner, id: i64) -> Option<usize> {
     s.orders.iter().position(|o| o.id == Some(id))

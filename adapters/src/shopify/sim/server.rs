@@ -2,7 +2,21 @@
 //! the `X-Shopify-Access-Token` check, faults, the REST leaky bucket with
 //! `X-Shopify-Shop-Api-Call-Limit` and 429 + `Retry-After`, then routing.
 
-use super::*;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method};
+use serde_json::json;
+
+use super::FaultKind;
+use super::catalog::{create_customer, create_product, search_customers};
+use super::drafts::{
+    complete_draft, create_draft, delete_draft, get_draft, list_drafts, update_draft,
+};
+use super::graphql::graphql_op;
+use super::orders::{cancel_order, create_order, get_order, list_orders, update_order};
+use super::state::{Inner, Shared, lock};
+use crate::sim::server::{Answer, SimRequest};
 
 /// Every request to the simulator.
 pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {

@@ -1,11 +1,16 @@
 //! The simulated store's records (products, customers, drafts, orders),
 //! its two leaky buckets, clock, faults and counters, behind one lock.
 
-use super::*;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{FaultKind, SimConfig, SimStats};
+use crate::kit::decimal::Decimal;
+use crate::shopify::wire::{Customer, DraftOrder, Order, Product};
 use crate::sim::clock::Clock;
 use crate::sim::faults::Faults;
 use crate::sim::limits::LeakyBucket;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Debug, Clone)]
 pub(super) struct SimDraft {
