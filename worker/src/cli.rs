@@ -50,6 +50,9 @@ Environment:
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)
+  LEDGERFLOW_ADMIN_TOKEN           console: the token that may act (bearer or login); needed off loopback
+  LEDGERFLOW_VIEWER_TOKEN          console: a read-only token
   LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
                                    connection add / reconnect: the provider's tokens
   LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
@@ -92,6 +95,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ops::InvoiceCommand,
     },
+    /// Queues: pause and resume claiming, live jobs by state.
+    Queue {
+        #[command(subcommand)]
+        command: ops::QueueCommand,
+    },
+    /// Serve the operator console (dashboard, /metrics, /health, /ready)
+    /// without running a worker, until SIGTERM / Ctrl-C.
+    Console(crate::console::ConsoleArgs),
     /// Jobs of the queue.
     Job {
         #[command(subcommand)]
@@ -182,6 +193,11 @@ pub struct WorkerArgs {
     /// and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET.
     #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<String>,
+    /// Address to serve the operator console on (dashboard, /metrics,
+    /// /health, /ready), e.g. 127.0.0.1:9090; another address than
+    /// loopback needs LEDGERFLOW_ADMIN_TOKEN.
+    #[arg(long, env = "LEDGERFLOW_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     #[command(flatten)]
     pub providers: config::ProviderArgs,
 }
@@ -342,6 +358,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(addr) = &args.webhook_listen {
                 serve_webhooks(pool.clone(), addr, shutdown.clone()).await?;
             }
+            if let Some(listen) = &args.admin_listen {
+                let auth = crate::console::Auth::from_env()?;
+                let opts = crate::console::ConsoleOptions {
+                    listen: listen.clone(),
+                    in_worker: true,
+                    auth,
+                };
+                crate::console::start(pool.clone(), opts, shutdown.clone()).await?;
+            }
             WorkerRuntime::run(pool, registry, config, shutdown).await?;
         }
         Command::Tenant { command } => {
@@ -354,6 +379,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ops::invoice(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Job { command } => ops::job(&ops_pool(&cli.database_url).await?, command).await?,
+        Command::Queue { command } => {
+            ops::queue(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Console(args) => {
+            let auth = crate::console::Auth::from_env()?;
+            let pool = connect(&cli.database_url, 8).await?;
+            ledgerflow_workflows::MIGRATOR.run(&pool).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            let opts = crate::console::ConsoleOptions {
+                listen: args.listen,
+                in_worker: false,
+                auth,
+            };
+            crate::console::start(pool, opts, shutdown).await?.await?;
+        }
         Command::Summary { command } => {
             crate::summary_ops::run(&ops_pool(&cli.database_url).await?, command).await?
         }

@@ -13,6 +13,7 @@ pub mod bench_sync;
 pub mod bench_system;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod embedded_pg;

@@ -9,10 +9,14 @@
 //! ([`words`]: `reconnect_needed` → "reconnect needed"); every list and
 //! show also prints JSON with `--json` ([`print_json`]).
 
+pub mod audit;
 mod connection;
+pub mod connection_admin;
 mod credentials;
 mod invoice;
 mod job;
+pub mod job_admin;
+pub mod queue_admin;
 mod tenant;
 
 pub use connection::{ConnectionCommand, connection};
@@ -20,7 +24,8 @@ pub use credentials::{
     CredentialArgs, XERO_API_BASE_URL, XERO_IDENTITY_BASE_URL, settings_from_json,
 };
 pub use invoice::{InvoiceCommand, InvoiceRef, Switch, invoice, render_dialog};
-pub use job::{JobCommand, job};
+pub use job::{JobCommand, JobTargets, job};
+pub use queue_admin::{QueueCommand, queue};
 pub use tenant::{TenantCommand, tenant};
 
 use ledgerflow_client::RegisterError;
