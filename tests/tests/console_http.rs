@@ -1,0 +1,642 @@
+//! The operator console over real HTTP, against a real `ledgerflow console`
+//! (and a worker with `--admin-listen`) on the test's database: /health and
+//! /ready without auth, /metrics in the Prometheus text format, every page
+//! for a viewer, the refusals (no token, a wrong token, a viewer acting, a
+//! form without its CSRF token), logging in and out, the actions (bulk
+//! retry after a confirmation with the count, queue and connection pause,
+//! invoice actions, workflow step retry, run now) and the audit log, and
+//! the start refused on a non-loopback address without a token.
+
+mod common;
+mod console_support;
+
+use std::time::Duration;
+
+use common::{WorkerProcess, record_trigger, wait_count};
+use console_support::{
+    ADMIN, VIEWER, client, get, login, post, probe, refused_start, set_cookie, start_console,
+    start_with, tokens, xero_connection, xero_worker_env,
+};
+use ledgerflow_client::settings::Trigger;
+use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
+use sqlx::PgPool;
+
+/// A finished job written as the queue writes one.
+async fn finished(pool: &PgPool, state: &str, kind: &str, tenant: &str, class: &str) -> i64 {
+    let id: i64 = probe(pool, "default", tenant, kind, 0, "retryable").await;
+    sqlx::query(
+        "SELECT ledgerflow.finish_job($1, $2, jsonb_build_array(jsonb_build_object(
+             'attempt', 1, 'at', now(), 'class', $3::text, 'message', 'boom in ' || $4::text)))",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(class)
+    .bind(kind)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn health_ready_and_metrics(pool: PgPool) {
+    probe(&pool, "default", "t1", "a", 0, "retryable").await;
+    probe(&pool, "default", "t1", "b", 0, "retryable").await;
+    let console = start_console(&pool).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/health", console.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "no auth for /health");
+    let r = c
+        .get(format!("{}/ready", console.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "no auth for /ready");
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["ready"], true, "{ready}");
+    let names: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "migrations"], "no runtime in a console");
+
+    let r = c
+        .get(format!("{}/metrics", console.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "metrics need a token");
+    let r = c
+        .get(format!("{}/metrics", console.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(r#"ledgerflow_jobs{queue="default",kind="queue-probe",state="available"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ledgerflow_connections_paused gauge"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+
+    // A database behind on migrations is not ready.
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let r = c
+        .get(format!("{}/ready", console.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        ready["checks"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not applied yet"),
+        "{ready}"
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_worker_serves_the_console_and_is_ready_once_its_runtime_runs(pool: PgPool) {
+    let mut env = tokens();
+    env.push(("LEDGERFLOW_WORKER_ID", "admin-w"));
+    let worker = start_with(
+        &pool,
+        &["worker", "--queues", "default"],
+        "--admin-listen",
+        &env,
+    )
+    .await;
+    let c = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let r = c
+            .get(format!("{}/ready", worker.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        if status == 200 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ready["checks"][2]["name"], "runtime", "{ready}");
+    assert_eq!(ready["checks"][2]["ok"], true, "{ready}");
+
+    // Its metrics count what it ran.
+    let id = probe(&pool, "default", "t1", "m", 1, "retryable").await;
+    wait_count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM ledgerflow.finished_jobs WHERE id = {id} AND state = 'completed'"
+        ),
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let text = c
+        .get(format!("{}/metrics", worker.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"ledgerflow_job_completions_total{kind="queue-probe"} 1"#,
+        r#"ledgerflow_job_attempt_errors_total{kind="queue-probe",class="retryable"} 1"#,
+        r#"ledgerflow_job_pickup_latency_seconds_count{kind="queue-probe"} 1"#,
+        r#"ledgerflow_job_run_seconds_count{kind="queue-probe"} 2"#,
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn refusals_login_and_logout(pool: PgPool) {
+    let console = start_console(&pool).await;
+    let base = &console.base;
+    let c = client();
+    // No credentials: a browser is sent to the login form, a script gets 401.
+    let r = c
+        .get(format!("{base}/jobs?state=failed"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/login?next=%2Fjobs%3Fstate%3Dfailed"
+    );
+    let r = c.get(format!("{base}/jobs")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = c
+        .get(format!("{base}/jobs"))
+        .bearer_auth("not-the-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/queues/default/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The login form: its own CSRF token, a wrong token refused and audited.
+    let r = c
+        .post(format!("{base}/login"))
+        .form(&[("token", ADMIN), ("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a login without the form's CSRF token");
+    let form = c.get(format!("{base}/login")).send().await.unwrap();
+    let (nonce, _) = set_cookie(&form, "lf_login").unwrap();
+    let csrf = console_support::csrf_of(&form.text().await.unwrap());
+    let r = c
+        .post(format!("{base}/login"))
+        .header("cookie", format!("lf_login={nonce}"))
+        .form(&[("token", "wrong-token-0123456789"), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("That token is not valid."));
+    let r = c
+        .post(format!("{base}/login"))
+        .header("cookie", format!("lf_login={nonce}"))
+        .form(&[
+            ("token", ADMIN),
+            ("csrf", &csrf),
+            ("next", "//evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/", "only a path of this site");
+    let (_, header) = set_cookie(&r, "lf_session").unwrap();
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(header.contains(attr), "{header}");
+    }
+
+    // A viewer reads every page but acts on nothing.
+    let viewer = login(base, VIEWER).await;
+    let (code, page) = get(base, &viewer, "/").await;
+    assert_eq!(code, 200);
+    assert!(!page.contains(">Pause<"), "no action buttons for a viewer");
+    let (code, _) = post(base, &viewer, "/queues/default/pause", &[]).await;
+    assert_eq!(code, 403);
+    let r = c
+        .post(format!("{base}/queues/default/pause"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // An admin's form without (or with a wrong) CSRF token is refused.
+    let admin = login(base, ADMIN).await;
+    let r = c
+        .post(format!("{base}/queues/default/pause"))
+        .header("cookie", &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(format!("{base}/queues/default/pause"))
+        .header("cookie", &admin.cookie)
+        .form(&[("csrf", viewer.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another session's token");
+    let paused: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.queue_pauses")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(paused, 0, "nothing was done by a refused request");
+    let (code, to) = post(base, &admin, "/queues/default/pause", &[]).await;
+    assert_eq!((code, to.starts_with("/?done=")), (303, true), "{to}");
+    // A bearer admin needs no CSRF token (no ambient credential).
+    let r = c
+        .post(format!("{base}/queues/default/resume"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // Logging out needs the CSRF token too.
+    let r = c
+        .post(format!("{base}/logout"))
+        .header("cookie", &admin.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (code, to) = post(base, &admin, "/logout", &[]).await;
+    assert_eq!((code, to.as_str()), (303, "/login"));
+
+    let (code, audit) = get(base, &viewer, "/audit").await;
+    assert_eq!(code, 200);
+    for want in [
+        "login.refused",
+        "queue.pause",
+        "queue.resume",
+        "admin (console, 127.0.0.1)",
+        "admin (bearer token, 127.0.0.1)",
+    ] {
+        assert!(audit.contains(want), "missing {want} in the audit page");
+    }
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_non_loopback_address_without_a_token_is_refused(pool: PgPool) {
+    let err = refused_start(&pool, &["console", "--listen", "0.0.0.0:0"], &[]);
+    assert!(
+        err.contains("refusing to serve the console on 0.0.0.0:0")
+            && err.contains("LEDGERFLOW_ADMIN_TOKEN"),
+        "{err}"
+    );
+    let err = refused_start(&pool, &["worker", "--admin-listen", "0.0.0.0:0"], &[]);
+    assert!(err.contains("LEDGERFLOW_ADMIN_TOKEN"), "{err}");
+    let err = refused_start(
+        &pool,
+        &["console", "--listen", "0.0.0.0:0"],
+        &[("LEDGERFLOW_ADMIN_TOKEN", "short")],
+    );
+    assert!(err.contains("too short"), "{err}");
+    let err = refused_start(
+        &pool,
+        &["console", "--listen", "127.0.0.1:0"],
+        &[("LEDGERFLOW_VIEWER_TOKEN", VIEWER)],
+    );
+    assert!(err.contains("needs LEDGERFLOW_ADMIN_TOKEN"), "{err}");
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn jobs_pages_filter_confirm_and_act(pool: PgPool) {
+    let f1 = finished(&pool, "failed", "queue-probe", "shop-a", "permanent").await;
+    let f2 = finished(&pool, "failed", "queue-probe", "shop-b", "not_found").await;
+    let done = finished(&pool, "completed", "queue-probe", "shop-a", "retryable").await;
+    let console = start_console(&pool).await;
+    let base = &console.base;
+    let admin = login(base, ADMIN).await;
+
+    let (code, page) = get(
+        base,
+        &admin,
+        "/jobs?state=failed&kind=&queue=&tenant=&connection=&text=",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(&format!(r#"data-job="{f1}""#))
+            && page.contains(&format!(r#"data-job="{f2}""#))
+    );
+    assert!(
+        !page.contains(&format!(r#"data-job="{done}""#)),
+        "only failed jobs"
+    );
+    let (_, page) = get(base, &admin, "/jobs?text=boom&tenant=shop-b").await;
+    assert!(
+        page.contains(&format!(r#"data-job="{f2}""#))
+            && !page.contains(&format!(r#"data-job="{f1}""#))
+    );
+    let (code, _) = get(base, &admin, "/jobs?connection=abc").await;
+    assert_eq!(code, 400, "a connection id is a number");
+
+    // One job's page: its error with the class, its timeline.
+    let (code, page) = get(base, &admin, &format!("/jobs/{f2}")).await;
+    assert_eq!(code, 200);
+    for want in [
+        "not found",
+        "boom in queue-probe",
+        "Timeline",
+        "enqueued",
+        "lease holder",
+    ] {
+        assert!(page.contains(want), "missing {want:?}");
+    }
+    let (code, _) = get(base, &admin, "/jobs/999999").await;
+    assert_eq!(code, 404);
+
+    // Every failed job: a confirmation with the count first, then the action.
+    let (code, to) = post(
+        base,
+        &admin,
+        "/jobs/confirm",
+        &[("action", "retry"), ("state", "failed")],
+    )
+    .await;
+    assert_eq!(
+        (code, to.as_str()),
+        (200, ""),
+        "the confirmation page, not a redirect"
+    );
+    let r = client()
+        .post(format!("{base}/jobs/confirm"))
+        .header("cookie", &admin.cookie)
+        .form(&[
+            ("action", "retry"),
+            ("state", "failed"),
+            ("csrf", &admin.csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let confirm = r.text().await.unwrap();
+    assert!(
+        confirm.contains("2 jobs") && confirm.contains("state=failed"),
+        "{confirm}"
+    );
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledgerflow.jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        0,
+        "nothing done before the confirmation"
+    );
+    let (code, to) = post(
+        base,
+        &admin,
+        "/jobs/confirm",
+        &[("action", "retry"), ("state", "failed"), ("confirmed", "2")],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("2+retried"), "{to}");
+    let back: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM ledgerflow.jobs WHERE state = 'available' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(back, [f1, f2], "queued again under their own ids");
+
+    // Selected jobs: cancel one, delete the completed one.
+    let (code, to) = post(
+        base,
+        &admin,
+        "/jobs/action",
+        &[("action", "cancel"), ("ids", &f1.to_string())],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("cancelled"), "{to}");
+    let (code, _) = post(
+        base,
+        &admin,
+        "/jobs/action",
+        &[
+            ("action", "delete"),
+            ("ids", &done.to_string()),
+            ("ids", &f1.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.finished_jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let (code, _) = post(
+        base,
+        &admin,
+        "/jobs/action",
+        &[("action", "explode"), ("ids", "1")],
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (_, audit) = get(base, &admin, "/audit").await;
+    assert!(
+        audit.contains("2 jobs matching state=failed")
+            && audit.contains("job.cancel")
+            && audit.contains("job.delete"),
+        "{audit}"
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn every_page_with_a_synced_invoice(pool: PgPool) {
+    let (_sim, id, _org) = xero_connection(&pool).await;
+    let _worker = WorkerProcess::start_with_env(&pool, "pages-w", &[], &xero_worker_env());
+    let snap = snapshot(
+        "INV-9",
+        "INV-9",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    record_trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-9", Duration::from_secs(30))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO ledgerflow.cron_ticks (schedule, key, tick_at, job_id) SELECT 'probe-every-minute', '', now(), max(id) FROM ledgerflow.finished_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let console = start_console(&pool).await;
+    let base = &console.base;
+    let viewer = login(base, VIEWER).await;
+    let conn = id.to_string();
+    for (path, want) in [
+        ("/", "Completions and failures per minute"),
+        ("/jobs", "upsert-invoice"),
+        ("/tenants", "shop-1"),
+        (&format!("/connections/{id}") as &str, "xero"),
+        ("/invoices", "Show sync dialog"),
+        ("/invoices?invoice=INV-9", "Sync history"),
+        ("/workflows", "Workflow runs"),
+        ("/backfills", "no backfill"),
+        ("/schedules", "probe-every-minute"),
+        ("/summaries", "End-of-day summaries"),
+        ("/audit", "Audit log"),
+        ("/assets/console.css", "--accent"),
+        ("/assets/console.js", "data-live"),
+    ] {
+        let (code, body) = get(base, &viewer, path).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(body.contains(want), "{path}: missing {want:?}");
+    }
+    let (_, page) = get(base, &viewer, "/").await;
+    assert!(
+        page.contains("<svg") && !page.contains("http://cdn") && !page.contains("https://"),
+        "inline chart, no CDN"
+    );
+    let (_, dialog) = get(
+        base,
+        &viewer,
+        &format!("/invoices?invoice=INV-9&connection={conn}"),
+    )
+    .await;
+    assert!(
+        dialog.contains("synced") && dialog.contains("INV-0001"),
+        "the sync dialog"
+    );
+
+    // The invoice's actions, as the CLI's, and the connection's pause.
+    let admin = login(base, ADMIN).await;
+    let (code, to) = post(
+        base,
+        &admin,
+        "/invoices/action",
+        &[
+            ("connection", &conn),
+            ("invoice", "INV-9"),
+            ("action", "auto_sync_off"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("auto-sync+off"), "{to}");
+    let (_, dialog) = get(
+        base,
+        &admin,
+        &format!("/invoices?invoice=INV-9&connection={conn}"),
+    )
+    .await;
+    assert!(
+        dialog.contains("auto-sync is off for this invoice"),
+        "toggled"
+    );
+    let (code, to) = post(
+        base,
+        &admin,
+        &format!("/connections/{id}/pause"),
+        &[("reason", "audit week")],
+    )
+    .await;
+    assert_eq!(code, 303, "{to}");
+    let (_, tenants) = get(base, &admin, "/tenants").await;
+    assert!(tenants.contains("audit week") && tenants.contains("Resume syncs"));
+    let (code, to) = post(
+        base,
+        &admin,
+        "/invoices/action",
+        &[
+            ("connection", &conn),
+            ("invoice", "INV-9"),
+            ("action", "resync"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("job"), "{to}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, dialog) = get(
+        base,
+        &admin,
+        &format!("/invoices?invoice=INV-9&connection={conn}"),
+    )
+    .await;
+    assert!(
+        dialog.contains("paused by an operator (audit week)"),
+        "the re-sync waits, saying why"
+    );
+    let (code, _) = post(base, &admin, &format!("/connections/{id}/resume"), &[]).await;
+    assert_eq!(code, 303);
+    settle(&pool, id, "INV-9", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Run a schedule now: a copy of its last tick's job.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (code, to) = post(
+        base,
+        &admin,
+        "/schedules/run",
+        &[("schedule", "probe-every-minute"), ("key", "")],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("runs+now+as+job"), "{to}");
+    let _ = before;
+    let (_, audit) = get(base, &admin, "/audit").await;
+    for want in [
+        "invoice.auto_sync_off",
+        "connection.pause",
+        "invoice.resync",
+        "connection.resume",
+        "schedule.run_now",
+    ] {
+        assert!(audit.contains(want), "missing {want}");
+    }
+}
