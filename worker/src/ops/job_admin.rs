@@ -226,7 +226,7 @@ pub async fn list(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    jobs.sort_by(|a, b| b.id.cmp(&a.id));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
     jobs.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(jobs)
 }
