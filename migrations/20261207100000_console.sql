@@ -237,7 +237,7 @@ BEGIN
     -- A connection an operator paused holds its syncs (console / `ledgerflow
     -- connection pause`): that is why a pending sync waits, whatever the workers.
     IF v_status = 'pending' AND v_usable AND v_pause.connection_id IS NOT NULL THEN
-        v_waiting := format('waiting: syncs to %s on this connection are paused by an operator (%s)',
+        v_waiting := format('syncs to %s on this connection are paused by an operator (%s)',
                             v_display, v_pause.reason);
     END IF;
     RETURN jsonb_build_object(

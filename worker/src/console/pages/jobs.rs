@@ -106,7 +106,7 @@ pub async fn list(
                             tr data-job=(j.id) {
                                 @if admin { td { input type="checkbox" name="ids" value=(j.id) aria-label=(format!("select job {}", j.id)); } }
                                 td.num { a href=(format!("/jobs/{}", j.id)) { (j.id) } }
-                                td { (badge(&j.state)) }
+                                td.job-state { (badge(&j.state)) }
                                 td { (j.kind) }
                                 td { (j.queue) }
                                 td { (j.tenant) }
