@@ -7,6 +7,7 @@
 pub mod backfill;
 pub mod backfill_job;
 pub mod bench;
+pub mod bench_console;
 pub mod bench_held;
 pub mod bench_queue;
 pub mod bench_sync;

@@ -1,7 +1,7 @@
 //! The overview: live jobs by queue and state (with pause / resume of a
 //! queue), completions and failures per minute over the last hour as a
 //! chart, pickup latency, and the live workers. Every figure comes from
-//! live jobs or from the last hour of finished jobs (the BRIN index on
+//! live jobs or from the last hour of finished jobs (the B-tree index on
 //! `finished_at`): the page costs the same however long the retention.
 
 use axum::Extension;
@@ -12,7 +12,7 @@ use maud::html;
 use sqlx::Row;
 
 use super::Done;
-use super::layout::{PageResult, back, badge, bar_chart, button, notice, page, time};
+use super::layout::{PageError, PageResult, back, badge, bar_chart, button, notice, page, time};
 use crate::console::auth::Session;
 use crate::console::server::Console;
 use crate::ops::job_admin::queue_counts;
@@ -31,39 +31,47 @@ pub struct LastHour {
 }
 
 pub async fn last_hour(pool: &sqlx::PgPool) -> Result<LastHour, sqlx::Error> {
+    // One scan of the last hour (finished_jobs_finished_at_idx) for both
+    // the per-minute counts and the latency percentiles.
     let rows = sqlx::query(
-        "SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago,
-                count(*) FILTER (WHERE state = 'completed') AS completed,
-                count(*) FILTER (WHERE state = 'failed') AS failed
-         FROM ledgerflow.finished_jobs
-         WHERE finished_at > now() - interval '60 minutes'
-         GROUP BY 1",
+        "WITH h AS MATERIALIZED (
+             SELECT finished_at, state, attempt, started_at - created_at AS wait
+             FROM ledgerflow.finished_jobs WHERE finished_at > now() - interval '60 minutes'
+         ), latency AS (
+             SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p50,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p95
+             FROM h WHERE wait IS NOT NULL AND attempt = 1
+         ), minutes AS (
+             SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago,
+                    count(*) FILTER (WHERE state = 'completed') AS completed,
+                    count(*) FILTER (WHERE state = 'failed') AS failed
+             FROM h GROUP BY 1
+         )
+         SELECT m.ago, m.completed, m.failed, l.p50, l.p95
+         FROM latency l LEFT JOIN minutes m ON true",
     )
     .fetch_all(pool)
     .await?;
     let mut per_minute = vec![(0i64, 0i64); 60];
+    let (mut p50, mut p95) = (None, None);
     for r in rows {
-        let ago: i32 = r.try_get("ago")?;
+        p50 = r.try_get("p50")?;
+        p95 = r.try_get("p95")?;
+        let Some(ago) = r.try_get::<Option<i32>, _>("ago")? else {
+            continue;
+        };
         if let Ok(ago) = usize::try_from(ago)
             && ago < 60
         {
             per_minute[59 - ago] = (r.try_get("completed")?, r.try_get("failed")?);
         }
     }
-    let latency = sqlx::query(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) AS p50,
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM started_at - created_at)) AS p95
-         FROM ledgerflow.finished_jobs
-         WHERE finished_at > now() - interval '60 minutes' AND started_at IS NOT NULL AND attempt = 1",
-    )
-    .fetch_one(pool)
-    .await?;
     Ok(LastHour {
         completed: per_minute.iter().map(|p| p.0).sum(),
         failed: per_minute.iter().map(|p| p.1).sum(),
         per_minute,
-        pickup_p50: latency.try_get("p50")?,
-        pickup_p95: latency.try_get("p95")?,
+        pickup_p50: p50,
+        pickup_p95: p95,
     })
 }
 
@@ -81,14 +89,20 @@ pub async fn overview(
     Query(done): Query<Done>,
 ) -> PageResult {
     let pool = console.pool();
-    let queues = queue_counts(pool).await?;
-    let hour = last_hour(pool).await?;
-    let workers = sqlx::query(
-        "SELECT worker_id, host, pid, queues, heartbeat_at FROM ledgerflow.workers
-         WHERE heartbeat_at > now() - interval '30 seconds' ORDER BY worker_id",
-    )
-    .fetch_all(pool)
-    .await?;
+    // Independent reads, each on its own connection, at once.
+    let (queues, hour, workers) = tokio::try_join!(
+        async { queue_counts(pool).await.map_err(PageError::from) },
+        async { last_hour(pool).await.map_err(PageError::from) },
+        async {
+            sqlx::query(
+                "SELECT worker_id, host, pid, queues, heartbeat_at FROM ledgerflow.workers
+                 WHERE heartbeat_at > now() - interval '30 seconds' ORDER BY worker_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(PageError::from)
+        },
+    )?;
     let total =
         |f: fn(&crate::ops::job_admin::QueueCounts) -> i64| queues.iter().map(f).sum::<i64>();
     let body = html! {
