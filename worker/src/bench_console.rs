@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 /// The requests measured: (name, path).
 pub const PAGES: [(&str, &str); 4] = [
     ("overview", "/"),
-    ("jobs, failed of one kind", "/jobs?state=failed&kind=upsert-invoice"),
+    (
+        "jobs, failed of one kind",
+        "/jobs?state=failed&kind=upsert-invoice",
+    ),
     ("jobs, one tenant's", "/jobs?tenant=shop-7"),
     ("metrics", "/metrics"),
 ];
@@ -120,10 +123,7 @@ async fn seed(pool: &PgPool, finished: i64, pending: i64) -> Result<(), sqlx::Er
     Ok(())
 }
 
-async fn time_pages(
-    base: &str,
-    samples: usize,
-) -> Result<Vec<Vec<Duration>>, BenchConsoleError> {
+async fn time_pages(base: &str, samples: usize) -> Result<Vec<Vec<Duration>>, BenchConsoleError> {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -131,7 +131,12 @@ async fn time_pages(
     for (_, path) in PAGES {
         let mut times = Vec::with_capacity(samples);
         // One unmeasured request warms the connection and the plan cache.
-        client.get(format!("{base}{path}")).send().await?.bytes().await?;
+        client
+            .get(format!("{base}{path}"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
         for _ in 0..samples {
             let started = Instant::now();
             let r = client.get(format!("{base}{path}")).send().await?;
@@ -139,7 +144,9 @@ async fn time_pages(
             r.bytes().await?;
             times.push(started.elapsed());
             if !status.is_success() {
-                return Err(BenchConsoleError::Failed(format!("{path} answered {status}")));
+                return Err(BenchConsoleError::Failed(format!(
+                    "{path} answered {status}"
+                )));
             }
         }
         times.sort();

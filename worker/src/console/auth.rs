@@ -409,3 +409,57 @@ async fn logout(State(console): State<Console>, headers: HeaderMap, body: String
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        Auth::new(
+            Some("admin-token-0123456789".into()),
+            Some("viewer-token-0123456789".into()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn tokens_grant_their_roles() {
+        let a = auth();
+        assert_eq!(a.role_of("admin-token-0123456789"), Some(Role::Admin));
+        assert_eq!(a.role_of("viewer-token-0123456789"), Some(Role::Viewer));
+        assert_eq!(a.role_of("admin-token-012345678"), None);
+        assert_eq!(a.role_of(""), None);
+        assert!(Auth::new(Some("short".into()), None).is_err());
+        assert!(Auth::new(None, Some("viewer-token-0123456789".into())).is_err());
+        let same = Some("same-token-0123456789".to_string());
+        assert!(Auth::new(same.clone(), same).is_err());
+    }
+
+    #[test]
+    fn sessions_are_signed_and_expire() {
+        let a = auth();
+        let v = a.new_session(Role::Viewer);
+        assert_eq!(a.check_session(&v), Some(Role::Viewer));
+        // A viewer cannot promote its own cookie.
+        let forged = v.replacen("viewer", "admin", 1);
+        assert_eq!(a.check_session(&forged), None);
+        // Another admin token (a rotation) ends every session.
+        let rotated = Auth::new(Some("other-admin-token-0123".into()), None).unwrap();
+        assert_eq!(rotated.check_session(&v), None);
+        // An expired one is refused even with a valid MAC.
+        let base = "admin.1000.00";
+        let old = format!("{base}.{}", a.sign(&format!("session|{base}")));
+        assert_eq!(a.check_session(&old), None);
+        // CSRF tokens differ per session.
+        assert_ne!(a.csrf_for(&v), a.csrf_for(&a.new_session(Role::Viewer)));
+    }
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/jobs?state=failed")), "/jobs?state=failed");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+}

@@ -401,3 +401,110 @@ pub fn encode() -> Result<String, std::fmt::Error> {
     prometheus_client::encoding::text::encode(&mut out, &METRICS.registry)?;
     Ok(out)
 }
+
+/// Middleware of the webhook receiver (`crate::webhooks::router`): each
+/// delivery counts in `ledgerflow_webhook_deliveries_total` by provider (the
+/// path's last part) and result (from the answer's status).
+pub async fn count_webhooks(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let provider = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let response = next.run(request).await;
+    let result = match response.status().as_u16() {
+        200..=299 => "accepted",
+        401 => "bad_signature",
+        413 => "too_large",
+        400..=499 => "refused",
+        _ => "error",
+    };
+    record_webhook(&provider, result);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_calls_and_429s_are_exported() {
+        record_provider_call("test-provider-a", "200");
+        record_provider_call("test-provider-a", "429");
+        record_provider_call("test-provider-a", "429");
+        record_limiter_wait("test-provider-a", Duration::from_millis(1500));
+        record_token_refresh("test-provider-a", "rejected");
+        let text = encode().unwrap();
+        for want in [
+            r#"ledgerflow_provider_calls_total{provider="test-provider-a",status="200"} 1"#,
+            r#"ledgerflow_provider_calls_total{provider="test-provider-a",status="429"} 2"#,
+            r#"ledgerflow_provider_rate_limited_total{provider="test-provider-a"} 2"#,
+            r#"ledgerflow_limiter_wait_seconds_count{provider="test-provider-a"} 1"#,
+            r#"ledgerflow_limiter_wait_seconds_sum{provider="test-provider-a"} 1.5"#,
+            r#"ledgerflow_token_refreshes_total{provider="test-provider-a",result="rejected"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn pickup_counts_first_claims_only() {
+        let now = Utc::now();
+        record_pickup(
+            "test-kind-p",
+            1,
+            now - chrono::Duration::milliseconds(250),
+            now,
+        );
+        record_pickup("test-kind-p", 2, now - chrono::Duration::seconds(60), now);
+        let text = encode().unwrap();
+        assert!(
+            text.contains(r#"ledgerflow_job_pickup_latency_seconds_count{kind="test-kind-p"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ledgerflow_job_pickup_latency_seconds_sum{kind="test-kind-p"} 0.25"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn webhook_deliveries_count_by_result() {
+        use axum::http::StatusCode;
+        use axum::routing::post;
+        let app = axum::Router::new()
+            .route(
+                "/webhooks/test-hooks",
+                post(|| async { StatusCode::UNAUTHORIZED }),
+            )
+            .route("/webhooks/test-fine", post(|| async { StatusCode::OK }))
+            .layer(axum::middleware::from_fn(count_webhooks));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for path in ["test-hooks", "test-hooks", "test-fine"] {
+            client
+                .post(format!("http://{addr}/webhooks/{path}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        let text = encode().unwrap();
+        assert!(
+            text.contains(r#"ledgerflow_webhook_deliveries_total{provider="test-hooks",result="bad_signature"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ledgerflow_webhook_deliveries_total{provider="test-fine",result="accepted"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
