@@ -329,4 +329,22 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
     assert!(limits.contains("calls in the last minute"), "{limits}");
     let out = ok(cli(&pool, &["connection", "resume", &conn], &[]));
     assert!(out.contains("was not paused"), "{out}");
+
+    // The invoice actions of the CLI are audited as the console's are.
+    ok(cli(&pool, &["invoice", "resync", &conn, "INV-7"], &[]));
+    ok(cli(&pool, &["invoice", "auto-sync", &conn, "INV-7", "off"], &[]));
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action || ' ' || target FROM ledgerflow.console_audit
+         WHERE actor LIKE 'cli (%' AND action LIKE 'invoice.%' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            format!("invoice.resync invoice INV-7 on connection {id}"),
+            format!("invoice.auto_sync_off invoice INV-7 on connection {id}"),
+        ]
+    );
 }
