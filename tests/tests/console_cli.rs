@@ -332,7 +332,11 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
 
     // The invoice actions of the CLI are audited as the console's are.
     ok(cli(&pool, &["invoice", "resync", &conn, "INV-7"], &[]));
-    ok(cli(&pool, &["invoice", "auto-sync", &conn, "INV-7", "off"], &[]));
+    ok(cli(
+        &pool,
+        &["invoice", "auto-sync", &conn, "INV-7", "off"],
+        &[],
+    ));
     let audited: Vec<String> = sqlx::query_scalar(
         "SELECT action || ' ' || target FROM ledgerflow.console_audit
          WHERE actor LIKE 'cli (%' AND action LIKE 'invoice.%' ORDER BY id",

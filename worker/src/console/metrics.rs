@@ -12,9 +12,10 @@
 //!   holds every job of the retention window) and small tables.
 //!
 //! Provider calls, 429s, limiter waits and token refreshes have their names
-//! and recording functions here; the adapters' call path calls them (wired
-//! where the adapters make their calls). This module must not call
-//! providers nor change any job.
+//! and recording functions here ([`record_provider_call`],
+//! [`record_limiter_wait`], [`record_token_refresh`]) for the adapters'
+//! call path to call; it does not yet, so those series stay absent until it
+//! does. This module must not call providers nor change any job.
 
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
