@@ -640,3 +640,115 @@ async fn every_page_with_a_synced_invoice(pool: PgPool) {
         assert!(audit.contains(want), "missing {want}");
     }
 }
+
+/// A run of two probe steps whose first fails its first claim for good.
+async fn failing_run(pool: &PgPool, name: &str) -> i64 {
+    use ledgerflow_workflows::payloads::QueueProbe;
+    use ledgerflow_workflows::workflow_run::{self, StepSpec, WorkflowSpec};
+    let probe = |label: &str, fail_first: u32| QueueProbe {
+        tenant: "shop-w".into(),
+        label: label.into(),
+        fail_first,
+        fail_class: Some("permanent".into()),
+        ..QueueProbe::default()
+    };
+    let spec = WorkflowSpec::new(name, "shop-w")
+        .step(StepSpec::job("first", &probe("first", 1)).unwrap())
+        .step(
+            StepSpec::job("second", &probe("second", 0))
+                .unwrap()
+                .after(&[0]),
+        );
+    let mut tx = pool.begin().await.unwrap();
+    let id = workflow_run::start(&mut tx, &spec).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+async fn run_status(pool: &PgPool, id: i64) -> String {
+    sqlx::query_scalar("SELECT status FROM ledgerflow.workflow_runs WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn wait_status(pool: &PgPool, id: i64, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while run_status(pool, id).await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_failed_workflow_step_is_retried_from_the_console(pool: PgPool) {
+    let _worker = WorkerProcess::start(&pool, "wf-w", &[]);
+    let by_step = failing_run(&pool, "chain A").await;
+    let by_job = failing_run(&pool, "chain B").await;
+    wait_status(&pool, by_step, "failed").await;
+    wait_status(&pool, by_job, "failed").await;
+    // The cause is fixed (as an operator fixes an account code): the
+    // step's job would now succeed (a new job's first claim fails otherwise).
+    sqlx::query(
+        "UPDATE ledgerflow.workflow_steps SET payload = payload || '{\"fail_first\": 0}'
+         WHERE position = 0",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let console = start_console(&pool).await;
+    let base = &console.base;
+    let admin = login(base, ADMIN).await;
+
+    let (code, page) = get(base, &admin, "/workflows?status=failed").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("chain A") && page.contains("chain B"));
+    let (code, page) = get(base, &admin, &format!("/workflows/{by_step}")).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("Retry step") && page.contains("staged failure 1 of 1"),
+        "the failed step and its error"
+    );
+
+    // The run's page: retry the step.
+    let (code, to) = post(
+        base,
+        &admin,
+        &format!("/workflows/{by_step}/steps/0/retry"),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains("runs+again+as+job"), "{to}");
+    wait_status(&pool, by_step, "completed").await;
+
+    // The jobs page: retrying the failed step's job goes through its run too.
+    let job: i64 = sqlx::query_scalar(
+        "SELECT job_id FROM ledgerflow.workflow_steps WHERE run_id = $1 AND position = 0",
+    )
+    .bind(by_job)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (code, to) = post(
+        base,
+        &admin,
+        "/jobs/action",
+        &[("action", "retry"), ("ids", &job.to_string())],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(
+        to.contains(&format!(
+            "step+0+of+workflow+run+{by_job}+runs+again+as+job"
+        )),
+        "{to}"
+    );
+    wait_status(&pool, by_job, "completed").await;
+    let (_, audit) = get(base, &admin, "/audit").await;
+    assert!(audit.contains("workflow.retry_step") && audit.contains("job.retry"));
+}
