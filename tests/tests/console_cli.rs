@@ -254,15 +254,35 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
     )
     .unwrap();
     record_trigger(&pool, id, Trigger::JobCreated, &snap).await;
-    // Everything the chain enqueues for the connection waits, held.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM ledgerflow.jobs WHERE hold_key = 'connection:' || $1 AND state = 'held'",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    // Everything the chain enqueues for the connection waits, held (after
+    // the quiet period, the promotion to available holds it instead).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ledgerflow.jobs WHERE hold_key = 'connection:' || $1 AND state = 'held'",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM ledgerflow.jobs WHERE hold_key = 'connection:' || $1 AND state <> 'held'",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if held >= 1 && waiting == 0 {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} held, {waiting} not"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Give a worker time to (wrongly) run it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(held >= 1, "the sync's job is held while paused");
     assert!(sim.invoices(&org).is_empty(), "nothing reached Xero");
 

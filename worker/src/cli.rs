@@ -51,6 +51,7 @@ Environment:
                                    worker: the Shopify app's client secret(s) webhooks are signed with
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
   LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)
+  LEDGERFLOW_CONSOLE_LISTEN        console: address to serve it on (or --listen)
   LEDGERFLOW_ADMIN_TOKEN           console: the token that may act (bearer or login); needed off loopback
   LEDGERFLOW_VIEWER_TOKEN          console: a read-only token
   LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
@@ -103,7 +104,7 @@ pub enum Command {
     /// Serve the operator console (dashboard, /metrics, /health, /ready)
     /// without running a worker, until SIGTERM / Ctrl-C.
     Console(crate::console::ConsoleArgs),
-    /// Jobs of the queue.
+    /// Jobs of the queue: show one, list with filters, retry, cancel, delete.
     Job {
         #[command(subcommand)]
         command: ops::JobCommand,
