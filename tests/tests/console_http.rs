@@ -749,6 +749,36 @@ async fn a_failed_workflow_step_is_retried_from_the_console(pool: PgPool) {
         "{to}"
     );
     wait_status(&pool, by_job, "completed").await;
+
+    // Cancelling a step's waiting job fails the step, saying why (the queue
+    // is paused meanwhile, so no worker claims the job first).
+    let (code, _) = post(base, &admin, "/queues/default/pause", &[]).await;
+    assert_eq!(code, 303);
+    let halted = failing_run(&pool, "chain C").await;
+    let job: i64 = sqlx::query_scalar(
+        "SELECT job_id FROM ledgerflow.workflow_steps WHERE run_id = $1 AND position = 0",
+    )
+    .bind(halted)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (code, to) = post(
+        base,
+        &admin,
+        "/jobs/action",
+        &[("action", "cancel"), ("ids", &job.to_string())],
+    )
+    .await;
+    assert_eq!(code, 303);
+    assert!(to.contains(&format!("job+{job}%3A+cancelled")), "{to}");
+    assert_eq!(run_status(&pool, halted).await, "failed");
+    let (_, page) = get(base, &admin, &format!("/workflows/{halted}")).await;
+    assert!(
+        page.contains(&format!("its job {job} was cancelled by admin (console")),
+        "the step says why"
+    );
+    let (code, _) = post(base, &admin, "/queues/default/resume", &[]).await;
+    assert_eq!(code, 303);
     let (_, audit) = get(base, &admin, "/audit").await;
     assert!(audit.contains("workflow.retry_step") && audit.contains("job.retry"));
 }

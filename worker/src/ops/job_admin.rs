@@ -8,7 +8,9 @@
 //!   (attempts start over, its errors are kept); a failed workflow step runs
 //!   again through its run (`workflow_run::retry_step`), so the steps it
 //!   blocked follow; a scheduled job (waiting out a backoff) runs now.
-//! * cancel: a waiting job (scheduled, available, held) ends as cancelled.
+//! * cancel: a waiting job (scheduled, available, held) ends as cancelled;
+//!   a workflow step's job also fails its step (the run says why, and the
+//!   step can be retried).
 //! * delete: a waiting or finished job is removed, with its record.
 //!
 //! A running job is left alone by all three: its attempt ends first.
@@ -416,11 +418,25 @@ async fn act_on_one(
                 "attempt": 0, "at": Utc::now(), "class": "cancelled",
                 "message": format!("cancelled by {actor}"),
             }]);
+            // A workflow step's job: the step fails with the reason, so its
+            // run shows why it stopped and the step can be retried.
+            let step: Option<i64> =
+                sqlx::query_scalar("SELECT workflow_step_id FROM ledgerflow.jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             sqlx::query("SELECT ledgerflow.finish_job($1, 'cancelled', $2)")
                 .bind(id)
                 .bind(errors)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(step) = step {
+                sqlx::query("SELECT ledgerflow.workflow_step_failed($1, $2)")
+                    .bind(step)
+                    .bind(format!("its job {id} was cancelled by {actor}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             outcome(true, "cancelled".into())
         }
         (JobAction::Cancel, None, Some((state, _))) => {
