@@ -310,7 +310,22 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
         &[],
     )))
     .unwrap();
-    assert_eq!(limits["held_jobs"].as_i64(), Some(held), "{limits}");
+    // While paused, held jobs only add up (the worker's first payment pull
+    // of the connection may arrive late, held too).
+    let held_now = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM ledgerflow.jobs WHERE hold_key = 'connection:' || $1 AND state = 'held'",
+        )
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let shown = limits["held_jobs"].as_i64().unwrap();
+    assert!(
+        shown >= held && shown <= held_now(pool.clone()).await,
+        "{limits}"
+    );
     assert!(
         limits["paused"]
             .as_str()
@@ -324,13 +339,15 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
         "{backlog}"
     );
 
+    let before = held_now(pool.clone()).await;
     let out = ok(cli(&pool, &["connection", "resume", &conn], &[]));
-    assert!(
-        out.contains(&format!(
-            "connection {id} resumed; {held} held jobs released"
-        )),
-        "{out}"
-    );
+    let released: i64 = out
+        .strip_prefix(&format!("connection {id} resumed; "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(released >= before && before >= held, "{out}");
+    assert_eq!(held_now(pool.clone()).await, 0, "every held job released");
     settle(&pool, id, "INV-7", Duration::from_secs(30))
         .await
         .unwrap();
