@@ -782,3 +782,44 @@ async fn a_failed_workflow_step_is_retried_from_the_console(pool: PgPool) {
     let (_, audit) = get(base, &admin, "/audit").await;
     assert!(audit.contains("workflow.retry_step") && audit.contains("job.retry"));
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_console_bench_runs_at_a_tiny_size(pool: PgPool) {
+    // No timing is asserted (benchmarks report, tests check behaviour).
+    let out = common::ok(common::cli(
+        &pool,
+        &[
+            "bench",
+            "console",
+            "--finished",
+            "2000",
+            "--pending",
+            "200",
+            "--samples",
+            "2",
+            "--json",
+        ],
+        &[],
+    ));
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["finished"], 2000);
+    assert_eq!(report["pending"], 200);
+    let pages: Vec<&str> = report["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            "/",
+            "/jobs?state=failed&kind=upsert-invoice",
+            "/jobs?tenant=shop-7",
+            "/metrics"
+        ]
+    );
+    for p in report["pages"].as_array().unwrap() {
+        assert!(p["p50_ms"].as_f64().unwrap() > 0.0, "{p}");
+    }
+}
