@@ -823,3 +823,48 @@ async fn the_console_bench_runs_at_a_tiny_size(pool: PgPool) {
         assert!(p["p50_ms"].as_f64().unwrap() > 0.0, "{p}");
     }
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn backfill_progress_on_the_page_and_in_metrics(pool: PgPool) {
+    let (_sim, connection, _org) = xero_connection(&pool).await;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO ledgerflow.backfills
+             (tenant_id, connection_id, from_date, to_date, chunk_days, contact_mapping, source,
+              batch_size, daily_quota, reserve_percent, quota_recheck_secs, status,
+              chunks_total, chunks_done, invoices_found, invoices_synced, invoices_skipped, invoices_failed)
+         VALUES ('shop-1', $1, '2026-01-01', '2026-03-31', 30, 'auto', 'pushed',
+                 50, 5000, 20, 60, 'running', 3, 1, 120, 70, 5, 2)
+         RETURNING id",
+    )
+    .bind(connection)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let console = start_console(&pool).await;
+    let viewer = login(&console.base, VIEWER).await;
+    let (code, page) = get(&console.base, &viewer, "/backfills").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(r#"<progress max="3" value="1">"#) && page.contains("1/3 chunks"),
+        "progress shown"
+    );
+    assert!(page.contains("2026-01-01 … 2026-03-31"));
+    let text = client()
+        .get(format!("{}/metrics", console.base))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels = format!(r#"{{backfill="{id}",connection="{connection}",status="running"}}"#);
+    assert!(
+        text.contains(&format!("ledgerflow_backfill_invoices_found{labels} 120")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ledgerflow_backfill_invoices_done{labels} 77")),
+        "{text}"
+    );
+}

@@ -367,12 +367,11 @@ async fn sample(pool: &PgPool) -> Result<(), sqlx::Error> {
         .await?;
     METRICS.connections_paused.set(connections);
     let backfills = sqlx::query(
-        "SELECT b.id, b.connection_id, b.status,
-                coalesce(sum(c.synced + c.skipped + c.failed), 0)::bigint AS done,
-                coalesce(sum(c.found), 0)::bigint AS found
-         FROM ledgerflow.backfills b LEFT JOIN ledgerflow.backfill_chunks c ON c.backfill_id = b.id
-         WHERE b.status IN ('queued', 'running', 'paused') OR b.finished_at > now() - interval '1 day'
-         GROUP BY b.id",
+        "SELECT id, connection_id, status,
+                (invoices_synced + invoices_skipped + invoices_failed)::bigint AS done,
+                invoices_found::bigint AS found
+         FROM ledgerflow.backfills
+         WHERE status IN ('queued', 'running', 'paused') OR finished_at > now() - interval '1 day'",
     )
     .fetch_all(pool)
     .await?;
