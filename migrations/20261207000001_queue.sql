@@ -472,6 +472,14 @@ CREATE TYPE ledgerflow.claimed_job AS (
     fair_key        bigint
 );
 
+-- A paused queue: no worker claims from it until it is resumed.
+CREATE TABLE ledgerflow.queue_pauses (
+    queue     text        PRIMARY KEY,
+    reason    text        NOT NULL,
+    paused_by text        NOT NULL,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Claim up to `p_limit` available jobs of `p_queue` for `p_worker`, by
 -- (priority, fair_key, id), each priority's scan starting at its bound
 -- `p_lows[priority]` (NULL: from the start). Raises the queue's frontier to
@@ -493,6 +501,11 @@ DECLARE
     v_max  bigint;
     v_top  bigint;
 BEGIN
+    -- A paused queue gives nothing to claim (`ledgerflow queue pause`):
+    -- one primary-key lookup on a table of a few rows.
+    IF EXISTS (SELECT 1 FROM ledgerflow.queue_pauses qp WHERE qp.queue = p_queue) THEN
+        RETURN;
+    END IF;
     FOR p IN 1..4 LOOP
         EXIT WHEN v_got >= p_limit;
         WITH claimed AS (

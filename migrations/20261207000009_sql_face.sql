@@ -1165,7 +1165,9 @@ DECLARE
     v_waits_on_step boolean;
     v_has_worker boolean;
     v_waiting text;
+    v_pause ledgerflow.connection_pauses;
 BEGIN
+    SELECT * INTO v_pause FROM ledgerflow.connection_pauses cp WHERE cp.connection_id = p_connection;
     SELECT s.auto_sync, s.latest_snapshot IS NOT NULL INTO v_toggle, v_known
     FROM ledgerflow.invoice_sync s WHERE s.connection_id = p_connection AND s.invoice_id = p_invoice;
     IF NOT FOUND THEN
@@ -1182,13 +1184,20 @@ BEGIN
                        AND last.error_message IS NOT NULL;
     IF v_status = 'pending' AND v_usable THEN
         -- A pending sync no running worker can run says why it waits
-        -- (ledgerflow.provider_has_worker reads ledgerflow.workers).
+        -- (ledgerflow.workers, migration 20261206000024_worker_presence.sql;
+        -- PL/pgSQL resolves the call when it runs, after every migration).
         v_has_worker := ledgerflow.provider_has_worker(c.provider);
         v_waiting := CASE
             WHEN v_has_worker THEN NULL
             WHEN NOT v_has_worker THEN format('waiting for a worker configured for %s: the running workers have no %s app set up',
                                               v_display, v_display)
             ELSE 'waiting for a worker: no ledgerflow worker is running' END;
+    END IF;
+    -- A connection an operator paused holds its syncs (console / `ledgerflow
+    -- connection pause`): that is why a pending sync waits, whatever the workers.
+    IF v_status = 'pending' AND v_usable AND v_pause.connection_id IS NOT NULL THEN
+        v_waiting := format('syncs to %s on this connection are paused by an operator (%s)',
+                            v_display, v_pause.reason);
     END IF;
     RETURN jsonb_build_object(
         'connection_id', c.id, 'provider', c.provider, 'connection_status', c.status,

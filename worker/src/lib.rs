@@ -22,6 +22,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 #[cfg(feature = "sandbox")]
 pub mod demo;

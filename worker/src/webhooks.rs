@@ -132,7 +132,11 @@ pub fn router(state: WebhookState) -> Router {
             post(shopify).layer(DefaultBodyLimit::max(config.max_body)),
         );
     }
-    router.with_state(state)
+    router
+        .layer(axum::middleware::from_fn(
+            crate::console::metrics::count_webhooks,
+        ))
+        .with_state(state)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::scratch::{ScratchDb, with_scratch};
 
+pub mod console;
 pub mod held;
 pub mod queue;
 pub mod sync;
@@ -163,6 +164,24 @@ pub enum Scenario {
         job_ms: u64,
         /// Measurements of each kind; the median is reported (1 to 1000).
         #[arg(long, default_value_t = 5, value_parser = count::<1, 1000>)]
+        samples: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The operator console with a large history: the overview, filtered
+    /// job lists and /metrics over HTTP, after seeding `--finished` finished
+    /// and `--pending` pending jobs, against the same requests on the empty
+    /// database.
+    Console {
+        /// Finished jobs seeded, over the last 24 hours (1 to 10,000,000).
+        #[arg(long, default_value_t = 1_000_000, value_parser = count::<1, 10_000_000>)]
+        finished: usize,
+        /// Pending jobs seeded (1 to 10,000,000).
+        #[arg(long, default_value_t = 100_000, value_parser = count::<1, 10_000_000>)]
+        pending: usize,
+        /// Requests of each page; the median and p95 are reported (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = count::<1, 1000>)]
         samples: usize,
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -318,6 +337,23 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             };
             let report = held::run(&db.pool, &run).await;
             db.drop_db().await?;
+            let r = report.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("{r}");
+            }
+        }
+        Scenario::Console {
+            finished,
+            pending,
+            samples,
+            json,
+        } => {
+            let report = with_scratch(database_url, "ledgerflow_bench", 12, |pool, _| async move {
+                crate::bench::console::run(&pool, finished as i64, pending as i64, samples).await
+            })
+            .await?;
             let r = report.map_err(|e| e.to_string())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

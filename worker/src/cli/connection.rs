@@ -1,4 +1,5 @@
-//! `ledgerflow connection`: add, list, show, reconnect, enable, disable.
+//! `ledgerflow connection`: add, list, show, reconnect, enable, disable;
+//! pause, resume and limits are in [`super::connection_admin`].
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use ledgerflow_client::{
 };
 use sqlx::PgPool;
 
+use super::connection_admin as admin;
 use super::credentials::{
     CredentialArgs, credentials_from, read_json, settings_from_json, stored_config,
 };
@@ -77,6 +79,29 @@ pub enum ConnectionCommand {
         /// Why, shown with the connection's status.
         #[arg(long, default_value = "disabled by an operator")]
         reason: String,
+    },
+    /// Pause a connection's syncs: its jobs wait (held) and its pending
+    /// syncs show as waiting, with the reason, until `connection resume`.
+    Pause {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// Why, shown in the sync dialog.
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Let a paused connection's syncs run again.
+    Resume {
+        /// The connection's id (see `connection list`).
+        id: i64,
+    },
+    /// The connection's limiter state: calls in the minute window, the
+    /// day's quota left, concurrency slots in use, the waiting line.
+    Limits {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -155,6 +180,23 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
         ConnectionCommand::Disable { id, reason } => {
             ledgerflow_client::disable_connection(pool, id, &reason).await?;
             println!("connection {id} disabled ({reason})");
+        }
+        ConnectionCommand::Pause { id, reason } => {
+            let held = admin::pause(pool, &super::audit::cli_actor(), id, &reason).await?;
+            println!("connection {id} paused ({reason}); {held} waiting jobs held");
+        }
+        ConnectionCommand::Resume { id } => {
+            match admin::resume(pool, &super::audit::cli_actor(), id).await? {
+                Some(n) => println!("connection {id} resumed; {n} held jobs released"),
+                None => println!("connection {id} was not paused"),
+            }
+        }
+        ConnectionCommand::Limits { id, json } => {
+            let limits = admin::limits(pool, id).await?;
+            if json {
+                return print_json(&limits);
+            }
+            print!("{}", admin::render_limits(&limits));
         }
     }
     Ok(())

@@ -71,6 +71,14 @@ pub enum Switch {
 
 pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError> {
     let mut conn = pool.acquire().await?;
+    // For the audit log.
+    let (on_connection, on_invoice) = match &cmd {
+        InvoiceCommand::Status { target, .. }
+        | InvoiceCommand::Resync { target }
+        | InvoiceCommand::SendAsNew { target, .. }
+        | InvoiceCommand::Retry { target }
+        | InvoiceCommand::AutoSync { target, .. } => (target.connection, target.invoice.clone()),
+    };
     let (what, recorded) = match cmd {
         InvoiceCommand::Status {
             target: InvoiceRef {
@@ -129,6 +137,18 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
         } => {
             ledger::set_invoice_auto_sync(&mut conn, connection, &invoice, state == Switch::On)
                 .await?;
+            super::audit::record(
+                pool,
+                &super::audit::cli_actor(),
+                if state == Switch::On {
+                    "invoice.auto_sync_on"
+                } else {
+                    "invoice.auto_sync_off"
+                },
+                &format!("invoice {invoice} on connection {connection}"),
+                serde_json::json!({}),
+            )
+            .await?;
             // Read back what is in effect: the invoice's switch can be on
             // while the connection's master toggle still pauses it.
             let dialog = ledger::sync_dialog(&mut conn, connection, &invoice, 1).await?;
@@ -139,6 +159,18 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             return Ok(());
         }
     };
+    super::audit::record(
+        pool,
+        &super::audit::cli_actor(),
+        match what {
+            "re-sync" => "invoice.resync",
+            "retry" => "invoice.retry",
+            _ => "invoice.send_as_new",
+        },
+        &format!("invoice {on_invoice} on connection {on_connection}"),
+        serde_json::json!({ "event": recorded.event_id, "job": recorded.job_id }),
+    )
+    .await?;
     match (recorded.job_id, &recorded.skip_message) {
         (Some(job), _) => println!(
             "{what}: event {} recorded ({}), job {job}",

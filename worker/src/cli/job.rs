@@ -1,11 +1,13 @@
 //! `ledgerflow job`: a job's queue, kind, state, attempts, payload and
-//! errors, with a note when it waits in a queue no live worker serves.
+//! errors, with a note when it waits in a queue no live worker serves; the
+//! list and the bulk actions are in [`super::job_admin`].
 
 use clap::Subcommand;
 use ledgerflow_client::find_job;
 use ledgerflow_workflows::queue::JobState;
 use sqlx::PgPool;
 
+use super::job_admin::JobAction;
 use super::{OpsError, print_json};
 use crate::dialog::words;
 use crate::runtime::presence;
@@ -20,10 +22,58 @@ pub enum JobCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs, newest first, live and finished, filtered.
+    List {
+        #[command(flatten)]
+        filter: super::job_admin::JobFilter,
+        /// How many to show (1 to 10000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        limit: i64,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue failed or cancelled jobs again (under their own ids), run
+    /// scheduled ones now; failed workflow steps run again through their run.
+    Retry(JobTargets),
+    /// Cancel waiting jobs (scheduled, available, held); running ones finish first.
+    Cancel(JobTargets),
+    /// Delete waiting or finished jobs, with their records.
+    Delete(JobTargets),
+}
+
+/// The jobs an action applies to: ids, or every job the filter matches.
+#[derive(Debug, clap::Args)]
+pub struct JobTargets {
+    /// The jobs' ids.
+    #[arg(
+        required_unless_present = "all_matching",
+        conflicts_with = "all_matching"
+    )]
+    pub ids: Vec<i64>,
+    /// Every job the filters match (--state, --kind, --queue, --tenant, --connection, --text).
+    #[arg(long)]
+    pub all_matching: bool,
+    #[command(flatten)]
+    pub filter: super::job_admin::JobFilter,
+    /// With --all-matching: print how many jobs match, and do nothing.
+    #[arg(long, requires = "all_matching")]
+    pub dry_run: bool,
+    /// Print each job's outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub async fn job(pool: &PgPool, cmd: JobCommand) -> Result<(), OpsError> {
     match cmd {
+        JobCommand::List {
+            filter,
+            limit,
+            json,
+        } => super::job_admin::print_list(pool, &filter, limit, json).await?,
+        JobCommand::Retry(t) => super::job_admin::run_action(pool, JobAction::Retry, t).await?,
+        JobCommand::Cancel(t) => super::job_admin::run_action(pool, JobAction::Cancel, t).await?,
+        JobCommand::Delete(t) => super::job_admin::run_action(pool, JobAction::Delete, t).await?,
         JobCommand::Show { id, json } => {
             let mut conn = pool.acquire().await?;
             let Some(job) = find_job(&mut conn, id).await? else {

@@ -32,11 +32,15 @@ use ledgerflow_client::RegisterError;
 use ledgerflow_client::ledger;
 use sqlx::PgPool;
 
+pub mod audit;
 pub mod backfill;
 pub mod connection;
+pub mod connection_admin;
 pub mod credentials;
 pub mod invoice;
 pub mod job;
+pub mod job_admin;
+pub mod queue_admin;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod summary;
@@ -81,6 +85,10 @@ Environment:
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)
+  LEDGERFLOW_CONSOLE_LISTEN        console: address to serve it on (or --listen)
+  LEDGERFLOW_ADMIN_TOKEN           console: the token that may act (bearer or login); needed off loopback
+  LEDGERFLOW_VIEWER_TOKEN          console: a read-only token
   LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
                                    connection add / reconnect: the provider's tokens
   LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
@@ -125,7 +133,15 @@ pub enum Command {
         #[command(subcommand)]
         command: invoice::InvoiceCommand,
     },
-    /// Jobs of the queue.
+    /// Queues: pause and resume claiming, live jobs by state.
+    Queue {
+        #[command(subcommand)]
+        command: queue_admin::QueueCommand,
+    },
+    /// Serve the operator console (dashboard, /metrics, /health, /ready)
+    /// without running a worker, until SIGTERM / Ctrl-C.
+    Console(crate::console::ConsoleArgs),
+    /// Jobs of the queue: show one, list with filters, retry, cancel, delete.
     Job {
         #[command(subcommand)]
         command: job::JobCommand,
@@ -230,6 +246,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             invoice::invoice(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Job { command } => job::job(&ops_pool(&cli.database_url).await?, command).await?,
+        Command::Queue { command } => {
+            queue_admin::queue(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Console(args) => worker::run_console(&cli.database_url, args).await?,
         Command::Summary { command } => {
             summary::run(&ops_pool(&cli.database_url).await?, command).await?
         }

@@ -28,6 +28,13 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Each tenant's live jobs by state (scheduled, available, running, held),
+    /// largest backlog first, with its oldest waiting job.
+    Backlog {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// One tenant: name, time zone, connections.
     Show {
         /// The tenant's id.
@@ -55,6 +62,13 @@ pub enum TenantCommand {
 
 pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
     match cmd {
+        TenantCommand::Backlog { json } => {
+            let rows = super::connection_admin::backlog(pool).await?;
+            if json {
+                return print_json(&rows);
+            }
+            print!("{}", super::connection_admin::render_backlog(&rows));
+        }
         TenantCommand::List { json } => {
             let mut conn = pool.acquire().await?;
             let tenants = ledger::list_tenants(&mut conn).await?;

@@ -62,6 +62,11 @@ pub struct WorkerArgs {
     /// and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET.
     #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<String>,
+    /// Address to serve the operator console on (dashboard, /metrics,
+    /// /health, /ready), e.g. 127.0.0.1:9090; another address than
+    /// loopback needs LEDGERFLOW_ADMIN_TOKEN.
+    #[arg(long, env = "LEDGERFLOW_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     #[command(flatten)]
     pub providers: config::ProviderArgs,
 }
@@ -178,7 +183,36 @@ pub async fn run(database_url: &str, args: &WorkerArgs) -> Result<(), Box<dyn st
     if let Some(addr) = &args.webhook_listen {
         serve_webhooks(pool.clone(), addr, shutdown.clone()).await?;
     }
+    if let Some(listen) = &args.admin_listen {
+        let auth = crate::console::Auth::from_env()?;
+        let opts = crate::console::ConsoleOptions {
+            listen: listen.clone(),
+            in_worker: true,
+            auth,
+        };
+        crate::console::start(pool.clone(), opts, shutdown.clone()).await?;
+    }
     WorkerRuntime::run(pool, registry, config, shutdown).await?;
+    Ok(())
+}
+
+/// `ledgerflow console`: the operator console without a worker, until
+/// SIGTERM / Ctrl-C.
+pub async fn run_console(
+    database_url: &str,
+    args: crate::console::ConsoleArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let auth = crate::console::Auth::from_env()?;
+    let pool = super::connect(database_url, 8).await?;
+    ledgerflow_workflows::schema::migrate(&pool).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let opts = crate::console::ConsoleOptions {
+        listen: args.listen,
+        in_worker: false,
+        auth,
+    };
+    crate::console::start(pool, opts, shutdown).await?.await?;
     Ok(())
 }
 

@@ -1,0 +1,132 @@
+//! `ledgerflow queue`: pause and resume a queue, and list the queues with
+//! their live jobs. A paused queue is skipped by every worker's claim
+//! (`ledgerflow.claim_jobs` returns nothing for it; migration
+//! `20261207100000_console.sql`); jobs keep arriving and wait. Resuming wakes
+//! the workers that serve it.
+
+use clap::Subcommand;
+use sqlx::PgPool;
+
+use super::job_admin::queue_counts;
+use super::{OpsError, audit, print_json};
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queues with their live jobs by state, and which are paused.
+    List {
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every worker from claiming this queue's jobs (running ones finish).
+    Pause {
+        /// The queue's name.
+        name: String,
+        /// Why, shown with the queue.
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Let workers claim this queue's jobs again.
+    Resume {
+        /// The queue's name.
+        name: String,
+    },
+}
+
+/// Pause `queue`; returns false when it was paused already.
+pub async fn pause(
+    pool: &PgPool,
+    actor: &str,
+    queue: &str,
+    reason: &str,
+) -> Result<bool, OpsError> {
+    if queue.is_empty() || queue.len() > 64 {
+        return Err(OpsError::Input(
+            "a queue name has 1 to 64 characters".into(),
+        ));
+    }
+    let added = sqlx::query(
+        "INSERT INTO ledgerflow.queue_pauses (queue, reason, paused_by) VALUES ($1, $2, $3)
+         ON CONFLICT (queue) DO NOTHING",
+    )
+    .bind(queue)
+    .bind(reason)
+    .bind(actor)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        > 0;
+    audit::record(
+        pool,
+        actor,
+        "queue.pause",
+        &format!("queue {queue}"),
+        serde_json::json!({ "reason": reason, "was_paused": !added }),
+    )
+    .await?;
+    Ok(added)
+}
+
+/// Resume `queue`; returns false when it was not paused.
+pub async fn resume(pool: &PgPool, actor: &str, queue: &str) -> Result<bool, OpsError> {
+    let removed: Option<String> = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM ledgerflow.queue_pauses WHERE queue = $1 RETURNING queue)
+         SELECT queue FROM gone, pg_notify('ledgerflow_jobs', $1)",
+    )
+    .bind(queue)
+    .fetch_optional(pool)
+    .await?;
+    audit::record(
+        pool,
+        actor,
+        "queue.resume",
+        &format!("queue {queue}"),
+        serde_json::json!({ "was_paused": removed.is_some() }),
+    )
+    .await?;
+    Ok(removed.is_some())
+}
+
+pub async fn queue(pool: &PgPool, cmd: QueueCommand) -> Result<(), OpsError> {
+    let actor = audit::cli_actor();
+    match cmd {
+        QueueCommand::List { json } => {
+            let queues = queue_counts(pool).await?;
+            if json {
+                return print_json(&queues);
+            }
+            println!(
+                "{:<20} {:>9} {:>9} {:>9} {:>9}  paused",
+                "queue", "scheduled", "available", "running", "held"
+            );
+            for q in queues {
+                println!(
+                    "{:<20} {:>9} {:>9} {:>9} {:>9}  {}",
+                    q.queue,
+                    q.scheduled,
+                    q.available,
+                    q.running,
+                    q.held,
+                    q.paused.as_deref().unwrap_or("no")
+                );
+            }
+        }
+        QueueCommand::Pause { name, reason } => {
+            if pause(pool, &actor, &name, &reason).await? {
+                println!(
+                    "queue {name} paused: workers claim none of its jobs until `queue resume {name}`"
+                );
+            } else {
+                println!("queue {name} was paused already");
+            }
+        }
+        QueueCommand::Resume { name } => {
+            if resume(pool, &actor, &name).await? {
+                println!("queue {name} resumed");
+            } else {
+                println!("queue {name} was not paused");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The overview: live jobs by queue and state (with pause / resume of a
+//! queue), completions and failures per minute over the last hour as a
+//! chart, pickup latency, and the live workers. Every figure comes from
+//! live jobs or from the last hour of finished jobs (the B-tree index on
+//! `finished_at`): the page costs the same however long the retention.
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use maud::html;
+use sqlx::Row;
+
+use super::Done;
+use super::layout::{PageError, PageResult, back, badge, bar_chart, button, notice, page, time};
+use crate::console::auth::Session;
+use crate::console::server::Console;
+use crate::cli::job_admin::queue_counts;
+use crate::cli::queue_admin;
+
+/// The last hour of finished jobs, per minute, and pickup latency.
+#[derive(Debug, Clone)]
+pub struct LastHour {
+    /// 60 (completed, failed) pairs, oldest minute first.
+    pub per_minute: Vec<(i64, i64)>,
+    pub completed: i64,
+    pub failed: i64,
+    /// Pickup latency (enqueue to first claim) of jobs finished in the last hour, in seconds.
+    pub pickup_p50: Option<f64>,
+    pub pickup_p95: Option<f64>,
+}
+
+pub async fn last_hour(pool: &sqlx::PgPool) -> Result<LastHour, sqlx::Error> {
+    // One scan of the last hour (finished_jobs_finished_at_idx) for both
+    // the per-minute counts and the latency percentiles.
+    let rows = sqlx::query(
+        "WITH h AS MATERIALIZED (
+             SELECT finished_at, state, attempt, started_at - created_at AS wait
+             FROM ledgerflow.finished_jobs WHERE finished_at > now() - interval '60 minutes'
+         ), latency AS (
+             SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p50,
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p95
+             FROM h WHERE wait IS NOT NULL AND attempt = 1
+         ), minutes AS (
+             SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago,
+                    count(*) FILTER (WHERE state = 'completed') AS completed,
+                    count(*) FILTER (WHERE state = 'failed') AS failed
+             FROM h GROUP BY 1
+         )
+         SELECT m.ago, m.completed, m.failed, l.p50, l.p95
+         FROM latency l LEFT JOIN minutes m ON true",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut per_minute = vec![(0i64, 0i64); 60];
+    let (mut p50, mut p95) = (None, None);
+    for r in rows {
+        p50 = r.try_get("p50")?;
+        p95 = r.try_get("p95")?;
+        let Some(ago) = r.try_get::<Option<i32>, _>("ago")? else {
+            continue;
+        };
+        if let Ok(ago) = usize::try_from(ago)
+            && ago < 60
+        {
+            per_minute[59 - ago] = (r.try_get("completed")?, r.try_get("failed")?);
+        }
+    }
+    Ok(LastHour {
+        completed: per_minute.iter().map(|p| p.0).sum(),
+        failed: per_minute.iter().map(|p| p.1).sum(),
+        per_minute,
+        pickup_p50: p50,
+        pickup_p95: p95,
+    })
+}
+
+fn seconds(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(s) if s < 1.0 => format!("{:.0} ms", s * 1000.0),
+        Some(s) => format!("{s:.1} s"),
+    }
+}
+
+pub async fn overview(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    Query(done): Query<Done>,
+) -> PageResult {
+    let pool = console.pool();
+    // Independent reads, each on its own connection, at once.
+    let (queues, hour, workers) = tokio::try_join!(
+        async { queue_counts(pool).await.map_err(PageError::from) },
+        async { last_hour(pool).await.map_err(PageError::from) },
+        async {
+            sqlx::query(
+                "SELECT worker_id, host, pid, queues, heartbeat_at FROM ledgerflow.workers
+                 WHERE heartbeat_at > now() - interval '30 seconds' ORDER BY worker_id",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(PageError::from)
+        },
+    )?;
+    let total =
+        |f: fn(&crate::cli::job_admin::QueueCounts) -> i64| queues.iter().map(f).sum::<i64>();
+    let body = html! {
+        h1 { "Overview" }
+        (notice(done.done.as_deref()))
+        div data-live="overview" {
+            div.cards {
+                div.card { div.value { (total(|q| q.available)) } div.label { "available" } }
+                div.card { div.value { (total(|q| q.scheduled)) } div.label { "scheduled" } }
+                div.card { div.value { (total(|q| q.running)) } div.label { "running" } }
+                div.card { div.value { (total(|q| q.held)) } div.label { "held" } }
+                div.card { div.value { (hour.completed) } div.label { "completed, last hour" } }
+                div.card { div.value.error { (hour.failed) } div.label { a href="/jobs?state=failed" { "failed, last hour" } } }
+                div.card { div.value { (seconds(hour.pickup_p50)) } div.label { "pickup latency p50" } }
+                div.card { div.value { (seconds(hour.pickup_p95)) } div.label { "pickup latency p95" } }
+            }
+            h2 { "Completions and failures per minute" }
+            (bar_chart(&hour.per_minute, 720, 120, "completed (green) and failed (red) jobs per minute, last 60 minutes"))
+            h2 { "Queues" }
+            table {
+                thead { tr { th { "queue" } th.num { "scheduled" } th.num { "available" } th.num { "running" } th.num { "held" } th { "state" } th {} } }
+                tbody {
+                    @if queues.is_empty() { tr { td.muted colspan="7" { "no live jobs" } } }
+                    @for q in &queues {
+                        tr {
+                            td { a href=(format!("/jobs?queue={}", q.queue)) { (q.queue) } }
+                            td.num { (q.scheduled) } td.num { (q.available) } td.num { (q.running) } td.num { (q.held) }
+                            td { @if let Some(p) = &q.paused { (badge("paused")) " " span.muted { (p) } } @else { (badge("running")) } }
+                            td {
+                                @if q.paused.is_some() {
+                                    (button(&session, &format!("/queues/{}/resume", q.queue), "Resume", &[], "secondary"))
+                                } @else {
+                                    (button(&session, &format!("/queues/{}/pause", q.queue), "Pause", &[], "secondary"))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Live workers" }
+            table {
+                thead { tr { th { "worker" } th { "host" } th.num { "pid" } th { "queues" } th { "heartbeat" } } }
+                tbody {
+                    @if workers.is_empty() { tr { td.muted colspan="5" { "no worker is running" } } }
+                    @for w in &workers {
+                        tr {
+                            td { (w.try_get::<String, _>("worker_id")?) }
+                            td { (w.try_get::<String, _>("host")?) }
+                            td.num { (w.try_get::<i32, _>("pid")?) }
+                            td { (w.try_get::<Vec<String>, _>("queues")?.join(", ")) }
+                            td { (time(w.try_get::<DateTime<Utc>, _>("heartbeat_at")?)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Overview", "/", &session, body).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct PauseForm {
+    reason: Option<String>,
+}
+
+pub async fn pause_queue(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Form(form): axum::Form<PauseForm>,
+) -> PageResult {
+    let reason = form
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "paused from the console".into());
+    let paused = queue_admin::pause(console.pool(), &session.who, &name, &reason).await?;
+    Ok(back(
+        "/",
+        &if paused {
+            format!("queue {name} paused: no worker claims its jobs until it is resumed")
+        } else {
+            format!("queue {name} was paused already")
+        },
+    ))
+}
+
+pub async fn resume_queue(
+    State(console): State<Console>,
+    Extension(session): Extension<Session>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> PageResult {
+    let resumed = queue_admin::resume(console.pool(), &session.who, &name).await?;
+    Ok(back(
+        "/",
+        &if resumed {
+            format!("queue {name} resumed")
+        } else {
+            format!("queue {name} was not paused")
+        },
+    ))
+}
