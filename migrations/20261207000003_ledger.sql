@@ -149,3 +149,13 @@ CREATE TABLE ledgerflow.payment_links (
 
 -- A pull of the provider's payments finds the ones the host pushed by id.
 CREATE INDEX payment_links_external_idx ON ledgerflow.payment_links (connection_id, external_id);
+
+-- A paused connection: its jobs (hold key 'connection:N') wait as held
+-- until it is resumed; its syncs show as pending, waiting, with the reason.
+CREATE TABLE ledgerflow.connection_pauses (
+    connection_id bigint      PRIMARY KEY REFERENCES ledgerflow.connections (id) ON DELETE CASCADE,
+    hold_key      text        GENERATED ALWAYS AS ('connection:' || connection_id) STORED UNIQUE,
+    reason        text        NOT NULL,
+    paused_by     text        NOT NULL,
+    paused_at     timestamptz NOT NULL DEFAULT now()
+);

@@ -1,5 +1,6 @@
 -- The operator console: the audit log of operator actions, paused
--- connections (paused queues are the queue's own `ledgerflow.queue_pauses`),
+-- connections' hold (the pauses are `ledgerflow.connection_pauses`, with
+-- the ledger; paused queues are the queue's own `ledgerflow.queue_pauses`),
 -- and indexes for the console's lists of failed and cancelled jobs and its
 -- last hour of finished jobs.
 --
@@ -19,16 +20,6 @@ CREATE TABLE ledgerflow.console_audit (
     target  text        NOT NULL,
     -- What came of it (counts, new job ids, a refusal).
     detail  jsonb       NOT NULL DEFAULT '{}'::jsonb
-);
-
--- A paused connection: its jobs (hold key 'connection:N') wait as held
--- until it is resumed; its syncs show as pending, waiting, with the reason.
-CREATE TABLE ledgerflow.connection_pauses (
-    connection_id bigint      PRIMARY KEY REFERENCES ledgerflow.connections (id) ON DELETE CASCADE,
-    hold_key      text        GENERATED ALWAYS AS ('connection:' || connection_id) STORED UNIQUE,
-    reason        text        NOT NULL,
-    paused_by     text        NOT NULL,
-    paused_at     timestamptz NOT NULL DEFAULT now()
 );
 
 -- A job of a paused connection that would become available is held
