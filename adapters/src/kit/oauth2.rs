@@ -354,7 +354,10 @@ mod tests {
         let c = OAuth2Client::client_credentials("Saledock");
         let slot = Secret::new(r#"{"client_id":"cid","client_secret":"cs","webhook_secret":"w"}"#);
         let client = c.connection_client(&slot).unwrap();
-        assert_eq!((client.client_id.as_str(), client.client_secret.as_str()), ("cid", "cs"));
+        assert_eq!(
+            (client.client_id.as_str(), client.client_secret.as_str()),
+            ("cid", "cs")
+        );
         // A fixed API key has no client to refresh with: reconnect.
         for slot in [r#"{"webhook_secret":"w"}"#, "", "not json"] {
             match c.connection_client(&Secret::new(slot)) {

@@ -6,7 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use ledgerflow_workflows::provider::ProviderError;
-use ledgerflow_workflows::provider_state::{Credentials, LimitPolicy, LimitScope, Observed};
+use ledgerflow_workflows::provider_state::{
+    Credentials, LimitPolicy, LimitScope, Observed, RateProblem,
+};
 use reqwest::Method;
 use serde::Serialize;
 use std::time::Duration;
@@ -69,7 +71,11 @@ impl Api for SaledockApi {
     fn read_limits(&self, _lane: &'static str, a: &Answer, now: DateTime<Utc>) -> Reading {
         Reading::Windows(Observed {
             minute_remaining: header_u64(&a.headers, REMAINING_HEADER),
-            retry_at: (a.status == 429).then(|| retry_after(&a.headers, now)).flatten(),
+            retry_at: (a.status == 429)
+                .then(|| retry_after(&a.headers, now))
+                .flatten(),
+            // The modelled contract has one per-account window: a 429 is it.
+            problem: (a.status == 429).then_some(RateProblem::Minute),
             ..Observed::default()
         })
     }
@@ -151,6 +157,7 @@ mod tests {
             panic!("{limited:?}")
         };
         assert_eq!(o.retry_at, Some(now + chrono::Duration::seconds(3)));
+        assert_eq!(o.problem, Some(RateProblem::Minute));
         assert_eq!(o.minute_remaining, Some(0));
     }
 }

@@ -45,8 +45,8 @@ fn message(body: &str) -> Option<String> {
 pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>) -> SaledockError {
     let raw = raw_excerpt(status, body);
     let ours = message(body);
-    let locked = serde_json::from_str::<ErrorBody>(body)
-        .is_ok_and(|b| b.error.code == code::LOCKED);
+    let locked =
+        serde_json::from_str::<ErrorBody>(body).is_ok_and(|b| b.error.code == code::LOCKED);
     let message = ours
         .clone()
         .unwrap_or_else(|| format!("HTTP {status} with {}", foreign_answer(body)));
@@ -119,16 +119,43 @@ mod tests {
 
     #[test]
     fn each_status_lands_in_its_class() {
-        assert!(matches!(classify_now(401, &ours(code::UNAUTHORIZED)), ProviderError::ReconnectNeeded { .. }));
-        assert!(matches!(classify_now(403, ""), ProviderError::ReconnectNeeded { .. }));
-        assert!(matches!(classify_now(404, &ours(code::NOT_FOUND)), ProviderError::NotFound { .. }));
-        assert!(matches!(classify_now(409, &ours(code::LOCKED)), ProviderError::Permanent { .. }));
-        assert!(matches!(classify_now(422, &ours(code::INVALID)), ProviderError::Permanent { .. }));
-        assert!(matches!(classify_now(500, ""), ProviderError::Retryable { .. }));
-        assert!(matches!(classify_now(503, "<html>down</html>"), ProviderError::Retryable { .. }));
+        assert!(matches!(
+            classify_now(401, &ours(code::UNAUTHORIZED)),
+            ProviderError::ReconnectNeeded { .. }
+        ));
+        assert!(matches!(
+            classify_now(403, ""),
+            ProviderError::ReconnectNeeded { .. }
+        ));
+        assert!(matches!(
+            classify_now(404, &ours(code::NOT_FOUND)),
+            ProviderError::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify_now(409, &ours(code::LOCKED)),
+            ProviderError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify_now(422, &ours(code::INVALID)),
+            ProviderError::Permanent { .. }
+        ));
+        assert!(matches!(
+            classify_now(500, ""),
+            ProviderError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify_now(503, "<html>down</html>"),
+            ProviderError::Retryable { .. }
+        ));
         // A proxy's 400 page is not Saledock refusing the order.
-        assert!(matches!(classify_now(400, "<html><title>Bad gateway</title></html>"), ProviderError::Retryable { .. }));
-        assert!(matches!(classify_now(400, &ours(code::INVALID)), ProviderError::Permanent { .. }));
+        assert!(matches!(
+            classify_now(400, "<html><title>Bad gateway</title></html>"),
+            ProviderError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify_now(400, &ours(code::INVALID)),
+            ProviderError::Permanent { .. }
+        ));
         match classify_now(429, &ours(code::RATE_LIMITED)) {
             ProviderError::RateLimited { not_before, .. } => {
                 let wait = (not_before - Utc::now()).num_seconds();
@@ -142,6 +169,9 @@ mod tests {
     fn messages_keep_saledocks_words() {
         let e = classify_now(409, &ours(code::LOCKED));
         assert!(e.to_string().contains("m (order_locked)"), "{e}");
-        assert_eq!(e.raw(), Some(format!("HTTP 409: {}", ours(code::LOCKED)).as_str()));
+        assert_eq!(
+            e.raw(),
+            Some(format!("HTTP 409: {}", ours(code::LOCKED)).as_str())
+        );
     }
 }

@@ -258,7 +258,9 @@ impl Mapping {
             if let Some(u) = url
                 && !(u.starts_with("http://") || u.starts_with("https://"))
             {
-                return bad(format!("{name} must start with http:// or https://, not {u:?}"));
+                return bad(format!(
+                    "{name} must start with http:// or https://, not {u:?}"
+                ));
             }
         }
         let p = &self.paths;
@@ -343,9 +345,9 @@ impl Mapping {
 
     /// The token endpoint for a connection whose API is at `base_url`.
     pub fn token_endpoint(&self, base_url: &str) -> String {
-        self.token_url.clone().unwrap_or_else(|| {
-            format!("{}{}", base_url.trim_end_matches('/'), self.token_path.0)
-        })
+        self.token_url
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", base_url.trim_end_matches('/'), self.token_path.0))
     }
 
     /// A canonical sales order in the vendor's words (field names,
@@ -534,18 +536,30 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_with_the_reason() {
         let e = Mapping::parse(r#"{"pathz": {}}"#).unwrap_err().to_string();
-        assert!(e.contains("unknown field `pathz`") && e.contains("paths"), "{e}");
+        assert!(
+            e.contains("unknown field `pathz`") && e.contains("paths"),
+            "{e}"
+        );
         let e = Mapping::parse(r#"{"fields": {"line": {"skuu": "x"}}}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `skuu`"), "{e}");
         for (json, says) in [
-            (r#"{"paths": {"read": "/orders"}}"#, "paths.read must contain {id}"),
-            (r#"{"paths": {"create": "orders"}}"#, "paths.create must be a path"),
+            (
+                r#"{"paths": {"read": "/orders"}}"#,
+                "paths.read must contain {id}",
+            ),
+            (
+                r#"{"paths": {"create": "orders"}}"#,
+                "paths.create must be a path",
+            ),
             (r#"{"paths": {"update_method": "GET"}}"#, "update_method"),
             (r#"{"headers": {"api_key": "X Key"}}"#, "headers.api_key"),
             (r#"{"base_url": "ftp://x"}"#, "base_url"),
-            (r#"{"fields": {"order": {"total": "number"}}}"#, "both named \"number\""),
+            (
+                r#"{"fields": {"order": {"total": "number"}}}"#,
+                "both named \"number\"",
+            ),
             (r#"{"statuses": {"void": "open"}}"#, "three different words"),
         ] {
             let e = Mapping::parse(json).unwrap_err().to_string();
@@ -556,12 +570,12 @@ mod tests {
     #[test]
     fn token_endpoint_defaults_below_the_base_url() {
         let m = Mapping::default();
-        assert_eq!(
-            m.token_endpoint("http://h/v1/"),
-            "http://h/v1/oauth/token"
-        );
+        assert_eq!(m.token_endpoint("http://h/v1/"), "http://h/v1/oauth/token");
         let m = Mapping::parse(r#"{"token_url": "https://id.example/token"}"#).unwrap();
         assert_eq!(m.token_endpoint("http://h"), "https://id.example/token");
-        assert_eq!(Mapping::path(&m.paths.void, "so_9"), "/sales_orders/so_9/void");
+        assert_eq!(
+            Mapping::path(&m.paths.void, "so_9"),
+            "/sales_orders/so_9/void"
+        );
     }
 }

@@ -215,7 +215,9 @@ impl Provider for SaledockAdapter {
         let payment = req.payment.payment_id.clone();
         Box::pin(async move {
             Err(ProviderError::permanent(
-                format!("payment {payment} travels on the Saledock sales order: re-sync the invoice instead"),
+                format!(
+                    "payment {payment} travels on the Saledock sales order: re-sync the invoice instead"
+                ),
                 None,
             ))
         })

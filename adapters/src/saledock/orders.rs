@@ -85,7 +85,10 @@ pub fn order_from_snapshot(s: &InvoiceSnapshot) -> Result<SalesOrder, ProviderEr
 }
 
 /// Reads an order answer (vendor words) as the canonical order.
-pub fn read_order(mapping: &Mapping, answer: &crate::kit::call::Answer) -> Result<SalesOrder, ProviderError> {
+pub fn read_order(
+    mapping: &Mapping,
+    answer: &crate::kit::call::Answer,
+) -> Result<SalesOrder, ProviderError> {
     let vendor: Value = answer.json()?;
     let canonical = mapping.order_in(vendor);
     let order: SalesOrder =
@@ -123,8 +126,12 @@ impl SaledockAdapter {
     ) -> Result<SalesOrder, ProviderError> {
         let options = self.options(connection_id).await?;
         let m = &options.mapping;
-        self.order_call(connection_id, m, &Request::get(Mapping::path(&m.paths.read, id)))
-            .await
+        self.order_call(
+            connection_id,
+            m,
+            &Request::get(Mapping::path(&m.paths.read, id)),
+        )
+        .await
     }
 
     /// The sales orders carrying our reference, oldest first.
@@ -238,7 +245,11 @@ impl SaledockAdapter {
             Mapping::path(&m.paths.update, id),
             body,
             &m.headers.idempotency_key,
-            operation_key(key, &format!("sales-order-update:{id}"), IDEMPOTENCY_KEY_MAX),
+            operation_key(
+                key,
+                &format!("sales-order-update:{id}"),
+                IDEMPOTENCY_KEY_MAX,
+            ),
         )?;
         self.order_call(connection_id, m, &req).await
     }

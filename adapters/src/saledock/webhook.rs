@@ -100,7 +100,11 @@ pub fn parse(mapping: &Mapping, body: &[u8]) -> Result<Delivery, WebhookError> {
     let event: Event = serde_json::from_value(mapping.event(vendor, false))
         .map_err(|e| WebhookError::Unreadable(e.to_string()))?;
     let order = event.sales_order;
-    if order.status.as_deref().is_some_and(|s| s != status::COMPLETED) {
+    if order
+        .status
+        .as_deref()
+        .is_some_and(|s| s != status::COMPLETED)
+    {
         return Err(WebhookError::Unreadable(format!(
             "a completion event whose order is {:?}",
             order.status
@@ -159,10 +163,15 @@ mod tests {
         let Delivery::Completed(c) = parse(&m, body).unwrap() else {
             panic!()
         };
-        assert_eq!((c.order_id.as_str(), c.reference.as_str(), c.total_minor), ("so_1", "inv-1", 1150));
+        assert_eq!(
+            (c.order_id.as_str(), c.reference.as_str(), c.total_minor),
+            ("so_1", "inv-1", 1150)
+        );
         assert_eq!(
             parse(&m, br#"{"event": "order.created"}"#).unwrap(),
-            Delivery::Ignored { kind: "order.created".into() }
+            Delivery::Ignored {
+                kind: "order.created".into()
+            }
         );
         assert!(parse(&m, b"not json").is_err());
     }

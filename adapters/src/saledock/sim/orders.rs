@@ -20,8 +20,8 @@ fn invalid(message: impl Into<String>) -> Refused {
 /// line amount = quantity × unit price − discount; total = subtotal −
 /// discount + tax.
 pub(super) fn price(order: &mut SalesOrder) -> Result<(), Refused> {
-    let currency = Currency::parse(&order.currency)
-        .map_err(|e| invalid(format!("currency: {e}")))?;
+    let currency =
+        Currency::parse(&order.currency).map_err(|e| invalid(format!("currency: {e}")))?;
     let exp = currency.exponent();
     if order.reference.trim().is_empty() {
         return Err(invalid("reference is required"));
@@ -68,7 +68,11 @@ pub(super) fn price(order: &mut SalesOrder) -> Result<(), Refused> {
     Ok(())
 }
 
-pub(super) fn create(s: &mut Inner, account: &str, mut order: SalesOrder) -> Result<SalesOrder, Refused> {
+pub(super) fn create(
+    s: &mut Inner,
+    account: &str,
+    mut order: SalesOrder,
+) -> Result<SalesOrder, Refused> {
     price(&mut order)?;
     s.seq += 1;
     order.id = Some(format!("so_{}", s.seq));
@@ -139,10 +143,10 @@ pub(super) fn find(s: &mut Inner, account: &str, reference: &str) -> Vec<SalesOr
 
 /// Marks an open order completed (the shop sold it).
 pub(super) fn complete(s: &mut Inner, id: &str) -> Result<Stored, Refused> {
-    let stored = s
-        .orders
-        .get_mut(id)
-        .ok_or((404, code::NOT_FOUND, format!("no sales order {id}")))?;
+    let stored =
+        s.orders
+            .get_mut(id)
+            .ok_or((404, code::NOT_FOUND, format!("no sales order {id}")))?;
     if stored.order.status.as_deref() != Some(status::OPEN) {
         return Err((409, code::LOCKED, format!("sales order {id} is not open")));
     }

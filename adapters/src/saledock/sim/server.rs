@@ -99,11 +99,17 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
     if req.method == Method::POST && path == mapping.token_path.0 {
         let form = parse_query(&String::from_utf8_lossy(&req.body));
         if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-            return (Duration::ZERO, token_error("unsupported_grant_type", "only client_credentials"));
+            return (
+                Duration::ZERO,
+                token_error("unsupported_grant_type", "only client_credentials"),
+            );
         }
         let (id, secret) = client_of(&req.headers, &form);
         let Some(account) = s.account_by_client(&id, &secret).map(|a| a.id.clone()) else {
-            return (Duration::ZERO, token_error("invalid_client", "client authentication failed"));
+            return (
+                Duration::ZERO,
+                token_error("invalid_client", "client authentication failed"),
+            );
         };
         s.stats.token_requests += 1;
         let set = s.tokens.mint_access(account, now);
@@ -127,7 +133,10 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
         };
         match common.apply(&mut effects) {
             Some(Common::Status(status)) => {
-                return (effects.delay, error(status, "server_error", "simulated failure"));
+                return (
+                    effects.delay,
+                    error(status, "server_error", "simulated failure"),
+                );
             }
             Some(Common::RateLimit { retry_after }) => {
                 s.stats.rate_limited += 1;
@@ -141,7 +150,11 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
     // Auth: the API key header, else a bearer token of the token endpoint.
     let by_key = req
         .header(&mapping.headers.api_key)
-        .map(|v| v.strip_prefix(mapping.headers.api_key_prefix.as_str()).unwrap_or(v).to_string())
+        .map(|v| {
+            v.strip_prefix(mapping.headers.api_key_prefix.as_str())
+                .unwrap_or(v)
+                .to_string()
+        })
         .and_then(|k| s.account_by_key(&k).map(|a| a.id.clone()));
     let by_token = req.bearer().and_then(|t| {
         s.tokens
@@ -154,13 +167,19 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
         (_, Some(a)) => a,
         _ => {
             s.stats.unauthorized += 1;
-            return (effects.delay, error(401, code::UNAUTHORIZED, "unknown or expired credentials"));
+            return (
+                effects.delay,
+                error(401, code::UNAUTHORIZED, "unknown or expired credentials"),
+            );
         }
     };
     // The account's minute window.
     let per_minute = s.config.per_minute;
     let Some(acct) = s.accounts.get_mut(&account) else {
-        return (effects.delay, error(403, code::FORBIDDEN, "the account is closed"));
+        return (
+            effects.delay,
+            error(403, code::FORBIDDEN, "the account is closed"),
+        );
     };
     acct.minute.limit = per_minute;
     if let Err(secs) = acct.minute.admit(now) {
@@ -180,7 +199,10 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
     s.stats.requests += 1;
     let key = req
         .is_write()
-        .then(|| req.header(&mapping.headers.idempotency_key).map(str::to_string))
+        .then(|| {
+            req.header(&mapping.headers.idempotency_key)
+                .map(str::to_string)
+        })
         .flatten();
     let scope = format!("{account} {path}");
     if let Some(k) = &key
@@ -192,7 +214,11 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
         return (effects.delay, a);
     }
     let result = match route(&mapping, &req.method, &path) {
-        None => Err((404, code::NOT_FOUND, format!("no route {} {}", req.method, path))),
+        None => Err((
+            404,
+            code::NOT_FOUND,
+            format!("no route {} {}", req.method, path),
+        )),
         Some(Route::Find) => {
             let reference = req
                 .query
@@ -212,7 +238,14 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
             .map(|o| out(&mapping, &o)),
     };
     let mut a = match result {
-        Ok(v) => Answer::json(if matches!(route(&mapping, &req.method, &path), Some(Route::Create)) { 201 } else { 200 }, v),
+        Ok(v) => Answer::json(
+            if matches!(route(&mapping, &req.method, &path), Some(Route::Create)) {
+                201
+            } else {
+                200
+            },
+            v,
+        ),
         Err((status, code, message)) => error(status, code, &message),
     };
     if let Some(k) = &key {
@@ -234,6 +267,11 @@ fn out(m: &Mapping, o: &SalesOrder) -> Value {
 fn body(m: &Mapping, bytes: &[u8]) -> Result<SalesOrder, orders::Refused> {
     let vendor: Value = serde_json::from_slice(bytes)
         .map_err(|e| (400, code::INVALID, format!("the body is not JSON: {e}")))?;
-    serde_json::from_value(m.order_in(vendor))
-        .map_err(|e| (422, code::INVALID, format!("the sales order is not valid: {e}")))
+    serde_json::from_value(m.order_in(vendor)).map_err(|e| {
+        (
+            422,
+            code::INVALID,
+            format!("the sales order is not valid: {e}"),
+        )
+    })
 }
