@@ -1,4 +1,5 @@
-//! The webhook receiver: `POST /webhooks/xero` and `POST /webhooks/shopify`.
+//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`
+//! and `POST /webhooks/saledock` (its handler in [`crate::saledock`]).
 //!
 //! Order matters: the body is size-capped by the router, then the
 //! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
@@ -63,6 +64,7 @@ pub struct WebhookState {
     pool: PgPool,
     xero_webhook_key: Option<Arc<Secret>>,
     shopify: Option<Arc<ShopifyWebhookConfig>>,
+    saledock: Option<Arc<SaledockAdapter>>,
     max_body_bytes: usize,
 }
 
@@ -80,6 +82,7 @@ impl WebhookState {
             pool,
             xero_webhook_key: None,
             shopify: None,
+            saledock: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -93,6 +96,13 @@ impl WebhookState {
     /// Shopify's body cap and the age past which a delivery is refused.
     pub fn shopify(mut self, config: ShopifyWebhookConfig) -> WebhookState {
         self.shopify = Some(Arc::new(config));
+        self
+    }
+
+    /// Serving Saledock: its adapter reads each connection's webhook
+    /// secret and mapping (`crate::saledock::receive`).
+    pub fn saledock(mut self, adapter: SaledockAdapter) -> WebhookState {
+        self.saledock = Some(Arc::new(adapter));
         self
     }
 
@@ -110,6 +120,9 @@ impl WebhookState {
         }
         if self.shopify.is_some() {
             out.push("/webhooks/shopify");
+        }
+        if self.saledock.is_some() {
+            out.push("/webhooks/saledock");
         }
         out
     }
@@ -132,7 +145,27 @@ pub fn router(state: WebhookState) -> Router {
             post(shopify).layer(DefaultBodyLimit::max(config.max_body)),
         );
     }
+    if state.saledock.is_some() {
+        router = router.route(
+            "/webhooks/saledock",
+            post(saledock).layer(DefaultBodyLimit::max(SALEDOCK_MAX_BODY)),
+        );
+    }
     router.with_state(state)
+}
+
+use ledgerflow_adapters::saledock::SaledockAdapter;
+use ledgerflow_adapters::saledock::webhook::DEFAULT_MAX_BODY_BYTES as SALEDOCK_MAX_BODY;
+
+async fn saledock(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    match &state.saledock {
+        Some(adapter) => crate::saledock::receive(&state.pool, adapter, &headers, body).await,
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

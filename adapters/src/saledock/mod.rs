@@ -81,58 +81,7 @@ impl SaledockAdapter {
     /// Stores a connection's credentials, webhook secret and mapping
     /// (connect / reconnect). The mapping is checked first.
     pub async fn register(&self, c: &SaledockConnection) -> Result<(), ProviderError> {
-        c.mapping
-            .validate()
-            .map_err(|e| ProviderError::permanent(e.to_string(), None))?;
-        let api_base_url = c
-            .mapping
-            .base_url
-            .clone()
-            .unwrap_or_else(|| c.api_base_url.clone());
-        let mut sealed = SealedSecrets {
-            webhook_secret: c.webhook_secret.expose().to_string(),
-            ..SealedSecrets::default()
-        };
-        let (auth, access_token, expires) = match &c.auth {
-            SaledockAuth::ApiKey(k) => (
-                AuthMode::ApiKey,
-                k.clone(),
-                chrono::Duration::days(API_KEY_LIFETIME_DAYS),
-            ),
-            SaledockAuth::ClientCredentials {
-                client_id,
-                client_secret,
-            } => {
-                sealed.client_id = client_id.clone();
-                sealed.client_secret = client_secret.expose().to_string();
-                // No token yet: the first call asks for one.
-                (
-                    AuthMode::ClientCredentials,
-                    Secret::new(""),
-                    chrono::Duration::zero(),
-                )
-            }
-        };
-        let options = serde_json::to_value(SaledockOptions {
-            auth,
-            mapping: c.mapping.clone(),
-        })
-        .map_err(|e| ProviderError::permanent(format!("saledock options: {e}"), None))?;
-        let sealed = serde_json::to_string(&sealed)
-            .map_err(|e| ProviderError::permanent(format!("saledock secrets: {e}"), None))?;
-        self.caller
-            .register(&NewCredentials {
-                connection_id: c.connection_id,
-                provider: PROVIDER.into(),
-                access_token,
-                refresh_token: Secret::new(sealed),
-                access_expires_at: chrono::Utc::now() + expires,
-                external_tenant_id: Some(c.account_id.clone()),
-                identity_base_url: c.mapping.token_endpoint(&api_base_url),
-                api_base_url,
-                options,
-            })
-            .await
+        self.caller.register(&credentials(c)?).await
     }
 
     async fn options(&self, connection_id: i64) -> Result<SaledockOptions, ProviderError> {
@@ -151,6 +100,63 @@ impl SaledockAdapter {
         let options: SaledockOptions = crate::kit::call::parse_options("Saledock", creds)?;
         Ok((Secret::new(sealed.webhook_secret), options.mapping))
     }
+}
+
+/// What registering a connection stores (the CLI stores the same through
+/// the client crate): the API key or no token yet, the sealed client
+/// credentials and webhook secret, the account, the base and token URLs,
+/// and the options. The mapping is checked first.
+pub fn credentials(c: &SaledockConnection) -> Result<NewCredentials, ProviderError> {
+    c.mapping
+        .validate()
+        .map_err(|e| ProviderError::permanent(e.to_string(), None))?;
+    let api_base_url = c
+        .mapping
+        .base_url
+        .clone()
+        .unwrap_or_else(|| c.api_base_url.clone());
+    let mut sealed = SealedSecrets {
+        webhook_secret: c.webhook_secret.expose().to_string(),
+        ..SealedSecrets::default()
+    };
+    let (auth, access_token, expires) = match &c.auth {
+        SaledockAuth::ApiKey(k) => (
+            AuthMode::ApiKey,
+            k.clone(),
+            chrono::Duration::days(API_KEY_LIFETIME_DAYS),
+        ),
+        SaledockAuth::ClientCredentials {
+            client_id,
+            client_secret,
+        } => {
+            sealed.client_id = client_id.clone();
+            sealed.client_secret = client_secret.expose().to_string();
+            // No token yet: the first call asks for one.
+            (
+                AuthMode::ClientCredentials,
+                Secret::new(""),
+                chrono::Duration::zero(),
+            )
+        }
+    };
+    let options = serde_json::to_value(SaledockOptions {
+        auth,
+        mapping: c.mapping.clone(),
+    })
+    .map_err(|e| ProviderError::permanent(format!("saledock options: {e}"), None))?;
+    let sealed = serde_json::to_string(&sealed)
+        .map_err(|e| ProviderError::permanent(format!("saledock secrets: {e}"), None))?;
+    Ok(NewCredentials {
+        connection_id: c.connection_id,
+        provider: PROVIDER.into(),
+        access_token,
+        refresh_token: Secret::new(sealed),
+        access_expires_at: chrono::Utc::now() + expires,
+        external_tenant_id: Some(c.account_id.clone()),
+        identity_base_url: c.mapping.token_endpoint(&api_base_url),
+        api_base_url,
+        options,
+    })
 }
 
 impl Provider for SaledockAdapter {

@@ -67,6 +67,8 @@ pub struct CredentialArgs {
     /// Provider mapping as JSON, from a file.
     #[arg(long)]
     pub options_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub saledock: super::saledock::SaledockArgs,
 }
 
 pub(super) fn read_json(
@@ -145,6 +147,9 @@ pub(super) fn credentials_from(
 ) -> Result<ConnectionCredentials, OpsError> {
     if provider == ProviderName::Shopify {
         return shopify_credentials_from(args, stored);
+    }
+    if provider == ProviderName::Saledock {
+        return super::saledock::credentials_from(args, stored);
     }
     let refresh_token = args.refresh_token.clone().ok_or_else(|| {
         OpsError::Input(

@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | [`worker`] | `worker`: the worker process and its flags |
 //! | [`tenant`] | `tenant`: tenants (shops) |
-//! | [`connection`], [`credentials`] | `connection`: provider connections and their encrypted credentials |
+//! | [`connection`], [`credentials`], [`saledock`] | `connection`: provider connections and their encrypted credentials (Saledock's flags and mapping file in its own file) |
 //! | [`invoice`] | `invoice`: an invoice's sync dialog and manual actions |
 //! | [`job`] | `job`: jobs of the queue |
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
@@ -37,6 +37,7 @@ pub mod connection;
 pub mod credentials;
 pub mod invoice;
 pub mod job;
+pub mod saledock;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod summary;
