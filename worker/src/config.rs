@@ -137,9 +137,11 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
     }
     match crate::saledock::adapter(pool) {
         Ok(adapter) => {
-            setup.configured.push("saledock: configured (modelled contract)".to_string());
-            setup.providers =
-                std::mem::take(&mut setup.providers).with(ProviderName::Saledock, Arc::new(adapter));
+            setup
+                .configured
+                .push("saledock: configured (modelled contract)".to_string());
+            setup.providers = std::mem::take(&mut setup.providers)
+                .with(ProviderName::Saledock, Arc::new(adapter));
         }
         Err(e) => left_out(&mut setup, ProviderName::Saledock, e),
     }

@@ -41,7 +41,9 @@ pub fn adapter(pool: &PgPool) -> Result<SaledockAdapter, ConfigError> {
     let mut config = SaledockConfig::default();
     if let Ok(v) = std::env::var(PER_MINUTE_ENV) {
         let n: u32 = v.trim().parse().map_err(|_| {
-            ConfigError::Missing(format!("{PER_MINUTE_ENV} must be a number of calls, not {v:?}"))
+            ConfigError::Missing(format!(
+                "{PER_MINUTE_ENV} must be a number of calls, not {v:?}"
+            ))
         })?;
         config.limits = LimitPolicy {
             per_minute: Some(n.max(1)),

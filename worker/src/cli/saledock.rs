@@ -27,10 +27,18 @@ pub struct SaledockArgs {
     #[arg(long)]
     pub saledock_client_id: Option<String>,
     /// Saledock: the OAuth client secret; prefer the environment variable.
-    #[arg(long, env = "LEDGERFLOW_SALEDOCK_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LEDGERFLOW_SALEDOCK_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     pub saledock_client_secret: Option<String>,
     /// Saledock: the secret completion webhooks are signed with (HMAC-SHA256).
-    #[arg(long, env = "LEDGERFLOW_SALEDOCK_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LEDGERFLOW_SALEDOCK_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub saledock_webhook_secret: Option<String>,
     /// Saledock: the mapping file (JSON: base URL, paths, headers, field
     /// names; docs/providers/saledock.md). Default: the modelled contract.
@@ -84,7 +92,8 @@ pub(super) fn credentials_from(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| OpsError::Input(format!("cannot read {}: {e}", path.display())))?;
-            Mapping::parse(&text).map_err(|e| OpsError::Input(format!("{}: {e}", path.display())))?
+            Mapping::parse(&text)
+                .map_err(|e| OpsError::Input(format!("{}: {e}", path.display())))?
         }
         None => stored
             .and_then(|c| c.options.get("mapping").cloned())
@@ -98,7 +107,9 @@ pub(super) fn credentials_from(
         .clone()
         .or_else(|| stored.map(|c| c.api_base_url.clone()))
         .or_else(|| mapping.base_url.clone())
-        .ok_or_else(|| input("--api-base-url (or base_url in the mapping) is needed for Saledock"))?;
+        .ok_or_else(|| {
+            input("--api-base-url (or base_url in the mapping) is needed for Saledock")
+        })?;
     let new = saledock::credentials(&SaledockConnection {
         connection_id: 0,
         account_id,
