@@ -68,7 +68,7 @@ pub struct CredentialArgs {
     #[arg(long)]
     pub options_file: Option<PathBuf>,
     #[command(flatten)]
-    pub saledock: super::saledock::SaledockArgs,
+    pub saledock: Box<super::saledock::SaledockArgs>,
 }
 
 pub(super) fn read_json(
