@@ -157,6 +157,8 @@ impl Simulator {
                 webhook_secret: spec.webhook_secret,
                 webhook_url: None,
                 minute: RollingWindow::new(chrono::Duration::seconds(60), per_minute),
+                admitted: 0,
+                refused: 0,
             },
         );
     }
@@ -186,6 +188,14 @@ impl Simulator {
 
     pub fn stats(&self) -> SimStats {
         lock(&self.shared).stats
+    }
+
+    /// The account's calls admitted past its window, and its 429s.
+    pub fn account_calls(&self, account_id: &str) -> (u64, u64) {
+        lock(&self.shared)
+            .accounts
+            .get(account_id)
+            .map_or((0, 0), |a| (a.admitted, a.refused))
     }
 
     pub fn order(&self, id: &str) -> Option<SalesOrder> {

@@ -183,6 +183,7 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
     };
     acct.minute.limit = per_minute;
     if let Err(secs) = acct.minute.admit(now) {
+        acct.refused += 1;
         let remaining = acct.minute.remaining();
         s.stats.rate_limited += 1;
         let mut a = error(429, code::RATE_LIMITED, "too many requests");
@@ -190,6 +191,7 @@ fn answer(shared: &Shared, req: &SimRequest) -> (Duration, Answer) {
         a.headers.push(("Retry-After", secs.to_string()));
         return (effects.delay, a);
     }
+    acct.admitted += 1;
     let remaining = acct.minute.remaining();
     let reset = acct
         .minute

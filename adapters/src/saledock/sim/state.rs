@@ -23,6 +23,10 @@ pub struct Account {
     /// Where completion events are delivered (`Simulator::complete`).
     pub webhook_url: Option<String>,
     pub(super) minute: RollingWindow,
+    /// Calls admitted past the window (429s not counted).
+    pub admitted: u64,
+    /// 429s answered to this account.
+    pub refused: u64,
 }
 
 /// A stored order and the account it belongs to.
