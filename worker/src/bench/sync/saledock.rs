@@ -63,23 +63,22 @@ pub fn saledock_settings() -> ConnectionSettings {
     s
 }
 
-/// Creates `tenant`, an account for it in `sim` (API key, webhook secret),
-/// and a connection registered through the adapter; returns the
-/// connection id and the account id.
+/// An account for tenant `tenant_id` in `sim` (API key, webhook secret)
+/// and a Saledock connection to it registered through the adapter, as a
+/// host would; returns the connection id and the account id.
 pub async fn connect_account(
     pool: &PgPool,
     sim: &Simulator,
     adapter: &SaledockAdapter,
-    tenant: &NewTenant,
+    tenant_id: &str,
     settings: &ConnectionSettings,
 ) -> Result<(i64, String), SandboxError> {
-    let mut tx = pool.begin().await?;
-    ledger::create_tenant(&mut tx, tenant).await?;
-    let saved = ledger::create_connection(&mut tx, &tenant.id, settings).await?;
-    tx.commit().await?;
-    let account = format!("acct-{}", tenant.id);
-    let api_key = format!("sd-key-{}", tenant.id);
-    let webhook_secret = format!("whsec-{}", tenant.id);
+    let mut conn = pool.acquire().await?;
+    let saved = ledger::create_connection(&mut conn, tenant_id, settings).await?;
+    drop(conn);
+    let account = format!("acct-{tenant_id}");
+    let api_key = format!("sd-key-{tenant_id}");
+    let webhook_secret = format!("whsec-{tenant_id}");
     sim.add_account(AccountSpec {
         account_id: account.clone(),
         api_key: Some(api_key.clone()),
@@ -95,8 +94,7 @@ pub async fn connect_account(
             api_base_url: sim.base_url(),
             mapping: Mapping::default(),
         })
-        .await
-        ?;
+        .await?;
     Ok((saved.connection.id, account))
 }
 
@@ -122,7 +120,8 @@ pub async fn run(pool: &PgPool, run: &SaledockRun) -> Result<SyncReport, BenchEr
         per_day: None,
         concurrent: Some(concurrent),
     };
-    let adapter = SaledockAdapter::new(pool.clone(), SecretKey::from_bytes(rand::random()), config)?;
+    let adapter =
+        SaledockAdapter::new(pool.clone(), SecretKey::from_bytes(rand::random()), config)?;
 
     let mut accounts = Vec::with_capacity(tenants);
     for t in 0..tenants {
@@ -131,7 +130,11 @@ pub async fn run(pool: &PgPool, run: &SaledockRun) -> Result<SyncReport, BenchEr
             name: format!("Bench Cycles {t}"),
             time_zone: "UTC".into(),
         };
-        accounts.push(connect_account(pool, &sim, &adapter, &tenant, &saledock_settings()).await?);
+        let mut conn = pool.acquire().await?;
+        ledger::create_tenant(&mut conn, &tenant).await?;
+        drop(conn);
+        accounts
+            .push(connect_account(pool, &sim, &adapter, &tenant.id, &saledock_settings()).await?);
     }
     for (t, (conn_id, _)) in accounts.iter().enumerate() {
         let snaps = tenant_invoices(invoices, tenants, t)
