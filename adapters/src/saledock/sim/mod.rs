@@ -174,6 +174,11 @@ impl Simulator {
         lock(&self.shared).faults.push(fault);
     }
 
+    /// Forgets the faults pushed and not yet met.
+    pub fn clear_faults(&self) {
+        lock(&self.shared).faults.clear();
+    }
+
     pub fn set_latency(&self, latency: std::time::Duration) {
         lock(&self.shared).faults.latency = latency;
     }

@@ -114,11 +114,13 @@ pub async fn run(pool: &PgPool, run: &SaledockRun) -> Result<SyncReport, BenchEr
         ..SimConfig::default()
     })
     .await?;
-    let mut config = SaledockConfig::default();
-    config.limits = LimitPolicy {
-        per_minute: Some(per_minute),
-        per_day: None,
-        concurrent: Some(concurrent),
+    let config = SaledockConfig {
+        limits: LimitPolicy {
+            per_minute: Some(per_minute),
+            per_day: None,
+            concurrent: Some(concurrent),
+        },
+        ..SaledockConfig::default()
     };
     let adapter =
         SaledockAdapter::new(pool.clone(), SecretKey::from_bytes(rand::random()), config)?;
