@@ -10,12 +10,12 @@ use ledgerflow_workflows::provider_state::{
     Credentials, LimitPolicy, LimitScope, Observed, RateProblem,
 };
 use reqwest::Method;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use super::config::{AuthMode, SaledockOptions};
 use super::errors::{self, SaledockError};
-use crate::kit::call::{Answer, Api, Request, parse_options};
+use crate::kit::call::{Answer, Api, Request};
 use crate::kit::errors::Refusal;
 use crate::kit::gate::{Gate, Reading, Windows};
 use crate::kit::http::{header_u64, retry_after};
@@ -55,7 +55,13 @@ impl Api for SaledockApi {
         req: reqwest::RequestBuilder,
         creds: &Credentials,
     ) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let options: SaledockOptions = parse_options("Saledock", creds.clone())?;
+        // Read in place (every call passes here): no copy of the credentials.
+        let options = SaledockOptions::deserialize(&creds.options).map_err(|e| {
+            ProviderError::permanent(
+                format!("the Saledock mapping settings are unreadable: {e}"),
+                None,
+            )
+        })?;
         Ok(match options.auth {
             AuthMode::ApiKey => {
                 let h = &options.mapping.headers;
