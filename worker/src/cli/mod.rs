@@ -1,8 +1,8 @@
 //! The `ledgerflow` command line: migrate, run a worker, run the demo, run
 //! the benchmarks, and the operator commands. Configuration comes from
 //! flags, `DATABASE_URL` and, for provider credentials,
-//! `LEDGERFLOW_SECRET_KEY`, the Xero app's variables and the Shopify API
-//! version and webhook secret.
+//! `LEDGERFLOW_SECRET_KEY`, the Xero app's variables, the Shopify API
+//! version and webhook secret, and a Saledock connection's secrets.
 //!
 //! One file per command group, named like the handlers it drives:
 //!
@@ -82,8 +82,11 @@ Environment:
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_SALEDOCK_PER_MINUTE   worker: Saledock calls a minute per account (modelled: 120)
   LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
                                    connection add / reconnect: the provider's tokens
+  LEDGERFLOW_SALEDOCK_API_KEY, LEDGERFLOW_SALEDOCK_CLIENT_SECRET, LEDGERFLOW_SALEDOCK_WEBHOOK_SECRET
+                                   connection add / reconnect: a Saledock connection's secrets
   LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
