@@ -143,7 +143,7 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
             setup.providers = std::mem::take(&mut setup.providers)
                 .with(ProviderName::Saledock, Arc::new(adapter));
         }
-        Err(e) => left_out(&mut setup, ProviderName::Saledock, e),
+        Err(e) => left_out(&mut setup, ProviderName::Saledock, ConfigError::Missing(e)),
     }
     setup
 }

@@ -23,34 +23,30 @@ use ledgerflow_workflows::inbound::{self, matching};
 use ledgerflow_workflows::provider_state::{LimitPolicy, SECRET_KEY_ENV, SecretKey};
 use sqlx::PgPool;
 
-use crate::config::ConfigError;
-
 const PROVIDER: &str = "saledock";
 
 /// Overrides the modelled 120 calls a minute per account.
 pub const PER_MINUTE_ENV: &str = "LEDGERFLOW_SALEDOCK_PER_MINUTE";
 
 /// The Saledock adapter: only the sealing key is needed (credentials are
-/// per connection, in the database).
-pub fn adapter(pool: &PgPool) -> Result<SaledockAdapter, ConfigError> {
+/// per connection, in the database). The error says what to set.
+pub fn adapter(pool: &PgPool) -> Result<SaledockAdapter, String> {
     let key = SecretKey::from_env().map_err(|e| {
-        ConfigError::Missing(format!(
-            "set {SECRET_KEY_ENV} (the key Saledock credentials are sealed with): {e}"
-        ))
+        format!("set {SECRET_KEY_ENV} (the key Saledock credentials are sealed with): {e}")
     })?;
     let mut config = SaledockConfig::default();
     if let Ok(v) = std::env::var(PER_MINUTE_ENV) {
-        let n: u32 = v.trim().parse().map_err(|_| {
-            ConfigError::Missing(format!(
-                "{PER_MINUTE_ENV} must be a number of calls, not {v:?}"
-            ))
-        })?;
+        let n: u32 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{PER_MINUTE_ENV} must be a number of calls, not {v:?}"))?;
         config.limits = LimitPolicy {
             per_minute: Some(n.max(1)),
             ..config.limits
         };
     }
-    Ok(SaledockAdapter::new(pool.clone(), key, config)?)
+    SaledockAdapter::new(pool.clone(), key, config)
+        .map_err(|e| format!("the Saledock HTTP client could not be built: {e}"))
 }
 
 /// One delivery, answered with its status (see the module doc).

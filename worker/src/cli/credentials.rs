@@ -149,7 +149,16 @@ pub(super) fn credentials_from(
         return shopify_credentials_from(args, stored);
     }
     if provider == ProviderName::Saledock {
-        return super::saledock::credentials_from(args, stored);
+        let stored = stored.map(|c| super::saledock::Stored {
+            account: c.external_tenant_id.as_deref(),
+            api_base_url: &c.api_base_url,
+            options: &c.options,
+        });
+        return super::saledock::credentials_from(
+            &args.saledock,
+            args.api_base_url.as_deref(),
+            stored,
+        );
     }
     let refresh_token = args.refresh_token.clone().ok_or_else(|| {
         OpsError::Input(

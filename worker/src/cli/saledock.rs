@@ -12,7 +12,14 @@ use ledgerflow_adapters::saledock::{self, Mapping, SaledockAuth, SaledockConnect
 use ledgerflow_client::{ConnectionCredentials, Secret};
 
 use super::OpsError;
-use super::credentials::{CredentialArgs, StoredConfig};
+
+/// What is stored for the connection already (reconnect): its account,
+/// API base URL and options.
+pub struct Stored<'a> {
+    pub account: Option<&'a str>,
+    pub api_base_url: &'a str,
+    pub options: &'a serde_json::Value,
+}
 
 /// Saledock's flags of `connection add` / `reconnect`.
 #[derive(Debug, Args)]
@@ -56,13 +63,13 @@ fn given(v: &Option<String>) -> Option<String> {
 /// A Saledock connection's credentials from the flags and environment.
 /// On reconnect the account and base URL default to the stored ones.
 pub(super) fn credentials_from(
-    args: &CredentialArgs,
-    stored: Option<&StoredConfig>,
+    s: &SaledockArgs,
+    api_base_url: Option<&str>,
+    stored: Option<Stored<'_>>,
 ) -> Result<ConnectionCredentials, OpsError> {
-    let s = &args.saledock;
     let input = |m: &str| OpsError::Input(m.to_string());
     let account_id = given(&s.saledock_account)
-        .or_else(|| stored.and_then(|c| c.external_tenant_id.clone()))
+        .or_else(|| stored.as_ref().and_then(|c| c.account.map(str::to_owned)))
         .ok_or_else(|| input("--saledock-account is needed: the Saledock account id"))?;
     let auth = match (
         given(&s.saledock_api_key),
@@ -96,16 +103,16 @@ pub(super) fn credentials_from(
                 .map_err(|e| OpsError::Input(format!("{}: {e}", path.display())))?
         }
         None => stored
+            .as_ref()
             .and_then(|c| c.options.get("mapping").cloned())
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| OpsError::Input(format!("the stored Saledock mapping: {e}")))?
             .unwrap_or_default(),
     };
-    let api_base_url = args
-        .api_base_url
-        .clone()
-        .or_else(|| stored.map(|c| c.api_base_url.clone()))
+    let api_base_url = api_base_url
+        .map(str::to_owned)
+        .or_else(|| stored.as_ref().map(|c| c.api_base_url.to_owned()))
         .or_else(|| mapping.base_url.clone())
         .ok_or_else(|| {
             input("--api-base-url (or base_url in the mapping) is needed for Saledock")
