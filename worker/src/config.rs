@@ -135,6 +135,16 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
         }
         Err(e) => left_out(&mut setup, ProviderName::Shopify, e),
     }
+    match crate::saledock::adapter(pool) {
+        Ok(adapter) => {
+            setup
+                .configured
+                .push("saledock: configured (modelled contract)".to_string());
+            setup.providers = std::mem::take(&mut setup.providers)
+                .with(ProviderName::Saledock, Arc::new(adapter));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::Saledock, ConfigError::Missing(e)),
+    }
     setup
 }
 

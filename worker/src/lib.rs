@@ -32,6 +32,7 @@ pub mod embedded_pg;
 pub mod handlers;
 pub mod interrupt;
 pub mod runtime;
+pub mod saledock;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 #[cfg(feature = "sandbox")]

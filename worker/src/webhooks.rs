@@ -1,4 +1,5 @@
-//! The webhook receiver: `POST /webhooks/xero` and `POST /webhooks/shopify`.
+//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`
+//! and `POST /webhooks/saledock` (its handler in [`crate::saledock`]).
 //!
 //! Order matters: the body is size-capped by the router, then the
 //! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
@@ -26,6 +27,8 @@
 //! retries it). This module owns the HTTP surface only; verification is
 //! `adapters::{xero, shopify}::webhook`, storage `workflows::inbound`.
 
+use ledgerflow_adapters::saledock::SaledockAdapter;
+use ledgerflow_adapters::saledock::webhook::DEFAULT_MAX_BODY_BYTES as SALEDOCK_MAX_BODY;
 use std::sync::Arc;
 
 use axum::Router;
@@ -63,6 +66,7 @@ pub struct WebhookState {
     pool: PgPool,
     xero_webhook_key: Option<Arc<Secret>>,
     shopify: Option<Arc<ShopifyWebhookConfig>>,
+    saledock: Option<Arc<SaledockAdapter>>,
     max_body_bytes: usize,
 }
 
@@ -80,6 +84,7 @@ impl WebhookState {
             pool,
             xero_webhook_key: None,
             shopify: None,
+            saledock: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -93,6 +98,13 @@ impl WebhookState {
     /// Shopify's body cap and the age past which a delivery is refused.
     pub fn shopify(mut self, config: ShopifyWebhookConfig) -> WebhookState {
         self.shopify = Some(Arc::new(config));
+        self
+    }
+
+    /// Serving Saledock: its adapter reads each connection's webhook
+    /// secret and mapping (`crate::saledock::receive`).
+    pub fn saledock(mut self, adapter: SaledockAdapter) -> WebhookState {
+        self.saledock = Some(Arc::new(adapter));
         self
     }
 
@@ -110,6 +122,9 @@ impl WebhookState {
         }
         if self.shopify.is_some() {
             out.push("/webhooks/shopify");
+        }
+        if self.saledock.is_some() {
+            out.push("/webhooks/saledock");
         }
         out
     }
@@ -132,11 +147,28 @@ pub fn router(state: WebhookState) -> Router {
             post(shopify).layer(DefaultBodyLimit::max(config.max_body)),
         );
     }
+    if state.saledock.is_some() {
+        router = router.route(
+            "/webhooks/saledock",
+            post(saledock).layer(DefaultBodyLimit::max(SALEDOCK_MAX_BODY)),
+        );
+    }
     router
         .layer(axum::middleware::from_fn(
             crate::console::metrics::count_webhooks,
         ))
         .with_state(state)
+}
+
+async fn saledock(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    match &state.saledock {
+        Some(adapter) => crate::saledock::receive(&state.pool, adapter, &headers, body).await,
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

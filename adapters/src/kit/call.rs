@@ -136,6 +136,10 @@ pub struct Request {
     pub body: Option<Body>,
     /// Which of the provider's limits the call counts against ([`Api::gate`]).
     pub lane: &'static str,
+    /// Query parameters and headers whose names come from configuration
+    /// (a connection's mapping file, Saledock) rather than the code.
+    pub named_query: Vec<(String, String)>,
+    pub named_headers: Vec<(String, String)>,
 }
 
 /// A request body, serialized before the call (a retry sends the same bytes).
@@ -157,6 +161,8 @@ impl Request {
             headers: Vec::new(),
             body: None,
             lane: DEFAULT_LANE,
+            named_query: Vec::new(),
+            named_headers: Vec::new(),
         }
     }
 
@@ -185,6 +191,18 @@ impl Request {
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Request {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A query parameter named by configuration.
+    pub fn query_named(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.named_query.push((name.into(), value.into()));
+        self
+    }
+
+    /// A header named by configuration.
+    pub fn header_named(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.named_headers.push((name.into(), value.into()));
         self
     }
 
@@ -423,10 +441,14 @@ impl<A: Api> Caller<A> {
             .http
             .request(req.method.clone(), self.api.url(creds, &req.path))
             .header("accept", "application/json")
-            .query(&req.query);
+            .query(&req.query)
+            .query(&req.named_query);
         builder = self.api.authorize(builder, creds)?;
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
+        }
+        for (name, value) in &req.named_headers {
+            builder = builder.header(name.as_str(), value);
         }
         match &req.body {
             Some(Body::Json(bytes)) => {

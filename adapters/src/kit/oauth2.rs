@@ -18,6 +18,15 @@
 //!   429 or lost answer is transient: the refresh token may still be good
 //!   (Xero replays a lost answer's token set for 30 minutes).
 //!
+//! - **Client credentials** ([`Grant::ClientCredentials`], Saledock): the
+//!   connection has its own client id and secret instead of a refresh
+//!   token; they are kept sealed in the credential store's refresh-token
+//!   slot as JSON (`{"client_id": …, "client_secret": …}`, other fields are
+//!   the provider's and are kept), and a "refresh" asks the token endpoint
+//!   for a new access token with `grant_type=client_credentials`. A slot
+//!   without them (a connection that authenticates with a fixed API key)
+//!   cannot be refreshed: reconnect needed.
+//!
 //! Tokens are never logged. This module does not decide when to refresh
 //! (the call path does) and must not know any provider's API.
 //!
@@ -55,6 +64,28 @@ pub enum ClientAuth {
     Form,
 }
 
+/// How a new access token is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// `grant_type=refresh_token` with the app's client credentials.
+    RefreshToken,
+    /// `grant_type=client_credentials` with the connection's own client
+    /// credentials, read from the stored refresh-token slot
+    /// ([`ConnectionClient`]).
+    ClientCredentials,
+}
+
+/// A connection's own OAuth client, stored sealed in the refresh-token
+/// slot under [`Grant::ClientCredentials`]. Fields the provider adds to the
+/// slot (a webhook secret) are ignored here and kept by the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionClient {
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+}
+
 /// An app's OAuth2 client: what a refresh sends.
 #[derive(Debug, Clone)]
 pub struct OAuth2Client {
@@ -65,6 +96,7 @@ pub struct OAuth2Client {
     /// Below the connection's identity base URL (`/connect/token`).
     pub token_path: String,
     pub client_auth: ClientAuth,
+    pub grant: Grant,
 }
 
 /// The token endpoint's answer (RFC 6749 §5.1).
@@ -102,6 +134,16 @@ impl OAuth2Client {
             client_secret,
             token_path: "/connect/token".into(),
             client_auth: ClientAuth::Basic,
+            grant: Grant::RefreshToken,
+        }
+    }
+
+    /// A client-credentials client: each connection brings its own client
+    /// id and secret ([`ConnectionClient`]); the app has none.
+    pub fn client_credentials(provider: &'static str) -> OAuth2Client {
+        OAuth2Client {
+            grant: Grant::ClientCredentials,
+            ..OAuth2Client::new(provider, "", Secret::new(""))
         }
     }
 
@@ -115,8 +157,13 @@ impl OAuth2Client {
         self
     }
 
-    /// The token endpoint below an identity base URL.
+    /// The token endpoint below an identity base URL. An empty token path
+    /// makes the identity base URL the token endpoint itself (a token URL
+    /// set per connection, Saledock's mapping).
     pub fn token_url(&self, identity_base_url: &str) -> String {
+        if self.token_path.is_empty() {
+            return identity_base_url.to_string();
+        }
         format!(
             "{}/{}",
             identity_base_url.trim_end_matches('/'),
@@ -132,18 +179,33 @@ impl OAuth2Client {
         identity_base_url: &str,
         refresh_token: &Secret,
     ) -> Result<RefreshedTokens, RefreshFailure> {
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
-        ];
+        let connection_client;
+        let (mut form, client_id, client_secret) = match self.grant {
+            Grant::RefreshToken => (
+                vec![
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token.expose()),
+                ],
+                self.client_id.as_str(),
+                self.client_secret.expose(),
+            ),
+            Grant::ClientCredentials => {
+                connection_client = self.connection_client(refresh_token)?;
+                (
+                    vec![("grant_type", "client_credentials")],
+                    connection_client.client_id.as_str(),
+                    connection_client.client_secret.as_str(),
+                )
+            }
+        };
         let mut req = http.post(self.token_url(identity_base_url));
         match self.client_auth {
             ClientAuth::Basic => {
-                req = req.basic_auth(&self.client_id, Some(self.client_secret.expose()));
+                req = req.basic_auth(client_id, Some(client_secret));
             }
             ClientAuth::Form => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", self.client_secret.expose()));
+                form.push(("client_id", client_id));
+                form.push(("client_secret", client_secret));
             }
         }
         let resp = req
@@ -157,6 +219,18 @@ impl OAuth2Client {
             .await
             .map_err(|e| RefreshFailure::Transient(transport_failure(&e, true).message))?;
         self.read_answer(status, &body, refresh_token)
+    }
+
+    /// The connection's own client from the stored slot; none there (a
+    /// connection with a fixed API key): reconnect needed.
+    pub fn connection_client(&self, slot: &Secret) -> Result<ConnectionClient, RefreshFailure> {
+        match serde_json::from_str::<ConnectionClient>(slot.expose()) {
+            Ok(c) if !c.client_id.is_empty() => Ok(c),
+            _ => Err(RefreshFailure::Refused(format!(
+                "{} refused the access key and this connection has no client credentials to get a new token with: reconnect {}",
+                self.provider, self.provider
+            ))),
+        }
     }
 
     /// Classifies the token endpoint's answer.
@@ -273,6 +347,29 @@ mod tests {
             client().read_answer(200, "not json", &presented),
             Err(RefreshFailure::Transient(_))
         ));
+    }
+
+    #[test]
+    fn client_credentials_come_from_the_connection() {
+        let c = OAuth2Client::client_credentials("Saledock");
+        let slot = Secret::new(r#"{"client_id":"cid","client_secret":"cs","webhook_secret":"w"}"#);
+        let client = c.connection_client(&slot).unwrap();
+        assert_eq!(
+            (client.client_id.as_str(), client.client_secret.as_str()),
+            ("cid", "cs")
+        );
+        // A fixed API key has no client to refresh with: reconnect.
+        for slot in [r#"{"webhook_secret":"w"}"#, "", "not json"] {
+            match c.connection_client(&Secret::new(slot)) {
+                Err(RefreshFailure::Refused(m)) => assert!(m.contains("reconnect Saledock"), "{m}"),
+                other => panic!("{slot}: {other:?}"),
+            }
+        }
+        // The answer carries no refresh token: the slot is kept as it was.
+        let kept = c
+            .read_answer(200, r#"{"access_token":"at","expires_in":3600}"#, &slot)
+            .unwrap();
+        assert_eq!(kept.refresh_token.expose(), slot.expose());
     }
 
     #[test]

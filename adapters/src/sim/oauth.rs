@@ -8,6 +8,10 @@
 //! provider's simulator decides where the endpoint lives and what a 401
 //! body looks like; this module must not know any provider.
 //!
+//! The client-credentials grant (Saledock) has no refresh token:
+//! [`Tokens::mint_access`] hands out an access token alone, and
+//! [`client_of`] reads the client a token request authenticated as.
+//!
 //! ```
 //! use ledgerflow_adapters::sim::oauth::{TokenConfig, Tokens};
 //! let mut tokens = Tokens::<Vec<String>>::new(TokenConfig::default());
@@ -154,6 +158,26 @@ impl<G: Clone> Tokens<G> {
         }
     }
 
+    /// An access token alone (the client-credentials grant: the client
+    /// asks again with its own credentials, there is no refresh token).
+    /// `refresh_token` of the answer is empty.
+    pub fn mint_access(&mut self, grant: G, now: DateTime<Utc>) -> TokenSet {
+        self.stats.refresh_requests += 1;
+        let access = format!("sim-at-{}", Uuid::new_v4().simple());
+        self.access.insert(
+            access.clone(),
+            AccessToken {
+                grant,
+                expires_at: now + self.config.access_token_ttl,
+            },
+        );
+        TokenSet {
+            access_token: access,
+            refresh_token: String::new(),
+            expires_in: self.config.access_token_ttl.num_seconds(),
+        }
+    }
+
     /// The access token presented, if it was handed out (expired or not).
     pub fn access(&self, token: &str) -> Option<&AccessToken<G>> {
         self.access.get(token)
@@ -243,22 +267,7 @@ impl<G: Clone> Tokens<G> {
     ) -> Answer {
         self.stats.refresh_requests += 1;
         let form = parse_query(&String::from_utf8_lossy(body));
-        let basic = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| {
-                s.split_once(':')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            });
-        let (id, secret) = basic.unwrap_or_else(|| {
-            (
-                form.get("client_id").cloned().unwrap_or_default(),
-                form.get("client_secret").cloned().unwrap_or_default(),
-            )
-        });
+        let (id, secret) = client_of(headers, &form);
         if id != self.config.client_id || secret != self.config.client_secret {
             return token_error("invalid_client", "client authentication failed");
         }
@@ -286,6 +295,30 @@ impl<G: Clone> Tokens<G> {
             }
         }
     }
+}
+
+/// The client id and secret a token request authenticated with: HTTP
+/// Basic, else `client_id` / `client_secret` in the (parsed) form.
+pub fn client_of(
+    headers: &HeaderMap,
+    form: &std::collections::HashMap<String, String>,
+) -> (String, String) {
+    let basic = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        });
+    basic.unwrap_or_else(|| {
+        (
+            form.get("client_id").cloned().unwrap_or_default(),
+            form.get("client_secret").cloned().unwrap_or_default(),
+        )
+    })
 }
 
 /// An OAuth2 error answer: 401 for a client that failed to authenticate,

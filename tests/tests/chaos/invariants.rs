@@ -10,6 +10,9 @@
 //!   order stores: exactly one live order per invoice (the ones it replaced
 //!   cancelled); each equal to the last snapshot to the cent (subtotal,
 //!   tax, total, lines) and linked; nothing live once cancelled;
+//! - Saledock accounts (`saledock.rs`): exactly one standing sales order
+//!   per invoice (only void ones, or none, once cancelled), linked, equal
+//!   to the last snapshot to the cent;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer (archived ones aside: the
 //!   run archives and merges contacts as a person in Xero would);
@@ -83,7 +86,7 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     // --- the provider's records against the host's last snapshots ---
     let mut xero_by_org = HashMap::new();
     let mut payments_by_org = HashMap::new();
-    for shop in o.shops.iter().filter(|s| s.shopify.is_none()) {
+    for shop in o.shops.iter().filter(|s| s.kind == ShopKind::Xero) {
         xero_by_org.insert(shop.connection_id, o.sim.invoices(&shop.org));
         payments_by_org.insert(shop.connection_id, o.sim.payments(&shop.org));
         let contacts = o.sim.contacts(&shop.org);
@@ -187,6 +190,10 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
         *r.counts
             .entry(format!("invoices on {:?}", shop.kind))
             .or_default() += 1;
+        if shop.kind == ShopKind::Saledock {
+            crate::saledock::check(&o.saledock, &shop.org, inv, &links, v, &mut r.counts);
+            continue;
+        }
         if let Some(store) = shop.shopify {
             check_shopify(
                 &o.shopify[store],
@@ -712,7 +719,7 @@ fn check_shopify(
             count("shopify live orders", 1);
             count("shopify orders cancelled and replaced", cancelled.len());
         }
-        ShopKind::Xero => {}
+        ShopKind::Xero | ShopKind::Saledock => {}
     }
 }
 

@@ -1,5 +1,5 @@
 //! The chaos suite: four real `ledgerflow worker` processes against one
-//! fresh PostgreSQL database and the Xero and Shopify simulators with
+//! fresh PostgreSQL database and the Xero, Shopify and Saledock simulators with
 //! faults switched on (latency, 429, 500/503, connections dropped after the
 //! write committed; Xero access tokens that really expire every 90 s), a
 //! host workload driven through the host entry point
@@ -23,6 +23,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod invariants;
+mod saledock;
 mod workload;
 mod world;
 
@@ -41,6 +42,8 @@ pub struct Scale {
     /// sync cancels and replaces the order); the others use draft orders
     /// completed when paid.
     pub shopify_order_tenants: usize,
+    /// After the Shopify tenants, this many use Saledock (the rest Xero).
+    pub saledock_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
@@ -67,6 +70,7 @@ impl Scale {
             tenants: 10,
             shopify_tenants: 4,
             shopify_order_tenants: 2,
+            saledock_tenants: 2,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
@@ -87,6 +91,7 @@ impl Scale {
             tenants: 50,
             shopify_tenants: 10,
             shopify_order_tenants: 4,
+            saledock_tenants: 6,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,
@@ -107,7 +112,7 @@ impl Scale {
 impl Scale {
     /// A run between the two sizes, for diagnosing the full one on a shared
     /// machine: `LEDGERFLOW_CHAOS_TENANTS`, `_SHOPIFY_TENANTS`,
-    /// `_SHOPIFY_ORDER_TENANTS`, `_SYNCS`,
+    /// `_SHOPIFY_ORDER_TENANTS`, `_SALEDOCK_TENANTS`, `_SYNCS`,
     /// `_DRIVE_SECS`, `_KILLS`, `_SETTLE_SECS` and `_RESTART_POSTGRES=0|1`
     /// replace the full run's figures.
     fn with_overrides(mut self) -> Scale {
@@ -124,6 +129,9 @@ impl Scale {
         }
         if let Some(v) = var("SHOPIFY_ORDER_TENANTS") {
             self.shopify_order_tenants = v;
+        }
+        if let Some(v) = var("SALEDOCK_TENANTS") {
+            self.saledock_tenants = v;
         }
         if let Some(v) = var("SYNCS") {
             self.target_syncs = v;

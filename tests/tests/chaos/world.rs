@@ -38,6 +38,7 @@ use crate::Scale;
 use crate::common::{PROVIDER_ENV, database_url};
 use crate::invariants;
 use crate::workload::{self, HostInvoice, Rng};
+use ledgerflow_adapters::saledock::sim::Simulator as SaledockSim;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 pub const WORKERS: usize = 4;
@@ -53,6 +54,9 @@ pub enum ShopKind {
     /// A Shopify store in order mode (`use_draft_orders` off): each sync
     /// cancels the invoice's order and creates its replacement.
     ShopifyOrders,
+    /// A Saledock account (modelled contract; `org` is the account id):
+    /// one sales order per invoice, updated in place, voided when cancelled.
+    Saledock,
 }
 
 /// A tenant's connection: a Xero organisation in the Xero simulator, or a
@@ -107,6 +111,7 @@ pub struct Outcome {
     pub scale: Scale,
     pub sim: Simulator,
     pub shopify: Vec<ShopifySim>,
+    pub saledock: SaledockSim,
     pub shops: Vec<Shop>,
     pub invoices: Vec<HostInvoice>,
     pub host_errors: Vec<String>,
@@ -396,6 +401,19 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         });
         shopify.push(sim);
     }
+    let saledock = crate::saledock::start().await;
+    let saledock_tenants = scale.saledock_tenants.min(scale.tenants - shops.len());
+    for t in shops.len()..shops.len() + saledock_tenants {
+        let (connection_id, org) =
+            crate::saledock::connect(&pool, &saledock, &sandbox.key, t).await;
+        shops.push(Shop {
+            tenant: format!("shop-{t}"),
+            connection_id,
+            org,
+            shopify: None,
+            kind: ShopKind::Saledock,
+        });
+    }
     for t in shops.len()..scale.tenants {
         let (connection_id, org) = sandbox
             .connect(
@@ -421,12 +439,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
     let planned: usize = plans.iter().map(|p| p.triggers()).sum();
     println!(
-        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders; {} on Saledock), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
         scale.name,
         scale.tenants,
         shopify_tenants,
         first_order_store,
         shopify_tenants - first_order_store,
+        saledock_tenants,
         plans.len(),
         scale.kills
     );
@@ -438,7 +457,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let driving = Arc::new(AtomicBool::new(true));
     let orgs: Vec<String> = shops
         .iter()
-        .filter(|s| s.shopify.is_none())
+        .filter(|s| s.kind == ShopKind::Xero)
         .map(|s| s.org.clone())
         .collect();
     let faults = tokio::spawn(inject_faults(
@@ -449,6 +468,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         scale.fault_every,
         scale.fault_one_in,
         scale.tenants,
+        rng.fork(),
+    ));
+    let saledock = Arc::new(saledock);
+    let saledock_faults = tokio::spawn(crate::saledock::inject_faults(
+        saledock.clone(),
+        driving.clone(),
+        scale.fault_every * 4,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
@@ -495,8 +521,10 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         None => None,
     };
     driving.store(false, Ordering::SeqCst);
-    let faults = faults.await.expect("fault injector");
+    let mut faults = faults.await.expect("fault injector");
+    faults.extend(saledock_faults.await.expect("Saledock fault injector"));
     sim.sim.clear_faults();
+    saledock.clear_faults();
     for s in shopify.iter() {
         s.clear_faults();
     }
@@ -523,11 +551,14 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let sandbox = Arc::try_unwrap(sim).unwrap_or_else(|_| panic!("the simulator is still shared"));
     let shopify = Arc::try_unwrap(shopify)
         .unwrap_or_else(|_| panic!("the Shopify simulators are still shared"));
+    let saledock = Arc::try_unwrap(saledock)
+        .unwrap_or_else(|_| panic!("the Saledock simulator is still shared"));
     let outcome = Outcome {
         seed,
         scale,
         sim: sandbox.sim,
         shopify,
+        saledock,
         shops,
         invoices,
         host_errors,

@@ -9,7 +9,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 /// Provider credentials and settings a child process could otherwise
 /// inherit from the test's environment.
-pub const PROVIDER_ENV: [&str; 9] = [
+pub const PROVIDER_ENV: [&str; 13] = [
     "LEDGERFLOW_SECRET_KEY",
     "LEDGERFLOW_ACCESS_TOKEN",
     "LEDGERFLOW_REFRESH_TOKEN",
@@ -19,6 +19,10 @@ pub const PROVIDER_ENV: [&str; 9] = [
     "LEDGERFLOW_SHOPIFY_API_VERSION",
     "LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET",
     "LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET",
+    "LEDGERFLOW_SALEDOCK_PER_MINUTE",
+    "LEDGERFLOW_SALEDOCK_API_KEY",
+    "LEDGERFLOW_SALEDOCK_CLIENT_SECRET",
+    "LEDGERFLOW_SALEDOCK_WEBHOOK_SECRET",
 ];
 
 /// A `ledgerflow worker` child process, killed when dropped.

@@ -95,6 +95,8 @@ pub enum Scenario {
     /// in one simulator, the minute limit scaled so it binds for at least
     /// `--windows` minutes, or set with `--per-minute`. Shopify: one store (simulator) per tenant, with
     /// Shopify's own REST bucket (40, leaking 2/s) unless told otherwise.
+    /// Saledock: one account per tenant in one simulator of the modelled
+    /// contract, its minute limit scaled as Xero's.
     Sync {
         /// The provider whose simulator the invoices are synced to.
         #[arg(long, value_enum, default_value_t = SyncProvider::Xero)]
@@ -105,12 +107,13 @@ pub enum Scenario {
         /// Tenants (organisations or stores), 1 to 10,000.
         #[arg(long, default_value_t = 100, value_parser = count::<1, 10_000>)]
         tenants: usize,
-        /// Xero: minutes the per-tenant limit binds for at least (the
-        /// minute limit is derived from it) [default: 1].
+        /// Xero, Saledock: minutes the per-tenant limit binds for at least
+        /// (the minute limit is derived from it) [default: 1].
         #[arg(long, conflicts_with = "per_minute", value_parser = clap::value_parser!(u32).range(1..=1440))]
         windows: Option<u32>,
-        /// Xero: the per-tenant minute limit itself (60: Xero's own); the
-        /// app-wide limit follows Xero's ratio (10,000 to 60).
+        /// Xero, Saledock: the per-tenant minute limit itself (60: Xero's
+        /// own, 120: Saledock's modelled one); Xero's app-wide limit
+        /// follows Xero's ratio (10,000 to 60).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_minute: Option<u32>,
         /// Shopify: the REST bucket's size per store [default: 40, Shopify's].
@@ -220,6 +223,8 @@ fn count<const LO: usize, const HI: usize>(s: &str) -> Result<usize, String> {
 pub enum SyncProvider {
     Xero,
     Shopify,
+    /// The modelled contract's simulator (one account per tenant).
+    Saledock,
 }
 
 pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn std::error::Error>> {
@@ -272,6 +277,8 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
             let misplaced = match provider {
                 SyncProvider::Xero => (bucket_capacity.is_some() || leak_per_second.is_some())
                     .then_some("xero: --bucket-capacity and --leak-per-second are Shopify's"),
+                SyncProvider::Saledock => (bucket_capacity.is_some() || leak_per_second.is_some())
+                    .then_some("saledock: --bucket-capacity and --leak-per-second are Shopify's"),
                 SyncProvider::Shopify => (windows.is_some() || per_minute.is_some()).then_some(
                     "shopify: --windows and --per-minute are Xero's (Shopify: --bucket-capacity, --leak-per-second)",
                 ),
@@ -299,6 +306,17 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                         run.concurrency = concurrency;
                         run.vacuum = vacuum;
                         sync::shopify::run(&pool, &run).await
+                    }
+                    SyncProvider::Saledock => {
+                        let run = sync::saledock::SaledockRun {
+                            invoices,
+                            tenants,
+                            windows: windows.unwrap_or(1),
+                            per_minute,
+                            concurrency,
+                            vacuum,
+                        };
+                        sync::saledock::run(&pool, &run).await
                     }
                 }
             })

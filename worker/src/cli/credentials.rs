@@ -67,6 +67,8 @@ pub struct CredentialArgs {
     /// Provider mapping as JSON, from a file.
     #[arg(long)]
     pub options_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub saledock: Box<super::saledock::SaledockArgs>,
 }
 
 pub(super) fn read_json(
@@ -145,6 +147,18 @@ pub(super) fn credentials_from(
 ) -> Result<ConnectionCredentials, OpsError> {
     if provider == ProviderName::Shopify {
         return shopify_credentials_from(args, stored);
+    }
+    if provider == ProviderName::Saledock {
+        let stored = stored.map(|c| super::saledock::Stored {
+            account: c.external_tenant_id.as_deref(),
+            api_base_url: &c.api_base_url,
+            options: &c.options,
+        });
+        return super::saledock::credentials_from(
+            &args.saledock,
+            args.api_base_url.as_deref(),
+            stored,
+        );
     }
     let refresh_token = args.refresh_token.clone().ok_or_else(|| {
         OpsError::Input(

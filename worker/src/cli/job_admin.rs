@@ -481,9 +481,10 @@ async fn retry_finished(
                     format!("step {position} of workflow run {run} is {status}: nothing to retry"),
                 ));
             }
-            let job = ledgerflow_workflows::queue::workflow_run::retry_step(&mut *tx, run, position)
-                .await
-                .map_err(OpsError::from)?;
+            let job =
+                ledgerflow_workflows::queue::workflow_run::retry_step(&mut *tx, run, position)
+                    .await
+                    .map_err(OpsError::from)?;
             return Ok(match job {
                 Some(job) => (
                     true,

@@ -1,8 +1,8 @@
 //! The `ledgerflow` command line: migrate, run a worker, run the demo, run
 //! the benchmarks, and the operator commands. Configuration comes from
 //! flags, `DATABASE_URL` and, for provider credentials,
-//! `LEDGERFLOW_SECRET_KEY`, the Xero app's variables and the Shopify API
-//! version and webhook secret.
+//! `LEDGERFLOW_SECRET_KEY`, the Xero app's variables, the Shopify API
+//! version and webhook secret, and a Saledock connection's secrets.
 //!
 //! One file per command group, named like the handlers it drives:
 //!
@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | [`worker`] | `worker`: the worker process and its flags |
 //! | [`tenant`] | `tenant`: tenants (shops) |
-//! | [`connection`], [`credentials`] | `connection`: provider connections and their encrypted credentials |
+//! | [`connection`], [`credentials`], [`saledock`] | `connection`: provider connections and their encrypted credentials (Saledock's flags and mapping file in its own file) |
 //! | [`invoice`] | `invoice`: an invoice's sync dialog and manual actions |
 //! | [`job`] | `job`: jobs of the queue |
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
@@ -41,6 +41,7 @@ pub mod invoice;
 pub mod job;
 pub mod job_admin;
 pub mod queue_admin;
+pub mod saledock;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod summary;
@@ -85,12 +86,15 @@ Environment:
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
+  LEDGERFLOW_SALEDOCK_PER_MINUTE   worker: Saledock calls a minute per account (modelled: 120)
   LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)
   LEDGERFLOW_CONSOLE_LISTEN        console: address to serve it on (or --listen)
   LEDGERFLOW_ADMIN_TOKEN           console: the token that may act (bearer or login); needed off loopback
   LEDGERFLOW_VIEWER_TOKEN          console: a read-only token
   LEDGERFLOW_REFRESH_TOKEN, LEDGERFLOW_ACCESS_TOKEN
                                    connection add / reconnect: the provider's tokens
+  LEDGERFLOW_SALEDOCK_API_KEY, LEDGERFLOW_SALEDOCK_CLIENT_SECRET, LEDGERFLOW_SALEDOCK_WEBHOOK_SECRET
+                                   connection add / reconnect: a Saledock connection's secrets
   LEDGERFLOW_CALLBACK_SECRET       tenant callback: the secret host callbacks are signed with";
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -247,6 +247,7 @@ async fn serve_webhooks(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let env = |name: &str| std::env::var(name).ok().filter(|k| !k.trim().is_empty());
     let secret = ledgerflow_workflows::provider_state::Secret::new;
+    let state_pool = pool.clone();
     let mut state = crate::webhooks::WebhookState::without_providers(pool);
     if let Some(key) = env("LEDGERFLOW_XERO_WEBHOOK_KEY") {
         state = state.xero(secret(key));
@@ -257,6 +258,10 @@ async fn serve_webhooks(
             .secrets
             .extend(env("LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET").map(secret));
         state = state.shopify(config);
+    }
+    // Saledock's secrets are per connection, in the database.
+    if let Ok(adapter) = crate::saledock::adapter(&state_pool) {
+        state = state.saledock(adapter);
     }
     let paths = state.paths();
     if paths.is_empty() {

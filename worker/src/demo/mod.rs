@@ -2,7 +2,7 @@
 //!
 //! This module owns where the demo runs and the world it runs in; each
 //! provider's part of the story is a module of its own ([`xero`],
-//! [`shopify`]). Where: a scratch database on `DATABASE_URL`'s server
+//! [`shopify`], [`saledock`]). Where: a scratch database on `DATABASE_URL`'s server
 //! (created through the maintenance database, dropped at the end, also on
 //! Ctrl-C), or, with `--embedded` or when `DATABASE_URL` is unset and
 //! nothing answers at the default address, a throwaway PostgreSQL of the
@@ -11,6 +11,7 @@
 //! both simulators in-process on 127.0.0.1, and a worker runtime serving
 //! the real adapters. The story goes to stdout; logs go to stderr.
 
+pub mod saledock;
 pub mod shopify;
 pub mod xero;
 
@@ -192,7 +193,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         "tenant {TENANT}, Xero connection {xero_connection} (organisation {xero_org}): invoices sent as Authorised, payments synced, cancelled jobs voided"
     );
     let shopify = ShopifySandbox::with_key(xero.key.clone());
+    let saledock = saledock::SaledockWorld::start(pool, &xero.key).await?;
     let providers = Providers::new()
+        .with(ProviderName::Saledock, Arc::new(saledock.adapter.clone()))
         .with(
             ProviderName::Xero,
             Arc::new(xero.adapter(pool, xero.xero_config())?),
@@ -227,7 +230,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         println!("\n== Xero: the workshop's invoices ==");
         xero::play(pool, &world).await?;
         println!("\n== Shopify: the web store's orders ==");
-        shopify::play(pool, &world).await
+        shopify::play(pool, &world).await?;
+        println!("\n== Saledock: the shop's sales orders (modelled contract) ==");
+        saledock::play(pool, &saledock).await
     }
     .await;
     stop.cancel();

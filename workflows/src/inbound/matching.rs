@@ -1,7 +1,9 @@
 //! Matching a paid order reported by a provider's webhook (Shopify's
-//! `orders/paid`, or a draft order completed into an order) to the host
+//! `orders/paid`, or a draft order completed into an order; Saledock's
+//! `sales_order.completed`) to the host
 //! invoice it pays, and writing the inbound events the connection's
-//! settings ask for ("set invoice paid on order paid", "set job completed"),
+//! settings ask for ("set invoice paid on order paid" / "on completion",
+//! "set job completed"),
 //! in the transaction that records the delivery: a delivery is fully
 //! accepted or not at all.
 //!
@@ -52,6 +54,23 @@ pub enum MatchError {
     Database(#[from] sqlx::Error),
 }
 
+/// What a connection's settings ask of the host when its provider reports
+/// an order paid or completed: (set the invoice paid, set the job
+/// completed). `None` for providers that report no such thing.
+fn host_changes(settings: &ProviderSettings) -> Option<(bool, bool)> {
+    match settings {
+        ProviderSettings::Shopify(s) => Some((
+            s.set_invoice_paid_on_order_paid,
+            s.set_job_completed_on_order_paid,
+        )),
+        ProviderSettings::Saledock(s) => Some((
+            s.set_invoice_paid_on_completion,
+            s.set_job_completed_on_completion,
+        )),
+        _ => None,
+    }
+}
+
 /// Records the delivery and the inbound events it means, in one
 /// transaction; returns how many events were written (0 for a repeat, or
 /// an order that is not one of ours).
@@ -59,7 +78,7 @@ pub async fn record_paid_order(pool: &PgPool, paid: &PaidOrder<'_>) -> Result<us
     let mut tx = pool.begin().await?;
     if !super::record_delivery(&mut tx, paid.provider, paid.delivery_id).await? {
         tx.commit().await?;
-        tracing::info!(webhook = %paid.delivery_id, "repeated Shopify webhook delivery ignored");
+        tracing::info!(webhook = %paid.delivery_id, provider = paid.provider, "repeated webhook delivery ignored");
         return Ok(0);
     }
     let mut connections =
@@ -88,29 +107,21 @@ pub async fn record_paid_order(pool: &PgPool, paid: &PaidOrder<'_>) -> Result<us
         };
         matched = true;
         let connection = ledger::get_connection(&mut tx, c.connection_id).await?;
-        let ProviderSettings::Shopify(settings) = &connection.settings.provider else {
+        let Some((set_paid, set_completed)) = host_changes(&connection.settings.provider) else {
             continue;
         };
-        let payload = serde_json::json!({
+        let mut payload = serde_json::json!({
             "topic": paid.topic,
             "external_order_id": order,
             "external_number": paid.order_name,
             "external_draft_order_id": paid.draft_order,
             "amount_paid_minor": paid.amount_minor,
             "currency": paid.currency,
-            "shopify_webhook_id": paid.delivery_id,
         });
+        payload[format!("{}_webhook_id", paid.provider)] = paid.delivery_id.into();
         let kinds = [
-            (
-                settings.set_invoice_paid_on_order_paid,
-                kind::INVOICE_PAID,
-                "paid",
-            ),
-            (
-                settings.set_job_completed_on_order_paid,
-                kind::JOB_COMPLETED,
-                "job_completed",
-            ),
+            (set_paid, kind::INVOICE_PAID, "paid"),
+            (set_completed, kind::JOB_COMPLETED, "job_completed"),
         ];
         for (on, kind, key) in kinds {
             if !on {
@@ -133,20 +144,22 @@ pub async fn record_paid_order(pool: &PgPool, paid: &PaidOrder<'_>) -> Result<us
             .await?;
             written += usize::from(recorded.is_some());
         }
-        if !settings.set_invoice_paid_on_order_paid && !settings.set_job_completed_on_order_paid {
+        if !set_paid && !set_completed {
             tracing::info!(
                 connection_id = c.connection_id,
                 invoice = %invoice_id,
-                "Shopify order paid; the connection's settings ask for no change in the host"
+                provider = paid.provider,
+                "order paid or completed; the connection's settings ask for no change in the host"
             );
         }
     }
     if !matched {
         tracing::info!(
             webhook = %paid.delivery_id,
-            shop = %paid.external_tenant,
+            account = %paid.external_tenant,
             order = %order,
-            "Shopify order paid that matches no invoice of a connection: recorded, no event"
+            provider = paid.provider,
+            "order paid or completed that matches no invoice of a connection: recorded, no event"
         );
     }
     tx.commit().await?;

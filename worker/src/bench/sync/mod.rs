@@ -16,6 +16,7 @@
 //! Also reported: 429s the shared limiter should have prevented, and
 //! records created twice for one invoice.
 
+pub mod saledock;
 pub mod shopify;
 pub mod xero;
 
@@ -103,6 +104,11 @@ pub enum ProviderFigures {
         rest_floor_secs: f64,
         graphql_floor_secs: f64,
     },
+    Saledock {
+        /// The per-account calls-per-minute limit the run used (modelled: 120).
+        per_minute: u32,
+        concurrent_per_account: u32,
+    },
 }
 
 impl ProviderFigures {
@@ -110,6 +116,9 @@ impl ProviderFigures {
         match self {
             ProviderFigures::Xero { .. } => "Xero simulator",
             ProviderFigures::Shopify { .. } => "Shopify simulator (one store per tenant)",
+            ProviderFigures::Saledock { .. } => {
+                "Saledock simulator (modelled contract, one account per tenant)"
+            }
         }
     }
 }
@@ -150,12 +159,19 @@ impl fmt::Display for SyncReport {
                 f,
                 "  limit per store     REST bucket {bucket_capacity} leaking {leak_per_second}/s; GraphQL {graphql_capacity} points restoring {graphql_restore_per_second}/s"
             )?,
+            ProviderFigures::Saledock {
+                per_minute,
+                concurrent_per_account,
+            } => writeln!(
+                f,
+                "  limit per account   {per_minute} calls/min, {concurrent_per_account} at once"
+            )?,
         }
         writeln!(f, "  job slots           {}", self.job_slots)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } => writeln!(
+            ProviderFigures::Xero { .. } | ProviderFigures::Saledock { .. } => writeln!(
                 f,
-                "  API calls           {} (busiest organisation {})",
+                "  API calls           {} (busiest organisation or account {})",
                 self.api_calls, self.calls_per_tenant
             )?,
             ProviderFigures::Shopify {
@@ -170,7 +186,7 @@ impl fmt::Display for SyncReport {
         }
         writeln!(f, "  elapsed             {:.1} s", self.elapsed_secs)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } => {
+            ProviderFigures::Xero { .. } | ProviderFigures::Saledock { .. } => {
                 writeln!(f, "  floor (limits)      {:.1} s", self.floor_secs)?
             }
             ProviderFigures::Shopify {
@@ -186,7 +202,9 @@ impl fmt::Display for SyncReport {
         writeln!(f, "  elapsed / floor     {:.3}", self.elapsed_over_floor)?;
         let allowed = match self.figures {
             ProviderFigures::Xero { .. } => "beyond the first per tenant and window",
-            ProviderFigures::Shopify { .. } => "the limiter should have prevented",
+            ProviderFigures::Shopify { .. } | ProviderFigures::Saledock { .. } => {
+                "the limiter should have prevented"
+            }
         };
         writeln!(
             f,

@@ -15,9 +15,9 @@ use sqlx::Row;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, csrf_field, notice, opt_time, page, time};
+use crate::cli::job_admin::{self, JobAction, JobFilter, STATES};
 use crate::console::auth::{Role, Session};
 use crate::console::server::Console;
-use crate::cli::job_admin::{self, JobAction, JobFilter, STATES};
 
 const PAGE: i64 = 50;
 

@@ -13,10 +13,10 @@ use sqlx::Row;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, bar_chart, button, notice, page, time};
-use crate::console::auth::Session;
-use crate::console::server::Console;
 use crate::cli::job_admin::queue_counts;
 use crate::cli::queue_admin;
+use crate::console::auth::Session;
+use crate::console::server::Console;
 
 /// The last hour of finished jobs, per minute, and pickup latency.
 #[derive(Debug, Clone)]

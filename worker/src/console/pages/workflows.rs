@@ -11,9 +11,9 @@ use maud::html;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, button, notice, opt_time, page, time};
+use crate::cli::OpsError;
 use crate::console::auth::Session;
 use crate::console::server::Console;
-use crate::cli::OpsError;
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct RunsQuery {
