@@ -9,8 +9,8 @@ use ledgerflow_adapters::sim::faults::Fault;
 use ledgerflow_adapters::sim::server::Method;
 use ledgerflow_workflows::invoice::{Discount, InvoiceStatus};
 use ledgerflow_workflows::provider::{
-    PaymentOutcome, Provider, ProviderError, PushPaymentRequest, ReversePaymentRequest,
-    UpsertMode, VoidOrderRequest, WriteKind,
+    PaymentOutcome, Provider, ProviderError, PushPaymentRequest, ReversePaymentRequest, UpsertMode,
+    VoidOrderRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{self, CredentialStatus};
 use ledgerflow_workflows::settings::QuickBooksRegion;
@@ -58,7 +58,12 @@ async fn creates_with_customer_and_items_then_updates_in_place(pool: PgPool) {
     // The host edits the invoice: the same QuickBooks invoice, updated.
     let edited = snapshot("1001", vec![line("a", 2000, 1001, 100)], None);
     let updated = env
-        .upsert(&edited, Some(&made.external), UpsertMode::CreateOrUpdate, "lf-21-2-upsert")
+        .upsert(
+            &edited,
+            Some(&made.external),
+            UpsertMode::CreateOrUpdate,
+            "lf-21-2-upsert",
+        )
         .await
         .unwrap();
     assert_eq!(updated.write, WriteKind::UpdatedInPlace);
@@ -67,7 +72,11 @@ async fn creates_with_customer_and_items_then_updates_in_place(pool: PgPool) {
     assert_eq!(invoices.len(), 1);
     assert_eq!(amount(&invoices[0].total_amt), edited.totals.total);
     assert_eq!(invoices[0].sync_token.as_deref(), Some("1"));
-    assert_eq!(env.sim.customers(&env.realm).len(), 1, "customer {customer:?} reused");
+    assert_eq!(
+        env.sim.customers(&env.realm).len(),
+        1,
+        "customer {customer:?} reused"
+    );
     // Items were found again, not created again.
     assert_eq!(env.sim.items(&env.realm).len(), 3);
 }
@@ -125,7 +134,8 @@ async fn server_errors_html_and_throttling_are_classified(pool: PgPool) {
         FaultKind::Html(502),
         FaultKind::Html(400),
     ] {
-        env.sim.push(Fault::once(fault.clone()).on(Method::POST, "/invoice"));
+        env.sim
+            .push(Fault::once(fault.clone()).on(Method::POST, "/invoice"));
         let e = env
             .upsert(&snap, None, UpsertMode::FirstWrite, "lf-21-5")
             .await
@@ -141,8 +151,13 @@ async fn server_errors_html_and_throttling_are_classified(pool: PgPool) {
         .await
         .unwrap_err();
     match &e {
-        ProviderError::RateLimited { not_before, raw, .. } => {
-            assert!(*not_before >= before + chrono::Duration::seconds(6), "{not_before}");
+        ProviderError::RateLimited {
+            not_before, raw, ..
+        } => {
+            assert!(
+                *not_before >= before + chrono::Duration::seconds(6),
+                "{not_before}"
+            );
             assert!(raw.as_deref().unwrap_or("").contains("003001"));
         }
         other => panic!("{other:?}"),
@@ -192,7 +207,11 @@ async fn an_expired_token_is_refreshed_once_and_rotated_with_its_hard_expiry(poo
         .await
         .unwrap();
     assert_eq!(env.sim.refresh_requests(), 1);
-    assert_eq!(env.sim.max_refresh_token_uses(), 1, "no refresh token spent twice");
+    assert_eq!(
+        env.sim.max_refresh_token_uses(),
+        1,
+        "no refresh token spent twice"
+    );
     let after = provider_state::load_credentials(&env.pool, &key(), CONNECTION)
         .await
         .unwrap();
@@ -250,7 +269,10 @@ async fn payments_link_to_the_invoice_and_a_stale_token_is_reread_once(pool: PgP
     let payments = env.sim.payments(&env.realm);
     assert_eq!(payments.len(), 1, "no payment twice");
     assert_eq!(payments[0].id.as_deref(), Some(link.external_id.as_str()));
-    assert_eq!(payments[0].line[0].linked_txn[0].txn_id, made.external.external_id);
+    assert_eq!(
+        payments[0].line[0].linked_txn[0].txn_id,
+        made.external.external_id
+    );
     let invoice = &env.sim.invoices(&env.realm)[0];
     assert_eq!(amount(&invoice.balance), 6_000);
 
@@ -260,17 +282,30 @@ async fn payments_link_to_the_invoice_and_a_stale_token_is_reread_once(pool: PgP
         .push(Fault::once(FaultKind::fault(400, "5010")).on(Method::POST, "/invoice"));
     let edited = snapshot("1008", vec![line("a", 1000, 12_000, 0)], None);
     let updated = env
-        .upsert(&edited, Some(&made.external), UpsertMode::CreateOrUpdate, "k2")
+        .upsert(
+            &edited,
+            Some(&made.external),
+            UpsertMode::CreateOrUpdate,
+            "k2",
+        )
         .await
         .unwrap();
     assert_eq!(updated.write, WriteKind::UpdatedInPlace);
     let invoice = &env.sim.invoices(&env.realm)[0];
     assert_eq!(amount(&invoice.balance), 8_000, "the payment still applies");
     // Stale twice: the second is the event's error (retryable).
-    env.sim
-        .push(Fault::once(FaultKind::fault(400, "5010")).on(Method::POST, "/invoice").times(2));
+    env.sim.push(
+        Fault::once(FaultKind::fault(400, "5010"))
+            .on(Method::POST, "/invoice")
+            .times(2),
+    );
     let e = env
-        .upsert(&edited, Some(&made.external), UpsertMode::CreateOrUpdate, "k3")
+        .upsert(
+            &edited,
+            Some(&made.external),
+            UpsertMode::CreateOrUpdate,
+            "k3",
+        )
         .await
         .unwrap_err();
     assert_eq!(class(&e), ErrorClass::Retryable, "{e:?}");
@@ -371,7 +406,9 @@ async fn customers_by_name_ours_or_refused(pool: PgPool) {
         .sim
         .customers(&env.realm)
         .into_iter()
-        .find(|c| Some(c.id.clone().unwrap()) == made.customer.as_ref().map(|r| r.external_id.clone()))
+        .find(|c| {
+            Some(c.id.clone().unwrap()) == made.customer.as_ref().map(|r| r.external_id.clone())
+        })
         .unwrap();
     assert_eq!(mine.display_name, "Jane Doe (cust-7)");
 
@@ -432,5 +469,8 @@ async fn a_us_sales_tax_difference_is_reported_not_absorbed(pool: PgPool) {
         .unwrap_err();
     assert_eq!(class(&e), ErrorClass::Permanent);
     let m = e.to_string();
-    assert!(m.contains("10.83") && m.contains("10.80") && m.contains("0.03"), "{m}");
+    assert!(
+        m.contains("10.83") && m.contains("10.80") && m.contains("0.03"),
+        "{m}"
+    );
 }

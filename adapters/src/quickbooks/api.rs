@@ -216,7 +216,10 @@ mod tests {
         let base = "ledgerflow-12345678-abcdefgh-upsert-0001";
         let a = request_id(base, "invoice-create", None);
         let b = request_id(base, "invoice-create", Some("d42"));
-        assert!(a.len() <= MAX_REQUEST_ID && b.len() <= MAX_REQUEST_ID, "{a} {b}");
+        assert!(
+            a.len() <= MAX_REQUEST_ID && b.len() <= MAX_REQUEST_ID,
+            "{a} {b}"
+        );
         assert_ne!(a, b);
         assert_eq!(b, request_id(base, "invoice-create", Some("d42")));
     }

@@ -64,7 +64,14 @@ impl QboAdapter {
             .find_or_create(connection_id, &customer.customer_id, || async move {
                 kit::customers::find_or_create(
                     self.find_customer(connection_id, customer, taken),
-                    || self.create_customer(connection_id, customer, key, taken.load(Ordering::Relaxed)),
+                    || {
+                        self.create_customer(
+                            connection_id,
+                            customer,
+                            key,
+                            taken.load(Ordering::Relaxed),
+                        )
+                    },
                     |e| fault_code(e).as_deref() == Some(codes::DUPLICATE_NAME),
                     |refusal| async move {
                         match self.find_customer(connection_id, customer, taken).await? {
@@ -100,7 +107,11 @@ impl QboAdapter {
             return Ok(customer_ref(c));
         }
         plain_taken.store(
-            found.response.customer.iter().any(|c| c.display_name == plain),
+            found
+                .response
+                .customer
+                .iter()
+                .any(|c| c.display_name == plain),
             Ordering::Relaxed,
         );
         let foreign = found.response.customer.iter().find(|c| {
@@ -151,6 +162,10 @@ impl QboAdapter {
         made.customer
             .as_ref()
             .and_then(customer_ref)
-            .ok_or_else(|| ProviderError::retryable("QuickBooks answered a customer create without the customer"))
+            .ok_or_else(|| {
+                ProviderError::retryable(
+                    "QuickBooks answered a customer create without the customer",
+                )
+            })
     }
 }

@@ -119,7 +119,9 @@ fn sentence(e: &FaultError) -> String {
 /// Classifies a non-2xx answer.
 pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>) -> QboError {
     let raw = raw_excerpt(status, body);
-    let fault = serde_json::from_str::<FaultAnswer>(body).ok().map(|f| f.fault);
+    let fault = serde_json::from_str::<FaultAnswer>(body)
+        .ok()
+        .map(|f| f.fault);
     let first = fault.as_ref().and_then(|f| f.errors.first()).cloned();
     let code = first.as_ref().map(|e| e.code.as_str()).unwrap_or("");
     let message = first.as_ref().map(sentence).unwrap_or_default();
@@ -146,7 +148,10 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
         }
         return QboError::Validation {
             code: String::new(),
-            message: format!("QuickBooks answered HTTP {status} with {}", foreign_answer(body)),
+            message: format!(
+                "QuickBooks answered HTTP {status} with {}",
+                foreign_answer(body)
+            ),
             raw,
         };
     }
@@ -241,9 +246,18 @@ mod tests {
 
     #[test]
     fn statuses_and_faults_are_classified() {
-        assert!(matches!(class(401, "{}"), ProviderError::ReconnectNeeded { .. }));
-        assert!(matches!(class(500, "oops"), ProviderError::Retryable { .. }));
-        assert!(matches!(class(503, "<html>"), ProviderError::Retryable { .. }));
+        assert!(matches!(
+            class(401, "{}"),
+            ProviderError::ReconnectNeeded { .. }
+        ));
+        assert!(matches!(
+            class(500, "oops"),
+            ProviderError::Retryable { .. }
+        ));
+        assert!(matches!(
+            class(503, "<html>"),
+            ProviderError::Retryable { .. }
+        ));
         assert!(matches!(
             class(400, "<html><title>Bad gateway</title></html>"),
             ProviderError::Retryable { .. }
@@ -266,7 +280,10 @@ mod tests {
         ));
         for code in ["6240", "6140", "2500", "2020", "6000"] {
             let e = class(400, &fault(code, "Some Fault"));
-            assert!(matches!(e, ProviderError::Permanent { .. }), "{code}: {e:?}");
+            assert!(
+                matches!(e, ProviderError::Permanent { .. }),
+                "{code}: {e:?}"
+            );
             assert!(e.raw().is_some_and(|r| r.contains(code)), "raw Fault kept");
         }
         let e = class(400, &fault("2500", "Invalid Reference Id: Item 77"));

@@ -49,13 +49,16 @@ pub(super) fn is_voided(i: &wire::Invoice) -> bool {
 fn minor(d: &Option<Decimal>, exponent: u8) -> Result<i64, ProviderError> {
     d.as_ref()
         .map_or(Ok(0), |d| d.to_scaled(exponent))
-        .map_err(|e| ProviderError::retryable(format!("QuickBooks sent an amount we cannot read: {e}")))
+        .map_err(|e| {
+            ProviderError::retryable(format!("QuickBooks sent an amount we cannot read: {e}"))
+        })
 }
 
 fn external(i: &wire::Invoice) -> Result<ExternalRef, ProviderError> {
-    let id = i.id.clone().ok_or_else(|| {
-        ProviderError::retryable("QuickBooks answered an invoice without its Id")
-    })?;
+    let id = i
+        .id
+        .clone()
+        .ok_or_else(|| ProviderError::retryable("QuickBooks answered an invoice without its Id"))?;
     Ok(ExternalRef {
         url: Some(invoice_url(&id)),
         external_id: id,
@@ -187,7 +190,10 @@ impl QboAdapter {
         let options: QboOptions = self.caller.options(cid).await?;
         let customer = match customer_link {
             Some(c) => c.clone(),
-            None => self.find_or_create_customer(cid, &snap.customer, key).await?,
+            None => {
+                self.find_or_create_customer(cid, &snap.customer, key)
+                    .await?
+            }
         };
         let mut skus: Vec<(String, i64, u8)> = Vec::new();
         for l in &snap.lines {
@@ -219,9 +225,10 @@ impl QboAdapter {
                 WriteKind::UpdatedInPlace,
                 self.update(cid, &link.external_id, &body, key).await?,
             ),
-            (None, UpsertMode::FirstWrite) => {
-                (WriteKind::Created, self.create(cid, &body, key, None).await?)
-            }
+            (None, UpsertMode::FirstWrite) => (
+                WriteKind::Created,
+                self.create(cid, &body, key, None).await?,
+            ),
             (None, UpsertMode::ForceNew) => (
                 WriteKind::Created,
                 self.create(cid, &body, key, Some("new")).await?,
@@ -261,7 +268,9 @@ impl QboAdapter {
         let ours = snap.totals.total;
         if theirs != ours {
             let hint = match region {
-                QuickBooksRegion::Us => "QuickBooks' automated sales tax computed a different tax than the host",
+                QuickBooksRegion::Us => {
+                    "QuickBooks' automated sales tax computed a different tax than the host"
+                }
                 _ => "check the QuickBooks tax codes mapped for this invoice's tax codes",
             };
             return Err(ProviderError::permanent(
@@ -380,7 +389,9 @@ impl QboAdapter {
             let current = self.read(connection_id, id).await?;
             if is_voided(&current) {
                 return Err(ProviderError::permanent(
-                    format!("the QuickBooks invoice {id} was voided: use \"send as new\" to create it again"),
+                    format!(
+                        "the QuickBooks invoice {id} was voided: use \"send as new\" to create it again"
+                    ),
                     None,
                 ));
             }
@@ -405,7 +416,9 @@ impl QboAdapter {
                         )
                     });
                 }
-                Err(f) if !retried && fault_code(&f.error).as_deref() == Some(codes::STALE_OBJECT) => {
+                Err(f)
+                    if !retried && fault_code(&f.error).as_deref() == Some(codes::STALE_OBJECT) =>
+                {
                     retried = true;
                 }
                 Err(f) => return Err(f.error),
@@ -465,7 +478,9 @@ impl QboAdapter {
                         settled_intents: Vec::new(),
                     });
                 }
-                Err(f) if !retried && fault_code(&f.error).as_deref() == Some(codes::STALE_OBJECT) => {
+                Err(f)
+                    if !retried && fault_code(&f.error).as_deref() == Some(codes::STALE_OBJECT) =>
+                {
                     retried = true;
                 }
                 Err(f) if matches!(f.error, ProviderError::NotFound { .. }) => {

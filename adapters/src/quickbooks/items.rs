@@ -110,8 +110,9 @@ impl QboAdapter {
                 .send(connection_id, &api::write("item", &body, rid)?)
                 .await?,
         )?;
-        made.item
-            .ok_or_else(|| ProviderError::retryable("QuickBooks answered an item create without the item"))
+        made.item.ok_or_else(|| {
+            ProviderError::retryable("QuickBooks answered an item create without the item")
+        })
     }
 
     /// Creates or updates a host service item (the "item changed" trigger):

@@ -77,7 +77,9 @@ impl QboAdapter {
             ProviderError::retryable("QuickBooks answered a payment create without its Id")
         })?;
         Ok(PaymentOutcome::Applied(ExternalRef {
-            url: Some(format!("https://app.qbo.intuit.com/app/recvpayment?txnId={id}")),
+            url: Some(format!(
+                "https://app.qbo.intuit.com/app/recvpayment?txnId={id}"
+            )),
             external_id: id,
             external_number: payment.reference.clone(),
         }))
@@ -114,7 +116,10 @@ impl QboAdapter {
         );
         match self
             .caller
-            .send(connection_id, &api::operation("payment", "delete", &body, rid)?)
+            .send(
+                connection_id,
+                &api::operation("payment", "delete", &body, rid)?,
+            )
             .await
         {
             Ok(_) => Ok(()),

@@ -82,7 +82,13 @@ pub async fn env_with(
 }
 
 pub async fn env(pool: PgPool) -> Env {
-    env_with(pool, SimConfig::default(), QuickBooksRegion::Us, QboOptions::default()).await
+    env_with(
+        pool,
+        SimConfig::default(),
+        QuickBooksRegion::Us,
+        QboOptions::default(),
+    )
+    .await
 }
 
 pub fn connection(region: QuickBooksRegion) -> ConnectionInfo {
@@ -113,7 +119,11 @@ pub fn line(id: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {
     }
 }
 
-pub fn snapshot(number: &str, lines: Vec<InvoiceLine>, discount: Option<Discount>) -> InvoiceSnapshot {
+pub fn snapshot(
+    number: &str,
+    lines: Vec<InvoiceLine>,
+    discount: Option<Discount>,
+) -> InvoiceSnapshot {
     let mut s = InvoiceSnapshot {
         schema_version: 1,
         invoice_id: format!("host-{number}"),

@@ -143,8 +143,7 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                     let stored = stored_config(pool, id).await?;
                     let creds = credentials_from(c.provider, &credentials, stored.as_ref())?;
                     let key = SecretKey::from_env()?;
-                    let released =
-                        reconnect_with_credentials(pool, &key, id, Some(&creds)).await?;
+                    let released = reconnect_with_credentials(pool, &key, id, Some(&creds)).await?;
                     store_hard_expiry(pool, id, &credentials).await?;
                     released
                 } else {
@@ -261,8 +260,14 @@ mod refresh_expiry_tests {
         let far = refresh_expiry_line(Some(now + chrono::Duration::days(400)), now).unwrap();
         assert!(!far.contains("warning"), "{far}");
         let near = refresh_expiry_line(Some(now + chrono::Duration::days(12)), now).unwrap();
-        assert!(near.contains("warning: 11 days left") || near.contains("warning: 12 days left"), "{near}");
+        assert!(
+            near.contains("warning: 11 days left") || near.contains("warning: 12 days left"),
+            "{near}"
+        );
         let gone = refresh_expiry_line(Some(now - chrono::Duration::days(1)), now).unwrap();
-        assert!(gone.contains("expired") && gone.contains("reconnect"), "{gone}");
+        assert!(
+            gone.contains("expired") && gone.contains("reconnect"),
+            "{gone}"
+        );
     }
 }

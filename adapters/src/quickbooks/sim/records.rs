@@ -24,7 +24,9 @@ fn not_found(what: &str, id: &str) -> Answer {
         400,
         "610",
         "Object Not Found",
-        &format!("Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({what} {id})"),
+        &format!(
+            "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({what} {id})"
+        ),
     )
 }
 
@@ -42,17 +44,29 @@ fn invalid_ref(what: &str, id: &str) -> Answer {
         400,
         "2500",
         "Invalid Reference Id",
-        &format!("Invalid Reference Id : {what} assigned to this transaction has been deleted ({what} {id})"),
+        &format!(
+            "Invalid Reference Id : {what} assigned to this transaction has been deleted ({what} {id})"
+        ),
     )
 }
 
 fn business(detail: &str) -> Answer {
-    fault(400, "6000", "A business validation error has occurred while processing your request", detail)
+    fault(
+        400,
+        "6000",
+        "A business validation error has occurred while processing your request",
+        detail,
+    )
 }
 
 fn parse<T: DeserializeOwned>(req: &SimRequest) -> Result<T, Answer> {
     serde_json::from_slice(&req.body).map_err(|e| {
-        fault(400, "2020", "Required param missing, need to supply the required value for the API", &e.to_string())
+        fault(
+            400,
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            &e.to_string(),
+        )
     })
 }
 
@@ -64,7 +78,12 @@ fn scaled(d: &Decimal, scale: u8) -> Result<i64, Answer> {
 pub(super) fn route(s: &mut Inner, realm: &str, req: &SimRequest, route: &str) -> Answer {
     let us_rate = s.config.us_sales_tax_bps;
     let Some(c) = s.companies.get_mut(realm) else {
-        return fault(403, "3100", "ApplicationAuthorizationFailed", "unknown company");
+        return fault(
+            403,
+            "3100",
+            "ApplicationAuthorizationFailed",
+            "unknown company",
+        );
     };
     let parts: Vec<&str> = route.trim_end_matches('/').split('/').collect();
     let op = req.query.get("operation").map(String::as_str);
@@ -153,7 +172,14 @@ fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
                 .cloned()
                 .collect()
         }
-        "item" => r.item = c.items.values().filter(|x| wants(&x.name)).cloned().collect(),
+        "item" => {
+            r.item = c
+                .items
+                .values()
+                .filter(|x| wants(&x.name))
+                .cloned()
+                .collect()
+        }
         "invoice" => {
             r.invoice = c
                 .invoices
@@ -214,7 +240,10 @@ fn write_customer(
         }
         Some(id) => {
             let key = id_of(&id).ok_or_else(|| not_found("Customer", &id))?;
-            let cur = c.customers.get_mut(&key).ok_or_else(|| not_found("Customer", &id))?;
+            let cur = c
+                .customers
+                .get_mut(&key)
+                .ok_or_else(|| not_found("Customer", &id))?;
             if cur.sync_token != body.sync_token {
                 return Err(stale());
             }
@@ -238,7 +267,12 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
         .values()
         .any(|x| x.name.eq_ignore_ascii_case(&body.name) && x.id != body.id);
     if taken {
-        return Err(fault(400, "6240", "Duplicate Name Exists Error", &format!("The name supplied already exists. : {}", body.name)));
+        return Err(fault(
+            400,
+            "6240",
+            "Duplicate Name Exists Error",
+            &format!("The name supplied already exists. : {}", body.name),
+        ));
     }
     match body.id.clone() {
         None => {
@@ -251,7 +285,10 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
         }
         Some(id) => {
             let key = id_of(&id).ok_or_else(|| not_found("Item", &id))?;
-            let cur = c.items.get_mut(&key).ok_or_else(|| not_found("Item", &id))?;
+            let cur = c
+                .items
+                .get_mut(&key)
+                .ok_or_else(|| not_found("Item", &id))?;
             if cur.sync_token != body.sync_token {
                 return Err(stale());
             }
@@ -266,7 +303,12 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
 
 /// Prices the invoice: checks each line's amount, its item and tax code,
 /// and sets TotalAmt (and Balance from the payments linked to it).
-fn price(c: &Company, inv: &mut wire::Invoice, us_rate: Option<i64>, paid: i64) -> Result<(), Answer> {
+fn price(
+    c: &Company,
+    inv: &mut wire::Invoice,
+    us_rate: Option<i64>,
+    paid: i64,
+) -> Result<(), Answer> {
     let mut subtotal = 0i64;
     let mut discount = 0i64;
     let mut taxable = 0i64;
@@ -342,7 +384,11 @@ fn write_invoice(
     stats: &mut super::SimStats,
 ) -> Result<Answer, Answer> {
     let mut body: wire::Invoice = parse(req)?;
-    let customer = body.customer_ref.as_ref().map(|r| r.value.clone()).unwrap_or_default();
+    let customer = body
+        .customer_ref
+        .as_ref()
+        .map(|r| r.value.clone())
+        .unwrap_or_default();
     if id_of(&customer).is_none_or(|k| !c.customers.contains_key(&k)) {
         return Err(invalid_ref("Customer", &customer));
     }
@@ -350,10 +396,20 @@ fn write_invoice(
         let dup = c.invoices.values().any(|x| {
             x.doc_number.as_deref() == Some(doc)
                 && x.id != body.id
-                && !x.private_note.as_deref().is_some_and(|n| n.starts_with(wire::VOIDED_NOTE))
+                && !x
+                    .private_note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(wire::VOIDED_NOTE))
         });
         if dup {
-            return Err(fault(400, "6140", "Duplicate Document Number Error", &format!("Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={doc}")));
+            return Err(fault(
+                400,
+                "6140",
+                "Duplicate Document Number Error",
+                &format!(
+                    "Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={doc}"
+                ),
+            ));
         }
     }
     match body.id.clone() {
@@ -369,11 +425,18 @@ fn write_invoice(
         }
         Some(id) => {
             let key = id_of(&id).ok_or_else(|| not_found("Invoice", &id))?;
-            let cur = c.invoices.get(&key).ok_or_else(|| not_found("Invoice", &id))?;
+            let cur = c
+                .invoices
+                .get(&key)
+                .ok_or_else(|| not_found("Invoice", &id))?;
             if cur.sync_token != body.sync_token {
                 return Err(stale());
             }
-            if cur.private_note.as_deref().is_some_and(|n| n.starts_with(wire::VOIDED_NOTE)) {
+            if cur
+                .private_note
+                .as_deref()
+                .is_some_and(|n| n.starts_with(wire::VOIDED_NOTE))
+            {
                 return Err(business("A voided transaction cannot be changed"));
             }
             let paid = paid_on(c, &id);
@@ -390,7 +453,10 @@ fn void_invoice(c: &mut Company, req: &SimRequest, delete: bool) -> Result<Answe
     let body: wire::Invoice = parse(req)?;
     let id = body.id.clone().unwrap_or_default();
     let key = id_of(&id).ok_or_else(|| not_found("Invoice", &id))?;
-    let cur = c.invoices.get_mut(&key).ok_or_else(|| not_found("Invoice", &id))?;
+    let cur = c
+        .invoices
+        .get_mut(&key)
+        .ok_or_else(|| not_found("Invoice", &id))?;
     if cur.sync_token != body.sync_token {
         return Err(stale());
     }
@@ -401,7 +467,11 @@ fn void_invoice(c: &mut Company, req: &SimRequest, delete: bool) -> Result<Answe
             json!({"Invoice": {"Id": id, "status": "Deleted", "domain": "QBO"}, "time": TIME, "_was": gone.map(|g| g.doc_number)}),
         ));
     }
-    cur.private_note = Some(format!("{} {}", wire::VOIDED_NOTE, cur.private_note.clone().unwrap_or_default()));
+    cur.private_note = Some(format!(
+        "{} {}",
+        wire::VOIDED_NOTE,
+        cur.private_note.clone().unwrap_or_default()
+    ));
     cur.total_amt = Some(Decimal::from_scaled(0, 2));
     cur.balance = Some(Decimal::from_scaled(0, 2));
     cur.sync_token = bump(&cur.sync_token);
@@ -414,7 +484,11 @@ fn create_payment(
     stats: &mut super::SimStats,
 ) -> Result<Answer, Answer> {
     let mut body: wire::Payment = parse(req)?;
-    let customer = body.customer_ref.as_ref().map(|r| r.value.clone()).unwrap_or_default();
+    let customer = body
+        .customer_ref
+        .as_ref()
+        .map(|r| r.value.clone())
+        .unwrap_or_default();
     if id_of(&customer).is_none_or(|k| !c.customers.contains_key(&k)) {
         return Err(invalid_ref("Customer", &customer));
     }
@@ -434,7 +508,11 @@ fn create_payment(
     stats.payment_creates += 1;
     for (key, amount) in linked {
         if let Some(inv) = c.invoices.get_mut(&key) {
-            let balance = inv.balance.as_ref().and_then(|b| b.to_scaled(2).ok()).unwrap_or(0);
+            let balance = inv
+                .balance
+                .as_ref()
+                .and_then(|b| b.to_scaled(2).ok())
+                .unwrap_or(0);
             inv.balance = Some(Decimal::from_scaled(balance - amount, 2));
             // Applying a payment changes the invoice: its token moves.
             inv.sync_token = bump(&inv.sync_token);
@@ -448,7 +526,10 @@ fn delete_payment(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
     let body: wire::Payment = parse(req)?;
     let id = body.id.clone().unwrap_or_default();
     let key = id_of(&id).ok_or_else(|| not_found("Payment", &id))?;
-    let cur = c.payments.get(&key).ok_or_else(|| not_found("Payment", &id))?;
+    let cur = c
+        .payments
+        .get(&key)
+        .ok_or_else(|| not_found("Payment", &id))?;
     if cur.sync_token != body.sync_token {
         return Err(stale());
     }
@@ -457,11 +538,18 @@ fn delete_payment(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
         let amount = l.amount.to_scaled(2).unwrap_or(0);
         for t in &l.linked_txn {
             if let Some(inv) = id_of(&t.txn_id).and_then(|k| c.invoices.get_mut(&k)) {
-                let balance = inv.balance.as_ref().and_then(|b| b.to_scaled(2).ok()).unwrap_or(0);
+                let balance = inv
+                    .balance
+                    .as_ref()
+                    .and_then(|b| b.to_scaled(2).ok())
+                    .unwrap_or(0);
                 inv.balance = Some(Decimal::from_scaled(balance + amount, 2));
                 inv.sync_token = bump(&inv.sync_token);
             }
         }
     }
-    Ok(Answer::json(200, json!({"Payment": {"Id": id, "status": "Deleted"}, "time": TIME})))
+    Ok(Answer::json(
+        200,
+        json!({"Payment": {"Id": id, "status": "Deleted"}, "time": TIME}),
+    ))
 }

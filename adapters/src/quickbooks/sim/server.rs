@@ -84,7 +84,12 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         match s.faults.take(&req.method, &req.path) {
             Some(FaultKind::Common(c)) => match c.apply(&mut effects) {
                 Some(Common::Status(status)) => {
-                    return fault(status, "10000", "An application error has occurred", "simulated");
+                    return fault(
+                        status,
+                        "10000",
+                        "An application error has occurred",
+                        "simulated",
+                    );
                 }
                 Some(Common::RateLimit { retry_after }) => {
                     return throttled(i64::try_from(retry_after).ok());
@@ -93,7 +98,12 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
             },
             Some(FaultKind::Html(status)) => return html(status),
             Some(FaultKind::Fault { status, code }) => {
-                return fault(status, &code, &format!("Simulated fault {code}"), "simulated");
+                return fault(
+                    status,
+                    &code,
+                    &format!("Simulated fault {code}"),
+                    "simulated",
+                );
             }
             None => {}
         }
@@ -112,7 +122,12 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         let retry_header = s.config.retry_after_header;
         let concurrency = s.config.concurrency_limit;
         let Some(company) = s.companies.get_mut(&realm) else {
-            return fault(403, "3100", "ApplicationAuthorizationFailed", "unknown company");
+            return fault(
+                403,
+                "3100",
+                "ApplicationAuthorizationFailed",
+                "unknown company",
+            );
         };
         if company.in_flight >= concurrency {
             s.stats.throttled += 1;
