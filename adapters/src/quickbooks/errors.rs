@@ -166,7 +166,7 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
         codes::STALE_OBJECT => QboError::Stale { raw },
         codes::DUPLICATE_NAME => QboError::DuplicateName {
             message: format!(
-                "a QuickBooks customer, vendor or employee already has this name ({message})"
+                "QuickBooks already has a record with this name (names are unique across customers, vendors and employees, and across items) ({message})"
             ),
             raw,
         },

@@ -13,6 +13,8 @@ use ledgerflow_workflows::provider::{ExternalRef, ItemLink, ProviderError};
 use super::QboAdapter;
 use super::api::{self, quote, request_id};
 use super::config::QboOptions;
+use super::customers::fault_code;
+use super::errors::codes;
 use super::wire::{self, EntityAnswer, QueryAnswer, Ref};
 use crate::kit::decimal::Decimal;
 
@@ -79,12 +81,52 @@ impl QboAdapter {
                         exponent: *exponent,
                         taxable: true,
                     };
-                    self.create_item(connection_id, options, &new, key).await?
+                    self.find_or_create_item(connection_id, options, &new, key)
+                        .await?
                 }
             };
             links.extend(link(sku, &item));
         }
         Ok(links)
+    }
+
+    /// Creates a missing item; one create at a time per SKU in this
+    /// process, and a create refused as a duplicate name (6240: another
+    /// invoice's sync made it meanwhile) adopts the winner's item.
+    async fn find_or_create_item(
+        &self,
+        connection_id: i64,
+        options: &QboOptions,
+        item: &ServiceItem,
+        key: &str,
+    ) -> Result<wire::Item, ProviderError> {
+        self.items
+            .find_or_create(connection_id, &item.sku, || async {
+                crate::kit::customers::find_or_create(
+                    self.find_item(connection_id, &item.sku),
+                    || self.create_item(connection_id, options, item, key),
+                    |e| fault_code(e).as_deref() == Some(codes::DUPLICATE_NAME),
+                    |refusal| async move {
+                        match self.find_item(connection_id, &item.sku).await? {
+                            Some(found) => Ok(found),
+                            None => Err(refusal),
+                        }
+                    },
+                )
+                .await
+            })
+            .await
+    }
+
+    async fn find_item(
+        &self,
+        connection_id: i64,
+        sku: &str,
+    ) -> Result<Option<wire::Item>, ProviderError> {
+        let sql = format!("select * from Item where Name = {}", quote(&item_name(sku)));
+        let found: QueryAnswer =
+            api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
+        Ok(found.response.item.into_iter().next())
     }
 
     async fn create_item(
@@ -124,14 +166,11 @@ impl QboAdapter {
         key: &str,
     ) -> Result<ExternalRef, ProviderError> {
         let options: QboOptions = self.caller.options(connection_id).await?;
-        let sql = format!(
-            "select * from Item where Name = {}",
-            quote(&item_name(&item.sku))
-        );
-        let found: QueryAnswer =
-            api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
-        let saved = match found.response.item.into_iter().next() {
-            None => self.create_item(connection_id, &options, item, key).await?,
+        let saved = match self.find_item(connection_id, &item.sku).await? {
+            None => {
+                self.find_or_create_item(connection_id, &options, item, key)
+                    .await?
+            }
             Some(existing) => {
                 let body = wire::Item {
                     id: existing.id.clone(),

@@ -76,6 +76,8 @@ pub struct QboAdapter {
     caller: Caller<QboApi>,
     /// Customer lookups in flight, shared by the clones of this adapter.
     customers: Arc<CustomerLookups<ExternalRef>>,
+    /// Item creates in flight (by SKU), shared alike.
+    items: Arc<CustomerLookups<wire::Item>>,
 }
 
 impl QboAdapter {
@@ -96,6 +98,7 @@ impl QboAdapter {
         Ok(QboAdapter {
             caller: Caller::new(api, pool, key, config.call_settings())?.with_oauth2(oauth2),
             customers: Arc::default(),
+            items: Arc::default(),
         })
     }
 

@@ -238,6 +238,11 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Calls the company's limits admitted (429s not counted).
+    pub fn calls_counted(&self, realm: &str) -> u64 {
+        self.with_company(realm, |c| c.calls).unwrap_or(0)
+    }
+
     /// A customer a person made in QuickBooks.
     pub fn add_customer(&self, realm: &str, display_name: &str, notes: Option<&str>) -> String {
         self.with_company(realm, |c| {

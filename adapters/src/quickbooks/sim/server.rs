@@ -146,6 +146,7 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
             );
         }
         company.in_flight += 1;
+        company.calls += 1;
         let in_flight = company.in_flight;
         s.stats.max_in_flight = s.stats.max_in_flight.max(in_flight);
     }

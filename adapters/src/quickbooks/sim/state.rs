@@ -32,6 +32,8 @@ pub struct Company {
     next_id: u64,
     pub minute: RollingWindow,
     pub in_flight: u32,
+    /// Calls admitted by the limits (429s not counted).
+    pub calls: u64,
 }
 
 impl Company {
@@ -61,6 +63,7 @@ impl Company {
             next_id: 100,
             minute: RollingWindow::new(chrono::Duration::seconds(60), minute_limit),
             in_flight: 0,
+            calls: 0,
         }
     }
 

@@ -16,6 +16,7 @@
 //! Also reported: 429s the shared limiter should have prevented, and
 //! records created twice for one invoice.
 
+pub mod quickbooks;
 pub mod shopify;
 pub mod xero;
 
@@ -103,6 +104,12 @@ pub enum ProviderFigures {
         rest_floor_secs: f64,
         graphql_floor_secs: f64,
     },
+    QuickBooks {
+        /// The per-company calls-per-minute limit the run used (QuickBooks: 500).
+        per_minute: u32,
+        /// QuickBooks: 10 calls at once per company.
+        concurrent_per_company: u32,
+    },
 }
 
 impl ProviderFigures {
@@ -110,6 +117,7 @@ impl ProviderFigures {
         match self {
             ProviderFigures::Xero { .. } => "Xero simulator",
             ProviderFigures::Shopify { .. } => "Shopify simulator (one store per tenant)",
+            ProviderFigures::QuickBooks { .. } => "QuickBooks simulator (one company per tenant)",
         }
     }
 }
@@ -150,10 +158,17 @@ impl fmt::Display for SyncReport {
                 f,
                 "  limit per store     REST bucket {bucket_capacity} leaking {leak_per_second}/s; GraphQL {graphql_capacity} points restoring {graphql_restore_per_second}/s"
             )?,
+            ProviderFigures::QuickBooks {
+                per_minute,
+                concurrent_per_company,
+            } => writeln!(
+                f,
+                "  limit per company   {per_minute} calls/min, {concurrent_per_company} at once"
+            )?,
         }
         writeln!(f, "  job slots           {}", self.job_slots)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } => writeln!(
+            ProviderFigures::Xero { .. } | ProviderFigures::QuickBooks { .. } => writeln!(
                 f,
                 "  API calls           {} (busiest organisation {})",
                 self.api_calls, self.calls_per_tenant
@@ -170,7 +185,7 @@ impl fmt::Display for SyncReport {
         }
         writeln!(f, "  elapsed             {:.1} s", self.elapsed_secs)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } => {
+            ProviderFigures::Xero { .. } | ProviderFigures::QuickBooks { .. } => {
                 writeln!(f, "  floor (limits)      {:.1} s", self.floor_secs)?
             }
             ProviderFigures::Shopify {
@@ -185,7 +200,9 @@ impl fmt::Display for SyncReport {
         }
         writeln!(f, "  elapsed / floor     {:.3}", self.elapsed_over_floor)?;
         let allowed = match self.figures {
-            ProviderFigures::Xero { .. } => "beyond the first per tenant and window",
+            ProviderFigures::Xero { .. } | ProviderFigures::QuickBooks { .. } => {
+                "beyond the first per tenant and window"
+            }
             ProviderFigures::Shopify { .. } => "the limiter should have prevented",
         };
         writeln!(
