@@ -640,6 +640,7 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'invoice_sync_off' THEN 'invoice sync is off for this connection'
         WHEN 'payment_sync_off' THEN 'payment sync is off for this connection'
         WHEN 'provider_sync_off' THEN 'sync is switched off for this connection (Enable Sync)'
+        WHEN 'draft_not_sent' THEN 'a draft invoice syncs once it is sent'
     END
 $$;
 
@@ -823,7 +824,10 @@ BEGIN
         v_code := 'connection_disabled';
         v_message := format('the %s connection is disabled', ledgerflow.provider_display_name(c.provider));
     ELSE
-        v_code := ledgerflow.trigger_skip_reason(c.settings, p_trigger, v_auto, p_override);
+        -- QuickBooks: a draft never syncs until it is sent, whatever is asked.
+        v_code := coalesce(ledgerflow.trigger_skip_reason(c.settings, p_trigger, v_auto, p_override),
+            CASE WHEN c.provider = 'quickbooks' AND v_operation = 'upsert'
+                      AND p_snapshot ->> 'status' = 'draft' THEN 'draft_not_sent' END);
         v_message := ledgerflow.skip_message(v_code);
     END IF;
     IF v_code IS NOT NULL THEN

@@ -122,6 +122,23 @@ async fn cli_registered_quickbooks_connection_syncs_through_worker_processes(poo
     );
 
     let first = worker(&pool, "qbo-e2e-a");
+    // A draft never syncs: skipped with the reason, nothing sent.
+    let mut draft = snapshot(
+        "INV-0",
+        "1000",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 100)],
+    )
+    .unwrap();
+    draft.status = ledgerflow_workflows::invoice::InvoiceStatus::Draft;
+    trigger(&pool, id, Trigger::InvoiceCreated, &draft).await;
+    let skipped: String = sqlx::query_scalar(
+        "SELECT skip_reason FROM ledgerflow.sync_events WHERE invoice_id = 'INV-0'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(skipped, "draft_not_sent");
     let mut snap = snapshot(
         "INV-1",
         "1001",

@@ -52,6 +52,7 @@ fn all_skip_reasons() -> Vec<SkipReason> {
         SkipReason::InvoiceSyncOff,
         SkipReason::PaymentSyncOff,
         SkipReason::ProviderSyncOff,
+        SkipReason::DraftNotSent,
     ];
     for r in all {
         match r {
@@ -62,7 +63,8 @@ fn all_skip_reasons() -> Vec<SkipReason> {
             | SkipReason::MarkDeletedOff
             | SkipReason::InvoiceSyncOff
             | SkipReason::PaymentSyncOff
-            | SkipReason::ProviderSyncOff => {}
+            | SkipReason::ProviderSyncOff
+            | SkipReason::DraftNotSent => {}
         }
     }
     all.to_vec()

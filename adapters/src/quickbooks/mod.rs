@@ -43,6 +43,7 @@ pub mod items;
 pub mod payments;
 #[cfg(feature = "sandbox")]
 pub mod sim;
+pub mod webhook;
 pub mod wire;
 
 use std::sync::Arc;

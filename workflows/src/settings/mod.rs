@@ -594,6 +594,8 @@ pub enum SkipReason {
     PaymentSyncOff,
     /// The provider's own "Enable Sync" is off (QuickBooks).
     ProviderSyncOff,
+    /// A draft invoice (QuickBooks syncs invoices once they are sent).
+    DraftNotSent,
 }
 
 impl fmt::Display for SkipReason {
@@ -607,6 +609,7 @@ impl fmt::Display for SkipReason {
             SkipReason::InvoiceSyncOff => "invoice sync is off for this connection",
             SkipReason::PaymentSyncOff => "payment sync is off for this connection",
             SkipReason::ProviderSyncOff => "sync is switched off for this connection (Enable Sync)",
+            SkipReason::DraftNotSent => "a draft invoice syncs once it is sent",
         })
     }
 }
