@@ -197,10 +197,10 @@ impl QboAdapter {
         };
         let mut skus: Vec<(String, i64, u8)> = Vec::new();
         for l in &snap.lines {
-            if let Some(sku) = &l.sku {
-                if !skus.iter().any(|(s, _, _)| s == sku) {
-                    skus.push((sku.clone(), l.unit_price_minor, snap.currency.exponent()));
-                }
+            if let Some(sku) = &l.sku
+                && !skus.iter().any(|(s, _, _)| s == sku)
+            {
+                skus.push((sku.clone(), l.unit_price_minor, snap.currency.exponent()));
             }
         }
         let items = self.resolve_items(cid, &options, &skus, key).await?;

@@ -514,10 +514,11 @@ impl ConnectionSettings {
     /// QuickBooks' timesheet start date (the tenant's `today`) when
     /// timesheet sync is enabled without one.
     pub fn fill_for_today(&mut self, today: NaiveDate) {
-        if let ProviderSettings::QuickBooks(q) = &mut self.provider {
-            if q.sync_timesheets && q.timesheet_start_date.is_none() {
-                q.timesheet_start_date = Some(today);
-            }
+        if let ProviderSettings::QuickBooks(q) = &mut self.provider
+            && q.sync_timesheets
+            && q.timesheet_start_date.is_none()
+        {
+            q.timesheet_start_date = Some(today);
         }
     }
 
@@ -526,15 +527,14 @@ impl ConnectionSettings {
     pub fn check_change(&self, current: &ConnectionSettings) -> Result<(), SettingsError> {
         if let (ProviderSettings::QuickBooks(old), ProviderSettings::QuickBooks(new)) =
             (&current.provider, &self.provider)
+            && old.region != new.region
         {
-            if old.region != new.region {
-                return Err(SettingsError::Invalid(vec![
-                    SettingsProblem::RegionSetOnce {
-                        from: old.region,
-                        to: new.region,
-                    },
-                ]));
-            }
+            return Err(SettingsError::Invalid(vec![
+                SettingsProblem::RegionSetOnce {
+                    from: old.region,
+                    to: new.region,
+                },
+            ]));
         }
         Ok(())
     }

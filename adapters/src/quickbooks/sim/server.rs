@@ -55,12 +55,12 @@ fn token(shared: &Shared, req: &SimRequest) -> Answer {
     let hard = s.config.refresh_hard_expires_in;
     let refresh_ttl = s.config.token.refresh_ttl.num_seconds();
     let mut answer = s.tokens.token_endpoint(&req.headers, &req.body, now);
-    if answer.status == 200 {
-        if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&answer.body) {
-            v["x_refresh_token_expires_in"] = json!(refresh_ttl);
-            v["x_refresh_token_hard_expires_in"] = json!(hard);
-            answer.body = v.to_string();
-        }
+    if answer.status == 200
+        && let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&answer.body)
+    {
+        v["x_refresh_token_expires_in"] = json!(refresh_ttl);
+        v["x_refresh_token_hard_expires_in"] = json!(hard);
+        answer.body = v.to_string();
     }
     answer
 }
@@ -159,13 +159,13 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
     }
     let request_id = req.query.get("requestid").cloned();
     let replay_key = request_id.as_ref().map(|r| format!("{realm}/{r}"));
-    if let (true, Some(key)) = (req.is_write(), &replay_key) {
-        if let Some((status, body)) = s.replays.get(key, &req.path) {
-            s.stats.replays += 1;
-            let mut a = Answer::raw_json(status, body);
-            a.drop_connection = effects.drop_after_commit;
-            return a;
-        }
+    if let (true, Some(key)) = (req.is_write(), &replay_key)
+        && let Some((status, body)) = s.replays.get(key, &req.path)
+    {
+        s.stats.replays += 1;
+        let mut a = Answer::raw_json(status, body);
+        a.drop_connection = effects.drop_after_commit;
+        return a;
     }
     let mut answer = records::route(&mut s, &realm, &req, &route);
     if let (true, Some(key)) = (req.is_write(), &replay_key) {
