@@ -16,6 +16,7 @@
 //! TaxCode rate; a voided invoice keeps its lines, with total and balance
 //! zero and `PrivateNote` "Voided". Never used by production code paths.
 
+mod answers;
 mod records;
 mod server;
 mod state;

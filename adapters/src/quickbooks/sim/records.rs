@@ -6,7 +6,7 @@ use ledgerflow_workflows::settings::QuickBooksRegion;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::server::fault;
+use super::answers::fault;
 use super::state::{Company, Inner, bump, id_of};
 use crate::kit::decimal::Decimal;
 use crate::quickbooks::wire::{self, QueryAnswer, QueryResponse};

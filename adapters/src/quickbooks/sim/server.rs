@@ -4,27 +4,11 @@
 
 use serde_json::json;
 
+use super::answers::fault;
 use super::{FaultKind, Shared, lock, records};
 use crate::quickbooks::TOKEN_PATH;
 use crate::sim::faults::{Common, Effects};
 use crate::sim::server::{Answer, SimRequest};
-
-/// A Fault answer in Intuit's shape.
-pub(super) fn fault(status: u16, code: &str, message: &str, detail: &str) -> Answer {
-    let kind = match status {
-        401 => "AUTHENTICATION",
-        403 => "AuthorizationFault",
-        429 => "ThrottleExceeded",
-        s if s >= 500 => "SystemFault",
-        _ => "ValidationFault",
-    };
-    Answer::json(
-        status,
-        json!({"Fault": {"Error": [{"Message": message, "Detail": detail, "code": code, "element": ""}],
-                "type": kind},
-               "time": "2026-12-06T10:00:00.000-08:00"}),
-    )
-}
 
 fn throttled(retry_after: Option<i64>) -> Answer {
     let mut a = fault(
