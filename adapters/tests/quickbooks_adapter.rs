@@ -474,3 +474,73 @@ async fn a_us_sales_tax_difference_is_reported_not_absorbed(pool: PgPool) {
         "{m}"
     );
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_company_limits_are_shared_by_every_process(pool: PgPool) {
+    use ledgerflow_adapters::quickbooks::{QboAdapter, QboLimits};
+    use ledgerflow_workflows::provider_state::LimitPolicy;
+    use std::time::Duration;
+    // QuickBooks allows 2 calls at once here; each takes 100 ms.
+    let sim_config = SimConfig {
+        concurrency_limit: 2,
+        ..SimConfig::default()
+    };
+    let env = env_with(
+        pool.clone(),
+        sim_config,
+        QuickBooksRegion::Us,
+        QboOptions::default(),
+    )
+    .await;
+    env.sim
+        .push(Fault::once(FaultKind::latency(Duration::from_millis(100))).times(1000));
+    // Two "processes": two adapters, each with its own HTTP pool and
+    // caches, sharing only the database.
+    let adapter = |_: u8| {
+        let mut c = config();
+        c.limits = QboLimits {
+            company: LimitPolicy {
+                per_minute: Some(500),
+                per_day: None,
+                concurrent: Some(2),
+            },
+        };
+        c.max_inline_wait = Duration::from_secs(30);
+        QboAdapter::new(pool.clone(), key(), c).unwrap()
+    };
+    let (a, b) = (adapter(1), adapter(2));
+    let conn = connection(QuickBooksRegion::Us);
+    let snaps: Vec<_> = (0..8)
+        .map(|n| snapshot(&format!("30{n:02}"), vec![line("a", 1000, 100, 0)], None))
+        .collect();
+    let keys: Vec<String> = (0..8).map(|n| format!("k{n}")).collect();
+    let mut runs = Vec::new();
+    for (n, snap) in snaps.iter().enumerate() {
+        let adapter = if n % 2 == 0 { &a } else { &b };
+        runs.push(
+            adapter.upsert_invoice(ledgerflow_workflows::provider::UpsertInvoiceRequest {
+                connection: &conn,
+                snapshot: snap,
+                existing: None,
+                mode: UpsertMode::FirstWrite,
+                customer: None,
+                idempotency_key: &keys[n],
+            }),
+        );
+    }
+    for r in futures::future::join_all(runs).await {
+        r.unwrap();
+    }
+    let stats = env.sim.stats();
+    assert_eq!(
+        stats.throttled, 0,
+        "the shared limiter kept every call within the limits"
+    );
+    assert!(stats.max_in_flight <= 2, "{stats:?}");
+    assert_eq!(env.sim.invoices(&env.realm).len(), 8);
+    assert_eq!(
+        env.sim.customers(&env.realm).len(),
+        1,
+        "one customer, races adopted"
+    );
+}
