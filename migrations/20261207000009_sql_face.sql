@@ -594,13 +594,16 @@ $$;
 
 -- Why `p_trigger` does not sync (a SkipReason code), or NULL when it syncs.
 -- A person's explicit "sync this one" (override true) syncs even when
--- automatic sync is off; false always skips; NULL follows, in order, the
+-- automatic sync is off (QuickBooks' own "Enable Sync" off skips even
+-- that); false always skips; NULL follows, in order, the
 -- master toggle, the invoice's toggle, "when to sync", then the provider's
 -- per-type toggles.
 CREATE FUNCTION ledgerflow.trigger_skip_reason(
     p_settings jsonb, p_trigger text, p_invoice_auto_sync boolean, p_override boolean) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE
+        WHEN p_settings #>> '{provider,provider}' = 'quickbooks'
+             AND NOT ledgerflow.setting(p_settings, '{provider,sync_enabled}', true) THEN 'provider_sync_off'
         WHEN p_override IS TRUE THEN NULL
         WHEN p_override IS FALSE THEN 'overridden_for_this_action'
         WHEN NOT ledgerflow.setting(p_settings, '{auto_sync}', false) THEN 'master_toggle_off'
@@ -636,6 +639,8 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'mark_deleted_off' THEN 'marking as deleted on cancel is off'
         WHEN 'invoice_sync_off' THEN 'invoice sync is off for this connection'
         WHEN 'payment_sync_off' THEN 'payment sync is off for this connection'
+        WHEN 'provider_sync_off' THEN 'sync is switched off for this connection (Enable Sync)'
+        WHEN 'draft_not_sent' THEN 'a draft invoice syncs once it is sent'
     END
 $$;
 
@@ -819,7 +824,10 @@ BEGIN
         v_code := 'connection_disabled';
         v_message := format('the %s connection is disabled', ledgerflow.provider_display_name(c.provider));
     ELSE
-        v_code := ledgerflow.trigger_skip_reason(c.settings, p_trigger, v_auto, p_override);
+        -- QuickBooks: a draft never syncs until it is sent, whatever is asked.
+        v_code := coalesce(ledgerflow.trigger_skip_reason(c.settings, p_trigger, v_auto, p_override),
+            CASE WHEN c.provider = 'quickbooks' AND v_operation = 'upsert'
+                      AND p_snapshot ->> 'status' = 'draft' THEN 'draft_not_sent' END);
         v_message := ledgerflow.skip_message(v_code);
     END IF;
     IF v_code IS NOT NULL THEN

@@ -243,6 +243,7 @@ async fn refresh_persists_before_use_and_refusal_needs_reconnect(pool: PgPool) {
             access_token: Secret::new("at-1"),
             refresh_token: Secret::new("rt-1"),
             access_expires_at: Utc::now() + chrono::Duration::minutes(30),
+            refresh_expires_at: None,
         })
     })
     .await

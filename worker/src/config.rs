@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use ledgerflow_adapters::quickbooks::{QboAdapter, QboConfig};
 use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
 use ledgerflow_workflows::provider::{
@@ -31,6 +32,10 @@ use sqlx::PgPool;
 pub const XERO_CLIENT_ID_ENV: &str = "LEDGERFLOW_XERO_CLIENT_ID";
 /// The environment variable holding the Xero app's client secret.
 pub const XERO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_XERO_CLIENT_SECRET";
+/// The environment variable holding the QuickBooks app's client id.
+pub const QBO_CLIENT_ID_ENV: &str = "LEDGERFLOW_QUICKBOOKS_CLIENT_ID";
+/// The environment variable holding the QuickBooks app's client secret.
+pub const QBO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET";
 /// The environment variable pinning the Shopify Admin API version.
 pub const SHOPIFY_API_VERSION_ENV: &str = "LEDGERFLOW_SHOPIFY_API_VERSION";
 
@@ -50,6 +55,12 @@ pub struct ProviderArgs {
     /// the version the adapter was built and tested against.
     #[arg(long, env = SHOPIFY_API_VERSION_ENV)]
     pub shopify_api_version: Option<String>,
+    /// QuickBooks Online app client id (token refresh).
+    #[arg(long, env = QBO_CLIENT_ID_ENV)]
+    pub quickbooks_client_id: Option<String>,
+    /// QuickBooks Online app client secret; prefer the environment variable.
+    #[arg(long, env = QBO_CLIENT_SECRET_ENV, hide_env_values = true)]
+    pub quickbooks_client_secret: Option<String>,
 }
 
 /// Why a provider's adapter could not be built.
@@ -145,7 +156,31 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
         }
         Err(e) => left_out(&mut setup, ProviderName::Saledock, ConfigError::Missing(e)),
     }
+    match quickbooks_adapter(pool, args) {
+        Ok(adapter) => {
+            setup.configured.push("quickbooks: configured".to_string());
+            setup.providers = std::mem::take(&mut setup.providers)
+                .with(ProviderName::QuickBooks, Arc::new(adapter));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::QuickBooks, e),
+    }
     setup
+}
+
+/// The QuickBooks Online adapter from the process's flags and environment.
+pub fn quickbooks_adapter(pool: &PgPool, args: &ProviderArgs) -> Result<QboAdapter, ConfigError> {
+    let missing = |what: &str, env: &str| {
+        ConfigError::Missing(format!(
+            "set {env} (or --{what}), {QBO_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}"
+        ))
+    };
+    let client_id = non_empty(&args.quickbooks_client_id)
+        .ok_or_else(|| missing("quickbooks-client-id", QBO_CLIENT_ID_ENV))?;
+    let client_secret = non_empty(&args.quickbooks_client_secret)
+        .ok_or_else(|| missing("quickbooks-client-secret", QBO_CLIENT_SECRET_ENV))?;
+    let key = SecretKey::from_env()?;
+    let config = QboConfig::new(client_id, Secret::new(client_secret));
+    Ok(QboAdapter::new(pool.clone(), key, config)?)
 }
 
 /// The Shopify adapter: the sealing key from the environment and the

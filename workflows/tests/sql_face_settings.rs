@@ -51,6 +51,8 @@ fn all_skip_reasons() -> Vec<SkipReason> {
         SkipReason::MarkDeletedOff,
         SkipReason::InvoiceSyncOff,
         SkipReason::PaymentSyncOff,
+        SkipReason::ProviderSyncOff,
+        SkipReason::DraftNotSent,
     ];
     for r in all {
         match r {
@@ -60,7 +62,9 @@ fn all_skip_reasons() -> Vec<SkipReason> {
             | SkipReason::TriggerOff
             | SkipReason::MarkDeletedOff
             | SkipReason::InvoiceSyncOff
-            | SkipReason::PaymentSyncOff => {}
+            | SkipReason::PaymentSyncOff
+            | SkipReason::ProviderSyncOff
+            | SkipReason::DraftNotSent => {}
         }
     }
     all.to_vec()
@@ -200,6 +204,17 @@ async fn which_triggers_sync_under_which_settings(pool: PgPool) {
         decide(&pool, &q, Trigger::InvoiceCreated, true, None).await,
         Some(InvoiceSyncOff)
     );
+    // QuickBooks' "Enable Sync" off: nothing syncs, not even on request.
+    q.provider = ProviderSettings::QuickBooks(QuickBooksSettings {
+        sync_enabled: false,
+        ..QuickBooksSettings::default()
+    });
+    for over in [None, Some(true)] {
+        assert_eq!(
+            decide(&pool, &q, Trigger::InvoiceCreated, true, over).await,
+            Some(SkipReason::ProviderSyncOff)
+        );
+    }
     assert_eq!(
         decide(&pool, &xero(false), Trigger::PaymentAdded, true, None).await,
         Some(PaymentSyncOff)

@@ -12,6 +12,7 @@
 //! | [`errors`] | how the call path acts on a refusal ([`errors::Refusal`]); credential and database errors |
 //! | [`http`] | the HTTP client, transport failures, Retry-After and header parsing, foreign (proxy) answers |
 //! | [`decimal`] | exact money on the wire, and the total check |
+//! | [`signature`] | webhook signatures: base64 HMAC-SHA256 of the raw body, checked in constant time |
 //!
 //! A provider in five lines (the full example is in [`call`]):
 //!
@@ -36,3 +37,4 @@ pub mod gate;
 pub mod http;
 pub mod idempotency;
 pub mod oauth2;
+pub mod signature;

@@ -97,6 +97,10 @@ pub struct OAuth2Client {
     pub token_path: String,
     pub client_auth: ClientAuth,
     pub grant: Grant,
+    /// The token answer's field holding the seconds until the refresh
+    /// token's hard expiry, where the provider has one (QuickBooks:
+    /// `x_refresh_token_hard_expires_in`); stored with the credentials.
+    pub refresh_expiry_field: Option<&'static str>,
 }
 
 /// The token endpoint's answer (RFC 6749 §5.1).
@@ -111,6 +115,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub scope: String,
+    /// Fields beyond RFC 6749 (QuickBooks' `x_refresh_token_hard_expires_in`).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The token endpoint's error answer (`{"error":"invalid_grant"}`).
@@ -134,6 +141,7 @@ impl OAuth2Client {
             client_secret,
             token_path: "/connect/token".into(),
             client_auth: ClientAuth::Basic,
+            refresh_expiry_field: None,
             grant: Grant::RefreshToken,
         }
     }
@@ -154,6 +162,13 @@ impl OAuth2Client {
 
     pub fn client_auth(mut self, auth: ClientAuth) -> OAuth2Client {
         self.client_auth = auth;
+        self
+    }
+
+    /// Reads the refresh token's hard expiry (seconds) from this field of
+    /// the token answer.
+    pub fn refresh_expiry_field(mut self, field: &'static str) -> OAuth2Client {
+        self.refresh_expiry_field = Some(field);
         self
     }
 
@@ -245,7 +260,13 @@ impl OAuth2Client {
             let t: TokenResponse = serde_json::from_str(body).map_err(|e| {
                 RefreshFailure::Transient(format!("the token answer could not be read: {e}"))
             })?;
+            let refresh_expires_at = self
+                .refresh_expiry_field
+                .and_then(|f| t.extra.get(f))
+                .and_then(serde_json::Value::as_i64)
+                .map(|secs| Utc::now() + chrono::Duration::seconds(secs.max(0)));
             return Ok(RefreshedTokens {
+                refresh_expires_at,
                 access_token: Secret::new(t.access_token),
                 refresh_token: t
                     .refresh_token
@@ -333,6 +354,18 @@ mod tests {
             .read_answer(200, r#"{"access_token":"at","expires_in":60}"#, &presented)
             .unwrap();
         assert_eq!(kept.refresh_token.expose(), "rt-old");
+        assert_eq!(kept.refresh_expires_at, None);
+        // A provider with a hard cap on its refresh tokens (QuickBooks).
+        let capped = client()
+            .refresh_expiry_field("x_refresh_token_hard_expires_in")
+            .read_answer(
+                200,
+                r#"{"access_token":"at","expires_in":3600,"refresh_token":"rt-2","x_refresh_token_hard_expires_in":86400}"#,
+                &presented,
+            )
+            .unwrap();
+        let left = capped.refresh_expires_at.unwrap() - Utc::now();
+        assert!((86_390..=86_400).contains(&left.num_seconds()), "{left}");
         match client().read_answer(400, r#"{"error":"invalid_grant"}"#, &presented) {
             Err(RefreshFailure::Refused(m)) => {
                 assert!(m.starts_with("Xero refused the refresh token"), "{m}")

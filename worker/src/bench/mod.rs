@@ -93,7 +93,8 @@ pub enum Scenario {
     /// impose, extra 429s and duplicates (Xero: also where the time over the
     /// floor went). Xero: one organisation per tenant
     /// in one simulator, the minute limit scaled so it binds for at least
-    /// `--windows` minutes, or set with `--per-minute`. Shopify: one store (simulator) per tenant, with
+    /// `--windows` minutes, or set with `--per-minute` (QuickBooks alike, one
+    /// company per tenant, 10 at once). Shopify: one store (simulator) per tenant, with
     /// Shopify's own REST bucket (40, leaking 2/s) unless told otherwise.
     /// Saledock: one account per tenant in one simulator of the modelled
     /// contract, its minute limit scaled as Xero's.
@@ -107,13 +108,13 @@ pub enum Scenario {
         /// Tenants (organisations or stores), 1 to 10,000.
         #[arg(long, default_value_t = 100, value_parser = count::<1, 10_000>)]
         tenants: usize,
-        /// Xero, Saledock: minutes the per-tenant limit binds for at least
-        /// (the minute limit is derived from it) [default: 1].
+        /// Xero, Saledock, QuickBooks: minutes the per-tenant limit binds
+        /// for at least (the minute limit is derived from it) [default: 1].
         #[arg(long, conflicts_with = "per_minute", value_parser = clap::value_parser!(u32).range(1..=1440))]
         windows: Option<u32>,
-        /// Xero, Saledock: the per-tenant minute limit itself (60: Xero's
-        /// own, 120: Saledock's modelled one); Xero's app-wide limit
-        /// follows Xero's ratio (10,000 to 60).
+        /// Xero, Saledock, QuickBooks: the per-tenant minute limit itself
+        /// (60: Xero's own, 120: Saledock's modelled one, QuickBooks 500);
+        /// Xero's app-wide limit follows Xero's ratio (10,000 to 60).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_minute: Option<u32>,
         /// Shopify: the REST bucket's size per store [default: 40, Shopify's].
@@ -124,7 +125,7 @@ pub enum Scenario {
         /// follows in proportion.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         leak_per_second: Option<u32>,
-        /// Jobs run at once; 0: Xero, five per tenant (its concurrency
+        /// Jobs run at once; 0: Xero, five per tenant, QuickBooks ten (their concurrency
         /// limit; more only queue up on the limiter's row locks); Shopify,
         /// two per store; at most 10,000.
         #[arg(long, default_value_t = 0, value_parser = count::<0, 10_000>)]
@@ -225,6 +226,8 @@ pub enum SyncProvider {
     Shopify,
     /// The modelled contract's simulator (one account per tenant).
     Saledock,
+    #[value(name = "quickbooks")]
+    QuickBooks,
 }
 
 pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn std::error::Error>> {
@@ -282,6 +285,8 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                 SyncProvider::Shopify => (windows.is_some() || per_minute.is_some()).then_some(
                     "shopify: --windows and --per-minute are Xero's (Shopify: --bucket-capacity, --leak-per-second)",
                 ),
+                SyncProvider::QuickBooks => (bucket_capacity.is_some() || leak_per_second.is_some())
+                    .then_some("quickbooks: --bucket-capacity and --leak-per-second are Shopify's"),
             };
             if let Some(why) = misplaced {
                 return Err(format!("bench sync --provider {why}").into());
@@ -317,6 +322,17 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                             vacuum,
                         };
                         sync::saledock::run(&pool, &run).await
+                    }
+                    SyncProvider::QuickBooks => {
+                        let run = sync::quickbooks::QboRun {
+                            invoices,
+                            tenants,
+                            windows: windows.unwrap_or(1),
+                            per_minute,
+                            concurrency,
+                            vacuum,
+                        };
+                        sync::quickbooks::run(&pool, &run).await
                     }
                 }
             })

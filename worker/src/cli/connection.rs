@@ -13,7 +13,8 @@ use sqlx::PgPool;
 
 use super::connection_admin as admin;
 use super::credentials::{
-    CredentialArgs, credentials_from, read_json, settings_from_json, stored_config,
+    CredentialArgs, credentials_from, read_json, settings_from_json, store_hard_expiry,
+    stored_config,
 };
 use super::{OpsError, print_json};
 use crate::dialog::words;
@@ -123,6 +124,7 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
             let creds = credentials_from(provider, &credentials, None)?;
             let key = SecretKey::from_env()?;
             let saved = register_connection(pool, &key, &tenant, &settings, &creds).await?;
+            store_hard_expiry(pool, saved.connection.id, &credentials).await?;
             println!(
                 "connection {} added: tenant {tenant}, {provider}, credentials stored encrypted",
                 saved.connection.id
@@ -166,7 +168,9 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                     let stored = stored_config(pool, id).await?;
                     let creds = credentials_from(c.provider, &credentials, stored.as_ref())?;
                     let key = SecretKey::from_env()?;
-                    reconnect_with_credentials(pool, &key, id, Some(&creds)).await?
+                    let released = reconnect_with_credentials(pool, &key, id, Some(&creds)).await?;
+                    store_hard_expiry(pool, id, &credentials).await?;
+                    released
                 } else {
                     // No new tokens: no key needed, the stored ones stay.
                     enable_connection(pool, id).await?
@@ -200,6 +204,29 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
         }
     }
     Ok(())
+}
+
+/// The refresh token's hard expiry (QuickBooks' five-year cap), with a
+/// warning from 30 days ahead: past it the connection must be reconnected.
+pub(super) fn refresh_expiry_line(
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let at = at?;
+    let days = (at - now).num_days();
+    Some(if at <= now {
+        format!(
+            "  refresh token: expired {} (hard cap): warning: reconnect this connection",
+            at.to_rfc3339()
+        )
+    } else if days < 30 {
+        format!(
+            "  refresh token: expires {} (hard cap): warning: {days} days left, reconnect before then",
+            at.to_rfc3339()
+        )
+    } else {
+        format!("  refresh token: expires {} (hard cap)", at.to_rfc3339())
+    })
 }
 
 async fn show(pool: &PgPool, id: i64, json: bool) -> Result<(), OpsError> {
@@ -255,8 +282,34 @@ async fn show(pool: &PgPool, id: i64, json: bool) -> Result<(), OpsError> {
             if let Some(at) = s.refreshed_at {
                 println!("  last refreshed {}", at.to_rfc3339());
             }
+            if let Some(line) = refresh_expiry_line(s.refresh_expires_at, chrono::Utc::now()) {
+                println!("{line}");
+            }
             println!("  options:      {}", serde_json::to_string(&s.options)?);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod refresh_expiry_tests {
+    use super::refresh_expiry_line;
+
+    #[test]
+    fn warns_thirty_days_ahead_of_the_hard_cap() {
+        let now = chrono::Utc::now();
+        assert_eq!(refresh_expiry_line(None, now), None);
+        let far = refresh_expiry_line(Some(now + chrono::Duration::days(400)), now).unwrap();
+        assert!(!far.contains("warning"), "{far}");
+        let near = refresh_expiry_line(Some(now + chrono::Duration::days(12)), now).unwrap();
+        assert!(
+            near.contains("warning: 11 days left") || near.contains("warning: 12 days left"),
+            "{near}"
+        );
+        let gone = refresh_expiry_line(Some(now - chrono::Duration::days(1)), now).unwrap();
+        assert!(
+            gone.contains("expired") && gone.contains("reconnect"),
+            "{gone}"
+        );
+    }
 }

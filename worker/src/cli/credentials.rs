@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ledgerflow_adapters::quickbooks::QboOptions;
 use ledgerflow_adapters::shopify::ShopifyOptions;
 use ledgerflow_adapters::xero::XeroOptions;
 use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName};
@@ -17,6 +18,11 @@ use super::OpsError;
 pub const XERO_API_BASE_URL: &str = "https://api.xero.com/api.xro/2.0";
 /// Xero's production identity (token) base URL.
 pub const XERO_IDENTITY_BASE_URL: &str = "https://identity.xero.com";
+
+/// QuickBooks Online's production API base URL (`/v3/company/{realmId}` follows).
+pub const QBO_API_BASE_URL: &str = "https://quickbooks.api.intuit.com";
+/// QuickBooks Online's production identity (token) base URL.
+pub const QBO_IDENTITY_BASE_URL: &str = "https://oauth.platform.intuit.com";
 
 /// A year: no provider issues access tokens for longer.
 pub const MAX_ACCESS_EXPIRES_IN: i64 = 365 * 24 * 3600;
@@ -34,9 +40,16 @@ fn secret(s: &str) -> Result<Secret, String> {
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
     /// The provider's organisation id (Xero tenant id, a UUID from Xero's
-    /// /connections, sent as `xero-tenant-id`); one active connection per organisation.
-    #[arg(long, alias = "external-tenant-id")]
+    /// /connections, sent as `xero-tenant-id`; QuickBooks: the company's
+    /// realmId from the consent redirect, also `--realm-id`); one active
+    /// connection per organisation.
+    #[arg(long, aliases = ["external-tenant-id", "realm-id"])]
     pub xero_tenant_id: Option<String>,
+    /// QuickBooks: seconds until the refresh token's hard cap
+    /// (`x_refresh_token_hard_expires_in` of the consent answer); shown on
+    /// `connection show`, with a warning 30 days ahead.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub refresh_token_hard_expires_in: Option<i64>,
     /// Shopify: the store's domain (shop.myshopify.com, or its own
     /// hostname); webhooks are matched by it, so one active connection per shop.
     #[arg(long)]
@@ -113,6 +126,7 @@ fn known_option_keys(provider: ProviderName) -> Option<Vec<String>> {
     let defaults = match provider {
         ProviderName::Xero => serde_json::to_value(XeroOptions::default()),
         ProviderName::Shopify => serde_json::to_value(ShopifyOptions::default()),
+        ProviderName::QuickBooks => serde_json::to_value(QboOptions::default()),
         _ => return None,
     };
     defaults
@@ -165,18 +179,22 @@ pub(super) fn credentials_from(
             "a refresh token is needed: --refresh-token or LEDGERFLOW_REFRESH_TOKEN".into(),
         )
     })?;
-    let default_urls = |xero: &str| (provider == ProviderName::Xero).then(|| xero.to_string());
+    let default_urls = |xero: &str, qbo: &str| match provider {
+        ProviderName::Xero => Some(xero.to_string()),
+        ProviderName::QuickBooks => Some(qbo.to_string()),
+        _ => None,
+    };
     let api_base_url = args
         .api_base_url
         .clone()
         .or_else(|| stored.map(|s| s.api_base_url.clone()))
-        .or_else(|| default_urls(XERO_API_BASE_URL))
+        .or_else(|| default_urls(XERO_API_BASE_URL, QBO_API_BASE_URL))
         .ok_or_else(|| OpsError::Input("--api-base-url is needed for this provider".into()))?;
     let identity_base_url = args
         .identity_base_url
         .clone()
         .or_else(|| stored.map(|s| s.identity_base_url.clone()))
-        .or_else(|| default_urls(XERO_IDENTITY_BASE_URL))
+        .or_else(|| default_urls(XERO_IDENTITY_BASE_URL, QBO_IDENTITY_BASE_URL))
         .ok_or_else(|| OpsError::Input("--identity-base-url is needed for this provider".into()))?;
     let external_tenant_id = args
         .xero_tenant_id
@@ -185,6 +203,12 @@ pub(super) fn credentials_from(
     if provider == ProviderName::Xero && external_tenant_id.is_none() {
         return Err(OpsError::Input(
             "--xero-tenant-id is needed: the organisation's id from Xero's /connections".into(),
+        ));
+    }
+    if provider == ProviderName::QuickBooks && external_tenant_id.is_none() {
+        return Err(OpsError::Input(
+            "--realm-id is needed: the QuickBooks company's realmId from the consent redirect"
+                .into(),
         ));
     }
     let options = match options_from(provider, args)? {
@@ -246,6 +270,22 @@ fn shopify_credentials_from(
     Ok(creds)
 }
 
+/// Stores `--refresh-token-hard-expires-in` (QuickBooks) with the
+/// credentials just registered.
+pub(super) async fn store_hard_expiry(
+    pool: &PgPool,
+    id: i64,
+    args: &CredentialArgs,
+) -> Result<(), OpsError> {
+    if let Some(secs) = args.refresh_token_hard_expires_in {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(secs);
+        ledgerflow_workflows::provider_state::set_refresh_expiry(pool, id, Some(at))
+            .await
+            .map_err(|e| OpsError::Input(format!("the refresh token's expiry: {e}")))?;
+    }
+    Ok(())
+}
+
 /// The non-secret columns of a connection's stored credentials.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(super) struct StoredConfig {
@@ -258,6 +298,7 @@ pub(super) struct StoredConfig {
     pub(super) status_reason: Option<String>,
     pub(super) access_expires_at: chrono::DateTime<chrono::Utc>,
     pub(super) refreshed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(super) refresh_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub(super) async fn stored_config(
@@ -266,7 +307,7 @@ pub(super) async fn stored_config(
 ) -> Result<Option<StoredConfig>, OpsError> {
     let row = sqlx::query(
         "SELECT provider, external_tenant_id, api_base_url, identity_base_url, options, status,
-                status_reason, access_expires_at, refreshed_at
+                status_reason, access_expires_at, refreshed_at, refresh_expires_at
          FROM ledgerflow.provider_credentials WHERE connection_id = $1",
     )
     .bind(id)
@@ -283,6 +324,7 @@ pub(super) async fn stored_config(
             status_reason: r.try_get("status_reason")?,
             access_expires_at: r.try_get("access_expires_at")?,
             refreshed_at: r.try_get("refreshed_at")?,
+            refresh_expires_at: r.try_get("refresh_expires_at")?,
         })
     })
     .transpose()

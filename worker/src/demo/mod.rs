@@ -9,8 +9,10 @@
 //! machine's binaries ([`crate::embedded_pg`]). The world: a bike shop
 //! (tenant `spoke-and-chain`) with a Xero connection and a Shopify store,
 //! both simulators in-process on 127.0.0.1, and a worker runtime serving
-//! the real adapters. The story goes to stdout; logs go to stderr.
+//! the real adapters; then its QuickBooks Online connection ([`quickbooks`],
+//! a simulator and a worker of its own). The story goes to stdout; logs go to stderr.
 
+pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;
 pub mod xero;
@@ -238,6 +240,8 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
     stop.cancel();
     let _ = worker.await;
     outcome?;
+    println!("\n== QuickBooks Online: the shop's books ==");
+    quickbooks::play(pool, &world.xero.key).await?;
     println!(
         "\ndemo finished in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -156,6 +156,9 @@ pub async fn create_connection(
 ) -> Result<SavedSettings, LedgerError> {
     let provider = settings.provider.provider();
     let today = tenant_today(conn, tenant_id).await?;
+    let mut settings = settings.clone();
+    settings.fill_for_today(today);
+    let settings = &settings;
     let warnings = settings.validate_for(provider, today)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO ledgerflow.connections (tenant_id, provider, settings)
@@ -253,6 +256,10 @@ pub async fn update_settings(
 ) -> Result<SavedSettings, LedgerError> {
     let current = get_connection(conn, connection_id).await?;
     let today = tenant_today(conn, &current.tenant_id).await?;
+    let mut settings = settings.clone();
+    settings.fill_for_today(today);
+    let settings = &settings;
+    settings.check_change(&current.settings)?;
     let warnings = settings.validate_for(current.provider, today)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE ledgerflow.connections SET settings = $2, updated_at = now()

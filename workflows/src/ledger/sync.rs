@@ -487,12 +487,13 @@ fn same_document(old: &InvoiceSnapshot, new: &InvoiceSnapshot) -> bool {
     strip(old) == strip(new)
 }
 
-/// Whether this connection's syncs carry the snapshot's payments. Only
-/// Xero's "sync payments" setting turns it on today; other providers settle
-/// payments their own way (Shopify completes the draft order).
+/// Whether this connection's syncs carry the snapshot's payments: Xero's
+/// and QuickBooks' "sync payments" settings turn it on; other providers
+/// settle payments their own way (Shopify completes the draft order).
 pub(super) fn pushes_payments(info: &ConnectionInfo) -> bool {
     match &info.settings.provider {
         ProviderSettings::Xero(x) => x.sync_payments,
+        ProviderSettings::QuickBooks(q) => q.sync_payments,
         _ => false,
     }
 }

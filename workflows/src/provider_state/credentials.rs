@@ -248,6 +248,10 @@ pub struct Credentials {
     pub status_reason: Option<String>,
     /// Bumped by every refresh and every save.
     pub generation: i64,
+    /// When the refresh token stops working whatever is done (QuickBooks'
+    /// five-year cap, `x_refresh_token_hard_expires_in`), where the
+    /// provider says; shown on `connection show`.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Stores (or replaces, on reconnect) a connection's credentials; the
@@ -286,7 +290,7 @@ pub async fn save_credentials_in(
              external_tenant_id = EXCLUDED.external_tenant_id,
              api_base_url = EXCLUDED.api_base_url, identity_base_url = EXCLUDED.identity_base_url,
              options = EXCLUDED.options, key_fingerprint = EXCLUDED.key_fingerprint,
-             status = 'active', status_reason = NULL,
+             status = 'active', status_reason = NULL, refresh_expires_at = NULL,
              generation = ledgerflow.provider_credentials.generation + 1, updated_at = now()",
     )
     .bind(c.connection_id)
@@ -305,7 +309,8 @@ pub async fn save_credentials_in(
 }
 
 const CREDENTIAL_COLUMNS: &str = "connection_id, provider, sealed_tokens, access_expires_at,
-    external_tenant_id, api_base_url, identity_base_url, options, status, status_reason, generation";
+    external_tenant_id, api_base_url, identity_base_url, options, status, status_reason, generation,
+    refresh_expires_at";
 
 fn decode_row(
     key: &SecretKey,
@@ -333,7 +338,28 @@ fn decode_row(
         },
         status_reason: row.try_get("status_reason")?,
         generation: row.try_get("generation")?,
+        refresh_expires_at: row.try_get("refresh_expires_at")?,
     })
+}
+
+/// Records when the connection's refresh token stops working whatever is
+/// done (a provider's hard cap, said by its consent answer). Registering
+/// a connection again clears it.
+pub async fn set_refresh_expiry(
+    pool: &PgPool,
+    connection_id: i64,
+    at: Option<DateTime<Utc>>,
+) -> Result<(), CredentialError> {
+    sqlx::query(
+        "UPDATE ledgerflow.provider_credentials
+         SET refresh_expires_at = $2, updated_at = now()
+         WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 pub async fn load_credentials(
@@ -357,6 +383,9 @@ pub struct RefreshedTokens {
     pub access_token: Secret,
     pub refresh_token: Secret,
     pub access_expires_at: DateTime<Utc>,
+    /// The refresh token's hard expiry, when the answer said (kept as it
+    /// was when it did not).
+    pub refresh_expires_at: Option<DateTime<Utc>>,
 }
 
 /// Why a refresh failed, as the closure reports it.
@@ -422,6 +451,7 @@ where
             let generation: i64 = sqlx::query_scalar(
                 "UPDATE ledgerflow.provider_credentials
                  SET sealed_tokens = $2, key_id = $3, access_expires_at = $4,
+                     refresh_expires_at = COALESCE($5, refresh_expires_at),
                      generation = generation + 1, refreshed_at = now(), updated_at = now()
                  WHERE connection_id = $1 RETURNING generation",
             )
@@ -429,6 +459,7 @@ where
             .bind(&sealed)
             .bind(KEY_ID)
             .bind(new.access_expires_at)
+            .bind(new.refresh_expires_at)
             .fetch_one(&mut *tx)
             .await?;
             // If this commit fails the provider has already rotated the
@@ -440,6 +471,7 @@ where
                 refresh_token: new.refresh_token,
                 access_expires_at: new.access_expires_at,
                 generation,
+                refresh_expires_at: new.refresh_expires_at.or(current.refresh_expires_at),
                 ..current
             })
         }

@@ -288,20 +288,27 @@ pub struct SaledockSettings {
 #[serde(default)]
 #[serde(deny_unknown_fields)]
 pub struct QuickBooksSettings {
+    /// "Enable Sync": off, nothing syncs to QuickBooks, whatever the other
+    /// toggles (or a person's "sync this one") say.
+    pub sync_enabled: bool,
     pub sync_customers: bool,
     pub sync_invoices: bool,
     pub sync_payments: bool,
     pub sync_service_items: bool,
     pub sync_timesheets: bool,
-    /// Only timesheets on or after this date sync.
+    /// Only timesheets on or after this date sync. Set to the tenant's
+    /// today when timesheet sync is first enabled without one; may be
+    /// moved earlier, never into the future.
     pub timesheet_start_date: Option<NaiveDate>,
-    /// Chosen in the setup wizard; it decides tax handling.
+    /// Chosen in the setup wizard, set once (a change is refused): it
+    /// decides how tax is sent.
     pub region: QuickBooksRegion,
 }
 
 impl Default for QuickBooksSettings {
     fn default() -> Self {
         QuickBooksSettings {
+            sync_enabled: true,
             sync_customers: true,
             sync_invoices: true,
             sync_payments: true,
@@ -355,6 +362,13 @@ pub enum SettingsProblem {
     TimesheetStartInFuture { start: NaiveDate, today: NaiveDate },
     #[error("timesheet sync needs a start date, or every historical timesheet would sync")]
     TimesheetStartMissing,
+    #[error(
+        "the QuickBooks region is set once ({from:?}): it decides how tax was sent, so it cannot become {to:?}; connect QuickBooks again for another region"
+    )]
+    RegionSetOnce {
+        from: QuickBooksRegion,
+        to: QuickBooksRegion,
+    },
     #[error("the end-of-day summary needs a contact name to address the invoice to")]
     SummaryContactMissing,
     #[error("{0:?} is not a known time zone (use an IANA name such as \"Pacific/Auckland\")")]
@@ -496,6 +510,35 @@ impl ConnectionSettings {
         }
     }
 
+    /// Fills what a setting takes from the day it is first switched on:
+    /// QuickBooks' timesheet start date (the tenant's `today`) when
+    /// timesheet sync is enabled without one.
+    pub fn fill_for_today(&mut self, today: NaiveDate) {
+        if let ProviderSettings::QuickBooks(q) = &mut self.provider
+            && q.sync_timesheets
+            && q.timesheet_start_date.is_none()
+        {
+            q.timesheet_start_date = Some(today);
+        }
+    }
+
+    /// Refuses changing what is set once (QuickBooks' region) from the
+    /// connection's `current` settings.
+    pub fn check_change(&self, current: &ConnectionSettings) -> Result<(), SettingsError> {
+        if let (ProviderSettings::QuickBooks(old), ProviderSettings::QuickBooks(new)) =
+            (&current.provider, &self.provider)
+            && old.region != new.region
+        {
+            return Err(SettingsError::Invalid(vec![
+                SettingsProblem::RegionSetOnce {
+                    from: old.region,
+                    to: new.region,
+                },
+            ]));
+        }
+        Ok(())
+    }
+
     /// [`ConnectionSettings::validate`], also refusing settings written for
     /// another provider than the connection's.
     pub fn validate_for(
@@ -549,6 +592,10 @@ pub enum SkipReason {
     MarkDeletedOff,
     InvoiceSyncOff,
     PaymentSyncOff,
+    /// The provider's own "Enable Sync" is off (QuickBooks).
+    ProviderSyncOff,
+    /// A draft invoice (QuickBooks syncs invoices once they are sent).
+    DraftNotSent,
 }
 
 impl fmt::Display for SkipReason {
@@ -561,6 +608,8 @@ impl fmt::Display for SkipReason {
             SkipReason::MarkDeletedOff => "marking as deleted on cancel is off",
             SkipReason::InvoiceSyncOff => "invoice sync is off for this connection",
             SkipReason::PaymentSyncOff => "payment sync is off for this connection",
+            SkipReason::ProviderSyncOff => "sync is switched off for this connection (Enable Sync)",
+            SkipReason::DraftNotSent => "a draft invoice syncs once it is sent",
         })
     }
 }
@@ -666,6 +715,22 @@ mod tests {
                 .contains("2024-06-02 is in the future (today is 2024-06-01)")
         );
         assert!(refused(&quickbooks(true, None)).contains("needs a start date"));
+        // Enabling timesheets without a date starts them today.
+        let mut filled = quickbooks(true, None);
+        filled.fill_for_today(today());
+        assert!(filled.validate(today()).is_ok());
+        let ProviderSettings::QuickBooks(q) = &filled.provider else {
+            panic!()
+        };
+        assert_eq!(q.timesheet_start_date, Some(today()));
+        // The region is set once.
+        let mut canada = quickbooks(false, None);
+        if let ProviderSettings::QuickBooks(q) = &mut canada.provider {
+            q.region = QuickBooksRegion::Ca;
+        }
+        let e = canada.check_change(&quickbooks(false, None)).unwrap_err();
+        assert!(e.to_string().contains("set once"), "{e}");
+        assert!(canada.check_change(&canada.clone()).is_ok());
         assert!(quickbooks(true, Some(today())).validate(today()).is_ok());
 
         assert!(refused(&xero(Some((" ", "Pacific/Auckland")))).contains("needs a contact name"));

@@ -16,6 +16,7 @@
 //! Also reported: 429s the shared limiter should have prevented, and
 //! records created twice for one invoice.
 
+pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;
 pub mod xero;
@@ -109,6 +110,12 @@ pub enum ProviderFigures {
         per_minute: u32,
         concurrent_per_account: u32,
     },
+    QuickBooks {
+        /// The per-company calls-per-minute limit the run used (QuickBooks: 500).
+        per_minute: u32,
+        /// QuickBooks: 10 calls at once per company.
+        concurrent_per_company: u32,
+    },
 }
 
 impl ProviderFigures {
@@ -119,6 +126,7 @@ impl ProviderFigures {
             ProviderFigures::Saledock { .. } => {
                 "Saledock simulator (modelled contract, one account per tenant)"
             }
+            ProviderFigures::QuickBooks { .. } => "QuickBooks simulator (one company per tenant)",
         }
     }
 }
@@ -166,10 +174,19 @@ impl fmt::Display for SyncReport {
                 f,
                 "  limit per account   {per_minute} calls/min, {concurrent_per_account} at once"
             )?,
+            ProviderFigures::QuickBooks {
+                per_minute,
+                concurrent_per_company,
+            } => writeln!(
+                f,
+                "  limit per company   {per_minute} calls/min, {concurrent_per_company} at once"
+            )?,
         }
         writeln!(f, "  job slots           {}", self.job_slots)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } | ProviderFigures::Saledock { .. } => writeln!(
+            ProviderFigures::Xero { .. }
+            | ProviderFigures::Saledock { .. }
+            | ProviderFigures::QuickBooks { .. } => writeln!(
                 f,
                 "  API calls           {} (busiest organisation or account {})",
                 self.api_calls, self.calls_per_tenant
@@ -186,7 +203,9 @@ impl fmt::Display for SyncReport {
         }
         writeln!(f, "  elapsed             {:.1} s", self.elapsed_secs)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } | ProviderFigures::Saledock { .. } => {
+            ProviderFigures::Xero { .. }
+            | ProviderFigures::Saledock { .. }
+            | ProviderFigures::QuickBooks { .. } => {
                 writeln!(f, "  floor (limits)      {:.1} s", self.floor_secs)?
             }
             ProviderFigures::Shopify {
@@ -201,7 +220,9 @@ impl fmt::Display for SyncReport {
         }
         writeln!(f, "  elapsed / floor     {:.3}", self.elapsed_over_floor)?;
         let allowed = match self.figures {
-            ProviderFigures::Xero { .. } => "beyond the first per tenant and window",
+            ProviderFigures::Xero { .. } | ProviderFigures::QuickBooks { .. } => {
+                "beyond the first per tenant and window"
+            }
             ProviderFigures::Shopify { .. } | ProviderFigures::Saledock { .. } => {
                 "the limiter should have prevented"
             }

@@ -1,0 +1,141 @@
+//! QuickBooks Online configuration: the app's (one per worker process, with
+//! Intuit's published limits), a connection's mapping options stored with
+//! its credentials, and what registering a connection takes.
+//!
+//! Plain data: no I/O here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ledgerflow_workflows::provider_state::{LimitPolicy, Secret};
+use serde::{Deserialize, Serialize};
+
+use crate::kit::call::CallSettings;
+use crate::kit::gate::InlineWait;
+use crate::kit::http::HttpConfig;
+
+/// Intuit's published limits per company (realm) and app: 500 requests a
+/// minute and 10 at once. Intuit has no app-wide limit we know of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QboLimits {
+    pub company: LimitPolicy,
+}
+
+impl Default for QboLimits {
+    fn default() -> Self {
+        QboLimits {
+            company: LimitPolicy {
+                per_minute: Some(500),
+                per_day: None,
+                concurrent: Some(10),
+            },
+        }
+    }
+}
+
+/// App-level configuration (one per worker process).
+#[derive(Debug, Clone)]
+pub struct QboConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub limits: QboLimits,
+    pub http: HttpConfig,
+    /// A limiter wait shorter than this is slept through in the call;
+    /// longer ones end the attempt as rate limited (attempt not spent).
+    pub max_inline_wait: Duration,
+    /// The longest wait slept inline by a job that already spent calls.
+    pub max_mid_job_wait: Duration,
+    /// How long a process reuses a connection's decrypted credentials.
+    pub credentials_ttl: Duration,
+    /// Calls a job's first call sets aside for its next ones (a sync is
+    /// typically: customer, item lookup, invoice lookup, write).
+    pub reserved_calls_per_job: u32,
+    /// How long a crashed process may hold a concurrency slot.
+    pub slot_ttl: Duration,
+    /// Refresh when the access token (an hour) has less than this left.
+    pub refresh_margin: chrono::Duration,
+    /// `minorversion` sent on every call (75 is Intuit's floor since 2025-08).
+    pub minor_version: u32,
+}
+
+impl QboConfig {
+    pub fn new(client_id: impl Into<String>, client_secret: Secret) -> QboConfig {
+        QboConfig {
+            client_id: client_id.into(),
+            client_secret,
+            limits: QboLimits::default(),
+            http: HttpConfig::default(),
+            max_inline_wait: Duration::from_secs(2),
+            max_mid_job_wait: Duration::from_secs(62),
+            credentials_ttl: Duration::from_secs(5),
+            reserved_calls_per_job: 3,
+            slot_ttl: Duration::from_secs(120),
+            refresh_margin: chrono::Duration::seconds(120),
+            minor_version: 75,
+        }
+    }
+
+    /// The kit's call-path settings these stand for.
+    pub fn call_settings(&self) -> CallSettings {
+        CallSettings {
+            http: self.http,
+            wait: InlineWait {
+                max_inline_wait: self.max_inline_wait,
+                max_mid_job_wait: self.max_mid_job_wait,
+            },
+            credentials_ttl: self.credentials_ttl,
+            refresh_margin: self.refresh_margin,
+        }
+    }
+}
+
+/// Per-connection, non-secret mapping stored with the credentials
+/// (`provider_credentials.options`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QboOptions {
+    /// The item a line without a SKU is sold as ("Services" is 1 in a new
+    /// company).
+    pub default_item_id: String,
+    /// The income account service items created for SKUs post to.
+    pub income_account_id: String,
+    /// Canada / Global: host tax code → QuickBooks TaxCode id. Unused in
+    /// the US, where a line is only taxable or not.
+    pub tax_codes: BTreeMap<String, String>,
+    /// Canada / Global: the TaxCode for lines without a tax code.
+    pub exempt_tax_code: Option<String>,
+    /// Where payments are deposited (Undeposited Funds when absent).
+    pub deposit_account_id: Option<String>,
+}
+
+impl Default for QboOptions {
+    fn default() -> Self {
+        QboOptions {
+            default_item_id: "1".into(),
+            income_account_id: "1".into(),
+            tax_codes: BTreeMap::new(),
+            exempt_tax_code: None,
+            deposit_account_id: None,
+        }
+    }
+}
+
+/// Registering a connection (on connect or reconnect).
+#[derive(Debug, Clone)]
+pub struct QboConnection {
+    pub connection_id: i64,
+    /// The company (`realmId`, from the consent redirect).
+    pub realm_id: String,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    /// Seconds the access token has left (`expires_in`, 3600).
+    pub expires_in: i64,
+    /// Seconds until the refresh token's hard cap
+    /// (`x_refresh_token_hard_expires_in`), when the consent answer had it.
+    pub refresh_hard_expires_in: Option<i64>,
+    /// `https://quickbooks.api.intuit.com` in production.
+    pub api_base_url: String,
+    /// `https://oauth.platform.intuit.com` in production.
+    pub identity_base_url: String,
+    pub options: QboOptions,
+}

@@ -1,0 +1,201 @@
+//! QuickBooks items: the service item an invoice line names (by SKU, as
+//! the item's `Name`, unique in QuickBooks), found with one query per
+//! invoice for all its SKUs and created when missing; and the host's
+//! service items synced on their own (name, description, price, taxable).
+//!
+//! A line without a SKU is sold as the connection's default item
+//! (`QboOptions::default_item_id`).
+
+use std::collections::BTreeMap;
+
+use ledgerflow_workflows::provider::{ExternalRef, ItemLink, ProviderError};
+
+use super::QboAdapter;
+use super::api::{self, quote, request_id};
+use super::config::QboOptions;
+use super::customers::fault_code;
+use super::errors::codes;
+use super::wire::{self, EntityAnswer, QueryAnswer, Ref};
+use crate::kit::decimal::Decimal;
+
+/// A host service item as QuickBooks keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceItem {
+    /// The host's item id (SKU): QuickBooks' `Name`.
+    pub sku: String,
+    pub description: Option<String>,
+    /// Minor units at `exponent`.
+    pub price_minor: i64,
+    pub exponent: u8,
+    pub taxable: bool,
+}
+
+/// QuickBooks keeps 100 characters of an item's name and refuses a colon.
+pub(super) fn item_name(sku: &str) -> String {
+    sku.replace(':', "-").chars().take(100).collect()
+}
+
+fn link(sku: &str, item: &wire::Item) -> Option<ItemLink> {
+    item.id.clone().map(|id| ItemLink {
+        sku: sku.to_string(),
+        external: ExternalRef {
+            external_id: id,
+            external_number: None,
+            url: None,
+        },
+    })
+}
+
+impl QboAdapter {
+    /// The QuickBooks item of every SKU, created where missing, in one
+    /// query (plus a create per missing SKU).
+    pub(super) async fn resolve_items(
+        &self,
+        connection_id: i64,
+        options: &QboOptions,
+        skus: &[(String, i64, u8)],
+        key: &str,
+    ) -> Result<Vec<ItemLink>, ProviderError> {
+        if skus.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = skus.iter().map(|(s, _, _)| quote(&item_name(s))).collect();
+        let sql = format!("select * from Item where Name in ({})", names.join(", "));
+        let found: QueryAnswer =
+            api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
+        let by_name: BTreeMap<String, wire::Item> = found
+            .response
+            .item
+            .into_iter()
+            .map(|i| (i.name.clone(), i))
+            .collect();
+        let mut links = Vec::new();
+        for (sku, price, exponent) in skus {
+            let item = match by_name.get(&item_name(sku)) {
+                Some(i) => i.clone(),
+                None => {
+                    let new = ServiceItem {
+                        sku: sku.clone(),
+                        description: None,
+                        price_minor: *price,
+                        exponent: *exponent,
+                        taxable: true,
+                    };
+                    self.find_or_create_item(connection_id, options, &new, key)
+                        .await?
+                }
+            };
+            links.extend(link(sku, &item));
+        }
+        Ok(links)
+    }
+
+    /// Creates a missing item; one create at a time per SKU in this
+    /// process, and a create refused as a duplicate name (6240: another
+    /// invoice's sync made it meanwhile) adopts the winner's item.
+    async fn find_or_create_item(
+        &self,
+        connection_id: i64,
+        options: &QboOptions,
+        item: &ServiceItem,
+        key: &str,
+    ) -> Result<wire::Item, ProviderError> {
+        self.items
+            .find_or_create(connection_id, &item.sku, || async {
+                crate::kit::customers::find_or_create(
+                    self.find_item(connection_id, &item.sku),
+                    || self.create_item(connection_id, options, item, key),
+                    |e| fault_code(e).as_deref() == Some(codes::DUPLICATE_NAME),
+                    |refusal| async move {
+                        match self.find_item(connection_id, &item.sku).await? {
+                            Some(found) => Ok(found),
+                            None => Err(refusal),
+                        }
+                    },
+                )
+                .await
+            })
+            .await
+    }
+
+    async fn find_item(
+        &self,
+        connection_id: i64,
+        sku: &str,
+    ) -> Result<Option<wire::Item>, ProviderError> {
+        let sql = format!("select * from Item where Name = {}", quote(&item_name(sku)));
+        let found: QueryAnswer =
+            api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
+        Ok(found.response.item.into_iter().next())
+    }
+
+    async fn create_item(
+        &self,
+        connection_id: i64,
+        options: &QboOptions,
+        item: &ServiceItem,
+        key: &str,
+    ) -> Result<wire::Item, ProviderError> {
+        let body = wire::Item {
+            name: item_name(&item.sku),
+            description: item.description.clone(),
+            item_type: Some("Service".into()),
+            unit_price: Some(Decimal::from_scaled(item.price_minor, item.exponent)),
+            taxable: Some(item.taxable),
+            income_account_ref: Some(Ref::id(options.income_account_id.clone())),
+            ..wire::Item::default()
+        };
+        let rid = request_id(key, &format!("item-{}", item.sku), None);
+        let made: EntityAnswer = api::decode(
+            &self
+                .caller
+                .send(connection_id, &api::write("item", &body, rid)?)
+                .await?,
+        )?;
+        made.item.ok_or_else(|| {
+            ProviderError::retryable("QuickBooks answered an item create without the item")
+        })
+    }
+
+    /// Creates or updates a host service item (the "item changed" trigger):
+    /// found by name, updated with its SyncToken, or created.
+    pub async fn sync_service_item(
+        &self,
+        connection_id: i64,
+        item: &ServiceItem,
+        key: &str,
+    ) -> Result<ExternalRef, ProviderError> {
+        let options: QboOptions = self.caller.options(connection_id).await?;
+        let saved = match self.find_item(connection_id, &item.sku).await? {
+            None => {
+                self.find_or_create_item(connection_id, &options, item, key)
+                    .await?
+            }
+            Some(existing) => {
+                let body = wire::Item {
+                    id: existing.id.clone(),
+                    sync_token: existing.sync_token.clone(),
+                    sparse: Some(true),
+                    name: existing.name.clone(),
+                    description: item.description.clone(),
+                    unit_price: Some(Decimal::from_scaled(item.price_minor, item.exponent)),
+                    taxable: Some(item.taxable),
+                    ..wire::Item::default()
+                };
+                let rid = request_id(key, &format!("item-update-{}", item.sku), None);
+                let answer: EntityAnswer = api::decode(
+                    &self
+                        .caller
+                        .send(connection_id, &api::write("item", &body, rid)?)
+                        .await?,
+                )?;
+                answer.item.ok_or_else(|| {
+                    ProviderError::retryable("QuickBooks answered an item update without the item")
+                })?
+            }
+        };
+        link(&item.sku, &saved)
+            .map(|l| l.external)
+            .ok_or_else(|| ProviderError::retryable("QuickBooks answered an item without its id"))
+    }
+}

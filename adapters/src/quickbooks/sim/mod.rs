@@ -1,0 +1,282 @@
+//! A local simulator of QuickBooks Online's Accounting API (feature
+//! `sandbox`), on the sim kit: companies (realms) with customers, items,
+//! invoices and payments, each with a SyncToken that every write bumps
+//! (applying a payment bumps its invoice's); `requestid` replay (the first
+//! answer again, even for an entity deleted since); unique DisplayName
+//! (6240) and DocNumber (6140); Fault-shaped errors; 500 a minute and 10
+//! at once per company (429 + Fault 003001); the token endpoint with
+//! rotating refresh tokens and `x_refresh_token_hard_expires_in`; and the
+//! usual faults (500/503, 429, latency, expired token, drop after commit,
+//! HTML where JSON was expected, any Fault code).
+//!
+//! Deliberate simplifications: queries understand `select * from <Entity>
+//! where <Field> = '<v>'` and `in (...)` only; US sales tax is one rate for
+//! the company's taxable lines (or our `TotalTax` when no rate is set);
+//! Canada / Global tax is our `TotalTax` when sent, else each line's
+//! TaxCode rate; a voided invoice keeps its lines, with total and balance
+//! zero and `PrivateNote` "Voided". Never used by production code paths.
+
+mod answers;
+mod records;
+mod server;
+mod state;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ledgerflow_workflows::settings::QuickBooksRegion;
+
+pub use state::Company;
+use state::Inner;
+
+use crate::quickbooks::wire;
+use crate::sim::clock::Clock;
+use crate::sim::faults::{Common, Fault, Faults};
+use crate::sim::oauth::{TokenConfig, TokenSet, Tokens};
+use crate::sim::replay::Replays;
+
+/// The simulator's limits and token lifetimes.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub token: TokenConfig,
+    /// Calls a minute per company (Intuit: 500).
+    pub minute_limit: u32,
+    /// Calls at once per company (Intuit: 10).
+    pub concurrency_limit: u32,
+    /// Whether a 429 carries Retry-After (Intuit's presence is unverified).
+    pub retry_after_header: bool,
+    /// US companies: the sales tax rate QuickBooks applies to taxable
+    /// lines; `None` takes our `TotalTax`.
+    pub us_sales_tax_bps: Option<i64>,
+    /// `x_refresh_token_hard_expires_in` of every token answer.
+    pub refresh_hard_expires_in: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            token: TokenConfig {
+                access_token_ttl: chrono::Duration::seconds(3600),
+                refresh_ttl: chrono::Duration::days(100),
+                ..TokenConfig::default()
+            },
+            minute_limit: 500,
+            concurrency_limit: 10,
+            retry_after_header: true,
+            us_sales_tax_bps: None,
+            refresh_hard_expires_in: 5 * 365 * 86_400,
+        }
+    }
+}
+
+/// The faults this simulator understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// 500/503, 429, latency, expired token, drop after commit.
+    Common(Common),
+    /// An HTML page with this status where JSON was expected (a proxy).
+    Html(u16),
+    /// A Fault with this status and code ("5010", "6190", ...).
+    Fault { status: u16, code: String },
+}
+
+impl FaultKind {
+    pub fn status(status: u16) -> FaultKind {
+        FaultKind::Common(Common::Status(status))
+    }
+    pub fn rate_limit(retry_after: u64) -> FaultKind {
+        FaultKind::Common(Common::RateLimit { retry_after })
+    }
+    pub fn drop_after_commit() -> FaultKind {
+        FaultKind::Common(Common::DropAfterCommit)
+    }
+    pub fn expired_token() -> FaultKind {
+        FaultKind::Common(Common::ExpiredToken)
+    }
+    pub fn latency(d: Duration) -> FaultKind {
+        FaultKind::Common(Common::Latency(d))
+    }
+    pub fn fault(status: u16, code: &str) -> FaultKind {
+        FaultKind::Fault {
+            status,
+            code: code.to_string(),
+        }
+    }
+}
+
+/// Counters for assertions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub requests: u64,
+    /// 429s answered because a limit was exceeded (not injected).
+    pub throttled: u64,
+    pub replays: u64,
+    pub invoice_creates: u64,
+    pub customer_creates: u64,
+    pub payment_creates: u64,
+    pub stale_refusals: u64,
+    pub max_in_flight: u32,
+}
+
+/// A running simulator. Dropping it stops it.
+pub struct Simulator {
+    shared: Arc<Mutex<Inner>>,
+    server: crate::sim::server::Server,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Simulator {
+    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        Simulator::start_on("127.0.0.1:0", config).await
+    }
+
+    pub async fn start_on(addr: &str, config: SimConfig) -> std::io::Result<Simulator> {
+        let shared = Arc::new(Mutex::new(Inner {
+            tokens: Tokens::new(config.token.clone()),
+            config,
+            clock: Clock::default(),
+            faults: Faults::default(),
+            replays: Replays::default(),
+            companies: Default::default(),
+            stats: SimStats::default(),
+            next_realm: 9_130_000_000,
+        }));
+        let server =
+            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
+        Ok(Simulator { shared, server })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.shared)
+    }
+
+    /// The API base URL (`/v3/company/{realm}` follows).
+    pub fn api_base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// The identity base URL (the token endpoint is below it).
+    pub fn identity_base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// A new company; its realm id.
+    pub fn add_company(&self, name: &str, region: QuickBooksRegion) -> String {
+        let mut s = self.inner();
+        s.next_realm += 1;
+        let realm = s.next_realm.to_string();
+        let limit = s.config.minute_limit;
+        s.companies
+            .insert(realm.clone(), Company::new(name, region, limit));
+        realm
+    }
+
+    /// A consent for `realm`: a fresh token set.
+    pub fn authorize(&self, realm: &str) -> TokenSet {
+        let mut s = self.inner();
+        let now = s.clock.now();
+        s.tokens.mint(realm.to_string(), now)
+    }
+
+    /// Changes a company (payroll, tax codes, usable).
+    pub fn with_company<T>(&self, realm: &str, f: impl FnOnce(&mut Company) -> T) -> Option<T> {
+        self.inner().companies.get_mut(realm).map(f)
+    }
+
+    pub fn push(&self, fault: Fault<FaultKind>) {
+        self.inner().faults.push(fault);
+    }
+
+    pub fn pending_faults(&self) -> usize {
+        self.inner().faults.pending()
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.inner().stats
+    }
+
+    pub fn refresh_requests(&self) -> u64 {
+        self.inner().tokens.stats.refresh_requests
+    }
+
+    /// The most any refresh token was honoured.
+    pub fn max_refresh_token_uses(&self) -> u32 {
+        self.inner().tokens.max_refresh_token_uses()
+    }
+
+    pub fn revoke_refresh_tokens(&self) {
+        let mut s = self.inner();
+        let now = s.clock.now();
+        s.tokens.revoke_refresh_tokens(now);
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        self.inner().clock.advance(by);
+    }
+
+    pub fn invoices(&self, realm: &str) -> Vec<wire::Invoice> {
+        self.with_company(realm, |c| c.invoices.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn customers(&self, realm: &str) -> Vec<wire::Customer> {
+        self.with_company(realm, |c| c.customers.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn payments(&self, realm: &str) -> Vec<wire::Payment> {
+        self.with_company(realm, |c| c.payments.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn items(&self, realm: &str) -> Vec<wire::Item> {
+        self.with_company(realm, |c| c.items.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Calls the company's limits admitted (429s not counted).
+    pub fn calls_counted(&self, realm: &str) -> u64 {
+        self.with_company(realm, |c| c.calls).unwrap_or(0)
+    }
+
+    /// A customer a person made in QuickBooks.
+    pub fn add_customer(&self, realm: &str, display_name: &str, notes: Option<&str>) -> String {
+        self.with_company(realm, |c| {
+            let id = c.next_id();
+            c.customers.insert(
+                id,
+                wire::Customer {
+                    id: Some(id.to_string()),
+                    sync_token: Some("0".into()),
+                    display_name: display_name.into(),
+                    notes: notes.map(str::to_string),
+                    active: Some(true),
+                    ..wire::Customer::default()
+                },
+            );
+            id.to_string()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Someone edits the invoice in QuickBooks: its SyncToken moves.
+    pub fn touch_invoice(&self, realm: &str, id: &str) {
+        self.with_company(realm, |c| {
+            if let Some(i) = state::id_of(id).and_then(|k| c.invoices.get_mut(&k)) {
+                i.sync_token = state::bump(&i.sync_token);
+            }
+        });
+    }
+
+    /// Someone deletes the invoice in QuickBooks.
+    pub fn delete_invoice(&self, realm: &str, id: &str) {
+        self.with_company(realm, |c| {
+            state::id_of(id).and_then(|k| c.invoices.remove(&k));
+        });
+    }
+}
