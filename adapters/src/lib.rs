@@ -16,6 +16,7 @@
 //! write intents) behind `ledgerflow_workflows::provider_state`.
 
 pub mod kit;
+pub mod lightspeed_r;
 pub mod shopify;
 #[cfg(feature = "sandbox")]
 pub mod sim;

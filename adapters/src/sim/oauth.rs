@@ -44,6 +44,10 @@ pub struct TokenConfig {
     pub refresh_grace: chrono::Duration,
     /// Unused refresh tokens expire after this long.
     pub refresh_ttl: chrono::Duration,
+    /// A refresh made while the access token it came with is still valid
+    /// hands that same access token back (with a new refresh token) instead
+    /// of a new one (Lightspeed R-Series): refreshing early gains nothing.
+    pub early_refresh_keeps_access: bool,
 }
 
 impl Default for TokenConfig {
@@ -54,6 +58,7 @@ impl Default for TokenConfig {
             access_token_ttl: chrono::Duration::minutes(30),
             refresh_grace: chrono::Duration::minutes(30),
             refresh_ttl: chrono::Duration::days(60),
+            early_refresh_keeps_access: false,
         }
     }
 }
@@ -80,6 +85,8 @@ struct RefreshRecord<G> {
     /// The token set this one was exchanged for (replayed within the grace window).
     child: Option<(String, String)>,
     uses: u32,
+    /// The access token handed out with this refresh token.
+    sibling: String,
 }
 
 /// Why a refresh was refused (`invalid_grant`).
@@ -105,6 +112,9 @@ impl Refused {
 pub struct TokenStats {
     pub refresh_requests: u64,
     pub invalid_grants: u64,
+    /// Refreshes answered with the still-valid access token
+    /// ([`TokenConfig::early_refresh_keeps_access`]).
+    pub early_refreshes: u64,
 }
 
 /// Every token a simulated provider handed out.
@@ -145,6 +155,7 @@ impl<G: Clone> Tokens<G> {
                 spent_at: None,
                 child: None,
                 uses: 0,
+                sibling: access.clone(),
             },
         );
         TokenSet {
@@ -169,7 +180,21 @@ impl<G: Clone> Tokens<G> {
         }
         match (record.spent_at, record.child) {
             (None, _) => {
-                let set = self.mint(record.grant, now);
+                let mut set = self.mint(record.grant, now);
+                let sibling_expires = self.access.get(&record.sibling).map(|a| a.expires_at);
+                if self.config.early_refresh_keeps_access
+                    && let Some(expires_at) = sibling_expires.filter(|e| *e > now)
+                {
+                    // The new access token is never handed out: the old one
+                    // stays the one in use until it expires.
+                    self.access.remove(&set.access_token);
+                    if let Some(r) = self.refresh.get_mut(&set.refresh_token) {
+                        r.sibling = record.sibling.clone();
+                    }
+                    set.access_token = record.sibling.clone();
+                    set.expires_in = (expires_at - now).num_seconds();
+                    self.stats.early_refreshes += 1;
+                }
                 if let Some(r) = self.refresh.get_mut(presented) {
                     r.spent_at = Some(now);
                     r.child = Some((set.access_token.clone(), set.refresh_token.clone()));
