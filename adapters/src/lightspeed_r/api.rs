@@ -142,13 +142,14 @@ impl Api for LightspeedRApi {
     fn read_limits(&self, lane: &'static str, a: &Answer, now: DateTime<Utc>) -> Reading {
         let _ = lane;
         let level = header_str(&a.headers, "x-ls-api-bucket-level").and_then(level_and_size);
-        let retry_at = (a.status == 429).then(|| retry_after(&a.headers, now)).flatten();
+        let retry_at = (a.status == 429)
+            .then(|| retry_after(&a.headers, now))
+            .flatten();
         Reading::Bucket(BucketObserved {
             used: level.map(|(l, _)| l),
             capacity: level.map(|(_, s)| s),
-            retry_at: retry_at.or_else(|| {
-                (a.status == 429).then(|| now + chrono::Duration::seconds(10))
-            }),
+            retry_at: retry_at
+                .or_else(|| (a.status == 429).then(|| now + chrono::Duration::seconds(10))),
         })
     }
 
@@ -219,27 +220,68 @@ mod tests {
 
     #[test]
     fn the_bucket_is_sized_by_the_answers_not_by_constants() {
-        let api = LightspeedRApi::new(BucketPolicy { capacity: 60, leak_per_second: 1 }, 1, 10);
-        let Gate::Bucket(before) = api.gate(7, WRITE) else { panic!() };
-        assert_eq!((before.policy.capacity, before.policy.leak_per_second, before.cost), (600, 10, 100));
-        let a = answer(200, &[
-            ("x-ls-api-bucket-level", "32.5/90"),
-            ("x-ls-api-drip-rate", "1.5"),
-            ("x-ls-api-request-cost", "10.5"),
-        ]);
+        let api = LightspeedRApi::new(
+            BucketPolicy {
+                capacity: 60,
+                leak_per_second: 1,
+            },
+            1,
+            10,
+        );
+        let Gate::Bucket(before) = api.gate(7, WRITE) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                before.policy.capacity,
+                before.policy.leak_per_second,
+                before.cost
+            ),
+            (600, 10, 100)
+        );
+        let a = answer(
+            200,
+            &[
+                ("x-ls-api-bucket-level", "32.5/90"),
+                ("x-ls-api-drip-rate", "1.5"),
+                ("x-ls-api-request-cost", "10.5"),
+            ],
+        );
         api.observe(7, WRITE, &a);
-        let Gate::Bucket(after) = api.gate(7, WRITE) else { panic!() };
-        assert_eq!((after.policy.capacity, after.policy.leak_per_second, after.cost), (900, 15, 105));
-        let Gate::Bucket(read) = api.gate(7, READ) else { panic!() };
+        let Gate::Bucket(after) = api.gate(7, WRITE) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                after.policy.capacity,
+                after.policy.leak_per_second,
+                after.cost
+            ),
+            (900, 15, 105)
+        );
+        let Gate::Bucket(read) = api.gate(7, READ) else {
+            panic!()
+        };
         assert_eq!(read.cost, 10, "reads keep their own cost");
-        let Gate::Bucket(other) = api.gate(8, WRITE) else { panic!() };
-        assert_eq!(other.policy.capacity, 600, "another account is not this one");
+        let Gate::Bucket(other) = api.gate(8, WRITE) else {
+            panic!()
+        };
+        assert_eq!(
+            other.policy.capacity, 600,
+            "another account is not this one"
+        );
         match api.read_limits(WRITE, &a, Utc::now()) {
-            Reading::Bucket(o) => assert_eq!((o.used, o.capacity, o.retry_at), (Some(325), Some(900), None)),
+            Reading::Bucket(o) => assert_eq!(
+                (o.used, o.capacity, o.retry_at),
+                (Some(325), Some(900), None)
+            ),
             other => panic!("{other:?}"),
         }
         let now = Utc::now();
-        let limited = answer(429, &[("retry-after", "4"), ("x-ls-api-bucket-level", "90/90")]);
+        let limited = answer(
+            429,
+            &[("retry-after", "4"), ("x-ls-api-bucket-level", "90/90")],
+        );
         match api.read_limits(WRITE, &limited, now) {
             Reading::Bucket(o) => assert_eq!(o.retry_at, Some(now + chrono::Duration::seconds(4))),
             other => panic!("{other:?}"),

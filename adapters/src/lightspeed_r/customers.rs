@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn names_split_at_the_first_space() {
-        assert_eq!(split_name(" Jane van Doe "), ("Jane".into(), "van Doe".into()));
+        assert_eq!(
+            split_name(" Jane van Doe "),
+            ("Jane".into(), "van Doe".into())
+        );
         assert_eq!(split_name("Cher"), ("Cher".into(), String::new()));
     }
 }

@@ -48,7 +48,12 @@ pub enum LightspeedRError {
 /// When a 429 says nothing about how long to wait: a write's worth of drip.
 const DEFAULT_429_WAIT: chrono::Duration = chrono::Duration::seconds(10);
 
-pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>) -> LightspeedRError {
+pub fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    now: DateTime<Utc>,
+) -> LightspeedRError {
     let raw = raw_excerpt(status, body);
     let parsed: Option<ErrorBody> = serde_json::from_str::<ErrorBody>(body)
         .ok()
@@ -61,11 +66,13 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
         401 => LightspeedRError::Unauthorized { raw },
         s if s >= 500 => LightspeedRError::Server { status: s, raw },
         s => match parsed {
-            None if transient_when_foreign(s) || s == 403 || s == 404 => LightspeedRError::Foreign {
-                status: s,
-                description: foreign_answer(body),
-                raw,
-            },
+            None if transient_when_foreign(s) || s == 403 || s == 404 => {
+                LightspeedRError::Foreign {
+                    status: s,
+                    description: foreign_answer(body),
+                    raw,
+                }
+            }
             parsed => {
                 let message = parsed
                     .map(|b| b.message)
@@ -120,7 +127,13 @@ mod tests {
     use ledgerflow_workflows::{ErrorClass, JobError};
 
     fn class_of(status: u16, headers: &HeaderMap, body: &str) -> ErrorClass {
-        JobError::from(ProviderError::from(classify(status, headers, body, Utc::now()))).class()
+        JobError::from(ProviderError::from(classify(
+            status,
+            headers,
+            body,
+            Utc::now(),
+        )))
+        .class()
     }
 
     #[test]

@@ -36,7 +36,9 @@ impl LightspeedRAdapter {
             let found = self.find_item(connection_id, sku).await?;
             let item_id = match found {
                 Some(id) => Some(id),
-                None if create_missing => Some(self.create_item(connection_id, sku, description).await?),
+                None if create_missing => {
+                    Some(self.create_item(connection_id, sku, description).await?)
+                }
                 None => None,
             };
             match item_id {
@@ -59,7 +61,11 @@ impl LightspeedRAdapter {
         Ok((ids, links))
     }
 
-    async fn find_item(&self, connection_id: i64, sku: &str) -> Result<Option<String>, ProviderError> {
+    async fn find_item(
+        &self,
+        connection_id: i64,
+        sku: &str,
+    ) -> Result<Option<String>, ProviderError> {
         let req = Request::get("Item.json").lane(READ).query("customSku", sku);
         let found: Vec<Item> = self.list(connection_id, req, "Item", 1).await?;
         Ok(found
@@ -81,8 +87,8 @@ impl LightspeedRAdapter {
         };
         let req = Request::json(reqwest::Method::POST, "Item.json", &body)?.lane(WRITE);
         let made: ItemEnvelope = self.caller.send_json(connection_id, &req).await?;
-        made.item
-            .item_id
-            .ok_or_else(|| ProviderError::retryable("Lightspeed answered an item create without an id"))
+        made.item.item_id.ok_or_else(|| {
+            ProviderError::retryable("Lightspeed answered an item create without an id")
+        })
     }
 }

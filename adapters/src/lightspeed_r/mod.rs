@@ -55,7 +55,7 @@ use crate::kit::customers::CustomerLookups;
 use crate::kit::http::BuildError;
 use crate::kit::oauth2::{ClientAuth, OAuth2Client};
 use api::{KEY, LightspeedRApi, PROVIDER};
-use wire::Page;
+use wire::read_page;
 
 /// The most pages one list follows: a lookup that needs more is a sign
 /// of a filter the API ignored, not of data to read.
@@ -69,12 +69,20 @@ pub struct LightspeedRAdapter {
 }
 
 impl LightspeedRAdapter {
-    pub fn new(pool: PgPool, key: SecretKey, config: LightspeedRConfig) -> Result<Self, BuildError> {
+    pub fn new(
+        pool: PgPool,
+        key: SecretKey,
+        config: LightspeedRConfig,
+    ) -> Result<Self, BuildError> {
         let api = LightspeedRApi::new(config.initial_bucket, config.read_cost, config.write_cost);
         let caller = Caller::new(api, pool, key, config.call_settings())?.with_oauth2(
-            OAuth2Client::new(PROVIDER, config.client_id.clone(), config.client_secret.clone())
-                .token_path("/auth/oauth/token")
-                .client_auth(ClientAuth::Form),
+            OAuth2Client::new(
+                PROVIDER,
+                config.client_id.clone(),
+                config.client_secret.clone(),
+            )
+            .token_path("/auth/oauth/token")
+            .client_auth(ClientAuth::Form),
         );
         Ok(LightspeedRAdapter {
             caller,
@@ -119,11 +127,13 @@ impl LightspeedRAdapter {
         let mut records = Vec::new();
         let mut req = first;
         for _ in 0..MAX_PAGES {
-            let page: Page<T> = self.caller.send_json(connection_id, &req).await?;
-            if let Some(found) = page.records.into_iter().find(|(k, _)| k == resource) {
-                records.extend(found.1.0);
-            }
-            let next = page.attributes.next;
+            let answer = self.caller.send(connection_id, &req).await?;
+            let (found, next) =
+                read_page::<T>(&answer.body, resource).map_err(|e| ProviderError::Retryable {
+                    message: format!("the answer could not be read: {e}"),
+                    raw: Some(answer.excerpt()),
+                })?;
+            records.extend(found);
             if records.len() >= want || next.is_empty() {
                 return Ok(records);
             }
@@ -147,14 +157,21 @@ fn settings_of(c: &ConnectionInfo) -> Result<LightspeedRSettings, ProviderError>
     match &c.settings.provider {
         ProviderSettings::LightspeedR(s) => Ok(s.clone()),
         other => Err(ProviderError::permanent(
-            format!("connection {} has {} settings, not Lightspeed R-Series", c.id, other.provider()),
+            format!(
+                "connection {} has {} settings, not Lightspeed R-Series",
+                c.id,
+                other.provider()
+            ),
             None,
         )),
     }
 }
 
 impl Provider for LightspeedRAdapter {
-    fn upsert_invoice<'a>(&'a self, req: UpsertInvoiceRequest<'a>) -> ProviderFuture<'a, PushResult> {
+    fn upsert_invoice<'a>(
+        &'a self,
+        req: UpsertInvoiceRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
         Box::pin(async move {
             let settings = settings_of(req.connection)?;
             self.upsert(sales::Upsert {
@@ -187,13 +204,19 @@ impl Provider for LightspeedRAdapter {
                 .find_by_reference(req.connection.id, &options, &req.snapshot.number)
                 .await?;
             match found.and_then(|s| s.sale_id) {
-                Some(id) => self.void(req.connection.id, req.snapshot, &id).await.map(Some),
+                Some(id) => self
+                    .void(req.connection.id, req.snapshot, &id)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         })
     }
 
-    fn complete_draft<'a>(&'a self, _req: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
+    fn complete_draft<'a>(
+        &'a self,
+        _req: CompleteDraftRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
         Box::pin(async {
             Err(ProviderError::permanent(
                 "Lightspeed R-Series sales have no drafts to complete",
@@ -211,7 +234,10 @@ impl Provider for LightspeedRAdapter {
         })
     }
 
-    fn apply_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, PaymentOutcome> {
+    fn apply_payment<'a>(
+        &'a self,
+        _req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         Box::pin(async {
             Ok(PaymentOutcome::Skipped {
                 reason: "Lightspeed R-Series takes payments with the sale: they go as layaway deposits when layaway sales are on".into(),

@@ -47,9 +47,15 @@ const RELATIONS: &str = r#"["SaleLines","SalePayments"]"#;
 /// The reference a sale for this invoice carries: the invoice number; for
 /// "send as new", the number and a hash of the sync event (a lost answer
 /// of that create is found by it, the earlier sale is not).
-pub fn reference_for(snapshot: &InvoiceSnapshot, mode: UpsertMode, idempotency_key: &str) -> String {
+pub fn reference_for(
+    snapshot: &InvoiceSnapshot,
+    mode: UpsertMode,
+    idempotency_key: &str,
+) -> String {
     match mode {
-        UpsertMode::ForceNew => format!("{}~{}", snapshot.number, &short_hash(idempotency_key)[..8]),
+        UpsertMode::ForceNew => {
+            format!("{}~{}", snapshot.number, &short_hash(idempotency_key)[..8])
+        }
         _ => snapshot.number.clone(),
     }
 }
@@ -91,7 +97,15 @@ impl LightspeedRAdapter {
         let (write, sale) = match linked {
             Some(current) => {
                 let sale = self
-                    .update(u.connection_id, &options, u.settings, snap, &customer, lines, &current)
+                    .update(
+                        u.connection_id,
+                        &options,
+                        u.settings,
+                        snap,
+                        &customer,
+                        lines,
+                        &current,
+                    )
                     .await?;
                 (WriteKind::UpdatedInPlace, sale)
             }
@@ -100,11 +114,20 @@ impl LightspeedRAdapter {
                     if u.mode == UpsertMode::FirstWrite {
                         return Ok(None);
                     }
-                    self.find_by_reference(u.connection_id, &options, &reference).await
+                    self.find_by_reference(u.connection_id, &options, &reference)
+                        .await
                 };
                 let create_lines = lines.clone();
                 let adopted = adopt_or_create(find, || {
-                    self.create(u.connection_id, &options, u.settings, snap, &customer, create_lines, &reference)
+                    self.create(
+                        u.connection_id,
+                        &options,
+                        u.settings,
+                        snap,
+                        &customer,
+                        create_lines,
+                        &reference,
+                    )
                 })
                 .await?;
                 match adopted {
@@ -112,7 +135,15 @@ impl LightspeedRAdapter {
                     // newest snapshot (its deposits included, each once).
                     Adopted::Found(found) => {
                         let sale = self
-                            .update(u.connection_id, &options, u.settings, snap, &customer, lines, &found)
+                            .update(
+                                u.connection_id,
+                                &options,
+                                u.settings,
+                                snap,
+                                &customer,
+                                lines,
+                                &found,
+                            )
                             .await?;
                         (WriteKind::Created, sale)
                     }
@@ -136,9 +167,13 @@ impl LightspeedRAdapter {
         let theirs = sale
             .calc_total
             .as_ref()
-            .ok_or_else(|| ProviderError::retryable("Lightspeed answered a sale without its total"))?
+            .ok_or_else(|| {
+                ProviderError::retryable("Lightspeed answered a sale without its total")
+            })?
             .to_scaled(exponent)
-            .map_err(|e| ProviderError::retryable(format!("Lightspeed's sale total is unreadable: {e}")))?;
+            .map_err(|e| {
+                ProviderError::retryable(format!("Lightspeed's sale total is unreadable: {e}"))
+            })?;
         check_total(
             "Lightspeed R-Series",
             theirs,
@@ -230,7 +265,10 @@ impl LightspeedRAdapter {
         if !settings.layaway_sales {
             return Vec::new();
         }
-        let have: HashSet<&str> = on_sale.iter().map(|p| p.reference_number.as_str()).collect();
+        let have: HashSet<&str> = on_sale
+            .iter()
+            .map(|p| p.reference_number.as_str())
+            .collect();
         snap.payments
             .iter()
             .filter(|p| !have.contains(p.payment_id.as_str()))
@@ -258,8 +296,12 @@ impl LightspeedRAdapter {
             employee_id: options.employee_id.clone(),
             register_id: options.register_id.clone(),
             shop_id: options.shop_id.clone(),
-            sale_lines: Some(SaleLines { sale_line: OneOrMany(lines) }),
-            sale_payments: Some(SalePayments { sale_payment: OneOrMany(payments) }),
+            sale_lines: Some(SaleLines {
+                sale_line: OneOrMany(lines),
+            }),
+            sale_payments: Some(SalePayments {
+                sale_payment: OneOrMany(payments),
+            }),
             ..Sale::default()
         }
     }
@@ -306,12 +348,20 @@ impl LightspeedRAdapter {
         }
         if current.completed {
             return Err(ProviderError::permanent(
-                format!("sale {id} is completed in Lightspeed and can no longer be edited: use \"send as new\""),
+                format!(
+                    "sale {id} is completed in Lightspeed and can no longer be edited: use \"send as new\""
+                ),
                 None,
             ));
         }
         let payments = Self::new_payments(options, settings, snap, current.payments());
-        let body = Self::body(options, customer, &current.reference_number, lines, payments);
+        let body = Self::body(
+            options,
+            customer,
+            &current.reference_number,
+            lines,
+            payments,
+        );
         let req = Request::json(Method::PUT, format!("Sale/{id}.json"), &body)?
             .lane(WRITE)
             .query("load_relations", RELATIONS);
@@ -319,7 +369,11 @@ impl LightspeedRAdapter {
         Ok(made.sale)
     }
 
-    pub(super) async fn read_sale(&self, connection_id: i64, id: &str) -> Result<Sale, ProviderError> {
+    pub(super) async fn read_sale(
+        &self,
+        connection_id: i64,
+        id: &str,
+    ) -> Result<Sale, ProviderError> {
         let req = Request::get(format!("Sale/{id}.json"))
             .lane(READ)
             .query("load_relations", RELATIONS);
@@ -365,14 +419,22 @@ impl LightspeedRAdapter {
             return Ok(already(snap, id));
         }
         let (req, status) = if current.completed {
-            (Request::new(Method::DELETE, format!("Sale/{id}.json")).lane(WRITE), "archived")
+            (
+                Request::new(Method::DELETE, format!("Sale/{id}.json")).lane(WRITE),
+                "archived",
+            )
         } else {
             let body = serde_json::json!({"voided": true});
-            (Request::json(Method::PUT, format!("Sale/{id}.json"), &body)?.lane(WRITE), "voided")
+            (
+                Request::json(Method::PUT, format!("Sale/{id}.json"), &body)?.lane(WRITE),
+                "voided",
+            )
         };
         match self.caller.send(connection_id, &req).await {
             Ok(_) => {}
-            Err(f) if matches!(f.error, ProviderError::NotFound { .. }) => return Ok(already(snap, id)),
+            Err(f) if matches!(f.error, ProviderError::NotFound { .. }) => {
+                return Ok(already(snap, id));
+            }
             Err(f) => return Err(f.error),
         }
         Ok(PushResult {

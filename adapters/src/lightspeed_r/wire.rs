@@ -7,7 +7,11 @@
 //! [`OneOrMany`] reads both. Lists carry `@attributes` with the cursor of
 //! the next page (`next`, a whole URL; empty on the last page).
 
+use std::collections::HashMap;
+
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 use crate::kit::decimal::Decimal;
 
@@ -22,19 +26,20 @@ impl<T> Default for OneOrMany<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+impl<'de, T: DeserializeOwned> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either<T> {
-            Many(Vec<T>),
-            One(T),
-        }
-        Ok(match Option::<Either<T>>::deserialize(d)? {
-            Some(Either::Many(v)) => OneOrMany(v),
-            Some(Either::One(t)) => OneOrMany(vec![t]),
-            None => OneOrMany(Vec::new()),
-        })
+        // Read as raw text first: money (`Decimal`) is read from the exact
+        // text, which a buffered (untagged) value would have lost.
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let text = raw.get().trim_start();
+        let records = if text.starts_with('[') {
+            serde_json::from_str::<Vec<T>>(raw.get())
+        } else if text == "null" {
+            Ok(Vec::new())
+        } else {
+            serde_json::from_str::<T>(raw.get()).map(|t| vec![t])
+        };
+        records.map(OneOrMany).map_err(D::Error::custom)
     }
 }
 
@@ -48,13 +53,22 @@ pub struct Attributes {
 }
 
 /// A page of a list: `{"@attributes": {...}, "Sale": [...]}` (the record
-/// key is the resource's name; one record is written bare).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Page<T> {
-    #[serde(rename = "@attributes", default)]
-    pub attributes: Attributes,
-    #[serde(flatten)]
-    pub records: std::collections::HashMap<String, OneOrMany<T>>,
+/// key is the resource's name; one record is written bare): the records
+/// under `resource` and the next page's address (empty on the last).
+pub fn read_page<T: DeserializeOwned>(
+    body: &str,
+    resource: &str,
+) -> Result<(Vec<T>, String), serde_json::Error> {
+    let map: HashMap<String, Box<RawValue>> = serde_json::from_str(body)?;
+    let next = match map.get("@attributes") {
+        Some(raw) => serde_json::from_str::<Attributes>(raw.get())?.next,
+        None => String::new(),
+    };
+    let records = match map.get(resource) {
+        Some(raw) => serde_json::from_str::<OneOrMany<T>>(raw.get())?.0,
+        None => Vec::new(),
+    };
+    Ok((records, next))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +116,11 @@ pub struct Sale {
     pub ticket_number: Option<String>,
     #[serde(rename = "SaleLines", default, skip_serializing_if = "Option::is_none")]
     pub sale_lines: Option<SaleLines>,
-    #[serde(rename = "SalePayments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "SalePayments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sale_payments: Option<SalePayments>,
 }
 
@@ -111,7 +129,9 @@ impl Sale {
         self.sale_lines.as_ref().map_or(&[], |l| &l.sale_line.0)
     }
     pub fn payments(&self) -> &[SalePayment] {
-        self.sale_payments.as_ref().map_or(&[], |p| &p.sale_payment.0)
+        self.sale_payments
+            .as_ref()
+            .map_or(&[], |p| &p.sale_payment.0)
     }
 }
 
@@ -119,7 +139,11 @@ impl Sale {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SaleLine {
-    #[serde(rename = "saleLineID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "saleLineID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sale_line_id: Option<String>,
     #[serde(rename = "itemID", default)]
     pub item_id: String,
@@ -142,7 +166,11 @@ pub struct SaleLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SalePayment {
-    #[serde(rename = "salePaymentID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "salePaymentID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sale_payment_id: Option<String>,
     #[serde(rename = "paymentTypeID")]
     pub payment_type_id: String,
@@ -180,7 +208,11 @@ pub struct Contact {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Customer {
-    #[serde(rename = "customerID", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "customerID",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub customer_id: Option<String>,
     #[serde(default)]
     pub first_name: String,
@@ -255,11 +287,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(many.lines().len(), 2);
-        let page: Page<Sale> = serde_json::from_str(
+        let (sales, next) = read_page::<Sale>(
             r#"{"@attributes":{"next":"https://x/Sale.json?after=abc","previous":""},"Sale":{"saleID":"9"}}"#,
+            "Sale",
         )
         .unwrap();
-        assert_eq!(page.records["Sale"].0[0].sale_id.as_deref(), Some("9"));
-        assert!(page.attributes.next.ends_with("after=abc"));
+        assert_eq!(sales[0].sale_id.as_deref(), Some("9"));
+        assert!(next.ends_with("after=abc"));
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    #[test]
+    fn a_sale_we_write_reads_back() {
+        let sale = Sale {
+            sale_lines: Some(SaleLines {
+                sale_line: OneOrMany(vec![SaleLine {
+                    sale_line_id: None,
+                    item_id: "0".into(),
+                    note: "x".into(),
+                    unit_quantity: Decimal::from_scaled(1500, 3),
+                    unit_price: Decimal::from_scaled(-500, 2),
+                    discount_amount: None,
+                    calc_tax1: Some(Decimal::from_scaled(0, 2)),
+                    is_layaway: true,
+                }]),
+            }),
+            sale_payments: Some(SalePayments::default()),
+            ..Sale::default()
+        };
+        let text = serde_json::to_string(&sale).unwrap();
+        let back: Result<Sale, _> = serde_json::from_str(&text);
+        assert_eq!(back.as_ref().ok(), Some(&sale), "{text} {back:?}");
     }
 }

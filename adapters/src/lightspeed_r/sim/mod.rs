@@ -124,7 +124,8 @@ impl Simulator {
 
     pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
         let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(Inner::new(config)));
-        let server = crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
+        let server =
+            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
         Ok(Simulator { shared, server })
     }
 
@@ -230,7 +231,7 @@ impl Simulator {
         let s = lock(&self.shared);
         s.sales
             .values()
-            .filter_map(|sale| serde_json::from_value(records::render(sale)).ok())
+            .filter_map(|sale| serde_json::from_str(&records::render(sale).to_string()).ok())
             .collect()
     }
 
@@ -238,6 +239,15 @@ impl Simulator {
         self.sales()
             .into_iter()
             .find(|s| s.sale_id.as_deref() == Some(id))
+    }
+
+    /// A sale made elsewhere (the register, another app); returns its id.
+    pub fn add_sale(&self, mut sale: Sale) -> String {
+        let mut s = lock(&self.shared);
+        let id = s.id();
+        sale.sale_id = Some(id.to_string());
+        s.sales.insert(id, sale);
+        id.to_string()
     }
 
     /// A person completes the sale in the register.

@@ -44,9 +44,18 @@ pub(super) fn route(s: &mut Inner, req: &SimRequest, rest: &str) -> Answer {
 /// half away from zero to the cent), less its discount, plus its tax.
 pub fn sale_total(sale: &Sale) -> Option<i64> {
     sale.lines().iter().try_fold(0i64, |acc, l| {
-        let amount = line_amount(l.unit_quantity.to_scaled(4).ok()?, l.unit_price.to_scaled(4).ok()?);
-        let discount = l.discount_amount.as_ref().map_or(Some(0), |d| d.to_scaled(2).ok())?;
-        let tax = l.calc_tax1.as_ref().map_or(Some(0), |t| t.to_scaled(2).ok())?;
+        let amount = line_amount(
+            l.unit_quantity.to_scaled(4).ok()?,
+            l.unit_price.to_scaled(4).ok()?,
+        );
+        let discount = l
+            .discount_amount
+            .as_ref()
+            .map_or(Some(0), |d| d.to_scaled(2).ok())?;
+        let tax = l
+            .calc_tax1
+            .as_ref()
+            .map_or(Some(0), |t| t.to_scaled(2).ok())?;
         Some(acc + amount - discount + tax)
     })
 }
@@ -77,7 +86,9 @@ pub(super) fn render(sale: &Sale) -> Value {
 fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -93,11 +104,18 @@ fn page(s: &Inner, req: &SimRequest, resource: &str, records: Vec<Value>) -> Ans
         .unwrap_or(0);
     let size = s.config.page_size.max(1);
     let end = (start + size).min(records.len());
-    let chunk: Vec<Value> = records.get(start..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let chunk: Vec<Value> = records
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     let next = if end < records.len() {
-        let mut q: Vec<(&String, &String)> = req.query.iter().filter(|(k, _)| *k != "after").collect();
+        let mut q: Vec<(&String, &String)> =
+            req.query.iter().filter(|(k, _)| *k != "after").collect();
         q.sort();
-        let mut query: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let mut query: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
         query.push(format!("after=c{end}"));
         let host = req.header("host").unwrap_or("127.0.0.1");
         format!("http://{host}{}?{}", req.path, query.join("&"))
@@ -106,8 +124,12 @@ fn page(s: &Inner, req: &SimRequest, resource: &str, records: Vec<Value>) -> Ans
     };
     let body = match chunk.len() {
         0 => json!({"@attributes": {"count": "0", "next": next, "previous": ""}}),
-        1 => json!({"@attributes": {"count": "1", "next": next, "previous": ""}, resource: chunk[0]}),
-        n => json!({"@attributes": {"count": n.to_string(), "next": next, "previous": ""}, resource: chunk}),
+        1 => {
+            json!({"@attributes": {"count": "1", "next": next, "previous": ""}, resource: chunk[0]})
+        }
+        n => {
+            json!({"@attributes": {"count": n.to_string(), "next": next, "previous": ""}, resource: chunk})
+        }
     };
     Answer::json(200, body)
 }
@@ -142,13 +164,26 @@ fn read_sale(s: &mut Inner, id: u64) -> Answer {
 /// Refuses lines naming an item that does not exist, or a customer.
 fn check_refs(s: &Inner, sale: &Sale) -> Result<(), Answer> {
     if !sale.customer_id.is_empty() && sale.customer_id != "0" {
-        let known = sale.customer_id.parse::<u64>().ok().is_some_and(|c| s.customers.contains_key(&c));
+        let known = sale
+            .customer_id
+            .parse::<u64>()
+            .ok()
+            .is_some_and(|c| s.customers.contains_key(&c));
         if !known {
-            return Err(error(400, &format!("Customer {} does not exist", sale.customer_id)));
+            return Err(error(
+                400,
+                &format!("Customer {} does not exist", sale.customer_id),
+            ));
         }
     }
     for l in sale.lines() {
-        if l.item_id != MISC_ITEM && !l.item_id.parse::<u64>().ok().is_some_and(|i| s.items.contains_key(&i)) {
+        if l.item_id != MISC_ITEM
+            && !l
+                .item_id
+                .parse::<u64>()
+                .ok()
+                .is_some_and(|i| s.items.contains_key(&i))
+        {
             return Err(error(400, &format!("Item {} does not exist", l.item_id)));
         }
     }
@@ -267,7 +302,11 @@ fn list_customers(s: &mut Inner, req: &SimRequest) -> Answer {
     let found: Vec<Value> = s
         .customers
         .values()
-        .filter(|c| email.as_ref().is_none_or(|e| c.email().is_some_and(|m| m.eq_ignore_ascii_case(e))))
+        .filter(|c| {
+            email
+                .as_ref()
+                .is_none_or(|e| c.email().is_some_and(|m| m.eq_ignore_ascii_case(e)))
+        })
         .filter(|c| first.is_none_or(|f| c.first_name.eq_ignore_ascii_case(f)))
         .filter(|c| last.is_none_or(|l| c.last_name.eq_ignore_ascii_case(l)))
         .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
@@ -282,7 +321,10 @@ fn create_customer(s: &mut Inner, req: &SimRequest) -> Answer {
     let id = s.id();
     c.customer_id = Some(id.to_string());
     s.stats.customers_created += 1;
-    let answer = serde_json::to_value(CustomerEnvelope { customer: c.clone() }).unwrap_or(Value::Null);
+    let answer = serde_json::to_value(CustomerEnvelope {
+        customer: c.clone(),
+    })
+    .unwrap_or(Value::Null);
     s.customers.insert(id, c);
     Answer::json(200, answer)
 }

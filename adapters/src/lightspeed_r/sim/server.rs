@@ -108,9 +108,16 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         vec![
             (
                 "x-ls-api-bucket-level",
-                format!("{}/{}", tenths(level_tenths), tenths(i64::from(s.bucket.capacity))),
+                format!(
+                    "{}/{}",
+                    tenths(level_tenths),
+                    tenths(i64::from(s.bucket.capacity))
+                ),
             ),
-            ("x-ls-api-drip-rate", tenths(i64::from(s.bucket.leak_per_second))),
+            (
+                "x-ls-api-drip-rate",
+                tenths(i64::from(s.bucket.leak_per_second)),
+            ),
             ("x-ls-api-request-cost", tenths(i64::from(cost))),
         ]
     };
@@ -118,7 +125,8 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         Err(wait_ms) => {
             s.stats.bucket_429s += 1;
             let mut a = error(429, "Rate limit exceeded: the bucket is full");
-            a.headers.push(("retry-after", ((wait_ms + 999) / 1000).max(1).to_string()));
+            a.headers
+                .push(("retry-after", ((wait_ms + 999) / 1000).max(1).to_string()));
             a
         }
         Ok(()) => {
