@@ -40,7 +40,8 @@ pub struct TokenConfig {
     pub client_secret: String,
     pub access_token_ttl: chrono::Duration,
     /// How long a spent refresh token may be presented again (its answer
-    /// was lost) and still get the same new token set back.
+    /// was lost) and still get the same new token set back; zero: never
+    /// (single-use, refused at once).
     pub refresh_grace: chrono::Duration,
     /// Unused refresh tokens expire after this long.
     pub refresh_ttl: chrono::Duration,
@@ -206,7 +207,8 @@ impl<G: Clone> Tokens<G> {
             // window, and while the new refresh token is itself unspent,
             // the same new token set is handed out again.
             (Some(spent), Some((access, refresh)))
-                if now - spent <= self.config.refresh_grace
+                if self.config.refresh_grace > chrono::Duration::zero()
+                    && now - spent <= self.config.refresh_grace
                     && self
                         .refresh
                         .get(&refresh)
@@ -320,4 +322,31 @@ pub fn token_error(error: &str, description: &str) -> Answer {
         if error == "invalid_client" { 401 } else { 400 },
         json!({"error": error, "error_description": description}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_refresh_keeps_the_access_token_where_configured() {
+        let mut tokens = Tokens::<()>::new(TokenConfig {
+            early_refresh_keeps_access: true,
+            refresh_grace: chrono::Duration::zero(),
+            ..TokenConfig::default()
+        });
+        let now = Utc::now();
+        let first = tokens.mint((), now);
+        let early = tokens.refresh(&first.refresh_token, now).unwrap();
+        assert_eq!(early.access_token, first.access_token);
+        assert_ne!(early.refresh_token, first.refresh_token);
+        assert_eq!(tokens.stats.early_refreshes, 1);
+        // Spent: refused at once (no grace).
+        assert_eq!(tokens.refresh(&first.refresh_token, now), Err(Refused::AlreadyUsed));
+        // At expiry a new access token comes.
+        let later = now + chrono::Duration::minutes(31);
+        let fresh = tokens.refresh(&early.refresh_token, later).unwrap();
+        assert_ne!(fresh.access_token, first.access_token);
+        assert!(tokens.access(&fresh.access_token).is_some());
+    }
 }
