@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use ledgerflow_adapters::lightspeed_r::{LightspeedRAdapter, LightspeedRConfig};
 use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
 use ledgerflow_workflows::provider::{
@@ -31,6 +32,9 @@ use sqlx::PgPool;
 pub const XERO_CLIENT_ID_ENV: &str = "LEDGERFLOW_XERO_CLIENT_ID";
 /// The environment variable holding the Xero app's client secret.
 pub const XERO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_XERO_CLIENT_SECRET";
+/// The environment variables holding the Lightspeed R-Series app's client id and secret.
+pub const LIGHTSPEED_R_CLIENT_ID_ENV: &str = "LEDGERFLOW_LIGHTSPEED_R_CLIENT_ID";
+pub const LIGHTSPEED_R_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_LIGHTSPEED_R_CLIENT_SECRET";
 /// The environment variable pinning the Shopify Admin API version.
 pub const SHOPIFY_API_VERSION_ENV: &str = "LEDGERFLOW_SHOPIFY_API_VERSION";
 
@@ -50,6 +54,12 @@ pub struct ProviderArgs {
     /// the version the adapter was built and tested against.
     #[arg(long, env = SHOPIFY_API_VERSION_ENV)]
     pub shopify_api_version: Option<String>,
+    /// Lightspeed R-Series app client id (token refresh).
+    #[arg(long, env = LIGHTSPEED_R_CLIENT_ID_ENV)]
+    pub lightspeed_r_client_id: Option<String>,
+    /// Lightspeed R-Series app client secret; prefer the environment variable.
+    #[arg(long, env = LIGHTSPEED_R_CLIENT_SECRET_ENV, hide_env_values = true)]
+    pub lightspeed_r_client_secret: Option<String>,
 }
 
 /// Why a provider's adapter could not be built.
@@ -135,7 +145,38 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
         }
         Err(e) => left_out(&mut setup, ProviderName::Shopify, e),
     }
+    match lightspeed_r_adapter(pool, args) {
+        Ok(a) => {
+            setup
+                .configured
+                .push("lightspeed_r: configured".to_string());
+            setup.providers =
+                std::mem::take(&mut setup.providers).with(ProviderName::LightspeedR, Arc::new(a));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::LightspeedR, e),
+    }
     setup
+}
+
+/// The Lightspeed R-Series adapter from the process's flags and environment.
+pub fn lightspeed_r_adapter(
+    pool: &PgPool,
+    args: &ProviderArgs,
+) -> Result<LightspeedRAdapter, ConfigError> {
+    let (Some(id), Some(secret)) = (
+        non_empty(&args.lightspeed_r_client_id),
+        non_empty(&args.lightspeed_r_client_secret),
+    ) else {
+        return Err(ConfigError::Missing(format!(
+            "set {LIGHTSPEED_R_CLIENT_ID_ENV}, {LIGHTSPEED_R_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}"
+        )));
+    };
+    let config = LightspeedRConfig::new(id, Secret::new(secret));
+    Ok(LightspeedRAdapter::new(
+        pool.clone(),
+        SecretKey::from_env()?,
+        config,
+    )?)
 }
 
 /// The Shopify adapter: the sealing key from the environment and the

@@ -342,7 +342,10 @@ mod tests {
         assert_ne!(early.refresh_token, first.refresh_token);
         assert_eq!(tokens.stats.early_refreshes, 1);
         // Spent: refused at once (no grace).
-        assert_eq!(tokens.refresh(&first.refresh_token, now), Err(Refused::AlreadyUsed));
+        assert_eq!(
+            tokens.refresh(&first.refresh_token, now),
+            Err(Refused::AlreadyUsed)
+        );
         // At expiry a new access token comes.
         let later = now + chrono::Duration::minutes(31);
         let fresh = tokens.refresh(&early.refresh_token, later).unwrap();
