@@ -17,6 +17,7 @@
 
 pub mod kit;
 pub mod lightspeed_r;
+pub mod lightspeed_x;
 pub mod shopify;
 #[cfg(feature = "sandbox")]
 pub mod sim;
