@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ledgerflow_workflows::provider::ProviderError;
-use ledgerflow_workflows::provider_state::{Credentials, LimitPolicy, LimitScope, Observed};
+use ledgerflow_workflows::provider_state::{
+    Credentials, LimitPolicy, LimitScope, Observed, RateProblem,
+};
 
 use super::errors::{LightspeedXError, classify, retry_at};
 use crate::kit::call::{Answer, Api};
@@ -47,12 +49,17 @@ impl LightspeedXApi {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
-        self.learned.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The retailer's allowance per 5 minutes, as last read.
     pub fn limit_per_5_minutes(&self, connection_id: i64) -> u32 {
-        self.lock().get(&connection_id).copied().unwrap_or(self.initial)
+        self.lock()
+            .get(&connection_id)
+            .copied()
+            .unwrap_or(self.initial)
     }
 
     /// The minute window that never exceeds the 5-minute allowance.
@@ -72,7 +79,11 @@ impl Api for LightspeedXApi {
 
     fn gate(&self, connection_id: i64, _lane: &'static str) -> Gate {
         Gate::Windows(Windows {
-            scopes: vec![LimitScope::connection(KEY, connection_id, self.policy(connection_id))],
+            scopes: vec![LimitScope::connection(
+                KEY,
+                connection_id,
+                self.policy(connection_id),
+            )],
             reserve: 2,
             slot_ttl: self.slot_ttl,
         })
@@ -98,8 +109,11 @@ impl Api for LightspeedXApi {
     fn read_limits(&self, _lane: &'static str, a: &Answer, now: DateTime<Utc>) -> Reading {
         // `X-RateLimit-Remaining` counts a 5-minute window our minute
         // windows cannot hold; the allowance is learned in `observe`.
+        let limited = a.status == 429;
         Reading::Windows(Observed {
-            retry_at: (a.status == 429).then(|| retry_at(&a.headers, now)),
+            retry_at: limited.then(|| retry_at(&a.headers, now)),
+            // The retailer's window (this app's count there) is what ran out.
+            problem: limited.then_some(RateProblem::Other),
             ..Observed::default()
         })
     }
@@ -120,7 +134,9 @@ impl Api for LightspeedXApi {
 
     fn wait_message(&self, why: Waiting) -> String {
         match why {
-            Waiting::Paused => "Lightspeed X-Series asked us to wait (429) until the time it gave".into(),
+            Waiting::Paused => {
+                "Lightspeed X-Series asked us to wait (429) until the time it gave".into()
+            }
             _ => "the retailer's Lightspeed X-Series requests for these 5 minutes are used".into(),
         }
     }
@@ -137,13 +153,23 @@ mod tests {
         assert_eq!(api.policy(3).per_minute, Some(70));
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-limit", "950".parse().unwrap());
-        h.insert("retry-after", "Sun, 06 Dec 2026 17:30:00 GMT".parse().unwrap());
-        let a = Answer { status: 429, headers: h, body: String::new() };
+        h.insert(
+            "retry-after",
+            "Sun, 06 Dec 2026 17:30:00 GMT".parse().unwrap(),
+        );
+        let a = Answer {
+            status: 429,
+            headers: h,
+            body: String::new(),
+        };
         api.observe(3, "api", &a);
         assert_eq!(api.policy(3).per_minute, Some(190), "three registers");
         assert_eq!(api.policy(4).per_minute, Some(70), "another retailer");
         match api.read_limits("api", &a, Utc::now()) {
-            Reading::Windows(o) => assert_eq!(o.retry_at.unwrap().to_rfc3339(), "2026-12-06T17:30:00+00:00"),
+            Reading::Windows(o) => assert_eq!(
+                o.retry_at.unwrap().to_rfc3339(),
+                "2026-12-06T17:30:00+00:00"
+            ),
             other => panic!("{other:?}"),
         }
     }

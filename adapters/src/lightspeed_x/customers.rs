@@ -12,7 +12,11 @@ use crate::kit::call::Request;
 use crate::kit::customers::find_or_create;
 
 fn customer_ref(c: &Customer) -> Option<ExternalRef> {
-    c.id.as_ref().map(|id| ExternalRef { external_id: id.clone(), external_number: None, url: None })
+    c.id.as_ref().map(|id| ExternalRef {
+        external_id: id.clone(),
+        external_number: None,
+        url: None,
+    })
 }
 
 fn split_name(name: &str) -> (String, String) {
@@ -41,22 +45,42 @@ impl LightspeedXAdapter {
             .await
     }
 
-    async fn search(&self, connection_id: i64, field: &'static str, value: &str) -> Result<Option<ExternalRef>, ProviderError> {
-        let req = Request::get("2.0/search").query("type", "customers").query(field, value);
+    async fn search(
+        &self,
+        connection_id: i64,
+        field: &'static str,
+        value: &str,
+    ) -> Result<Option<ExternalRef>, ProviderError> {
+        let req = Request::get("2.0/search")
+            .query("type", "customers")
+            .query(field, value);
         let found: Data<Vec<Customer>> = self.caller.send_json(connection_id, &req).await?;
         Ok(found.data.first().and_then(customer_ref))
     }
 
-    async fn find_customer(&self, connection_id: i64, customer: &HostCustomer) -> Result<Option<ExternalRef>, ProviderError> {
-        if let Some(email) = customer.email.as_deref().map(str::trim).filter(|e| !e.is_empty())
+    async fn find_customer(
+        &self,
+        connection_id: i64,
+        customer: &HostCustomer,
+    ) -> Result<Option<ExternalRef>, ProviderError> {
+        if let Some(email) = customer
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
             && let Some(found) = self.search(connection_id, "email", email).await?
         {
             return Ok(Some(found));
         }
-        self.search(connection_id, "name", customer.name.trim()).await
+        self.search(connection_id, "name", customer.name.trim())
+            .await
     }
 
-    async fn create_customer(&self, connection_id: i64, customer: &HostCustomer) -> Result<ExternalRef, ProviderError> {
+    async fn create_customer(
+        &self,
+        connection_id: i64,
+        customer: &HostCustomer,
+    ) -> Result<ExternalRef, ProviderError> {
         let (first_name, last_name) = split_name(&customer.name);
         let body = Customer {
             id: None,
@@ -66,7 +90,8 @@ impl LightspeedXAdapter {
         };
         let req = Request::json(Method::POST, "2.0/customers", &body)?;
         let made: Data<Customer> = self.caller.send_json(connection_id, &req).await?;
-        customer_ref(&made.data)
-            .ok_or_else(|| ProviderError::retryable("Lightspeed X-Series answered a customer create without an id"))
+        customer_ref(&made.data).ok_or_else(|| {
+            ProviderError::retryable("Lightspeed X-Series answered a customer create without an id")
+        })
     }
 }

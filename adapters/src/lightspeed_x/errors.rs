@@ -27,13 +27,20 @@ pub enum LightspeedXError {
     #[error("Lightspeed X-Series has no such record (404): {message}")]
     NotFound { message: String, raw: String },
     #[error("Lightspeed X-Series rate limit (429)")]
-    RateLimited { retry_at: DateTime<Utc>, raw: String },
+    RateLimited {
+        retry_at: DateTime<Utc>,
+        raw: String,
+    },
     #[error("Lightspeed X-Series refused the request: {message}")]
     Invalid { message: String, raw: String },
     #[error("Lightspeed X-Series answered HTTP {status}")]
     Server { status: u16, raw: String },
     #[error("Lightspeed X-Series' address answered with {description} (HTTP {status})")]
-    Foreign { status: u16, description: String, raw: String },
+    Foreign {
+        status: u16,
+        description: String,
+        raw: String,
+    },
 }
 
 /// When a 429's `Retry-After` is missing or unreadable.
@@ -49,19 +56,31 @@ pub fn retry_at(headers: &HeaderMap, now: DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(now + DEFAULT_429_WAIT)
 }
 
-pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>) -> LightspeedXError {
+pub fn classify(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    now: DateTime<Utc>,
+) -> LightspeedXError {
     let raw = raw_excerpt(status, body);
-    let parsed = serde_json::from_str::<ErrorBody>(body).ok().filter(|b| !b.error.is_empty());
+    let parsed = serde_json::from_str::<ErrorBody>(body)
+        .ok()
+        .filter(|b| !b.error.is_empty());
     match status {
-        429 => LightspeedXError::RateLimited { retry_at: retry_at(headers, now), raw },
+        429 => LightspeedXError::RateLimited {
+            retry_at: retry_at(headers, now),
+            raw,
+        },
         401 => LightspeedXError::Unauthorized { raw },
         s if s >= 500 => LightspeedXError::Server { status: s, raw },
         s => match parsed {
-            None if transient_when_foreign(s) || s == 403 || s == 404 => LightspeedXError::Foreign {
-                status: s,
-                description: foreign_answer(body),
-                raw,
-            },
+            None if transient_when_foreign(s) || s == 403 || s == 404 => {
+                LightspeedXError::Foreign {
+                    status: s,
+                    description: foreign_answer(body),
+                    raw,
+                }
+            }
             parsed => {
                 let message = parsed
                     .map(|b| b.message.filter(|m| !m.is_empty()).unwrap_or(b.error))
@@ -81,17 +100,31 @@ impl From<LightspeedXError> for ProviderError {
         let message = e.to_string();
         match e {
             LightspeedXError::Unauthorized { raw } | LightspeedXError::Forbidden { raw, .. } => {
-                ProviderError::ReconnectNeeded { message, raw: Some(raw) }
+                ProviderError::ReconnectNeeded {
+                    message,
+                    raw: Some(raw),
+                }
             }
-            LightspeedXError::NotFound { raw, .. } => ProviderError::NotFound { message, raw: Some(raw) },
-            LightspeedXError::RateLimited { retry_at, raw } => ProviderError::RateLimited {
-                not_before: retry_at,
-                message: "the retailer's Lightspeed X-Series request limit for these 5 minutes is used".into(),
+            LightspeedXError::NotFound { raw, .. } => ProviderError::NotFound {
+                message,
                 raw: Some(raw),
             },
-            LightspeedXError::Invalid { message, raw } => ProviderError::Permanent { message, raw: Some(raw) },
+            LightspeedXError::RateLimited { retry_at, raw } => ProviderError::RateLimited {
+                not_before: retry_at,
+                message:
+                    "the retailer's Lightspeed X-Series request limit for these 5 minutes is used"
+                        .into(),
+                raw: Some(raw),
+            },
+            LightspeedXError::Invalid { message, raw } => ProviderError::Permanent {
+                message,
+                raw: Some(raw),
+            },
             LightspeedXError::Server { raw, .. } | LightspeedXError::Foreign { raw, .. } => {
-                ProviderError::Retryable { message, raw: Some(raw) }
+                ProviderError::Retryable {
+                    message,
+                    raw: Some(raw),
+                }
             }
         }
     }
@@ -103,28 +136,60 @@ mod tests {
     use ledgerflow_workflows::{ErrorClass, JobError};
 
     fn class_of(status: u16, headers: &HeaderMap, body: &str) -> ErrorClass {
-        JobError::from(ProviderError::from(classify(status, headers, body, Utc::now()))).class()
+        JobError::from(ProviderError::from(classify(
+            status,
+            headers,
+            body,
+            Utc::now(),
+        )))
+        .class()
     }
 
     #[test]
     fn retry_after_is_an_http_date_never_seconds() {
         let now = Utc::now();
         let mut h = HeaderMap::new();
-        h.insert("retry-after", "Sun, 06 Dec 2026 17:30:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Sun, 06 Dec 2026 17:30:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_at(&h, now).to_rfc3339(), "2026-12-06T17:30:00+00:00");
         h.insert("retry-after", "120".parse().unwrap());
-        assert_eq!(retry_at(&h, now), now + DEFAULT_429_WAIT, "seconds are not X-Series' form");
+        assert_eq!(
+            retry_at(&h, now),
+            now + DEFAULT_429_WAIT,
+            "seconds are not X-Series' form"
+        );
     }
 
     #[test]
     fn statuses_map_onto_the_five_classes() {
         let none = HeaderMap::new();
-        assert_eq!(class_of(400, &none, r#"{"error":"invalid","message":"bad postcode"}"#), ErrorClass::Permanent);
-        assert_eq!(class_of(422, &none, r#"{"error":"unprocessable"}"#), ErrorClass::Permanent);
+        assert_eq!(
+            class_of(
+                400,
+                &none,
+                r#"{"error":"invalid","message":"bad postcode"}"#
+            ),
+            ErrorClass::Permanent
+        );
+        assert_eq!(
+            class_of(422, &none, r#"{"error":"unprocessable"}"#),
+            ErrorClass::Permanent
+        );
         assert_eq!(class_of(401, &none, ""), ErrorClass::ReconnectNeeded);
-        assert_eq!(class_of(404, &none, r#"{"error":"not found"}"#), ErrorClass::NotFound);
-        assert_eq!(class_of(404, &none, "<html>gone</html>"), ErrorClass::Retryable);
+        assert_eq!(
+            class_of(404, &none, r#"{"error":"not found"}"#),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            class_of(404, &none, "<html>gone</html>"),
+            ErrorClass::Retryable
+        );
         assert_eq!(class_of(503, &none, ""), ErrorClass::Retryable);
-        assert_eq!(class_of(429, &none, r#"{"error":"Too Many Requests"}"#), ErrorClass::RateLimited);
+        assert_eq!(
+            class_of(429, &none, r#"{"error":"Too Many Requests"}"#),
+            ErrorClass::RateLimited
+        );
     }
 }

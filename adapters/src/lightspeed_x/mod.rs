@@ -63,14 +63,25 @@ pub struct LightspeedXAdapter {
 }
 
 impl LightspeedXAdapter {
-    pub fn new(pool: PgPool, key: SecretKey, config: LightspeedXConfig) -> Result<Self, BuildError> {
+    pub fn new(
+        pool: PgPool,
+        key: SecretKey,
+        config: LightspeedXConfig,
+    ) -> Result<Self, BuildError> {
         let api = LightspeedXApi::new(config.initial_limit_per_5_minutes, config.slot_ttl);
         let caller = Caller::new(api, pool, key, config.call_settings())?.with_oauth2(
-            OAuth2Client::new(PROVIDER, config.client_id.clone(), config.client_secret.clone())
-                .token_path("/api/1.0/token")
-                .client_auth(ClientAuth::Form),
+            OAuth2Client::new(
+                PROVIDER,
+                config.client_id.clone(),
+                config.client_secret.clone(),
+            )
+            .token_path("/api/1.0/token")
+            .client_auth(ClientAuth::Form),
         );
-        Ok(LightspeedXAdapter { caller, customers: Arc::new(CustomerLookups::default()) })
+        Ok(LightspeedXAdapter {
+            caller,
+            customers: Arc::new(CustomerLookups::default()),
+        })
     }
 
     pub async fn register(&self, c: &LightspeedXConnection) -> Result<(), ProviderError> {
@@ -97,7 +108,10 @@ impl LightspeedXAdapter {
 }
 
 impl Provider for LightspeedXAdapter {
-    fn upsert_invoice<'a>(&'a self, req: UpsertInvoiceRequest<'a>) -> ProviderFuture<'a, PushResult> {
+    fn upsert_invoice<'a>(
+        &'a self,
+        req: UpsertInvoiceRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
         Box::pin(async move {
             self.upsert(sales::Upsert {
                 connection_id: req.connection.id,
@@ -112,42 +126,76 @@ impl Provider for LightspeedXAdapter {
     }
 
     fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move { self.void(req.connection.id, req.snapshot, &req.existing.external_id).await })
+        Box::pin(async move {
+            self.void(req.connection.id, req.snapshot, &req.existing.external_id)
+                .await
+        })
     }
 
-    fn void_unlinked<'a>(&'a self, req: VoidUnlinkedRequest<'a>) -> ProviderFuture<'a, Option<PushResult>> {
+    fn void_unlinked<'a>(
+        &'a self,
+        req: VoidUnlinkedRequest<'a>,
+    ) -> ProviderFuture<'a, Option<PushResult>> {
         Box::pin(async move {
-            match self.find_by_number(req.connection.id, &req.snapshot.number).await?.and_then(|s| s.id) {
-                Some(id) => self.void(req.connection.id, req.snapshot, &id).await.map(Some),
+            match self
+                .find_by_number(req.connection.id, &req.snapshot.number)
+                .await?
+                .and_then(|s| s.id)
+            {
+                Some(id) => self
+                    .void(req.connection.id, req.snapshot, &id)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         })
     }
 
-    fn complete_draft<'a>(&'a self, _req: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async { Err(ProviderError::permanent("Lightspeed X-Series sales have no drafts to complete", None)) })
+    fn complete_draft<'a>(
+        &'a self,
+        _req: CompleteDraftRequest<'a>,
+    ) -> ProviderFuture<'a, PushResult> {
+        Box::pin(async {
+            Err(ProviderError::permanent(
+                "Lightspeed X-Series sales have no drafts to complete",
+                None,
+            ))
+        })
     }
 
     fn push_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async {
-            Err(ProviderError::permanent("Lightspeed X-Series takes payments with the sale, not on their own", None))
+            Err(ProviderError::permanent(
+                "Lightspeed X-Series takes payments with the sale, not on their own",
+                None,
+            ))
         })
     }
 
-    fn apply_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, PaymentOutcome> {
+    fn apply_payment<'a>(
+        &'a self,
+        _req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         Box::pin(async {
             Ok(PaymentOutcome::Skipped {
-                reason: "Lightspeed X-Series takes payments with the sale (layby or closed when paid)".into(),
+                reason:
+                    "Lightspeed X-Series takes payments with the sale (layby or closed when paid)"
+                        .into(),
             })
         })
     }
 
-    fn sync_customer<'a>(&'a self, req: SyncCustomerRequest<'a>) -> ProviderFuture<'a, Option<ExternalRef>> {
+    fn sync_customer<'a>(
+        &'a self,
+        req: SyncCustomerRequest<'a>,
+    ) -> ProviderFuture<'a, Option<ExternalRef>> {
         Box::pin(async move {
             if let Some(existing) = req.existing {
                 return Ok(Some(existing.clone()));
             }
-            self.find_or_create_customer(req.connection.id, req.customer).await.map(Some)
+            self.find_or_create_customer(req.connection.id, req.customer)
+                .await
+                .map(Some)
         })
     }
 }

@@ -30,9 +30,16 @@ impl LightspeedXAdapter {
             if ids.contains_key(*sku) {
                 continue;
             }
-            let req = Request::get("2.0/search").query("type", "products").query("sku", *sku);
+            let req = Request::get("2.0/search")
+                .query("type", "products")
+                .query("sku", *sku);
             let found: Data<Vec<Product>> = self.caller.send_json(connection_id, &req).await?;
-            let id = match found.data.into_iter().find(|p| p.sku == *sku).and_then(|p| p.id) {
+            let id = match found
+                .data
+                .into_iter()
+                .find(|p| p.sku == *sku)
+                .and_then(|p| p.id)
+            {
                 Some(id) => id,
                 None if options.create_missing_products => {
                     let body = Product {
@@ -44,7 +51,9 @@ impl LightspeedXAdapter {
                     let req = Request::json(Method::POST, "2.0/products", &body)?;
                     let made: Data<Product> = self.caller.send_json(connection_id, &req).await?;
                     made.data.id.ok_or_else(|| {
-                        ProviderError::retryable("Lightspeed X-Series answered a product create without an id")
+                        ProviderError::retryable(
+                            "Lightspeed X-Series answered a product create without an id",
+                        )
                     })?
                 }
                 None => {
@@ -58,7 +67,11 @@ impl LightspeedXAdapter {
             };
             links.push(ItemLink {
                 sku: sku.to_string(),
-                external: ExternalRef { external_id: id.clone(), external_number: None, url: None },
+                external: ExternalRef {
+                    external_id: id.clone(),
+                    external_number: None,
+                    url: None,
+                },
             });
             ids.insert(sku.to_string(), id);
         }

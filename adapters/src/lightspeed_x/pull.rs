@@ -30,8 +30,12 @@ pub struct ChangedSales {
 
 pub fn remote(sale: &RegisterSale, currency: Currency) -> RemoteInvoice {
     let exponent = currency.exponent();
-    let cents = |d: &Option<crate::kit::decimal::Decimal>| d.as_ref().and_then(|d| d.to_scaled(exponent).ok());
-    let total = cents(&sale.total_price).zip(cents(&sale.total_tax)).map(|(p, t)| p + t);
+    let cents = |d: &Option<crate::kit::decimal::Decimal>| {
+        d.as_ref().and_then(|d| d.to_scaled(exponent).ok())
+    };
+    let total = cents(&sale.total_price)
+        .zip(cents(&sale.total_tax))
+        .map(|(p, t)| p + t);
     let payments: Vec<RemotePayment> = sale
         .register_sale_payments
         .iter()
@@ -57,18 +61,31 @@ pub fn remote(sale: &RegisterSale, currency: Currency) -> RemoteInvoice {
 
 impl LightspeedXAdapter {
     /// Sales changed since `after` (a version from the last poll; 0 at first).
-    pub async fn changed_sales(&self, connection_id: i64, after: u64, currency: Currency) -> Result<ChangedSales, ProviderError> {
+    pub async fn changed_sales(
+        &self,
+        connection_id: i64,
+        after: u64,
+        currency: Currency,
+    ) -> Result<ChangedSales, ProviderError> {
         let mut cursor = after;
         let mut sales = Vec::new();
         for _ in 0..MAX_PAGES {
             let req = Request::get("2.0/sales").query("after", cursor.to_string());
             let page: SalesPage = self.caller.send_json(connection_id, &req).await?;
             if page.data.is_empty() {
-                return Ok(ChangedSales { sales, next_version: cursor, complete: true });
+                return Ok(ChangedSales {
+                    sales,
+                    next_version: cursor,
+                    complete: true,
+                });
             }
             sales.extend(page.data.iter().map(|s| remote(s, currency)));
             cursor = page.version.max.max(cursor);
         }
-        Ok(ChangedSales { sales, next_version: cursor, complete: false })
+        Ok(ChangedSales {
+            sales,
+            next_version: cursor,
+            complete: false,
+        })
     }
 }

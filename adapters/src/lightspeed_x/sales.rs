@@ -22,7 +22,9 @@ use std::collections::HashMap;
 
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
 use ledgerflow_workflows::money::Money;
-use ledgerflow_workflows::provider::{ExternalRef, ItemLink, ProviderError, PushResult, UpsertMode, WriteKind};
+use ledgerflow_workflows::provider::{
+    ExternalRef, ItemLink, ProviderError, PushResult, UpsertMode, WriteKind,
+};
 use reqwest::Method;
 
 use super::LightspeedXAdapter;
@@ -32,9 +34,15 @@ use crate::kit::call::Request;
 use crate::kit::decimal::{Decimal, check_total};
 use crate::kit::idempotency::{Adopted, adopt_or_create, short_hash};
 
-pub fn invoice_number_for(snapshot: &InvoiceSnapshot, mode: UpsertMode, idempotency_key: &str) -> String {
+pub fn invoice_number_for(
+    snapshot: &InvoiceSnapshot,
+    mode: UpsertMode,
+    idempotency_key: &str,
+) -> String {
     match mode {
-        UpsertMode::ForceNew => format!("{}~{}", snapshot.number, &short_hash(idempotency_key)[..8]),
+        UpsertMode::ForceNew => {
+            format!("{}~{}", snapshot.number, &short_hash(idempotency_key)[..8])
+        }
         _ => snapshot.number.clone(),
     }
 }
@@ -62,9 +70,15 @@ pub(super) struct Upsert<'a> {
 fn total_of(sale: &RegisterSale, exponent: u8) -> Result<i64, ProviderError> {
     let read = |d: &Option<Decimal>| -> Result<i64, ProviderError> {
         d.as_ref()
-            .ok_or_else(|| ProviderError::retryable("Lightspeed X-Series answered a sale without its totals"))?
+            .ok_or_else(|| {
+                ProviderError::retryable("Lightspeed X-Series answered a sale without its totals")
+            })?
             .to_scaled(exponent)
-            .map_err(|e| ProviderError::retryable(format!("Lightspeed X-Series' sale total is unreadable: {e}")))
+            .map_err(|e| {
+                ProviderError::retryable(format!(
+                    "Lightspeed X-Series' sale total is unreadable: {e}"
+                ))
+            })
     };
     Ok(read(&sale.total_price)? + read(&sale.total_tax)?)
 }
@@ -75,7 +89,10 @@ impl LightspeedXAdapter {
         let options: LightspeedXOptions = self.caller.options(u.connection_id).await?;
         let customer = match u.customer {
             Some(c) => c.clone(),
-            None => self.find_or_create_customer(u.connection_id, &snap.customer).await?,
+            None => {
+                self.find_or_create_customer(u.connection_id, &snap.customer)
+                    .await?
+            }
         };
         let (products, items) = self.products(u.connection_id, &options, snap).await?;
         let number = invoice_number_for(snap, u.mode, u.idempotency_key);
@@ -87,7 +104,16 @@ impl LightspeedXAdapter {
         };
         let (write, sale) = match linked {
             Some(current) => {
-                let sale = self.update(u.connection_id, &options, snap, &customer, products, current).await?;
+                let sale = self
+                    .update(
+                        u.connection_id,
+                        &options,
+                        snap,
+                        &customer,
+                        products,
+                        current,
+                    )
+                    .await?;
                 (WriteKind::UpdatedInPlace, sale)
             }
             None => {
@@ -97,11 +123,21 @@ impl LightspeedXAdapter {
                     }
                     self.find_by_number(u.connection_id, &number).await
                 };
-                let body = self.body(&options, snap, &customer, products.clone(), &number, None, &[]);
+                let body = self.body(
+                    &options,
+                    snap,
+                    &customer,
+                    products.clone(),
+                    &number,
+                    None,
+                    &[],
+                );
                 let adopted = adopt_or_create(find, || self.write(u.connection_id, body)).await?;
                 match adopted {
                     Adopted::Found(found) => {
-                        let sale = self.update(u.connection_id, &options, snap, &customer, products, found).await?;
+                        let sale = self
+                            .update(u.connection_id, &options, snap, &customer, products, found)
+                            .await?;
                         (WriteKind::Created, sale)
                     }
                     Adopted::Created(sale) => (WriteKind::Created, sale),
@@ -120,11 +156,19 @@ impl LightspeedXAdapter {
         items: Vec<ItemLink>,
     ) -> Result<PushResult, ProviderError> {
         let theirs = total_of(sale, snap.currency.exponent())?;
-        check_total("Lightspeed X-Series", theirs, snap.totals.total, snap.currency, "check the products and taxes on this invoice")?;
+        check_total(
+            "Lightspeed X-Series",
+            theirs,
+            snap.totals.total,
+            snap.currency,
+            "check the products and taxes on this invoice",
+        )?;
         Ok(PushResult {
             write,
             external: ExternalRef {
-                external_id: sale.id.clone().ok_or_else(|| ProviderError::retryable("Lightspeed X-Series answered a sale without its id"))?,
+                external_id: sale.id.clone().ok_or_else(|| {
+                    ProviderError::retryable("Lightspeed X-Series answered a sale without its id")
+                })?,
                 external_number: Some(sale.invoice_number.clone()),
                 url: None,
             },
@@ -148,9 +192,15 @@ impl LightspeedXAdapter {
         let skus: Vec<(&str, &str, i64)> = snap
             .lines
             .iter()
-            .filter_map(|l| l.sku.as_deref().map(|s| (s, l.description.as_str(), l.unit_price_minor)))
+            .filter_map(|l| {
+                l.sku
+                    .as_deref()
+                    .map(|s| (s, l.description.as_str(), l.unit_price_minor))
+            })
             .collect();
-        let (ids, links) = self.products_for(connection_id, options, &skus, exponent).await?;
+        let (ids, links) = self
+            .products_for(connection_id, options, &skus, exponent)
+            .await?;
         let misc = || {
             options.misc_product_id.clone().ok_or_else(|| {
                 ProviderError::permanent(
@@ -166,9 +216,9 @@ impl LightspeedXAdapter {
                 Some(id) => id.clone(),
                 None => misc()?,
             };
-            let discount = l
-                .discount_minor()
-                .map_err(|e| ProviderError::permanent(format!("the invoice's amounts do not add up: {e}"), None))?;
+            let discount = l.discount_minor().map_err(|e| {
+                ProviderError::permanent(format!("the invoice's amounts do not add up: {e}"), None)
+            })?;
             lines.push(SaleProduct {
                 id: None,
                 product_id,
@@ -238,7 +288,11 @@ impl LightspeedXAdapter {
         }
     }
 
-    async fn write(&self, connection_id: i64, body: RegisterSale) -> Result<RegisterSale, ProviderError> {
+    async fn write(
+        &self,
+        connection_id: i64,
+        body: RegisterSale,
+    ) -> Result<RegisterSale, ProviderError> {
         let req = Request::json(Method::POST, "register_sales", &body)?;
         let made: RegisterSaleEnvelope = self.caller.send_json(connection_id, &req).await?;
         Ok(made.register_sale)
@@ -255,7 +309,10 @@ impl LightspeedXAdapter {
     ) -> Result<RegisterSale, ProviderError> {
         let id = current.id.clone().unwrap_or_default();
         if current.status == status::VOIDED {
-            return Err(ProviderError::not_found(format!("sale {} was voided in Lightspeed X-Series", current.invoice_number)));
+            return Err(ProviderError::not_found(format!(
+                "sale {} was voided in Lightspeed X-Series",
+                current.invoice_number
+            )));
         }
         if status::is_closed(&current.status) {
             let unchanged = wanted_status(snap, options) == status::CLOSED
@@ -272,11 +329,23 @@ impl LightspeedXAdapter {
                 None,
             ));
         }
-        let body = self.body(options, snap, customer, products, &current.invoice_number, Some(id), &current.register_sale_payments);
+        let body = self.body(
+            options,
+            snap,
+            customer,
+            products,
+            &current.invoice_number,
+            Some(id),
+            &current.register_sale_payments,
+        );
         self.write(connection_id, body).await
     }
 
-    pub(super) async fn read_sale(&self, connection_id: i64, id: &str) -> Result<RegisterSale, ProviderError> {
+    pub(super) async fn read_sale(
+        &self,
+        connection_id: i64,
+        id: &str,
+    ) -> Result<RegisterSale, ProviderError> {
         let found: Data<RegisterSale> = self
             .caller
             .send_json(connection_id, &Request::get(format!("2.0/sales/{id}")))
@@ -284,8 +353,14 @@ impl LightspeedXAdapter {
         Ok(found.data)
     }
 
-    pub(super) async fn find_by_number(&self, connection_id: i64, number: &str) -> Result<Option<RegisterSale>, ProviderError> {
-        let req = Request::get("2.0/search").query("type", "sales").query("invoice_number", number);
+    pub(super) async fn find_by_number(
+        &self,
+        connection_id: i64,
+        number: &str,
+    ) -> Result<Option<RegisterSale>, ProviderError> {
+        let req = Request::get("2.0/search")
+            .query("type", "sales")
+            .query("invoice_number", number);
         let found: Data<Vec<RegisterSale>> = self.caller.send_json(connection_id, &req).await?;
         Ok(found
             .data
@@ -294,10 +369,19 @@ impl LightspeedXAdapter {
     }
 
     /// Voids the sale (closed ones too: the one change a closed sale takes).
-    pub(super) async fn void(&self, connection_id: i64, snap: &InvoiceSnapshot, id: &str) -> Result<PushResult, ProviderError> {
+    pub(super) async fn void(
+        &self,
+        connection_id: i64,
+        snap: &InvoiceSnapshot,
+        id: &str,
+    ) -> Result<PushResult, ProviderError> {
         let already = || PushResult {
             write: WriteKind::AlreadyVoided,
-            external: ExternalRef { external_id: id.to_string(), external_number: None, url: None },
+            external: ExternalRef {
+                external_id: id.to_string(),
+                external_number: None,
+                url: None,
+            },
             line_count: 0,
             total: Money::zero(snap.currency),
             external_status: status::VOIDED.into(),
@@ -322,7 +406,11 @@ impl LightspeedXAdapter {
         let done = self.write(connection_id, current).await?;
         Ok(PushResult {
             write: WriteKind::Voided,
-            external: ExternalRef { external_id: id.to_string(), external_number: Some(done.invoice_number), url: None },
+            external: ExternalRef {
+                external_id: id.to_string(),
+                external_number: Some(done.invoice_number),
+                url: None,
+            },
             line_count: u32::try_from(lines).unwrap_or(u32::MAX),
             total: Money::zero(snap.currency),
             external_status: done.status,

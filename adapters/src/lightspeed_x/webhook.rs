@@ -12,7 +12,6 @@
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// What a `sale.update` names: the work is a poll, not this body.
@@ -32,7 +31,10 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
         return String::new();
     };
     mac.update(body);
-    format!("signature={},algorithm=HMAC-SHA256", hex(&mac.finalize().into_bytes()))
+    format!(
+        "signature={},algorithm=HMAC-SHA256",
+        hex(&mac.finalize().into_bytes())
+    )
 }
 
 /// Whether `header` is a valid signature of `body` under `secret`.
@@ -45,7 +47,10 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     };
     let Some(expected) = (0..sig.len())
         .step_by(2)
-        .map(|i| sig.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .map(|i| {
+            sig.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
         .collect::<Option<Vec<u8>>>()
     else {
         return false;
@@ -78,7 +83,10 @@ mod tests {
         let body = b"type=sale.update&domain_prefix=bikes&payload=%7B%22id%22%3A%22s-1%22%2C%22status%22%3A%22CLOSED%22%7D";
         assert_eq!(
             parse(body),
-            Some(SaleHint { sale_id: "s-1".into(), domain_prefix: Some("bikes".into()) })
+            Some(SaleHint {
+                sale_id: "s-1".into(),
+                domain_prefix: Some("bikes".into())
+            })
         );
         let sig = sign(b"secret", body);
         assert!(verify(b"secret", body, Some(&sig)));

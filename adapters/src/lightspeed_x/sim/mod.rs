@@ -33,7 +33,9 @@ pub type Fault = crate::sim::faults::Fault<FaultKind>;
 pub enum FaultKind {
     Status(u16),
     /// 429 with `Retry-After` this many seconds ahead, written as a date.
-    RateLimit { retry_after: u64 },
+    RateLimit {
+        retry_after: u64,
+    },
     Latency(Duration),
     ExpiredToken,
     DropAfterCommit,
@@ -110,7 +112,8 @@ impl Simulator {
 
     pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
         let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(Inner::new(config)));
-        let server = crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
+        let server =
+            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
         Ok(Simulator { shared, server })
     }
 
@@ -154,7 +157,15 @@ impl Simulator {
     pub fn add_product(&self, sku: &str, name: &str) -> String {
         let mut s = lock(&self.shared);
         let id = s.id("product");
-        s.products.insert(id.clone(), Product { id: Some(id.clone()), sku: sku.into(), name: name.into(), price_excluding_tax: None });
+        s.products.insert(
+            id.clone(),
+            Product {
+                id: Some(id.clone()),
+                sku: sku.into(),
+                name: name.into(),
+                price_excluding_tax: None,
+            },
+        );
         id
     }
 
@@ -163,7 +174,12 @@ impl Simulator {
         let id = s.id("customer");
         s.customers.insert(
             id.clone(),
-            Customer { id: Some(id.clone()), first_name: first.into(), last_name: last.into(), email: email.map(str::to_string) },
+            Customer {
+                id: Some(id.clone()),
+                first_name: first.into(),
+                last_name: last.into(),
+                email: email.map(str::to_string),
+            },
         );
         id
     }

@@ -30,11 +30,16 @@ pub(super) fn route(s: &mut Inner, req: &SimRequest, rest: &str) -> Answer {
 
 /// (price excluding tax, tax) of the sale's lines, in cents.
 pub fn totals(sale: &RegisterSale) -> Option<(i64, i64)> {
-    sale.register_sale_products.iter().try_fold((0i64, 0i64), |(p, t), l| {
-        let amount = line_amount(l.quantity.to_scaled(4).ok()?, l.price.to_scaled(4).ok()?);
-        let discount = l.discount.as_ref().map_or(Some(0), |d| d.to_scaled(2).ok())?;
-        Some((p + amount - discount, t + l.tax.to_scaled(2).ok()?))
-    })
+    sale.register_sale_products
+        .iter()
+        .try_fold((0i64, 0i64), |(p, t), l| {
+            let amount = line_amount(l.quantity.to_scaled(4).ok()?, l.price.to_scaled(4).ok()?);
+            let discount = l
+                .discount
+                .as_ref()
+                .map_or(Some(0), |d| d.to_scaled(2).ok())?;
+            Some((p + amount - discount, t + l.tax.to_scaled(2).ok()?))
+        })
 }
 
 fn write_sale(s: &mut Inner, req: &SimRequest) -> Answer {
@@ -43,11 +48,19 @@ fn write_sale(s: &mut Inner, req: &SimRequest) -> Answer {
     };
     for l in &sent.register_sale_products {
         if !s.products.contains_key(&l.product_id) {
-            return error(400, "Bad Request", &format!("product {} does not exist", l.product_id));
+            return error(
+                400,
+                "Bad Request",
+                &format!("product {} does not exist", l.product_id),
+            );
         }
     }
     if !sent.customer_id.is_empty() && !s.customers.contains_key(&sent.customer_id) {
-        return error(400, "Bad Request", &format!("customer {} does not exist", sent.customer_id));
+        return error(
+            400,
+            "Bad Request",
+            &format!("customer {} does not exist", sent.customer_id),
+        );
     }
     let Some((price, tax)) = totals(&sent) else {
         return error(400, "Bad Request", "a line's amount is not a number");
@@ -66,7 +79,10 @@ fn write_sale(s: &mut Inner, req: &SimRequest) -> Answer {
             // is ever taken off.
             let mut payments = current.register_sale_payments.clone();
             for p in &sent.register_sale_payments {
-                if p.id.as_ref().is_none_or(|id| !payments.iter().any(|q| q.id.as_ref() == Some(id))) {
+                if p.id
+                    .as_ref()
+                    .is_none_or(|id| !payments.iter().any(|q| q.id.as_ref() == Some(id)))
+                {
                     let mut p = p.clone();
                     p.id = Some(s.id("payment"));
                     payments.push(p);
@@ -102,13 +118,24 @@ fn write_sale(s: &mut Inner, req: &SimRequest) -> Answer {
 }
 
 fn feed(s: &mut Inner, req: &SimRequest) -> Answer {
-    let after: u64 = req.query.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut changed: Vec<&RegisterSale> = s.sales.values().filter(|x| x.version.unwrap_or(0) > after).collect();
+    let after: u64 = req
+        .query
+        .get("after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut changed: Vec<&RegisterSale> = s
+        .sales
+        .values()
+        .filter(|x| x.version.unwrap_or(0) > after)
+        .collect();
     changed.sort_by_key(|x| x.version);
     changed.truncate(s.config.page_size.max(1));
     let min = changed.first().and_then(|x| x.version).unwrap_or(after);
     let max = changed.last().and_then(|x| x.version).unwrap_or(after);
-    Answer::json(200, json!({"data": changed, "version": {"min": min, "max": max}}))
+    Answer::json(
+        200,
+        json!({"data": changed, "version": {"min": min, "max": max}}),
+    )
 }
 
 fn search(s: &mut Inner, req: &SimRequest) -> Answer {
@@ -116,21 +143,39 @@ fn search(s: &mut Inner, req: &SimRequest) -> Answer {
     let data = match q.get("type").map(String::as_str) {
         Some("sales") => {
             let n = q.get("invoice_number");
-            json!(s.sales.values().filter(|x| n.is_none_or(|n| &x.invoice_number == n)).collect::<Vec<_>>())
+            json!(
+                s.sales
+                    .values()
+                    .filter(|x| n.is_none_or(|n| &x.invoice_number == n))
+                    .collect::<Vec<_>>()
+            )
         }
         Some("products") => {
             let sku = q.get("sku");
-            json!(s.products.values().filter(|p| sku.is_none_or(|k| &p.sku == k)).collect::<Vec<_>>())
+            json!(
+                s.products
+                    .values()
+                    .filter(|p| sku.is_none_or(|k| &p.sku == k))
+                    .collect::<Vec<_>>()
+            )
         }
         Some("customers") => {
             let email = q.get("email");
             let name = q.get("name");
-            json!(s
-                .customers
-                .values()
-                .filter(|c| email.is_none_or(|e| c.email.as_ref().is_some_and(|m| m.eq_ignore_ascii_case(e))))
-                .filter(|c| name.is_none_or(|n| format!("{} {}", c.first_name, c.last_name).trim().eq_ignore_ascii_case(n)))
-                .collect::<Vec<_>>())
+            json!(
+                s.customers
+                    .values()
+                    .filter(|c| email.is_none_or(|e| c
+                        .email
+                        .as_ref()
+                        .is_some_and(|m| m.eq_ignore_ascii_case(e))))
+                    .filter(
+                        |c| name.is_none_or(|n| format!("{} {}", c.first_name, c.last_name)
+                            .trim()
+                            .eq_ignore_ascii_case(n))
+                    )
+                    .collect::<Vec<_>>()
+            )
         }
         _ => return error(400, "Bad Request", "unknown search type"),
     };
@@ -187,7 +232,12 @@ pub(super) fn pay_in_register(s: &mut Inner, id: &str, payment_type: &str) -> bo
             reference: String::new(),
         });
     }
-    sale.status = if sale.status == status::LAYBY { status::LAYBY_CLOSED } else { status::CLOSED }.into();
+    sale.status = if sale.status == status::LAYBY {
+        status::LAYBY_CLOSED
+    } else {
+        status::CLOSED
+    }
+    .into();
     sale.version = Some(version);
     true
 }

@@ -48,15 +48,22 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         effects.delay = s.faults.latency;
         match fault.map(FaultKind::common) {
             Some(Ok(common)) => match common.apply(&mut effects) {
-                Some(Common::Status(code)) => Some(error(code, "Server Error", "simulated failure")),
+                Some(Common::Status(code)) => {
+                    Some(error(code, "Server Error", "simulated failure"))
+                }
                 Some(Common::RateLimit { retry_after }) => {
                     s.stats.injected_429s += 1;
-                    Some(too_many(now + chrono::Duration::seconds(i64::try_from(retry_after).unwrap_or(60))))
+                    Some(too_many(
+                        now + chrono::Duration::seconds(i64::try_from(retry_after).unwrap_or(60)),
+                    ))
                 }
                 _ => None,
             },
             Some(Err(FaultKind::Html(code))) => {
-                let mut a = Answer::text(code, "<html><head><title>Bad Gateway</title></head><body>edge</body></html>");
+                let mut a = Answer::text(
+                    code,
+                    "<html><head><title>Bad Gateway</title></head><body>edge</body></html>",
+                );
                 a.content_type = "text/html";
                 Some(a)
             }
@@ -88,8 +95,12 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         }
         Ok(()) => records::route(&mut s, &req, &rest),
     };
-    answer.headers.push(("x-ratelimit-limit", limit.to_string()));
-    answer.headers.push(("x-ratelimit-remaining", remaining.to_string()));
+    answer
+        .headers
+        .push(("x-ratelimit-limit", limit.to_string()));
+    answer
+        .headers
+        .push(("x-ratelimit-remaining", remaining.to_string()));
     if effects.drop_after_commit && answer.status < 300 {
         answer.drop_connection = true;
     }

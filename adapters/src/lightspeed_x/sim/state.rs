@@ -16,7 +16,9 @@ use crate::sim::oauth::{TokenConfig, Tokens};
 pub(super) type Shared = Arc<Mutex<Inner>>;
 
 pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub(super) struct Inner {
