@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ledgerflow_adapters::lightspeed_r::LightspeedROptions;
+use ledgerflow_adapters::lightspeed_x::LightspeedXOptions;
 use ledgerflow_adapters::shopify::ShopifyOptions;
 use ledgerflow_adapters::xero::XeroOptions;
 use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName};
@@ -113,6 +114,7 @@ fn known_option_keys(provider: ProviderName) -> Option<Vec<String>> {
         ProviderName::Xero => serde_json::to_value(XeroOptions::default()),
         ProviderName::Shopify => serde_json::to_value(ShopifyOptions::default()),
         ProviderName::LightspeedR => serde_json::to_value(LightspeedROptions::default()),
+        ProviderName::LightspeedX => serde_json::to_value(LightspeedXOptions::default()),
         _ => return None,
     };
     defaults
