@@ -35,14 +35,17 @@ pub const KEY: &str = "lightspeed_x";
 #[derive(Clone)]
 pub struct LightspeedXApi {
     initial: u32,
+    window_minutes: u32,
     slot_ttl: Duration,
     learned: Arc<Mutex<HashMap<i64, u32>>>,
 }
 
 impl LightspeedXApi {
-    pub fn new(initial_per_5_minutes: u32, slot_ttl: Duration) -> LightspeedXApi {
+    /// `initial`: the allowance per window of `window_minutes` (5).
+    pub fn new(initial: u32, window_minutes: u32, slot_ttl: Duration) -> LightspeedXApi {
         LightspeedXApi {
-            initial: initial_per_5_minutes,
+            initial,
+            window_minutes: window_minutes.max(1),
             slot_ttl,
             learned: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -65,7 +68,9 @@ impl LightspeedXApi {
     /// The minute window that never exceeds the 5-minute allowance.
     pub fn policy(&self, connection_id: i64) -> LimitPolicy {
         LimitPolicy {
-            per_minute: Some((self.limit_per_5_minutes(connection_id) / 5).max(1)),
+            per_minute: Some(
+                (self.limit_per_5_minutes(connection_id) / self.window_minutes).max(1),
+            ),
             per_day: None,
             concurrent: None,
         }
@@ -149,7 +154,7 @@ mod tests {
 
     #[test]
     fn the_allowance_comes_from_the_headers_and_a_429_pauses_until_its_date() {
-        let api = LightspeedXApi::new(350, Duration::from_secs(120));
+        let api = LightspeedXApi::new(350, 5, Duration::from_secs(120));
         assert_eq!(api.policy(3).per_minute, Some(70));
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-limit", "950".parse().unwrap());

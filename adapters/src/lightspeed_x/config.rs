@@ -21,6 +21,9 @@ pub struct LightspeedXConfig {
     /// Requests per 5 minutes assumed for a retailer until an answer's
     /// `X-RateLimit-Limit` says (300 × registers + 50: one register).
     pub initial_limit_per_5_minutes: u32,
+    /// Minutes of X-Series' rolling window (5; a benchmark scales it down
+    /// with its simulator's).
+    pub window_minutes: u32,
     pub http: HttpConfig,
     pub wait: InlineWait,
     pub credentials_ttl: Duration,
@@ -34,6 +37,7 @@ impl LightspeedXConfig {
             client_id: client_id.into(),
             client_secret,
             initial_limit_per_5_minutes: 350,
+            window_minutes: 5,
             http: HttpConfig::default(),
             wait: InlineWait::default(),
             credentials_ttl: Duration::from_secs(5),

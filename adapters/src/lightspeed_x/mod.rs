@@ -68,7 +68,11 @@ impl LightspeedXAdapter {
         key: SecretKey,
         config: LightspeedXConfig,
     ) -> Result<Self, BuildError> {
-        let api = LightspeedXApi::new(config.initial_limit_per_5_minutes, config.slot_ttl);
+        let api = LightspeedXApi::new(
+            config.initial_limit_per_5_minutes,
+            config.window_minutes,
+            config.slot_ttl,
+        );
         let caller = Caller::new(api, pool, key, config.call_settings())?.with_oauth2(
             OAuth2Client::new(
                 PROVIDER,

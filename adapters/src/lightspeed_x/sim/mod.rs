@@ -62,6 +62,10 @@ pub struct SimConfig {
     pub client_secret: String,
     pub domain_prefix: String,
     pub registers: u32,
+    /// The rolling window's span (5 minutes; a benchmark scales it).
+    pub window: chrono::Duration,
+    /// The allowance per window instead of 300 × registers + 50.
+    pub limit_override: Option<u32>,
     pub access_token_ttl: chrono::Duration,
     /// Sales per page of the 2.0 feed.
     pub page_size: usize,
@@ -70,7 +74,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// 300 × registers + 50.
     pub fn limit_per_5_minutes(&self) -> u32 {
-        300 * self.registers + 50
+        self.limit_override.unwrap_or(300 * self.registers + 50)
     }
 }
 
@@ -81,6 +85,8 @@ impl Default for SimConfig {
             client_secret: "sim-secret".into(),
             domain_prefix: "bikeshop".into(),
             registers: 1,
+            window: chrono::Duration::minutes(5),
+            limit_override: None,
             access_token_ttl: chrono::Duration::days(1),
             page_size: 100,
         }

@@ -45,7 +45,7 @@ impl Inner {
             refresh_grace: chrono::Duration::zero(),
             ..TokenConfig::default()
         });
-        let window = RollingWindow::new(chrono::Duration::minutes(5), config.limit_per_5_minutes());
+        let window = RollingWindow::new(config.window, config.limit_per_5_minutes());
         Inner {
             config,
             clock: Clock::default(),

@@ -16,6 +16,8 @@
 //! Also reported: 429s the shared limiter should have prevented, and
 //! records created twice for one invoice.
 
+pub mod lightspeed_r;
+pub mod lightspeed_x;
 pub mod shopify;
 pub mod xero;
 
@@ -103,6 +105,19 @@ pub enum ProviderFigures {
         rest_floor_secs: f64,
         graphql_floor_secs: f64,
     },
+    LightspeedR {
+        /// The bucket per account, in units, and its drip a second (scaled).
+        bucket_size: u32,
+        drip_per_second: u32,
+        /// Requests the buckets let in (a read puts in 1, a write 10).
+        reads: u64,
+        writes: u64,
+    },
+    LightspeedX {
+        /// Requests per retailer per (scaled) window.
+        per_window: u32,
+        window_secs: u64,
+    },
 }
 
 impl ProviderFigures {
@@ -110,6 +125,12 @@ impl ProviderFigures {
         match self {
             ProviderFigures::Xero { .. } => "Xero simulator",
             ProviderFigures::Shopify { .. } => "Shopify simulator (one store per tenant)",
+            ProviderFigures::LightspeedR { .. } => {
+                "Lightspeed R-Series simulator (one account per tenant)"
+            }
+            ProviderFigures::LightspeedX { .. } => {
+                "Lightspeed X-Series simulator (one retailer per tenant)"
+            }
         }
     }
 }
@@ -150,6 +171,21 @@ impl fmt::Display for SyncReport {
                 f,
                 "  limit per store     REST bucket {bucket_capacity} leaking {leak_per_second}/s; GraphQL {graphql_capacity} points restoring {graphql_restore_per_second}/s"
             )?,
+            ProviderFigures::LightspeedR {
+                bucket_size,
+                drip_per_second,
+                ..
+            } => writeln!(
+                f,
+                "  limit per account   bucket {bucket_size} dripping {drip_per_second}/s (reads 1, writes 10)"
+            )?,
+            ProviderFigures::LightspeedX {
+                per_window,
+                window_secs,
+            } => writeln!(
+                f,
+                "  limit per retailer  {per_window} requests per {window_secs} s"
+            )?,
         }
         writeln!(f, "  job slots           {}", self.job_slots)?;
         match &self.figures {
@@ -167,10 +203,17 @@ impl fmt::Display for SyncReport {
                 "  API calls           {} ({rest_calls} REST, {graphql_calls} GraphQL; busiest store {} REST)",
                 self.api_calls, self.calls_per_tenant
             )?,
+            _ => writeln!(
+                f,
+                "  API calls           {} (busiest tenant {})",
+                self.api_calls, self.calls_per_tenant
+            )?,
         }
         writeln!(f, "  elapsed             {:.1} s", self.elapsed_secs)?;
         match &self.figures {
-            ProviderFigures::Xero { .. } => {
+            ProviderFigures::Xero { .. }
+            | ProviderFigures::LightspeedR { .. }
+            | ProviderFigures::LightspeedX { .. } => {
                 writeln!(f, "  floor (limits)      {:.1} s", self.floor_secs)?
             }
             ProviderFigures::Shopify {
@@ -186,7 +229,7 @@ impl fmt::Display for SyncReport {
         writeln!(f, "  elapsed / floor     {:.3}", self.elapsed_over_floor)?;
         let allowed = match self.figures {
             ProviderFigures::Xero { .. } => "beyond the first per tenant and window",
-            ProviderFigures::Shopify { .. } => "the limiter should have prevented",
+            _ => "the limiter should have prevented",
         };
         writeln!(
             f,
