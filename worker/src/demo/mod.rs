@@ -11,6 +11,7 @@
 //! both simulators in-process on 127.0.0.1, and a worker runtime serving
 //! the real adapters. The story goes to stdout; logs go to stderr.
 
+pub mod lightspeed;
 pub mod shopify;
 pub mod xero;
 
@@ -192,6 +193,7 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         "tenant {TENANT}, Xero connection {xero_connection} (organisation {xero_org}): invoices sent as Authorised, payments synced, cancelled jobs voided"
     );
     let shopify = ShopifySandbox::with_key(xero.key.clone());
+    let (ls, ls_adapters) = lightspeed::Lightspeed::start(pool, &xero.key).await?;
     let providers = Providers::new()
         .with(
             ProviderName::Xero,
@@ -201,6 +203,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
             ProviderName::Shopify,
             Arc::new(shopify.adapter(pool, ShopifyConfig::default())?),
         );
+    let providers = ls_adapters
+        .into_iter()
+        .fold(providers, |p, (name, a)| p.with(name, a));
     let stop = CancellationToken::new();
     // An interrupted run (Ctrl-C drops this future) stops its workers too.
     let _stop_on_drop = stop.clone().drop_guard();
@@ -227,7 +232,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         println!("\n== Xero: the workshop's invoices ==");
         xero::play(pool, &world).await?;
         println!("\n== Shopify: the web store's orders ==");
-        shopify::play(pool, &world).await
+        shopify::play(pool, &world).await?;
+        println!("\n== Lightspeed: the bike shop's registers ==");
+        lightspeed::play(pool, &ls).await
     }
     .await;
     stop.cancel();
