@@ -44,7 +44,15 @@ impl LightspeedRConfig {
             read_cost: 1,
             write_cost: 10,
             http: HttpConfig::default(),
-            wait: InlineWait::default(),
+            // A write waits for its ten units inside the job (10 s at
+            // R-Series' 1 a second): rescheduled, the job would spend its
+            // reads again on every attempt and, with the bucket full, never
+            // reach the write (found by `bench sync --provider lightspeed_r`
+            // at the real drip rate).
+            wait: InlineWait {
+                max_inline_wait: Duration::from_secs(12),
+                ..InlineWait::default()
+            },
             credentials_ttl: Duration::from_secs(5),
         }
     }
