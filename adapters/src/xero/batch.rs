@@ -8,45 +8,31 @@
 //! carries an `Idempotency-Key`, so a retry of the same batch replays the
 //! first answer instead of creating the invoices again.
 //!
-//! This module must not touch the queue or the ledger tables (the backfill
-//! records outcomes) and must not decide which invoices a batch holds.
+//! These are Xero's [`BatchCreate`] capability, which the worker's backfill
+//! calls. This module must not touch the queue or the ledger tables (the
+//! backfill records outcomes) and must not decide which invoices a batch
+//! holds.
 
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
-use ledgerflow_workflows::provider::{ExternalRef, ProviderError, PushResult, WriteKind};
+use ledgerflow_workflows::provider::{
+    BatchCreate, BatchCreateRequest, ConnectionInfo, ExternalRef, FoundRecord, ProviderError,
+    ProviderFuture, PushResult, WriteKind,
+};
 use ledgerflow_workflows::settings::XeroInvoiceStatus;
 use reqwest::Method;
 
-use super::XeroAdapter;
 use super::api::{self, decode_error};
 use super::contacts::escape_where;
 use super::invoices::{build_invoice, invoice_url};
 use super::wire::{self, Envelope, status};
+use super::{XeroAdapter, xero_settings};
 use crate::kit::decimal::Decimal;
 
 /// Xero's advice for one request: about 50 elements (and under 3.5 MB).
 pub const MAX_BATCH: usize = 50;
 
-/// The Xero contact an invoice of a batch goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchContact {
-    /// A contact known by its ContactID (the customer's link).
-    Id(String),
-    /// A contact known by name: Xero uses the contact with that name, or
-    /// creates it when none exists (so auto-matching costs no extra call).
-    Name(String),
-}
-
-/// One invoice of a batch.
-#[derive(Debug, Clone)]
-pub struct BatchInvoice<'a> {
-    pub snapshot: &'a InvoiceSnapshot,
-    pub contact: BatchContact,
-}
-
-/// The outcome of one element. `Ok`: created (the [`PushResult`] carries
-/// the contact Xero used as `customer`, and Xero's own total, which the
-/// caller compares with the snapshot's). `Err`: refused, with Xero's words.
-pub type BatchOutcome = Result<PushResult, ProviderError>;
+/// The batch types are the port's ([`BatchCreate`]).
+pub use ledgerflow_workflows::provider::{BatchContact, BatchInvoice, BatchOutcome};
 
 impl XeroAdapter {
     /// Creates the invoices in one request (at most [`MAX_BATCH`]); the
@@ -176,6 +162,58 @@ impl XeroAdapter {
             .push(("where", "Reference==\"ledgerflow quota probe\"".to_string()));
         call.query.push(("page", "1".into()));
         self.call(connection_id, &call).await.map(|_| ())
+    }
+}
+
+impl BatchCreate for XeroAdapter {
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    /// Sent with the connection's default status (Draft or Authorised).
+    fn create_batch<'a>(
+        &'a self,
+        req: BatchCreateRequest<'a>,
+    ) -> ProviderFuture<'a, Vec<BatchOutcome>> {
+        Box::pin(async move {
+            let settings = xero_settings(req.connection)?;
+            self.create_invoices_batch(
+                req.connection.id,
+                settings.default_status,
+                req.invoices,
+                req.idempotency_key,
+            )
+            .await
+        })
+    }
+
+    fn find_created<'a>(
+        &'a self,
+        connection: &'a ConnectionInfo,
+        references: &'a [String],
+    ) -> ProviderFuture<'a, Vec<FoundRecord>> {
+        Box::pin(async move {
+            xero_settings(connection)?;
+            let found = self
+                .find_invoices_by_references(connection.id, references)
+                .await?;
+            Ok(found
+                .iter()
+                .filter_map(|i| {
+                    Some(FoundRecord {
+                        reference: i.reference.clone()?,
+                        external: found_ref(i)?,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn probe_quota<'a>(&'a self, connection: &'a ConnectionInfo) -> ProviderFuture<'a, ()> {
+        Box::pin(async move {
+            xero_settings(connection)?;
+            self.probe_day_quota(connection.id).await
+        })
     }
 }
 

@@ -59,9 +59,9 @@ pub use config::{XeroConfig, XeroConnection, XeroLimits, XeroOptions};
 /// [`XeroAdapter::push_payment_outcome`]).
 pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
-    PushResult, ReversePaymentRequest, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
-    VoidUnlinkedRequest,
+    BatchCreate, ChangeFeed, CompleteDraftRequest, ExternalRef, Provider, ProviderError,
+    ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest, SummaryPush,
+    SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{Credentials, NewCredentials, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, XeroSettings};
@@ -277,6 +277,18 @@ impl Provider for XeroAdapter {
             XeroAdapter::reverse_payment(self, req.connection.id, req.payment, req.idempotency_key)
                 .await
         })
+    }
+
+    fn batch_create(&self) -> Option<&dyn BatchCreate> {
+        Some(self)
+    }
+
+    fn summary_push(&self) -> Option<&dyn SummaryPush> {
+        Some(self)
+    }
+
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
     }
 }
 

@@ -10,7 +10,7 @@
 use chrono::{DateTime, Utc};
 use ledgerflow_workflows::inbound::{RemoteInvoice, RemotePayment};
 use ledgerflow_workflows::money::Currency;
-use ledgerflow_workflows::provider::ProviderError;
+use ledgerflow_workflows::provider::{ChangeFeed, ProviderError, ProviderFuture};
 
 use super::XeroAdapter;
 use super::api::{self, decode_error};
@@ -22,12 +22,8 @@ const PAGE_SIZE: usize = 100;
 /// the next pull (the cursor only advances when everything was read).
 const MAX_PAGES: u32 = 50;
 
-/// A pull's result: the invoices read, and whether every page was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChangedInvoices {
-    pub invoices: Vec<RemoteInvoice>,
-    pub complete: bool,
-}
+/// A pull's result (the port's type).
+pub use ledgerflow_workflows::provider::ChangedInvoices;
 
 impl XeroAdapter {
     /// The invoice's payment state; `None` when Xero has no such invoice.
@@ -83,6 +79,33 @@ impl XeroAdapter {
             invoices: out,
             complete: false,
         })
+    }
+}
+
+/// Xero's [`ChangeFeed`].
+impl ChangeFeed for XeroAdapter {
+    fn remote_invoice<'a>(
+        &'a self,
+        connection_id: i64,
+        external_id: &'a str,
+    ) -> ProviderFuture<'a, Option<RemoteInvoice>> {
+        Box::pin(XeroAdapter::remote_invoice(
+            self,
+            connection_id,
+            external_id,
+        ))
+    }
+
+    fn invoices_changed_since<'a>(
+        &'a self,
+        connection_id: i64,
+        since: DateTime<Utc>,
+    ) -> ProviderFuture<'a, ChangedInvoices> {
+        Box::pin(XeroAdapter::invoices_changed_since(
+            self,
+            connection_id,
+            since,
+        ))
     }
 }
 

@@ -8,7 +8,9 @@
 //! tables (the worker records the outcome through `workflows::summary`).
 
 use ledgerflow_workflows::money::Money;
-use ledgerflow_workflows::provider::{ExternalRef, ProviderError};
+use ledgerflow_workflows::provider::{
+    ConnectionInfo, ExternalRef, ProviderError, ProviderFuture, SummaryPush,
+};
 use ledgerflow_workflows::settings::XeroInvoiceStatus;
 use ledgerflow_workflows::summary::SummaryDraft;
 use reqwest::Method;
@@ -17,19 +19,11 @@ use super::api::{self, decode_error, operation_key};
 use super::contacts::{ContactKey, contact_ref};
 use super::invoices::invoice_url;
 use super::wire::{self, Envelope, status};
-use super::{XeroAdapter, first};
+use super::{XeroAdapter, first, xero_settings};
 use crate::kit::decimal::Decimal;
 
-/// What sending a summary did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SummarySent {
-    pub external: ExternalRef,
-    /// Xero's status word for the invoice.
-    pub status: String,
-    pub total: Money,
-    /// An earlier attempt had created it (its answer was lost).
-    pub adopted: bool,
-}
+/// What sending a summary did (the port's type).
+pub use ledgerflow_workflows::provider::SummarySent;
 
 impl XeroAdapter {
     /// Creates the summary invoice, or adopts the one an earlier attempt
@@ -148,6 +142,22 @@ impl XeroAdapter {
             )
             .await?;
         contact_ref(first(env.contacts, "contact")?)
+    }
+}
+
+/// Xero's [`SummaryPush`]: the summary invoice, with the connection's
+/// default status.
+impl SummaryPush for XeroAdapter {
+    fn push_summary<'a>(
+        &'a self,
+        connection: &'a ConnectionInfo,
+        draft: &'a SummaryDraft,
+    ) -> ProviderFuture<'a, SummarySent> {
+        Box::pin(async move {
+            let settings = xero_settings(connection)?;
+            self.create_summary_invoice(draft, settings.default_status)
+                .await
+        })
     }
 }
 

@@ -1,23 +1,25 @@
-//! The `backfill-range` job in the worker: one chunk of a backfill, sent to
-//! Xero in batches through the adapter.
+//! The `backfill-range` job in the worker: one chunk of a backfill, sent in
+//! batches through the adapter's batch-create capability
+//! (`ledgerflow_workflows::provider::BatchCreate`; Xero's today).
 //!
 //! This module owns wiring only: the order of the steps (claim the chunk,
 //! re-read the quota after a wait, recover a lost batch, then batch after
 //! batch: pick, weigh against the quota, mark in flight, send, record) and
 //! turning provider errors into the backfill's state. The rules — which
 //! invoices, how much quota, what is recorded — are
-//! `ledgerflow_workflows::backfill`; Xero's wire format is the adapter's.
+//! `ledgerflow_workflows::backfill`; the wire format is the adapter's.
+
+use std::sync::Arc;
 
 use chrono::Utc;
-use ledgerflow_adapters::xero::XeroAdapter;
-use ledgerflow_adapters::xero::batch::{BatchContact, BatchInvoice, found_ref};
 use ledgerflow_workflows::backfill::run::{
     self, Allowance, Begin, Chunk, ContactChoice, SentOutcome, Spent,
 };
 use ledgerflow_workflows::payloads::BackfillRange;
-use ledgerflow_workflows::provider::ProviderError;
+use ledgerflow_workflows::provider::{
+    BatchContact, BatchCreate, BatchCreateRequest, BatchInvoice, Provider, ProviderError,
+};
 use ledgerflow_workflows::provider_state::SECRET_KEY_ENV;
-use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus};
 use ledgerflow_workflows::{JobContext, JobError, JobKind};
 use sqlx::PgPool;
 
@@ -27,11 +29,13 @@ use crate::runtime::registry::FailedJob;
 
 /// Adds the backfill's handler (replacing the placeholder of a worker
 /// without a Xero app) and the hook that fails a chunk the queue gave up on.
-pub fn register(registry: Registry, xero: XeroAdapter) -> Registry {
+/// The chunks go through `provider`'s batch-create capability.
+pub fn register<P: Provider + 'static>(registry: Registry, provider: P) -> Registry {
+    let provider: Arc<dyn Provider> = Arc::new(provider);
     registry
         .register(move |job: BackfillRange, ctx| {
-            let xero = xero.clone();
-            async move { run_chunk(&xero, job, ctx).await }
+            let provider = provider.clone();
+            async move { run_chunk(provider.as_ref(), job, ctx).await }
         })
         .on_failed(BackfillRange::KIND, chunk_gave_up)
 }
@@ -60,7 +64,7 @@ async fn chunk_gave_up(failed: FailedJob) {
 }
 
 async fn run_chunk(
-    xero: &XeroAdapter,
+    provider: &dyn Provider,
     job: BackfillRange,
     ctx: JobContext,
 ) -> Result<(), JobError> {
@@ -69,7 +73,7 @@ async fn run_chunk(
         Begin::Nothing => return Ok(()),
         Begin::Run(c) => *c,
     };
-    match drive(xero, &pool, &mut chunk, &ctx).await {
+    match drive(provider, &pool, &mut chunk, &ctx).await {
         Ok(()) => Ok(()),
         Err(e) => {
             if let Err(db) = record_stop(&pool, &chunk, &e).await {
@@ -91,7 +95,10 @@ async fn record_stop(pool: &PgPool, chunk: &Chunk, e: &JobError) -> Result<(), J
             run::pause(
                 pool,
                 chunk,
-                &format!("Xero is limiting requests: {message}"),
+                &format!(
+                    "{} is limiting requests: {message}",
+                    chunk.connection.provider.display_name()
+                ),
                 Some(*not_before),
                 false,
             )
@@ -116,15 +123,18 @@ async fn record_stop(pool: &PgPool, chunk: &Chunk, e: &JobError) -> Result<(), J
     }
 }
 
-fn send_as(chunk: &Chunk) -> Result<XeroInvoiceStatus, JobError> {
-    match &chunk.connection.settings.provider {
-        ProviderSettings::Xero(x) => Ok(x.default_status),
-        other => Err(JobError::permanent(format!(
-            "backfill sends to Xero, but connection {} is {}",
-            chunk.connection.id,
-            other.provider().display_name()
-        ))),
-    }
+/// The adapter's batch create; a provider without one cannot be backfilled.
+fn batch_create<'a>(
+    provider: &'a dyn Provider,
+    chunk: &Chunk,
+) -> Result<&'a dyn BatchCreate, JobError> {
+    provider.batch_create().ok_or_else(|| {
+        JobError::permanent(format!(
+            "backfills send invoices in batches, which ledgerflow cannot do for {} (connection {})",
+            chunk.connection.provider.display_name(),
+            chunk.connection.id
+        ))
+    })
 }
 
 /// Waits (paused, with the reason) unless the quota leaves the backfill a call.
@@ -148,24 +158,24 @@ async fn gate(pool: &PgPool, chunk: &Chunk) -> Result<(), JobError> {
 }
 
 async fn drive(
-    xero: &XeroAdapter,
+    provider: &dyn Provider,
     pool: &PgPool,
     chunk: &mut Chunk,
     ctx: &JobContext,
 ) -> Result<(), JobError> {
     chunk.connection_usable()?;
-    let status = send_as(chunk)?;
-    let connection_id = chunk.connection.id;
+    let batches = batch_create(provider, chunk)?;
+    let connection = chunk.connection.info();
 
     // After a wait for quota the provider's last figure may be a day old:
     // one read refreshes it before the quota is weighed.
     if chunk.quota_waits > 0 {
-        xero.probe_day_quota(connection_id).await?;
+        batches.probe_quota(&connection).await?;
         run::spend(pool, chunk, Spent(1)).await?;
     }
 
-    // A batch whose answer was lost: adopt what Xero has by Reference; the
-    // rest of it is sent again below.
+    // A batch whose answer was lost: adopt what the provider has by our
+    // reference; the rest of it is sent again below.
     if let Some(in_flight) = chunk.in_flight.clone() {
         gate(pool, chunk).await?;
         let references: Vec<String> = in_flight
@@ -173,17 +183,13 @@ async fn drive(
             .iter()
             .map(|i| i.reference.clone())
             .collect();
-        let found = xero
-            .find_invoices_by_references(connection_id, &references)
-            .await?;
+        let found = batches.find_created(&connection, &references).await?;
         let adopted: Vec<_> = in_flight
             .invoices
             .iter()
             .filter_map(|sent| {
-                let invoice = found
-                    .iter()
-                    .find(|f| f.reference.as_deref() == Some(sent.reference.as_str()))?;
-                Some((sent.invoice_id.clone(), found_ref(invoice)?))
+                let record = found.iter().find(|f| f.reference == sent.reference)?;
+                Some((sent.invoice_id.clone(), record.external.clone()))
             })
             .collect();
         tracing::info!(
@@ -229,8 +235,13 @@ async fn drive(
             gate(pool, chunk).await?;
             run::mark_in_flight(pool, chunk, &batch).await?;
             let invoices: Vec<BatchInvoice<'_>> = sending.iter().map(|(_, b)| b.clone()).collect();
-            let answer = xero
-                .create_invoices_batch(connection_id, status, &invoices, &batch.key(chunk))
+            let key = batch.key(chunk);
+            let answer = batches
+                .create_batch(BatchCreateRequest {
+                    connection: &connection,
+                    invoices: &invoices,
+                    idempotency_key: &key,
+                })
                 .await;
             spent = Spent(1);
             match answer {

@@ -8,17 +8,21 @@
 //! payment tell the host once) and stamps "last pull". The events, the
 //! cursor and the job's completion commit in one transaction.
 //!
+//! The reads go through the adapter's change-feed capability
+//! (`ledgerflow_workflows::provider::ChangeFeed`).
+//!
 //! This module owns wiring only; it must not decide what the host is told
-//! (`workflows::inbound`) or know Xero's wire format (`adapters::xero::pull`).
+//! (`workflows::inbound`) or know a provider's wire format (the adapter's).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
-use ledgerflow_adapters::xero::XeroAdapter;
 use ledgerflow_workflows::inbound;
 use ledgerflow_workflows::inbound::payloads::{ProcessXeroWebhook, PullPayments};
 use ledgerflow_workflows::ledger::hold_key;
+use ledgerflow_workflows::provider::{ChangeFeed, Provider};
 use ledgerflow_workflows::queue::{self, EnqueueError};
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
@@ -35,17 +39,23 @@ pub const SCHEDULE: &str = "xero-pull-payments";
 pub const OVERLAP: TimeDelta = TimeDelta::minutes(5);
 
 /// Adds the pull and webhook-follow-up handlers, and the pull schedule
-/// (every `interval`), to `registry`.
-pub fn register(registry: Registry, xero: XeroAdapter, interval: Duration) -> Registry {
-    let pull = xero.clone();
+/// (every `interval`), to `registry`; the reads go through `provider`'s
+/// change feed.
+pub fn register<P: Provider + 'static>(
+    registry: Registry,
+    provider: P,
+    interval: Duration,
+) -> Registry {
+    let pull: Arc<dyn Provider> = Arc::new(provider);
+    let webhook = pull.clone();
     registry
         .register(move |job: PullPayments, ctx| {
-            let xero = pull.clone();
-            async move { run_pull_payments(&xero, job, ctx).await }
+            let provider = pull.clone();
+            async move { run_pull_payments(provider.as_ref(), job, ctx).await }
         })
         .register(move |job: ProcessXeroWebhook, ctx| {
-            let xero = xero.clone();
-            async move { run_process_xero_webhook(&xero, job, ctx).await }
+            let provider = webhook.clone();
+            async move { run_process_xero_webhook(provider.as_ref(), job, ctx).await }
         })
         .schedule(PullSchedule::new(interval))
 }
@@ -136,19 +146,20 @@ impl Schedule for PullSchedule {
 /// [`OVERLAP`]) and reports their payments to the host. The cursor moves to
 /// the instant the read began, only when every page was read.
 pub async fn run_pull_payments(
-    xero: &XeroAdapter,
+    provider: &dyn Provider,
     job: PullPayments,
     ctx: JobContext,
 ) -> Result<(), JobError> {
     if skip_disabled(&ctx, job.connection_id, "pull of payments").await? {
         return Ok(());
     }
+    let feed = change_feed(provider)?;
     let since = {
         let mut conn = ctx.pool.acquire().await?;
         inbound::pull_start(&mut conn, job.connection_id).await? - OVERLAP
     };
     let started = Utc::now();
-    let changed = xero
+    let changed = feed
         .invoices_changed_since(job.connection_id, since)
         .await?;
     let mut tx = ctx.pool.begin().await?;
@@ -178,14 +189,14 @@ pub async fn run_pull_payments(
 /// An invoice Xero no longer has, or one not linked to a host invoice,
 /// records nothing.
 pub async fn run_process_xero_webhook(
-    xero: &XeroAdapter,
+    provider: &dyn Provider,
     job: ProcessXeroWebhook,
     ctx: JobContext,
 ) -> Result<(), JobError> {
     if skip_disabled(&ctx, job.connection_id, "Xero webhook event").await? {
         return Ok(());
     }
-    let remote = xero
+    let remote = change_feed(provider)?
         .remote_invoice(job.connection_id, &job.xero_invoice_id)
         .await?;
     let mut tx = ctx.pool.begin().await?;
@@ -201,6 +212,13 @@ pub async fn run_process_xero_webhook(
     tracing::info!(connection_id = job.connection_id, invoice = %job.xero_invoice_id,
         found = remote.is_some(), recorded, "processed a Xero webhook event");
     Ok(())
+}
+
+/// The adapter's change feed; without one nothing can be read back.
+fn change_feed(provider: &dyn Provider) -> Result<&dyn ChangeFeed, JobError> {
+    provider.change_feed().ok_or_else(|| {
+        JobError::permanent("this provider's adapter cannot read payments back (no change feed)")
+    })
 }
 
 /// A job queued before its connection was disabled makes no provider call:

@@ -1,12 +1,13 @@
 //! The end-of-day summary in the worker: the periodic [`SummarySchedule`]
 //! (one tick per connection and business day, at the local send time in
 //! the connection's time zone) and the job handler that sends the day's
-//! summary through the Xero adapter.
+//! summary through the adapter's summary-push capability
+//! (`ledgerflow_workflows::provider::SummaryPush`; Xero's today).
 //!
 //! This module owns wiring only: which day a tick is, and calling
 //! `workflows::summary` then the adapter in the right order. It must not
-//! hold summary rules (members, aggregation: `workflows::summary`) or
-//! Xero's wire format (`adapters::xero::summary`).
+//! hold summary rules (members, aggregation: `workflows::summary`) or a
+//! provider's wire format (the adapter's).
 //!
 //! Exactly once per business day: the tick is unique across processes
 //! (`cron_ticks`), its job has a unique key, and the summary row is unique
@@ -14,13 +15,14 @@
 //! missed while no worker ran is the latest tick at or before now, so it
 //! fires on the next start, and its summary covers everything not sent.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::future::BoxFuture;
-use ledgerflow_adapters::xero::XeroAdapter;
 use ledgerflow_workflows::ledger::{self, hold_key};
 use ledgerflow_workflows::payloads::EndOfDaySummary;
+use ledgerflow_workflows::provider::{ConnectionInfo, Provider, SummaryPush};
 use ledgerflow_workflows::queue::{self, EnqueueError};
-use ledgerflow_workflows::settings::{ProviderSettings, XeroInvoiceStatus};
 use ledgerflow_workflows::summary::{self, Assembly, SummaryDraft};
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
@@ -32,12 +34,14 @@ use crate::runtime::cron::{DueTick, Schedule};
 pub const SCHEDULE: &str = "end-of-day-summary";
 
 /// Adds the summary's handler and schedule to `registry` (replacing any
-/// placeholder handler of `end-of-day-summary`).
-pub fn register(registry: Registry, xero: XeroAdapter) -> Registry {
+/// placeholder handler of `end-of-day-summary`); summaries go through
+/// `provider`'s summary-push capability.
+pub fn register<P: Provider + 'static>(registry: Registry, provider: P) -> Registry {
+    let provider: Arc<dyn Provider> = Arc::new(provider);
     registry
         .register(move |job: EndOfDaySummary, ctx| {
-            let xero = xero.clone();
-            async move { run_end_of_day_summary(&xero, job, ctx).await }
+            let provider = provider.clone();
+            async move { run_end_of_day_summary(provider.as_ref(), job, ctx).await }
         })
         .schedule(SummarySchedule)
 }
@@ -133,7 +137,7 @@ impl Schedule for SummarySchedule {
 }
 
 /// Sends the day's summary. Members are frozen and committed before the
-/// Xero call, so a retry (after a lost answer or a crash) sends exactly the
+/// provider call, so a retry (after a lost answer or a crash) sends exactly the
 /// same invoice under the same idempotency key and reference, and the
 /// adapter adopts it if it was created. The summary is marked sent in the
 /// transaction that completes the job.
@@ -142,13 +146,14 @@ impl Schedule for SummarySchedule {
 /// their day, since fixed) are retried first, best effort, so their
 /// invoices are not left frozen out of every summary.
 pub async fn run_end_of_day_summary(
-    xero: &XeroAdapter,
+    provider: &dyn Provider,
     job: EndOfDaySummary,
     ctx: JobContext,
 ) -> Result<(), JobError> {
-    let status = invoice_status(&ctx, job.connection_id).await?;
+    let connection = connection_info(&ctx, job.connection_id).await?;
+    let push = summary_push(provider, &connection)?;
     for earlier in unsent_before(&ctx, job.connection_id, job.business_date).await? {
-        if let Err(e) = resend(xero, &ctx, job.connection_id, earlier, status).await {
+        if let Err(e) = resend(push, &ctx, &connection, earlier).await {
             tracing::warn!(connection_id = job.connection_id, date = %earlier, error = %e,
                 "an earlier end-of-day summary is still not sent");
         }
@@ -164,19 +169,19 @@ pub async fn run_end_of_day_summary(
         }
         Assembly::Ready(draft) => {
             tx.commit().await?;
-            send(xero, &ctx, &draft, status, true).await
+            send(push, &ctx, &connection, &draft, true).await
         }
     }
 }
 
 async fn send(
-    xero: &XeroAdapter,
+    push: &dyn SummaryPush,
     ctx: &JobContext,
+    connection: &ConnectionInfo,
     draft: &SummaryDraft,
-    status: XeroInvoiceStatus,
     complete_job: bool,
 ) -> Result<(), JobError> {
-    let sent = xero.create_summary_invoice(draft, status).await?;
+    let sent = push.push_summary(connection, draft).await?;
     let mut tx = ctx.pool.begin().await?;
     summary::mark_sent(
         &mut tx,
@@ -197,30 +202,26 @@ async fn send(
 }
 
 async fn resend(
-    xero: &XeroAdapter,
+    push: &dyn SummaryPush,
     ctx: &JobContext,
-    connection_id: i64,
+    connection: &ConnectionInfo,
     date: NaiveDate,
-    status: XeroInvoiceStatus,
 ) -> Result<(), JobError> {
     let mut tx = ctx.pool.begin().await?;
-    match summary::assemble(&mut tx, connection_id, date).await? {
+    match summary::assemble(&mut tx, connection.id, date).await? {
         Assembly::Done(_) => {
             tx.commit().await?;
             Ok(())
         }
         Assembly::Ready(draft) => {
             tx.commit().await?;
-            send(xero, ctx, &draft, status, false).await
+            send(push, ctx, connection, &draft, false).await
         }
     }
 }
 
-/// The Xero status summaries are created with: the connection's default.
-async fn invoice_status(
-    ctx: &JobContext,
-    connection_id: i64,
-) -> Result<XeroInvoiceStatus, JobError> {
+/// The connection the summary is for, as a provider call is told it.
+async fn connection_info(ctx: &JobContext, connection_id: i64) -> Result<ConnectionInfo, JobError> {
     let mut conn = ctx.pool.acquire().await?;
     let connection = ledger::get_connection(&mut conn, connection_id)
         .await
@@ -228,13 +229,21 @@ async fn invoice_status(
             ledger::LedgerError::Database(e) => JobError::from(e),
             other => JobError::permanent(other.to_string()),
         })?;
-    match connection.settings.provider {
-        ProviderSettings::Xero(x) => Ok(x.default_status),
-        other => Err(JobError::permanent(format!(
-            "connection {connection_id} is a {} connection; end-of-day summaries are for Xero",
-            other.provider()
-        ))),
-    }
+    Ok(connection.info())
+}
+
+/// The adapter's summary push; a provider without one takes no summaries.
+fn summary_push<'a>(
+    provider: &'a dyn Provider,
+    connection: &ConnectionInfo,
+) -> Result<&'a dyn SummaryPush, JobError> {
+    provider.summary_push().ok_or_else(|| {
+        JobError::permanent(format!(
+            "connection {} is a {} connection, which takes no end-of-day summaries",
+            connection.id,
+            connection.provider.display_name()
+        ))
+    })
 }
 
 async fn unsent_before(

@@ -31,6 +31,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
+pub use crate::provider::{RemoteInvoice, RemotePayment};
+
 pub mod host_callback;
 pub mod matching;
 pub mod payloads;
@@ -182,30 +184,6 @@ pub async fn acknowledge(
 }
 
 // -- what a provider says about an invoice ------------------------------------
-
-/// A payment as the provider lists it on an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemotePayment {
-    pub external_id: String,
-    /// Minor units of the invoice's currency; `None` when the provider did not say.
-    pub amount_minor: Option<i64>,
-    pub date: Option<String>,
-}
-
-/// An invoice's payment state in the provider, provider-neutral.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteInvoice {
-    pub external_id: String,
-    pub external_number: Option<String>,
-    /// The provider's own status word ("PAID", "AUTHORISED").
-    pub status: String,
-    pub fully_paid: bool,
-    pub currency: Option<String>,
-    pub total_minor: Option<i64>,
-    pub amount_paid_minor: Option<i64>,
-    pub amount_due_minor: Option<i64>,
-    pub payments: Vec<RemotePayment>,
-}
 
 /// What [`apply_remote_invoice`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

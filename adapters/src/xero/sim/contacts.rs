@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::server::{bad_request, envelope, not_found, ok, validation_exception, xero_date};
+use super::answers::{bad_request, envelope, not_found, ok, validation_exception, xero_date};
 use super::state::Tenant;
 use crate::sim::server::Answer;
 use crate::xero::wire::{self, Envelope, ValidationError};

@@ -9,9 +9,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::SimConfig;
+use super::answers::{envelope, not_found, ok, validation_exception, xero_date};
 use super::contacts::{element_errors, parse_body};
 use super::contacts::{field_matches, paginate, resolve_contact, t_contact, where_terms};
-use super::server::{envelope, not_found, ok, validation_exception, xero_date};
 use super::state::{StoredInvoice, StoredLine, Tenant};
 use crate::kit::decimal::Decimal;
 use crate::sim::pricing;

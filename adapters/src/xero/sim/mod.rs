@@ -26,6 +26,7 @@
 //! currency; the `where` filter understands `Field=="value"` terms joined
 //! by `AND`, and for invoices alternatives joined by `OR`.
 
+mod answers;
 mod contacts;
 mod invoices;
 mod payments;
@@ -42,9 +43,9 @@ use uuid::Uuid;
 use super::wire::{self, Envelope};
 use crate::kit::decimal::Decimal;
 use crate::sim::server::Server;
+use answers::xero_date;
 use invoices::render_invoice;
 use payments::create_payments;
-use server::xero_date;
 use state::{Inner, Shared, Tenant, lock};
 
 /// An account in the simulated chart of accounts.

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::SimConfig;
+use super::answers::{envelope, not_found, ok, validation_exception, xero_date};
 use super::contacts::{element_errors, parse_body};
 use super::invoices::find_invoice;
-use super::server::{envelope, not_found, ok, validation_exception, xero_date};
 use super::state::{StoredPayment, Tenant};
 use crate::kit::decimal::Decimal;
 use crate::sim::server::Answer;

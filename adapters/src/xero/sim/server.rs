@@ -12,13 +12,14 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use super::answers::{envelope, not_found, ok};
 use super::contacts::{get_contact, get_contacts, write_contacts};
 use super::invoices::{get_invoice, get_invoices, write_invoices};
 use super::payments::{create_payments, delete_payment};
 use super::state::{Inner, Shared, Tenant, lock};
 use super::{FaultKind, SimConfig};
 use crate::sim::server::{Answer, SimRequest};
-use crate::xero::wire::{self, ApiException, Envelope};
+use crate::xero::wire;
 
 const API_PREFIX: &str = "/api.xro/2.0";
 
@@ -300,49 +301,6 @@ async fn api(
     answer.drop_connection = drop_after_commit;
     drop(guard);
     answer
-}
-
-pub(super) fn validation_exception(elements: Vec<serde_json::Value>) -> Answer {
-    let body = ApiException {
-        error_number: 10,
-        kind: "ValidationException".into(),
-        message: "A validation exception occurred".into(),
-        elements,
-    };
-    Answer::json(400, serde_json::to_value(body).unwrap_or_default())
-}
-
-pub(super) fn bad_request(message: &str) -> Answer {
-    Answer::json(
-        400,
-        json!({"ErrorNumber": 14, "Type": "PostDataInvalidException", "Message": message}),
-    )
-}
-
-pub(super) fn not_found() -> Answer {
-    Answer::text(404, "The resource you're looking for cannot be found")
-}
-
-pub(super) fn envelope(now: DateTime<Utc>) -> Envelope {
-    Envelope {
-        id: Some(Uuid::new_v4().to_string()),
-        status: Some("OK".into()),
-        provider_name: Some("ledgerflow simulator".into()),
-        date_time_utc: Some(xero_date(now)),
-        ..Envelope::default()
-    }
-}
-
-pub(super) fn ok(env: Envelope) -> Answer {
-    match serde_json::to_string(&env) {
-        Ok(body) => Answer::raw_json(200, body),
-        Err(e) => Answer::text(500, &e.to_string()),
-    }
-}
-
-/// Xero's Microsoft-JSON date: `/Date(1552262400000+0000)/`.
-pub(super) fn xero_date(t: DateTime<Utc>) -> String {
-    format!("/Date({}+0000)/", t.timestamp_millis())
 }
 
 pub(super) fn route(
