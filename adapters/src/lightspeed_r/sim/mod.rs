@@ -16,6 +16,7 @@
 //!   parameters, items by `customSku`, sales by `referenceNumber`;
 //! - one account per simulator; money in cents.
 
+mod answers;
 mod records;
 mod server;
 mod state;

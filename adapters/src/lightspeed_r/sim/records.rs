@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use super::server::error;
+use super::answers::error;
 use super::state::Inner;
 use crate::kit::decimal::Decimal;
 use crate::lightspeed_r::items::MISC_ITEM;

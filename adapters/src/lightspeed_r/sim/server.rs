@@ -4,9 +4,9 @@
 //! route to [`super::records`].
 
 use axum::http::Method;
-use serde_json::json;
 
 use super::FaultKind;
+use super::answers::error;
 use super::records;
 use super::state::{Shared, lock};
 use crate::sim::faults::{Common, Effects};
@@ -14,23 +14,6 @@ use crate::sim::oauth::token_error;
 use crate::sim::server::{Answer, SimRequest, parse_query};
 
 pub(super) const TOKEN_PATH: &str = "/auth/oauth/token";
-
-/// The API's error body.
-pub(super) fn error(status: u16, message: &str) -> Answer {
-    let http_message = match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    Answer::json(
-        status,
-        json!({"httpCode": status.to_string(), "httpMessage": http_message,
-               "message": message, "errorClass": "Exception"}),
-    )
-}
 
 fn html(status: u16) -> Answer {
     let mut a = Answer::text(

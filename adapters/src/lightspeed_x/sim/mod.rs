@@ -11,6 +11,7 @@
 //! sale with its `id` (lines replaced, payments with an id kept, new ones
 //! added); money in cents; one retailer per simulator.
 
+mod answers;
 mod records;
 mod server;
 mod state;

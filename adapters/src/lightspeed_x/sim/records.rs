@@ -5,7 +5,7 @@
 use axum::http::Method;
 use serde_json::json;
 
-use super::server::error;
+use super::answers::error;
 use super::state::Inner;
 use crate::kit::decimal::Decimal;
 use crate::lightspeed_x::wire::{Customer, Product, RegisterSale, SalePayment, status};

@@ -5,19 +5,15 @@
 
 use axum::http::Method;
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::FaultKind;
+use super::answers::error;
 use super::records;
 use super::state::{Shared, lock};
 use crate::sim::faults::{Common, Effects};
 use crate::sim::server::{Answer, SimRequest};
 
 pub(super) const TOKEN_PATH: &str = "/api/1.0/token";
-
-pub(super) fn error(status: u16, error: &str, message: &str) -> Answer {
-    Answer::json(status, json!({"error": error, "message": message}))
-}
 
 /// RFC 1123, as X-Series writes `Retry-After`.
 pub fn http_date(at: DateTime<Utc>) -> String {
