@@ -16,6 +16,8 @@
 //! write intents) behind `ledgerflow_workflows::provider_state`.
 
 pub mod kit;
+pub mod lightspeed_r;
+pub mod lightspeed_x;
 pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;

@@ -167,7 +167,7 @@ fn every_ledgerflow_command_in_the_readme_parses() {
     // The README's sections each show commands: a parser that found none
     // would pass vacuously.
     let benches = checked.iter().filter(|c| c.contains("-- bench ")).count();
-    assert_eq!(benches, 8, "the eight bench commands: {checked:#?}");
+    assert_eq!(benches, 12, "the twelve bench commands: {checked:#?}");
     for want in [
         "-- demo",
         "ledgerflow worker --worker-id",

@@ -17,6 +17,8 @@
 
 use std::sync::Arc;
 
+use ledgerflow_adapters::lightspeed_r::{LightspeedRAdapter, LightspeedRConfig};
+use ledgerflow_adapters::lightspeed_x::{LightspeedXAdapter, LightspeedXConfig};
 use ledgerflow_adapters::quickbooks::{QboAdapter, QboConfig};
 use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
@@ -36,6 +38,12 @@ pub const XERO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_XERO_CLIENT_SECRET";
 pub const QBO_CLIENT_ID_ENV: &str = "LEDGERFLOW_QUICKBOOKS_CLIENT_ID";
 /// The environment variable holding the QuickBooks app's client secret.
 pub const QBO_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET";
+/// The environment variables holding the Lightspeed R-Series app's client id and secret.
+pub const LIGHTSPEED_R_CLIENT_ID_ENV: &str = "LEDGERFLOW_LIGHTSPEED_R_CLIENT_ID";
+pub const LIGHTSPEED_R_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_LIGHTSPEED_R_CLIENT_SECRET";
+/// The environment variables holding the Lightspeed X-Series app's client id and secret.
+pub const LIGHTSPEED_X_CLIENT_ID_ENV: &str = "LEDGERFLOW_LIGHTSPEED_X_CLIENT_ID";
+pub const LIGHTSPEED_X_CLIENT_SECRET_ENV: &str = "LEDGERFLOW_LIGHTSPEED_X_CLIENT_SECRET";
 /// The environment variable pinning the Shopify Admin API version.
 pub const SHOPIFY_API_VERSION_ENV: &str = "LEDGERFLOW_SHOPIFY_API_VERSION";
 
@@ -61,6 +69,18 @@ pub struct ProviderArgs {
     /// QuickBooks Online app client secret; prefer the environment variable.
     #[arg(long, env = QBO_CLIENT_SECRET_ENV, hide_env_values = true)]
     pub quickbooks_client_secret: Option<String>,
+    /// Lightspeed R-Series app client id (token refresh).
+    #[arg(long, env = LIGHTSPEED_R_CLIENT_ID_ENV)]
+    pub lightspeed_r_client_id: Option<String>,
+    /// Lightspeed R-Series app client secret; prefer the environment variable.
+    #[arg(long, env = LIGHTSPEED_R_CLIENT_SECRET_ENV, hide_env_values = true)]
+    pub lightspeed_r_client_secret: Option<String>,
+    /// Lightspeed X-Series app client id (token refresh).
+    #[arg(long, env = LIGHTSPEED_X_CLIENT_ID_ENV)]
+    pub lightspeed_x_client_id: Option<String>,
+    /// Lightspeed X-Series app client secret; prefer the environment variable.
+    #[arg(long, env = LIGHTSPEED_X_CLIENT_SECRET_ENV, hide_env_values = true)]
+    pub lightspeed_x_client_secret: Option<String>,
 }
 
 /// Why a provider's adapter could not be built.
@@ -164,6 +184,26 @@ pub fn build_providers(pool: &PgPool, args: &ProviderArgs) -> ProviderSetup {
         }
         Err(e) => left_out(&mut setup, ProviderName::QuickBooks, e),
     }
+    match lightspeed_r_adapter(pool, args) {
+        Ok(a) => {
+            setup
+                .configured
+                .push("lightspeed_r: configured".to_string());
+            setup.providers =
+                std::mem::take(&mut setup.providers).with(ProviderName::LightspeedR, Arc::new(a));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::LightspeedR, e),
+    }
+    match lightspeed_x_adapter(pool, args) {
+        Ok(a) => {
+            setup
+                .configured
+                .push("lightspeed_x: configured".to_string());
+            setup.providers =
+                std::mem::take(&mut setup.providers).with(ProviderName::LightspeedX, Arc::new(a));
+        }
+        Err(e) => left_out(&mut setup, ProviderName::LightspeedX, e),
+    }
     setup
 }
 
@@ -181,6 +221,48 @@ pub fn quickbooks_adapter(pool: &PgPool, args: &ProviderArgs) -> Result<QboAdapt
     let key = SecretKey::from_env()?;
     let config = QboConfig::new(client_id, Secret::new(client_secret));
     Ok(QboAdapter::new(pool.clone(), key, config)?)
+}
+
+/// The Lightspeed X-Series adapter from the process's flags and environment.
+pub fn lightspeed_x_adapter(
+    pool: &PgPool,
+    args: &ProviderArgs,
+) -> Result<LightspeedXAdapter, ConfigError> {
+    let (Some(id), Some(secret)) = (
+        non_empty(&args.lightspeed_x_client_id),
+        non_empty(&args.lightspeed_x_client_secret),
+    ) else {
+        return Err(ConfigError::Missing(format!(
+            "set {LIGHTSPEED_X_CLIENT_ID_ENV}, {LIGHTSPEED_X_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}"
+        )));
+    };
+    let config = LightspeedXConfig::new(id, Secret::new(secret));
+    Ok(LightspeedXAdapter::new(
+        pool.clone(),
+        SecretKey::from_env()?,
+        config,
+    )?)
+}
+
+/// The Lightspeed R-Series adapter from the process's flags and environment.
+pub fn lightspeed_r_adapter(
+    pool: &PgPool,
+    args: &ProviderArgs,
+) -> Result<LightspeedRAdapter, ConfigError> {
+    let (Some(id), Some(secret)) = (
+        non_empty(&args.lightspeed_r_client_id),
+        non_empty(&args.lightspeed_r_client_secret),
+    ) else {
+        return Err(ConfigError::Missing(format!(
+            "set {LIGHTSPEED_R_CLIENT_ID_ENV}, {LIGHTSPEED_R_CLIENT_SECRET_ENV} and {SECRET_KEY_ENV}"
+        )));
+    };
+    let config = LightspeedRConfig::new(id, Secret::new(secret));
+    Ok(LightspeedRAdapter::new(
+        pool.clone(),
+        SecretKey::from_env()?,
+        config,
+    )?)
 }
 
 /// The Shopify adapter: the sealing key from the environment and the

@@ -104,6 +104,14 @@ pub trait Api: Send + Sync {
     /// What an answer (any status) said about the limits.
     fn read_limits(&self, lane: &'static str, answer: &Answer, now: DateTime<Utc>) -> Reading;
 
+    /// Sees every complete answer of a connection's call before its limits
+    /// are read: a provider whose limits' sizes come from the answers
+    /// (Lightspeed R's bucket size, drip rate and request cost) learns
+    /// them here, per connection, for [`Api::gate`]. Default: nothing.
+    fn observe(&self, connection_id: i64, lane: &'static str, answer: &Answer) {
+        let _ = (connection_id, lane, answer);
+    }
+
     /// What a non-2xx answer means.
     fn classify(&self, answer: &Answer, now: DateTime<Utc>) -> Refusal;
 
@@ -506,6 +514,7 @@ impl<A: Api> Caller<A> {
                 });
             }
         };
+        self.api.observe(connection_id, req.lane, &answer);
         let reading = self.api.read_limits(req.lane, &answer, Utc::now());
         gate::finish(&self.pool, grant, reading, sent.elapsed()).await?;
         Ok(answer)

@@ -44,10 +44,15 @@ pub struct TokenConfig {
     pub client_secret: String,
     pub access_token_ttl: chrono::Duration,
     /// How long a spent refresh token may be presented again (its answer
-    /// was lost) and still get the same new token set back.
+    /// was lost) and still get the same new token set back; zero: never
+    /// (single-use, refused at once).
     pub refresh_grace: chrono::Duration,
     /// Unused refresh tokens expire after this long.
     pub refresh_ttl: chrono::Duration,
+    /// A refresh made while the access token it came with is still valid
+    /// hands that same access token back (with a new refresh token) instead
+    /// of a new one (Lightspeed R-Series): refreshing early gains nothing.
+    pub early_refresh_keeps_access: bool,
 }
 
 impl Default for TokenConfig {
@@ -58,6 +63,7 @@ impl Default for TokenConfig {
             access_token_ttl: chrono::Duration::minutes(30),
             refresh_grace: chrono::Duration::minutes(30),
             refresh_ttl: chrono::Duration::days(60),
+            early_refresh_keeps_access: false,
         }
     }
 }
@@ -84,6 +90,8 @@ struct RefreshRecord<G> {
     /// The token set this one was exchanged for (replayed within the grace window).
     child: Option<(String, String)>,
     uses: u32,
+    /// The access token handed out with this refresh token.
+    sibling: String,
 }
 
 /// Why a refresh was refused (`invalid_grant`).
@@ -109,6 +117,9 @@ impl Refused {
 pub struct TokenStats {
     pub refresh_requests: u64,
     pub invalid_grants: u64,
+    /// Refreshes answered with the still-valid access token
+    /// ([`TokenConfig::early_refresh_keeps_access`]).
+    pub early_refreshes: u64,
 }
 
 /// Every token a simulated provider handed out.
@@ -149,6 +160,7 @@ impl<G: Clone> Tokens<G> {
                 spent_at: None,
                 child: None,
                 uses: 0,
+                sibling: access.clone(),
             },
         );
         TokenSet {
@@ -193,7 +205,21 @@ impl<G: Clone> Tokens<G> {
         }
         match (record.spent_at, record.child) {
             (None, _) => {
-                let set = self.mint(record.grant, now);
+                let mut set = self.mint(record.grant, now);
+                let sibling_expires = self.access.get(&record.sibling).map(|a| a.expires_at);
+                if self.config.early_refresh_keeps_access
+                    && let Some(expires_at) = sibling_expires.filter(|e| *e > now)
+                {
+                    // The new access token is never handed out: the old one
+                    // stays the one in use until it expires.
+                    self.access.remove(&set.access_token);
+                    if let Some(r) = self.refresh.get_mut(&set.refresh_token) {
+                        r.sibling = record.sibling.clone();
+                    }
+                    set.access_token = record.sibling.clone();
+                    set.expires_in = (expires_at - now).num_seconds();
+                    self.stats.early_refreshes += 1;
+                }
                 if let Some(r) = self.refresh.get_mut(presented) {
                     r.spent_at = Some(now);
                     r.child = Some((set.access_token.clone(), set.refresh_token.clone()));
@@ -205,7 +231,8 @@ impl<G: Clone> Tokens<G> {
             // window, and while the new refresh token is itself unspent,
             // the same new token set is handed out again.
             (Some(spent), Some((access, refresh)))
-                if now - spent <= self.config.refresh_grace
+                if self.config.refresh_grace > chrono::Duration::zero()
+                    && now - spent <= self.config.refresh_grace
                     && self
                         .refresh
                         .get(&refresh)
@@ -328,4 +355,34 @@ pub fn token_error(error: &str, description: &str) -> Answer {
         if error == "invalid_client" { 401 } else { 400 },
         json!({"error": error, "error_description": description}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_refresh_keeps_the_access_token_where_configured() {
+        let mut tokens = Tokens::<()>::new(TokenConfig {
+            early_refresh_keeps_access: true,
+            refresh_grace: chrono::Duration::zero(),
+            ..TokenConfig::default()
+        });
+        let now = Utc::now();
+        let first = tokens.mint((), now);
+        let early = tokens.refresh(&first.refresh_token, now).unwrap();
+        assert_eq!(early.access_token, first.access_token);
+        assert_ne!(early.refresh_token, first.refresh_token);
+        assert_eq!(tokens.stats.early_refreshes, 1);
+        // Spent: refused at once (no grace).
+        assert_eq!(
+            tokens.refresh(&first.refresh_token, now),
+            Err(Refused::AlreadyUsed)
+        );
+        // At expiry a new access token comes.
+        let later = now + chrono::Duration::minutes(31);
+        let fresh = tokens.refresh(&early.refresh_token, later).unwrap();
+        assert_ne!(fresh.access_token, first.access_token);
+        assert!(tokens.access(&fresh.access_token).is_some());
+    }
 }

@@ -228,6 +228,10 @@ pub enum SyncProvider {
     Saledock,
     #[value(name = "quickbooks")]
     QuickBooks,
+    #[value(name = "lightspeed_r")]
+    LightspeedR,
+    #[value(name = "lightspeed_x")]
+    LightspeedX,
 }
 
 pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn std::error::Error>> {
@@ -282,11 +286,13 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                     .then_some("xero: --bucket-capacity and --leak-per-second are Shopify's"),
                 SyncProvider::Saledock => (bucket_capacity.is_some() || leak_per_second.is_some())
                     .then_some("saledock: --bucket-capacity and --leak-per-second are Shopify's"),
-                SyncProvider::Shopify => (windows.is_some() || per_minute.is_some()).then_some(
-                    "shopify: --windows and --per-minute are Xero's (Shopify: --bucket-capacity, --leak-per-second)",
-                ),
                 SyncProvider::QuickBooks => (bucket_capacity.is_some() || leak_per_second.is_some())
                     .then_some("quickbooks: --bucket-capacity and --leak-per-second are Shopify's"),
+                SyncProvider::Shopify | SyncProvider::LightspeedR => (windows.is_some() || per_minute.is_some()).then_some(
+                    "shopify / lightspeed_r: --windows and --per-minute are Xero's (buckets: --bucket-capacity, --leak-per-second)",
+                ),
+                SyncProvider::LightspeedX => (windows.is_some() || bucket_capacity.is_some() || leak_per_second.is_some())
+                    .then_some("lightspeed_x: only --per-minute (requests per scaled one-minute window) applies"),
             };
             if let Some(why) = misplaced {
                 return Err(format!("bench sync --provider {why}").into());
@@ -333,6 +339,21 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                             vacuum,
                         };
                         sync::quickbooks::run(&pool, &run).await
+                    }
+                    SyncProvider::LightspeedR => {
+                        let mut run = sync::lightspeed_r::LightspeedRRun::new(invoices, tenants);
+                        run.bucket_size = bucket_capacity.unwrap_or(run.bucket_size);
+                        run.drip_per_second = leak_per_second.unwrap_or(run.drip_per_second);
+                        run.concurrency = concurrency;
+                        run.vacuum = vacuum;
+                        sync::lightspeed_r::run(&pool, &run).await
+                    }
+                    SyncProvider::LightspeedX => {
+                        let mut run = sync::lightspeed_x::LightspeedXRun::new(invoices, tenants);
+                        run.per_window = per_minute.unwrap_or(run.per_window);
+                        run.concurrency = concurrency;
+                        run.vacuum = vacuum;
+                        sync::lightspeed_x::run(&pool, &run).await
                     }
                 }
             })

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ledgerflow_adapters::lightspeed_r::LightspeedROptions;
+use ledgerflow_adapters::lightspeed_x::LightspeedXOptions;
 use ledgerflow_adapters::quickbooks::QboOptions;
 use ledgerflow_adapters::shopify::ShopifyOptions;
 use ledgerflow_adapters::xero::XeroOptions;
@@ -127,6 +129,8 @@ fn known_option_keys(provider: ProviderName) -> Option<Vec<String>> {
         ProviderName::Xero => serde_json::to_value(XeroOptions::default()),
         ProviderName::Shopify => serde_json::to_value(ShopifyOptions::default()),
         ProviderName::QuickBooks => serde_json::to_value(QboOptions::default()),
+        ProviderName::LightspeedR => serde_json::to_value(LightspeedROptions::default()),
+        ProviderName::LightspeedX => serde_json::to_value(LightspeedXOptions::default()),
         _ => return None,
     };
     defaults

@@ -12,6 +12,7 @@
 //! the real adapters; then its QuickBooks Online connection ([`quickbooks`],
 //! a simulator and a worker of its own). The story goes to stdout; logs go to stderr.
 
+pub mod lightspeed;
 pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;
@@ -196,6 +197,7 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
     );
     let shopify = ShopifySandbox::with_key(xero.key.clone());
     let saledock = saledock::SaledockWorld::start(pool, &xero.key).await?;
+    let (ls, ls_adapters) = lightspeed::Lightspeed::start(pool, &xero.key).await?;
     let providers = Providers::new()
         .with(ProviderName::Saledock, Arc::new(saledock.adapter.clone()))
         .with(
@@ -206,6 +208,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
             ProviderName::Shopify,
             Arc::new(shopify.adapter(pool, ShopifyConfig::default())?),
         );
+    let providers = ls_adapters
+        .into_iter()
+        .fold(providers, |p, (name, a)| p.with(name, a));
     let stop = CancellationToken::new();
     // An interrupted run (Ctrl-C drops this future) stops its workers too.
     let _stop_on_drop = stop.clone().drop_guard();
@@ -234,7 +239,9 @@ async fn story(pool: &PgPool) -> Result<(), StoryError> {
         println!("\n== Shopify: the web store's orders ==");
         shopify::play(pool, &world).await?;
         println!("\n== Saledock: the shop's sales orders (modelled contract) ==");
-        saledock::play(pool, &saledock).await
+        saledock::play(pool, &saledock).await?;
+        println!("\n== Lightspeed: the bike shop's registers ==");
+        lightspeed::play(pool, &ls).await
     }
     .await;
     stop.cancel();

@@ -269,7 +269,11 @@ pub struct EndOfDaySummarySettings {
 #[serde(default)]
 #[serde(deny_unknown_fields)]
 pub struct LightspeedRSettings {
+    /// Sales are layaway sales (lines flagged layaway) carrying the
+    /// invoice's partial payments as deposits; off: regular open sales.
     pub layaway_sales: bool,
+    /// Items missing by SKU are created; off: miscellaneous lines.
+    pub create_missing_items: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -16,6 +16,8 @@
 //! Also reported: 429s the shared limiter should have prevented, and
 //! records created twice for one invoice.
 
+pub mod lightspeed_r;
+pub mod lightspeed_x;
 pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;
@@ -116,6 +118,19 @@ pub enum ProviderFigures {
         /// QuickBooks: 10 calls at once per company.
         concurrent_per_company: u32,
     },
+    LightspeedR {
+        /// The bucket per account, in units, and its drip a second (scaled).
+        bucket_size: u32,
+        drip_per_second: u32,
+        /// Requests the buckets let in (a read puts in 1, a write 10).
+        reads: u64,
+        writes: u64,
+    },
+    LightspeedX {
+        /// Requests per retailer per (scaled) window.
+        per_window: u32,
+        window_secs: u64,
+    },
 }
 
 impl ProviderFigures {
@@ -127,6 +142,12 @@ impl ProviderFigures {
                 "Saledock simulator (modelled contract, one account per tenant)"
             }
             ProviderFigures::QuickBooks { .. } => "QuickBooks simulator (one company per tenant)",
+            ProviderFigures::LightspeedR { .. } => {
+                "Lightspeed R-Series simulator (one account per tenant)"
+            }
+            ProviderFigures::LightspeedX { .. } => {
+                "Lightspeed X-Series simulator (one retailer per tenant)"
+            }
         }
     }
 }
@@ -181,6 +202,21 @@ impl fmt::Display for SyncReport {
                 f,
                 "  limit per company   {per_minute} calls/min, {concurrent_per_company} at once"
             )?,
+            ProviderFigures::LightspeedR {
+                bucket_size,
+                drip_per_second,
+                ..
+            } => writeln!(
+                f,
+                "  limit per account   bucket {bucket_size} dripping {drip_per_second}/s (reads 1, writes 10)"
+            )?,
+            ProviderFigures::LightspeedX {
+                per_window,
+                window_secs,
+            } => writeln!(
+                f,
+                "  limit per retailer  {per_window} requests per {window_secs} s"
+            )?,
         }
         writeln!(f, "  job slots           {}", self.job_slots)?;
         match &self.figures {
@@ -200,12 +236,19 @@ impl fmt::Display for SyncReport {
                 "  API calls           {} ({rest_calls} REST, {graphql_calls} GraphQL; busiest store {} REST)",
                 self.api_calls, self.calls_per_tenant
             )?,
+            _ => writeln!(
+                f,
+                "  API calls           {} (busiest tenant {})",
+                self.api_calls, self.calls_per_tenant
+            )?,
         }
         writeln!(f, "  elapsed             {:.1} s", self.elapsed_secs)?;
         match &self.figures {
             ProviderFigures::Xero { .. }
             | ProviderFigures::Saledock { .. }
-            | ProviderFigures::QuickBooks { .. } => {
+            | ProviderFigures::QuickBooks { .. }
+            | ProviderFigures::LightspeedR { .. }
+            | ProviderFigures::LightspeedX { .. } => {
                 writeln!(f, "  floor (limits)      {:.1} s", self.floor_secs)?
             }
             ProviderFigures::Shopify {
@@ -223,9 +266,7 @@ impl fmt::Display for SyncReport {
             ProviderFigures::Xero { .. } | ProviderFigures::QuickBooks { .. } => {
                 "beyond the first per tenant and window"
             }
-            ProviderFigures::Shopify { .. } | ProviderFigures::Saledock { .. } => {
-                "the limiter should have prevented"
-            }
+            _ => "the limiter should have prevented",
         };
         writeln!(
             f,

@@ -1,0 +1,221 @@
+//! A local simulator of Lightspeed X-Series (feature `sandbox`), on the
+//! sim kit: the token endpoint (each refresh revokes the previous refresh
+//! token at once), the retailer's 300 × registers + 50 requests per 5
+//! minutes with `X-RateLimit-*` headers and 429s whose `Retry-After` is an
+//! HTTP date, register sales with their statuses and transitions (closed →
+//! only voided), the 2.0 reads, search and sales feed by version, products,
+//! customers, payments taken in the register, and faults.
+//!
+//! Deliberate simplifications: a line's `discount` and `tax` are whole-line
+//! amounts (the host's), not per unit; a sale update re-posts the whole
+//! sale with its `id` (lines replaced, payments with an id kept, new ones
+//! added); money in cents; one retailer per simulator.
+
+mod answers;
+mod records;
+mod server;
+mod state;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub use records::totals;
+pub use server::http_date;
+use state::{Inner, Shared, lock};
+
+use crate::lightspeed_x::wire::{Customer, Product, RegisterSale};
+use crate::sim::faults::Common;
+use crate::sim::oauth::{TokenSet, TokenStats};
+
+pub type Fault = crate::sim::faults::Fault<FaultKind>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    Status(u16),
+    /// 429 with `Retry-After` this many seconds ahead, written as a date.
+    RateLimit {
+        retry_after: u64,
+    },
+    Latency(Duration),
+    ExpiredToken,
+    DropAfterCommit,
+    /// An HTML page from something in front of the API.
+    Html(u16),
+}
+
+impl FaultKind {
+    fn common(self) -> Result<Common, FaultKind> {
+        match self {
+            FaultKind::Status(s) => Ok(Common::Status(s)),
+            FaultKind::RateLimit { retry_after } => Ok(Common::RateLimit { retry_after }),
+            FaultKind::Latency(d) => Ok(Common::Latency(d)),
+            FaultKind::ExpiredToken => Ok(Common::ExpiredToken),
+            FaultKind::DropAfterCommit => Ok(Common::DropAfterCommit),
+            other => Err(other),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub client_id: String,
+    pub client_secret: String,
+    pub domain_prefix: String,
+    pub registers: u32,
+    /// The rolling window's span (5 minutes; a benchmark scales it).
+    pub window: chrono::Duration,
+    /// The allowance per window instead of 300 × registers + 50.
+    pub limit_override: Option<u32>,
+    pub access_token_ttl: chrono::Duration,
+    /// Sales per page of the 2.0 feed.
+    pub page_size: usize,
+}
+
+impl SimConfig {
+    /// 300 × registers + 50.
+    pub fn limit_per_5_minutes(&self) -> u32 {
+        self.limit_override.unwrap_or(300 * self.registers + 50)
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            client_id: "sim-client".into(),
+            client_secret: "sim-secret".into(),
+            domain_prefix: "bikeshop".into(),
+            registers: 1,
+            window: chrono::Duration::minutes(5),
+            limit_override: None,
+            access_token_ttl: chrono::Duration::days(1),
+            page_size: 100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub requests: u64,
+    /// 429s the 5-minute window answered (not injected ones).
+    pub window_429s: u64,
+    pub injected_429s: u64,
+    pub sales_created: u64,
+    pub sale_updates: u64,
+    pub voids: u64,
+    pub products_created: u64,
+    pub customers_created: u64,
+}
+
+pub struct Simulator {
+    shared: Shared,
+    server: crate::sim::server::Server,
+}
+
+impl Simulator {
+    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
+        Self::start_on(config, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
+        let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(Inner::new(config)));
+        let server =
+            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
+        Ok(Simulator { shared, server })
+    }
+
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+    /// `{base}/api`.
+    pub fn api_base_url(&self) -> String {
+        format!("{}/api", self.base_url())
+    }
+    /// The token endpoint is `{this}/api/1.0/token`.
+    pub fn identity_base_url(&self) -> String {
+        self.base_url()
+    }
+    pub fn domain_prefix(&self) -> String {
+        lock(&self.shared).config.domain_prefix.clone()
+    }
+
+    pub fn authorize(&self) -> TokenSet {
+        let mut s = lock(&self.shared);
+        let now = s.now();
+        s.tokens.mint((), now)
+    }
+
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.shared).faults.push(fault);
+    }
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.shared).faults.latency = latency;
+    }
+    pub fn set_page_size(&self, size: usize) {
+        lock(&self.shared).config.page_size = size;
+    }
+    pub fn advance(&self, by: chrono::Duration) {
+        lock(&self.shared).clock.advance(by);
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        lock(&self.shared).now()
+    }
+
+    pub fn add_product(&self, sku: &str, name: &str) -> String {
+        let mut s = lock(&self.shared);
+        let id = s.id("product");
+        s.products.insert(
+            id.clone(),
+            Product {
+                id: Some(id.clone()),
+                sku: sku.into(),
+                name: name.into(),
+                price_excluding_tax: None,
+            },
+        );
+        id
+    }
+
+    pub fn add_customer(&self, first: &str, last: &str, email: Option<&str>) -> String {
+        let mut s = lock(&self.shared);
+        let id = s.id("customer");
+        s.customers.insert(
+            id.clone(),
+            Customer {
+                id: Some(id.clone()),
+                first_name: first.into(),
+                last_name: last.into(),
+                email: email.map(str::to_string),
+            },
+        );
+        id
+    }
+
+    pub fn sales(&self) -> Vec<RegisterSale> {
+        lock(&self.shared).sales.values().cloned().collect()
+    }
+    pub fn sale(&self, id: &str) -> Option<RegisterSale> {
+        lock(&self.shared).sales.get(id).cloned()
+    }
+    pub fn products(&self) -> Vec<Product> {
+        lock(&self.shared).products.values().cloned().collect()
+    }
+    pub fn customers(&self) -> Vec<Customer> {
+        lock(&self.shared).customers.values().cloned().collect()
+    }
+
+    /// A person takes the balance in the register: the sale closes.
+    pub fn pay_in_register(&self, sale_id: &str, payment_type: &str) -> bool {
+        records::pay_in_register(&mut lock(&self.shared), sale_id, payment_type)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        lock(&self.shared).stats
+    }
+    pub fn token_stats(&self) -> TokenStats {
+        lock(&self.shared).tokens.stats
+    }
+    pub fn max_refresh_token_uses(&self) -> u32 {
+        lock(&self.shared).tokens.max_refresh_token_uses()
+    }
+}

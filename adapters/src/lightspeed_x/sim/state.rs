@@ -1,0 +1,78 @@
+//! The simulated X-Series retailer's records behind one lock, with the sim
+//! kit's pieces (clock, tokens, faults, the 5-minute window).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use super::{FaultKind, SimConfig, SimStats};
+use crate::lightspeed_x::wire::{Customer, Product, RegisterSale};
+use crate::sim::clock::Clock;
+use crate::sim::faults::Faults;
+use crate::sim::limits::RollingWindow;
+use crate::sim::oauth::{TokenConfig, Tokens};
+
+pub(super) type Shared = Arc<Mutex<Inner>>;
+
+pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(super) struct Inner {
+    pub config: SimConfig,
+    pub clock: Clock,
+    pub tokens: Tokens<()>,
+    pub faults: Faults<FaultKind>,
+    pub window: RollingWindow,
+    pub stats: SimStats,
+    pub customers: BTreeMap<String, Customer>,
+    pub products: BTreeMap<String, Product>,
+    pub sales: BTreeMap<String, RegisterSale>,
+    pub next_id: u64,
+    pub version: u64,
+}
+
+impl Inner {
+    pub fn new(config: SimConfig) -> Inner {
+        let tokens = Tokens::new(TokenConfig {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            access_token_ttl: config.access_token_ttl,
+            // Each refresh revokes the previous refresh token at once.
+            refresh_grace: chrono::Duration::zero(),
+            ..TokenConfig::default()
+        });
+        let window = RollingWindow::new(config.window, config.limit_per_5_minutes());
+        Inner {
+            config,
+            clock: Clock::default(),
+            tokens,
+            faults: Faults::default(),
+            window,
+            stats: SimStats::default(),
+            customers: BTreeMap::new(),
+            products: BTreeMap::new(),
+            sales: BTreeMap::new(),
+            next_id: 1,
+            version: 0,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn id(&mut self, kind: &str) -> String {
+        let id = self.next_id;
+        self.next_id += 1;
+        format!("{kind}-{id:06}")
+    }
+
+    pub fn bump(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+}
