@@ -481,9 +481,10 @@ async fn retry_finished(
                     format!("step {position} of workflow run {run} is {status}: nothing to retry"),
                 ));
             }
-            let job = ledgerflow_workflows::queue::workflow_run::retry_step(&mut *tx, run, position)
-                .await
-                .map_err(OpsError::from)?;
+            let job =
+                ledgerflow_workflows::queue::workflow_run::retry_step(&mut *tx, run, position)
+                    .await
+                    .map_err(OpsError::from)?;
             return Ok(match job {
                 Some(job) => (
                     true,
@@ -589,90 +590,4 @@ pub async fn queue_counts(pool: &PgPool) -> Result<Vec<QueueCounts>, OpsError> {
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(OpsError::from)
-}
-
-/// `job list`.
-pub async fn print_list(
-    pool: &PgPool,
-    filter: &JobFilter,
-    limit: i64,
-    json: bool,
-) -> Result<(), OpsError> {
-    let jobs = list(pool, filter, None, limit).await?;
-    if json {
-        return super::print_json(&jobs);
-    }
-    if jobs.is_empty() {
-        println!("no job matches {}", filter.describe());
-        return Ok(());
-    }
-    println!(
-        "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  last error",
-        "id", "state", "kind", "queue", "tenant", "attempt", "created"
-    );
-    for j in &jobs {
-        println!(
-            "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  {}",
-            j.id,
-            j.state,
-            j.kind,
-            j.queue,
-            j.tenant,
-            j.attempt,
-            j.created_at.format("%Y-%m-%d %H:%M:%S"),
-            match (&j.last_error_class, &j.last_error) {
-                (Some(c), Some(m)) => format!("[{}] {}", crate::dialog::words(c), one_line(m, 80)),
-                _ => String::new(),
-            }
-        );
-    }
-    Ok(())
-}
-
-fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() > max {
-        format!("{}…", flat.chars().take(max).collect::<String>())
-    } else {
-        flat
-    }
-}
-
-/// `job retry|cancel|delete`.
-pub async fn run_action(
-    pool: &PgPool,
-    action: JobAction,
-    t: super::job::JobTargets,
-) -> Result<(), OpsError> {
-    let actor = super::audit::cli_actor();
-    let outcomes = if t.all_matching {
-        let n = count(pool, &t.filter).await?;
-        if t.dry_run {
-            println!(
-                "{n} jobs match {}; nothing done (--dry-run)",
-                t.filter.describe()
-            );
-            return Ok(());
-        }
-        println!("{n} jobs match {}", t.filter.describe());
-        act_on_matching(pool, &actor, action, &t.filter).await?
-    } else {
-        if t.filter != JobFilter::default() {
-            return Err(OpsError::Input(
-                "the filters (--state, --kind, ...) go with --all-matching; with ids, leave them out".into(),
-            ));
-        }
-        act_on(pool, &actor, action, &t.ids).await?
-    };
-    if t.json {
-        return super::print_json(&outcomes);
-    }
-    for o in &outcomes {
-        println!("job {}: {}", o.id, o.note);
-    }
-    println!("{}", summary(action, &outcomes));
-    Ok(())
 }
