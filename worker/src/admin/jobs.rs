@@ -37,30 +37,24 @@ pub const STATES: [&str; 7] = [
 const LIVE: [&str; 4] = ["scheduled", "available", "running", "held"];
 
 /// Which jobs: every field that is set must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct JobFilter {
     /// Only jobs in this state: scheduled, available, running, held, completed, failed or cancelled.
-    #[arg(long, value_parser = STATES)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub state: Option<String>,
     /// Only jobs of this kind (e.g. upsert-invoice).
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub kind: Option<String>,
     /// Only jobs of this queue.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub queue: Option<String>,
     /// Only this tenant's jobs.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub tenant: Option<String>,
     /// Only jobs of this connection (its id).
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none_i64")]
     pub connection: Option<i64>,
     /// Only jobs whose payload or last error contains this text.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub text: Option<String>,
 }
@@ -253,7 +247,7 @@ pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, OpsError> {
 }
 
 /// An operator's action on jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobAction {
     Retry,

@@ -1,5 +1,5 @@
-//! `ledgerflow queue`: pause and resume a queue, and list the queues with
-//! their live jobs. A paused queue is skipped by every worker's claim
+//! A queue paused and resumed by an operator (`ledgerflow queue pause|resume`
+//! and the console's overview). A paused queue is skipped by every worker's claim
 //! (`ledgerflow.claim_jobs` returns nothing for it; migration
 //! `20261207100000_console.sql`); jobs keep arriving and wait. Resuming wakes
 //! the workers that serve it.

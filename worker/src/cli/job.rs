@@ -8,9 +8,49 @@ use ledgerflow_workflows::queue::JobState;
 use sqlx::PgPool;
 
 use super::{OpsError, print_json};
-use crate::admin::jobs::{JobAction, JobFilter, act_on, act_on_matching, count, list, summary};
+use crate::admin::jobs::{
+    JobAction, JobFilter, STATES, act_on, act_on_matching, count, list, summary,
+};
 use crate::dialog::words;
 use crate::runtime::presence;
+
+// The flags of [`JobFilter`] (the console fills the same filter from its
+// forms): clap's argument types stay in the CLI.
+/// Which jobs: every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct JobFilterArgs {
+    /// Only jobs in this state: scheduled, available, running, held, completed, failed or cancelled.
+    #[arg(long, value_parser = STATES)]
+    pub state: Option<String>,
+    /// Only jobs of this kind (e.g. upsert-invoice).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only jobs of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this tenant's jobs.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only jobs of this connection (its id).
+    #[arg(long)]
+    pub connection: Option<i64>,
+    /// Only jobs whose payload or last error contains this text.
+    #[arg(long)]
+    pub text: Option<String>,
+}
+
+impl From<JobFilterArgs> for JobFilter {
+    fn from(a: JobFilterArgs) -> Self {
+        JobFilter {
+            state: a.state,
+            kind: a.kind,
+            queue: a.queue,
+            tenant: a.tenant,
+            connection: a.connection,
+            text: a.text,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -25,7 +65,7 @@ pub enum JobCommand {
     /// Jobs, newest first, live and finished, filtered.
     List {
         #[command(flatten)]
-        filter: JobFilter,
+        filter: JobFilterArgs,
         /// How many to show (1 to 10000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
@@ -55,7 +95,7 @@ pub struct JobTargets {
     #[arg(long)]
     pub all_matching: bool,
     #[command(flatten)]
-    pub filter: JobFilter,
+    pub filter: JobFilterArgs,
     /// With --all-matching: print how many jobs match, and do nothing.
     #[arg(long, requires = "all_matching")]
     pub dry_run: bool,
@@ -70,7 +110,7 @@ pub async fn job(pool: &PgPool, cmd: JobCommand) -> Result<(), OpsError> {
             filter,
             limit,
             json,
-        } => print_list(pool, &filter, limit, json).await?,
+        } => print_list(pool, &JobFilter::from(filter), limit, json).await?,
         JobCommand::Retry(t) => run_action(pool, JobAction::Retry, t).await?,
         JobCommand::Cancel(t) => run_action(pool, JobAction::Cancel, t).await?,
         JobCommand::Delete(t) => run_action(pool, JobAction::Delete, t).await?,
@@ -195,20 +235,21 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// `job retry|cancel|delete`.
 pub async fn run_action(pool: &PgPool, action: JobAction, t: JobTargets) -> Result<(), OpsError> {
+    let filter = JobFilter::from(t.filter);
     let actor = crate::admin::audit::cli_actor();
     let outcomes = if t.all_matching {
-        let n = count(pool, &t.filter).await?;
+        let n = count(pool, &filter).await?;
         if t.dry_run {
             println!(
                 "{n} jobs match {}; nothing done (--dry-run)",
-                t.filter.describe()
+                filter.describe()
             );
             return Ok(());
         }
-        println!("{n} jobs match {}", t.filter.describe());
-        act_on_matching(pool, &actor, action, &t.filter).await?
+        println!("{n} jobs match {}", filter.describe());
+        act_on_matching(pool, &actor, action, &filter).await?
     } else {
-        if t.filter != JobFilter::default() {
+        if filter != JobFilter::default() {
             return Err(OpsError::Input(
                 "the filters (--state, --kind, ...) go with --all-matching; with ids, leave them out".into(),
             ));
