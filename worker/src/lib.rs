@@ -8,6 +8,9 @@
 //! | [`handlers`] | the handler of each job kind, one file per family |
 //! | [`webhooks`] | the webhook receiver's HTTP surface |
 //! | [`cli`] | the `ledgerflow` command line, one file per command group |
+//! | [`admin`] | the operator actions (jobs, queues, connections, summaries, audit log) the CLI and the console call |
+//! | [`console`] | the operator console: dashboard pages, `/metrics`, `/health`, sign-in |
+//! | [`metrics`] | the Prometheus metrics the runtime, the webhooks and the console record |
 //! | [`config`] | provider adapters and keys from flags and the environment |
 //! | [`db`], [`interrupt`] | connecting to PostgreSQL; exit codes and Ctrl-C |
 //! | [`dialog`] | the sync dialog and stored names as text (CLI and demo) |
@@ -18,6 +21,7 @@
 //! behind the default feature `sandbox`, so a production build
 //! (`--no-default-features`) leaves them out.
 
+pub mod admin;
 #[cfg(feature = "sandbox")]
 pub mod bench;
 pub mod cli;
@@ -31,6 +35,7 @@ pub mod dialog;
 pub mod embedded_pg;
 pub mod handlers;
 pub mod interrupt;
+pub mod metrics;
 pub mod runtime;
 pub mod saledock;
 #[cfg(feature = "sandbox")]

@@ -154,9 +154,7 @@ pub fn router(state: WebhookState) -> Router {
         );
     }
     router
-        .layer(axum::middleware::from_fn(
-            crate::console::metrics::count_webhooks,
-        ))
+        .layer(axum::middleware::from_fn(crate::metrics::count_webhooks))
         .with_state(state)
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, Utc};
 use common::{fast_config, start};
-use ledgerflow_worker::cli::summary::{self as summary_ops, SummaryState};
+use ledgerflow_worker::admin::summaries::{self as summary_ops, SummaryState};
 use ledgerflow_worker::handlers::summary::run_end_of_day_summary;
 use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::payloads::EndOfDaySummary;

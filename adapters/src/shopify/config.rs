@@ -125,3 +125,13 @@ impl ShopifyConfig {
         }
     }
 }
+
+/// Where a record shows in the store's admin: the link a push reports.
+pub(super) fn admin_url(options: &ShopifyOptions, what: &str, id: i64) -> String {
+    let shop = if options.shop_domain.is_empty() {
+        "admin.shopify.com".to_string()
+    } else {
+        options.shop_domain.clone()
+    };
+    format!("https://{shop}/admin/{what}/{id}")
+}

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::api::{Rest, decode_error};
-use super::records::admin_url;
+use super::config::admin_url;
 use super::wire::{CustomerEnvelope, CustomersEnvelope};
 use super::{ShopifyAdapter, wire};
 use crate::kit::customers::find_or_create;

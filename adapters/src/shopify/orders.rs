@@ -13,10 +13,10 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::api::{Rest, permanent};
-use super::config::ShopifyOptions;
+use super::config::{ShopifyOptions, admin_url};
 use super::lost_creates::{InvoiceTag, create_tag};
 use super::products::Lines;
-use super::records::{Record, admin_url, order_fingerprint, order_result, record_of, summary};
+use super::records::{Record, order_fingerprint, order_result, record_of, summary};
 use super::wire::{DraftOrder, Order, OrderEnvelope, draft_status};
 use super::{DRAFT, ORDER, ShopifyAdapter, ShopifyPush, shopify_settings, wire};
 

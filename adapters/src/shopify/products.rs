@@ -12,8 +12,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::api::{Rest, decode_error, permanent};
-use super::config::ShopifyOptions;
-use super::records::admin_url;
+use super::config::{ShopifyOptions, admin_url};
 use super::wire::{AppliedDiscount, LineItem, ProductEnvelope, TaxLine};
 use super::{ShopifyAdapter, wire};
 use crate::kit::decimal::Decimal;

@@ -8,7 +8,7 @@ use ledgerflow_workflows::provider::{ExternalRef, ProviderError, PushResult, Wri
 use serde_json::json;
 
 use super::api::{Rest, decode_error, permanent};
-use super::config::ShopifyOptions;
+use super::config::{ShopifyOptions, admin_url};
 use super::lost_creates::InvoiceTag;
 use super::products::Lines;
 use super::wire::{
@@ -165,15 +165,6 @@ impl ShopifyAdapter {
         }
         Ok(value)
     }
-}
-
-pub(super) fn admin_url(options: &ShopifyOptions, what: &str, id: i64) -> String {
-    let shop = if options.shop_domain.is_empty() {
-        "admin.shopify.com".to_string()
-    } else {
-        options.shop_domain.clone()
-    };
-    format!("https://{shop}/admin/{what}/{id}")
 }
 
 /// What identifies an order's content: its lines and discounts as sent.

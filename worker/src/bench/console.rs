@@ -188,7 +188,7 @@ pub async fn run(
     seed(pool, finished, pending).await?;
     let seed_secs = started.elapsed().as_secs_f64();
     // The metrics gauges are read at most every 10 s: wait for a fresh read.
-    tokio::time::sleep(crate::console::metrics::SAMPLE_EVERY).await;
+    tokio::time::sleep(crate::metrics::SAMPLE_EVERY).await;
     let full = time_pages(&base, samples).await?;
     shutdown.cancel();
     let _ = served.await;

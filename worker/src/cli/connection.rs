@@ -1,5 +1,5 @@
 //! `ledgerflow connection`: add, list, show, reconnect, enable, disable;
-//! pause, resume and limits are in [`super::connection_admin`].
+//! pause, resume and limits are in [`crate::admin::connections`].
 
 use std::path::PathBuf;
 
@@ -11,12 +11,12 @@ use ledgerflow_client::{
 };
 use sqlx::PgPool;
 
-use super::connection_admin as admin;
 use super::credentials::{
     CredentialArgs, credentials_from, read_json, settings_from_json, store_hard_expiry,
     stored_config,
 };
 use super::{OpsError, print_json};
+use crate::admin::connections as admin;
 use crate::dialog::words;
 
 #[derive(Debug, Subcommand)]
@@ -186,11 +186,11 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
             println!("connection {id} disabled ({reason})");
         }
         ConnectionCommand::Pause { id, reason } => {
-            let held = admin::pause(pool, &super::audit::cli_actor(), id, &reason).await?;
+            let held = admin::pause(pool, &crate::admin::audit::cli_actor(), id, &reason).await?;
             println!("connection {id} paused ({reason}); {held} waiting jobs held");
         }
         ConnectionCommand::Resume { id } => {
-            match admin::resume(pool, &super::audit::cli_actor(), id).await? {
+            match admin::resume(pool, &crate::admin::audit::cli_actor(), id).await? {
                 Some(n) => println!("connection {id} resumed; {n} held jobs released"),
                 None => println!("connection {id} was not paused"),
             }

@@ -137,9 +137,9 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
         } => {
             ledger::set_invoice_auto_sync(&mut conn, connection, &invoice, state == Switch::On)
                 .await?;
-            super::audit::record(
+            crate::admin::audit::record(
                 pool,
-                &super::audit::cli_actor(),
+                &crate::admin::audit::cli_actor(),
                 if state == Switch::On {
                     "invoice.auto_sync_on"
                 } else {
@@ -159,9 +159,9 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             return Ok(());
         }
     };
-    super::audit::record(
+    crate::admin::audit::record(
         pool,
-        &super::audit::cli_actor(),
+        &crate::admin::audit::cli_actor(),
         match what {
             "re-sync" => "invoice.resync",
             "retry" => "invoice.retry",

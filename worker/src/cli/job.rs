@@ -1,16 +1,56 @@
 //! `ledgerflow job`: a job's queue, kind, state, attempts, payload and
 //! errors, with a note when it waits in a queue no live worker serves; the
-//! list and the bulk actions are in [`super::job_admin`].
+//! list and the bulk actions are in [`crate::admin::jobs`].
 
 use clap::Subcommand;
 use ledgerflow_client::find_job;
 use ledgerflow_workflows::queue::JobState;
 use sqlx::PgPool;
 
-use super::job_admin::JobAction;
 use super::{OpsError, print_json};
+use crate::admin::jobs::{
+    JobAction, JobFilter, STATES, act_on, act_on_matching, count, list, summary,
+};
 use crate::dialog::words;
 use crate::runtime::presence;
+
+// The flags of [`JobFilter`] (the console fills the same filter from its
+// forms): clap's argument types stay in the CLI.
+/// Which jobs: every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct JobFilterArgs {
+    /// Only jobs in this state: scheduled, available, running, held, completed, failed or cancelled.
+    #[arg(long, value_parser = STATES)]
+    pub state: Option<String>,
+    /// Only jobs of this kind (e.g. upsert-invoice).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only jobs of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this tenant's jobs.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only jobs of this connection (its id).
+    #[arg(long)]
+    pub connection: Option<i64>,
+    /// Only jobs whose payload or last error contains this text.
+    #[arg(long)]
+    pub text: Option<String>,
+}
+
+impl From<JobFilterArgs> for JobFilter {
+    fn from(a: JobFilterArgs) -> Self {
+        JobFilter {
+            state: a.state,
+            kind: a.kind,
+            queue: a.queue,
+            tenant: a.tenant,
+            connection: a.connection,
+            text: a.text,
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
@@ -25,7 +65,7 @@ pub enum JobCommand {
     /// Jobs, newest first, live and finished, filtered.
     List {
         #[command(flatten)]
-        filter: super::job_admin::JobFilter,
+        filter: JobFilterArgs,
         /// How many to show (1 to 10000).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         limit: i64,
@@ -55,7 +95,7 @@ pub struct JobTargets {
     #[arg(long)]
     pub all_matching: bool,
     #[command(flatten)]
-    pub filter: super::job_admin::JobFilter,
+    pub filter: JobFilterArgs,
     /// With --all-matching: print how many jobs match, and do nothing.
     #[arg(long, requires = "all_matching")]
     pub dry_run: bool,
@@ -70,10 +110,10 @@ pub async fn job(pool: &PgPool, cmd: JobCommand) -> Result<(), OpsError> {
             filter,
             limit,
             json,
-        } => super::job_admin::print_list(pool, &filter, limit, json).await?,
-        JobCommand::Retry(t) => super::job_admin::run_action(pool, JobAction::Retry, t).await?,
-        JobCommand::Cancel(t) => super::job_admin::run_action(pool, JobAction::Cancel, t).await?,
-        JobCommand::Delete(t) => super::job_admin::run_action(pool, JobAction::Delete, t).await?,
+        } => print_list(pool, &JobFilter::from(filter), limit, json).await?,
+        JobCommand::Retry(t) => run_action(pool, JobAction::Retry, t).await?,
+        JobCommand::Cancel(t) => run_action(pool, JobAction::Cancel, t).await?,
+        JobCommand::Delete(t) => run_action(pool, JobAction::Delete, t).await?,
         JobCommand::Show { id, json } => {
             let mut conn = pool.acquire().await?;
             let Some(job) = find_job(&mut conn, id).await? else {
@@ -141,4 +181,87 @@ async fn unserved_note(
             served.join(", ")
         )
     }))
+}
+
+/// `job list`.
+pub async fn print_list(
+    pool: &PgPool,
+    filter: &JobFilter,
+    limit: i64,
+    json: bool,
+) -> Result<(), OpsError> {
+    let jobs = list(pool, filter, None, limit).await?;
+    if json {
+        return super::print_json(&jobs);
+    }
+    if jobs.is_empty() {
+        println!("no job matches {}", filter.describe());
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  last error",
+        "id", "state", "kind", "queue", "tenant", "attempt", "created"
+    );
+    for j in &jobs {
+        println!(
+            "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  {}",
+            j.id,
+            j.state,
+            j.kind,
+            j.queue,
+            j.tenant,
+            j.attempt,
+            j.created_at.format("%Y-%m-%d %H:%M:%S"),
+            match (&j.last_error_class, &j.last_error) {
+                (Some(c), Some(m)) => format!("[{}] {}", crate::dialog::words(c), one_line(m, 80)),
+                _ => String::new(),
+            }
+        );
+    }
+    Ok(())
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if flat.chars().count() > max {
+        format!("{}…", flat.chars().take(max).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+/// `job retry|cancel|delete`.
+pub async fn run_action(pool: &PgPool, action: JobAction, t: JobTargets) -> Result<(), OpsError> {
+    let filter = JobFilter::from(t.filter);
+    let actor = crate::admin::audit::cli_actor();
+    let outcomes = if t.all_matching {
+        let n = count(pool, &filter).await?;
+        if t.dry_run {
+            println!(
+                "{n} jobs match {}; nothing done (--dry-run)",
+                filter.describe()
+            );
+            return Ok(());
+        }
+        println!("{n} jobs match {}", filter.describe());
+        act_on_matching(pool, &actor, action, &filter).await?
+    } else {
+        if filter != JobFilter::default() {
+            return Err(OpsError::Input(
+                "the filters (--state, --kind, ...) go with --all-matching; with ids, leave them out".into(),
+            ));
+        }
+        act_on(pool, &actor, action, &t.ids).await?
+    };
+    if t.json {
+        return super::print_json(&outcomes);
+    }
+    for o in &outcomes {
+        println!("job {}: {}", o.id, o.note);
+    }
+    println!("{}", summary(action, &outcomes));
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! | [`connection`], [`credentials`], [`saledock`] | `connection`: provider connections and their encrypted credentials (Saledock's flags and mapping file in its own file) |
 //! | [`invoice`] | `invoice`: an invoice's sync dialog and manual actions |
 //! | [`job`] | `job`: jobs of the queue |
+//! | [`queue`] | `queue`: queues, paused and resumed |
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
 //! | [`workflow`] | `workflow`: workflow runs and their steps |
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
@@ -20,7 +21,9 @@
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
 //! `sandbox`). The operator commands are thin calls into the client crate,
-//! the same API hosts use, so operators and hosts cannot drift apart.
+//! the same API hosts use, so operators and hosts cannot drift apart, or
+//! into [`crate::admin`], the operator actions the console calls too: this
+//! module owns the arguments and the printing, never the actions.
 //! Secrets (tokens) are parsed straight into [`ledgerflow_client::Secret`],
 //! which prints as `***`, and are never echoed: output names what was
 //! stored, not its value. Human output uses words, not stored names
@@ -28,19 +31,14 @@
 //! `--json` ([`print_json`]).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ledgerflow_client::RegisterError;
-use ledgerflow_client::ledger;
 use sqlx::PgPool;
 
-pub mod audit;
 pub mod backfill;
 pub mod connection;
-pub mod connection_admin;
 pub mod credentials;
 pub mod invoice;
 pub mod job;
-pub mod job_admin;
-pub mod queue_admin;
+pub mod queue;
 pub mod saledock;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
@@ -49,6 +47,7 @@ pub mod tenant;
 pub mod worker;
 pub mod workflow;
 
+pub use crate::admin::OpsError;
 pub use worker::{MAX_KEEP_HOURS, WorkerArgs};
 
 /// ledgerflow: durable sync of invoices, orders, customers and payments to
@@ -140,7 +139,7 @@ pub enum Command {
     /// Queues: pause and resume claiming, live jobs by state.
     Queue {
         #[command(subcommand)]
-        command: queue_admin::QueueCommand,
+        command: queue::QueueCommand,
     },
     /// Serve the operator console (dashboard, /metrics, /health, /ready)
     /// without running a worker, until SIGTERM / Ctrl-C.
@@ -251,7 +250,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Job { command } => job::job(&ops_pool(&cli.database_url).await?, command).await?,
         Command::Queue { command } => {
-            queue_admin::queue(&ops_pool(&cli.database_url).await?, command).await?
+            queue::queue(&ops_pool(&cli.database_url).await?, command).await?
         }
         Command::Console(args) => worker::run_console(&cli.database_url, args).await?,
         Command::Summary { command } => {
@@ -333,23 +332,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// Why an operator command failed; the message says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("{0}")]
-    Input(String),
-    #[error(transparent)]
-    Ledger(#[from] ledger::LedgerError),
-    #[error(transparent)]
-    Register(#[from] RegisterError),
-    #[error("credentials: {0}")]
-    Credentials(#[from] ledgerflow_workflows::provider_state::CredentialError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// `value` as pretty JSON on stdout (every `--json`).

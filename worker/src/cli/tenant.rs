@@ -63,11 +63,11 @@ pub enum TenantCommand {
 pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
     match cmd {
         TenantCommand::Backlog { json } => {
-            let rows = super::connection_admin::backlog(pool).await?;
+            let rows = crate::admin::connections::backlog(pool).await?;
             if json {
                 return print_json(&rows);
             }
-            print!("{}", super::connection_admin::render_backlog(&rows));
+            print!("{}", crate::admin::connections::render_backlog(&rows));
         }
         TenantCommand::List { json } => {
             let mut conn = pool.acquire().await?;

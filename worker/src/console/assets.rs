@@ -7,7 +7,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::server::Console;
+use super::state::Console;
 
 pub const CSS: &str = include_str!("assets/console.css");
 pub const JS: &str = include_str!("assets/console.js");

@@ -13,8 +13,8 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::auth::{Role, Session};
-use super::server::Console;
+use super::state::Console;
+use super::tokens::{Role, Session};
 
 /// The largest form the console accepts.
 const MAX_FORM: usize = 1 << 20;

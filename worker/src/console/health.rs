@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::server::Console;
+use super::state::Console;
 
 pub async fn health() -> &'static str {
     "ok\n"

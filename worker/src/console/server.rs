@@ -1,10 +1,9 @@
-//! The console's HTTP server: the routes, the shared state, and the start
+//! The console's HTTP server: the routes and the start
 //! checks (`--admin-listen` / `console --listen` on an address other than
-//! loopback needs `LEDGERFLOW_ADMIN_TOKEN`). Pages live in [`super::pages`];
-//! this module only assembles them.
+//! loopback needs `LEDGERFLOW_ADMIN_TOKEN`). Pages live in [`super::pages`],
+//! the shared state in [`super::state`]; this module only assembles them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,8 +13,8 @@ use axum::routing::get;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Auth;
-use super::metrics::Sampler;
+use super::state::Console;
+use super::tokens::Auth;
 
 /// Why the console did not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,42 +36,6 @@ pub struct ConsoleOptions {
     /// Served by a worker process: /ready also checks its queue runtime.
     pub in_worker: bool,
     pub auth: Auth,
-}
-
-struct Inner {
-    pool: PgPool,
-    sampler: Sampler,
-    worker: Option<(String, u32)>,
-    auth: Auth,
-}
-
-/// The state every handler shares.
-#[derive(Clone)]
-pub struct Console(Arc<Inner>);
-
-impl Console {
-    pub fn new(pool: PgPool, in_worker: bool, auth: Auth) -> Self {
-        let worker = in_worker.then(|| (crate::runtime::presence::host_name(), std::process::id()));
-        Console(Arc::new(Inner {
-            pool,
-            sampler: Sampler::default(),
-            worker,
-            auth,
-        }))
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.0.pool
-    }
-
-    /// (host, pid) of this process when it runs the queue runtime.
-    pub fn worker_instance(&self) -> Option<(String, u32)> {
-        self.0.worker.clone()
-    }
-
-    pub fn auth(&self) -> &Auth {
-        &self.0.auth
-    }
 }
 
 /// Refuse an address anyone else can reach when no admin token guards it.
@@ -154,10 +117,10 @@ pub fn router(console: Console) -> Router {
 }
 
 async fn metrics(State(console): State<Console>) -> impl IntoResponse {
-    if let Err(e) = console.0.sampler.refresh(console.pool()).await {
+    if let Err(e) = console.sampler().refresh(console.pool()).await {
         tracing::warn!(error = %e, "metrics: reading the database gauges failed");
     }
-    match super::metrics::encode() {
+    match crate::metrics::encode() {
         Ok(text) => (
             StatusCode::OK,
             [(

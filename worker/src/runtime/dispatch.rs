@@ -42,7 +42,7 @@ pub async fn dispatch(mut job: ClaimedJob, shared: Data<Arc<Dispatcher>>) {
 
 async fn run(job: ClaimedJob, d: &Dispatcher) {
     let policy = d.registry.policy(&job.kind);
-    crate::console::metrics::record_pickup(&job.kind, job.attempt, job.created_at, job.claimed_at);
+    crate::metrics::record_pickup(&job.kind, job.attempt, job.created_at, job.claimed_at);
     let started = std::time::Instant::now();
 
     // A job rescued from dead workers again and again has used its attempts
@@ -94,7 +94,7 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
         }
     };
     let class = result.as_ref().err().map(|e| e.class().as_str());
-    crate::console::metrics::record_attempt(&job.kind, started.elapsed(), class);
+    crate::metrics::record_attempt(&job.kind, started.elapsed(), class);
     match result {
         Ok(()) if ctx.completed_in_handler() => d.inflight.remove(&[job.id]),
         Ok(()) => {
@@ -131,7 +131,7 @@ async fn finish_failed(
     match outcome::record_failure(&d.pool, job, policy, e).await {
         Ok(Recorded::Failed) => {
             tracing::error!(error = %e, "job failed for good");
-            crate::console::metrics::record_failure(&job.kind, e.class().as_str());
+            crate::metrics::record_failure(&job.kind, e.class().as_str());
             if let Some(hook) = d.registry.failure_hook(&job.kind) {
                 hook(FailedJob {
                     job_id: job.id,

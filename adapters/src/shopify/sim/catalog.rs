@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use serde_json::json;
 
-use super::server::{errors, ok, parse};
+use super::answers::{errors, ok, parse};
 use super::state::{Inner, money};
 use crate::kit::decimal::{Decimal, parse_scaled};
 use crate::shopify::wire::{Customer, CustomerEnvelope, LineItem, ProductEnvelope, Variant};

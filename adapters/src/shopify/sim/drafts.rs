@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::answers::{errors, ok, parse};
 use super::catalog::{amount, price_lines};
-use super::server::{errors, ok, parse};
 use super::state::{Inner, SimDraft, money, timestamp};
 use crate::shopify::wire;
 use crate::shopify::wire::{DraftOrder, DraftOrderEnvelope, Order, draft_status};

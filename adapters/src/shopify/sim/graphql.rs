@@ -6,8 +6,8 @@ use axum::body::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::answers::parse;
 use super::drafts::find_draft;
-use super::server::parse;
 use super::state::{Inner, timestamp};
 use crate::shopify::wire;
 use crate::shopify::wire::draft_status;

@@ -17,7 +17,8 @@
 //!
 //! It runs on the simulator kit ([`crate::sim`]: server, clock, faults,
 //! leaky buckets); this folder keeps only Shopify's routes and records:
-//! [`server`] (token check, faults, the REST bucket, routing), `catalog`
+//! [`server`] (token check, faults, the REST bucket, routing), `answers`
+//! (the error, parse and OK answers every resource gives), `catalog`
 //! (customers, products, line pricing), `drafts`, `orders`, `graphql`,
 //! `state`. Tests drive and inspect it through [`Simulator`]'s methods. It must not be used by production code paths:
 //! it is compiled only with the `sandbox` feature.
@@ -29,6 +30,7 @@
 //! requests are dispatched by operation name and read their variables, the
 //! document itself is not parsed; list pagination is by `since_id`.
 
+mod answers;
 mod catalog;
 mod drafts;
 mod graphql;

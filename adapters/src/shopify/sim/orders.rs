@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use serde_json::json;
 
+use super::answers::{errors, ok, parse};
 use super::catalog::{amount, price_lines};
 use super::drafts::{limit, list_filter_since, time_of, time_param};
-use super::server::{errors, ok, parse};
 use super::state::{Inner, money, timestamp};
 use crate::shopify::wire;
 use crate::shopify::wire::{Order, OrderEnvelope};

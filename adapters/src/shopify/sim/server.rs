@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, Method};
 use serde_json::json;
 
 use super::FaultKind;
+use super::answers::errors;
 use super::catalog::{create_customer, create_product, search_customers};
 use super::drafts::{
     complete_draft, create_draft, delete_draft, get_draft, list_drafts, update_draft,
@@ -39,10 +40,6 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         }
         None => errors(404, json!("Not Found")),
     }
-}
-
-pub(super) fn errors(status: u16, errors: serde_json::Value) -> Answer {
-    Answer::json(status, json!({ "errors": errors }))
 }
 
 pub(super) fn valid_version(v: &str) -> bool {
@@ -206,21 +203,5 @@ pub(super) fn route(
             None => errors(404, json!("Not Found")),
         },
         _ => errors(404, json!("Not Found")),
-    }
-}
-
-pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Answer> {
-    serde_json::from_slice(body).map_err(|e| {
-        Answer::json(
-            400,
-            json!({"errors": {"error": format!("JSON could not be parsed: {e}")}}),
-        )
-    })
-}
-
-pub(super) fn ok<T: serde::Serialize>(status: u16, value: &T) -> Answer {
-    match serde_json::to_value(value) {
-        Ok(v) => Answer::json(status, v),
-        Err(e) => errors(500, json!(e.to_string())),
     }
 }

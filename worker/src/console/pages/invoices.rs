@@ -12,8 +12,8 @@ use ledgerflow_client::ledger::{self, SyncDialog};
 use maud::{Markup, html};
 
 use super::layout::{PageError, PageResult, back, badge, button, notice, opt_time, page, time};
-use crate::console::auth::Session;
-use crate::console::server::Console;
+use crate::console::state::Console;
+use crate::console::tokens::Session;
 
 /// A serialized enum's name ("pending", "connection_disabled").
 fn name_of(v: &impl serde::Serialize) -> String {
@@ -136,7 +136,7 @@ pub async fn invoices(
             dialogs.push(
                 ledger::sync_dialog(&mut conn, c, invoice, 20)
                     .await
-                    .map_err(crate::cli::OpsError::from)?,
+                    .map_err(crate::admin::OpsError::from)?,
             );
         }
     }
@@ -170,7 +170,7 @@ pub async fn act(
 ) -> PageResult {
     let mut conn = console.pool().acquire().await?;
     let (c, inv) = (form.connection, form.invoice.as_str());
-    let ops = |e: ledger::LedgerError| PageError::from(crate::cli::OpsError::from(e));
+    let ops = |e: ledger::LedgerError| PageError::from(crate::admin::OpsError::from(e));
     let recorded = match form.action.as_str() {
         "resync" => Some(ledger::resync_now(&mut conn, c, inv).await.map_err(ops)?),
         "send_as_new" => Some(
@@ -229,7 +229,7 @@ pub async fn act(
             }
         ),
     };
-    crate::cli::audit::record(
+    crate::admin::audit::record(
         console.pool(),
         &session.who,
         &format!("invoice.{}", form.action),

@@ -3,7 +3,7 @@
 //! delete of the selected jobs or of every job the filter matches (after a
 //! confirmation that shows the count), and one job's detail (payload,
 //! attempts, each error with its class, timeline, lease holder). The
-//! actions are [`crate::cli::job_admin`]'s, the CLI's own.
+//! actions are [`crate::admin::jobs`]'s, the CLI's own.
 
 use axum::Extension;
 use axum::extract::{Path, Query, State};
@@ -15,9 +15,9 @@ use sqlx::Row;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, csrf_field, notice, opt_time, page, time};
-use crate::cli::job_admin::{self, JobAction, JobFilter, STATES};
-use crate::console::auth::{Role, Session};
-use crate::console::server::Console;
+use crate::admin::jobs::{self as job_admin, JobAction, JobFilter, STATES};
+use crate::console::state::Console;
+use crate::console::tokens::{Role, Session};
 
 const PAGE: i64 = 50;
 

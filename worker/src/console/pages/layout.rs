@@ -7,8 +7,8 @@ use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use crate::cli::OpsError;
-use crate::console::auth::{Role, Session};
+use crate::admin::OpsError;
+use crate::console::tokens::{Role, Session};
 
 const NAV: [(&str, &str); 9] = [
     ("/", "Overview"),

@@ -3,12 +3,12 @@
 //! backfills / periodic schedules / end-of-day summaries / the audit log.
 //! Every page works without JavaScript; the parts marked `data-live` are
 //! refreshed in place by the console's script. Pages read and act through
-//! `crate::cli` and the domain crates, never with rules of their own.
+//! `crate::admin` and the domain crates, never with rules of their own.
 
 use axum::Router;
 use axum::routing::{get, post};
 
-use super::server::Console;
+use super::state::Console;
 
 pub mod invoices;
 pub mod jobs;

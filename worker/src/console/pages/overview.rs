@@ -13,10 +13,10 @@ use sqlx::Row;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, bar_chart, button, notice, page, time};
-use crate::cli::job_admin::queue_counts;
-use crate::cli::queue_admin;
-use crate::console::auth::Session;
-use crate::console::server::Console;
+use crate::admin::jobs::queue_counts;
+use crate::admin::queues as queue_admin;
+use crate::console::state::Console;
+use crate::console::tokens::Session;
 
 /// The last hour of finished jobs, per minute, and pickup latency.
 #[derive(Debug, Clone)]
@@ -103,8 +103,7 @@ pub async fn overview(
             .map_err(PageError::from)
         },
     )?;
-    let total =
-        |f: fn(&crate::cli::job_admin::QueueCounts) -> i64| queues.iter().map(f).sum::<i64>();
+    let total = |f: fn(&crate::admin::jobs::QueueCounts) -> i64| queues.iter().map(f).sum::<i64>();
     let body = html! {
         h1 { "Overview" }
         (notice(done.done.as_deref()))

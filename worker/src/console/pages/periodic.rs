@@ -16,8 +16,8 @@ use sqlx::Row;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, button, notice, opt_time, page, time};
-use crate::console::auth::Session;
-use crate::console::server::Console;
+use crate::console::state::Console;
+use crate::console::tokens::Session;
 
 pub async fn backfills(
     State(console): State<Console>,
@@ -158,7 +158,7 @@ pub async fn run_now(
             form.schedule
         ),
     };
-    crate::cli::audit::record(
+    crate::admin::audit::record(
         console.pool(),
         &session.who,
         "schedule.run_now",
@@ -175,7 +175,7 @@ pub async fn summaries(
     Query(done): Query<Done>,
 ) -> PageResult {
     let mut conn = console.pool().acquire().await?;
-    let list = crate::cli::summary::list(&mut conn, None, None, 100)
+    let list = crate::admin::summaries::list(&mut conn, None, None, 100)
         .await
         .map_err(|e| PageError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let body = html! {
@@ -220,13 +220,13 @@ pub async fn retry_summary(
     axum::Form(form): axum::Form<RetryForm>,
 ) -> PageResult {
     let mut conn = console.pool().acquire().await?;
-    let result = crate::cli::summary::retry(&mut conn, form.id).await;
+    let result = crate::admin::summaries::retry(&mut conn, form.id).await;
     drop(conn);
     let message = match &result {
         Ok(job) => format!("summary {} is sent again by job {job}", form.id),
         Err(e) => format!("summary {}: {e}", form.id),
     };
-    crate::cli::audit::record(
+    crate::admin::audit::record(
         console.pool(),
         &session.who,
         "summary.retry",
@@ -241,7 +241,7 @@ pub async fn audit(
     State(console): State<Console>,
     Extension(session): Extension<Session>,
 ) -> PageResult {
-    let entries = crate::cli::audit::recent(console.pool(), 500).await?;
+    let entries = crate::admin::audit::recent(console.pool(), 500).await?;
     let body = html! {
         h1 { "Audit log" }
         p.muted { "Every action taken from the console or the CLI: who, what, when, on what." }

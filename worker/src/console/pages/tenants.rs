@@ -10,9 +10,9 @@ use maud::html;
 
 use super::Done;
 use super::layout::{PageResult, back, badge, button, notice, page, time};
-use crate::cli::connection_admin::{self, ConnectionLimits};
-use crate::console::auth::Session;
-use crate::console::server::Console;
+use crate::admin::connections::{self as connection_admin, ConnectionLimits};
+use crate::console::state::Console;
+use crate::console::tokens::Session;
 
 /// Connections the page lists at most (each reads its limiter state).
 const MAX_CONNECTIONS: i64 = 200;

@@ -11,9 +11,9 @@ use maud::html;
 
 use super::Done;
 use super::layout::{PageError, PageResult, back, badge, button, notice, opt_time, page, time};
-use crate::cli::OpsError;
-use crate::console::auth::Session;
-use crate::console::server::Console;
+use crate::admin::OpsError;
+use crate::console::state::Console;
+use crate::console::tokens::Session;
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct RunsQuery {
@@ -126,7 +126,7 @@ pub async fn retry_step(
         Some(job) => format!("step {step} of run {run} runs again as job {job}"),
         None => format!("step {step} of run {run} has not failed: nothing to retry"),
     };
-    crate::cli::audit::record(
+    crate::admin::audit::record(
         console.pool(),
         &session.who,
         "workflow.retry_step",

@@ -37,30 +37,24 @@ pub const STATES: [&str; 7] = [
 const LIVE: [&str; 4] = ["scheduled", "available", "running", "held"];
 
 /// Which jobs: every field that is set must match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct JobFilter {
     /// Only jobs in this state: scheduled, available, running, held, completed, failed or cancelled.
-    #[arg(long, value_parser = STATES)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub state: Option<String>,
     /// Only jobs of this kind (e.g. upsert-invoice).
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub kind: Option<String>,
     /// Only jobs of this queue.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub queue: Option<String>,
     /// Only this tenant's jobs.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub tenant: Option<String>,
     /// Only jobs of this connection (its id).
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none_i64")]
     pub connection: Option<i64>,
     /// Only jobs whose payload or last error contains this text.
-    #[arg(long)]
     #[serde(default, deserialize_with = "blank_is_none")]
     pub text: Option<String>,
 }
@@ -253,7 +247,7 @@ pub async fn count(pool: &PgPool, filter: &JobFilter) -> Result<i64, OpsError> {
 }
 
 /// An operator's action on jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobAction {
     Retry,
@@ -590,90 +584,4 @@ pub async fn queue_counts(pool: &PgPool) -> Result<Vec<QueueCounts>, OpsError> {
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(OpsError::from)
-}
-
-/// `job list`.
-pub async fn print_list(
-    pool: &PgPool,
-    filter: &JobFilter,
-    limit: i64,
-    json: bool,
-) -> Result<(), OpsError> {
-    let jobs = list(pool, filter, None, limit).await?;
-    if json {
-        return super::print_json(&jobs);
-    }
-    if jobs.is_empty() {
-        println!("no job matches {}", filter.describe());
-        return Ok(());
-    }
-    println!(
-        "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  last error",
-        "id", "state", "kind", "queue", "tenant", "attempt", "created"
-    );
-    for j in &jobs {
-        println!(
-            "{:>8}  {:<10} {:<22} {:<12} {:<14} {:>7}  {:<19}  {}",
-            j.id,
-            j.state,
-            j.kind,
-            j.queue,
-            j.tenant,
-            j.attempt,
-            j.created_at.format("%Y-%m-%d %H:%M:%S"),
-            match (&j.last_error_class, &j.last_error) {
-                (Some(c), Some(m)) => format!("[{}] {}", crate::dialog::words(c), one_line(m, 80)),
-                _ => String::new(),
-            }
-        );
-    }
-    Ok(())
-}
-
-fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if flat.chars().count() > max {
-        format!("{}…", flat.chars().take(max).collect::<String>())
-    } else {
-        flat
-    }
-}
-
-/// `job retry|cancel|delete`.
-pub async fn run_action(
-    pool: &PgPool,
-    action: JobAction,
-    t: super::job::JobTargets,
-) -> Result<(), OpsError> {
-    let actor = super::audit::cli_actor();
-    let outcomes = if t.all_matching {
-        let n = count(pool, &t.filter).await?;
-        if t.dry_run {
-            println!(
-                "{n} jobs match {}; nothing done (--dry-run)",
-                t.filter.describe()
-            );
-            return Ok(());
-        }
-        println!("{n} jobs match {}", t.filter.describe());
-        act_on_matching(pool, &actor, action, &t.filter).await?
-    } else {
-        if t.filter != JobFilter::default() {
-            return Err(OpsError::Input(
-                "the filters (--state, --kind, ...) go with --all-matching; with ids, leave them out".into(),
-            ));
-        }
-        act_on(pool, &actor, action, &t.ids).await?
-    };
-    if t.json {
-        return super::print_json(&outcomes);
-    }
-    for o in &outcomes {
-        println!("job {}: {}", o.id, o.note);
-    }
-    println!("{}", summary(action, &outcomes));
-    Ok(())
 }
