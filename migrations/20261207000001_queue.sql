@@ -725,3 +725,52 @@ BEGIN
     END IF;
 END;
 $$;
+
+-- ---------------------------------------------------------------------
+-- Moving a pending job in time, for the callers that own it (the ledger's
+-- quiet period, "re-sync now"): they ask here instead of writing the
+-- queue's table. Each notifies the workers of a job it made available.
+-- ---------------------------------------------------------------------
+
+-- Run a pending job now, at this priority. A held job stays held, a
+-- running one alone. True when a job was made available.
+CREATE FUNCTION ledgerflow.expedite_job(p_job bigint, p_priority smallint)
+RETURNS boolean LANGUAGE sql AS $$
+    WITH expedited AS (
+        UPDATE ledgerflow.jobs SET state = 'available', run_at = now(), priority = p_priority
+        WHERE id = p_job AND state IN ('scheduled', 'available')
+        RETURNING queue
+    )
+    SELECT count(*) > 0 FROM (SELECT pg_notify('ledgerflow_jobs', queue) FROM expedited) notified;
+$$;
+
+-- Delay a never-claimed pending job to `quiet_ms` from now, but no later
+-- than `max_wait_ms` after it was created; never brought forward. By
+-- PostgreSQL's clock, in the caller's transaction.
+CREATE FUNCTION ledgerflow.delay_unclaimed_job(p_job bigint, p_quiet_ms bigint, p_max_wait_ms bigint)
+RETURNS void LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT greatest(j.run_at,
+                        least(clock_timestamp() + make_interval(secs => p_quiet_ms::float8 / 1000),
+                              j.created_at + make_interval(secs => p_max_wait_ms::float8 / 1000))) AS run_at
+        FROM ledgerflow.jobs j WHERE j.id = p_job
+    )
+    UPDATE ledgerflow.jobs j
+    SET run_at = due.run_at,
+        state = CASE WHEN due.run_at > clock_timestamp() THEN 'scheduled' ELSE j.state END
+    FROM due
+    WHERE j.id = p_job AND j.state IN ('scheduled', 'available') AND j.claim_count = 0
+      AND due.run_at > j.run_at;
+$$;
+
+-- Wake a never-claimed job waiting out a delay (a void is not held back);
+-- one waiting out a retry backoff or a rate limit keeps its time.
+CREATE FUNCTION ledgerflow.wake_unclaimed_job(p_job bigint) RETURNS void
+LANGUAGE sql AS $$
+    WITH woken AS (
+        UPDATE ledgerflow.jobs SET state = 'available', run_at = clock_timestamp()
+        WHERE id = p_job AND state = 'scheduled' AND claim_count = 0
+        RETURNING queue
+    )
+    SELECT pg_notify('ledgerflow_jobs', queue) FROM woken;
+$$;

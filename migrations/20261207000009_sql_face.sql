@@ -679,55 +679,26 @@ $$;
 -- lock: lock order invoice_sync row, then sync_events, then jobs).
 -- ---------------------------------------------------------------------
 
--- A person pressed a button: the pending job runs now and first, and the
--- invoice's row names it, so an automatic edit joining it does not push it
--- back into a quiet period. A held job stays held, a running one alone.
+-- A person pressed a button: the pending job runs now and first (the
+-- queue's `ledgerflow.expedite_job`), and the invoice's row names it, so an
+-- automatic edit joining it does not push it back into a quiet period. A
+-- held job stays held, a running one alone.
 CREATE FUNCTION ledgerflow.ledger_expedite(p_connection_id bigint, p_invoice_id text, p_job bigint)
 RETURNS void LANGUAGE sql AS $$
-    WITH expedited AS (
-        UPDATE ledgerflow.jobs SET state = 'available', run_at = now(), priority = 1
-        WHERE id = p_job AND state IN ('scheduled', 'available')
-        RETURNING queue
-    )
-    SELECT pg_notify('ledgerflow_jobs', queue) FROM expedited;
+    SELECT ledgerflow.expedite_job(p_job, 1::smallint);
     UPDATE ledgerflow.invoice_sync SET expedited_job_id = p_job
     WHERE connection_id = p_connection_id AND invoice_id = p_invoice_id;
 $$;
 
--- The quiet period: a never-claimed pending job runs `quiet_ms` after the
--- newest automatic trigger, but no later than `max_wait_ms` after it was
--- created; it is never brought forward, and a job a person expedited is
--- left alone. By PostgreSQL's clock, in the caller's transaction.
+-- The quiet period: a job a person expedited is left alone; any other is
+-- delayed by the queue (`ledgerflow.delay_unclaimed_job`).
 CREATE FUNCTION ledgerflow.hold_for_quiet_period(
     p_connection_id bigint, p_invoice_id text, p_job bigint, p_quiet_ms bigint, p_max_wait_ms bigint)
 RETURNS void LANGUAGE sql AS $$
-    WITH due AS (
-        SELECT greatest(j.run_at,
-                        least(clock_timestamp() + make_interval(secs => p_quiet_ms::float8 / 1000),
-                              j.created_at + make_interval(secs => p_max_wait_ms::float8 / 1000))) AS run_at
-        FROM ledgerflow.jobs j WHERE j.id = p_job
-    )
-    UPDATE ledgerflow.jobs j
-    SET run_at = due.run_at,
-        state = CASE WHEN due.run_at > clock_timestamp() THEN 'scheduled' ELSE j.state END
-    FROM due
-    WHERE j.id = p_job AND j.state IN ('scheduled', 'available') AND j.claim_count = 0
-      AND due.run_at > j.run_at
-      AND NOT EXISTS (SELECT 1 FROM ledgerflow.invoice_sync s
+    SELECT ledgerflow.delay_unclaimed_job(p_job, p_quiet_ms, p_max_wait_ms)
+    WHERE NOT EXISTS (SELECT 1 FROM ledgerflow.invoice_sync s
                       WHERE s.connection_id = p_connection_id AND s.invoice_id = p_invoice_id
-                        AND s.expedited_job_id = j.id);
-$$;
-
--- A void is not held back: a job still waiting out a quiet period runs now
--- (one waiting out a retry backoff or a rate limit keeps its time).
-CREATE FUNCTION ledgerflow.end_quiet_period(p_job bigint) RETURNS void
-LANGUAGE sql AS $$
-    WITH woken AS (
-        UPDATE ledgerflow.jobs SET state = 'available', run_at = clock_timestamp()
-        WHERE id = p_job AND state = 'scheduled' AND claim_count = 0
-        RETURNING queue
-    )
-    SELECT pg_notify('ledgerflow_jobs', queue) FROM woken;
+                        AND s.expedited_job_id = p_job);
 $$;
 
 -- Insert a pending event, supersede the invoice's older pending events
@@ -788,7 +759,7 @@ BEGIN
     IF p_expedite THEN
         PERFORM ledgerflow.ledger_expedite(c.id, p_invoice_id, v_job);
     ELSIF p_operation = 'void' THEN
-        PERFORM ledgerflow.end_quiet_period(v_job);
+        PERFORM ledgerflow.wake_unclaimed_job(v_job);
     ELSIF v_quiet.quiet_ms IS NOT NULL THEN
         PERFORM ledgerflow.hold_for_quiet_period(c.id, p_invoice_id, v_job, v_quiet.quiet_ms, v_quiet.max_wait_ms);
     END IF;
@@ -966,7 +937,7 @@ BEGIN
         FOR v_job IN SELECT DISTINCT job_id FROM ledgerflow.workflow_steps
                      WHERE run_id = v_run AND status = 'enqueued' AND job_id IS NOT NULL ORDER BY job_id LOOP
             IF on_host_trigger.trigger IN ('job_cancelled', 'job_rejected') THEN
-                PERFORM ledgerflow.end_quiet_period(v_job);
+                PERFORM ledgerflow.wake_unclaimed_job(v_job);
             ELSIF v_quiet.quiet_ms IS NOT NULL THEN
                 PERFORM ledgerflow.hold_for_quiet_period(c.id, v_snapshot ->> 'invoice_id', v_job,
                                                          v_quiet.quiet_ms, v_quiet.max_wait_ms);

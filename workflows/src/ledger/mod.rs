@@ -26,9 +26,10 @@
 //! The ledger must not make HTTP calls (it calls the [`crate::provider::Provider`]
 //! port) and must not write the queue's tables: it enqueues through
 //! [`crate::queue`], completes its own job inside its transaction
-//! ([`crate::queue::JobContext::complete_in`]), and its SQL delays a job for
-//! the quiet period or wakes it through the queue's functions
-//! (`ledgerflow.hold_for_quiet_period`, `end_quiet_period`, `ledger_expedite`).
+//! ([`crate::queue::JobContext::complete_in`]), and its SQL
+//! (`ledgerflow.hold_for_quiet_period`, `ledger_expedite`) asks the queue's
+//! functions to delay, wake or expedite a job (`ledgerflow.delay_unclaimed_job`,
+//! `wake_unclaimed_job`, `expedite_job`).
 //!
 //! Serialization: every job of one (connection, invoice) carries the unique
 //! key [`sync_key`], so the queue runs them one at a time and keeps at most

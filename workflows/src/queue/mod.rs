@@ -15,10 +15,10 @@
 //! Claiming, leases, retries, holds and the maintenance services are the
 //! worker runtime's (`ledgerflow-worker`'s `runtime`), which runs jobs; this
 //! module must not run jobs or know what a job does. No other module writes
-//! the queue's tables: the ledger's SQL delays and wakes the jobs it
-//! enqueued through the functions `ledgerflow.hold_for_quiet_period`,
-//! `ledgerflow.end_quiet_period` and `ledgerflow.ledger_expedite`, which are
-//! the queue's side of that contract.
+//! the queue's tables: the ledger's SQL delays, wakes and expedites the
+//! jobs it enqueued by asking the queue's functions
+//! `ledgerflow.delay_unclaimed_job`, `ledgerflow.wake_unclaimed_job` and
+//! `ledgerflow.expedite_job` ([`requeue::expedite`] calls the last too).
 
 pub mod complete;
 pub mod context;

@@ -34,22 +34,11 @@ pub async fn expedite(
     id: JobId,
     priority: Priority,
 ) -> Result<bool, sqlx::Error> {
-    let woken: Vec<bool> = sqlx::query_scalar(
-        r#"
-        WITH expedited AS (
-            UPDATE ledgerflow.jobs
-            SET state = 'available', run_at = now(), priority = $2
-            WHERE id = $1 AND state IN ('scheduled', 'available')
-            RETURNING queue
-        )
-        SELECT pg_notify('ledgerflow_jobs', queue) IS NOT NULL FROM expedited
-        "#,
-    )
-    .bind(id)
-    .bind(priority.as_i16())
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(!woken.is_empty())
+    sqlx::query_scalar("SELECT ledgerflow.expedite_job($1, $2)")
+        .bind(id)
+        .bind(priority.as_i16())
+        .fetch_one(&mut *conn)
+        .await
 }
 
 /// Enqueue a failed job again as a new job with the same kind and payload
