@@ -522,6 +522,9 @@ BEGIN
                 SELECT c.id FROM ledgerflow.jobs c
                 WHERE c.state = 'available' AND c.queue = p_queue AND c.priority = p
                   AND c.fair_key >= coalesce(p_lows[p], -9223372036854775808)
+                  -- Again in this statement's snapshot: a pause that committed
+                  -- after the check above but before a job it can see is seen.
+                  AND NOT EXISTS (SELECT 1 FROM ledgerflow.queue_pauses qp WHERE qp.queue = p_queue)
                   AND (c.unique_key IS NULL OR NOT EXISTS (
                         SELECT 1 FROM ledgerflow.jobs r
                         WHERE r.unique_key = c.unique_key AND r.state = 'running'))
