@@ -91,9 +91,11 @@ fn assert_story(stdout: &str) {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
     assert_eq!(
-        stdout.matches("host inbox:").count(),
+        stdout
+            .matches("host inbox: invoice_paid for INV-2002")
+            .count(),
         1,
-        "the repeated delivery made no second event:\n{stdout}"
+        "the repeated Shopify delivery made no second event:\n{stdout}"
     );
 }
 
