@@ -475,6 +475,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         saledock.clone(),
         driving.clone(),
         scale.fault_every * 4,
+        scale.fault_one_in,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
