@@ -313,12 +313,21 @@ BEGIN
             RETURN v_id;
         END IF;
 
+        -- Joining the pending holder locks it until the caller commits: the
+        -- claim skips locked rows, so the job cannot start (and finish) on
+        -- state the caller's transaction has not committed yet, and a
+        -- workflow step that joins it is seen by the job's completion.
+        -- Without the lock a step joined a job that completed before the
+        -- step's transaction committed, and its run waited forever
+        -- (chaos seed 1796588168262002756).
         SELECT j.id INTO v_id FROM ledgerflow.jobs j
-        WHERE j.unique_key = enqueue.unique_key AND j.state IN ('scheduled', 'available', 'held');
+        WHERE j.unique_key = enqueue.unique_key AND j.state IN ('scheduled', 'available', 'held')
+        FOR SHARE;
         IF v_id IS NOT NULL THEN
             RETURN v_id;
         END IF;
-        -- The holder of the key finished between our insert and select: try again.
+        -- The holder of the key was claimed or finished between our insert
+        -- and select: try again.
     END LOOP;
 END;
 $$;

@@ -148,6 +148,37 @@ async fn duplicate_key_returns_the_pending_job_and_keeps_the_transaction_usable(
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![next]);
 }
 
+/// A transaction that joins a pending job by its unique key holds that job
+/// back until it commits: the job must not run (and finish) before the
+/// joiner's writes, or a workflow step that joined it waits forever.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_joined_by_an_open_transaction_is_not_claimed_until_it_commits(pool: PgPool) {
+    let job = UpsertInvoice {
+        tenant: "shop".into(),
+        connection_id: 1,
+        invoice_id: "INV-7".into(),
+    };
+    let key = || EnqueueOptions::default().unique_key("sync:1:INV-7");
+    let mut conn = pool.acquire().await.unwrap();
+    let first = queue::enqueue(&mut conn, &job, key()).await.unwrap();
+
+    let mut joiner = pool.begin().await.unwrap();
+    assert_eq!(queue::enqueue(&mut joiner, &job, key()).await.unwrap(), first);
+    assert!(
+        claim(&pool, &claimer("w"), 10).await.unwrap().is_empty(),
+        "the joined job was claimed while the joiner's transaction was open"
+    );
+    joiner.commit().await.unwrap();
+    let claimed = claim(&pool, &claimer("w"), 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![first]);
+
+    // Once it runs, a joiner gets a new pending job instead.
+    let mut joiner = pool.begin().await.unwrap();
+    let next = queue::enqueue(&mut joiner, &job, key()).await.unwrap();
+    assert_ne!(next, first);
+    joiner.commit().await.unwrap();
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn batch_enqueue_inserts_every_job(pool: PgPool) {
     let jobs: Vec<_> = (0..500)
