@@ -337,10 +337,13 @@ fn series(text: &str, line: &str) -> f64 {
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn provider_calls_429s_limiter_waits_and_refreshes_are_counted(pool: PgPool) {
+async fn provider_calls_429s_limiter_waits_refreshes_and_webhooks_are_counted(pool: PgPool) {
     use common::record_trigger;
     use console_support::{xero_connection, xero_worker_env};
-    use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
+    use ledgerflow_adapters::xero::simulator::{
+        Fault, FaultKind, deliver_webhook, intent_to_receive_body,
+    };
+    const HOOK_KEY: &str = "metrics-webhook-signing-key";
     use ledgerflow_client::settings::Trigger;
     use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
 
@@ -357,7 +360,32 @@ async fn provider_calls_429s_limiter_waits_and_refreshes_are_counted(pool: PgPoo
     let mut env = tokens();
     env.extend(xero_worker_env());
     env.push(("LEDGERFLOW_WORKER_ID", "metrics-w"));
-    let worker = start_with(&pool, &["worker"], "--admin-listen", &env).await;
+    env.push(("LEDGERFLOW_XERO_WEBHOOK_KEY", HOOK_KEY));
+    let hooks = format!("127.0.0.1:{}", console_support::free_port());
+    let worker = start_with(
+        &pool,
+        &["worker", "--webhook-listen", &hooks],
+        "--admin-listen",
+        &env,
+    )
+    .await;
+    // A webhook delivery signed right, and a forged one.
+    let url = format!("http://{hooks}/webhooks/xero");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match deliver_webhook(&url, Some(HOOK_KEY.as_bytes()), intent_to_receive_body()).await {
+            Ok(status) => {
+                assert_eq!(status, 200);
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forged = deliver_webhook(&url, Some(b"not-the-key"), intent_to_receive_body())
+        .await
+        .unwrap();
+    assert_eq!(forged, 401);
     let snap = snapshot(
         "INV-M",
         "INV-M",
@@ -447,6 +475,14 @@ async fn provider_calls_429s_limiter_waits_and_refreshes_are_counted(pool: PgPoo
         ),
         (
             r#"ledgerflow_job_failures_total{kind="queue-probe",class="permanent"}"#,
+            1.0,
+        ),
+        (
+            r#"ledgerflow_webhook_deliveries_total{provider="xero",result="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"ledgerflow_webhook_deliveries_total{provider="xero",result="bad_signature"}"#,
             1.0,
         ),
     ] {
