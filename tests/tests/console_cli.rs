@@ -551,3 +551,60 @@ async fn the_cli_audits_every_change_it_makes(pool: PgPool) {
         ]
     );
 }
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_cancelled_chain_step_leaves_the_invoice_waiting_on_it_until_retried(pool: PgPool) {
+    use ledgerflow_client::ledger::{self, HostTrigger};
+    let (sim, id, org) = xero_connection(&pool).await;
+    let conn = id.to_string();
+    let snap = snapshot(
+        "INV-C",
+        "INV-C",
+        ("C-9", "Cy Cyclist"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id: "shop-1",
+            trigger: Trigger::JobCreated,
+            label: None,
+            snapshot: &snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let run = started[0].run_id.expect("a chain");
+    // No worker yet: the chain's first step (its customer) waits.
+    let (step_job, kind): (i64, String) = sqlx::query_as(
+        "SELECT j.id, j.kind FROM ledgerflow.workflow_steps s JOIN ledgerflow.jobs j ON j.id = s.job_id
+         WHERE s.run_id = $1 ORDER BY s.position LIMIT 1",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kind, "sync-customer");
+    ok(cli(&pool, &["job", "cancel", &step_job.to_string()], &[]));
+    let (status, class, message) = last_event(&pool, id, "INV-C").await;
+    assert_eq!(
+        (status.as_str(), class.as_str()),
+        ("pending", "dependency_failed")
+    );
+    assert!(
+        message.contains(&format!("whose job {step_job} was cancelled by cli (")),
+        "{message}"
+    );
+    // "retry" in the sync dialog runs the step again, and the chain ends.
+    ok(cli(&pool, &["invoice", "retry", &conn, "INV-C"], &[]));
+    let _worker = WorkerProcess::start_with_env(&pool, "chain-w", &[], &xero_worker_env());
+    settle(&pool, id, "INV-C", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(last_event(&pool, id, "INV-C").await.0, "synced");
+    assert_eq!(sim.invoices(&org).len(), 1);
+}
