@@ -41,5 +41,9 @@ CREATE TABLE ledgerflow.cron_ticks (
     tick_at    timestamptz NOT NULL,
     job_id     bigint,
     fired_at   timestamptz NOT NULL DEFAULT now(),
+    -- When the schedule fires next for this key (or, where a key is one
+    -- tick's, such as an end-of-day summary's date, for its successor), as
+    -- the schedule computed it when firing: the console shows it.
+    next_tick_at timestamptz,
     PRIMARY KEY (schedule, key, tick_at)
 );

@@ -389,3 +389,222 @@ async fn a_paused_connection_holds_its_syncs_until_resumed(pool: PgPool) {
         ]
     );
 }
+
+/// The status, error class and message of an invoice's newest sync event.
+async fn last_event(pool: &PgPool, connection: i64, invoice: &str) -> (String, String, String) {
+    sqlx::query_as(
+        "SELECT status, coalesce(error_class, ''), coalesce(error_message, '')
+         FROM ledgerflow.sync_events WHERE connection_id = $1 AND invoice_id = $2
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(connection)
+    .bind(invoice)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn job_of(pool: &PgPool, connection: i64, invoice: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT job_id FROM ledgerflow.sync_events WHERE connection_id = $1 AND invoice_id = $2
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(connection)
+    .bind(invoice)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_cancelled_sync_job_fails_its_event_saying_who_until_retried(pool: PgPool) {
+    use console_support::{ADMIN, login, post, start_console};
+    let (sim, id, org) = xero_connection(&pool).await;
+    let conn = id.to_string();
+    for invoice in ["INV-5", "INV-6"] {
+        let snap = snapshot(
+            invoice,
+            invoice,
+            ("C-1", "Ann Rider"),
+            vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+        )
+        .unwrap();
+        record_trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    }
+    // No worker runs yet: both wait. One is cancelled from the CLI, the
+    // other from the console.
+    let job5 = job_of(&pool, id, "INV-5").await;
+    let job6 = job_of(&pool, id, "INV-6").await;
+    let out = ok(cli(&pool, &["job", "cancel", &job5.to_string()], &[]));
+    assert!(out.contains("cancelled"), "{out}");
+    let console = start_console(&pool).await;
+    let admin = login(&console.base, ADMIN).await;
+    let (code, to) = post(
+        &console.base,
+        &admin,
+        "/jobs/action",
+        &[("action", "cancel"), ("ids", &job6.to_string())],
+    )
+    .await;
+    assert_eq!(code, 303, "{to}");
+    assert_eq!(state_of(&pool, job5).await, "cancelled");
+    assert_eq!(state_of(&pool, job6).await, "cancelled");
+
+    let (status, class, message) = last_event(&pool, id, "INV-5").await;
+    assert_eq!((status.as_str(), class.as_str()), ("failed", "cancelled"));
+    assert!(
+        message.starts_with("cancelled by cli (") && message.contains(&format!("job {job5}")),
+        "{message}"
+    );
+    let (status, class, message) = last_event(&pool, id, "INV-6").await;
+    assert_eq!((status.as_str(), class.as_str()), ("failed", "cancelled"));
+    assert!(
+        message.starts_with("cancelled by admin (console"),
+        "{message}"
+    );
+    // The sync history shows it, and "retry" is offered.
+    let dialog: serde_json::Value = serde_json::from_str(&ok(cli(
+        &pool,
+        &["invoice", "status", &conn, "INV-5", "--json"],
+        &[],
+    )))
+    .unwrap();
+    assert_eq!(dialog["status"], "failed", "{dialog}");
+    let text = ok(cli(&pool, &["invoice", "status", &conn, "INV-5"], &[]));
+    assert!(text.contains("cancelled by cli ("), "{text}");
+
+    // The job queued again takes its event back; "retry" in the dialog
+    // syncs the other one.
+    let out = ok(cli(&pool, &["job", "retry", &job5.to_string()], &[]));
+    assert!(out.contains("with the 1 sync event"), "{out}");
+    assert_eq!(last_event(&pool, id, "INV-5").await.0, "pending");
+    ok(cli(&pool, &["invoice", "retry", &conn, "INV-6"], &[]));
+    let _worker = WorkerProcess::start_with_env(&pool, "cancel-w", &[], &xero_worker_env());
+    for invoice in ["INV-5", "INV-6"] {
+        settle(&pool, id, invoice, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(last_event(&pool, id, invoice).await.0, "synced");
+    }
+    assert_eq!(sim.invoices(&org).len(), 2);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_cli_audits_every_change_it_makes(pool: PgPool) {
+    let (_sim, id, _org) = xero_connection(&pool).await;
+    let conn = id.to_string();
+    ok(cli(
+        &pool,
+        &["connection", "disable", &conn, "--reason", "contract ended"],
+        &[],
+    ));
+    ok(cli(&pool, &["connection", "enable", &conn], &[]));
+    ok(cli(&pool, &["connection", "reconnect", &conn], &[]));
+    let run = {
+        use ledgerflow_workflows::payloads::QueueProbe;
+        use ledgerflow_workflows::queue::workflow_run::{self, StepSpec, WorkflowSpec};
+        let probe = QueueProbe {
+            tenant: "shop-1".into(),
+            label: "first".into(),
+            fail_first: 1,
+            fail_class: Some("permanent".into()),
+            ..QueueProbe::default()
+        };
+        let spec =
+            WorkflowSpec::new("audit-run", "shop-1").step(StepSpec::job("first", &probe).unwrap());
+        let mut tx = pool.begin().await.unwrap();
+        let run = workflow_run::start(&mut tx, &spec).await.unwrap();
+        tx.commit().await.unwrap();
+        run
+    };
+    let _worker = WorkerProcess::start(&pool, "audit-w", &[]);
+    wait_count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM ledgerflow.workflow_runs WHERE id = {run} AND status = 'failed'"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    ok(cli(
+        &pool,
+        &["workflow", "retry", &run.to_string(), "0"],
+        &[],
+    ));
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action || ' ' || target FROM ledgerflow.console_audit
+         WHERE actor LIKE 'cli (%' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        [
+            "tenant.add tenant shop-1".to_string(),
+            format!("connection.add connection {id}"),
+            format!("connection.disable connection {id}"),
+            format!("connection.enable connection {id}"),
+            format!("connection.reconnect connection {id}"),
+            format!("workflow.retry_step step 0 of workflow run {run}"),
+        ]
+    );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_cancelled_chain_step_leaves_the_invoice_waiting_on_it_until_retried(pool: PgPool) {
+    use ledgerflow_client::ledger::{self, HostTrigger};
+    let (sim, id, org) = xero_connection(&pool).await;
+    let conn = id.to_string();
+    let snap = snapshot(
+        "INV-C",
+        "INV-C",
+        ("C-9", "Cy Cyclist"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id: "shop-1",
+            trigger: Trigger::JobCreated,
+            label: None,
+            snapshot: &snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let run = started[0].run_id.expect("a chain");
+    // No worker yet: the chain's first step (its customer) waits.
+    let (step_job, kind): (i64, String) = sqlx::query_as(
+        "SELECT j.id, j.kind FROM ledgerflow.workflow_steps s JOIN ledgerflow.jobs j ON j.id = s.job_id
+         WHERE s.run_id = $1 ORDER BY s.position LIMIT 1",
+    )
+    .bind(run)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kind, "sync-customer");
+    ok(cli(&pool, &["job", "cancel", &step_job.to_string()], &[]));
+    let (status, class, message) = last_event(&pool, id, "INV-C").await;
+    assert_eq!(
+        (status.as_str(), class.as_str()),
+        ("pending", "dependency_failed")
+    );
+    assert!(
+        message.contains(&format!("whose job {step_job} was cancelled by cli (")),
+        "{message}"
+    );
+    // "retry" in the sync dialog runs the step again, and the chain ends.
+    ok(cli(&pool, &["invoice", "retry", &conn, "INV-C"], &[]));
+    let _worker = WorkerProcess::start_with_env(&pool, "chain-w", &[], &xero_worker_env());
+    settle(&pool, id, "INV-C", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(last_event(&pool, id, "INV-C").await.0, "synced");
+    assert_eq!(sim.invoices(&org).len(), 1);
+}

@@ -326,3 +326,279 @@ async fn a_non_loopback_address_without_a_token_is_refused(pool: PgPool) {
     );
     assert!(err.contains("needs LEDGERFLOW_ADMIN_TOKEN"), "{err}");
 }
+
+/// The value of the series `line` (its name and labels, exactly) in a
+/// Prometheus text answer, 0 when absent.
+fn series(text: &str, line: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn provider_calls_429s_limiter_waits_refreshes_and_webhooks_are_counted(pool: PgPool) {
+    use common::record_trigger;
+    use console_support::{xero_connection, xero_worker_env};
+    use ledgerflow_adapters::xero::simulator::{
+        Fault, FaultKind, deliver_webhook, intent_to_receive_body,
+    };
+    const HOOK_KEY: &str = "metrics-webhook-signing-key";
+    use ledgerflow_client::settings::Trigger;
+    use ledgerflow_worker::sandbox::{gst_line, settle, snapshot};
+
+    let (sim, id, _org) = xero_connection(&pool).await;
+    // The first call finds its access token expired (401: one refresh and
+    // the call again), and the one after is answered 429.
+    sim.push_fault(Fault::once(FaultKind::ExpiredToken));
+    sim.push_fault(Fault::once(FaultKind::RateLimit {
+        problem: "minute".into(),
+        retry_after: 1,
+    }));
+    // What other processes (the CLI registering the connection) asked.
+    let before = sim.stats();
+    let mut env = tokens();
+    env.extend(xero_worker_env());
+    env.push(("LEDGERFLOW_WORKER_ID", "metrics-w"));
+    env.push(("LEDGERFLOW_XERO_WEBHOOK_KEY", HOOK_KEY));
+    let hooks = format!("127.0.0.1:{}", console_support::free_port());
+    let worker = start_with(
+        &pool,
+        &["worker", "--webhook-listen", &hooks],
+        "--admin-listen",
+        &env,
+    )
+    .await;
+    // A webhook delivery signed right, and a forged one.
+    let url = format!("http://{hooks}/webhooks/xero");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match deliver_webhook(&url, Some(HOOK_KEY.as_bytes()), intent_to_receive_body()).await {
+            Ok(status) => {
+                assert_eq!(status, 200);
+                break;
+            }
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forged = deliver_webhook(&url, Some(b"not-the-key"), intent_to_receive_body())
+        .await
+        .unwrap();
+    assert_eq!(forged, 401);
+    let snap = snapshot(
+        "INV-M",
+        "INV-M",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    record_trigger(&pool, id, Trigger::JobCreated, &snap).await;
+    settle(&pool, id, "INV-M", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // And a job that fails for good, for the failures by kind and class.
+    let failing = probe(&pool, "default", "t1", "doomed", 99, "permanent").await;
+    wait_count(
+        &pool,
+        &format!(
+            "SELECT count(*) FROM ledgerflow.finished_jobs WHERE id = {failing} AND state = 'failed'"
+        ),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    // The worker's payment pull may be calling meanwhile: read the
+    // simulator's counts on both sides of the scrape until they agree.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (text, after) = loop {
+        let ahead = sim.stats();
+        let text = client()
+            .get(format!("{}/metrics", worker.base))
+            .bearer_auth(VIEWER)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let after = sim.stats();
+        let requests = (after.api_requests - before.api_requests) as f64;
+        let by_status: f64 = text
+            .lines()
+            .filter(|l| l.starts_with(r#"ledgerflow_provider_calls_total{provider="xero","#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if (ahead == after && by_status == requests) || std::time::Instant::now() > deadline {
+            // Every call the simulator answered was counted once by its
+            // status, and passed the limiter once.
+            assert_eq!(by_status, requests, "{text}");
+            let granted = series(
+                &text,
+                r#"ledgerflow_limiter_wait_seconds_count{provider="xero"}"#,
+            );
+            assert_eq!(granted, requests, "{text}");
+            break (text, after);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rate_limited = (after.rate_limited - before.rate_limited) as f64;
+    let refreshes = (after.refresh_requests - before.refresh_requests) as f64;
+    assert!(
+        rate_limited >= 1.0 && refreshes >= 1.0,
+        "{before:?} {after:?}"
+    );
+    let calls_ok = series(
+        &text,
+        r#"ledgerflow_provider_calls_total{provider="xero",status="200"}"#,
+    );
+    assert!(
+        calls_ok >= 2.0,
+        "a contact and an invoice at least:\n{text}"
+    );
+    for (line, want) in [
+        (
+            r#"ledgerflow_provider_calls_total{provider="xero",status="401"}"#,
+            1.0,
+        ),
+        (
+            r#"ledgerflow_provider_calls_total{provider="xero",status="429"}"#,
+            rate_limited,
+        ),
+        (
+            r#"ledgerflow_provider_rate_limited_total{provider="xero"}"#,
+            rate_limited,
+        ),
+        (
+            r#"ledgerflow_token_refreshes_total{provider="xero",result="ok"}"#,
+            refreshes,
+        ),
+        (
+            r#"ledgerflow_job_failures_total{kind="queue-probe",class="permanent"}"#,
+            1.0,
+        ),
+        (
+            r#"ledgerflow_webhook_deliveries_total{provider="xero",result="accepted"}"#,
+            1.0,
+        ),
+        (
+            r#"ledgerflow_webhook_deliveries_total{provider="xero",result="bad_signature"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(series(&text, line), want, "{line} in\n{text}");
+    }
+}
+
+/// Every page of the console (GET) and every action (POST), for the
+/// refusals below.
+const PAGES: [&str; 13] = [
+    "/",
+    "/jobs",
+    "/jobs/1",
+    "/tenants",
+    "/connections/1",
+    "/invoices",
+    "/workflows",
+    "/workflows/1",
+    "/backfills",
+    "/schedules",
+    "/summaries",
+    "/audit",
+    "/metrics",
+];
+const ACTIONS: [&str; 10] = [
+    "/queues/default/pause",
+    "/queues/default/resume",
+    "/jobs/action",
+    "/jobs/confirm",
+    "/connections/1/pause",
+    "/connections/1/resume",
+    "/invoices/action",
+    "/workflows/1/steps/1/retry",
+    "/schedules/run",
+    "/summaries/retry",
+];
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn every_page_and_action_refuses_who_may_not(pool: PgPool) {
+    let console = start_console(&pool).await;
+    let base = &console.base;
+    let c = client();
+    let viewer = login(base, VIEWER).await;
+    let admin = login(base, ADMIN).await;
+    for path in PAGES {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "GET {path} without credentials");
+        let r = c
+            .get(format!("{base}{path}"))
+            .bearer_auth("wrong-token-0123456789abcdef")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "GET {path} with a wrong token");
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "GET {path}: a browser goes to log in");
+        assert!(
+            r.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("/login?next="),
+            "{path}"
+        );
+        // A viewer reads every page (the ids above may not exist: 404 then).
+        let (code, _) = get(base, &viewer, path).await;
+        assert!(code == 200 || code == 404, "GET {path} as a viewer: {code}");
+    }
+    for path in ACTIONS {
+        let form = [
+            ("connection", "1"),
+            ("invoice", "INV-1"),
+            ("action", "retry"),
+        ];
+        let r = c
+            .post(format!("{base}{path}"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "POST {path} without credentials");
+        let r = c
+            .post(format!("{base}{path}"))
+            .bearer_auth(VIEWER)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "POST {path} with the viewer token");
+        let (code, _) = post(base, &viewer, path, &form).await;
+        assert_eq!(code, 403, "POST {path} as a logged-in viewer");
+        let r = c
+            .post(format!("{base}{path}"))
+            .header("cookie", &admin.cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            403,
+            "POST {path} as admin without the CSRF token"
+        );
+    }
+    let (_, audit) = get(base, &admin, "/audit").await;
+    assert!(
+        !audit.contains("queue.") && !audit.contains("connection.") && !audit.contains("job."),
+        "a refused request did nothing"
+    );
+    let paused: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.queue_pauses")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(paused, 0);
+}

@@ -556,3 +556,64 @@ async fn backfill_progress_on_the_page_and_in_metrics(pool: PgPool) {
         "{text}"
     );
 }
+
+/// A finished job written straight into the history, finished `ago_secs`
+/// before the test's start (the same instant for every call).
+async fn finished_ago(pool: &PgPool, id: i64, state: &str, ago_secs: i64, wait_ms: i64) {
+    sqlx::query(
+        "INSERT INTO ledgerflow.finished_jobs
+             (id, queue, kind, kind_version, payload, state, priority, tenant, attempt, errors,
+              created_at, started_at, finished_at)
+         SELECT $1, 'default', 'queue-probe', 1, '{}'::jsonb, $2, 2, 't', 1, '[]'::jsonb,
+                t - make_interval(secs => $4::float8 / 1000), t, t
+         FROM (SELECT (SELECT min(at) FROM anchor) - make_interval(secs => $3::float8) AS t) x",
+    )
+    .bind(id)
+    .bind(state)
+    .bind(ago_secs as f64)
+    .bind(wait_ms as f64)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn the_overview_keeps_closed_minutes_and_reads_the_newest(pool: PgPool) {
+    use ledgerflow_worker::console::history::History;
+    sqlx::query("CREATE TABLE anchor AS SELECT now() AS at")
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Ten minutes ago: 3 completed (picked up in 200 ms) and 1 failed;
+    // now: 1 completed (picked up in 2 s). Two hours ago: outside.
+    for id in 1..=3 {
+        finished_ago(&pool, id, "completed", 600, 200).await;
+    }
+    finished_ago(&pool, 4, "failed", 600, 200).await;
+    finished_ago(&pool, 5, "completed", 1, 2000).await;
+    finished_ago(&pool, 6, "completed", 7200, 200).await;
+    let history = History::default();
+    let hour = history.last_hour(&pool).await.unwrap();
+    assert_eq!((hour.completed, hour.failed), (4, 1));
+    assert_eq!(hour.per_minute.len(), 60);
+    assert_eq!(hour.per_minute.iter().filter(|m| **m == (3, 1)).count(), 1);
+    let p50 = hour.pickup_p50.unwrap();
+    let p95 = hour.pickup_p95.unwrap();
+    assert!((p50 / 0.2 - 1.0).abs() < 0.025, "{p50}");
+    assert!((p95 / 2.0 - 1.0).abs() < 0.025, "{p95}");
+
+    // A minute ten minutes old is kept: a row added there now is not read
+    // again; the current minute is.
+    finished_ago(&pool, 7, "completed", 600, 200).await;
+    finished_ago(&pool, 8, "failed", 1, 200).await;
+    let hour = history.last_hour(&pool).await.unwrap();
+    assert_eq!(
+        (hour.completed, hour.failed),
+        (4, 2),
+        "{:?}",
+        hour.per_minute
+    );
+    // A console started now reads the whole hour.
+    let hour = History::default().last_hour(&pool).await.unwrap();
+    assert_eq!((hour.completed, hour.failed), (5, 2));
+}

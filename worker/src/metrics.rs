@@ -11,16 +11,19 @@
 //!   from `ledgerflow.jobs` (live jobs only; never `finished_jobs`, which
 //!   holds every job of the retention window) and small tables.
 //!
-//! Provider calls, 429s, limiter waits and token refreshes have their names
-//! and recording functions here ([`record_provider_call`],
-//! [`record_limiter_wait`], [`record_token_refresh`]) for the adapters'
-//! call path to call; it does not yet, so those series stay absent until it
-//! does. This module must not call providers nor change any job.
+//! Provider calls, 429s, limiter waits and deferrals, and token refreshes
+//! come from the adapters' call path: the adapters cannot depend on the
+//! worker, so [`install_call_observer`] gives the kit's call path
+//! (`ledgerflow_adapters::kit::observe`) a [`CallObserver`] that records
+//! them here. The binary installs it at start, for every command.
+//!
+//! This module must not call providers nor change any job.
 
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use ledgerflow_adapters::kit::observe::{CallObserver, RefreshResult};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -103,6 +106,7 @@ pub struct Metrics {
     pub provider_calls: Family<ProviderStatusLabels, Counter>,
     pub rate_limited: Family<ProviderLabel, Counter>,
     pub limiter_wait: SecondsFamily<ProviderLabel>,
+    pub limiter_deferred: Family<ProviderLabel, Counter>,
     pub token_refreshes: Family<ProviderResultLabels, Counter>,
     pub webhook_deliveries: Family<ProviderResultLabels, Counter>,
     pub queue_paused: Family<QueueLabel, Gauge>,
@@ -125,6 +129,7 @@ impl Metrics {
             provider_calls: Family::default(),
             rate_limited: Family::default(),
             limiter_wait: Family::new_with_constructor(SecondsBuckets),
+            limiter_deferred: Family::default(),
             token_refreshes: Family::default(),
             webhook_deliveries: Family::default(),
             queue_paused: Family::default(),
@@ -174,8 +179,13 @@ impl Metrics {
         );
         registry.register(
             "limiter_wait_seconds",
-            "Time a call waited for the shared limiter, by provider",
+            "Time each granted provider call waited for the shared limiter (0 when granted at once), by provider",
             m.limiter_wait.clone(),
+        );
+        registry.register(
+            "limiter_deferred",
+            "Calls the shared limiter did not grant within the inline wait (the job went back to the queue until its turn), by provider",
+            m.limiter_deferred.clone(),
         );
         registry.register(
             "token_refreshes",
@@ -262,8 +272,8 @@ pub fn record_failure(job_kind: &str, class: &str) {
         .inc();
 }
 
-/// A provider call answered with `status` (an HTTP status, or "error" when
-/// no answer came). A 429 also counts in `ledgerflow_provider_rate_limited_total`.
+/// A provider call answered with `status` (an HTTP status, or "no_answer"
+/// when no complete answer came). A 429 also counts in `ledgerflow_provider_rate_limited_total`.
 pub fn record_provider_call(provider: &str, status: &str) {
     METRICS
         .provider_calls
@@ -290,6 +300,62 @@ pub fn record_limiter_wait(provider: &str, waited: Duration) {
             provider: provider.into(),
         })
         .observe(waited.as_secs_f64());
+}
+
+/// The limiter did not grant a call within the inline wait.
+pub fn record_limiter_deferred(provider: &str) {
+    METRICS
+        .limiter_deferred
+        .get_or_create(&ProviderLabel {
+            provider: provider.into(),
+        })
+        .inc();
+}
+
+/// A provider's label: the adapter's name in lower case, other characters
+/// than letters and digits as `_` ("Lightspeed R-Series" →
+/// "lightspeed_r_series").
+pub fn provider_label(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Records the adapters' call path in [`METRICS`].
+struct MetricsObserver;
+
+impl CallObserver for MetricsObserver {
+    fn answered(&self, provider: &str, status: u16) {
+        record_provider_call(&provider_label(provider), &status.to_string());
+    }
+
+    fn no_answer(&self, provider: &str) {
+        record_provider_call(&provider_label(provider), "no_answer");
+    }
+
+    fn limiter_granted(&self, provider: &str, waited: Duration) {
+        record_limiter_wait(&provider_label(provider), waited);
+    }
+
+    fn limiter_deferred(&self, provider: &str) {
+        record_limiter_deferred(&provider_label(provider));
+    }
+
+    fn token_refresh(&self, provider: &str, result: RefreshResult) {
+        record_token_refresh(&provider_label(provider), result.as_str());
+    }
+}
+
+/// Has the adapters' call path report to this process's metrics. Called
+/// once at start; a second call changes nothing.
+pub fn install_call_observer() {
+    ledgerflow_adapters::kit::observe::set_observer(Box::new(MetricsObserver));
 }
 
 /// A token refresh ended with `result`: "ok", "rejected" (reconnect needed) or "error".
@@ -447,6 +513,26 @@ mod tests {
             r#"ledgerflow_limiter_wait_seconds_count{provider="test-provider-a"} 1"#,
             r#"ledgerflow_limiter_wait_seconds_sum{provider="test-provider-a"} 1.5"#,
             r#"ledgerflow_token_refreshes_total{provider="test-provider-a",result="rejected"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_call_path_observer_records_under_the_provider_label() {
+        let o = MetricsObserver;
+        o.answered("Test Provider-B", 503);
+        o.no_answer("Test Provider-B");
+        o.limiter_granted("Test Provider-B", Duration::from_millis(250));
+        o.limiter_deferred("Test Provider-B");
+        o.token_refresh("Test Provider-B", RefreshResult::Error);
+        let text = encode().unwrap();
+        for want in [
+            r#"ledgerflow_provider_calls_total{provider="test_provider_b",status="503"} 1"#,
+            r#"ledgerflow_provider_calls_total{provider="test_provider_b",status="no_answer"} 1"#,
+            r#"ledgerflow_limiter_wait_seconds_sum{provider="test_provider_b"} 0.25"#,
+            r#"ledgerflow_limiter_deferred_total{provider="test_provider_b"} 1"#,
+            r#"ledgerflow_token_refreshes_total{provider="test_provider_b",result="error"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

@@ -36,6 +36,14 @@ async fn racing_processes_fire_a_tick_once(pool: PgPool) {
         fired += r.await.unwrap();
     }
     assert_eq!(fired, 1, "eight racers, one tick, one job");
+    // The tick says when the schedule fires next (the console shows it).
+    let gap: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM next_tick_at - tick_at)::float8 FROM ledgerflow.cron_ticks",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(gap, 1.0);
     // The next tick is a new one.
     let later = now + chrono::Duration::seconds(1);
     assert_eq!(

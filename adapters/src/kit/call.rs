@@ -4,7 +4,9 @@
 //! to expire) → limiter grant with the inline wait ([`super::gate`]) →
 //! send → the answer's limit headers recorded for every process → error
 //! answers classified → one refresh and retry on a 401 → reconnect needed
-//! (the connection is marked, its jobs held).
+//! (the connection is marked, its jobs held). Each answer's status, each
+//! lost answer and each limiter wait is reported to the process's
+//! [`super::observe::CallObserver`] (the worker's metrics).
 //!
 //! A provider supplies what differs through [`Api`], in its `api.rs`:
 //! which gate a request passes, how a request is authorized, what the limit
@@ -72,6 +74,7 @@ use super::errors::{CallFailure, Refusal, credential_error, db_error};
 use super::gate::{self, Gate, InlineWait, Reading, Waiting};
 use super::http::{BuildError, HttpConfig, build_client, raw_excerpt, transport_failure};
 use super::oauth2::OAuth2Client;
+use super::observe::report;
 
 /// What differs between providers on the call path. Implemented once per
 /// provider, in its `api.rs`.
@@ -470,13 +473,27 @@ impl<A: Api> Caller<A> {
         // The request is built (and authorized) before the grant is taken:
         // a connection that cannot call costs no slot.
         let message = |why: Waiting| self.api.wait_message(why);
+        let asked = Instant::now();
         let grant = gate::take(
             &self.pool,
             &self.api.gate(connection_id, req.lane),
             self.settings.wait,
             &message,
         )
-        .await?;
+        .await;
+        let provider = self.api.name();
+        let grant = match grant {
+            Ok(grant) => {
+                report(|o| o.limiter_granted(provider, asked.elapsed()));
+                grant
+            }
+            Err(e) => {
+                if matches!(e, ProviderError::RateLimited { .. }) {
+                    report(|o| o.limiter_deferred(provider));
+                }
+                return Err(e.into());
+            }
+        };
         let sent = Instant::now();
         let result = match builder.send().await {
             Ok(resp) => {
@@ -500,6 +517,7 @@ impl<A: Api> Caller<A> {
         let answer = match result {
             Ok(a) => a,
             Err((t, maybe_in_flight)) => {
+                report(|o| o.no_answer(provider));
                 gate::abandon(&self.pool, grant, connection_id).await;
                 tracing::info!(
                     connection_id,
@@ -514,6 +532,7 @@ impl<A: Api> Caller<A> {
                 });
             }
         };
+        report(|o| o.answered(provider, answer.status));
         self.api.observe(connection_id, req.lane, &answer);
         let reading = self.api.read_limits(req.lane, &answer, Utc::now());
         gate::finish(&self.pool, grant, reading, sent.elapsed()).await?;

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`call`] | the call path: credentials → limiter grant with the inline wait → send → limit headers recorded → error classified → one refresh on 401 → reconnect needed. A provider implements [`call::Api`] and holds a [`call::Caller`]. |
 //! | [`gate`] | limiter grants: rolling windows with a concurrency cap, leaky buckets, the inline wait, bucket arithmetic |
+//! | [`observe`] | the process's observer of the call path (provider answers by status, limiter waits, token refreshes), installed by the worker for its metrics |
 //! | [`oauth2`] | token refresh under the connection's row lock; rotating single-use refresh tokens never spent twice |
 //! | [`idempotency`] | idempotency keys from the sync event, lost-answer adoption by our reference, write intents |
 //! | [`customers`] | find-or-create a customer with race adoption; one lookup at a time per customer |
@@ -37,4 +38,5 @@ pub mod gate;
 pub mod http;
 pub mod idempotency;
 pub mod oauth2;
+pub mod observe;
 pub mod signature;

@@ -27,6 +27,9 @@
 //!   without them (a connection that authenticates with a fixed API key)
 //!   cannot be refreshed: reconnect needed.
 //!
+//! Each exchange with the token endpoint is reported to the process's
+//! [`super::observe::CallObserver`] with its result.
+//!
 //! Tokens are never logged. This module does not decide when to refresh
 //! (the call path does) and must not know any provider's API.
 //!
@@ -54,6 +57,7 @@ use sqlx::PgPool;
 
 use super::errors::credential_error;
 use super::http::transport_failure;
+use super::observe::{RefreshResult, report};
 
 /// How the app authenticates to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,8 +316,16 @@ impl OAuth2Client {
             seen.connection_id,
             seen.generation,
             |current| async move {
-                self.exchange(http, &current.identity_base_url, &current.refresh_token)
-                    .await
+                let answer = self
+                    .exchange(http, &current.identity_base_url, &current.refresh_token)
+                    .await;
+                let result = match &answer {
+                    Ok(_) => RefreshResult::Ok,
+                    Err(RefreshFailure::Refused(_)) => RefreshResult::Rejected,
+                    Err(_) => RefreshResult::Error,
+                };
+                report(|o| o.token_refresh(self.provider, result));
+                answer
             },
         )
         .await;

@@ -10,7 +10,9 @@
 //!   blocked follow; a scheduled job (waiting out a backoff) runs now.
 //! * cancel: a waiting job (scheduled, available, held) ends as cancelled;
 //!   a workflow step's job also fails its step (the run says why, and the
-//!   step can be retried).
+//!   step can be retried); a sync job's open sync events fail with who
+//!   cancelled (`ledger::record_job_cancelled`), and are opened again when
+//!   the job is retried.
 //! * delete: a waiting or finished job is removed, with its record.
 //!
 //! A running job is left alone by all three: its attempt ends first.
@@ -20,6 +22,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use ledgerflow_workflows::ledger;
 
 use super::OpsError;
 
@@ -414,16 +418,29 @@ async fn act_on_one(
             }]);
             // A workflow step's job: the step fails with the reason, so its
             // run shows why it stopped and the step can be retried.
-            let step: Option<i64> =
-                sqlx::query_scalar("SELECT workflow_step_id FROM ledgerflow.jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let (kind, payload, step, run): (String, serde_json::Value, Option<i64>, Option<i64>) =
+                sqlx::query_as(
+                    "SELECT j.kind, j.payload, j.workflow_step_id, s.run_id
+                     FROM ledgerflow.jobs j LEFT JOIN ledgerflow.workflow_steps s ON s.id = j.workflow_step_id
+                     WHERE j.id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
             sqlx::query("SELECT ledgerflow.finish_job($1, 'cancelled', $2)")
                 .bind(id)
                 .bind(errors)
                 .execute(&mut *tx)
                 .await?;
+            // Its sync events say it was cancelled, and by whom, instead
+            // of staying pending for a job that will not run.
+            let job = ledger::CancelledJob {
+                id,
+                kind: &kind,
+                payload: &payload,
+                run_id: run,
+            };
+            ledger::record_job_cancelled(&mut tx, &job, actor).await?;
             if let Some(step) = step {
                 sqlx::query("SELECT ledgerflow.workflow_step_failed($1, $2)")
                     .bind(step)
@@ -461,6 +478,22 @@ async fn retry_finished(
     id: i64,
     step: Option<i64>,
 ) -> Result<(bool, String), OpsError> {
+    // The sync events its cancel failed get their job back (none when it
+    // was not cancelled, or the invoice has synced since).
+    let (kind, payload, run): (String, serde_json::Value, Option<i64>) = sqlx::query_as(
+        "SELECT f.kind, f.payload, s.run_id
+         FROM ledgerflow.finished_jobs f LEFT JOIN ledgerflow.workflow_steps s ON s.id = f.workflow_step_id
+         WHERE f.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let cancelled = ledger::CancelledJob {
+        id,
+        kind: &kind,
+        payload: &payload,
+        run_id: run,
+    };
     if let Some(step) = step {
         let at: Option<(i64, i32, String)> = sqlx::query_as(
             "SELECT run_id, position, status FROM ledgerflow.workflow_steps WHERE id = $1",
@@ -479,6 +512,9 @@ async fn retry_finished(
                 ledgerflow_workflows::queue::workflow_run::retry_step(&mut *tx, run, position)
                     .await
                     .map_err(OpsError::from)?;
+            if job.is_some() {
+                ledger::reopen_cancelled(&mut *tx, &cancelled).await?;
+            }
             return Ok(match job {
                 Some(job) => (
                     true,
@@ -528,7 +564,14 @@ async fn retry_finished(
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
-    Ok((true, "queued again".into()))
+    let reopened = ledger::reopen_cancelled(&mut *tx, &cancelled).await?;
+    Ok((
+        true,
+        match reopened {
+            0 => "queued again".into(),
+            n => format!("queued again, with the {n} sync event(s) its cancel had failed"),
+        },
+    ))
 }
 
 /// Count, by state, of what an action did: "3 retried, 1 skipped".

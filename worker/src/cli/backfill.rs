@@ -204,6 +204,16 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
                 }
             );
             println!("follow it with: ledgerflow backfill watch {id}");
+            super::audited(
+                pool,
+                "backfill.start",
+                &format!("backfill {id}"),
+                serde_json::json!({
+                    "connection": s.connection_id, "from": s.from, "to": s.to,
+                    "chunks": s.chunks_total,
+                }),
+            )
+            .await?;
         }
         BackfillCommand::List {
             connection,
@@ -307,12 +317,26 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             backfill::cancel(&mut tx, id).await?;
             tx.commit().await?;
             println!("backfill {id} cancelled; invoices already synced stay synced");
+            super::audited(
+                pool,
+                "backfill.cancel",
+                &format!("backfill {id}"),
+                serde_json::json!({}),
+            )
+            .await?;
         }
         BackfillCommand::Resume { id } => {
             let mut tx = pool.begin().await?;
             backfill::resume(&mut tx, id).await?;
             tx.commit().await?;
             println!("backfill {id} resumed");
+            super::audited(
+                pool,
+                "backfill.resume",
+                &format!("backfill {id}"),
+                serde_json::json!({}),
+            )
+            .await?;
         }
         BackfillCommand::Approve {
             connection,
@@ -323,6 +347,13 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             let out = backfill::approve(&mut tx, connection, &invoices, by.as_deref()).await?;
             tx.commit().await?;
             print_approval("ready to sync", "already ready", &out);
+            super::audited(
+                pool,
+                "backfill.approve",
+                &format!("{} invoice(s) of connection {connection}", invoices.len()),
+                serde_json::json!({ "invoices": invoices, "by": by }),
+            )
+            .await?;
         }
         BackfillCommand::Withdraw {
             connection,
@@ -332,6 +363,13 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             let out = backfill::withdraw(&mut tx, connection, &invoices).await?;
             tx.commit().await?;
             print_approval("sent back for approval", "was not approved", &out);
+            super::audited(
+                pool,
+                "backfill.withdraw",
+                &format!("{} invoice(s) of connection {connection}", invoices.len()),
+                serde_json::json!({ "invoices": invoices }),
+            )
+            .await?;
         }
         BackfillCommand::Ready { connection, json } => {
             let mut conn = pool.acquire().await?;

@@ -129,6 +129,13 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                 "connection {} added: tenant {tenant}, {provider}, credentials stored encrypted",
                 saved.connection.id
             );
+            super::audited(
+                pool,
+                "connection.add",
+                &format!("connection {}", saved.connection.id),
+                serde_json::json!({ "tenant": tenant, "provider": provider.as_str() }),
+            )
+            .await?;
             for w in &saved.warnings {
                 println!("warning: {w}");
             }
@@ -176,14 +183,38 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                     enable_connection(pool, id).await?
                 };
             println!("connection {id} is active; {released} held jobs released");
+            super::audited(
+                pool,
+                "connection.reconnect",
+                &format!("connection {id}"),
+                serde_json::json!({
+                    "new_tokens": credentials.refresh_token.is_some() || credentials.access_token.is_some(),
+                    "jobs_released": released,
+                }),
+            )
+            .await?;
         }
         ConnectionCommand::Enable { id } => {
             let released = enable_connection(pool, id).await?;
             println!("connection {id} is enabled; {released} held jobs released");
+            super::audited(
+                pool,
+                "connection.enable",
+                &format!("connection {id}"),
+                serde_json::json!({ "jobs_released": released }),
+            )
+            .await?;
         }
         ConnectionCommand::Disable { id, reason } => {
             ledgerflow_client::disable_connection(pool, id, &reason).await?;
             println!("connection {id} disabled ({reason})");
+            super::audited(
+                pool,
+                "connection.disable",
+                &format!("connection {id}"),
+                serde_json::json!({ "reason": reason }),
+            )
+            .await?;
         }
         ConnectionCommand::Pause { id, reason } => {
             let held = admin::pause(pool, &crate::admin::audit::cli_actor(), id, &reason).await?;

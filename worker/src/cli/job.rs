@@ -74,9 +74,12 @@ pub enum JobCommand {
         json: bool,
     },
     /// Queue failed or cancelled jobs again (under their own ids), run
-    /// scheduled ones now; failed workflow steps run again through their run.
+    /// scheduled ones now; failed workflow steps run again through their
+    /// run. A cancelled sync job gets back the sync events its cancel failed.
     Retry(JobTargets),
-    /// Cancel waiting jobs (scheduled, available, held); running ones finish first.
+    /// Cancel waiting jobs (scheduled, available, held); running ones
+    /// finish first. A sync job's pending sync events fail, saying who
+    /// cancelled (the sync dialog's "retry" syncs the invoice again).
     Cancel(JobTargets),
     /// Delete waiting or finished jobs, with their records.
     Delete(JobTargets),

@@ -199,6 +199,7 @@ pub fn main() {
     // clap's usage errors already strip control characters from what they quote.
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    crate::metrics::install_call_observer();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -309,6 +310,24 @@ fn quiet_on_broken_pipe() {
 pub const NOT_BUILT: &str = "`demo`, `sandbox` and `bench` run the providers' simulators, which this build leaves out: build with the `sandbox` feature (the default), e.g. `cargo build -p ledgerflow-worker --features sandbox`";
 
 /// A small pool for one operator command, on a migrated database.
+/// Records a command's action in the audit log (`admin::audit`) as the
+/// OS user: every command that changes state calls it after acting.
+pub(crate) async fn audited(
+    pool: &PgPool,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    crate::admin::audit::record(
+        pool,
+        &crate::admin::audit::cli_actor(),
+        action,
+        target,
+        detail,
+    )
+    .await
+}
+
 async fn ops_pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
     let pool = connect(url, 2).await?;
     ledgerflow_workflows::schema::migrate(&pool).await?;

@@ -86,6 +86,13 @@ pub async fn run(pool: &PgPool, cmd: SummaryCommand) -> Result<(), SummaryOpsErr
         SummaryCommand::Retry { id } => {
             let job = retry(&mut conn, id).await?;
             println!("summary {id}: job {job} enqueued to send it again");
+            super::audited(
+                pool,
+                "summary.retry",
+                &format!("summary {id}"),
+                serde_json::json!({ "job": job }),
+            )
+            .await?;
         }
     }
     Ok(())

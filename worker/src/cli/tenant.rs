@@ -129,6 +129,14 @@ pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
                         format!("tenant {tenant} had no host callback")
                     }
                 );
+                drop(conn);
+                super::audited(
+                    pool,
+                    "tenant.callback_remove",
+                    &format!("tenant {tenant}"),
+                    serde_json::json!({ "removed": removed }),
+                )
+                .await?;
                 return Ok(());
             }
             let (Some(url), Some(secret)) = (url, secret) else {
@@ -141,6 +149,14 @@ pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
                 .await
                 .map_err(|e| OpsError::Input(e.to_string()))?;
             println!("tenant {tenant}: inbound events from now on are POSTed to {url}, signed");
+            drop(conn);
+            super::audited(
+                pool,
+                "tenant.callback_set",
+                &format!("tenant {tenant}"),
+                serde_json::json!({ "url": url }),
+            )
+            .await?;
         }
         TenantCommand::Add {
             id,
@@ -158,6 +174,14 @@ pub async fn tenant(pool: &PgPool, cmd: TenantCommand) -> Result<(), OpsError> {
             )
             .await?;
             println!("tenant {id} saved");
+            drop(conn);
+            super::audited(
+                pool,
+                "tenant.add",
+                &format!("tenant {id}"),
+                serde_json::json!({}),
+            )
+            .await?;
         }
     }
     Ok(())

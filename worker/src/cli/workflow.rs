@@ -126,10 +126,9 @@ pub async fn workflow(pool: &PgPool, cmd: WorkflowCommand) -> Result<(), OpsErro
             }
         }
         WorkflowCommand::Retry { run, step } => {
-            let mut tx = pool.begin().await?;
-            match workflow_run::retry_step(&mut tx, run, step).await? {
+            let actor = crate::admin::audit::cli_actor();
+            match crate::admin::workflows::retry_step(pool, &actor, run, step).await? {
                 Some(job) => {
-                    tx.commit().await?;
                     println!("step {step} of run {run} runs again as job {job}");
                 }
                 None => {

@@ -16,6 +16,7 @@ pub mod assets;
 pub mod auth;
 pub mod csrf;
 pub mod health;
+pub mod history;
 pub mod pages;
 pub mod server;
 pub mod state;

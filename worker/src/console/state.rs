@@ -1,4 +1,5 @@
 //! The state every console handler shares: the pool, the metrics sampler,
+//! the overview's kept minutes of history,
 //! this worker's identity (when the console runs in one) and the tokens.
 //! It serves no route.
 
@@ -6,12 +7,14 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+use super::history::History;
 use super::tokens::Auth;
 use crate::metrics::Sampler;
 
 struct Inner {
     pool: PgPool,
     sampler: Sampler,
+    history: History,
     worker: Option<(String, u32)>,
     auth: Auth,
 }
@@ -26,6 +29,7 @@ impl Console {
         Console(Arc::new(Inner {
             pool,
             sampler: Sampler::default(),
+            history: History::default(),
             worker,
             auth,
         }))
@@ -42,6 +46,11 @@ impl Console {
 
     pub fn auth(&self) -> &Auth {
         &self.0.auth
+    }
+
+    /// The overview's last hour, its closed minutes kept.
+    pub fn history(&self) -> &History {
+        &self.0.history
     }
 
     /// The database gauges `/metrics` refreshes before it answers.

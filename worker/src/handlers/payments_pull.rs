@@ -93,6 +93,10 @@ impl Schedule for PullSchedule {
         SCHEDULE
     }
 
+    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
+        tick.at.checked_add_signed(self.interval)
+    }
+
     fn due<'a>(
         &'a self,
         conn: &'a mut PgConnection,

@@ -98,6 +98,12 @@ impl Schedule for SummarySchedule {
         SCHEDULE
     }
 
+    /// The next business day's summary: a day later at the same local
+    /// time (an hour off across a daylight-saving change; shown only).
+    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
+        tick.at.checked_add_signed(chrono::TimeDelta::days(1))
+    }
+
     fn due<'a>(
         &'a self,
         conn: &'a mut PgConnection,

@@ -30,6 +30,12 @@ pub trait Schedule: Send + Sync + 'static {
         conn: &'a mut PgConnection,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>>;
+    /// When the schedule fires next after `tick` for the same key (or its
+    /// successor), for the console; `None` when it cannot say.
+    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
+        let _ = tick;
+        None
+    }
     /// Enqueue the tick's job on `conn` (inside the tick's transaction).
     fn fire<'a>(
         &'a self,
@@ -90,6 +96,10 @@ where
         Box::pin(async move { Ok(vec![tick]) })
     }
 
+    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
+        tick.at.checked_add_signed(self.interval)
+    }
+
     fn fire<'a>(
         &'a self,
         conn: &'a mut PgConnection,
@@ -148,11 +158,12 @@ pub async fn fire_due(
             continue; // another process fired it
         }
         let id = schedule.fire(&mut tx, &tick).await?;
-        sqlx::query("UPDATE ledgerflow.cron_ticks SET job_id = $4 WHERE schedule = $1 AND key = $2 AND tick_at = $3")
+        sqlx::query("UPDATE ledgerflow.cron_ticks SET job_id = $4, next_tick_at = $5 WHERE schedule = $1 AND key = $2 AND tick_at = $3")
             .bind(schedule.name())
             .bind(&tick.key)
             .bind(tick.at)
             .bind(id)
+            .bind(schedule.next_tick(&tick))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -7,6 +7,7 @@
 //! | [`connections`] | tenants, connections, settings (validated), reconnect |
 //! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
+//! | [`cancel`] | a sync job an operator cancelled (or queued again): its events failed with who cancelled (or opened again) |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
 //! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
@@ -47,6 +48,7 @@ use crate::invoice::{Issue, SnapshotError};
 use crate::queue::EnqueueError;
 use crate::settings::{SettingsError, Trigger};
 
+pub mod cancel;
 pub mod chains;
 pub mod complete_draft;
 pub mod connections;
@@ -58,6 +60,7 @@ pub mod read;
 pub mod record;
 pub mod sync;
 
+pub use cancel::{CancelledJob, record_job_cancelled, reopen_cancelled};
 pub use chains::{ChainStarted, HostTrigger, on_host_trigger};
 pub use complete_draft::run_complete_draft;
 pub use connections::{

@@ -1,8 +1,10 @@
 //! The overview: live jobs by queue and state (with pause / resume of a
 //! queue), completions and failures per minute over the last hour as a
 //! chart, pickup latency, and the live workers. Every figure comes from
-//! live jobs or from the last hour of finished jobs (the B-tree index on
-//! `finished_at`): the page costs the same however long the retention.
+//! live jobs or from the last hour of finished jobs
+//! ([`crate::console::history`]: closed minutes kept, the newest read
+//! through the B-tree index on `finished_at`): the page costs the same
+//! however long the retention.
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -17,63 +19,6 @@ use crate::admin::jobs::queue_counts;
 use crate::admin::queues as queue_admin;
 use crate::console::state::Console;
 use crate::console::tokens::Session;
-
-/// The last hour of finished jobs, per minute, and pickup latency.
-#[derive(Debug, Clone)]
-pub struct LastHour {
-    /// 60 (completed, failed) pairs, oldest minute first.
-    pub per_minute: Vec<(i64, i64)>,
-    pub completed: i64,
-    pub failed: i64,
-    /// Pickup latency (enqueue to first claim) of jobs finished in the last hour, in seconds.
-    pub pickup_p50: Option<f64>,
-    pub pickup_p95: Option<f64>,
-}
-
-pub async fn last_hour(pool: &sqlx::PgPool) -> Result<LastHour, sqlx::Error> {
-    // One scan of the last hour (finished_jobs_finished_at_idx) for both
-    // the per-minute counts and the latency percentiles.
-    let rows = sqlx::query(
-        "WITH h AS MATERIALIZED (
-             SELECT finished_at, state, attempt, started_at - created_at AS wait
-             FROM ledgerflow.finished_jobs WHERE finished_at > now() - interval '60 minutes'
-         ), latency AS (
-             SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p50,
-                    percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM wait)) AS p95
-             FROM h WHERE wait IS NOT NULL AND attempt = 1
-         ), minutes AS (
-             SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int AS ago,
-                    count(*) FILTER (WHERE state = 'completed') AS completed,
-                    count(*) FILTER (WHERE state = 'failed') AS failed
-             FROM h GROUP BY 1
-         )
-         SELECT m.ago, m.completed, m.failed, l.p50, l.p95
-         FROM latency l LEFT JOIN minutes m ON true",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut per_minute = vec![(0i64, 0i64); 60];
-    let (mut p50, mut p95) = (None, None);
-    for r in rows {
-        p50 = r.try_get("p50")?;
-        p95 = r.try_get("p95")?;
-        let Some(ago) = r.try_get::<Option<i32>, _>("ago")? else {
-            continue;
-        };
-        if let Ok(ago) = usize::try_from(ago)
-            && ago < 60
-        {
-            per_minute[59 - ago] = (r.try_get("completed")?, r.try_get("failed")?);
-        }
-    }
-    Ok(LastHour {
-        completed: per_minute.iter().map(|p| p.0).sum(),
-        failed: per_minute.iter().map(|p| p.1).sum(),
-        per_minute,
-        pickup_p50: p50,
-        pickup_p95: p95,
-    })
-}
 
 fn seconds(v: Option<f64>) -> String {
     match v {
@@ -92,7 +37,13 @@ pub async fn overview(
     // Independent reads, each on its own connection, at once.
     let (queues, hour, workers) = tokio::try_join!(
         async { queue_counts(pool).await.map_err(PageError::from) },
-        async { last_hour(pool).await.map_err(PageError::from) },
+        async {
+            console
+                .history()
+                .last_hour(pool)
+                .await
+                .map_err(PageError::from)
+        },
         async {
             sqlx::query(
                 "SELECT worker_id, host, pid, queues, heartbeat_at FROM ledgerflow.workers

@@ -2,9 +2,11 @@
 //! one, run now) and end-of-day summaries (state, advice, retry). Reads the
 //! same functions as `ledgerflow backfill list` and `ledgerflow summary`.
 //!
-//! A schedule's next tick is its last tick plus the interval between its
-//! last two ticks (the schedules live in the worker's code, not in the
-//! database); "run now" enqueues a copy of the job of its latest tick.
+//! A schedule's next tick is the one the schedule computed when it fired
+//! its last (`cron_ticks.next_tick_at`; the schedules live in the worker's
+//! code, not in the database), or else its last tick plus the interval
+//! between its last two; "run now" enqueues a copy of the job of its
+//! latest tick.
 
 use axum::Extension;
 use axum::extract::{Query, State};
@@ -59,6 +61,7 @@ struct ScheduleRow {
     key: String,
     last: DateTime<Utc>,
     previous: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
     job: Option<i64>,
     job_state: Option<String>,
 }
@@ -69,13 +72,13 @@ pub async fn schedules(
     Query(done): Query<Done>,
 ) -> PageResult {
     let rows = sqlx::query(
-        "SELECT t.schedule, t.key, t.tick_at, t.job_id,
+        "SELECT t.schedule, t.key, t.tick_at, t.job_id, t.next_tick_at,
                 (SELECT p.tick_at FROM ledgerflow.cron_ticks p
                  WHERE p.schedule = t.schedule AND p.key = t.key AND p.tick_at < t.tick_at
                  ORDER BY p.tick_at DESC LIMIT 1) AS previous,
                 coalesce((SELECT j.state FROM ledgerflow.jobs j WHERE j.id = t.job_id),
                          (SELECT f.state FROM ledgerflow.finished_jobs f WHERE f.id = t.job_id)) AS job_state
-         FROM (SELECT DISTINCT ON (schedule, key) schedule, key, tick_at, job_id
+         FROM (SELECT DISTINCT ON (schedule, key) schedule, key, tick_at, job_id, next_tick_at
                FROM ledgerflow.cron_ticks ORDER BY schedule, key, tick_at DESC) t
          ORDER BY t.schedule, t.key LIMIT 500",
     )
@@ -88,6 +91,7 @@ pub async fn schedules(
             key: r.try_get("key")?,
             last: r.try_get("tick_at")?,
             previous: r.try_get("previous")?,
+            next: r.try_get("next_tick_at")?,
             job: r.try_get("job_id")?,
             job_state: r.try_get("job_state")?,
         })
@@ -107,7 +111,7 @@ pub async fn schedules(
                             td { @if s.key.is_empty() { span.muted { "-" } } @else { (s.key) } }
                             td { (time(s.last)) }
                             td { @if let Some(j) = s.job { a href=(format!("/jobs/{j}")) { (j) } " " (badge(s.job_state.as_deref().unwrap_or("pruned"))) } }
-                            td { (opt_time(s.previous.map(|p| s.last + (s.last - p)))) }
+                            td { (opt_time(s.next.or(s.previous.map(|p| s.last + (s.last - p))))) }
                             td { @if s.job.is_some() {
                                 (button(&session, "/schedules/run", "Run now", &[("schedule", s.schedule.clone()), ("key", s.key.clone())], "secondary"))
                             } }

@@ -117,22 +117,10 @@ pub async fn retry_step(
     Extension(session): Extension<Session>,
     Path((run, step)): Path<(i64, i32)>,
 ) -> PageResult {
-    let mut tx = console.pool().begin().await?;
-    let job = workflow_run::retry_step(&mut tx, run, step)
-        .await
-        .map_err(OpsError::from)?;
-    tx.commit().await?;
+    let job = crate::admin::workflows::retry_step(console.pool(), &session.who, run, step).await?;
     let message = match job {
         Some(job) => format!("step {step} of run {run} runs again as job {job}"),
         None => format!("step {step} of run {run} has not failed: nothing to retry"),
     };
-    crate::admin::audit::record(
-        console.pool(),
-        &session.who,
-        "workflow.retry_step",
-        &format!("step {step} of workflow run {run}"),
-        serde_json::json!({ "job": job }),
-    )
-    .await?;
     Ok(back(&format!("/workflows/{run}"), &message))
 }
