@@ -17,6 +17,7 @@
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
 //! | [`workflow`] | `workflow`: workflow runs and their steps |
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
+//! | [`timesheet`] | `timesheet`: QuickBooks employee mappings, approved timesheets and their entries |
 //! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
@@ -44,6 +45,7 @@ pub mod saledock;
 pub mod sandbox;
 pub mod summary;
 pub mod tenant;
+pub mod timesheet;
 pub mod worker;
 pub mod workflow;
 
@@ -159,6 +161,12 @@ pub enum Command {
         #[command(subcommand)]
         command: workflow::WorkflowCommand,
     },
+    /// QuickBooks timesheets: employee mappings, approved timesheets,
+    /// what became of each entry.
+    Timesheet {
+        #[command(subcommand)]
+        command: timesheet::TimesheetCommand,
+    },
     /// Backfills: historical invoices of a date range, chunked within the daily quota.
     Backfill {
         #[command(subcommand)]
@@ -261,6 +269,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Backfill { command } => {
             backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Timesheet { command } => {
+            timesheet::timesheet(&ops_pool(&cli.database_url).await?, command).await?
         }
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => crate::demo::run(&cli.database_url, &args).await?,
