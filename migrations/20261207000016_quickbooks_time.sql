@@ -61,7 +61,10 @@ COMMENT ON TABLE ledgerflow.payroll_missing IS
 -- The host approved a timesheet: records its entries and enqueues one
 -- `sync-time-activity` job, in the caller's transaction. The timesheet:
 --   {"timesheet_id", "member_id", "member_name", "status": "approved",
---    "entries": [{"entry_id", "date": "YYYY-MM-DD", "minutes", "description"?}]}
+--    "entries": [{"entry_id", "date": "YYYY-MM-DD", "minutes", "description"?,
+--                 "member_id"?, "member_name"?}]}
+-- (an entry's member, when given, is another than the timesheet's: a
+-- shop's weekly timesheet holds everyone's hours).
 -- Returns {"job_id", "entries", "skipped": [{entry_id, reason}]} or
 -- {"skipped_reason"} when nothing syncs (settings off, not approved).
 -- A timesheet approved again re-records its entries: one synced stays
@@ -133,7 +136,10 @@ BEGIN
         INSERT INTO ledgerflow.timesheet_entries AS t
             (connection_id, timesheet_id, entry_id, member_id, member_name, work_date, minutes, description,
              status, reason)
-        VALUES (c.id, v_ts, v_entry ->> 'entry_id', v_member, v_name, v_date, v_minutes,
+        VALUES (c.id, v_ts, v_entry ->> 'entry_id',
+                coalesce(nullif(v_entry ->> 'member_id', ''), v_member),
+                coalesce(nullif(v_entry ->> 'member_name', ''), nullif(v_entry ->> 'member_id', ''), v_name),
+                v_date, v_minutes,
                 v_entry ->> 'description',
                 CASE WHEN v_start IS NOT NULL AND v_date < v_start THEN 'skipped' ELSE 'pending' END,
                 CASE WHEN v_start IS NOT NULL AND v_date < v_start

@@ -51,6 +51,8 @@ fn timesheet(id: &str, member: &str, status: &str, days: &[u32]) -> Timesheet {
                 },
                 minutes: 90,
                 description: Some("Bike repairs".into()),
+                member_id: None,
+                member_name: None,
             })
             .collect(),
     }

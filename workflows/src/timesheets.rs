@@ -48,6 +48,12 @@ pub struct TimesheetEntry {
     pub minutes: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Another member than the timesheet's (a shop's weekly timesheet
+    /// holds everyone's hours); `None`: the timesheet's member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_name: Option<String>,
 }
 
 /// What recording an approved timesheet did.

@@ -86,6 +86,10 @@ Environment:
   LEDGERFLOW_SHOPIFY_API_VERSION   worker: the Shopify Admin API version every call names
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
+  LEDGERFLOW_QUICKBOOKS_CLIENT_ID, LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET
+                                   worker: the QuickBooks app's client id and secret (token refresh)
+  LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER
+                                   worker: the QuickBooks app's webhook verifier token (with --webhook-listen)
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
   LEDGERFLOW_SALEDOCK_PER_MINUTE   worker: Saledock calls a minute per account (modelled: 120)
   LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)

@@ -29,12 +29,15 @@ pub enum TimesheetCommand {
     },
     /// Remove a member's mapping: their entries are skipped with the reason.
     Unmap {
+        /// The QuickBooks connection's id.
         connection: i64,
+        /// The host's member id.
         #[arg(long)]
         member: String,
     },
     /// The connection's employee mappings.
     Mappings {
+        /// The QuickBooks connection's id.
         connection: i64,
         /// Print JSON instead.
         #[arg(long)]
@@ -44,6 +47,7 @@ pub enum TimesheetCommand {
     /// member_name, status "approved", entries [{entry_id, date, minutes,
     /// description}]), as the host's trigger does; a worker syncs it.
     Approve {
+        /// The QuickBooks connection's id.
         connection: i64,
         /// The timesheet's JSON file ("-" for standard input).
         #[arg(long)]
@@ -52,6 +56,7 @@ pub enum TimesheetCommand {
     /// Each entry's status: synced (with the TimeActivity id), skipped or
     /// failed (with why), pending.
     Entries {
+        /// The QuickBooks connection's id.
         connection: i64,
         /// Only this timesheet's.
         #[arg(long)]
@@ -62,7 +67,10 @@ pub enum TimesheetCommand {
     },
     /// Forget that the company has no QuickBooks Payroll (the merchant
     /// subscribed): the next approved timesheet calls QuickBooks again.
-    PayrollRecheck { connection: i64 },
+    PayrollRecheck {
+        /// The QuickBooks connection's id.
+        connection: i64,
+    },
 }
 
 fn read(path: &PathBuf) -> Result<String, Box<dyn std::error::Error>> {
