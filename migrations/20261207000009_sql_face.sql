@@ -559,6 +559,7 @@ LANGUAGE sql IMMUTABLE AS $$
         WHEN 'job_rejected' THEN 'job rejected'
         WHEN 'invoice_paid' THEN 'invoice marked as paid'
         WHEN 'payment_added' THEN 'payment added to invoice'
+        WHEN 'invoice_sent' THEN 'invoice sent'
         WHEN 'manual_resync' THEN 're-sync requested'
         WHEN 'manual_send_as_new' THEN 'send as new requested'
         WHEN 'manual_retry' THEN 'retry requested'
@@ -572,7 +573,7 @@ BEGIN
         PERFORM ledgerflow.face_error('22023',
             format('trigger: unknown host trigger %s (expected one of job_created, items_changed, invoice_created, '
                    'sale_completed, online_booking_created, online_booking_accepted, job_cancelled, job_rejected, '
-                   'invoice_paid, payment_added)', coalesce(ledgerflow.rust_debug_text(p_trigger), 'NULL')),
+                   'invoice_paid, payment_added, invoice_sent)', coalesce(ledgerflow.rust_debug_text(p_trigger), 'NULL')),
             jsonb_build_object('kind', 'unknown_trigger', 'trigger', p_trigger));
     END IF;
 END;

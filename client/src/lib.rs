@@ -115,3 +115,11 @@ pub use ledgerflow_workflows::inbound::{
 pub use ledgerflow_workflows::summary::{
     SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
 };
+/// QuickBooks timesheets: record an approved timesheet (the "timesheet
+/// approved" trigger) in the host's transaction, manage employee mappings
+/// (host member → QuickBooks Employee), read what became of each entry.
+pub use ledgerflow_workflows::timesheets;
+pub use ledgerflow_workflows::timesheets::{
+    EmployeeMapping, Timesheet, TimesheetEntry, TimesheetRecorded, employee_mappings,
+    record_approved as record_timesheet_approved, remove_employee_mapping, set_employee_mapping,
+};

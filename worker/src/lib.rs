@@ -36,6 +36,7 @@ pub mod embedded_pg;
 pub mod handlers;
 pub mod interrupt;
 pub mod metrics;
+pub mod quickbooks;
 pub mod runtime;
 pub mod saledock;
 #[cfg(feature = "sandbox")]

@@ -1,5 +1,6 @@
-//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`
-//! and `POST /webhooks/saledock` (its handler in [`crate::saledock`]).
+//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`,
+//! `POST /webhooks/saledock` (its handler in [`crate::saledock`]) and
+//! `POST /webhooks/quickbooks` (its handler in [`crate::quickbooks`]).
 //!
 //! Order matters: the body is size-capped by the router, then the
 //! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
@@ -59,6 +60,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 const PROVIDER: &str = "xero";
 
+/// The environment variable holding the QuickBooks app's webhook verifier token.
+pub const QUICKBOOKS_VERIFIER_ENV: &str = "LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER";
+
 /// What the receiver needs: the pool and, per provider served, how its
 /// deliveries are verified. A provider without one has no route (404).
 #[derive(Clone)]
@@ -67,6 +71,7 @@ pub struct WebhookState {
     xero_webhook_key: Option<Arc<Secret>>,
     shopify: Option<Arc<ShopifyWebhookConfig>>,
     saledock: Option<Arc<SaledockAdapter>>,
+    quickbooks: Option<Arc<Secret>>,
     max_body_bytes: usize,
 }
 
@@ -85,6 +90,7 @@ impl WebhookState {
             xero_webhook_key: None,
             shopify: None,
             saledock: None,
+            quickbooks: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -108,6 +114,13 @@ impl WebhookState {
         self
     }
 
+    /// Serving QuickBooks: the app's webhook verifier token
+    /// (`LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER`; not the client secret).
+    pub fn quickbooks(mut self, verifier_token: Secret) -> WebhookState {
+        self.quickbooks = Some(Arc::new(verifier_token));
+        self
+    }
+
     /// Xero's body cap.
     pub fn max_body_bytes(mut self, bytes: usize) -> WebhookState {
         self.max_body_bytes = bytes;
@@ -125,6 +138,9 @@ impl WebhookState {
         }
         if self.saledock.is_some() {
             out.push("/webhooks/saledock");
+        }
+        if self.quickbooks.is_some() {
+            out.push("/webhooks/quickbooks");
         }
         out
     }
@@ -153,6 +169,12 @@ pub fn router(state: WebhookState) -> Router {
             post(saledock).layer(DefaultBodyLimit::max(SALEDOCK_MAX_BODY)),
         );
     }
+    if state.quickbooks.is_some() {
+        router = router.route(
+            "/webhooks/quickbooks",
+            post(quickbooks).layer(DefaultBodyLimit::max(crate::quickbooks::MAX_BODY_BYTES)),
+        );
+    }
     router
         .layer(axum::middleware::from_fn(crate::metrics::count_webhooks))
         .with_state(state)
@@ -165,6 +187,17 @@ async fn saledock(
 ) -> StatusCode {
     match &state.saledock {
         Some(adapter) => crate::saledock::receive(&state.pool, adapter, &headers, body).await,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn quickbooks(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    match &state.quickbooks {
+        Some(token) => crate::quickbooks::receive(&state.pool, token, &headers, body).await,
         None => StatusCode::NOT_FOUND,
     }
 }

@@ -10,6 +10,7 @@
 //! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps |
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
 //! | [`summary`] | end-of-day summaries: assembling a day's invoices |
+//! | [`timesheets`] | approved timesheets as QuickBooks time: the trigger, employee mappings, the `sync-time-activity` rules |
 //! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
 //! | [`provider`] | the `Provider` port adapters implement |
 //! | [`provider_state`] | state shared by every worker process: rate limits, buckets, write intents, credentials, call budgets |
@@ -32,6 +33,7 @@ pub mod queue;
 pub mod schema;
 pub mod settings;
 pub mod summary;
+pub mod timesheets;
 
 /// Money is the vocabulary every adapter prices in; it belongs to the invoice.
 pub use invoice::money;

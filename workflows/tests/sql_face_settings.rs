@@ -24,6 +24,7 @@ fn all_triggers() -> Vec<Trigger> {
         Trigger::JobRejected,
         Trigger::InvoicePaid,
         Trigger::PaymentAdded,
+        Trigger::InvoiceSent,
     ];
     for t in all {
         match t {
@@ -36,7 +37,8 @@ fn all_triggers() -> Vec<Trigger> {
             | Trigger::JobCancelled
             | Trigger::JobRejected
             | Trigger::InvoicePaid
-            | Trigger::PaymentAdded => {}
+            | Trigger::PaymentAdded
+            | Trigger::InvoiceSent => {}
         }
     }
     all.to_vec()

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::config::QboLimits;
-use super::errors::{QboError, classify};
+use super::errors::{PayrollFault, QboError, classify, classify_with};
 use crate::kit::call::{Answer, Api, Request};
 use crate::kit::errors::Refusal;
 use crate::kit::gate::{Gate, Reading, Waiting, Windows};
@@ -49,6 +49,8 @@ pub struct QboApi {
     pub reserved_calls_per_job: u32,
     pub slot_ttl: Duration,
     pub minor_version: u32,
+    /// How a Fault saying the company has no QuickBooks Payroll is known.
+    pub payroll_fault: PayrollFault,
 }
 
 impl Api for QboApi {
@@ -109,7 +111,13 @@ impl Api for QboApi {
     }
 
     fn classify(&self, answer: &Answer, now: DateTime<Utc>) -> Refusal {
-        match classify(answer.status, &answer.headers, &answer.body, now) {
+        match classify_with(
+            answer.status,
+            &answer.headers,
+            &answer.body,
+            now,
+            &self.payroll_fault,
+        ) {
             e @ QboError::Unauthorized { .. } => Refusal::Unauthorized {
                 error: e.into(),
                 reason:
@@ -208,6 +216,7 @@ mod tests {
             reserved_calls_per_job: 3,
             slot_ttl: Duration::from_secs(60),
             minor_version: 75,
+            payroll_fault: PayrollFault::default(),
         }
     }
 

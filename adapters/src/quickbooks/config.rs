@@ -10,6 +10,7 @@ use std::time::Duration;
 use ledgerflow_workflows::provider_state::{LimitPolicy, Secret};
 use serde::{Deserialize, Serialize};
 
+use super::errors::PayrollFault;
 use crate::kit::call::CallSettings;
 use crate::kit::gate::InlineWait;
 use crate::kit::http::HttpConfig;
@@ -56,6 +57,9 @@ pub struct QboConfig {
     pub refresh_margin: chrono::Duration,
     /// `minorversion` sent on every call (75 is Intuit's floor since 2025-08).
     pub minor_version: u32,
+    /// How the Fault of a company without QuickBooks Payroll is known
+    /// (unverified against Intuit, hence configurable).
+    pub payroll_fault: PayrollFault,
 }
 
 impl QboConfig {
@@ -72,6 +76,7 @@ impl QboConfig {
             slot_ttl: Duration::from_secs(120),
             refresh_margin: chrono::Duration::seconds(120),
             minor_version: 75,
+            payroll_fault: PayrollFault::default(),
         }
     }
 

@@ -33,9 +33,41 @@ pub mod codes {
     pub const INVALID_REFERENCE: &str = "2500";
     pub const COMPANY_NOT_USABLE: &str = "6190";
     pub const NO_LONGER_ADMIN: &str = "120";
-    /// What Intuit answers a TimeActivity create with when the company has
-    /// no QuickBooks Payroll (the simulator's, and our reading of it).
-    pub const PAYROLL_REQUIRED: &str = "6001";
+    /// A business validation error: what Intuit's Fault for a company
+    /// without QuickBooks Payroll carries (see [`super::PayrollFault`]).
+    pub const BUSINESS_VALIDATION: &str = "6000";
+}
+
+/// How a Fault saying "this company has no QuickBooks Payroll" is known.
+///
+/// Intuit documents no code of its own for it (providers.md lists 6000,
+/// business validation, among the permanent Faults), so the answer is
+/// read by its shape: a Fault whose code is one of `codes` and whose
+/// Message or Detail mentions `mentions` (case-insensitive). Configurable
+/// (`QboConfig::payroll_fault`) because that reading is unverified: when
+/// Intuit's real words differ, only this changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayrollFault {
+    pub codes: Vec<String>,
+    pub mentions: String,
+}
+
+impl Default for PayrollFault {
+    fn default() -> Self {
+        PayrollFault {
+            codes: vec![codes::BUSINESS_VALIDATION.to_string()],
+            mentions: "payroll".into(),
+        }
+    }
+}
+
+impl PayrollFault {
+    fn matches(&self, e: &FaultError) -> bool {
+        let needle = self.mentions.to_lowercase();
+        self.codes.iter().any(|c| c == &e.code)
+            && (e.message.to_lowercase().contains(&needle)
+                || e.detail.to_lowercase().contains(&needle))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,8 +148,20 @@ fn sentence(e: &FaultError) -> String {
     s
 }
 
-/// Classifies a non-2xx answer.
+/// Classifies a non-2xx answer, knowing Payroll's absence by the default
+/// [`PayrollFault`].
 pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>) -> QboError {
+    classify_with(status, headers, body, now, &PayrollFault::default())
+}
+
+/// [`classify`], with the given reading of Payroll's absence.
+pub fn classify_with(
+    status: u16,
+    headers: &HeaderMap,
+    body: &str,
+    now: DateTime<Utc>,
+    payroll: &PayrollFault,
+) -> QboError {
     let raw = raw_excerpt(status, body);
     let fault = serde_json::from_str::<FaultAnswer>(body)
         .ok()
@@ -182,7 +226,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &str, now: DateTime<Utc>
             raw,
         },
         codes::COMPANY_NOT_USABLE => QboError::CompanyNotUsable { message, raw },
-        codes::PAYROLL_REQUIRED => QboError::PayrollRequired { message, raw },
+        _ if first.as_ref().is_some_and(|e| payroll.matches(e)) => {
+            QboError::PayrollRequired { message, raw }
+        }
         other => QboError::Validation {
             code: other.to_string(),
             message,
@@ -307,5 +353,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn payroll_absence_is_read_from_the_fault_shape_and_configurable() {
+        let now = Utc::now();
+        let h = HeaderMap::new();
+        let payroll = fault(
+            "6000",
+            "A business validation error has occurred: QuickBooks Payroll is not set up for this company",
+        );
+        assert!(matches!(
+            classify(400, &h, &payroll, now),
+            QboError::PayrollRequired { .. }
+        ));
+        // Another business validation error is not Payroll's.
+        assert!(matches!(
+            classify(400, &h, &fault("6000", "The period is closed"), now),
+            QboError::Validation { .. }
+        ));
+        // Another reading: a code of its own, whatever the words.
+        let other = PayrollFault {
+            codes: vec!["6001".into()],
+            mentions: String::new(),
+        };
+        assert!(matches!(
+            classify_with(400, &h, &fault("6001", "No"), now, &other),
+            QboError::PayrollRequired { .. }
+        ));
+        assert!(matches!(
+            classify_with(400, &h, &payroll, now, &other),
+            QboError::Validation { .. }
+        ));
     }
 }

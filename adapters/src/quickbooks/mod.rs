@@ -30,11 +30,18 @@
 //! - **Tax** ([`invoices`]): by the settings' region; the total QuickBooks
 //!   computed must equal the host's to the cent.
 //! - **Drafts** never sync; cancel voids, a draft again deletes.
+//! - **Timesheets** ([`time`]): one TimeActivity per approved entry, for
+//!   the mapped Employee; Payroll's absence read from the Fault
+//!   ([`PayrollFault`]).
+//! - **Payments made in QuickBooks** come back through the change feed
+//!   ([`changes`]: an invoice and its linked payments, or one change data
+//!   capture call) after a webhook ([`webhook`]) or on the periodic pull.
 //!
 //! This module must not touch the queue or the ledger tables; its only
 //! state is `ledgerflow_workflows::provider_state`.
 
 pub mod api;
+pub mod changes;
 pub mod config;
 pub mod customers;
 pub mod errors;
@@ -43,17 +50,19 @@ pub mod items;
 pub mod payments;
 #[cfg(feature = "sandbox")]
 pub mod sim;
+pub mod time;
 pub mod webhook;
 pub mod wire;
 
 use std::sync::Arc;
 
 pub use config::{QboConfig, QboConnection, QboLimits, QboOptions};
+pub use errors::PayrollFault;
 pub use items::ServiceItem;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
-    ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest, SyncCustomerRequest,
-    UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
+    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider,
+    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
+    SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{self as state, Credentials, NewCredentials, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, QuickBooksSettings};
@@ -88,6 +97,7 @@ impl QboAdapter {
             reserved_calls_per_job: config.reserved_calls_per_job,
             slot_ttl: config.slot_ttl,
             minor_version: config.minor_version,
+            payroll_fault: config.payroll_fault.clone(),
         };
         let oauth2 = OAuth2Client::new(
             "QuickBooks",
@@ -252,5 +262,9 @@ impl Provider for QboAdapter {
 
     fn reverse_payment<'a>(&'a self, req: ReversePaymentRequest<'a>) -> ProviderFuture<'a, ()> {
         Box::pin(async move { self.delete_payment(req.connection.id, req.payment).await })
+    }
+
+    fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
     }
 }

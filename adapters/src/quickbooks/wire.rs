@@ -142,6 +142,9 @@ pub struct Invoice {
     pub private_note: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linked_txn: Vec<LinkedTxn>,
+    /// `"Deleted"` on an invoice the change data capture says is gone.
+    #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +175,9 @@ pub struct Payment {
     pub private_note: Option<String>,
     #[serde(default)]
     pub line: Vec<PaymentLine>,
+    /// `"Deleted"` on a payment the change data capture says is gone.
+    #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// A product or service (`Type`: `Service`, `NonInventory`, ...).
@@ -197,6 +203,45 @@ pub struct Item {
     pub income_account_ref: Option<Ref>,
 }
 
+/// An employee (`EmployeeRef` of a TimeActivity).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Employee {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// Time worked (`POST /timeactivity`): an employee's hours on a day.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TimeActivity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+    /// `Employee` (or `Vendor`).
+    pub name_of: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee_ref: Option<Ref>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_ref: Option<Ref>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_ref: Option<Ref>,
+    pub hours: u32,
+    pub minutes: u32,
+    pub txn_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `Billable`, `NotBillable` or `HasBeenBilled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billable_status: Option<String>,
+}
+
 /// The answer to a read or write of one entity (`{"Invoice":{..},"time":..}`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -209,6 +254,10 @@ pub struct EntityAnswer {
     pub payment: Option<Payment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<Item>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_activity: Option<TimeActivity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employee: Option<Employee>,
     #[serde(rename = "time", default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
 }
@@ -231,7 +280,28 @@ pub struct QueryResponse {
     pub payment: Vec<Payment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub item: Vec<Item>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub employee: Vec<Employee>,
 }
+
+/// `GET /cdc?entities=Invoice,Payment&changedSince=..` answers
+/// `{"CDCResponse":[{"QueryResponse":[{"Invoice":[..]},{"Payment":[..]}]}]}`:
+/// one query response per entity asked for, each entity's current state
+/// (or `{"Id","status":"Deleted"}`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CdcAnswer {
+    #[serde(rename = "CDCResponse", default)]
+    pub responses: Vec<CdcResponse>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CdcResponse {
+    #[serde(rename = "QueryResponse", default)]
+    pub queries: Vec<QueryResponse>,
+}
+
+/// The most entities of one kind a change data capture answer holds.
+pub const CDC_MAX_PER_ENTITY: usize = 1000;
 
 /// `{"Fault":{"Error":[..],"type":"ValidationFault"},"time":..}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

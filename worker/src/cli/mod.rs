@@ -17,6 +17,7 @@
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
 //! | [`workflow`] | `workflow`: workflow runs and their steps |
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
+//! | [`timesheet`] | `timesheet`: QuickBooks employee mappings, approved timesheets and their entries |
 //! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
@@ -44,6 +45,7 @@ pub mod saledock;
 pub mod sandbox;
 pub mod summary;
 pub mod tenant;
+pub mod timesheet;
 pub mod worker;
 pub mod workflow;
 
@@ -84,6 +86,10 @@ Environment:
   LEDGERFLOW_SHOPIFY_API_VERSION   worker: the Shopify Admin API version every call names
   LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET
                                    worker: the Shopify app's client secret(s) webhooks are signed with
+  LEDGERFLOW_QUICKBOOKS_CLIENT_ID, LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET
+                                   worker: the QuickBooks app's client id and secret (token refresh)
+  LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER
+                                   worker: the QuickBooks app's webhook verifier token (with --webhook-listen)
   LEDGERFLOW_WEBHOOK_LISTEN        worker: address to serve webhooks on (or --webhook-listen)
   LEDGERFLOW_SALEDOCK_PER_MINUTE   worker: Saledock calls a minute per account (modelled: 120)
   LEDGERFLOW_ADMIN_LISTEN          worker: address to serve the console on (or --admin-listen)
@@ -158,6 +164,12 @@ pub enum Command {
     Workflow {
         #[command(subcommand)]
         command: workflow::WorkflowCommand,
+    },
+    /// QuickBooks timesheets: employee mappings, approved timesheets,
+    /// what became of each entry.
+    Timesheet {
+        #[command(subcommand)]
+        command: timesheet::TimesheetCommand,
     },
     /// Backfills: historical invoices of a date range, chunked within the daily quota.
     Backfill {
@@ -262,6 +274,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Backfill { command } => {
             backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Timesheet { command } => {
+            timesheet::timesheet(&ops_pool(&cli.database_url).await?, command).await?
         }
         #[cfg(feature = "sandbox")]
         Command::Demo(args) => crate::demo::run(&cli.database_url, &args).await?,

@@ -57,9 +57,14 @@ pub struct WorkerArgs {
     /// missed), 10 to 86400.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub xero_pull_secs: u64,
+    /// Seconds between change data capture pulls of payments made in
+    /// QuickBooks (what webhooks missed), 10 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub quickbooks_pull_secs: u64,
     /// Address to serve provider webhooks on (POST /webhooks/xero,
-    /// /webhooks/shopify), e.g. 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY
-    /// and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET.
+    /// /webhooks/shopify, /webhooks/saledock, /webhooks/quickbooks), e.g.
+    /// 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY, LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET
+    /// and / or LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER.
     #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<String>,
     /// Address to serve the operator console on (dashboard, /metrics,
@@ -180,6 +185,17 @@ pub async fn run(database_url: &str, args: &WorkerArgs) -> Result<(), Box<dyn st
             Duration::from_secs(args.xero_pull_secs),
         );
     }
+    // With a QuickBooks app configured, this process also logs approved
+    // timesheets, pulls payments made in QuickBooks and follows its
+    // webhooks up.
+    if let Ok(qbo) = config::quickbooks_adapter(&pool, &args.providers) {
+        registry = crate::handlers::quickbooks_time::register(registry, qbo.clone());
+        registry = crate::handlers::quickbooks_inbound::register(
+            registry,
+            qbo,
+            Duration::from_secs(args.quickbooks_pull_secs),
+        );
+    }
     if let Some(addr) = &args.webhook_listen {
         serve_webhooks(pool.clone(), addr, shutdown.clone()).await?;
     }
@@ -239,7 +255,9 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 /// come from the environment only, so they never show in a process listing:
 /// `LEDGERFLOW_XERO_WEBHOOK_KEY` serves Xero, `LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET`
 /// (the Shopify app's client secret; during a rotation also
-/// `LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET`) serves Shopify.
+/// `LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET`) serves Shopify,
+/// `LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER` (the app's verifier token)
+/// serves QuickBooks.
 async fn serve_webhooks(
     pool: PgPool,
     addr: &str,
@@ -259,13 +277,16 @@ async fn serve_webhooks(
             .extend(env("LEDGERFLOW_SHOPIFY_PREVIOUS_WEBHOOK_SECRET").map(secret));
         state = state.shopify(config);
     }
+    if let Some(token) = env(crate::webhooks::QUICKBOOKS_VERIFIER_ENV) {
+        state = state.quickbooks(secret(token));
+    }
     // Saledock's secrets are per connection, in the database.
     if let Ok(adapter) = crate::saledock::adapter(&state_pool) {
         state = state.saledock(adapter);
     }
     let paths = state.paths();
     if paths.is_empty() {
-        return Err("--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key) and / or LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET (the Shopify app's client secret)".into());
+        return Err("--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key), LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET (the Shopify app's client secret) and / or LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER (the QuickBooks app's webhook verifier token)".into());
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

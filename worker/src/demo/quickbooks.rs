@@ -7,11 +7,11 @@
 //! syncs), sent (its customer, service items and the invoice go to
 //! QuickBooks), a payment is collected (linked to the invoice, whose
 //! SyncToken it moves), and the invoice is edited afterwards (read again,
-//! updated in place). It prints the sync dialog and QuickBooks' final
-//! state, and fails on a duplicate or a total that is not the host's.
-//!
-//! Not in the story yet: approved timesheets (TimeActivity with employee
-//! mappings), which the adapter does not sync yet.
+//! updated in place). Then the week's timesheet is approved: the mapped
+//! mechanic's hours become TimeActivity, the unmapped one's are skipped
+//! with the reason. It prints the sync dialog and QuickBooks' final
+//! state, and fails on a duplicate, a total that is not the host's, or a
+//! timesheet entry that did not end as expected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ use ledgerflow_client::settings::{
 use ledgerflow_client::{ConnectionCredentials, Secret, SecretKey, register_connection};
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus, Payment};
 use ledgerflow_workflows::provider::Providers;
+use ledgerflow_workflows::timesheets::{self, EmployeeMapping, Timesheet, TimesheetEntry};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,9 @@ async fn connect(pool: &PgPool, key: &SecretKey) -> Result<(Simulator, i64, Stri
     settings.auto_sync = true;
     if let ProviderSettings::QuickBooks(q) = &mut settings.provider {
         q.region = QuickBooksRegion::Us;
+        q.sync_timesheets = true;
+        // Yesterday in UTC: never after the shop's today, whatever its zone.
+        q.timesheet_start_date = Some(Utc::now().date_naive() - chrono::Days::new(1));
     }
     let creds = ConnectionCredentials {
         access_token: Some(Secret::new(tokens.access_token)),
@@ -97,11 +101,15 @@ pub(crate) async fn play(pool: &PgPool, key: &SecretKey) -> Result<(), Error> {
     )?;
     let stop = CancellationToken::new();
     let _stop_on_drop = stop.clone().drop_guard();
+    let registry = crate::handlers::quickbooks_time::register(
+        crate::handlers::registry_with(
+            Providers::new().with(ProviderName::QuickBooks, Arc::new(adapter.clone())),
+        ),
+        adapter,
+    );
     let worker = tokio::spawn(WorkerRuntime::run(
         pool.clone(),
-        crate::handlers::registry_with(
-            Providers::new().with(ProviderName::QuickBooks, Arc::new(adapter)),
-        ),
+        registry,
         QueueConfig {
             worker_name: "demo-quickbooks".into(),
             concurrency: 4,
@@ -149,7 +157,7 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
 
     println!("2. invoice sent: the customer, two service items and the invoice go to QuickBooks");
     inv.status = InvoiceStatus::Issued;
-    trigger(pool, conn_id, Trigger::InvoiceCreated, "invoice sent", &inv).await?;
+    trigger(pool, conn_id, Trigger::InvoiceSent, "invoice sent", &inv).await?;
     settle(pool, conn_id, "QB-2001", SETTLE).await?;
 
     println!("3. payment collected: NZD 100.00 by card, linked to the QuickBooks invoice");
@@ -179,6 +187,8 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
     inv.totals = inv.computed_totals()?;
     trigger(pool, conn_id, Trigger::ItemsChanged, "items changed", &inv).await?;
     settle(pool, conn_id, "QB-2001", SETTLE).await?;
+
+    timesheet(pool, sim, conn_id, realm).await?;
 
     let mut conn = pool.acquire().await?;
     let dialog = ledger::sync_dialog(&mut conn, conn_id, "QB-2001", 8).await?;
@@ -224,6 +234,16 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
                 .map_or("-", |t| t.txn_id.as_str())
         );
     }
+    for t in sim.time_activities(realm) {
+        println!(
+            "time activity {} for employee {}: {}h{:02} on {}",
+            t.id.as_deref().unwrap_or("-"),
+            t.employee_ref.as_ref().map_or("-", |r| r.value.as_str()),
+            t.hours,
+            t.minutes,
+            t.txn_date
+        );
+    }
     let total = invoices
         .first()
         .and_then(|i| i.total_amt.as_ref())
@@ -235,6 +255,87 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
             invoices.len(),
             sim.payments(realm).len(),
             inv.totals.total
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Step 5: the week's timesheet approved, with hours of a mechanic mapped
+/// to a QuickBooks Employee and of one who is not.
+async fn timesheet(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Result<(), Error> {
+    let alex = sim.add_employee(realm, "Alex Rivera");
+    let mut conn = pool.acquire().await?;
+    timesheets::set_employee_mapping(
+        &mut conn,
+        conn_id,
+        &EmployeeMapping {
+            member_id: "m-alex".into(),
+            member_name: "Alex".into(),
+            employee_id: alex.clone(),
+        },
+    )
+    .await?;
+    let today = Utc::now().date_naive();
+    let entry = |id: &str, member: &str, name: &str, minutes: u32| TimesheetEntry {
+        entry_id: id.into(),
+        date: today,
+        minutes,
+        description: Some("Workshop".into()),
+        member_id: Some(member.into()),
+        member_name: Some(name.into()),
+    };
+    let sheet = Timesheet {
+        timesheet_id: "TS-W49".into(),
+        member_id: "m-alex".into(),
+        member_name: "Alex".into(),
+        status: "approved".into(),
+        entries: vec![
+            entry("E1", "m-alex", "Alex", 240),
+            entry("E2", "m-alex", "Alex", 150),
+            entry("E3", "m-sam", "Sam", 300),
+        ],
+    };
+    println!(
+        "5. week 49's timesheet approved: Alex is mapped to QuickBooks Employee {alex}, Sam is not"
+    );
+    let mut tx = pool.begin().await?;
+    timesheets::record_approved(&mut tx, conn_id, &sheet).await?;
+    tx.commit().await?;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let entries = loop {
+        let list = timesheets::entries(&mut conn, conn_id, Some("TS-W49")).await?;
+        if list.iter().all(|e| e.status != "pending") || tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for e in &entries {
+        let what = match (e.status.as_str(), &e.external_id, &e.reason) {
+            ("synced", Some(id), _) => format!("synced as TimeActivity {id}"),
+            (s, _, Some(r)) => format!("{s}: {r}"),
+            (s, _, None) => s.to_string(),
+        };
+        println!(
+            "   {} {} {}h{:02}: {what}",
+            e.entry_id,
+            e.member_name,
+            e.minutes / 60,
+            e.minutes % 60
+        );
+    }
+    let synced = entries.iter().filter(|e| e.status == "synced").count();
+    let skipped = entries
+        .iter()
+        .filter(|e| {
+            e.status == "skipped"
+                && e.reason.as_deref() == Some("no QuickBooks employee mapped for Sam")
+        })
+        .count();
+    if synced != 2 || skipped != 1 || sim.time_activities(realm).len() != 2 {
+        return Err(format!(
+            "timesheet TS-W49: {synced} entries synced and {skipped} skipped for Sam, {} TimeActivity in QuickBooks: expected 2, 1 and 2",
+            sim.time_activities(realm).len()
         )
         .into());
     }

@@ -7,6 +7,8 @@
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
 //! | [`summary`] | `end-of-day-summary` (and its cron) |
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
+//! | [`quickbooks_inbound`] | `pull-quickbooks-changes` (and its cron), `process-quickbooks-webhook` |
+//! | [`quickbooks_time`] | `sync-time-activity`: approved timesheets as QuickBooks TimeActivity |
 //! | [`host_callback`] | `notify-host`: signed callbacks to the host |
 //! | [`probe`] | `queue-probe`, the queue's diagnostic kind |
 //!
@@ -24,6 +26,8 @@ pub mod backfill;
 pub mod host_callback;
 pub mod payments_pull;
 pub mod probe;
+pub mod quickbooks_inbound;
+pub mod quickbooks_time;
 pub mod summary;
 pub mod sync;
 

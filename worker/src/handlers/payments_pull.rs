@@ -1,6 +1,8 @@
 //! Pulling payments back from Xero: the periodic pull (a [`PullSchedule`]
 //! tick per Xero connection, catching whatever webhooks missed) and the
-//! handlers of [`PullPayments`] and [`ProcessXeroWebhook`] jobs.
+//! handlers of [`PullPayments`] and [`ProcessXeroWebhook`] jobs. The pull
+//! itself ([`pull_changes`]) and the schedule are provider-neutral:
+//! QuickBooks' (`super::quickbooks_inbound`) uses them with its own kinds.
 //!
 //! Both read the invoice's state from Xero and hand it to
 //! `workflows::inbound::apply_remote_invoice`, which records the host's
@@ -20,7 +22,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
 use ledgerflow_workflows::inbound;
-use ledgerflow_workflows::inbound::payloads::{ProcessXeroWebhook, PullPayments};
+use ledgerflow_workflows::inbound::payloads::{
+    ProcessXeroWebhook, PullPayments, PullQuickBooksChanges,
+};
 use ledgerflow_workflows::ledger::hold_key;
 use ledgerflow_workflows::provider::{ChangeFeed, Provider};
 use ledgerflow_workflows::queue::{self, EnqueueError};
@@ -32,6 +36,8 @@ use crate::runtime::cron::{DueTick, Schedule};
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "xero-pull-payments";
+/// The QuickBooks pull's schedule name.
+pub const QUICKBOOKS_SCHEDULE: &str = "quickbooks-pull-changes";
 
 /// Each pull re-reads this much before the cursor: Xero's clock and ours
 /// differ a little, and a change committed in Xero while the last pull was
@@ -60,11 +66,21 @@ pub fn register<P: Provider + 'static>(
         .schedule(PullSchedule::new(interval))
 }
 
-/// A pull of every active Xero connection every `interval` (on multiples of
-/// it since the epoch, so every process agrees on the tick).
+/// Which provider's connections a [`PullSchedule`] pulls, and with which kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pulled {
+    /// [`PullPayments`] per Xero connection.
+    Xero,
+    /// [`PullQuickBooksChanges`] per QuickBooks connection.
+    QuickBooks,
+}
+
+/// A pull of every active Xero (or QuickBooks) connection every `interval`
+/// (on multiples of it since the epoch, so every process agrees on the tick).
 #[derive(Debug, Clone, Copy)]
 pub struct PullSchedule {
     interval: TimeDelta,
+    pulled: Pulled,
 }
 
 impl PullSchedule {
@@ -73,6 +89,22 @@ impl PullSchedule {
             interval: TimeDelta::from_std(interval)
                 .unwrap_or(TimeDelta::MAX)
                 .max(TimeDelta::seconds(1)),
+            pulled: Pulled::Xero,
+        }
+    }
+
+    /// The QuickBooks change data capture pull.
+    pub fn quickbooks(interval: Duration) -> PullSchedule {
+        PullSchedule {
+            pulled: Pulled::QuickBooks,
+            ..PullSchedule::new(interval)
+        }
+    }
+
+    fn provider(&self) -> &'static str {
+        match self.pulled {
+            Pulled::Xero => "xero",
+            Pulled::QuickBooks => "quickbooks",
         }
     }
 
@@ -90,7 +122,10 @@ fn parse_key(key: &str) -> Option<(i64, &str)> {
 
 impl Schedule for PullSchedule {
     fn name(&self) -> &str {
-        SCHEDULE
+        match self.pulled {
+            Pulled::Xero => SCHEDULE,
+            Pulled::QuickBooks => QUICKBOOKS_SCHEDULE,
+        }
     }
 
     fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
@@ -104,11 +139,11 @@ impl Schedule for PullSchedule {
     ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
         Box::pin(async move {
             let at = self.latest_tick(now);
-            let connections = match inbound::active_connections(conn, "xero").await {
+            let connections = match inbound::active_connections(conn, self.provider()).await {
                 Ok(c) => c,
                 Err(inbound::InboundError::Database(e)) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %e, "Xero connections could not be listed for the pull");
+                    tracing::warn!(error = %e, provider = self.provider(), "connections could not be listed for the pull");
                     return Ok(Vec::new());
                 }
             };
@@ -134,14 +169,29 @@ impl Schedule for PullSchedule {
                     tick.key
                 ))));
             };
-            let job = PullPayments {
-                tenant: tenant.to_string(),
-                connection_id,
-            };
-            let opts = EnqueueOptions::default()
-                .unique_key(job.unique_key())
-                .hold_key(hold_key(connection_id));
-            queue::enqueue(conn, &job, opts).await
+            let tenant = tenant.to_string();
+            match self.pulled {
+                Pulled::Xero => {
+                    let job = PullPayments {
+                        tenant,
+                        connection_id,
+                    };
+                    let opts = EnqueueOptions::default()
+                        .unique_key(job.unique_key())
+                        .hold_key(hold_key(connection_id));
+                    queue::enqueue(conn, &job, opts).await
+                }
+                Pulled::QuickBooks => {
+                    let job = PullQuickBooksChanges {
+                        tenant,
+                        connection_id,
+                    };
+                    let opts = EnqueueOptions::default()
+                        .unique_key(job.unique_key())
+                        .hold_key(hold_key(connection_id));
+                    queue::enqueue(conn, &job, opts).await
+                }
+            }
         })
     }
 }
@@ -154,37 +204,45 @@ pub async fn run_pull_payments(
     job: PullPayments,
     ctx: JobContext,
 ) -> Result<(), JobError> {
-    if skip_disabled(&ctx, job.connection_id, "pull of payments").await? {
+    pull_changes(provider, job.connection_id, ctx).await
+}
+
+/// The pull of one connection through `provider`'s change feed (see
+/// [`run_pull_payments`]); any provider with a change feed.
+pub async fn pull_changes(
+    provider: &dyn Provider,
+    connection_id: i64,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    if skip_disabled(&ctx, connection_id, "pull of payments").await? {
         return Ok(());
     }
     let feed = change_feed(provider)?;
     let since = {
         let mut conn = ctx.pool.acquire().await?;
-        inbound::pull_start(&mut conn, job.connection_id).await? - OVERLAP
+        inbound::pull_start(&mut conn, connection_id).await? - OVERLAP
     };
     let started = Utc::now();
-    let changed = feed
-        .invoices_changed_since(job.connection_id, since)
-        .await?;
+    let changed = feed.invoices_changed_since(connection_id, since).await?;
     let mut tx = ctx.pool.begin().await?;
     let mut recorded = 0usize;
     for remote in &changed.invoices {
-        recorded += inbound::apply_remote_invoice(&mut tx, job.connection_id, remote)
+        recorded += inbound::apply_remote_invoice(&mut tx, connection_id, remote)
             .await?
             .recorded
             .len();
     }
     if changed.complete {
-        inbound::set_pulled_through(&mut tx, job.connection_id, started).await?;
+        inbound::set_pulled_through(&mut tx, connection_id, started).await?;
     }
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(
-        connection_id = job.connection_id,
+        connection_id,
         changed = changed.invoices.len(),
         recorded,
         complete = changed.complete,
-        "pulled payments from Xero"
+        "pulled payments from the provider"
     );
     Ok(())
 }
@@ -219,7 +277,7 @@ pub async fn run_process_xero_webhook(
 }
 
 /// The adapter's change feed; without one nothing can be read back.
-fn change_feed(provider: &dyn Provider) -> Result<&dyn ChangeFeed, JobError> {
+pub(crate) fn change_feed(provider: &dyn Provider) -> Result<&dyn ChangeFeed, JobError> {
     provider.change_feed().ok_or_else(|| {
         JobError::permanent("this provider's adapter cannot read payments back (no change feed)")
     })
@@ -229,7 +287,11 @@ fn change_feed(provider: &dyn Provider) -> Result<&dyn ChangeFeed, JobError> {
 /// it completes with nothing done (what it would have read is read again
 /// by the first pull after the connection is enabled, from its cursor).
 /// Returns whether the job was completed here.
-async fn skip_disabled(ctx: &JobContext, connection_id: i64, what: &str) -> Result<bool, JobError> {
+pub(crate) async fn skip_disabled(
+    ctx: &JobContext,
+    connection_id: i64,
+    what: &str,
+) -> Result<bool, JobError> {
     let mut tx = ctx.pool.begin().await?;
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM ledgerflow.connections WHERE id = $1")
@@ -243,6 +305,9 @@ async fn skip_disabled(ctx: &JobContext, connection_id: i64, what: &str) -> Resu
     };
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
-    tracing::info!(connection_id, "{what} skipped: {why}; no Xero call made");
+    tracing::info!(
+        connection_id,
+        "{what} skipped: {why}; no provider call made"
+    );
     Ok(true)
 }

@@ -1,5 +1,6 @@
 //! Job kinds that bring provider changes back: the periodic pull of a
-//! connection's changed invoices, and the follow-up of one webhook event.
+//! connection's changed invoices (Xero's, QuickBooks' change data capture),
+//! and the follow-up of one webhook event.
 //!
 //! Like every payload, these carry ids, not data: the job asks the
 //! provider for the record's current state when it runs. This module must
@@ -26,6 +27,64 @@ pub struct ProcessXeroWebhook {
     pub connection_id: i64,
     /// Xero's InvoiceID (the event's resourceId).
     pub xero_invoice_id: String,
+}
+
+/// Read what changed in QuickBooks since the connection's last pull (one
+/// change data capture call): the QuickBooks pull, catching what webhooks
+/// missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullQuickBooksChanges {
+    pub tenant: String,
+    pub connection_id: i64,
+}
+
+/// Fetch the QuickBooks entity a webhook said changed (an invoice, or a
+/// payment and the invoices it pays) and report their payments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessQuickBooksWebhook {
+    pub tenant: String,
+    pub connection_id: i64,
+    /// "Invoice" or "Payment", as Intuit names the entity.
+    pub entity: String,
+    pub entity_id: String,
+}
+
+impl PullQuickBooksChanges {
+    /// One pending pull per connection.
+    pub fn unique_key(&self) -> String {
+        format!("pull-quickbooks:{}", self.connection_id)
+    }
+}
+
+impl ProcessQuickBooksWebhook {
+    /// Repeated events about one entity collapse into one pending job.
+    pub fn unique_key(&self) -> String {
+        format!(
+            "quickbooks-webhook:{}:{}:{}",
+            self.connection_id, self.entity, self.entity_id
+        )
+    }
+}
+
+impl JobKind for PullQuickBooksChanges {
+    const KIND: &'static str = "pull-quickbooks-changes";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Default;
+    // As the Xero pull: the next tick pulls again anyway.
+    const RETRY: RetryPolicy = PullPayments::RETRY;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+impl JobKind for ProcessQuickBooksWebhook {
+    const KIND: &'static str = "process-quickbooks-webhook";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Live;
+    const RETRY: RetryPolicy = RetryPolicy::PROVIDER_CALL;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
 }
 
 impl PullPayments {

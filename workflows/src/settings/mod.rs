@@ -581,6 +581,9 @@ pub enum Trigger {
     JobRejected,
     InvoicePaid,
     PaymentAdded,
+    /// The invoice was sent to the customer (QuickBooks syncs invoices
+    /// once they are sent; drafts never).
+    InvoiceSent,
 }
 
 /// Why a trigger did not sync; recorded on the sync event (its serde name

@@ -7,7 +7,9 @@
 //! at once per company (429 + Fault 003001); the token endpoint with
 //! rotating refresh tokens and `x_refresh_token_hard_expires_in`; and the
 //! usual faults (500/503, 429, latency, expired token, drop after commit,
-//! HTML where JSON was expected, any Fault code).
+//! HTML where JSON was expected, any Fault code); change data capture and
+//! signed webhook deliveries (legacy or CloudEvents) from each company's
+//! change log; payments a person records in QuickBooks.
 //!
 //! Deliberate simplifications: queries understand `select * from <Entity>
 //! where <Field> = '<v>'` and `in (...)` only; US sales tax is one rate for
@@ -17,6 +19,7 @@
 //! zero and `PrivateNote` "Voided". Never used by production code paths.
 
 mod answers;
+mod cdc;
 mod records;
 mod server;
 mod state;
@@ -26,8 +29,9 @@ use std::time::Duration;
 
 use ledgerflow_workflows::settings::QuickBooksRegion;
 
-pub use state::Company;
+pub use cdc::WebhookFormat;
 use state::Inner;
+pub use state::{ChangeRecord, Company};
 
 use crate::quickbooks::wire;
 use crate::sim::clock::Clock;
@@ -50,6 +54,10 @@ pub struct SimConfig {
     pub us_sales_tax_bps: Option<i64>,
     /// `x_refresh_token_hard_expires_in` of every token answer.
     pub refresh_hard_expires_in: i64,
+    /// What a TimeActivity create answers in a company without Payroll:
+    /// the Fault's code and Detail (Intuit's real words are unverified;
+    /// the adapter's `PayrollFault` reads this default).
+    pub payroll_fault: (String, String),
 }
 
 impl Default for SimConfig {
@@ -65,6 +73,10 @@ impl Default for SimConfig {
             retry_after_header: true,
             us_sales_tax_bps: None,
             refresh_hard_expires_in: 5 * 365 * 86_400,
+            payroll_fault: (
+                "6000".into(),
+                "Business Validation Error: QuickBooks Payroll is not set up for this company; time for employees needs a QuickBooks Payroll subscription".into(),
+            ),
         }
     }
 }
@@ -271,6 +283,101 @@ impl Simulator {
                 i.sync_token = state::bump(&i.sync_token);
             }
         });
+    }
+
+    /// An employee someone added in QuickBooks; its id.
+    pub fn add_employee(&self, realm: &str, display_name: &str) -> String {
+        self.with_company(realm, |c| {
+            let id = c.next_id();
+            c.employees.insert(
+                id,
+                wire::Employee {
+                    id: Some(id.to_string()),
+                    sync_token: Some("0".into()),
+                    display_name: display_name.into(),
+                    active: Some(true),
+                },
+            );
+            id.to_string()
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn time_activities(&self, realm: &str) -> Vec<wire::TimeActivity> {
+        self.with_company(realm, |c| c.time_activities.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Someone records a payment of `amount_minor` (cents) against the
+    /// invoice in QuickBooks; its id. `None` when there is no such invoice.
+    pub fn receive_payment(
+        &self,
+        realm: &str,
+        invoice_id: &str,
+        amount_minor: i64,
+    ) -> Option<String> {
+        let mut s = self.inner();
+        let now = s.clock.now();
+        let c = s.companies.get_mut(realm)?;
+        let key = state::id_of(invoice_id)?;
+        let customer = c.invoices.get(&key)?.customer_ref.clone();
+        c.now = now;
+        let id = c.next_id();
+        let amount = crate::kit::decimal::Decimal::from_scaled(amount_minor, 2);
+        let body = wire::Payment {
+            id: Some(id.to_string()),
+            sync_token: Some("0".into()),
+            customer_ref: customer,
+            total_amt: Some(amount.clone()),
+            txn_date: Some(now.date_naive().to_string()),
+            line: vec![wire::PaymentLine {
+                amount,
+                linked_txn: vec![wire::LinkedTxn {
+                    txn_id: invoice_id.to_string(),
+                    txn_type: "Invoice".into(),
+                }],
+            }],
+            ..wire::Payment::default()
+        };
+        records::apply_payment(c, id, body, vec![(key, amount_minor)]);
+        Some(id.to_string())
+    }
+
+    /// The changes of a company so far, oldest first.
+    pub fn changes(&self, realm: &str) -> Vec<ChangeRecord> {
+        self.with_company(realm, |c| c.changes.clone())
+            .unwrap_or_default()
+    }
+
+    /// The next webhook delivery: every change not yet delivered, of every
+    /// company, in `format`; `None` when there is none. Marks them
+    /// delivered (a lost delivery is what the change data capture pull is for).
+    pub fn next_webhook(&self, format: WebhookFormat) -> Option<Vec<u8>> {
+        let mut s = self.inner();
+        cdc::next_delivery(s.companies.iter_mut(), format)
+    }
+
+    /// Sends [`Simulator::next_webhook`] to `url`, signed with the
+    /// verifier token as Intuit signs (`intuit-signature`); the receiver's
+    /// status, or `None` when there was nothing to send.
+    pub async fn send_webhook(
+        &self,
+        url: &str,
+        verifier_token: &[u8],
+        format: WebhookFormat,
+    ) -> Result<Option<u16>, reqwest::Error> {
+        let Some(body) = self.next_webhook(format) else {
+            return Ok(None);
+        };
+        let signature = crate::quickbooks::webhook::sign(verifier_token, &body);
+        let answer = reqwest::Client::new()
+            .post(url)
+            .header(crate::quickbooks::webhook::SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        Ok(Some(answer.status().as_u16()))
     }
 
     /// Someone deletes the invoice in QuickBooks.

@@ -77,6 +77,8 @@ fn scaled(d: &Decimal, scale: u8) -> Result<i64, Answer> {
 
 pub(super) fn route(s: &mut Inner, realm: &str, req: &SimRequest, route: &str) -> Answer {
     let us_rate = s.config.us_sales_tax_bps;
+    let payroll_fault = s.config.payroll_fault.clone();
+    let now = s.clock.now();
     let Some(c) = s.companies.get_mut(realm) else {
         return fault(
             403,
@@ -85,13 +87,16 @@ pub(super) fn route(s: &mut Inner, realm: &str, req: &SimRequest, route: &str) -
             "unknown company",
         );
     };
+    c.now = now;
     let parts: Vec<&str> = route.trim_end_matches('/').split('/').collect();
     let op = req.query.get("operation").map(String::as_str);
     let result = match (&req.method, parts.as_slice()) {
         (&Method::GET, ["query"]) => query(c, req.query.get("query").map_or("", String::as_str)),
+        (&Method::GET, ["cdc"]) => super::cdc::answer(c, req),
         (&Method::GET, [kind, id]) => read(c, kind, id),
         (&Method::POST, ["customer"]) => write_customer(c, req, &mut s.stats),
         (&Method::POST, ["item"]) => write_item(c, req),
+        (&Method::POST, ["timeactivity"]) => create_time_activity(c, req, &payroll_fault),
         (&Method::POST, ["invoice"]) => match op {
             Some("void") | Some("delete") => void_invoice(c, req, op == Some("delete")),
             _ => write_invoice(c, req, us_rate, &mut s.stats),
@@ -119,6 +124,11 @@ fn read(c: &Company, kind: &str, id: &str) -> Result<Answer, Answer> {
         "customer" => c.customers.get(&key).map(|v| entity("Customer", v)),
         "payment" => c.payments.get(&key).map(|v| entity("Payment", v)),
         "item" => c.items.get(&key).map(|v| entity("Item", v)),
+        "employee" => c.employees.get(&key).map(|v| entity("Employee", v)),
+        "timeactivity" => c
+            .time_activities
+            .get(&key)
+            .map(|v| entity("TimeActivity", v)),
         _ => None,
     };
     found.ok_or_else(|| not_found(kind, id))
@@ -189,6 +199,8 @@ fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
                 .collect()
         }
         "payment" => r.payment = c.payments.values().cloned().collect(),
+        // `where Active = true`: every employee here is active.
+        "employee" => r.employee = c.employees.values().cloned().collect(),
         other => {
             return Err(fault(
                 400,
@@ -202,6 +214,36 @@ fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
         200,
         json!({"QueryResponse": serde_json::to_value(QueryAnswer { response: r }.response).unwrap_or_default(), "time": TIME}),
     ))
+}
+
+fn create_time_activity(
+    c: &mut Company,
+    req: &SimRequest,
+    payroll_fault: &(String, String),
+) -> Result<Answer, Answer> {
+    let mut body: wire::TimeActivity = parse(req)?;
+    if body.name_of == "Employee" && !c.payroll {
+        return Err(fault(
+            400,
+            &payroll_fault.0,
+            "A business validation error has occurred while processing your request",
+            &payroll_fault.1,
+        ));
+    }
+    let employee = body
+        .employee_ref
+        .as_ref()
+        .map(|r| r.value.clone())
+        .unwrap_or_default();
+    if id_of(&employee).is_none_or(|k| !c.employees.contains_key(&k)) {
+        return Err(invalid_ref("Employee", &employee));
+    }
+    let id = c.next_id();
+    body.id = Some(id.to_string());
+    body.sync_token = Some("0".into());
+    c.time_activities.insert(id, body.clone());
+    c.changed("TimeActivity", &id.to_string(), "Create");
+    Ok(entity("TimeActivity", body))
 }
 
 fn name_taken(c: &Company, name: &str, except: Option<&str>) -> bool {
@@ -236,6 +278,7 @@ fn write_customer(
             body.sparse = None;
             stats.customer_creates += 1;
             c.customers.insert(id, body.clone());
+            c.changed("Customer", &id.to_string(), "Create");
             Ok(entity("Customer", body))
         }
         Some(id) => {
@@ -255,7 +298,9 @@ fn write_customer(
                 cur.primary_phone = body.primary_phone;
             }
             cur.sync_token = bump(&cur.sync_token);
-            Ok(entity("Customer", cur.clone()))
+            let answer = entity("Customer", cur.clone());
+            c.changed("Customer", &id, "Update");
+            Ok(answer)
         }
     }
 }
@@ -281,6 +326,7 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
             body.sync_token = Some("0".into());
             body.sparse = None;
             c.items.insert(id, body.clone());
+            c.changed("Item", &id.to_string(), "Create");
             Ok(entity("Item", body))
         }
         Some(id) => {
@@ -296,7 +342,9 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
             cur.unit_price = body.unit_price.or(cur.unit_price.take());
             cur.taxable = body.taxable.or(cur.taxable);
             cur.sync_token = bump(&cur.sync_token);
-            Ok(entity("Item", cur.clone()))
+            let answer = entity("Item", cur.clone());
+            c.changed("Item", &id, "Update");
+            Ok(answer)
         }
     }
 }
@@ -420,7 +468,9 @@ fn write_invoice(
             body.sparse = None;
             price(c, &mut body, us_rate, 0)?;
             stats.invoice_creates += 1;
+            body.linked_txn.clear();
             c.invoices.insert(id, body.clone());
+            c.changed("Invoice", &id.to_string(), "Create");
             Ok(entity("Invoice", body))
         }
         Some(id) => {
@@ -440,10 +490,13 @@ fn write_invoice(
                 return Err(business("A voided transaction cannot be changed"));
             }
             let paid = paid_on(c, &id);
+            // The payments linked to it are QuickBooks' to say, not the writer's.
+            body.linked_txn = cur.linked_txn.clone();
             body.sync_token = bump(&cur.sync_token);
             body.sparse = None;
             price(c, &mut body, us_rate, paid)?;
             c.invoices.insert(key, body.clone());
+            c.changed("Invoice", &id, "Update");
             Ok(entity("Invoice", body))
         }
     }
@@ -462,6 +515,7 @@ fn void_invoice(c: &mut Company, req: &SimRequest, delete: bool) -> Result<Answe
     }
     if delete {
         let gone = c.invoices.remove(&key);
+        c.changed("Invoice", &id, "Delete");
         return Ok(Answer::json(
             200,
             json!({"Invoice": {"Id": id, "status": "Deleted", "domain": "QBO"}, "time": TIME, "_was": gone.map(|g| g.doc_number)}),
@@ -475,7 +529,9 @@ fn void_invoice(c: &mut Company, req: &SimRequest, delete: bool) -> Result<Answe
     cur.total_amt = Some(Decimal::from_scaled(0, 2));
     cur.balance = Some(Decimal::from_scaled(0, 2));
     cur.sync_token = bump(&cur.sync_token);
-    Ok(entity("Invoice", cur.clone()))
+    let answer = entity("Invoice", cur.clone());
+    c.changed("Invoice", &id, "Void");
+    Ok(answer)
 }
 
 fn create_payment(
@@ -506,6 +562,20 @@ fn create_payment(
     body.id = Some(id.to_string());
     body.sync_token = Some("0".into());
     stats.payment_creates += 1;
+    apply_payment(c, id, body, linked);
+    let stored = c.payments.get(&id).cloned().unwrap_or_default();
+    Ok(entity("Payment", stored))
+}
+
+/// Stores a payment and applies it to the invoices it links: their
+/// balance falls, their SyncToken moves, and they link it back.
+pub(super) fn apply_payment(
+    c: &mut Company,
+    id: u64,
+    body: wire::Payment,
+    linked: Vec<(u64, i64)>,
+) {
+    let pid = id.to_string();
     for (key, amount) in linked {
         if let Some(inv) = c.invoices.get_mut(&key) {
             let balance = inv
@@ -516,10 +586,22 @@ fn create_payment(
             inv.balance = Some(Decimal::from_scaled(balance - amount, 2));
             // Applying a payment changes the invoice: its token moves.
             inv.sync_token = bump(&inv.sync_token);
+            if !inv.linked_txn.iter().any(|t| t.txn_id == pid) {
+                inv.linked_txn.push(wire::LinkedTxn {
+                    txn_id: pid.clone(),
+                    txn_type: "Payment".into(),
+                });
+            }
+            c.changes.push(super::state::ChangeRecord {
+                at: c.now,
+                entity: "Invoice",
+                id: key.to_string(),
+                operation: "Update",
+            });
         }
     }
-    c.payments.insert(id, body.clone());
-    Ok(entity("Payment", body))
+    c.payments.insert(id, body);
+    c.changed("Payment", &pid, "Create");
 }
 
 fn delete_payment(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
@@ -545,9 +627,17 @@ fn delete_payment(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
                     .unwrap_or(0);
                 inv.balance = Some(Decimal::from_scaled(balance + amount, 2));
                 inv.sync_token = bump(&inv.sync_token);
+                inv.linked_txn.retain(|l| l.txn_id != id);
+                c.changes.push(super::state::ChangeRecord {
+                    at: c.now,
+                    entity: "Invoice",
+                    id: t.txn_id.clone(),
+                    operation: "Update",
+                });
             }
         }
     }
+    c.changed("Payment", &id, "Delete");
     Ok(Answer::json(
         200,
         json!({"Payment": {"Id": id, "status": "Deleted"}, "time": TIME}),

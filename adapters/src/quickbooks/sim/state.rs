@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use ledgerflow_workflows::settings::QuickBooksRegion;
 
 use super::{FaultKind, SimConfig, SimStats};
@@ -29,6 +31,15 @@ pub struct Company {
     pub items: BTreeMap<u64, wire::Item>,
     pub invoices: BTreeMap<u64, wire::Invoice>,
     pub payments: BTreeMap<u64, wire::Payment>,
+    pub employees: BTreeMap<u64, wire::Employee>,
+    pub time_activities: BTreeMap<u64, wire::TimeActivity>,
+    /// Every entity change, oldest first: what change data capture and
+    /// webhooks report.
+    pub changes: Vec<ChangeRecord>,
+    /// How many of `changes` a webhook delivery already carried.
+    pub webhook_sent: usize,
+    /// The simulated clock's time of the request being answered.
+    pub now: DateTime<Utc>,
     next_id: u64,
     pub minute: RollingWindow,
     pub in_flight: u32,
@@ -60,6 +71,11 @@ impl Company {
             items,
             invoices: BTreeMap::new(),
             payments: BTreeMap::new(),
+            employees: BTreeMap::new(),
+            time_activities: BTreeMap::new(),
+            changes: Vec::new(),
+            webhook_sent: 0,
+            now: Utc::now(),
             next_id: 100,
             minute: RollingWindow::new(chrono::Duration::seconds(60), minute_limit),
             in_flight: 0,
@@ -71,6 +87,27 @@ impl Company {
         self.next_id += 1;
         self.next_id
     }
+
+    /// Notes a change for change data capture and webhooks.
+    pub fn changed(&mut self, entity: &'static str, id: &str, operation: &'static str) {
+        self.changes.push(ChangeRecord {
+            at: self.now,
+            entity,
+            id: id.to_string(),
+            operation,
+        });
+    }
+}
+
+/// One entity change, as Intuit's webhooks name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub at: DateTime<Utc>,
+    /// "Invoice", "Payment", "Customer", "Item".
+    pub entity: &'static str,
+    pub id: String,
+    /// "Create", "Update", "Delete", "Void".
+    pub operation: &'static str,
 }
 
 pub(super) struct Inner {
