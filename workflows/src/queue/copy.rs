@@ -103,10 +103,11 @@ pub async fn enqueue_copy<K: JobKind>(
 
     let mut copy = tx.copy_in_raw(COPY_STATEMENT).await?;
     let mut rows = String::new();
-    for start in (0..jobs.len()).step_by(CHUNK_ROWS) {
+    for (c, chunk) in jobs.chunks(CHUNK_ROWS).enumerate() {
         rows.clear();
-        for i in start..(start + CHUNK_ROWS).min(jobs.len()) {
-            let payload = match serde_json::to_string(&jobs[i]) {
+        for (k, job) in chunk.iter().enumerate() {
+            let i = c * CHUNK_ROWS + k;
+            let payload = match serde_json::to_string(job) {
                 Ok(p) if p.starts_with('{') => p,
                 Ok(_) => {
                     let why = format!("the payload of a {} job is not a JSON object", K::KIND);
