@@ -81,7 +81,7 @@ pub use ledgerflow_workflows::queue::workflow_run::{
 };
 pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, ManyOptions, enqueue, enqueue_batch,
-    enqueue_many, find_job, release_held, retry_failed,
+    enqueue_copy, enqueue_many, find_job, release_held, retry_failed,
 };
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.

@@ -40,10 +40,11 @@ pub enum Scenario {
         /// worker --max-concurrency` [default: the worker's].
         #[arg(long)]
         max_concurrency: Option<usize>,
-        /// Jobs per bulk enqueue statement (`ledgerflow.enqueue_many`).
+        /// Jobs per bulk enqueue transaction (`enqueue_copy`), and per
+        /// `ledgerflow.enqueue_many` statement.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
-        /// Connections the bulk enqueue uses at once (the COPY baseline
+        /// Connections the bulk enqueues use at once (the bare COPY
         /// uses as many).
         #[arg(long, default_value_t = 2)]
         connections: usize,

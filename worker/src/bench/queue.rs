@@ -1,9 +1,11 @@
 //! `ledgerflow bench queue`: the queue's raw speed, each figure next to a
 //! baseline measured in the same run on the same database:
 //!
-//! - bulk enqueue (`ledgerflow.enqueue_many`, `--batch` jobs a statement,
-//!   `--connections` at once) against a bare `COPY` of the same payloads
-//!   into a plain table over as many connections;
+//! - bulk enqueue (`queue::enqueue_copy`: a COPY into `ledgerflow.jobs`,
+//!   `--batch` jobs a transaction, `--connections` at once) against a bare
+//!   `COPY` of the same payloads into a plain table over as many
+//!   connections; and the SQL function hosts in other languages call
+//!   (`ledgerflow.enqueue_many`), the same way;
 //! - the drain by `--workers` worker runtimes with the worker's defaults
 //!   (leases, fencing, heartbeats, batched completion, adaptive slots)
 //!   against a bare `FOR UPDATE SKIP LOCKED` loop;
@@ -14,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use ledgerflow_workflows::payloads::QueueProbe;
+use ledgerflow_workflows::queue::copy::copy_text;
 use ledgerflow_workflows::queue::{self, ManyOptions};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -43,8 +46,10 @@ pub struct QueueReport {
     pub max_concurrency: usize,
     pub batch: usize,
     pub connections: usize,
-    /// Bulk enqueue through `ledgerflow.enqueue_many`.
+    /// Bulk enqueue by COPY (`queue::enqueue_copy`).
     pub enqueue_per_sec: f64,
+    /// Bulk enqueue through the SQL function `ledgerflow.enqueue_many`.
+    pub enqueue_many_per_sec: f64,
     /// The same payloads and tenants copied into a plain two-column table.
     pub copy_per_sec: f64,
     pub enqueue_over_copy: f64,
@@ -64,8 +69,13 @@ impl std::fmt::Display for QueueReport {
         )?;
         writeln!(
             f,
-            "  bulk enqueue        {:>10.0} jobs/s ({} a statement, {} connections)",
+            "  bulk enqueue (COPY) {:>10.0} jobs/s ({} a transaction, {} connections)",
             self.enqueue_per_sec, self.batch, self.connections
+        )?;
+        writeln!(
+            f,
+            "  enqueue_many (SQL)  {:>10.0} jobs/s",
+            self.enqueue_many_per_sec
         )?;
         writeln!(
             f,
@@ -106,22 +116,12 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
     let connections = run.connections.max(1);
     let per_connection = jobs.div_ceil(connections).max(1);
     let copy_secs = copy_baseline(pool, &probes, per_connection).await?;
-    let started = Instant::now();
-    let mut loaders = tokio::task::JoinSet::new();
-    for part in probes.chunks(per_connection) {
-        let (pool, part, batch) = (pool.clone(), part.to_vec(), run.batch.max(1));
-        loaders.spawn(async move {
-            let mut conn = pool.acquire().await?;
-            for chunk in part.chunks(batch) {
-                queue::enqueue_many(&mut conn, chunk, ManyOptions::default()).await?;
-            }
-            Ok::<_, queue::EnqueueError>(())
-        });
-    }
-    while let Some(done) = loaders.join_next().await {
-        done??;
-    }
-    let enqueue_secs = started.elapsed().as_secs_f64();
+    let many_secs =
+        bulk_enqueue(pool, &probes, per_connection, run.batch, Bulk::SqlFunction).await?;
+    sqlx::raw_sql("TRUNCATE ledgerflow.jobs")
+        .execute(pool)
+        .await?;
+    let enqueue_secs = bulk_enqueue(pool, &probes, per_connection, run.batch, Bulk::Copy).await?;
 
     // 2. Drain with real worker runtimes (leases, fencing, heartbeats on).
     let stop = CancellationToken::new();
@@ -170,6 +170,7 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
 
     let jobs_per_sec = jobs as f64 / drain_secs;
     let enqueue_per_sec = jobs as f64 / enqueue_secs;
+    let enqueue_many_per_sec = jobs as f64 / many_secs;
     let copy_per_sec = jobs as f64 / copy_secs;
     Ok(QueueReport {
         jobs,
@@ -179,6 +180,7 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         batch: run.batch,
         connections,
         enqueue_per_sec,
+        enqueue_many_per_sec,
         copy_per_sec,
         enqueue_over_copy: enqueue_per_sec / copy_per_sec,
         jobs_per_sec,
@@ -187,6 +189,52 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         pickup_p50_ms: percentile(&latencies, 0.50),
         pickup_p99_ms: percentile(&latencies, 0.99),
     })
+}
+
+/// Which bulk enqueue [`bulk_enqueue`] times.
+#[derive(Debug, Clone, Copy)]
+enum Bulk {
+    /// `queue::enqueue_copy`: reserve ids and keys, then COPY.
+    Copy,
+    /// `ledgerflow.enqueue_many`, one statement a batch.
+    SqlFunction,
+}
+
+/// Seconds to enqueue the probes, `batch` jobs a transaction, the
+/// connections (`per_connection` jobs each) at once.
+async fn bulk_enqueue(
+    pool: &PgPool,
+    probes: &[QueueProbe],
+    per_connection: usize,
+    batch: usize,
+    how: Bulk,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut conns = Vec::new();
+    for part in probes.chunks(per_connection) {
+        conns.push((pool.acquire().await?, part.to_vec()));
+    }
+    let started = Instant::now();
+    let mut loaders = tokio::task::JoinSet::new();
+    for (mut conn, part) in conns {
+        let batch = batch.max(1);
+        loaders.spawn(async move {
+            for chunk in part.chunks(batch) {
+                match how {
+                    Bulk::Copy => {
+                        queue::enqueue_copy(&mut conn, chunk, ManyOptions::default()).await?
+                    }
+                    Bulk::SqlFunction => {
+                        queue::enqueue_many(&mut conn, chunk, ManyOptions::default()).await?
+                    }
+                };
+            }
+            Ok::<_, queue::EnqueueError>(())
+        });
+    }
+    while let Some(done) = loaders.join_next().await {
+        done??;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Seconds to `COPY` the probes' payloads and tenants into a plain table
@@ -234,14 +282,6 @@ async fn copy_baseline(
     let secs = started.elapsed().as_secs_f64();
     sqlx::raw_sql("DROP TABLE bench_copy").execute(pool).await?;
     Ok(secs)
-}
-
-/// A value in COPY's text format.
-fn copy_text(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
 }
 
 async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {

@@ -40,7 +40,7 @@ pub async fn dispatch(mut job: ClaimedJob, shared: Data<Arc<Dispatcher>>) {
     drop(slot);
 }
 
-async fn run(job: ClaimedJob, d: &Dispatcher) {
+async fn run(mut job: ClaimedJob, d: &Dispatcher) {
     let policy = d.registry.policy(&job.kind);
     crate::metrics::record_pickup(&job.kind, job.attempt, job.created_at, job.claimed_at);
     let started = std::time::Instant::now();
@@ -68,12 +68,17 @@ async fn run(job: ClaimedJob, d: &Dispatcher) {
         claim: job.claim,
         completed: Arc::new(AtomicBool::new(false)),
     };
-    let result = match d.registry.prepare(
-        &job.kind,
-        job.kind_version,
-        job.payload.clone(),
-        ctx.clone(),
-    ) {
+    // The payload is kept only for a failure hook; otherwise the handler
+    // takes it: no copy of every payload on the hot path for nothing.
+    let payload = if d.registry.failure_hook(&job.kind).is_some() {
+        job.payload.clone()
+    } else {
+        std::mem::take(&mut job.payload)
+    };
+    let result = match d
+        .registry
+        .prepare(&job.kind, job.kind_version, payload, ctx.clone())
+    {
         Err(e) => Err(e),
         Ok(fut) => {
             // The provider calls this job reserves are its own, and what it

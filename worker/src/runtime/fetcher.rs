@@ -71,12 +71,14 @@ impl InFlight {
         }
     }
 
-    /// (ids, claims) of every held job.
+    /// (ids, claims) of every held job, by id.
     pub fn snapshot(&self) -> (Vec<i64>, Vec<i32>) {
-        match self.inner.lock() {
-            Ok(m) => m.iter().map(|(id, h)| (*id, h.claim)).unzip(),
-            Err(_) => (Vec::new(), Vec::new()),
-        }
+        let mut held: Vec<(i64, i32)> = match self.inner.lock() {
+            Ok(m) => m.iter().map(|(id, h)| (*id, h.claim)).collect(),
+            Err(_) => Vec::new(),
+        };
+        held.sort_unstable();
+        held.into_iter().unzip()
     }
 
     /// Forget a job whose lease was taken over and tell its handler.

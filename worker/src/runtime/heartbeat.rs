@@ -34,6 +34,8 @@ pub async fn beat(
     inflight: &InFlight,
     lease: Duration,
 ) -> Result<usize, sqlx::Error> {
+    // Sorted by id (the snapshot's order): the statement finds each row's
+    // claim by binary search (`width_bucket`).
     let (ids, claims) = inflight.snapshot();
     if ids.is_empty() {
         return Ok(0);
@@ -43,7 +45,7 @@ pub async fn beat(
         UPDATE ledgerflow.jobs j
         SET lease_expires_at = now() + make_interval(secs => $3)
         WHERE j.id = ANY($1::bigint[])
-          AND j.claim_count = ($2::int[])[array_position($1::bigint[], j.id)]
+          AND j.claim_count = ($2::int[])[width_bucket(j.id, $1::bigint[])]
           AND CASE WHEN j.state = 'running' THEN true ELSE false END
         RETURNING j.id
         "#,
@@ -67,7 +69,7 @@ pub async fn beat(
         let taken: Vec<i64> = sqlx::query_scalar(
             "SELECT j.id FROM ledgerflow.jobs j
              WHERE j.id = ANY($1::bigint[])
-               AND j.claim_count <> ($2::int[])[array_position($1::bigint[], j.id)]",
+               AND j.claim_count <> ($2::int[])[width_bucket(j.id, $1::bigint[])]",
         )
         .bind(&gone)
         .bind(&gone_claims)

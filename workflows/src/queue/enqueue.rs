@@ -113,6 +113,9 @@ pub async fn enqueue_batch<K: JobKind>(
 pub enum EnqueueError {
     #[error("the job payload could not be encoded: {0}")]
     Encode(serde_json::Error),
+    /// The jobs or options break a rule of the queue (said which).
+    #[error("the enqueue was refused: {0}")]
+    Refused(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | [`job`] | job kinds (typed, versioned payloads), ids, priorities, per-enqueue options |
 //! | [`enqueue`] | enqueueing one job or many, inside the caller's transaction |
+//! | [`copy`] | bulk enqueue by `COPY` (hosts, backfills), inside the caller's transaction |
 //! | [`read`] | reading a job, live or finished |
 //! | [`requeue`] | releasing held jobs, expediting one, enqueueing a failed one again |
 //! | [`complete`] | the fenced completion of running jobs |
@@ -22,6 +23,7 @@
 
 pub mod complete;
 pub mod context;
+pub mod copy;
 pub mod enqueue;
 pub mod error;
 pub mod job;
@@ -32,6 +34,7 @@ pub mod workflow_run;
 
 pub use complete::complete_batch;
 pub use context::JobContext;
+pub use copy::enqueue_copy;
 pub use enqueue::{EnqueueError, ManyOptions, enqueue, enqueue_batch, enqueue_many};
 pub use error::{ErrorClass, JobError};
 pub use job::{EnqueueOptions, JobId, JobKind, Priority};
