@@ -21,6 +21,7 @@
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
 pub mod backfill;
+pub mod import;
 pub mod inbound;
 pub mod input;
 pub mod invoice;

@@ -17,6 +17,7 @@
 //! | [`summary`] | `summary`: end-of-day summaries (the `handlers::summary` jobs) |
 //! | [`workflow`] | `workflow`: workflow runs and their steps |
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
+//! | [`import`] | `connection import`: a connection's first sync (the `handlers::import` job), followed live |
 //! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
@@ -36,6 +37,7 @@ use sqlx::PgPool;
 pub mod backfill;
 pub mod connection;
 pub mod credentials;
+pub mod import;
 pub mod invoice;
 pub mod job;
 pub mod queue;
