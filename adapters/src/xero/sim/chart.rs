@@ -197,10 +197,11 @@ impl Simulator {
             .collect()
     }
 
-    /// Many ACCREC invoices at once (no API call); returns their InvoiceIDs.
+    /// Many ACCREC invoices at once (no API call), dated and last changed
+    /// 30 days ago (history, not today's news); returns their InvoiceIDs.
     pub fn seed_invoices(&self, tenant: &str, invoices: &[SeedInvoice]) -> Vec<String> {
         let mut s = lock(&self.shared);
-        let now = s.now();
+        let now = s.now() - chrono::Duration::days(30);
         let Some(t) = s.tenants.get_mut(tenant) else {
             return Vec::new();
         };
