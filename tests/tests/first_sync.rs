@@ -7,9 +7,11 @@
 //!   5,001 invoices, 100 payments, an item) imported within the quota, every
 //!   provider record linked at most once, ambiguous matches listed for
 //!   review, the host's missing items exported; a re-run adds nothing;
-//! - a worker killed mid-import: a second one finishes it, nothing twice;
-//! - the day's quota running out: the import pauses with the reason and
-//!   resumes when told, without going past the quota.
+//! - a worker killed mid-import: a second one finishes it, nothing twice.
+//!
+//! The day's quota running out (pause at the reserve, resume after the
+//! reset) is worker/tests/first_sync_quota.rs, with an adapter that knows
+//! the simulator's small day limit.
 
 use std::time::{Duration, Instant};
 
@@ -457,48 +459,4 @@ async fn first_sync_survives_its_worker_killed_mid_import(pool: PgPool) {
     );
     // The host's one item went to Xero once, whoever sent it.
     assert_eq!(o.sim.items(&o.xero).len(), 1);
-}
-
-#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn first_sync_pauses_when_the_days_quota_is_spent_and_resumes(pool: PgPool) {
-    // Xero allows this organisation 10 calls today; 20 % stay for live syncs.
-    let limits = SimLimits {
-        per_day: 10,
-        ..SimLimits::default()
-    };
-    let o = small_org(&pool, limits).await;
-    let conn = o.connection.to_string();
-    let _worker = WorkerProcess::start_with_env(&pool, "fs-quota", &[], &XERO_ENV);
-    run_cli(
-        &pool,
-        &["connection", "import", &conn, "--detach", "--daily-quota", "10"],
-    )
-    .await;
-    wait_for(
-        &pool,
-        "SELECT count(*) FROM ledgerflow.imports WHERE status = 'paused'",
-        "the import to pause for quota",
-        Duration::from_secs(60),
-    )
-    .await;
-    let (reason, resumes): (String, Option<chrono::DateTime<Utc>>) =
-        sqlx::query_as("SELECT status_reason, resumes_at FROM ledgerflow.imports")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(reason.contains("kept for live syncs"), "{reason}");
-    assert!(resumes.is_some_and(|r| r > Utc::now()), "{resumes:?}");
-    // The reserve was left alone: no more than 8 of the 10 calls spent.
-    assert!(o.sim.calls_counted(&o.xero) <= 8, "{}", o.sim.calls_counted(&o.xero));
-    assert_eq!(o.sim.stats().rate_limited, 0, "never past Xero's own limit");
-
-    // A new day (more quota), and a person resumes it.
-    o.sim.set_limits(SimLimits::default());
-    let id = scalar(&pool, "SELECT id FROM ledgerflow.imports").await;
-    let mut db = pool.acquire().await.unwrap();
-    ledgerflow_client::import::resume(&mut db, id).await.unwrap();
-    drop(db);
-    let out = run_cli(&pool, &["connection", "import", &conn]).await;
-    assert!(out.contains("invoices   2500 new"), "{out}");
-    assert!(out.contains("linked invoices: 2500 now"), "{out}");
 }
