@@ -94,14 +94,3 @@ CREATE TABLE ledgerflow.import_reviews (
     created_at          timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (connection_id, kind, external_id)
 );
-
--- Explicit host tax code -> provider tax type mappings; they win over the
--- match by equal rate.
-CREATE TABLE ledgerflow.tax_overrides (
-    connection_id       bigint      NOT NULL REFERENCES ledgerflow.connections (id) ON DELETE CASCADE,
-    tenant_id           text        NOT NULL,
-    host_tax_code       text        NOT NULL,
-    tax_type            text        NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (connection_id, host_tax_code)
-);

@@ -9,7 +9,7 @@
 //! | this one | starting (or joining) an import, cancel, resume, reading progress, the job's payload |
 //! | [`run`] | what the import's job does between provider calls: claim, quota gate, record a page, pause, fail, finish |
 //! | [`link`] | matching imported records to the host's, set-based, and the review list |
-//! | [`mappings`] | what was imported, tax codes mapped by equal rate with overrides, the chart check before a push |
+//! | [`mappings`] | what was imported, host tax codes matched by equal rate, the chart check before a push |
 //!
 //! One job runs an import at a time per connection (unique key
 //! [`import_key`]); each page is recorded with the cursor's move in one
@@ -30,6 +30,7 @@ use crate::provider::ImportKind;
 use crate::queue::{self, EnqueueError, EnqueueOptions, JobKind, Priority, RetryPolicy};
 
 pub mod link;
+pub mod mappings;
 pub mod run;
 
 /// The job that runs an import, page after page.
