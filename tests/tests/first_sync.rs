@@ -19,7 +19,9 @@ mod common;
 
 use chrono::Utc;
 use common::{WorkerProcess, cli};
-use ledgerflow_adapters::xero::simulator::{SeedInvoice, SimAccount, SimConfig, SimLimits, SimTaxRate, Simulator};
+use ledgerflow_adapters::xero::simulator::{
+    SeedInvoice, SimAccount, SimConfig, SimLimits, SimTaxRate, Simulator,
+};
 use ledgerflow_client::ledger::{self, NewTenant};
 use ledgerflow_client::{ConnectionCredentials, Secret, SecretKey, register_connection};
 use ledgerflow_worker::sandbox::{gst_line, snapshot, xero_settings};
@@ -301,18 +303,33 @@ async fn first_sync_of_a_big_organisation_within_the_quota_then_a_rerun_adds_not
     let took = started.elapsed();
     // Off a terminal, progress comes as lines, then the summary.
     assert!(out.contains("[5/8] running import the invoices"), "{out}");
-    assert!(out.contains("accounts   300 new, 0 updated, 0 unchanged"), "{out}");
+    assert!(
+        out.contains("accounts   300 new, 0 updated, 0 unchanged"),
+        "{out}"
+    );
     assert!(out.contains("tax rates  5 new"), "{out}");
     assert!(out.contains("contacts   2000 new"), "{out}");
     assert!(out.contains("invoices   5001 new"), "{out}");
     assert!(out.contains("payments   100 new"), "{out}");
     // INV-00006 matches two host invoices: listed, not guessed; INV-99999
     // matches none. Contact 2 matches two host customers by name.
-    assert!(out.contains("linked invoices: 4999 now, 0 before, 1 for review, 1 without a match"), "{out}");
-    assert!(out.contains("linked contacts: 1999 now, 0 before, 1 for review"), "{out}");
+    assert!(
+        out.contains("linked invoices: 4999 now, 0 before, 1 for review, 1 without a match"),
+        "{out}"
+    );
+    assert!(
+        out.contains("linked contacts: 1999 now, 0 before, 1 for review"),
+        "{out}"
+    );
     assert!(out.contains("linked payments: 100 now"), "{out}");
-    assert!(out.contains("host items exported: 9 created, 0 refused"), "{out}");
-    assert!(out.contains("INV-00006") && out.contains("matches 2 host invoices"), "{out}");
+    assert!(
+        out.contains("host items exported: 9 created, 0 refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("INV-00006") && out.contains("matches 2 host invoices"),
+        "{out}"
+    );
     assert!(out.contains("h-6, h-dup"), "{out}");
 
     // Every provider record linked at most once, and the links are right.
@@ -331,16 +348,26 @@ async fn first_sync_of_a_big_organisation_within_the_quota_then_a_rerun_adds_not
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(h1_link, invoice_ids[1], "h-1 is linked by its reference H-1");
+    assert_eq!(
+        h1_link, invoice_ids[1],
+        "h-1 is linked by its reference H-1"
+    );
     let by_email: String = sqlx::query_scalar(
         "SELECT external_id FROM ledgerflow.links WHERE entity_type = 'customer' AND host_id = 'cust-4'",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(by_email, contact_ids[4], "cust-4 is found by e-mail, case aside");
     assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM ledgerflow.payment_links WHERE payment_id LIKE 'pay-%'").await,
+        by_email, contact_ids[4],
+        "cust-4 is found by e-mail, case aside"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.payment_links WHERE payment_id LIKE 'pay-%'"
+        )
+        .await,
         100
     );
     assert_eq!(o.sim.items(&o.xero).len(), 10);
@@ -357,21 +384,43 @@ async fn first_sync_of_a_big_organisation_within_the_quota_then_a_rerun_adds_not
     // A re-run reads everything again and adds nothing.
     let writes = o.sim.write_count(&o.xero);
     let again = run_cli(&pool, &["connection", "import", &conn.to_string()]).await;
-    assert!(again.contains("invoices   0 new, 0 updated, 5001 unchanged"), "{again}");
-    assert!(again.contains("linked invoices: 0 now, 4999 before, 1 for review"), "{again}");
+    assert!(
+        again.contains("invoices   0 new, 0 updated, 5001 unchanged"),
+        "{again}"
+    );
+    assert!(
+        again.contains("linked invoices: 0 now, 4999 before, 1 for review"),
+        "{again}"
+    );
     assert!(again.contains("host items exported: 0 created"), "{again}");
-    assert!(again.contains("nothing new since the last import"), "{again}");
-    assert_eq!(o.sim.write_count(&o.xero), writes, "a re-run writes nothing to Xero");
+    assert!(
+        again.contains("nothing new since the last import"),
+        "{again}"
+    );
     assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM ledgerflow.links WHERE entity_type = 'invoice'").await,
+        o.sim.write_count(&o.xero),
+        writes,
+        "a re-run writes nothing to Xero"
+    );
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.links WHERE entity_type = 'invoice'"
+        )
+        .await,
         4999
     );
-    assert_eq!(scalar(&pool, "SELECT count(*) FROM ledgerflow.imports WHERE status = 'completed'").await, 2);
+    assert_eq!(
+        scalar(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.imports WHERE status = 'completed'"
+        )
+        .await,
+        2
+    );
 
     // A payment made in Xero since is imported and linked by the next run.
-    o.sim
-        .pay_invoice(&o.xero, &invoice_ids[2], 100)
-        .unwrap();
+    o.sim.pay_invoice(&o.xero, &invoice_ids[2], 100).unwrap();
     let host_pay = serde_json::json!([{"payment_id": "pay-late", "amount_minor": 100,
                                        "paid_at": Utc::now(), "method": "card"}]);
     sqlx::query("UPDATE host.invoices SET document = jsonb_set(document, '{payments}', $1) WHERE id = 'h-2'")
@@ -379,10 +428,21 @@ async fn first_sync_of_a_big_organisation_within_the_quota_then_a_rerun_adds_not
         .execute(&pool)
         .await
         .unwrap();
-    let third = run_cli(&pool, &["connection", "import", &conn.to_string(), "--json"]).await;
-    let v: serde_json::Value = serde_json::from_str(&third).unwrap_or_else(|e| panic!("{e}: {third}"));
-    assert_eq!(v["import"]["counts"]["imported"]["payment"]["new"], 1, "{third}");
-    assert_eq!(v["import"]["counts"]["links"]["payment"]["linked"], 1, "{third}");
+    let third = run_cli(
+        &pool,
+        &["connection", "import", &conn.to_string(), "--json"],
+    )
+    .await;
+    let v: serde_json::Value =
+        serde_json::from_str(&third).unwrap_or_else(|e| panic!("{e}: {third}"));
+    assert_eq!(
+        v["import"]["counts"]["imported"]["payment"]["new"], 1,
+        "{third}"
+    );
+    assert_eq!(
+        v["import"]["counts"]["links"]["payment"]["linked"], 1,
+        "{third}"
+    );
     assert_eq!(v["reviews"].as_array().map(Vec::len), Some(2), "{third}");
 }
 
@@ -424,7 +484,10 @@ async fn first_sync_survives_its_worker_killed_mid_import(pool: PgPool) {
     let o = small_org(&pool, SimLimits::default()).await;
     let conn = o.connection.to_string();
     let out = run_cli(&pool, &["connection", "import", &conn, "--detach"]).await;
-    assert!(out.contains("started: a worker runs it in the background"), "{out}");
+    assert!(
+        out.contains("started: a worker runs it in the background"),
+        "{out}"
+    );
 
     // Slow answers, so the kill lands while a page is being read.
     o.sim.set_latency(Duration::from_millis(400));
@@ -439,22 +502,37 @@ async fn first_sync_survives_its_worker_killed_mid_import(pool: PgPool) {
     .await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     first.kill();
-    let at_kill = scalar(&pool, "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'").await;
+    let at_kill = scalar(
+        &pool,
+        "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'",
+    )
+    .await;
     assert!(at_kill < 2500, "{at_kill}");
 
     let _second = WorkerProcess::start_with_env(&pool, "fs-kill-b", &args, &XERO_ENV);
     // Joining the running import follows it to the end.
     let out = run_cli(&pool, &["connection", "import", &conn]).await;
     assert!(out.contains("is under way already: following it"), "{out}");
-    assert!(out.contains("invoices   2500 new, 0 updated, 0 unchanged"), "{out}");
+    assert!(
+        out.contains("invoices   2500 new, 0 updated, 0 unchanged"),
+        "{out}"
+    );
     assert!(out.contains("linked invoices: 2500 now"), "{out}");
     assert!(out.contains("linked contacts: 300 now"), "{out}");
     assert_eq!(
-        scalar(&pool, "SELECT count(DISTINCT external_id) FROM ledgerflow.links WHERE entity_type = 'invoice'").await,
+        scalar(
+            &pool,
+            "SELECT count(DISTINCT external_id) FROM ledgerflow.links WHERE entity_type = 'invoice'"
+        )
+        .await,
         2500
     );
     assert_eq!(
-        scalar(&pool, "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'").await,
+        scalar(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'"
+        )
+        .await,
         2500
     );
     // The host's one item went to Xero once, whoever sent it.

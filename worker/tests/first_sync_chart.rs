@@ -32,7 +32,9 @@ async fn import_now(pool: &PgPool, connection: i64) -> i64 {
     // This host exposes no view: its records come from pushed snapshots.
     let mut req = ImportRequest::new(connection);
     req.source = ledgerflow_workflows::backfill::Source::Pushed;
-    let started = ledgerflow_client::start_import(&mut tx, &req).await.unwrap();
+    let started = ledgerflow_client::start_import(&mut tx, &req)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let id = started.import_id;
     eventually(WAIT, "the import to complete", || async {
@@ -140,7 +142,9 @@ async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: 
 
     // The mappings: the chart as imported, GST15 matched by its rate.
     let mut db = pool.acquire().await.unwrap();
-    let m = import::mappings::mappings(&mut db, connection).await.unwrap();
+    let m = import::mappings::mappings(&mut db, connection)
+        .await
+        .unwrap();
     drop(db);
     let codes: Vec<&str> = m.accounts.iter().map(|a| a.code.as_str()).collect();
     assert_eq!(codes, vec!["090", "200", "260", "610"]);
@@ -151,6 +155,9 @@ async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: 
         .expect("GST15 listed");
     assert_eq!(gst.host_rate_bps, Some(1500));
     assert_eq!(gst.tax_types, vec!["OUTPUT2".to_string()]);
+    let text = ledgerflow_worker::cli::import::mappings_text(&m);
+    assert!(text.contains("accounts        4"), "{text}");
+    assert!(text.contains("-> OUTPUT2"), "{text}");
 
     // Someone adds account 201 in Xero; after importing again it syncs.
     env.sim.add_account(SimAccount {

@@ -73,7 +73,9 @@ async fn first_sync_pauses_at_the_reserve_and_completes_after_the_quota_resets(p
         recheck: Duration::from_secs(600),
     };
     let mut tx = pool.begin().await.unwrap();
-    let started = ledgerflow_client::start_import(&mut tx, &req).await.unwrap();
+    let started = ledgerflow_client::start_import(&mut tx, &req)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert!(!started.joined);
     let id = started.import_id;
@@ -94,7 +96,9 @@ async fn first_sync_pauses_at_the_reserve_and_completes_after_the_quota_resets(p
     assert_eq!(env.sim.stats().rate_limited, 0, "never past Xero's limit");
     // Starting again joins the paused import rather than making another.
     let mut tx = pool.begin().await.unwrap();
-    let again = ledgerflow_client::start_import(&mut tx, &req).await.unwrap();
+    let again = ledgerflow_client::start_import(&mut tx, &req)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!((again.import_id, again.joined), (id, true));
 
@@ -114,9 +118,18 @@ async fn first_sync_pauses_at_the_reserve_and_completes_after_the_quota_resets(p
     drop(db);
     let done = wait_status(&pool, id, ImportStatus::Completed).await;
     worker.stop().await;
-    assert_eq!(done.counts.of(ledgerflow_workflows::provider::ImportKind::Invoice).new, 3500);
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'").await,
+        done.counts
+            .of(ledgerflow_workflows::provider::ImportKind::Invoice)
+            .new,
+        3500
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.provider_records WHERE kind = 'invoice'"
+        )
+        .await,
         3500
     );
     // Waiting cost one probe of the quota, and nothing was read twice.

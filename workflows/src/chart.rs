@@ -65,4 +65,3 @@ pub async fn check_before_push(
     }
     Ok(())
 }
-

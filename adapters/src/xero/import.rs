@@ -35,7 +35,11 @@ pub const PAGE_SIZE: usize = 1000;
 pub const EXPORT_BATCH: usize = 50;
 
 /// Minor units of `d` in `currency` (cents when Xero did not say).
-fn minor(d: &Option<Decimal>, currency: Option<&str>, what: &str) -> Result<Option<i64>, ProviderError> {
+fn minor(
+    d: &Option<Decimal>,
+    currency: Option<&str>,
+    what: &str,
+) -> Result<Option<i64>, ProviderError> {
     let exp = currency
         .and_then(|c| Currency::parse(c).ok())
         .map_or(2, Currency::exponent);
@@ -211,7 +215,10 @@ impl XeroAdapter {
     ) -> Result<Vec<ItemOutcome>, ProviderError> {
         if items.len() > EXPORT_BATCH {
             return Err(ProviderError::permanent(
-                format!("a Xero item batch holds at most {EXPORT_BATCH} items, not {}", items.len()),
+                format!(
+                    "a Xero item batch holds at most {EXPORT_BATCH} items, not {}",
+                    items.len()
+                ),
                 None,
             ));
         }
@@ -253,7 +260,11 @@ impl XeroAdapter {
             .unwrap_or_default();
         if answered.len() != items.len() {
             return Err(decode_error(
-                format!("Xero answered {} items to a batch of {}", answered.len(), items.len()),
+                format!(
+                    "Xero answered {} items to a batch of {}",
+                    answered.len(),
+                    items.len()
+                ),
                 "",
             ));
         }
@@ -294,7 +305,10 @@ pub fn codes_for(snapshot: &InvoiceSnapshot, options: &XeroOptions) -> Vec<Neede
     };
     for line in &snapshot.lines {
         match &line.tax_code {
-            None => push(options.no_tax_type.clone(), "lines without a tax code".into()),
+            None => push(
+                options.no_tax_type.clone(),
+                "lines without a tax code".into(),
+            ),
             Some(code) => {
                 if let Some(t) = options.tax_types.get(code) {
                     push(t.clone(), format!("tax code {code}"));
@@ -333,7 +347,8 @@ impl Import for XeroAdapter {
     ) -> ProviderFuture<'a, Vec<ItemOutcome>> {
         Box::pin(async move {
             xero_settings(connection)?;
-            self.create_items(connection.id, items, idempotency_key).await
+            self.create_items(connection.id, items, idempotency_key)
+                .await
         })
     }
 

@@ -61,7 +61,7 @@ pub use config::{XeroConfig, XeroConnection, XeroLimits, XeroOptions};
 /// [`XeroAdapter::push_payment_outcome`]).
 pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
-    BatchCreate, ChangeFeed, CompleteDraftRequest, Import, ExternalRef, Provider, ProviderError,
+    BatchCreate, ChangeFeed, CompleteDraftRequest, ExternalRef, Import, Provider, ProviderError,
     ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest, SummaryPush,
     SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };

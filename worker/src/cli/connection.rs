@@ -103,6 +103,12 @@ pub enum ConnectionCommand {
     /// this command follows it with live progress and prints a summary. A
     /// re-run imports and links only what is new.
     Import(super::import::ImportArgs),
+    /// What the first sync imported: accounts, tax rates, items, contacts,
+    /// invoices and payments (with when), links to the host's records, and
+    /// the host's tax codes matched to the provider's tax types by equal
+    /// rate. Pushes whose account code or tax type is not in the imported
+    /// chart are refused before any provider call.
+    Mappings(super::import::MappingsArgs),
     /// The connection's limiter state: calls in the minute window, the
     /// day's quota left, concurrency slots in use, the waiting line.
     Limits {
@@ -203,12 +209,22 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                 None => println!("connection {id} was not paused"),
             }
         }
-        ConnectionCommand::Import(args) => super::import::import(pool, args)
-            .await
-            .map_err(|e| match e {
-                super::import::ImportCliError::Ops(e) => e,
-                other => OpsError::Input(other.to_string()),
-            })?,
+        ConnectionCommand::Import(args) => {
+            super::import::import(pool, args)
+                .await
+                .map_err(|e| match e {
+                    super::import::ImportCliError::Ops(e) => e,
+                    other => OpsError::Input(other.to_string()),
+                })?
+        }
+        ConnectionCommand::Mappings(args) => {
+            super::import::mappings(pool, args)
+                .await
+                .map_err(|e| match e {
+                    super::import::ImportCliError::Ops(e) => e,
+                    other => OpsError::Input(other.to_string()),
+                })?
+        }
         ConnectionCommand::Limits { id, json } => {
             let limits = admin::limits(pool, id).await?;
             if json {

@@ -87,7 +87,10 @@ pub async fn import(pool: &PgPool, args: ImportArgs) -> Result<(), ImportCliErro
     let id = started.import_id;
     if !args.json {
         if started.joined {
-            println!("import {id} of connection {} is under way already: following it", args.id);
+            println!(
+                "import {id} of connection {} is under way already: following it",
+                args.id
+            );
         } else {
             println!(
                 "import {id} of connection {} started: a worker runs it in the background",
@@ -267,5 +270,98 @@ pub fn summary(v: &ImportView, reviews: &[Review]) -> String {
             ));
         }
     }
+    out
+}
+
+/// `ledgerflow connection mappings ID`: what the first sync imported.
+#[derive(Debug, Args)]
+pub struct MappingsArgs {
+    /// The connection's id (see `connection list`).
+    pub id: i64,
+    /// Print JSON instead (every account and tax rate).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn mappings(pool: &PgPool, args: MappingsArgs) -> Result<(), ImportCliError> {
+    let view = {
+        let mut conn = pool.acquire().await?;
+        import::mappings::mappings(&mut conn, args.id).await?
+    };
+    if args.json {
+        print_json(&view)?;
+        return Ok(());
+    }
+    print!("{}", mappings_text(&view));
+    Ok(())
+}
+
+/// The human form of [`mappings`].
+pub fn mappings_text(v: &import::mappings::MappingsView) -> String {
+    use import::mappings::percent;
+    let mut out = format!(
+        "connection {}: imported from the provider\n",
+        v.connection_id
+    );
+    for k in &v.imported {
+        let words: String = ImportKind::parse(&k.kind)
+            .map_or_else(|| k.kind.clone(), |kind| kind.plural().to_string());
+        let when = k.last_imported_at.map_or_else(
+            || "never".to_string(),
+            |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        );
+        out.push_str(&format!(
+            "  {words:<10} {:>6}  last imported {when}\n",
+            k.count
+        ));
+    }
+    if v.imported.iter().all(|k| k.count == 0) {
+        out.push_str(&format!(
+            "  nothing yet: run `ledgerflow connection import {}`\n",
+            v.connection_id
+        ));
+    }
+    out.push_str("links to the host's records:");
+    if v.links.is_empty() {
+        out.push_str(" none");
+    }
+    for (entity, n) in &v.links {
+        out.push_str(&format!(" {entity} {n};"));
+    }
+    out.push_str(&format!(" {} ambiguous, for review\n", v.reviews));
+    if !v.tax_rates.is_empty() {
+        out.push_str("tax rates:\n");
+        for t in &v.tax_rates {
+            out.push_str(&format!(
+                "  {:<14} {:>8}  {}\n",
+                t.code,
+                t.rate_bps.map(percent).unwrap_or_default(),
+                t.name.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if !v.tax_codes.is_empty() {
+        out.push_str("host tax codes by equal rate:\n");
+        for t in &v.tax_codes {
+            out.push_str(&format!(
+                "  {:<14} {:>8}  -> {}{}\n",
+                t.host_tax_code,
+                t.host_rate_bps.map(percent).unwrap_or_else(|| "?".into()),
+                if t.tax_types.is_empty() {
+                    "-".to_string()
+                } else {
+                    t.tax_types.join(" | ")
+                },
+                t.note
+                    .as_deref()
+                    .map(|n| format!("  ({n})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "{} accounts in the chart (--json lists them); pushes whose account or tax type is not in it are refused before any call\n",
+        v.accounts.len()
+    ));
     out
 }

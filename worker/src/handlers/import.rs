@@ -43,7 +43,11 @@ async fn gave_up(failed: FailedJob) {
     }
 }
 
-async fn run_import(providers: &Providers, job: ImportStep, ctx: JobContext) -> Result<(), JobError> {
+async fn run_import(
+    providers: &Providers,
+    job: ImportStep,
+    ctx: JobContext,
+) -> Result<(), JobError> {
     let pool = ctx.pool.clone();
     let mut run = match run::begin(&pool, &job, &ctx).await? {
         Begin::Nothing => return Ok(()),

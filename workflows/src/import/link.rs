@@ -76,9 +76,11 @@ pub fn decide(pairs: &[Pair], what: &str) -> Vec<Decision> {
     let mut by_external: BTreeMap<&str, (Option<&String>, BTreeSet<&str>, BTreeSet<&str>)> =
         BTreeMap::new();
     for p in &strongest {
-        let e = by_external
-            .entry(p.external_id.as_str())
-            .or_insert((p.label.as_ref(), BTreeSet::new(), BTreeSet::new()));
+        let e = by_external.entry(p.external_id.as_str()).or_insert((
+            p.label.as_ref(),
+            BTreeSet::new(),
+            BTreeSet::new(),
+        ));
         if p.taken {
             e.2.insert(p.host_id.as_str());
         } else {
@@ -140,21 +142,24 @@ pub async fn link_all(pool: &PgPool, run: &mut Run) -> Result<(), JobError> {
 
     let pairs = invoice_pairs(&mut tx, &rel, conn_id, &tenant).await?;
     let linked = apply(&mut tx, run, "invoice", &decide(&pairs, "host invoices")).await?;
-    counts
-        .links
-        .insert("invoice".into(), link_counts(&mut tx, conn_id, "invoice", linked).await?);
+    counts.links.insert(
+        "invoice".into(),
+        link_counts(&mut tx, conn_id, "invoice", linked).await?,
+    );
 
     let pairs = contact_pairs(&mut tx, &rel, conn_id, &tenant).await?;
     let linked = apply(&mut tx, run, "contact", &decide(&pairs, "host customers")).await?;
-    counts
-        .links
-        .insert("contact".into(), link_counts(&mut tx, conn_id, "contact", linked).await?);
+    counts.links.insert(
+        "contact".into(),
+        link_counts(&mut tx, conn_id, "contact", linked).await?,
+    );
 
     let pairs = payment_pairs(&mut tx, &rel, conn_id, &tenant).await?;
     let linked = apply(&mut tx, run, "payment", &decide(&pairs, "host payments")).await?;
-    counts
-        .links
-        .insert("payment".into(), link_counts(&mut tx, conn_id, "payment", linked).await?);
+    counts.links.insert(
+        "payment".into(),
+        link_counts(&mut tx, conn_id, "payment", linked).await?,
+    );
 
     step_done(&mut tx, run, counts).await?;
     tx.commit().await?;
@@ -487,7 +492,9 @@ mod tests {
         assert_eq!(reviewed, vec!["x2", "x3", "x4", "x5"]);
         let Some(Decision::Review {
             candidates, reason, ..
-        }) = d.iter().find(|d| matches!(d, Decision::Review { external_id, .. } if external_id == "x2"))
+        }) = d
+            .iter()
+            .find(|d| matches!(d, Decision::Review { external_id, .. } if external_id == "x2"))
         else {
             panic!("x2 reviewed")
         };

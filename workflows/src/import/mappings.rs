@@ -93,9 +93,10 @@ pub async fn mappings(
     let imported: Vec<KindSummary> = ImportKind::ALL
         .iter()
         .map(|k| {
-            let row = imported
-                .iter()
-                .find(|r| r.try_get::<String, _>("kind").is_ok_and(|x| x == k.as_str()));
+            let row = imported.iter().find(|r| {
+                r.try_get::<String, _>("kind")
+                    .is_ok_and(|x| x == k.as_str())
+            });
             Ok(KindSummary {
                 kind: k.as_str().to_string(),
                 count: row.map(|r| r.try_get("n")).transpose()?.unwrap_or(0),
@@ -141,11 +142,12 @@ pub async fn mappings(
     .bind(connection_id)
     .fetch_all(&mut *conn)
     .await?;
-    let reviews: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM ledgerflow.import_reviews WHERE connection_id = $1")
-            .bind(connection_id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let reviews: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ledgerflow.import_reviews WHERE connection_id = $1",
+    )
+    .bind(connection_id)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(MappingsView {
         connection_id,
         imported,
@@ -170,7 +172,10 @@ pub fn match_rate(code: String, rate: Option<i64>, tax_rates: &[ChartEntry]) -> 
     let types: Vec<String> = tax_rates
         .iter()
         .filter(|t| t.status.as_deref().is_none_or(|s| s == "ACTIVE"))
-        .filter(|t| t.rate_bps.is_some_and(|r| (r - rate).abs() <= RATE_TOLERANCE_BPS))
+        .filter(|t| {
+            t.rate_bps
+                .is_some_and(|r| (r - rate).abs() <= RATE_TOLERANCE_BPS)
+        })
         .map(|t| t.code.clone())
         .collect();
     let note = match types.len() {
@@ -256,7 +261,11 @@ mod tests {
 
     #[test]
     fn host_codes_match_tax_rates_of_equal_rate_only_when_one_does() {
-        let chart = vec![rate("OUTPUT2", 1500), rate("NONE", 0), rate("EXEMPTOUTPUT", 0)];
+        let chart = vec![
+            rate("OUTPUT2", 1500),
+            rate("NONE", 0),
+            rate("EXEMPTOUTPUT", 0),
+        ];
         let m = match_rate("GST15".into(), Some(1499), &chart);
         assert_eq!(m.tax_types, vec!["OUTPUT2".to_string()]);
         assert_eq!(m.note, None);

@@ -239,7 +239,10 @@ pub struct ImportCounts {
 
 impl ImportCounts {
     pub fn of(&self, kind: ImportKind) -> KindCounts {
-        self.imported.get(kind.as_str()).copied().unwrap_or_default()
+        self.imported
+            .get(kind.as_str())
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Whether this import changed anything: new or updated records, links, exports.
@@ -489,9 +492,11 @@ pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), ImportError>
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => ImportError::NotAllowed(
-                    format!("another import of this connection is under way; import {id} stays as it is"),
-                ),
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    ImportError::NotAllowed(format!(
+                        "another import of this connection is under way; import {id} stays as it is"
+                    ))
+                }
                 e => ImportError::Database(e),
             })?;
             let job = enqueue_step(conn, id, &tenant, connection_id).await?;
@@ -514,7 +519,8 @@ async fn lock(
     Ok((ImportStatus::parse(&status)?, job))
 }
 
-const COLUMNS: &str = "id, tenant_id, connection_id, status, status_reason, resumes_at, phase, page,
+const COLUMNS: &str =
+    "id, tenant_id, connection_id, status, status_reason, resumes_at, phase, page,
     calls_spent, counts, last_error, created_at, finished_at";
 
 fn view_from_row(r: &sqlx::postgres::PgRow) -> Result<ImportView, ImportError> {

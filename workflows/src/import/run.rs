@@ -181,7 +181,11 @@ pub async fn note_error(pool: &PgPool, run: &Run, message: &str) -> Result<(), J
 
 /// The import cannot go on: it fails with the reason (`resume` goes on
 /// from where it stopped).
-pub async fn fail(conn: &mut PgConnection, import_id: i64, message: &str) -> Result<(), sqlx::Error> {
+pub async fn fail(
+    conn: &mut PgConnection,
+    import_id: i64,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE ledgerflow.imports
          SET status = 'failed', status_reason = $2, last_error = $2, resumes_at = NULL,
@@ -323,7 +327,10 @@ pub async fn record_page(
     .fetch_one(&mut *tx)
     .await?;
     let mut counts = run.counts.clone();
-    let c = counts.imported.entry(kind.as_str().to_string()).or_default();
+    let c = counts
+        .imported
+        .entry(kind.as_str().to_string())
+        .or_default();
     *c = KindCounts {
         new: c.new + new,
         updated: c.updated + updated,

@@ -272,8 +272,7 @@ pub(super) async fn run_open_event(
     // imported: refused here, before any provider call, naming the code.
     if matches!(picked.operation, Operation::Upsert | Operation::SendAsNew) {
         if let Err(e) =
-            crate::chart::check_before_push(provider.as_ref(), &ctx.pool, &info, &snapshot)
-                .await
+            crate::chart::check_before_push(provider.as_ref(), &ctx.pool, &info, &snapshot).await
         {
             return record_failure(&connection, invoice_id, Failed::wrote(&picked), ctx, e)
                 .await

@@ -24,7 +24,11 @@ use crate::kit::decimal::Decimal;
 use crate::sim::server::Answer;
 use crate::xero::wire::{self, Envelope, status};
 
-pub(super) fn get_accounts(config: &SimConfig, now: DateTime<Utc>, query: &HashMap<String, String>) -> Answer {
+pub(super) fn get_accounts(
+    config: &SimConfig,
+    now: DateTime<Utc>,
+    query: &HashMap<String, String>,
+) -> Answer {
     let list: Vec<wire::Account> = config
         .accounts
         .iter()
@@ -53,7 +57,11 @@ fn account_id(code: &str) -> String {
     format!("00000000-0000-4000-8000-{:012x}", hash & 0xffff_ffff_ffff)
 }
 
-pub(super) fn get_tax_rates(config: &SimConfig, now: DateTime<Utc>, query: &HashMap<String, String>) -> Answer {
+pub(super) fn get_tax_rates(
+    config: &SimConfig,
+    now: DateTime<Utc>,
+    query: &HashMap<String, String>,
+) -> Answer {
     let list: Vec<wire::TaxRate> = config
         .tax_rates
         .iter()
@@ -81,7 +89,12 @@ pub(super) fn get_items(t: &Tenant, now: DateTime<Utc>, query: &HashMap<String, 
 }
 
 /// `PUT /Items`: each element created unless its Code is taken (or missing).
-pub(super) fn write_items(t: &mut Tenant, now: DateTime<Utc>, body: &Bytes, summarize: bool) -> Answer {
+pub(super) fn write_items(
+    t: &mut Tenant,
+    now: DateTime<Utc>,
+    body: &Bytes,
+    summarize: bool,
+) -> Answer {
     let env: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => return super::answers::bad_request(&e.to_string()),
@@ -94,7 +107,11 @@ pub(super) fn write_items(t: &mut Tenant, now: DateTime<Utc>, body: &Bytes, summ
             Some("Item Code must not be empty.".to_string())
         } else if code.chars().count() > 30 {
             Some("Item Code must not be more than 30 characters long.".to_string())
-        } else if t.items.iter().any(|i| i.code.as_deref() == Some(code.as_str())) {
+        } else if t
+            .items
+            .iter()
+            .any(|i| i.code.as_deref() == Some(code.as_str()))
+        {
             Some(format!("Item code '{code}' already exists"))
         } else {
             None
@@ -173,7 +190,11 @@ impl Simulator {
 
     /// Many contacts at once, as years of use leave them (no API call):
     /// `(name, email, contact number)`. Returns their ContactIDs in order.
-    pub fn seed_contacts(&self, tenant: &str, contacts: &[(String, Option<String>, Option<String>)]) -> Vec<String> {
+    pub fn seed_contacts(
+        &self,
+        tenant: &str,
+        contacts: &[(String, Option<String>, Option<String>)],
+    ) -> Vec<String> {
         let mut s = lock(&self.shared);
         let now = s.now();
         let Some(t) = s.tenants.get_mut(tenant) else {

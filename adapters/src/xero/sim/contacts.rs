@@ -80,7 +80,11 @@ pub(super) fn paginate<T>(list: Vec<T>, query: &HashMap<String, String>) -> Vec<
         .filter(|s| *s >= 1)
         .map_or(100, |s| s.min(1000));
     match query.get("page").and_then(|p| p.parse::<usize>().ok()) {
-        Some(page) if page >= 1 => list.into_iter().skip((page - 1) * size).take(size).collect(),
+        Some(page) if page >= 1 => list
+            .into_iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .collect(),
         _ => list,
     }
 }
