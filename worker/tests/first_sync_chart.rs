@@ -76,8 +76,10 @@ async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: 
     let org = env.sim.add_tenant("Shop C Ltd");
     let tokens = env.sim.authorize(&[&org]);
     // Sales go to account 201, which this organisation does not have.
-    let mut options = XeroOptions::default();
-    options.sales_account_code = "201".into();
+    let mut options = XeroOptions {
+        sales_account_code: "201".into(),
+        ..XeroOptions::default()
+    };
     options.tax_types.insert("GST15".into(), "OUTPUT2".into());
     env.adapter
         .register(&XeroConnection {

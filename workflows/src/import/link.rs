@@ -73,8 +73,9 @@ pub fn decide(pairs: &[Pair], what: &str) -> Vec<Decision> {
             .or_default()
             .insert(p.external_id.as_str());
     }
-    let mut by_external: BTreeMap<&str, (Option<&String>, BTreeSet<&str>, BTreeSet<&str>)> =
-        BTreeMap::new();
+    // Per provider record: its label, free candidates, candidates linked elsewhere.
+    type Candidates<'p> = (Option<&'p String>, BTreeSet<&'p str>, BTreeSet<&'p str>);
+    let mut by_external: BTreeMap<&str, Candidates<'_>> = BTreeMap::new();
     for p in &strongest {
         let e = by_external.entry(p.external_id.as_str()).or_insert((
             p.label.as_ref(),
