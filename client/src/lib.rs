@@ -65,6 +65,12 @@ pub use ledgerflow_workflows::backfill::{
     BackfillRequest, approve as approve_for_backfill, push_snapshots as push_backfill_snapshots,
     ready_to_sync, start as start_backfill, withdraw as withdraw_approval,
 };
+/// First syncs: start (or join) a connection's import of the provider's
+/// chart, contacts, invoices and payments, follow it, read the review list.
+pub use ledgerflow_workflows::import;
+pub use ledgerflow_workflows::import::{
+    ImportRequest, reviews as import_reviews, show as import_progress, start as start_import,
+};
 /// The sync ledger: triggers, manual actions, the sync dialog's read side,
 /// connections and settings.
 pub use ledgerflow_workflows::ledger;

@@ -9,6 +9,8 @@
 //! | [`input`] | checks on identifiers and text from outside |
 //! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps |
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
+//! | [`import`] | first syncs: the provider's chart, contacts, invoices and payments imported and linked, host items exported |
+//! | [`chart`] | the check before a push that its account codes and tax types are in the imported chart |
 //! | [`summary`] | end-of-day summaries: assembling a day's invoices |
 //! | [`timesheets`] | approved timesheets as QuickBooks time: the trigger, employee mappings, the `sync-time-activity` rules |
 //! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
@@ -22,6 +24,8 @@
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
 pub mod backfill;
+pub mod chart;
+pub mod import;
 pub mod inbound;
 pub mod input;
 pub mod invoice;

@@ -27,8 +27,9 @@
 //! - **Payments** ([`payments`]) only on Authorised invoices (otherwise
 //!   skipped with the reason); reversed by deleting them.
 //! - Capabilities: batch create for backfills ([`batch`]), the end-of-day
-//!   summary invoice ([`summary`]), and the change feed of payments
-//!   ([`pull`]).
+//!   summary invoice ([`summary`]), the change feed of payments
+//!   ([`pull`]), and the first sync's import of the chart, contacts,
+//!   invoices and payments, and export of items ([`import`]).
 //!
 //! This module must not touch the queue or the ledger tables; its only
 //! state is `ledgerflow_workflows::provider_state`.
@@ -38,6 +39,7 @@ pub mod batch;
 pub mod config;
 pub mod contacts;
 pub mod errors;
+pub mod import;
 pub mod invoices;
 pub mod payments;
 pub mod pull;
@@ -59,7 +61,7 @@ pub use config::{XeroConfig, XeroConnection, XeroLimits, XeroOptions};
 /// [`XeroAdapter::push_payment_outcome`]).
 pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
-    BatchCreate, ChangeFeed, CompleteDraftRequest, ExternalRef, Provider, ProviderError,
+    BatchCreate, ChangeFeed, CompleteDraftRequest, ExternalRef, Import, Provider, ProviderError,
     ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest, SummaryPush,
     SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
@@ -288,6 +290,10 @@ impl Provider for XeroAdapter {
     }
 
     fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
+    }
+
+    fn import(&self) -> Option<&dyn Import> {
         Some(self)
     }
 }

@@ -42,6 +42,87 @@ pub struct Envelope {
     pub contacts: Option<Vec<Contact>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payments: Option<Vec<Payment>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<Account>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_rates: Option<Vec<TaxRate>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Item>>,
+}
+
+/// An account of the chart of accounts (`GET /Accounts`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Account {
+    #[serde(rename = "AccountID", skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// "REVENUE", "BANK", "CURRLIAB", ...
+    #[serde(rename = "Type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// ACTIVE or ARCHIVED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_payments_to_account: Option<bool>,
+    #[serde(rename = "UpdatedDateUTC", skip_serializing_if = "Option::is_none")]
+    pub updated_date_utc: Option<String>,
+}
+
+/// A tax rate (`GET /TaxRates`): `EffectiveRate` is a percentage ("15.0000").
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaxRate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_type: Option<String>,
+    /// ACTIVE, DELETED, ARCHIVED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_rate: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_tax_rate: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub can_apply_to_revenue: Option<bool>,
+}
+
+/// An item's sales details.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ItemDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit_price: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_type: Option<String>,
+}
+
+/// An item (`GET /Items`, `PUT /Items`): `Code` is unique per organisation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Item {
+    #[serde(rename = "ItemID", skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_details: Option<ItemDetails>,
+    #[serde(rename = "UpdatedDateUTC", skip_serializing_if = "Option::is_none")]
+    pub updated_date_utc: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation_errors: Vec<ValidationError>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

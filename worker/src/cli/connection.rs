@@ -95,6 +95,20 @@ pub enum ConnectionCommand {
         /// The connection's id (see `connection list`).
         id: i64,
     },
+    /// First sync: import the provider's chart of accounts, tax rates,
+    /// items, contacts, invoices and payments (linked to the host's by
+    /// number / reference / e-mail / name; ambiguous matches listed for
+    /// review), then export the host's item list. Runs in the background on
+    /// a worker within the daily quota (pausing and resuming by itself);
+    /// this command follows it with live progress and prints a summary. A
+    /// re-run imports and links only what is new.
+    Import(super::import::ImportArgs),
+    /// What the first sync imported: accounts, tax rates, items, contacts,
+    /// invoices and payments (with when), links to the host's records, and
+    /// the host's tax codes matched to the provider's tax types by equal
+    /// rate. Pushes whose account code or tax type is not in the imported
+    /// chart are refused before any provider call.
+    Mappings(super::import::MappingsArgs),
     /// The connection's limiter state: calls in the minute window, the
     /// day's quota left, concurrency slots in use, the waiting line.
     Limits {
@@ -225,6 +239,22 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                 Some(n) => println!("connection {id} resumed; {n} held jobs released"),
                 None => println!("connection {id} was not paused"),
             }
+        }
+        ConnectionCommand::Import(args) => {
+            super::import::import(pool, args)
+                .await
+                .map_err(|e| match e {
+                    super::import::ImportCliError::Ops(e) => e,
+                    other => OpsError::Input(other.to_string()),
+                })?
+        }
+        ConnectionCommand::Mappings(args) => {
+            super::import::mappings(pool, args)
+                .await
+                .map_err(|e| match e {
+                    super::import::ImportCliError::Ops(e) => e,
+                    other => OpsError::Input(other.to_string()),
+                })?
         }
         ConnectionCommand::Limits { id, json } => {
             let limits = admin::limits(pool, id).await?;

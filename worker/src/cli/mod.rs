@@ -18,6 +18,7 @@
 //! | [`workflow`] | `workflow`: workflow runs and their steps |
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
 //! | [`timesheet`] | `timesheet`: QuickBooks employee mappings, approved timesheets and their entries |
+//! | [`import`] | `connection import`: a connection's first sync (the `handlers::import` job), followed live |
 //! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
@@ -37,6 +38,7 @@ use sqlx::PgPool;
 pub mod backfill;
 pub mod connection;
 pub mod credentials;
+pub mod import;
 pub mod invoice;
 pub mod job;
 pub mod queue;

@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer` (through the sync ledger) |
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
+//! | [`import`] | `first-sync`: a connection's first sync (chart, contacts, invoices, payments; links; item export) |
 //! | [`summary`] | `end-of-day-summary` (and its cron) |
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
 //! | [`quickbooks_inbound`] | `pull-quickbooks-changes` (and its cron), `process-quickbooks-webhook` |
@@ -24,6 +25,7 @@ use crate::runtime::Registry;
 
 pub mod backfill;
 pub mod host_callback;
+pub mod import;
 pub mod payments_pull;
 pub mod probe;
 pub mod quickbooks_inbound;
@@ -54,6 +56,7 @@ pub fn registry_with(providers: Providers) -> Registry {
         .register(|job: ledgerflow_workflows::payloads::BackfillRange, ctx| {
             backfill::without_xero(job, ctx)
         });
+    let registry = import::register(registry, providers.clone());
     sync::register(registry, providers)
 }
 

@@ -87,7 +87,7 @@ impl Source {
         }
     }
 
-    fn relation(&self) -> &str {
+    pub(crate) fn relation(&self) -> &str {
         match self {
             Source::View(v) => v,
             Source::Pushed => "ledgerflow.backfill_snapshots",

@@ -268,6 +268,16 @@ pub(super) async fn run_open_event(
     let provider = providers.get(provider_name);
     let idempotency_key = format!("ledgerflow-{}-{}", connection_id, picked.event_id);
 
+    // The codes the push would use must be in the chart a first sync
+    // imported: refused here, before any provider call, naming the code.
+    if matches!(picked.operation, Operation::Upsert | Operation::SendAsNew)
+        && let Err(e) =
+            crate::chart::check_before_push(provider.as_ref(), &ctx.pool, &info, &snapshot).await
+    {
+        return record_failure(&connection, invoice_id, Failed::wrote(&picked), ctx, e)
+            .await
+            .map(|()| Ran::Event);
+    }
     let carries_payments = pushes_payments(&info);
     // Payments the host deleted leave the provider's record before anything
     // else is written: a provider may refuse to edit an invoice that still

@@ -1,6 +1,7 @@
 //! Optional capabilities of a provider, beyond the sync calls every
 //! provider answers: batch create (backfills), the end-of-day summary
-//! push, and the change feed (reading payments back).
+//! push, the change feed (reading payments back), and import (the first
+//! sync: chart of accounts, tax rates, items, contacts, invoices, payments).
 //!
 //! An adapter offers one by returning `Some(self)` from
 //! [`batch_create`](crate::provider::Provider::batch_create),
@@ -171,4 +172,149 @@ pub struct RemoteInvoice {
     pub amount_paid_minor: Option<i64>,
     pub amount_due_minor: Option<i64>,
     pub payments: Vec<RemotePayment>,
+}
+
+/// What a first sync reads from the provider, one kind after another, in
+/// this order (the chart first: pushes are checked against it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportKind {
+    Account,
+    TaxRate,
+    Item,
+    Contact,
+    Invoice,
+    Payment,
+}
+
+impl ImportKind {
+    pub const ALL: [ImportKind; 6] = [
+        ImportKind::Account,
+        ImportKind::TaxRate,
+        ImportKind::Item,
+        ImportKind::Contact,
+        ImportKind::Invoice,
+        ImportKind::Payment,
+    ];
+
+    /// The name stored in `ledgerflow.provider_records.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportKind::Account => "account",
+            ImportKind::TaxRate => "tax_rate",
+            ImportKind::Item => "item",
+            ImportKind::Contact => "contact",
+            ImportKind::Invoice => "invoice",
+            ImportKind::Payment => "payment",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ImportKind> {
+        ImportKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Plural words for people ("tax rates").
+    pub fn plural(self) -> &'static str {
+        match self {
+            ImportKind::Account => "accounts",
+            ImportKind::TaxRate => "tax rates",
+            ImportKind::Item => "items",
+            ImportKind::Contact => "contacts",
+            ImportKind::Invoice => "invoices",
+            ImportKind::Payment => "payments",
+        }
+    }
+}
+
+/// One provider record as a first sync imports it, provider-neutral. Which
+/// fields are set depends on the kind (see each field).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedRecord {
+    pub external_id: String,
+    /// Account code, tax type, item code, contact number, invoice number.
+    pub code: Option<String>,
+    pub name: Option<String>,
+    /// Contacts.
+    pub email: Option<String>,
+    /// Invoices and payments: the provider's reference field.
+    pub reference: Option<String>,
+    /// The provider's own status word ("ACTIVE", "AUTHORISED", "DELETED").
+    pub status: Option<String>,
+    /// Tax rates: basis points (1500 = 15 %).
+    pub rate_bps: Option<i64>,
+    pub currency: Option<String>,
+    /// Invoices: total; payments: amount. Minor units of `currency`.
+    pub total_minor: Option<i64>,
+    /// Invoices.
+    pub amount_paid_minor: Option<i64>,
+    /// Invoices: their contact's id; payments: their invoice's id.
+    pub parent_external_id: Option<String>,
+}
+
+/// One page of a listing, and the next page's number when there is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportPage {
+    pub records: Vec<ImportedRecord>,
+    pub next_page: Option<u32>,
+}
+
+/// A host item a first sync creates in the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemExport {
+    /// The host's SKU: the provider's item code.
+    pub code: String,
+    pub name: String,
+    pub unit_price_minor: Option<i64>,
+    pub currency: Option<String>,
+}
+
+/// What exporting one item did: the provider's record, or its refusal.
+pub type ItemOutcome = Result<ImportedRecord, ProviderError>;
+
+/// A code an invoice's push will use that must exist in the provider's
+/// chart (imported by a first sync), and why the push uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeededCode {
+    /// [`ImportKind::Account`] or [`ImportKind::TaxRate`].
+    pub kind: ImportKind,
+    pub code: String,
+    /// "the line's account", "tax code GST15".
+    pub used_for: String,
+}
+
+/// Reading the provider's records for a first sync, and exporting host items.
+pub trait Import: Send + Sync {
+    /// One page (1-based) of the records of `kind`. A provider that does not
+    /// page a kind answers everything on page 1 with no next page.
+    fn list_page<'a>(
+        &'a self,
+        connection: &'a ConnectionInfo,
+        kind: ImportKind,
+        page: u32,
+    ) -> ProviderFuture<'a, ImportPage>;
+
+    /// The most items one [`Import::export_items`] call takes.
+    fn max_export_batch(&self) -> usize;
+
+    /// Creates the items in one request under `idempotency_key` (the same on
+    /// every attempt of the same batch); outcomes in the order of `items`.
+    fn export_items<'a>(
+        &'a self,
+        connection: &'a ConnectionInfo,
+        items: &'a [ItemExport],
+        idempotency_key: &'a str,
+    ) -> ProviderFuture<'a, Vec<ItemOutcome>>;
+
+    /// The accounts and tax types pushing `snapshot` would use, worked out
+    /// without any call, so the ledger can refuse an invoice whose codes
+    /// are not in the imported chart before anything is sent.
+    fn codes_needed<'a>(
+        &'a self,
+        connection: &'a ConnectionInfo,
+        snapshot: &'a InvoiceSnapshot,
+    ) -> ProviderFuture<'a, Vec<NeededCode>>;
+
+    /// Spends one cheap read so the provider's quota headers are recorded
+    /// (after a wait for the day's quota).
+    fn probe_quota<'a>(&'a self, connection: &'a ConnectionInfo) -> ProviderFuture<'a, ()>;
 }

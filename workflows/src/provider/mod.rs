@@ -7,7 +7,7 @@
 //! | `port` | the [`Provider`] trait (upsert, void, complete, payments, customers), its request and answer types, [`MissingAdapter`], the [`Providers`] registry |
 //! | `records` | the requests and answers of the port's calls ([`ConnectionInfo`], [`PushResult`], [`ExternalRef`], ...), plain data |
 //! | `errors` | [`ProviderError`], its classes and their mapping onto the queue's `JobError` |
-//! | `capabilities` | optional traits: [`BatchCreate`] (backfills), [`SummaryPush`] (end-of-day), [`ChangeFeed`] (payments read back) |
+//! | `capabilities` | optional traits: [`BatchCreate`] (backfills), [`SummaryPush`] (end-of-day), [`ChangeFeed`] (payments read back), [`Import`] (first sync) |
 //!
 //! Everything is re-exported here: callers name `ledgerflow_workflows::provider::X`.
 //! This module must not know any provider's wire format or make HTTP

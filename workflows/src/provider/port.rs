@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::capabilities::{BatchCreate, ChangeFeed, SummaryPush};
+use super::capabilities::{BatchCreate, ChangeFeed, Import, SummaryPush};
 use super::errors::ProviderError;
 use super::records::*;
 use crate::settings::Provider as ProviderName;
@@ -100,6 +100,12 @@ pub trait Provider: Send + Sync {
     /// Reading invoices' payment state back (webhooks, periodic pulls).
     /// `None`: nothing is pulled from the provider.
     fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        None
+    }
+
+    /// Reading the provider's chart, contacts, invoices and payments for a
+    /// first sync, and exporting host items. `None`: no first sync.
+    fn import(&self) -> Option<&dyn Import> {
         None
     }
 }

@@ -72,9 +72,19 @@ pub(super) fn get_contacts(
     ok(env)
 }
 
+/// `page=N` (1-based): 100 records a page, or `pageSize` (at most 1,000).
 pub(super) fn paginate<T>(list: Vec<T>, query: &HashMap<String, String>) -> Vec<T> {
+    let size = query
+        .get("pagesize")
+        .and_then(|p| p.parse::<usize>().ok())
+        .filter(|s| *s >= 1)
+        .map_or(100, |s| s.min(1000));
     match query.get("page").and_then(|p| p.parse::<usize>().ok()) {
-        Some(page) if page >= 1 => list.into_iter().skip((page - 1) * 100).take(100).collect(),
+        Some(page) if page >= 1 => list
+            .into_iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .collect(),
         _ => list,
     }
 }

@@ -13,7 +13,8 @@
 //! It runs on the simulator kit ([`crate::sim`]: server, clock, faults,
 //! token endpoint, rate windows, replay, pricing); this folder keeps only
 //! Xero's routes and records: [`server`] (auth, limits, replay, routing),
-//! `contacts`, `invoices`, `payments`, `state`. Tests drive and inspect it
+//! `contacts`, `invoices`, `payments`, `chart` (accounts, tax rates, items,
+//! and hooks that fill an organisation without spending its quota), `state`. Tests drive and inspect it
 //! through [`Simulator`]'s methods. It must not be used by production code paths:
 //! it is compiled only with the `sandbox` feature.
 //!
@@ -27,6 +28,7 @@
 //! by `AND`, and for invoices alternatives joined by `OR`.
 
 mod answers;
+mod chart;
 mod contacts;
 mod invoices;
 mod payments;
@@ -44,6 +46,7 @@ use super::wire::{self, Envelope};
 use crate::kit::decimal::Decimal;
 use crate::sim::server::Server;
 use answers::xero_date;
+pub use chart::SeedInvoice;
 use invoices::render_invoice;
 use payments::create_payments;
 use state::{Inner, Shared, Tenant, lock};

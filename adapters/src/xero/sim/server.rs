@@ -13,6 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::answers::{envelope, not_found, ok};
+use super::chart;
 use super::contacts::{get_contact, get_contacts, write_contacts};
 use super::invoices::{get_invoice, get_invoices, write_invoices};
 use super::payments::{create_payments, delete_payment};
@@ -335,8 +336,15 @@ pub(super) fn route(
         }
         (Some("payments"), Method::GET, None) => {
             let mut env = envelope(now);
-            env.payments = Some(t.payments.iter().map(|p| p.payment.clone()).collect());
+            let list = t.payments.iter().map(|p| p.payment.clone()).collect();
+            env.payments = Some(super::contacts::paginate(list, query));
             ok(env)
+        }
+        (Some("accounts"), Method::GET, None) => chart::get_accounts(config, now, query),
+        (Some("taxrates"), Method::GET, None) => chart::get_tax_rates(config, now, query),
+        (Some("items"), Method::GET, None) => chart::get_items(t, now, query),
+        (Some("items"), Method::PUT, None) | (Some("items"), Method::POST, None) => {
+            chart::write_items(t, now, body, summarize)
         }
         (Some("payments"), Method::PUT, None) | (Some("payments"), Method::POST, None) => {
             create_payments(t, config, now, body, summarize)

@@ -47,6 +47,7 @@ pub(super) struct Tenant {
     pub contacts: Vec<wire::Contact>,
     pub invoices: Vec<StoredInvoice>,
     pub payments: Vec<StoredPayment>,
+    pub items: Vec<wire::Item>,
     pub next_invoice_number: u64,
     pub minute: RollingWindow,
     pub day: RollingWindow,
@@ -62,6 +63,7 @@ impl Tenant {
             contacts: Vec::new(),
             invoices: Vec::new(),
             payments: Vec::new(),
+            items: Vec::new(),
             next_invoice_number: 1,
             // Limits are set from the config on every request (tests change them).
             minute: RollingWindow::new(chrono::Duration::seconds(60), 0),
