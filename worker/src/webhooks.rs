@@ -1,5 +1,6 @@
-//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`
-//! and `POST /webhooks/saledock` (its handler in [`crate::saledock`]).
+//! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`,
+//! `POST /webhooks/saledock` (its handler in [`crate::saledock`]) and
+//! `POST /webhooks/lightspeed-x` (its handler in [`crate::lightspeed_x`]).
 //!
 //! Order matters: the body is size-capped by the router, then the
 //! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
@@ -67,6 +68,7 @@ pub struct WebhookState {
     xero_webhook_key: Option<Arc<Secret>>,
     shopify: Option<Arc<ShopifyWebhookConfig>>,
     saledock: Option<Arc<SaledockAdapter>>,
+    lightspeed_x: Option<Arc<Secret>>,
     max_body_bytes: usize,
 }
 
@@ -85,6 +87,7 @@ impl WebhookState {
             xero_webhook_key: None,
             shopify: None,
             saledock: None,
+            lightspeed_x: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -108,6 +111,13 @@ impl WebhookState {
         self
     }
 
+    /// Serving Lightspeed X-Series: the secret its `sale.update`
+    /// deliveries are signed with (`crate::lightspeed_x::receive`).
+    pub fn lightspeed_x(mut self, secret: Secret) -> WebhookState {
+        self.lightspeed_x = Some(Arc::new(secret));
+        self
+    }
+
     /// Xero's body cap.
     pub fn max_body_bytes(mut self, bytes: usize) -> WebhookState {
         self.max_body_bytes = bytes;
@@ -125,6 +135,9 @@ impl WebhookState {
         }
         if self.saledock.is_some() {
             out.push("/webhooks/saledock");
+        }
+        if self.lightspeed_x.is_some() {
+            out.push("/webhooks/lightspeed-x");
         }
         out
     }
@@ -153,6 +166,12 @@ pub fn router(state: WebhookState) -> Router {
             post(saledock).layer(DefaultBodyLimit::max(SALEDOCK_MAX_BODY)),
         );
     }
+    if state.lightspeed_x.is_some() {
+        router = router.route(
+            "/webhooks/lightspeed-x",
+            post(lightspeed_x).layer(DefaultBodyLimit::max(crate::lightspeed_x::MAX_BODY_BYTES)),
+        );
+    }
     router
         .layer(axum::middleware::from_fn(crate::metrics::count_webhooks))
         .with_state(state)
@@ -165,6 +184,17 @@ async fn saledock(
 ) -> StatusCode {
     match &state.saledock {
         Some(adapter) => crate::saledock::receive(&state.pool, adapter, &headers, body).await,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn lightspeed_x(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    match &state.lightspeed_x {
+        Some(secret) => crate::lightspeed_x::receive(&state.pool, secret, &headers, body).await,
         None => StatusCode::NOT_FOUND,
     }
 }

@@ -78,6 +78,9 @@ pub struct LightspeedXOptions {
     pub payment_types: BTreeMap<String, String>,
     /// The payment type of a method with no mapping.
     pub default_payment_type_id: String,
+    /// The retailer's currency (ISO 4217), for the amounts of sales read
+    /// back from the feed; unset: two decimal places, no code.
+    pub currency: Option<String>,
 }
 
 impl Default for LightspeedXOptions {
@@ -91,6 +94,7 @@ impl Default for LightspeedXOptions {
             tax_id: "tax-default".into(),
             payment_types: BTreeMap::new(),
             default_payment_type_id: "cash".into(),
+            currency: None,
         }
     }
 }

@@ -43,8 +43,8 @@ use std::sync::Arc;
 pub use config::{LightspeedXConfig, LightspeedXConnection, LightspeedXOptions};
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
-    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
-    VoidUnlinkedRequest,
+    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VersionFeed,
+    VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{NewCredentials, SecretKey};
 use sqlx::PgPool;
@@ -201,5 +201,8 @@ impl Provider for LightspeedXAdapter {
                 .await
                 .map(Some)
         })
+    }
+    fn version_feed(&self) -> Option<&dyn VersionFeed> {
+        Some(self)
     }
 }

@@ -7,6 +7,7 @@
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
 //! | [`summary`] | `end-of-day-summary` (and its cron) |
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
+//! | [`version_poll`] | `poll-version-feed`: sales closed in Lightspeed X-Series' register (and its cron) |
 //! | [`host_callback`] | `notify-host`: signed callbacks to the host |
 //! | [`probe`] | `queue-probe`, the queue's diagnostic kind |
 //!
@@ -26,6 +27,7 @@ pub mod payments_pull;
 pub mod probe;
 pub mod summary;
 pub mod sync;
+pub mod version_poll;
 
 pub use probe::probe;
 

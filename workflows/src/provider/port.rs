@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::capabilities::{BatchCreate, ChangeFeed, SummaryPush};
 use super::errors::ProviderError;
 use super::records::*;
+use super::version_feed::VersionFeed;
 use crate::settings::Provider as ProviderName;
 
 /// One provider account's API, as the ledger needs it. Object safe: the
@@ -100,6 +101,12 @@ pub trait Provider: Send + Sync {
     /// Reading invoices' payment state back (webhooks, periodic pulls).
     /// `None`: nothing is pulled from the provider.
     fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        None
+    }
+
+    /// Reading changed records from a version cursor (Lightspeed X-Series'
+    /// sales feed). `None`: the provider has no such feed.
+    fn version_feed(&self) -> Option<&dyn VersionFeed> {
         None
     }
 }
