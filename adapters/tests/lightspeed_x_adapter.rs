@@ -53,7 +53,7 @@ async fn env_with(pool: PgPool, config: SimConfig, options: LightspeedXOptions) 
     adapter
         .register(&LightspeedXConnection {
             connection_id: CONNECTION,
-            domain_prefix: sim.domain_prefix(),
+            external_tenant_id: sim.domain_prefix(),
             access_token: Secret::new(tokens.access_token),
             refresh_token: Secret::new(tokens.refresh_token),
             expires_in: tokens.expires_in,

@@ -108,18 +108,7 @@ impl LightspeedXOptions {
     }
 }
 
-/// What registering a connection takes (the end of the OAuth consent).
-#[derive(Debug, Clone)]
-pub struct LightspeedXConnection {
-    pub connection_id: i64,
-    pub domain_prefix: String,
-    pub access_token: Secret,
-    pub refresh_token: Secret,
-    pub expires_in: i64,
-    /// `https://{domain_prefix}.retail.lightspeed.app/api`.
-    pub api_base_url: String,
-    /// `https://{domain_prefix}.retail.lightspeed.app` (the token endpoint
-    /// is `/api/1.0/token` below it).
-    pub identity_base_url: String,
-    pub options: LightspeedXOptions,
-}
+/// What registering a connection takes (the end of the OAuth consent);
+/// `external_tenant_id` is the domain prefix, `api_base_url` `https://{domain_prefix}.retail.lightspeed.app/api`,
+/// `identity_base_url` `https://{domain_prefix}.retail.lightspeed.app` (the token endpoint is `/api/1.0/token` below it).
+pub type LightspeedXConnection = crate::kit::consent::Consent<LightspeedXOptions>;

@@ -20,12 +20,11 @@
 //! not make provider calls (the worker's handler does, through the
 //! adapter's capability) or know a provider's wire format.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::matching::{MatchError, host_changes};
+use super::payloads::PullPayments;
 use super::{InboundError, NewInboundEvent, RemoteInvoice, kind, linked_invoice, record};
 use crate::invoice::InvoiceSnapshot;
 use crate::ledger;
@@ -50,13 +49,8 @@ impl JobKind for PollVersionFeed {
     const KIND: &'static str = "poll-version-feed";
     const VERSION: i32 = 1;
     const PRIORITY: Priority = Priority::Default;
-    // Like the Xero pull: the next tick polls again anyway.
-    const RETRY: RetryPolicy = RetryPolicy {
-        max_attempts: 5,
-        base_delay: Duration::from_secs(5),
-        max_delay: Duration::from_secs(60),
-        max_rate_limit_wait: Duration::from_secs(3600),
-    };
+    // A poll is a pull by another cursor: the next tick polls again anyway.
+    const RETRY: RetryPolicy = <PullPayments as JobKind>::RETRY;
     fn tenant(&self) -> &str {
         &self.tenant
     }
