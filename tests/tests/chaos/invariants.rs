@@ -484,6 +484,16 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             "a Lightspeed refresh token was spent {lightspeed_uses} times"
         ));
     }
+    let (lightspeed_refreshes, lightspeed_refused) = o.lightspeed.refreshes();
+    if lightspeed_refused > 0 {
+        v.push(format!(
+            "{lightspeed_refused} Lightspeed refresh attempts were refused (invalid_grant)"
+        ));
+    }
+    r.counts.insert(
+        "lightspeed refresh requests".into(),
+        lightspeed_refreshes as i64,
+    );
     if stats.invalid_grants > 0 {
         v.push(format!(
             "{} refresh attempts were refused (invalid_grant)",

@@ -76,6 +76,20 @@ impl Stores {
         }
     }
 
+    /// Refreshes asked of the stores' token endpoints, and those refused
+    /// (`invalid_grant`: a token spent twice, or revoked).
+    pub fn refreshes(&self) -> (u64, u64) {
+        self.by_connection
+            .values()
+            .map(|s| match s {
+                Store::R { sim, .. } => sim.token_stats(),
+                Store::X { sim, .. } => sim.token_stats(),
+            })
+            .fold((0, 0), |(n, bad), t| {
+                (n + t.refresh_requests, bad + t.invalid_grants)
+            })
+    }
+
     /// The most uses of one refresh token in any store (1 at most is right).
     pub fn max_refresh_token_uses(&self) -> u32 {
         self.by_connection
