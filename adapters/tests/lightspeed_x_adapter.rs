@@ -53,7 +53,7 @@ async fn env_with(pool: PgPool, config: SimConfig, options: LightspeedXOptions) 
     adapter
         .register(&LightspeedXConnection {
             connection_id: CONNECTION,
-            domain_prefix: sim.domain_prefix(),
+            external_tenant_id: sim.domain_prefix(),
             access_token: Secret::new(tokens.access_token),
             refresh_token: Secret::new(tokens.refresh_token),
             expires_in: tokens.expires_in,
@@ -413,7 +413,7 @@ async fn sales_paid_in_the_register_come_back_from_the_version_cursor(pool: PgPo
     )
     .await;
     env.sim.add_product("TUNE", "Tune-up");
-    let nzd = Currency::parse("NZD").unwrap();
+    let nzd = Some(Currency::parse("NZD").unwrap());
     let a = upsert(
         &env,
         &snapshot("INV-7", vec![line("1", "TUNE", 1000, 12000, 1800)]),

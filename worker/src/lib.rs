@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | [`runtime`] | claiming, dispatch, outcomes and the maintenance services, one per file |
 //! | [`handlers`] | the handler of each job kind, one file per family |
-//! | [`webhooks`] | the webhook receiver's HTTP surface |
+//! | [`webhooks`] | the webhook receiver's HTTP surface ([`saledock`], [`lightspeed_x`]: those providers' receivers) |
 //! | [`cli`] | the `ledgerflow` command line, one file per command group |
 //! | [`admin`] | the operator actions (jobs, queues, connections, summaries, audit log) the CLI and the console call |
 //! | [`console`] | the operator console: dashboard pages, `/metrics`, `/health`, sign-in |
@@ -35,6 +35,7 @@ pub mod dialog;
 pub mod embedded_pg;
 pub mod handlers;
 pub mod interrupt;
+pub mod lightspeed_x;
 pub mod metrics;
 pub mod quickbooks;
 pub mod runtime;

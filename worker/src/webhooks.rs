@@ -1,6 +1,7 @@
 //! The webhook receiver: `POST /webhooks/xero`, `POST /webhooks/shopify`,
 //! `POST /webhooks/saledock` (its handler in [`crate::saledock`]) and
 //! `POST /webhooks/quickbooks` (its handler in [`crate::quickbooks`]).
+//! `POST /webhooks/lightspeed-x` (its handler in [`crate::lightspeed_x`]).
 //!
 //! Order matters: the body is size-capped by the router, then the
 //! provider's signature (`x-xero-signature`, `X-Shopify-Hmac-Sha256`) is
@@ -72,6 +73,7 @@ pub struct WebhookState {
     shopify: Option<Arc<ShopifyWebhookConfig>>,
     saledock: Option<Arc<SaledockAdapter>>,
     quickbooks: Option<Arc<Secret>>,
+    lightspeed_x: Option<Arc<Secret>>,
     max_body_bytes: usize,
 }
 
@@ -91,6 +93,7 @@ impl WebhookState {
             shopify: None,
             saledock: None,
             quickbooks: None,
+            lightspeed_x: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -121,6 +124,13 @@ impl WebhookState {
         self
     }
 
+    /// Serving Lightspeed X-Series: the secret its `sale.update`
+    /// deliveries are signed with (`crate::lightspeed_x::receive`).
+    pub fn lightspeed_x(mut self, secret: Secret) -> WebhookState {
+        self.lightspeed_x = Some(Arc::new(secret));
+        self
+    }
+
     /// Xero's body cap.
     pub fn max_body_bytes(mut self, bytes: usize) -> WebhookState {
         self.max_body_bytes = bytes;
@@ -141,6 +151,9 @@ impl WebhookState {
         }
         if self.quickbooks.is_some() {
             out.push("/webhooks/quickbooks");
+        }
+        if self.lightspeed_x.is_some() {
+            out.push("/webhooks/lightspeed-x");
         }
         out
     }
@@ -175,6 +188,12 @@ pub fn router(state: WebhookState) -> Router {
             post(quickbooks).layer(DefaultBodyLimit::max(crate::quickbooks::MAX_BODY_BYTES)),
         );
     }
+    if state.lightspeed_x.is_some() {
+        router = router.route(
+            "/webhooks/lightspeed-x",
+            post(lightspeed_x).layer(DefaultBodyLimit::max(crate::lightspeed_x::MAX_BODY_BYTES)),
+        );
+    }
     router
         .layer(axum::middleware::from_fn(crate::metrics::count_webhooks))
         .with_state(state)
@@ -198,6 +217,17 @@ async fn quickbooks(
 ) -> StatusCode {
     match &state.quickbooks {
         Some(token) => crate::quickbooks::receive(&state.pool, token, &headers, body).await,
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+async fn lightspeed_x(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    match &state.lightspeed_x {
+        Some(secret) => crate::lightspeed_x::receive(&state.pool, secret, &headers, body).await,
         None => StatusCode::NOT_FOUND,
     }
 }

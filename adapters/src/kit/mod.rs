@@ -14,6 +14,8 @@
 //! | [`http`] | the HTTP client, transport failures, Retry-After and header parsing, foreign (proxy) answers |
 //! | [`decimal`] | exact money on the wire, and the total check |
 //! | [`signature`] | webhook signatures: base64 HMAC-SHA256 of the raw body, checked in constant time |
+//! | [`rest_errors`] | the error answers of a REST API whose statuses mean what HTTP says, classified once (a provider brings its body's message, its retry instant and its words) |
+//! | [`consent`] | an OAuth app's caller, and registering what the end of a consent hands over |
 //!
 //! A provider in five lines (the full example is in [`call`]):
 //!
@@ -31,6 +33,7 @@
 //! write intents).
 
 pub mod call;
+pub mod consent;
 pub mod customers;
 pub mod decimal;
 pub mod errors;
@@ -39,4 +42,5 @@ pub mod http;
 pub mod idempotency;
 pub mod oauth2;
 pub mod observe;
+pub mod rest_errors;
 pub mod signature;

@@ -24,7 +24,7 @@ use ledgerflow_workflows::provider::ProviderError;
 use ledgerflow_workflows::provider_state::{BucketObserved, BucketPolicy, Credentials};
 use reqwest::header::HeaderMap;
 
-use super::errors::{LightspeedRError, classify};
+use super::errors::classify;
 use crate::kit::call::{Answer, Api};
 use crate::kit::decimal::parse_scaled;
 use crate::kit::errors::Refusal;
@@ -181,17 +181,7 @@ impl Api for LightspeedRApi {
     }
 
     fn classify(&self, a: &Answer, now: DateTime<Utc>) -> Refusal {
-        match classify(a.status, &a.headers, &a.body, now) {
-            e @ LightspeedRError::Unauthorized { .. } => Refusal::Unauthorized {
-                error: e.into(),
-                reason: "Lightspeed R-Series refused a freshly refreshed access token (401): reconnect Lightspeed".into(),
-            },
-            e @ LightspeedRError::Forbidden { .. } => Refusal::Forbidden {
-                error: e.into(),
-                reason: "Lightspeed R-Series refused access to the account (403): reconnect Lightspeed".into(),
-            },
-            other => Refusal::Other(other.into()),
-        }
+        classify(a.status, &a.headers, &a.body, now).refusal()
     }
 
     fn wait_message(&self, why: Waiting) -> String {

@@ -98,18 +98,7 @@ impl Default for LightspeedROptions {
     }
 }
 
-/// What registering a connection takes (the end of the OAuth consent).
-#[derive(Debug, Clone)]
-pub struct LightspeedRConnection {
-    pub connection_id: i64,
-    pub account_id: String,
-    pub access_token: Secret,
-    pub refresh_token: Secret,
-    /// Seconds the access token is valid for (`expires_in`).
-    pub expires_in: i64,
-    /// `https://api.lightspeedapp.com/API/V3/Account/{accountID}`.
-    pub api_base_url: String,
-    /// `https://cloud.lightspeedapp.com` (the token endpoint is below it).
-    pub identity_base_url: String,
-    pub options: LightspeedROptions,
-}
+/// What registering a connection takes (the end of the OAuth consent);
+/// `external_tenant_id` is the account id, `api_base_url` `https://api.lightspeedapp.com/API/V3/Account/{accountID}`,
+/// `identity_base_url` `https://cloud.lightspeedapp.com`.
+pub type LightspeedRConnection = crate::kit::consent::Consent<LightspeedROptions>;

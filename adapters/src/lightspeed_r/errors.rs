@@ -1,49 +1,27 @@
-//! Lightspeed R-Series error answers, classified from the status *and* the
-//! body: the status is checked before the body is parsed, and a body that
-//! is not Lightspeed's error format (an HTML page from a proxy) on a status
-//! such a proxy answers with is retryable, whatever the status says.
-//!
-//! | status | class |
-//! |---|---|
-//! | 400, 422 (Lightspeed's body) | permanent: the request is wrong as it stands |
-//! | 401 | refresh once, then reconnect |
-//! | 403 | reconnect (the app lost a scope or the account) |
-//! | 404 | not found ("send as new") |
-//! | 429 | rate limited until `Retry-After` (attempt not spent) |
-//! | 5xx, foreign answers | retryable |
+//! Lightspeed R-Series error answers: the kit's REST classification
+//! ([`crate::kit::rest_errors`]: status first; a body that is not
+//! Lightspeed's error format on a status a proxy answers with is
+//! retryable) with R-Series' own parts: its error body
+//! (`{"httpCode", "message", ...}`), `Retry-After` in seconds (a write's
+//! worth of drip when missing), and its words.
 
 use chrono::{DateTime, Utc};
-use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::ErrorBody;
-use crate::kit::http::{foreign_answer, raw_excerpt, retry_after, transient_when_foreign};
+use crate::kit::http::retry_after;
+use crate::kit::rest_errors::{self, RestError, Voice};
 
-/// Every answer that is not a success.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LightspeedRError {
-    #[error("Lightspeed refused the access token (401): {raw}")]
-    Unauthorized { raw: String },
-    #[error("Lightspeed refused access (403): {message}")]
-    Forbidden { message: String, raw: String },
-    #[error("Lightspeed has no such record (404): {message}")]
-    NotFound { message: String, raw: String },
-    #[error("Lightspeed's bucket is full (429)")]
-    RateLimited {
-        retry_at: DateTime<Utc>,
-        raw: String,
-    },
-    #[error("Lightspeed refused the request: {message}")]
-    Invalid { message: String, raw: String },
-    #[error("Lightspeed answered HTTP {status}")]
-    Server { status: u16, raw: String },
-    #[error("Lightspeed's address answered with {description} (HTTP {status})")]
-    Foreign {
-        status: u16,
-        description: String,
-        raw: String,
-    },
-}
+/// Every answer that is not a success (the kit's, in R-Series' words).
+pub type LightspeedRError = RestError;
+
+/// R-Series' words.
+pub static VOICE: Voice = Voice {
+    name: "Lightspeed",
+    rate_limited: "Lightspeed's request bucket for this account is full (shared by every app on it)",
+    unauthorized_reason: "Lightspeed R-Series refused a freshly refreshed access token (401): reconnect Lightspeed",
+    forbidden_reason: "Lightspeed R-Series refused access to the account (403): reconnect Lightspeed",
+};
 
 /// When a 429 says nothing about how long to wait: a write's worth of drip.
 const DEFAULT_429_WAIT: chrono::Duration = chrono::Duration::seconds(10);
@@ -54,76 +32,18 @@ pub fn classify(
     body: &str,
     now: DateTime<Utc>,
 ) -> LightspeedRError {
-    let raw = raw_excerpt(status, body);
-    let parsed: Option<ErrorBody> = serde_json::from_str::<ErrorBody>(body)
+    let message = serde_json::from_str::<ErrorBody>(body)
         .ok()
-        .filter(|b| !b.message.is_empty() || !b.http_code.is_empty());
-    match status {
-        429 => LightspeedRError::RateLimited {
-            retry_at: retry_after(headers, now).unwrap_or(now + DEFAULT_429_WAIT),
-            raw,
-        },
-        401 => LightspeedRError::Unauthorized { raw },
-        s if s >= 500 => LightspeedRError::Server { status: s, raw },
-        s => match parsed {
-            None if transient_when_foreign(s) || s == 403 || s == 404 => {
-                LightspeedRError::Foreign {
-                    status: s,
-                    description: foreign_answer(body),
-                    raw,
-                }
-            }
-            parsed => {
-                let message = parsed
-                    .map(|b| b.message)
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| foreign_answer(body));
-                match s {
-                    403 => LightspeedRError::Forbidden { message, raw },
-                    404 => LightspeedRError::NotFound { message, raw },
-                    _ => LightspeedRError::Invalid { message, raw },
-                }
-            }
-        },
-    }
-}
-
-impl From<LightspeedRError> for ProviderError {
-    fn from(e: LightspeedRError) -> Self {
-        let message = e.to_string();
-        match e {
-            LightspeedRError::Unauthorized { raw } | LightspeedRError::Forbidden { raw, .. } => {
-                ProviderError::ReconnectNeeded {
-                    message,
-                    raw: Some(raw),
-                }
-            }
-            LightspeedRError::NotFound { raw, .. } => ProviderError::NotFound {
-                message,
-                raw: Some(raw),
-            },
-            LightspeedRError::RateLimited { retry_at, raw } => ProviderError::RateLimited {
-                not_before: retry_at,
-                message: "Lightspeed's request bucket for this account is full (shared by every app on it)".into(),
-                raw: Some(raw),
-            },
-            LightspeedRError::Invalid { message, raw } => ProviderError::Permanent {
-                message,
-                raw: Some(raw),
-            },
-            LightspeedRError::Server { raw, .. } | LightspeedRError::Foreign { raw, .. } => {
-                ProviderError::Retryable {
-                    message,
-                    raw: Some(raw),
-                }
-            }
-        }
-    }
+        .filter(|b| !b.message.is_empty() || !b.http_code.is_empty())
+        .map(|b| b.message);
+    let retry_at = retry_after(headers, now).unwrap_or(now + DEFAULT_429_WAIT);
+    rest_errors::classify(&VOICE, status, body, message, retry_at)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledgerflow_workflows::provider::ProviderError;
     use ledgerflow_workflows::{ErrorClass, JobError};
 
     fn class_of(status: u16, headers: &HeaderMap, body: &str) -> ErrorClass {

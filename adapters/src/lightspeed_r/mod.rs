@@ -45,7 +45,7 @@ use ledgerflow_workflows::provider::{
     ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
     VoidOrderRequest, VoidUnlinkedRequest,
 };
-use ledgerflow_workflows::provider_state::{NewCredentials, SecretKey};
+use ledgerflow_workflows::provider_state::SecretKey;
 use ledgerflow_workflows::settings::{LightspeedRSettings, ProviderSettings};
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
@@ -92,21 +92,7 @@ impl LightspeedRAdapter {
 
     /// Stores a connection's tokens and options (connect, reconnect).
     pub async fn register(&self, c: &LightspeedRConnection) -> Result<(), ProviderError> {
-        let options = serde_json::to_value(&c.options)
-            .map_err(|e| ProviderError::permanent(format!("options: {e}"), None))?;
-        self.caller
-            .register(&NewCredentials {
-                connection_id: c.connection_id,
-                provider: KEY.into(),
-                access_token: c.access_token.clone(),
-                refresh_token: c.refresh_token.clone(),
-                access_expires_at: chrono::Utc::now() + chrono::Duration::seconds(c.expires_in),
-                external_tenant_id: Some(c.account_id.clone()),
-                api_base_url: c.api_base_url.clone(),
-                identity_base_url: c.identity_base_url.clone(),
-                options,
-            })
-            .await
+        c.register(&self.caller, KEY).await
     }
 
     /// The kit's call path (tests, the bench).

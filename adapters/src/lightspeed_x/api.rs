@@ -23,7 +23,7 @@ use ledgerflow_workflows::provider_state::{
     Credentials, LimitPolicy, LimitScope, Observed, RateProblem,
 };
 
-use super::errors::{LightspeedXError, classify, retry_at};
+use super::errors::{classify, retry_at};
 use crate::kit::call::{Answer, Api};
 use crate::kit::errors::Refusal;
 use crate::kit::gate::{Gate, Reading, Waiting, Windows};
@@ -124,17 +124,7 @@ impl Api for LightspeedXApi {
     }
 
     fn classify(&self, a: &Answer, now: DateTime<Utc>) -> Refusal {
-        match classify(a.status, &a.headers, &a.body, now) {
-            e @ LightspeedXError::Unauthorized { .. } => Refusal::Unauthorized {
-                error: e.into(),
-                reason: "Lightspeed X-Series refused a freshly refreshed access token (401): reconnect Lightspeed".into(),
-            },
-            e @ LightspeedXError::Forbidden { .. } => Refusal::Forbidden {
-                error: e.into(),
-                reason: "Lightspeed X-Series refused access to the store (403): reconnect Lightspeed".into(),
-            },
-            other => Refusal::Other(other.into()),
-        }
+        classify(a.status, &a.headers, &a.body, now).refusal()
     }
 
     fn wait_message(&self, why: Waiting) -> String {

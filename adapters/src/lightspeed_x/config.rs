@@ -78,6 +78,9 @@ pub struct LightspeedXOptions {
     pub payment_types: BTreeMap<String, String>,
     /// The payment type of a method with no mapping.
     pub default_payment_type_id: String,
+    /// The retailer's currency (ISO 4217), for the amounts of sales read
+    /// back from the feed; unset: two decimal places, no code.
+    pub currency: Option<String>,
 }
 
 impl Default for LightspeedXOptions {
@@ -91,6 +94,7 @@ impl Default for LightspeedXOptions {
             tax_id: "tax-default".into(),
             payment_types: BTreeMap::new(),
             default_payment_type_id: "cash".into(),
+            currency: None,
         }
     }
 }
@@ -104,18 +108,7 @@ impl LightspeedXOptions {
     }
 }
 
-/// What registering a connection takes (the end of the OAuth consent).
-#[derive(Debug, Clone)]
-pub struct LightspeedXConnection {
-    pub connection_id: i64,
-    pub domain_prefix: String,
-    pub access_token: Secret,
-    pub refresh_token: Secret,
-    pub expires_in: i64,
-    /// `https://{domain_prefix}.retail.lightspeed.app/api`.
-    pub api_base_url: String,
-    /// `https://{domain_prefix}.retail.lightspeed.app` (the token endpoint
-    /// is `/api/1.0/token` below it).
-    pub identity_base_url: String,
-    pub options: LightspeedXOptions,
-}
+/// What registering a connection takes (the end of the OAuth consent);
+/// `external_tenant_id` is the domain prefix, `api_base_url` `https://{domain_prefix}.retail.lightspeed.app/api`,
+/// `identity_base_url` `https://{domain_prefix}.retail.lightspeed.app` (the token endpoint is `/api/1.0/token` below it).
+pub type LightspeedXConnection = crate::kit::consent::Consent<LightspeedXOptions>;

@@ -1,47 +1,26 @@
-//! Lightspeed X-Series error answers, classified from the status and the
-//! body (status first; a body that is not X-Series' `{"error": ...}` on a
-//! status a proxy answers with is retryable).
-//!
-//! | status | class |
-//! |---|---|
-//! | 400, 422 | permanent |
-//! | 401 | refresh once, then reconnect |
-//! | 403 | reconnect |
-//! | 404 | not found ("send as new") |
-//! | 429 | rate limited until `Retry-After`, an HTTP date (attempt not spent) |
-//! | 5xx, foreign answers | retryable |
+//! Lightspeed X-Series error answers: the kit's REST classification
+//! ([`crate::kit::rest_errors`]: status first; a body that is not
+//! X-Series' `{"error": ...}` on a status a proxy answers with is
+//! retryable) with X-Series' own parts: its error body, `Retry-After` as
+//! an HTTP date (never seconds), and its words.
 
 use chrono::{DateTime, Utc};
-use ledgerflow_workflows::provider::ProviderError;
 use reqwest::header::HeaderMap;
 
 use super::wire::ErrorBody;
-use crate::kit::http::{foreign_answer, header_str, raw_excerpt, transient_when_foreign};
+use crate::kit::http::header_str;
+use crate::kit::rest_errors::{self, RestError, Voice};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LightspeedXError {
-    #[error("Lightspeed X-Series refused the access token (401)")]
-    Unauthorized { raw: String },
-    #[error("Lightspeed X-Series refused access (403): {message}")]
-    Forbidden { message: String, raw: String },
-    #[error("Lightspeed X-Series has no such record (404): {message}")]
-    NotFound { message: String, raw: String },
-    #[error("Lightspeed X-Series rate limit (429)")]
-    RateLimited {
-        retry_at: DateTime<Utc>,
-        raw: String,
-    },
-    #[error("Lightspeed X-Series refused the request: {message}")]
-    Invalid { message: String, raw: String },
-    #[error("Lightspeed X-Series answered HTTP {status}")]
-    Server { status: u16, raw: String },
-    #[error("Lightspeed X-Series' address answered with {description} (HTTP {status})")]
-    Foreign {
-        status: u16,
-        description: String,
-        raw: String,
-    },
-}
+/// Every answer that is not a success (the kit's, in X-Series' words).
+pub type LightspeedXError = RestError;
+
+/// X-Series' words.
+pub static VOICE: Voice = Voice {
+    name: "Lightspeed X-Series",
+    rate_limited: "the retailer's Lightspeed X-Series request limit for these 5 minutes is used",
+    unauthorized_reason: "Lightspeed X-Series refused a freshly refreshed access token (401): reconnect Lightspeed",
+    forbidden_reason: "Lightspeed X-Series refused access to the store (403): reconnect Lightspeed",
+};
 
 /// When a 429's `Retry-After` is missing or unreadable.
 const DEFAULT_429_WAIT: chrono::Duration = chrono::Duration::seconds(60);
@@ -62,77 +41,17 @@ pub fn classify(
     body: &str,
     now: DateTime<Utc>,
 ) -> LightspeedXError {
-    let raw = raw_excerpt(status, body);
-    let parsed = serde_json::from_str::<ErrorBody>(body)
+    let message = serde_json::from_str::<ErrorBody>(body)
         .ok()
-        .filter(|b| !b.error.is_empty());
-    match status {
-        429 => LightspeedXError::RateLimited {
-            retry_at: retry_at(headers, now),
-            raw,
-        },
-        401 => LightspeedXError::Unauthorized { raw },
-        s if s >= 500 => LightspeedXError::Server { status: s, raw },
-        s => match parsed {
-            None if transient_when_foreign(s) || s == 403 || s == 404 => {
-                LightspeedXError::Foreign {
-                    status: s,
-                    description: foreign_answer(body),
-                    raw,
-                }
-            }
-            parsed => {
-                let message = parsed
-                    .map(|b| b.message.filter(|m| !m.is_empty()).unwrap_or(b.error))
-                    .unwrap_or_else(|| foreign_answer(body));
-                match s {
-                    403 => LightspeedXError::Forbidden { message, raw },
-                    404 => LightspeedXError::NotFound { message, raw },
-                    _ => LightspeedXError::Invalid { message, raw },
-                }
-            }
-        },
-    }
-}
-
-impl From<LightspeedXError> for ProviderError {
-    fn from(e: LightspeedXError) -> Self {
-        let message = e.to_string();
-        match e {
-            LightspeedXError::Unauthorized { raw } | LightspeedXError::Forbidden { raw, .. } => {
-                ProviderError::ReconnectNeeded {
-                    message,
-                    raw: Some(raw),
-                }
-            }
-            LightspeedXError::NotFound { raw, .. } => ProviderError::NotFound {
-                message,
-                raw: Some(raw),
-            },
-            LightspeedXError::RateLimited { retry_at, raw } => ProviderError::RateLimited {
-                not_before: retry_at,
-                message:
-                    "the retailer's Lightspeed X-Series request limit for these 5 minutes is used"
-                        .into(),
-                raw: Some(raw),
-            },
-            LightspeedXError::Invalid { message, raw } => ProviderError::Permanent {
-                message,
-                raw: Some(raw),
-            },
-            LightspeedXError::Server { raw, .. } | LightspeedXError::Foreign { raw, .. } => {
-                ProviderError::Retryable {
-                    message,
-                    raw: Some(raw),
-                }
-            }
-        }
-    }
+        .filter(|b| !b.error.is_empty())
+        .map(|b| b.message.filter(|m| !m.is_empty()).unwrap_or(b.error));
+    rest_errors::classify(&VOICE, status, body, message, retry_at(headers, now))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledgerflow_workflows::provider::ProviderError;
     use ledgerflow_workflows::{ErrorClass, JobError};
 
     fn class_of(status: u16, headers: &HeaderMap, body: &str) -> ErrorClass {

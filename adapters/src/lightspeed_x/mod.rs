@@ -43,10 +43,10 @@ use std::sync::Arc;
 pub use config::{LightspeedXConfig, LightspeedXConnection, LightspeedXOptions};
 use ledgerflow_workflows::provider::{
     CompleteDraftRequest, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
-    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
-    VoidUnlinkedRequest,
+    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VersionFeed,
+    VoidOrderRequest, VoidUnlinkedRequest,
 };
-use ledgerflow_workflows::provider_state::{NewCredentials, SecretKey};
+use ledgerflow_workflows::provider_state::SecretKey;
 use sqlx::PgPool;
 
 use crate::kit::call::Caller;
@@ -88,22 +88,9 @@ impl LightspeedXAdapter {
         })
     }
 
+    /// Stores a connection's tokens and options (connect, reconnect).
     pub async fn register(&self, c: &LightspeedXConnection) -> Result<(), ProviderError> {
-        let options = serde_json::to_value(&c.options)
-            .map_err(|e| ProviderError::permanent(format!("options: {e}"), None))?;
-        self.caller
-            .register(&NewCredentials {
-                connection_id: c.connection_id,
-                provider: KEY.into(),
-                access_token: c.access_token.clone(),
-                refresh_token: c.refresh_token.clone(),
-                access_expires_at: chrono::Utc::now() + chrono::Duration::seconds(c.expires_in),
-                external_tenant_id: Some(c.domain_prefix.clone()),
-                api_base_url: c.api_base_url.clone(),
-                identity_base_url: c.identity_base_url.clone(),
-                options,
-            })
-            .await
+        c.register(&self.caller, KEY).await
     }
 
     pub fn caller(&self) -> &Caller<LightspeedXApi> {
@@ -201,5 +188,8 @@ impl Provider for LightspeedXAdapter {
                 .await
                 .map(Some)
         })
+    }
+    fn version_feed(&self) -> Option<&dyn VersionFeed> {
+        Some(self)
     }
 }

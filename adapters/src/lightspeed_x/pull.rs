@@ -10,7 +10,9 @@
 
 use ledgerflow_workflows::inbound::{RemoteInvoice, RemotePayment};
 use ledgerflow_workflows::money::Currency;
-use ledgerflow_workflows::provider::ProviderError;
+use ledgerflow_workflows::provider::{
+    ProviderError, ProviderFuture, VersionFeed, VersionedChanges,
+};
 
 use super::LightspeedXAdapter;
 use super::wire::{RegisterSale, SalesPage, status};
@@ -28,8 +30,11 @@ pub struct ChangedSales {
     pub complete: bool,
 }
 
-pub fn remote(sale: &RegisterSale, currency: Currency) -> RemoteInvoice {
-    let exponent = currency.exponent();
+/// The sale as a provider-neutral invoice; amounts in `currency`'s minor
+/// units (two decimal places and no code when the retailer's currency is
+/// not configured).
+pub fn remote(sale: &RegisterSale, currency: Option<Currency>) -> RemoteInvoice {
+    let exponent = currency.map_or(2, |c| c.exponent());
     let cents = |d: &Option<crate::kit::decimal::Decimal>| {
         d.as_ref().and_then(|d| d.to_scaled(exponent).ok())
     };
@@ -51,7 +56,7 @@ pub fn remote(sale: &RegisterSale, currency: Currency) -> RemoteInvoice {
         external_number: Some(sale.invoice_number.clone()),
         status: sale.status.clone(),
         fully_paid: status::is_closed(&sale.status),
-        currency: Some(currency.code().to_string()),
+        currency: currency.map(|c| c.code().to_string()),
         total_minor: total,
         amount_paid_minor: paid,
         amount_due_minor: total.zip(paid).map(|(t, p)| t - p),
@@ -65,7 +70,7 @@ impl LightspeedXAdapter {
         &self,
         connection_id: i64,
         after: u64,
-        currency: Currency,
+        currency: Option<Currency>,
     ) -> Result<ChangedSales, ProviderError> {
         let mut cursor = after;
         let mut sales = Vec::new();
@@ -86,6 +91,35 @@ impl LightspeedXAdapter {
             sales,
             next_version: cursor,
             complete: false,
+        })
+    }
+}
+
+/// X-Series' sales feed as the version-cursor capability; the retailer's
+/// currency comes from the connection's options.
+impl VersionFeed for LightspeedXAdapter {
+    fn changed_after<'a>(
+        &'a self,
+        connection_id: i64,
+        after: u64,
+    ) -> ProviderFuture<'a, VersionedChanges> {
+        Box::pin(async move {
+            let options: super::LightspeedXOptions = self.caller.options(connection_id).await?;
+            let currency = match options.currency.as_deref() {
+                Some(code) => Some(Currency::parse(code).map_err(|e| {
+                    ProviderError::permanent(
+                        format!("the connection's currency option {code:?} is not a currency: {e}"),
+                        None,
+                    )
+                })?),
+                None => None,
+            };
+            let read = self.changed_sales(connection_id, after, currency).await?;
+            Ok(VersionedChanges {
+                invoices: read.sales,
+                next_version: read.next_version,
+                complete: read.complete,
+            })
         })
     }
 }

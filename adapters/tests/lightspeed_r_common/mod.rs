@@ -46,7 +46,7 @@ pub async fn env_with(pool: PgPool, sim_config: SimConfig) -> Env {
     adapter
         .register(&LightspeedRConnection {
             connection_id: CONNECTION,
-            account_id: sim.account_id(),
+            external_tenant_id: sim.account_id(),
             access_token: Secret::new(tokens.access_token),
             refresh_token: Secret::new(tokens.refresh_token.clone()),
             expires_in: tokens.expires_in,

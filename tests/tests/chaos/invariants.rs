@@ -13,6 +13,10 @@
 //! - Saledock accounts (`saledock.rs`): exactly one standing sales order
 //!   per invoice (only void ones, or none, once cancelled), linked, equal
 //!   to the last snapshot to the cent;
+//! - Lightspeed R-Series and X-Series stores (`lightspeed.rs`): exactly one
+//!   standing sale per invoice, linked, lines, tax, total and payments
+//!   equal to the last snapshot to the cent, layaway flags and layby /
+//!   closed statuses as the settings say, voided once cancelled;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer (archived ones aside: the
 //!   run archives and merges contacts as a person in Xero would);
@@ -192,6 +196,10 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
             .or_default() += 1;
         if shop.kind == ShopKind::Saledock {
             crate::saledock::check(&o.saledock, &shop.org, inv, &links, v, &mut r.counts);
+            continue;
+        }
+        if matches!(shop.kind, ShopKind::LightspeedR | ShopKind::LightspeedX) {
+            crate::lightspeed::check(&o.lightspeed, shop, inv, &links, v, &mut r.counts);
             continue;
         }
         if let Some(store) = shop.shopify {
@@ -470,6 +478,22 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     if max_uses > 1 {
         v.push(format!("a refresh token was spent {max_uses} times"));
     }
+    let lightspeed_uses = o.lightspeed.max_refresh_token_uses();
+    if lightspeed_uses > 1 {
+        v.push(format!(
+            "a Lightspeed refresh token was spent {lightspeed_uses} times"
+        ));
+    }
+    let (lightspeed_refreshes, lightspeed_refused) = o.lightspeed.refreshes();
+    if lightspeed_refused > 0 {
+        v.push(format!(
+            "{lightspeed_refused} Lightspeed refresh attempts were refused (invalid_grant)"
+        ));
+    }
+    r.counts.insert(
+        "lightspeed refresh requests".into(),
+        lightspeed_refreshes as i64,
+    );
     if stats.invalid_grants > 0 {
         v.push(format!(
             "{} refresh attempts were refused (invalid_grant)",
@@ -719,7 +743,7 @@ fn check_shopify(
             count("shopify live orders", 1);
             count("shopify orders cancelled and replaced", cancelled.len());
         }
-        ShopKind::Xero | ShopKind::Saledock => {}
+        ShopKind::Xero | ShopKind::Saledock | ShopKind::LightspeedR | ShopKind::LightspeedX => {}
     }
 }
 

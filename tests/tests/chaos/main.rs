@@ -1,5 +1,6 @@
 //! The chaos suite: four real `ledgerflow worker` processes against one
-//! fresh PostgreSQL database and the Xero, Shopify and Saledock simulators with
+//! fresh PostgreSQL database and the Xero, Shopify, Saledock and Lightspeed
+//! R-Series / X-Series simulators with
 //! faults switched on (latency, 429, 500/503, connections dropped after the
 //! write committed; Xero access tokens that really expire every 90 s), a
 //! host workload driven through the host entry point
@@ -23,6 +24,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod invariants;
+mod lightspeed;
 mod saledock;
 mod workload;
 mod world;
@@ -44,6 +46,9 @@ pub struct Scale {
     pub shopify_order_tenants: usize,
     /// After the Shopify tenants, this many use Saledock (the rest Xero).
     pub saledock_tenants: usize,
+    /// After the Saledock tenants, this many use Lightspeed, alternating
+    /// R-Series and X-Series (`lightspeed.rs`); the rest Xero.
+    pub lightspeed_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
@@ -67,10 +72,11 @@ impl Scale {
     pub fn small() -> Scale {
         Scale {
             name: "small",
-            tenants: 10,
+            tenants: 14,
             shopify_tenants: 4,
             shopify_order_tenants: 2,
             saledock_tenants: 2,
+            lightspeed_tenants: 4,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
@@ -92,6 +98,7 @@ impl Scale {
             shopify_tenants: 10,
             shopify_order_tenants: 4,
             saledock_tenants: 6,
+            lightspeed_tenants: 8,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,
@@ -112,7 +119,7 @@ impl Scale {
 impl Scale {
     /// A run between the two sizes, for diagnosing the full one on a shared
     /// machine: `LEDGERFLOW_CHAOS_TENANTS`, `_SHOPIFY_TENANTS`,
-    /// `_SHOPIFY_ORDER_TENANTS`, `_SALEDOCK_TENANTS`, `_SYNCS`,
+    /// `_SHOPIFY_ORDER_TENANTS`, `_SALEDOCK_TENANTS`, `_LIGHTSPEED_TENANTS`, `_SYNCS`,
     /// `_DRIVE_SECS`, `_KILLS`, `_SETTLE_SECS` and `_RESTART_POSTGRES=0|1`
     /// replace the full run's figures.
     fn with_overrides(mut self) -> Scale {
@@ -132,6 +139,9 @@ impl Scale {
         }
         if let Some(v) = var("SALEDOCK_TENANTS") {
             self.saledock_tenants = v;
+        }
+        if let Some(v) = var("LIGHTSPEED_TENANTS") {
+            self.lightspeed_tenants = v;
         }
         if let Some(v) = var("SYNCS") {
             self.target_syncs = v;

@@ -57,6 +57,9 @@ pub enum ShopKind {
     /// A Saledock account (modelled contract; `org` is the account id):
     /// one sales order per invoice, updated in place, voided when cancelled.
     Saledock,
+    /// A Lightspeed R-Series account or X-Series retailer (`lightspeed.rs`).
+    LightspeedR,
+    LightspeedX,
 }
 
 /// A tenant's connection: a Xero organisation in the Xero simulator, or a
@@ -112,6 +115,7 @@ pub struct Outcome {
     pub sim: Simulator,
     pub shopify: Vec<ShopifySim>,
     pub saledock: SaledockSim,
+    pub lightspeed: Arc<crate::lightspeed::Stores>,
     pub shops: Vec<Shop>,
     pub invoices: Vec<HostInvoice>,
     pub host_errors: Vec<String>,
@@ -172,6 +176,10 @@ impl ChaosWorker {
                 ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
                 ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
                 ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
+                ("LEDGERFLOW_LIGHTSPEED_R_CLIENT_ID", "sim-client"),
+                ("LEDGERFLOW_LIGHTSPEED_R_CLIENT_SECRET", "sim-secret"),
+                ("LEDGERFLOW_LIGHTSPEED_X_CLIENT_ID", "sim-client"),
+                ("LEDGERFLOW_LIGHTSPEED_X_CLIENT_SECRET", "sim-secret"),
             ])
             .env("DATABASE_URL", database_url(pool))
             .env("LEDGERFLOW_LOG", "warn")
@@ -414,6 +422,10 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
             kind: ShopKind::Saledock,
         });
     }
+    let lightspeed_tenants = scale.lightspeed_tenants.min(scale.tenants - shops.len());
+    let (lightspeed_shops, lightspeed) =
+        crate::lightspeed::connect(&pool, &sandbox.key, shops.len(), lightspeed_tenants).await;
+    shops.extend(lightspeed_shops);
     for t in shops.len()..scale.tenants {
         let (connection_id, org) = sandbox
             .connect(
@@ -478,6 +490,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         scale.fault_one_in,
         rng.fork(),
     ));
+    let lightspeed = Arc::new(lightspeed);
+    let lightspeed_faults = tokio::spawn(crate::lightspeed::inject_faults(
+        lightspeed.clone(),
+        driving.clone(),
+        scale.fault_every * 2,
+        rng.fork(),
+    ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
     let watcher = tokio::spawn(watch_claims(pool.clone(), orphan_rx));
     let killer = tokio::spawn(kill_and_restart(
@@ -526,6 +545,8 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     faults.extend(saledock_faults.await.expect("Saledock fault injector"));
     sim.sim.clear_faults();
     saledock.clear_faults();
+    faults.extend(lightspeed_faults.await.expect("Lightspeed fault injector"));
+    lightspeed.clear_faults();
     for s in shopify.iter() {
         s.clear_faults();
     }
@@ -560,6 +581,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         sim: sandbox.sim,
         shopify,
         saledock,
+        lightspeed,
         shops,
         invoices,
         host_errors,

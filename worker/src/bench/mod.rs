@@ -110,12 +110,15 @@ pub enum Scenario {
         #[arg(long, default_value_t = 100, value_parser = count::<1, 10_000>)]
         tenants: usize,
         /// Xero, Saledock, QuickBooks: minutes the per-tenant limit binds
-        /// for at least (the minute limit is derived from it) [default: 1].
+        /// for at least (the minute limit is derived from it) [default: 1;
+        /// Saledock 3].
         #[arg(long, conflicts_with = "per_minute", value_parser = clap::value_parser!(u32).range(1..=1440))]
         windows: Option<u32>,
         /// Xero, Saledock, QuickBooks: the per-tenant minute limit itself
         /// (60: Xero's own, 120: Saledock's modelled one, QuickBooks 500);
         /// Xero's app-wide limit follows Xero's ratio (10,000 to 60).
+        /// Lightspeed X-Series: requests per retailer and (scaled, one-minute)
+        /// window [default: 40].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         per_minute: Option<u32>,
         /// Shopify: the REST bucket's size per store [default: 40, Shopify's].
@@ -123,7 +126,8 @@ pub enum Scenario {
         bucket_capacity: Option<u32>,
         /// Shopify: calls the REST bucket leaks a second [default: 2, the
         /// standard plan; Advanced 4, Plus 20]; the GraphQL restore rate
-        /// follows in proportion.
+        /// follows in proportion. Lightspeed R-Series: units the account's
+        /// bucket drips a second [default: 5; bucket 90].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         leak_per_second: Option<u32>,
         /// Jobs run at once; 0: Xero, five per tenant, QuickBooks ten (their concurrency
@@ -320,10 +324,12 @@ pub async fn run(database_url: &str, scenario: Scenario) -> Result<(), Box<dyn s
                         sync::shopify::run(&pool, &run).await
                     }
                     SyncProvider::Saledock => {
+                        // Three windows: with one, 10,000 syncs on two cores
+                        // measured the engine's pace, not the limit.
                         let run = sync::saledock::SaledockRun {
                             invoices,
                             tenants,
-                            windows: windows.unwrap_or(1),
+                            windows: windows.unwrap_or(3),
                             per_minute,
                             concurrency,
                             vacuum,

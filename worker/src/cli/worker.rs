@@ -61,10 +61,15 @@ pub struct WorkerArgs {
     /// QuickBooks (what webhooks missed), 10 to 86400.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub quickbooks_pull_secs: u64,
+    /// Seconds between polls of Lightspeed X-Series' sales feed (sales
+    /// paid in the register; webhooks only make a poll come early), 1 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lightspeed_x_poll_secs: u64,
     /// Address to serve provider webhooks on (POST /webhooks/xero,
-    /// /webhooks/shopify, /webhooks/saledock, /webhooks/quickbooks), e.g.
-    /// 0.0.0.0:8080; needs LEDGERFLOW_XERO_WEBHOOK_KEY, LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET
-    /// and / or LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER.
+    /// /webhooks/shopify, /webhooks/saledock, /webhooks/quickbooks,
+    /// /webhooks/lightspeed-x), e.g. 0.0.0.0:8080; each route needs its
+    /// provider's key or app configured (LEDGERFLOW_XERO_WEBHOOK_KEY,
+    /// LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET, LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER, ...).
     #[arg(long, env = "LEDGERFLOW_WEBHOOK_LISTEN")]
     pub webhook_listen: Option<String>,
     /// Address to serve the operator console on (dashboard, /metrics,
@@ -173,7 +178,13 @@ pub async fn run(database_url: &str, args: &WorkerArgs) -> Result<(), Box<dyn st
     let providers = setup.providers;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let mut registry = handlers::registry_with(providers);
+    let mut registry = handlers::registry_with(providers.clone());
+    // Sales closed in Lightspeed X-Series' register come back by polling.
+    registry = handlers::version_poll::register(
+        registry,
+        providers,
+        Duration::from_secs(args.lightspeed_x_poll_secs),
+    );
     // With a Xero app configured, this process also sends the
     // end-of-day summaries and pulls payments made in Xero.
     if let Ok(xero) = config::xero_adapter(&pool, &args.providers) {
@@ -197,7 +208,7 @@ pub async fn run(database_url: &str, args: &WorkerArgs) -> Result<(), Box<dyn st
         );
     }
     if let Some(addr) = &args.webhook_listen {
-        serve_webhooks(pool.clone(), addr, shutdown.clone()).await?;
+        serve_webhooks(pool.clone(), addr, &args.providers, shutdown.clone()).await?;
     }
     if let Some(listen) = &args.admin_listen {
         let auth = crate::console::Auth::from_env()?;
@@ -261,6 +272,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 async fn serve_webhooks(
     pool: PgPool,
     addr: &str,
+    providers: &config::ProviderArgs,
     shutdown: CancellationToken,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let env = |name: &str| std::env::var(name).ok().filter(|k| !k.trim().is_empty());
@@ -284,9 +296,18 @@ async fn serve_webhooks(
     if let Ok(adapter) = crate::saledock::adapter(&state_pool) {
         state = state.saledock(adapter);
     }
+    // X-Series signs with the app's client secret unless told otherwise.
+    if let Some(key) = env(crate::lightspeed_x::WEBHOOK_SECRET_ENV).or_else(|| {
+        providers
+            .lightspeed_x_client_secret
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+    }) {
+        state = state.lightspeed_x(secret(key));
+    }
     let paths = state.paths();
     if paths.is_empty() {
-        return Err("--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key), LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET (the Shopify app's client secret) and / or LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER (the QuickBooks app's webhook verifier token)".into());
+        return Err("--webhook-listen needs LEDGERFLOW_XERO_WEBHOOK_KEY (the Xero webhook signing key), LEDGERFLOW_SHOPIFY_WEBHOOK_SECRET (the Shopify app's client secret), LEDGERFLOW_QUICKBOOKS_WEBHOOK_VERIFIER (the QuickBooks app's webhook verifier token), a Saledock setup or a Lightspeed X-Series app".into());
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

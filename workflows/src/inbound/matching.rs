@@ -57,7 +57,7 @@ pub enum MatchError {
 /// What a connection's settings ask of the host when its provider reports
 /// an order paid or completed: (set the invoice paid, set the job
 /// completed). `None` for providers that report no such thing.
-fn host_changes(settings: &ProviderSettings) -> Option<(bool, bool)> {
+pub(super) fn host_changes(settings: &ProviderSettings) -> Option<(bool, bool)> {
     match settings {
         ProviderSettings::Shopify(s) => Some((
             s.set_invoice_paid_on_order_paid,
@@ -66,6 +66,10 @@ fn host_changes(settings: &ProviderSettings) -> Option<(bool, bool)> {
         ProviderSettings::Saledock(s) => Some((
             s.set_invoice_paid_on_completion,
             s.set_job_completed_on_completion,
+        )),
+        ProviderSettings::LightspeedX(s) => Some((
+            s.set_invoice_paid_on_sale_closed,
+            s.set_job_completed_on_sale_closed,
         )),
         _ => None,
     }

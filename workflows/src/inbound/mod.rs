@@ -17,6 +17,7 @@
 //! | [`matching`] | matching a provider's paid-order webhook to the host invoice it pays, and the events the settings ask for |
 //! | [`payloads`] | the inbound job kinds (process a Xero webhook, pull payments, notify the host) |
 //! | [`host_callback`] | signed callbacks to the host when events arrive |
+//! | [`version_feed`] | the poll of a version-ordered change feed (Lightspeed X-Series), its cursor, and what a sale closed in the provider tells the host |
 //!
 //! It must not make HTTP calls or know any provider's wire format:
 //! adapters build the [`RemoteInvoice`], the worker's webhook receiver
@@ -36,6 +37,7 @@ pub use crate::provider::{RemoteInvoice, RemotePayment};
 pub mod host_callback;
 pub mod matching;
 pub mod payloads;
+pub mod version_feed;
 
 /// What an inbound event says happened.
 pub mod kind {

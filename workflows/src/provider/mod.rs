@@ -8,6 +8,7 @@
 //! | `records` | the requests and answers of the port's calls ([`ConnectionInfo`], [`PushResult`], [`ExternalRef`], ...), plain data |
 //! | `errors` | [`ProviderError`], its classes and their mapping onto the queue's `JobError` |
 //! | `capabilities` | optional traits: [`BatchCreate`] (backfills), [`SummaryPush`] (end-of-day), [`ChangeFeed`] (payments read back), [`Import`] (first sync) |
+//! | `version_feed` | optional trait [`VersionFeed`]: changes read from a version cursor (Lightspeed X-Series) |
 //!
 //! Everything is re-exported here: callers name `ledgerflow_workflows::provider::X`.
 //! This module must not know any provider's wire format or make HTTP
@@ -17,8 +18,10 @@ mod capabilities;
 mod errors;
 mod port;
 mod records;
+mod version_feed;
 
 pub use capabilities::*;
 pub use errors::*;
 pub use port::*;
 pub use records::*;
+pub use version_feed::*;

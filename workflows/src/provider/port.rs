@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::capabilities::{BatchCreate, ChangeFeed, Import, SummaryPush};
 use super::errors::ProviderError;
 use super::records::*;
+use super::version_feed::VersionFeed;
 use crate::settings::Provider as ProviderName;
 
 /// One provider account's API, as the ledger needs it. Object safe: the
@@ -106,6 +107,12 @@ pub trait Provider: Send + Sync {
     /// Reading the provider's chart, contacts, invoices and payments for a
     /// first sync, and exporting host items. `None`: no first sync.
     fn import(&self) -> Option<&dyn Import> {
+        None
+    }
+
+    /// Reading changed records from a version cursor (Lightspeed X-Series'
+    /// sales feed). `None`: the provider has no such feed.
+    fn version_feed(&self) -> Option<&dyn VersionFeed> {
         None
     }
 }

@@ -276,9 +276,28 @@ pub struct LightspeedRSettings {
     pub create_missing_items: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// X-Series has no settings of its own in the host's screens (only the
+/// auto-sync section); these two say what a sale closed in the register
+/// (paid there) tells the host, with defaults that need no screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(deny_unknown_fields)]
-pub struct LightspeedXSettings {}
+pub struct LightspeedXSettings {
+    /// A sale closed in the register marks the host's invoice paid
+    /// (`invoice_paid`); on by default: the customer paid at the till.
+    pub set_invoice_paid_on_sale_closed: bool,
+    /// ... and completes the host's job (`job_completed`); off by default.
+    pub set_job_completed_on_sale_closed: bool,
+}
+
+impl Default for LightspeedXSettings {
+    fn default() -> Self {
+        LightspeedXSettings {
+            set_invoice_paid_on_sale_closed: true,
+            set_job_completed_on_sale_closed: false,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -163,6 +163,11 @@ impl Simulator {
         lock(&self.shared).faults.pending()
     }
 
+    /// Forgets the faults pushed and not yet met.
+    pub fn clear_faults(&self) {
+        lock(&self.shared).faults.clear();
+    }
+
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.shared).faults.latency = latency;
     }

@@ -4,7 +4,8 @@
 //! minutes with `X-RateLimit-*` headers and 429s whose `Retry-After` is an
 //! HTTP date, register sales with their statuses and transitions (closed →
 //! only voided), the 2.0 reads, search and sales feed by version, products,
-//! customers, payments taken in the register, and faults.
+//! customers, payments taken in the register, `sale.update` webhooks
+//! (signed, and droppable: delivery is not guaranteed), and faults.
 //!
 //! Deliberate simplifications: a line's `discount` and `tax` are whole-line
 //! amounts (the host's), not per unit; a sale update re-posts the whole
@@ -15,6 +16,7 @@ mod answers;
 mod records;
 mod server;
 mod state;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -22,7 +24,9 @@ use chrono::{DateTime, Utc};
 
 pub use records::totals;
 pub use server::http_date;
+pub use state::Counts as WebhookCounts;
 use state::{Inner, Shared, lock};
+pub use webhooks::body as webhook_body;
 
 use crate::lightspeed_x::wire::{Customer, Product, RegisterSale};
 use crate::sim::faults::Common;
@@ -148,6 +152,13 @@ impl Simulator {
     pub fn push_fault(&self, fault: Fault) {
         lock(&self.shared).faults.push(fault);
     }
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared).faults.pending()
+    }
+    /// Forgets the faults pushed and not yet met.
+    pub fn clear_faults(&self) {
+        lock(&self.shared).faults.clear();
+    }
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.shared).faults.latency = latency;
     }
@@ -207,6 +218,26 @@ impl Simulator {
     /// A person takes the balance in the register: the sale closes.
     pub fn pay_in_register(&self, sale_id: &str, payment_type: &str) -> bool {
         records::pay_in_register(&mut lock(&self.shared), sale_id, payment_type)
+    }
+
+    /// Sends a signed `sale.update` to `url` on every change of a sale
+    /// from now on; the answer holds what became of the deliveries.
+    pub fn send_webhooks_to(&self, url: &str) -> std::sync::Arc<WebhookCounts> {
+        let counts = std::sync::Arc::new(WebhookCounts::default());
+        lock(&self.shared).webhook = Some(state::Target {
+            url: url.into(),
+            drop_next: 0,
+            counts: counts.clone(),
+        });
+        counts
+    }
+
+    /// Drops the next `n` webhook deliveries (X-Series does not guarantee
+    /// them): only the poll of the sales feed sees those changes.
+    pub fn drop_webhooks(&self, n: u32) {
+        if let Some(t) = lock(&self.shared).webhook.as_mut() {
+            t.drop_next += n;
+        }
     }
 
     pub fn stats(&self) -> SimStats {

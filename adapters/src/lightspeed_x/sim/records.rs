@@ -113,6 +113,7 @@ fn write_sale(s: &mut Inner, req: &SimRequest) -> Answer {
     sent.version = Some(s.bump());
     let id = sent.id.clone().unwrap_or_default();
     let answer = Answer::json(200, json!({"register_sale": sent}));
+    super::webhooks::notify(s, &sent);
     s.sales.insert(id, sent);
     answer
 }
@@ -239,5 +240,7 @@ pub(super) fn pay_in_register(s: &mut Inner, id: &str, payment_type: &str) -> bo
     }
     .into();
     sale.version = Some(version);
+    let sale = sale.clone();
+    super::webhooks::notify(s, &sale);
     true
 }

@@ -2,6 +2,7 @@
 //! kit's pieces (clock, tokens, faults, the 5-minute window).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -33,6 +34,7 @@ pub(super) struct Inner {
     pub sales: BTreeMap<String, RegisterSale>,
     pub next_id: u64,
     pub version: u64,
+    pub webhook: Option<Target>,
 }
 
 impl Inner {
@@ -58,6 +60,7 @@ impl Inner {
             sales: BTreeMap::new(),
             next_id: 1,
             version: 0,
+            webhook: None,
         }
     }
 
@@ -75,4 +78,21 @@ impl Inner {
         self.version += 1;
         self.version
     }
+}
+
+/// Where deliveries go, and what became of them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    /// Deliveries still to drop (not sent).
+    pub drop_next: u32,
+    pub counts: Arc<Counts>,
+}
+
+/// Deliveries answered 2xx, answered otherwise (or not at all), dropped.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub delivered: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
 }

@@ -18,6 +18,7 @@
 
 pub mod lightspeed_r;
 pub mod lightspeed_x;
+mod oauth_tenants;
 pub mod quickbooks;
 pub mod saledock;
 pub mod shopify;
