@@ -163,14 +163,20 @@ async fn a_job_joined_by_an_open_transaction_is_not_claimed_until_it_commits(poo
     let first = queue::enqueue(&mut conn, &job, key()).await.unwrap();
 
     let mut joiner = pool.begin().await.unwrap();
-    assert_eq!(queue::enqueue(&mut joiner, &job, key()).await.unwrap(), first);
+    assert_eq!(
+        queue::enqueue(&mut joiner, &job, key()).await.unwrap(),
+        first
+    );
     assert!(
         claim(&pool, &claimer("w"), 10).await.unwrap().is_empty(),
         "the joined job was claimed while the joiner's transaction was open"
     );
     joiner.commit().await.unwrap();
     let claimed = claim(&pool, &claimer("w"), 10).await.unwrap();
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![first]);
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![first]
+    );
 
     // Once it runs, a joiner gets a new pending job instead.
     let mut joiner = pool.begin().await.unwrap();
