@@ -168,6 +168,65 @@ pub(super) fn tax_code(
     }
 }
 
+/// The invoice as QuickBooks takes it: customer, lines, our tax total and
+/// the host marker. Apart from the calls so the property test can price
+/// thousands of these without HTTP (adapters/tests/quickbooks_totals.rs).
+pub fn invoice_body(
+    snap: &InvoiceSnapshot,
+    region: QuickBooksRegion,
+    options: &QboOptions,
+    items: &[ItemLink],
+    customer_id: &str,
+) -> Result<wire::Invoice, ProviderError> {
+    Ok(wire::Invoice {
+        doc_number: Some(snap.number.chars().take(MAX_DOC_NUMBER).collect()),
+        txn_date: Some(snap.issued_on.to_string()),
+        due_date: snap.due_on.map(|d| d.to_string()),
+        customer_ref: Some(Ref::id(customer_id)),
+        currency_ref: Some(Ref::id(snap.currency.code())),
+        line: lines(snap, region, options, items)?,
+        txn_tax_detail: Some(TxnTaxDetail {
+            total_tax: Some(Decimal::from_scaled(
+                snap.totals.tax_total,
+                snap.currency.exponent(),
+            )),
+        }),
+        private_note: Some(wire::invoice_marker(&snap.invoice_id)),
+        ..wire::Invoice::default()
+    })
+}
+
+/// QuickBooks' total for the invoice, once proven equal to the host's: a
+/// difference is a permanent error naming both amounts and the
+/// difference (never absorbed). Read by the push and the property test.
+pub fn checked_total(
+    snap: &InvoiceSnapshot,
+    saved: &wire::Invoice,
+    region: QuickBooksRegion,
+) -> Result<i64, ProviderError> {
+    let theirs = minor(&saved.total_amt, snap.currency.exponent())?;
+    let ours = snap.totals.total;
+    if theirs != ours {
+        let hint = match region {
+            QuickBooksRegion::Us => {
+                "QuickBooks' automated sales tax computed a different tax than the host"
+            }
+            _ => "check the QuickBooks tax codes mapped for this invoice's tax codes",
+        };
+        return Err(ProviderError::permanent(
+            format!(
+                "QuickBooks computed a total of {} but the invoice's total is {} (a difference of {}): {hint}; the QuickBooks invoice {} was left as QuickBooks computed it",
+                Money::new(theirs, snap.currency),
+                Money::new(ours, snap.currency),
+                Money::new(theirs - ours, snap.currency),
+                saved.id.as_deref().unwrap_or("?"),
+            ),
+            None,
+        ));
+    }
+    Ok(theirs)
+}
+
 impl QboAdapter {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn upsert(
@@ -204,22 +263,13 @@ impl QboAdapter {
             }
         }
         let items = self.resolve_items(cid, &options, &skus, key).await?;
-        let body = wire::Invoice {
-            doc_number: Some(snap.number.chars().take(MAX_DOC_NUMBER).collect()),
-            txn_date: Some(snap.issued_on.to_string()),
-            due_date: snap.due_on.map(|d| d.to_string()),
-            customer_ref: Some(Ref::id(customer.external_id.clone())),
-            currency_ref: Some(Ref::id(snap.currency.code())),
-            line: lines(snap, settings.region, &options, &items)?,
-            txn_tax_detail: Some(TxnTaxDetail {
-                total_tax: Some(Decimal::from_scaled(
-                    snap.totals.tax_total,
-                    snap.currency.exponent(),
-                )),
-            }),
-            private_note: Some(wire::invoice_marker(&snap.invoice_id)),
-            ..wire::Invoice::default()
-        };
+        let body = invoice_body(
+            snap,
+            settings.region,
+            &options,
+            &items,
+            &customer.external_id,
+        )?;
         let (write, saved) = match (existing, mode) {
             (Some(link), _) => (
                 WriteKind::UpdatedInPlace,
@@ -264,26 +314,7 @@ impl QboAdapter {
         region: QuickBooksRegion,
     ) -> Result<PushResult, ProviderError> {
         let exp = snap.currency.exponent();
-        let theirs = minor(&saved.total_amt, exp)?;
-        let ours = snap.totals.total;
-        if theirs != ours {
-            let hint = match region {
-                QuickBooksRegion::Us => {
-                    "QuickBooks' automated sales tax computed a different tax than the host"
-                }
-                _ => "check the QuickBooks tax codes mapped for this invoice's tax codes",
-            };
-            return Err(ProviderError::permanent(
-                format!(
-                    "QuickBooks computed a total of {} but the invoice's total is {} (a difference of {}): {hint}; the QuickBooks invoice {} was left as QuickBooks computed it",
-                    Money::new(theirs, snap.currency),
-                    Money::new(ours, snap.currency),
-                    Money::new(theirs - ours, snap.currency),
-                    saved.id.as_deref().unwrap_or("?"),
-                ),
-                None,
-            ));
-        }
+        let theirs = checked_total(snap, saved, region)?;
         let balance = minor(&saved.balance, exp)?;
         Ok(PushResult {
             write,

@@ -251,6 +251,17 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Prices an invoice body as a create in this company would (line
+    /// checks, tax, TotalAmt, and Balance after `paid`), without HTTP or
+    /// storing it: the property test prices thousands this way. The error
+    /// is the Fault body the create would answer.
+    pub fn price(&self, realm: &str, inv: &mut wire::Invoice, paid: i64) -> Result<(), String> {
+        let us_rate = self.inner().config.us_sales_tax_bps;
+        self.with_company(realm, |c| records::price(c, inv, us_rate, paid))
+            .ok_or_else(|| format!("no company {realm}"))?
+            .map_err(|a| a.body)
+    }
+
     /// Calls the company's limits admitted (429s not counted).
     pub fn calls_counted(&self, realm: &str) -> u64 {
         self.with_company(realm, |c| c.calls).unwrap_or(0)
