@@ -91,7 +91,7 @@ const CANADA: Region = Region {
 const GLOBAL: Region = Region {
     region: QuickBooksRegion::Global,
     codes: &[("VAT20", "20", 2000), ("VAT5", "5", 500), ("ZERO", "9", 0)],
-    currencies: &["GBP", "EUR", "AUD"],
+    currencies: &["GBP", "EUR", "AUD", "JPY"],
 };
 
 /// One generated case: the host's invoice and the payments made on it.
@@ -242,6 +242,14 @@ async fn simulator(region: &Region) -> (Simulator, String) {
     (sim, realm)
 }
 
+/// A QuickBooks amount in the invoice currency's minor units.
+fn minor(d: &Option<ledgerflow_adapters::decimal::Decimal>, snap: &InvoiceSnapshot) -> i64 {
+    d.as_ref()
+        .unwrap()
+        .to_scaled(snap.currency.exponent())
+        .unwrap()
+}
+
 /// The error when QuickBooks' total differs: permanent, naming QuickBooks'
 /// total, the host's and the difference.
 fn assert_reported(
@@ -283,19 +291,46 @@ fn price_all(
             },
         })
         .collect();
-    let (mut equal, mut reported) = (0, 0);
+    let (mut equal, mut reported, mut rounded_lines) = (0, 0, 0);
     for n in 0..count {
         let case = generate(&mut rng, region, n);
         let snap = &case.snap;
         let paid: i64 = case.payments.iter().sum();
         let mut body = invoices::invoice_body(snap, region.region, &opts, &items, "1")
             .unwrap_or_else(|e| panic!("case {n}: {e}"));
-        sim.price(realm, &mut body, paid)
+        // A yen line the host rounded below QuickBooks' cents goes as
+        // 1 × its amount, its quantity kept in the description.
+        for l in snap.lines.iter().filter(|l| {
+            snap.currency.exponent() == 0
+                && (i128::from(l.quantity) * i128::from(l.unit_price_minor)) % 1000 != 0
+        }) {
+            let sent = body
+                .line
+                .iter()
+                .find(|b| {
+                    b.description
+                        .as_deref()
+                        .is_some_and(|d| d.starts_with(&format!("{} (", l.description)))
+                })
+                .unwrap_or_else(|| {
+                    panic!("case {n}: line {} not sent as 1 × its amount", l.line_id)
+                });
+            let detail = sent.sales_item_line_detail.as_ref().unwrap();
+            assert_eq!(detail.qty.to_scaled(3).unwrap(), 1000, "case {n}");
+            assert_eq!(
+                detail.unit_price.to_scaled(0).unwrap(),
+                l.gross_minor().unwrap()
+            );
+            rounded_lines += 1;
+        }
+        // The simulator keeps amounts at 2 dp whatever the currency.
+        let paid_cents = paid * 10i64.pow(2 - u32::from(snap.currency.exponent()));
+        sim.price(realm, &mut body, paid_cents)
             .unwrap_or_else(|f| panic!("case {n}: the simulator refused {snap:?}: {f}"));
-        let theirs = body.total_amt.as_ref().unwrap().to_scaled(2).unwrap();
+        let theirs = minor(&body.total_amt, snap);
         let expected = quickbooks_total(region.region, snap);
         assert_eq!(theirs, expected, "case {n}: {snap:?}");
-        let balance = body.balance.as_ref().unwrap().to_scaled(2).unwrap();
+        let balance = minor(&body.balance, snap);
         assert_eq!(balance, theirs - paid, "case {n}: the balance");
         match invoices::checked_total(snap, &body, region.region) {
             Ok(total) => {
@@ -308,6 +343,12 @@ fn price_all(
                 reported += 1;
             }
         }
+    }
+    if region.currencies.contains(&"JPY") {
+        assert!(
+            rounded_lines > 0,
+            "no yen line was rounded: the case is not covered"
+        );
     }
     (equal, reported)
 }
@@ -363,7 +404,7 @@ async fn push_all(pool: PgPool, region: &Region, seed: u64) -> (usize, usize) {
             .into_iter()
             .find(|i| i.doc_number.as_deref() == Some(snap.number.as_str()))
             .unwrap_or_else(|| panic!("case {n}: no QuickBooks invoice"));
-        let theirs = stored.total_amt.as_ref().unwrap().to_scaled(2).unwrap();
+        let theirs = minor(&stored.total_amt, snap);
         assert_eq!(theirs, expected, "case {n}: {snap:?}");
         let link = match pushed {
             Ok(r) => {
@@ -400,7 +441,7 @@ async fn push_all(pool: PgPool, region: &Region, seed: u64) -> (usize, usize) {
             .into_iter()
             .find(|i| i.id.as_deref() == Some(link.external_id.as_str()))
             .unwrap();
-        let balance = stored.balance.as_ref().unwrap().to_scaled(2).unwrap();
+        let balance = minor(&stored.balance, snap);
         assert_eq!(balance, snap.totals.total - paid, "case {n}: the balance");
     }
     let paid_twice = sim.payments(&realm).len();

@@ -6,7 +6,9 @@
 //! the host took the invoice back to draft.
 //!
 //! Lines carry the host's own amounts: a line is `Qty` × `UnitPrice` at
-//! the host's line gross, a line discount its own negative line (same item
+//! the host's line gross (1 × the gross, with the quantity in the
+//! description, where a currency without cents rounded the line below
+//! QuickBooks' cents), a line discount its own negative line (same item
 //! and tax code), the invoice discount a `DiscountLineDetail`. Tax by the
 //! settings' region: the US sends `TAX` / `NON` per line and lets
 //! QuickBooks' sales tax compute; Canada and Global send the TaxCode mapped
@@ -91,15 +93,40 @@ pub(super) fn lines(
         };
         let tax = tax_code(region, options, l.tax_code.as_deref(), l.tax_minor)?;
         let gross = l.gross_minor().map_err(money_err)?;
+        // QuickBooks checks Amount = Qty × UnitPrice rounded to cents. In a
+        // currency with fewer decimals (yen) the host rounded the line to
+        // whole units, which QuickBooks refuses (Fault 6000): such a line
+        // goes as 1 × its amount, the quantity and unit price in its
+        // description, so the host's amount is kept exactly.
+        let rounded_below_cents =
+            exp < 2 && (i128::from(l.quantity) * i128::from(l.unit_price_minor)) % 1000 != 0;
+        let (qty, unit, description) = if rounded_below_cents {
+            (
+                Decimal::from_scaled(1000, 3),
+                Decimal::from_scaled(gross, exp),
+                format!(
+                    "{} ({} × {})",
+                    l.description,
+                    Decimal::from_scaled(l.quantity, 3).as_str(),
+                    Money::new(l.unit_price_minor, snap.currency)
+                ),
+            )
+        } else {
+            (
+                Decimal::from_scaled(l.quantity, 3),
+                Decimal::from_scaled(l.unit_price_minor, exp),
+                l.description.clone(),
+            )
+        };
         out.push(Line {
             id: None,
-            description: Some(l.description.clone()),
+            description: Some(description),
             detail_type: "SalesItemLineDetail".into(),
             amount: Decimal::from_scaled(gross, exp),
             sales_item_line_detail: Some(SalesItemLineDetail {
                 item_ref: Ref::id(item.clone()),
-                qty: Decimal::from_scaled(l.quantity, 3),
-                unit_price: Decimal::from_scaled(l.unit_price_minor, exp),
+                qty,
+                unit_price: unit,
                 tax_code_ref: Some(tax.clone()),
             }),
             discount_line_detail: None,

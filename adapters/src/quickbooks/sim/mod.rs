@@ -253,7 +253,8 @@ impl Simulator {
 
     /// Prices an invoice body as a create in this company would (line
     /// checks, tax, TotalAmt, and Balance after `paid`), without HTTP or
-    /// storing it: the property test prices thousands this way. The error
+    /// storing it: the property test prices thousands this way. `paid` is
+    /// at 2 dp, as every amount the simulator keeps. The error
     /// is the Fault body the create would answer.
     pub fn price(&self, realm: &str, inv: &mut wire::Invoice, paid: i64) -> Result<(), String> {
         let us_rate = self.inner().config.us_sales_tax_bps;
