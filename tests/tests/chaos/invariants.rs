@@ -13,6 +13,10 @@
 //! - Saledock accounts (`saledock.rs`): exactly one standing sales order
 //!   per invoice (only void ones, or none, once cancelled), linked, equal
 //!   to the last snapshot to the cent;
+//! - QuickBooks companies (`quickbooks.rs`): exactly one standing invoice
+//!   per invoice (none once cancelled), linked, total and balance equal to
+//!   the last snapshot to the cent, no payment twice, no refresh token
+//!   used twice;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer (archived ones aside: the
 //!   run archives and merges contacts as a person in Xero would);
@@ -190,6 +194,10 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
         *r.counts
             .entry(format!("invoices on {:?}", shop.kind))
             .or_default() += 1;
+        if shop.kind == ShopKind::QuickBooks {
+            crate::quickbooks::check(&o.quickbooks, &shop.org, inv, &links, v, &mut r.counts);
+            continue;
+        }
         if shop.kind == ShopKind::Saledock {
             crate::saledock::check(&o.saledock, &shop.org, inv, &links, v, &mut r.counts);
             continue;
@@ -465,6 +473,7 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     }
 
     // --- credentials ---
+    crate::quickbooks::check_tokens(&o.quickbooks, v, &mut r.counts);
     let max_uses = o.sim.max_refresh_token_uses();
     let stats = o.sim.stats();
     if max_uses > 1 {
@@ -719,7 +728,7 @@ fn check_shopify(
             count("shopify live orders", 1);
             count("shopify orders cancelled and replaced", cancelled.len());
         }
-        ShopKind::Xero | ShopKind::Saledock => {}
+        ShopKind::Xero | ShopKind::Saledock | ShopKind::QuickBooks => {}
     }
 }
 

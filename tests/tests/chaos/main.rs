@@ -1,5 +1,5 @@
 //! The chaos suite: four real `ledgerflow worker` processes against one
-//! fresh PostgreSQL database and the Xero, Shopify and Saledock simulators with
+//! fresh PostgreSQL database and the Xero, Shopify, Saledock and QuickBooks simulators with
 //! faults switched on (latency, 429, 500/503, connections dropped after the
 //! write committed; Xero access tokens that really expire every 90 s), a
 //! host workload driven through the host entry point
@@ -23,6 +23,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod invariants;
+mod quickbooks;
 mod saledock;
 mod workload;
 mod world;
@@ -44,6 +45,8 @@ pub struct Scale {
     pub shopify_order_tenants: usize,
     /// After the Shopify tenants, this many use Saledock (the rest Xero).
     pub saledock_tenants: usize,
+    /// After the Saledock tenants, this many use QuickBooks Online.
+    pub quickbooks_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
@@ -71,6 +74,7 @@ impl Scale {
             shopify_tenants: 4,
             shopify_order_tenants: 2,
             saledock_tenants: 2,
+            quickbooks_tenants: 2,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
@@ -92,6 +96,7 @@ impl Scale {
             shopify_tenants: 10,
             shopify_order_tenants: 4,
             saledock_tenants: 6,
+            quickbooks_tenants: 4,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,
@@ -132,6 +137,9 @@ impl Scale {
         }
         if let Some(v) = var("SALEDOCK_TENANTS") {
             self.saledock_tenants = v;
+        }
+        if let Some(v) = var("QUICKBOOKS_TENANTS") {
+            self.quickbooks_tenants = v;
         }
         if let Some(v) = var("SYNCS") {
             self.target_syncs = v;

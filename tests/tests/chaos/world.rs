@@ -38,6 +38,7 @@ use crate::Scale;
 use crate::common::{PROVIDER_ENV, database_url};
 use crate::invariants;
 use crate::workload::{self, HostInvoice, Rng};
+use ledgerflow_adapters::quickbooks::sim::Simulator as QuickBooksSim;
 use ledgerflow_adapters::saledock::sim::Simulator as SaledockSim;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -57,6 +58,9 @@ pub enum ShopKind {
     /// A Saledock account (modelled contract; `org` is the account id):
     /// one sales order per invoice, updated in place, voided when cancelled.
     Saledock,
+    /// A QuickBooks Online company (US; `org` is the realm): one invoice
+    /// per host invoice, payments applied to it, voided when cancelled.
+    QuickBooks,
 }
 
 /// A tenant's connection: a Xero organisation in the Xero simulator, or a
@@ -112,6 +116,7 @@ pub struct Outcome {
     pub sim: Simulator,
     pub shopify: Vec<ShopifySim>,
     pub saledock: SaledockSim,
+    pub quickbooks: QuickBooksSim,
     pub shops: Vec<Shop>,
     pub invoices: Vec<HostInvoice>,
     pub host_errors: Vec<String>,
@@ -172,6 +177,8 @@ impl ChaosWorker {
                 ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
                 ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
                 ("LEDGERFLOW_SHOPIFY_API_VERSION", "2025-10"),
+                ("LEDGERFLOW_QUICKBOOKS_CLIENT_ID", "sim-client"),
+                ("LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET", "sim-secret"),
             ])
             .env("DATABASE_URL", database_url(pool))
             .env("LEDGERFLOW_LOG", "warn")
@@ -414,6 +421,19 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
             kind: ShopKind::Saledock,
         });
     }
+    let quickbooks = crate::quickbooks::start().await;
+    let quickbooks_tenants = scale.quickbooks_tenants.min(scale.tenants - shops.len());
+    for t in shops.len()..shops.len() + quickbooks_tenants {
+        let (connection_id, org) =
+            crate::quickbooks::connect(&pool, &quickbooks, &sandbox.key, t).await;
+        shops.push(Shop {
+            tenant: format!("shop-{t}"),
+            connection_id,
+            org,
+            shopify: None,
+            kind: ShopKind::QuickBooks,
+        });
+    }
     for t in shops.len()..scale.tenants {
         let (connection_id, org) = sandbox
             .connect(
@@ -439,13 +459,14 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
     let planned: usize = plans.iter().map(|p| p.triggers()).sum();
     println!(
-        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders; {} on Saledock), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders; {} on Saledock, {} on QuickBooks), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
         scale.name,
         scale.tenants,
         shopify_tenants,
         first_order_store,
         shopify_tenants - first_order_store,
         saledock_tenants,
+        quickbooks_tenants,
         plans.len(),
         scale.kills
     );
@@ -473,6 +494,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let saledock = Arc::new(saledock);
     let saledock_faults = tokio::spawn(crate::saledock::inject_faults(
         saledock.clone(),
+        driving.clone(),
+        scale.fault_every * 4,
+        rng.fork(),
+    ));
+    let quickbooks = Arc::new(quickbooks);
+    let quickbooks_faults = tokio::spawn(crate::quickbooks::inject_faults(
+        quickbooks.clone(),
         driving.clone(),
         scale.fault_every * 4,
         rng.fork(),
@@ -523,8 +551,10 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     driving.store(false, Ordering::SeqCst);
     let mut faults = faults.await.expect("fault injector");
     faults.extend(saledock_faults.await.expect("Saledock fault injector"));
+    faults.extend(quickbooks_faults.await.expect("QuickBooks fault injector"));
     sim.sim.clear_faults();
     saledock.clear_faults();
+    quickbooks.clear_faults();
     for s in shopify.iter() {
         s.clear_faults();
     }
@@ -553,12 +583,15 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         .unwrap_or_else(|_| panic!("the Shopify simulators are still shared"));
     let saledock = Arc::try_unwrap(saledock)
         .unwrap_or_else(|_| panic!("the Saledock simulator is still shared"));
+    let quickbooks = Arc::try_unwrap(quickbooks)
+        .unwrap_or_else(|_| panic!("the QuickBooks simulator is still shared"));
     let outcome = Outcome {
         seed,
         scale,
         sim: sandbox.sim,
         shopify,
         saledock,
+        quickbooks,
         shops,
         invoices,
         host_errors,

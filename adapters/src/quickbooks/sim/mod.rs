@@ -204,6 +204,11 @@ impl Simulator {
         self.inner().faults.push(fault);
     }
 
+    /// Drops the faults not met yet (the chaos run settles without them).
+    pub fn clear_faults(&self) {
+        self.inner().faults.clear();
+    }
+
     pub fn pending_faults(&self) -> usize {
         self.inner().faults.pending()
     }
