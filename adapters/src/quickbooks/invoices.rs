@@ -6,7 +6,9 @@
 //! the host took the invoice back to draft.
 //!
 //! Lines carry the host's own amounts: a line is `Qty` × `UnitPrice` at
-//! the host's line gross, a line discount its own negative line (same item
+//! the host's line gross (1 × the gross, with the quantity in the
+//! description, where a currency without cents rounded the line below
+//! QuickBooks' cents), a line discount its own negative line (same item
 //! and tax code), the invoice discount a `DiscountLineDetail`. Tax by the
 //! settings' region: the US sends `TAX` / `NON` per line and lets
 //! QuickBooks' sales tax compute; Canada and Global send the TaxCode mapped
@@ -91,15 +93,40 @@ pub(super) fn lines(
         };
         let tax = tax_code(region, options, l.tax_code.as_deref(), l.tax_minor)?;
         let gross = l.gross_minor().map_err(money_err)?;
+        // QuickBooks checks Amount = Qty × UnitPrice rounded to cents. In a
+        // currency with fewer decimals (yen) the host rounded the line to
+        // whole units, which QuickBooks refuses (Fault 6000): such a line
+        // goes as 1 × its amount, the quantity and unit price in its
+        // description, so the host's amount is kept exactly.
+        let rounded_below_cents =
+            exp < 2 && (i128::from(l.quantity) * i128::from(l.unit_price_minor)) % 1000 != 0;
+        let (qty, unit, description) = if rounded_below_cents {
+            (
+                Decimal::from_scaled(1000, 3),
+                Decimal::from_scaled(gross, exp),
+                format!(
+                    "{} ({} × {})",
+                    l.description,
+                    Decimal::from_scaled(l.quantity, 3).as_str(),
+                    Money::new(l.unit_price_minor, snap.currency)
+                ),
+            )
+        } else {
+            (
+                Decimal::from_scaled(l.quantity, 3),
+                Decimal::from_scaled(l.unit_price_minor, exp),
+                l.description.clone(),
+            )
+        };
         out.push(Line {
             id: None,
-            description: Some(l.description.clone()),
+            description: Some(description),
             detail_type: "SalesItemLineDetail".into(),
             amount: Decimal::from_scaled(gross, exp),
             sales_item_line_detail: Some(SalesItemLineDetail {
                 item_ref: Ref::id(item.clone()),
-                qty: Decimal::from_scaled(l.quantity, 3),
-                unit_price: Decimal::from_scaled(l.unit_price_minor, exp),
+                qty,
+                unit_price: unit,
                 tax_code_ref: Some(tax.clone()),
             }),
             discount_line_detail: None,
@@ -168,6 +195,65 @@ pub(super) fn tax_code(
     }
 }
 
+/// The invoice as QuickBooks takes it: customer, lines, our tax total and
+/// the host marker. Apart from the calls so the property test can price
+/// thousands of these without HTTP (adapters/tests/quickbooks_totals.rs).
+pub fn invoice_body(
+    snap: &InvoiceSnapshot,
+    region: QuickBooksRegion,
+    options: &QboOptions,
+    items: &[ItemLink],
+    customer_id: &str,
+) -> Result<wire::Invoice, ProviderError> {
+    Ok(wire::Invoice {
+        doc_number: Some(snap.number.chars().take(MAX_DOC_NUMBER).collect()),
+        txn_date: Some(snap.issued_on.to_string()),
+        due_date: snap.due_on.map(|d| d.to_string()),
+        customer_ref: Some(Ref::id(customer_id)),
+        currency_ref: Some(Ref::id(snap.currency.code())),
+        line: lines(snap, region, options, items)?,
+        txn_tax_detail: Some(TxnTaxDetail {
+            total_tax: Some(Decimal::from_scaled(
+                snap.totals.tax_total,
+                snap.currency.exponent(),
+            )),
+        }),
+        private_note: Some(wire::invoice_marker(&snap.invoice_id)),
+        ..wire::Invoice::default()
+    })
+}
+
+/// QuickBooks' total for the invoice, once proven equal to the host's: a
+/// difference is a permanent error naming both amounts and the
+/// difference (never absorbed). Read by the push and the property test.
+pub fn checked_total(
+    snap: &InvoiceSnapshot,
+    saved: &wire::Invoice,
+    region: QuickBooksRegion,
+) -> Result<i64, ProviderError> {
+    let theirs = minor(&saved.total_amt, snap.currency.exponent())?;
+    let ours = snap.totals.total;
+    if theirs != ours {
+        let hint = match region {
+            QuickBooksRegion::Us => {
+                "QuickBooks' automated sales tax computed a different tax than the host"
+            }
+            _ => "check the QuickBooks tax codes mapped for this invoice's tax codes",
+        };
+        return Err(ProviderError::permanent(
+            format!(
+                "QuickBooks computed a total of {} but the invoice's total is {} (a difference of {}): {hint}; the QuickBooks invoice {} was left as QuickBooks computed it",
+                Money::new(theirs, snap.currency),
+                Money::new(ours, snap.currency),
+                Money::new(theirs - ours, snap.currency),
+                saved.id.as_deref().unwrap_or("?"),
+            ),
+            None,
+        ));
+    }
+    Ok(theirs)
+}
+
 impl QboAdapter {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn upsert(
@@ -204,22 +290,13 @@ impl QboAdapter {
             }
         }
         let items = self.resolve_items(cid, &options, &skus, key).await?;
-        let body = wire::Invoice {
-            doc_number: Some(snap.number.chars().take(MAX_DOC_NUMBER).collect()),
-            txn_date: Some(snap.issued_on.to_string()),
-            due_date: snap.due_on.map(|d| d.to_string()),
-            customer_ref: Some(Ref::id(customer.external_id.clone())),
-            currency_ref: Some(Ref::id(snap.currency.code())),
-            line: lines(snap, settings.region, &options, &items)?,
-            txn_tax_detail: Some(TxnTaxDetail {
-                total_tax: Some(Decimal::from_scaled(
-                    snap.totals.tax_total,
-                    snap.currency.exponent(),
-                )),
-            }),
-            private_note: Some(wire::invoice_marker(&snap.invoice_id)),
-            ..wire::Invoice::default()
-        };
+        let body = invoice_body(
+            snap,
+            settings.region,
+            &options,
+            &items,
+            &customer.external_id,
+        )?;
         let (write, saved) = match (existing, mode) {
             (Some(link), _) => (
                 WriteKind::UpdatedInPlace,
@@ -264,26 +341,7 @@ impl QboAdapter {
         region: QuickBooksRegion,
     ) -> Result<PushResult, ProviderError> {
         let exp = snap.currency.exponent();
-        let theirs = minor(&saved.total_amt, exp)?;
-        let ours = snap.totals.total;
-        if theirs != ours {
-            let hint = match region {
-                QuickBooksRegion::Us => {
-                    "QuickBooks' automated sales tax computed a different tax than the host"
-                }
-                _ => "check the QuickBooks tax codes mapped for this invoice's tax codes",
-            };
-            return Err(ProviderError::permanent(
-                format!(
-                    "QuickBooks computed a total of {} but the invoice's total is {} (a difference of {}): {hint}; the QuickBooks invoice {} was left as QuickBooks computed it",
-                    Money::new(theirs, snap.currency),
-                    Money::new(ours, snap.currency),
-                    Money::new(theirs - ours, snap.currency),
-                    saved.id.as_deref().unwrap_or("?"),
-                ),
-                None,
-            ));
-        }
+        let theirs = checked_total(snap, saved, region)?;
         let balance = minor(&saved.balance, exp)?;
         Ok(PushResult {
             write,

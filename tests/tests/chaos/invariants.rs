@@ -17,6 +17,10 @@
 //!   standing sale per invoice, linked, lines, tax, total and payments
 //!   equal to the last snapshot to the cent, layaway flags and layby /
 //!   closed statuses as the settings say, voided once cancelled;
+//! - QuickBooks companies (`quickbooks.rs`): exactly one standing invoice
+//!   per invoice (none once cancelled), linked, total and balance equal to
+//!   the last snapshot to the cent, no payment twice, no refresh token
+//!   used twice;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer (archived ones aside: the
 //!   run archives and merges contacts as a person in Xero would);
@@ -194,6 +198,10 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
         *r.counts
             .entry(format!("invoices on {:?}", shop.kind))
             .or_default() += 1;
+        if shop.kind == ShopKind::QuickBooks {
+            crate::quickbooks::check(&o.quickbooks, &shop.org, inv, &links, v, &mut r.counts);
+            continue;
+        }
         if shop.kind == ShopKind::Saledock {
             crate::saledock::check(&o.saledock, &shop.org, inv, &links, v, &mut r.counts);
             continue;
@@ -473,6 +481,7 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     }
 
     // --- credentials ---
+    crate::quickbooks::check_tokens(&o.quickbooks, v, &mut r.counts);
     let max_uses = o.sim.max_refresh_token_uses();
     let stats = o.sim.stats();
     if max_uses > 1 {
@@ -743,7 +752,11 @@ fn check_shopify(
             count("shopify live orders", 1);
             count("shopify orders cancelled and replaced", cancelled.len());
         }
-        ShopKind::Xero | ShopKind::Saledock | ShopKind::LightspeedR | ShopKind::LightspeedX => {}
+        ShopKind::Xero
+        | ShopKind::Saledock
+        | ShopKind::LightspeedR
+        | ShopKind::LightspeedX
+        | ShopKind::QuickBooks => {}
     }
 }
 

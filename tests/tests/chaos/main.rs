@@ -1,6 +1,6 @@
 //! The chaos suite: four real `ledgerflow worker` processes against one
-//! fresh PostgreSQL database and the Xero, Shopify, Saledock and Lightspeed
-//! R-Series / X-Series simulators with
+//! fresh PostgreSQL database and the Xero, Shopify, Saledock, Lightspeed
+//! R-Series / X-Series and QuickBooks simulators with
 //! faults switched on (latency, 429, 500/503, connections dropped after the
 //! write committed; Xero access tokens that really expire every 90 s), a
 //! host workload driven through the host entry point
@@ -25,6 +25,7 @@
 mod common;
 mod invariants;
 mod lightspeed;
+mod quickbooks;
 mod saledock;
 mod workload;
 mod world;
@@ -49,6 +50,8 @@ pub struct Scale {
     /// After the Saledock tenants, this many use Lightspeed, alternating
     /// R-Series and X-Series (`lightspeed.rs`); the rest Xero.
     pub lightspeed_tenants: usize,
+    /// After the Saledock tenants, this many use QuickBooks Online.
+    pub quickbooks_tenants: usize,
     /// Host triggers to record in all (each is one sync asked for).
     pub target_syncs: usize,
     /// Invoices start spread over this window; kills happen inside it.
@@ -72,11 +75,12 @@ impl Scale {
     pub fn small() -> Scale {
         Scale {
             name: "small",
-            tenants: 14,
+            tenants: 16,
             shopify_tenants: 4,
             shopify_order_tenants: 2,
             saledock_tenants: 2,
             lightspeed_tenants: 4,
+            quickbooks_tenants: 2,
             target_syncs: 300,
             drive: Duration::from_secs(45),
             kills: 4,
@@ -99,6 +103,7 @@ impl Scale {
             shopify_order_tenants: 4,
             saledock_tenants: 6,
             lightspeed_tenants: 8,
+            quickbooks_tenants: 4,
             target_syncs: 10_000,
             drive: Duration::from_secs(360),
             kills: 20,
@@ -142,6 +147,8 @@ impl Scale {
         }
         if let Some(v) = var("LIGHTSPEED_TENANTS") {
             self.lightspeed_tenants = v;
+        if let Some(v) = var("QUICKBOOKS_TENANTS") {
+            self.quickbooks_tenants = v;
         }
         if let Some(v) = var("SYNCS") {
             self.target_syncs = v;

@@ -38,6 +38,7 @@ use crate::Scale;
 use crate::common::{PROVIDER_ENV, database_url};
 use crate::invariants;
 use crate::workload::{self, HostInvoice, Rng};
+use ledgerflow_adapters::quickbooks::sim::Simulator as QuickBooksSim;
 use ledgerflow_adapters::saledock::sim::Simulator as SaledockSim;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -60,6 +61,9 @@ pub enum ShopKind {
     /// A Lightspeed R-Series account or X-Series retailer (`lightspeed.rs`).
     LightspeedR,
     LightspeedX,
+    /// A QuickBooks Online company (US; `org` is the realm): one invoice
+    /// per host invoice, payments applied to it, voided when cancelled.
+    QuickBooks,
 }
 
 /// A tenant's connection: a Xero organisation in the Xero simulator, or a
@@ -116,6 +120,7 @@ pub struct Outcome {
     pub shopify: Vec<ShopifySim>,
     pub saledock: SaledockSim,
     pub lightspeed: Arc<crate::lightspeed::Stores>,
+    pub quickbooks: QuickBooksSim,
     pub shops: Vec<Shop>,
     pub invoices: Vec<HostInvoice>,
     pub host_errors: Vec<String>,
@@ -180,6 +185,8 @@ impl ChaosWorker {
                 ("LEDGERFLOW_LIGHTSPEED_R_CLIENT_SECRET", "sim-secret"),
                 ("LEDGERFLOW_LIGHTSPEED_X_CLIENT_ID", "sim-client"),
                 ("LEDGERFLOW_LIGHTSPEED_X_CLIENT_SECRET", "sim-secret"),
+                ("LEDGERFLOW_QUICKBOOKS_CLIENT_ID", "sim-client"),
+                ("LEDGERFLOW_QUICKBOOKS_CLIENT_SECRET", "sim-secret"),
             ])
             .env("DATABASE_URL", database_url(pool))
             .env("LEDGERFLOW_LOG", "warn")
@@ -426,6 +433,19 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let (lightspeed_shops, lightspeed) =
         crate::lightspeed::connect(&pool, &sandbox.key, shops.len(), lightspeed_tenants).await;
     shops.extend(lightspeed_shops);
+    let quickbooks = crate::quickbooks::start().await;
+    let quickbooks_tenants = scale.quickbooks_tenants.min(scale.tenants - shops.len());
+    for t in shops.len()..shops.len() + quickbooks_tenants {
+        let (connection_id, org) =
+            crate::quickbooks::connect(&pool, &quickbooks, &sandbox.key, t).await;
+        shops.push(Shop {
+            tenant: format!("shop-{t}"),
+            connection_id,
+            org,
+            shopify: None,
+            kind: ShopKind::QuickBooks,
+        });
+    }
     for t in shops.len()..scale.tenants {
         let (connection_id, org) = sandbox
             .connect(
@@ -451,13 +471,14 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     let plans = workload::plan(&mut rng, scale.tenants, scale.target_syncs, scale.drive);
     let planned: usize = plans.iter().map(|p| p.triggers()).sum();
     println!(
-        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders; {} on Saledock), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
+        "chaos {}: {} tenants ({} on Shopify: {} draft orders, {} orders; {} on Saledock, {} on QuickBooks), {} invoices, {planned} triggers planned, {WORKERS} workers, {} kills",
         scale.name,
         scale.tenants,
         shopify_tenants,
         first_order_store,
         shopify_tenants - first_order_store,
         saledock_tenants,
+        quickbooks_tenants,
         plans.len(),
         scale.kills
     );
@@ -495,6 +516,13 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         lightspeed.clone(),
         driving.clone(),
         scale.fault_every * 2,
+        rng.fork(),
+    ));
+    let quickbooks = Arc::new(quickbooks);
+    let quickbooks_faults = tokio::spawn(crate::quickbooks::inject_faults(
+        quickbooks.clone(),
+        driving.clone(),
+        scale.fault_every * 4,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
@@ -543,10 +571,12 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
     driving.store(false, Ordering::SeqCst);
     let mut faults = faults.await.expect("fault injector");
     faults.extend(saledock_faults.await.expect("Saledock fault injector"));
+    faults.extend(quickbooks_faults.await.expect("QuickBooks fault injector"));
     sim.sim.clear_faults();
     saledock.clear_faults();
     faults.extend(lightspeed_faults.await.expect("Lightspeed fault injector"));
     lightspeed.clear_faults();
+    quickbooks.clear_faults();
     for s in shopify.iter() {
         s.clear_faults();
     }
@@ -575,6 +605,8 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         .unwrap_or_else(|_| panic!("the Shopify simulators are still shared"));
     let saledock = Arc::try_unwrap(saledock)
         .unwrap_or_else(|_| panic!("the Saledock simulator is still shared"));
+    let quickbooks = Arc::try_unwrap(quickbooks)
+        .unwrap_or_else(|_| panic!("the QuickBooks simulator is still shared"));
     let outcome = Outcome {
         seed,
         scale,
@@ -582,6 +614,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         shopify,
         saledock,
         lightspeed,
+        quickbooks,
         shops,
         invoices,
         host_errors,

@@ -204,6 +204,11 @@ impl Simulator {
         self.inner().faults.push(fault);
     }
 
+    /// Drops the faults not met yet (the chaos run settles without them).
+    pub fn clear_faults(&self) {
+        self.inner().faults.clear();
+    }
+
     pub fn pending_faults(&self) -> usize {
         self.inner().faults.pending()
     }
@@ -249,6 +254,18 @@ impl Simulator {
     pub fn items(&self, realm: &str) -> Vec<wire::Item> {
         self.with_company(realm, |c| c.items.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Prices an invoice body as a create in this company would (line
+    /// checks, tax, TotalAmt, and Balance after `paid`), without HTTP or
+    /// storing it: the property test prices thousands this way. `paid` is
+    /// at 2 dp, as every amount the simulator keeps. The error
+    /// is the Fault body the create would answer.
+    pub fn price(&self, realm: &str, inv: &mut wire::Invoice, paid: i64) -> Result<(), String> {
+        let us_rate = self.inner().config.us_sales_tax_bps;
+        self.with_company(realm, |c| records::price(c, inv, us_rate, paid))
+            .ok_or_else(|| format!("no company {realm}"))?
+            .map_err(|a| a.body)
     }
 
     /// Calls the company's limits admitted (429s not counted).

@@ -351,7 +351,7 @@ fn write_item(c: &mut Company, req: &SimRequest) -> Result<Answer, Answer> {
 
 /// Prices the invoice: checks each line's amount, its item and tax code,
 /// and sets TotalAmt (and Balance from the payments linked to it).
-fn price(
+pub(super) fn price(
     c: &Company,
     inv: &mut wire::Invoice,
     us_rate: Option<i64>,
