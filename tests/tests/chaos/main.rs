@@ -147,6 +147,7 @@ impl Scale {
         }
         if let Some(v) = var("LIGHTSPEED_TENANTS") {
             self.lightspeed_tenants = v;
+        }
         if let Some(v) = var("QUICKBOOKS_TENANTS") {
             self.quickbooks_tenants = v;
         }
