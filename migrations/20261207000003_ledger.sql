@@ -65,8 +65,11 @@ CREATE TABLE ledgerflow.sync_events (
     trigger           text        NOT NULL,
     -- What the dialog shows: the host's words if it sent some ("Invoice item added").
     trigger_label     text        NOT NULL,
+    -- awaiting_approval / approved: held by the connection's "approve
+    -- before sync" (never enqueued until `ledgerflow.sync_approved`).
     status            text        NOT NULL CHECK (status IN
-                          ('pending', 'syncing', 'synced', 'failed', 'superseded', 'skipped')),
+                          ('pending', 'syncing', 'synced', 'failed', 'superseded', 'skipped',
+                           'awaiting_approval', 'approved')),
     -- Skipped: a stable code and the sentence shown.
     skip_reason       text,
     skip_message      text,
@@ -101,6 +104,9 @@ CREATE TABLE ledgerflow.sync_events (
     -- The run the event belongs to, when a host trigger started a chain
     -- for it: the dialog shows which step the event waits for.
     workflow_run_id   bigint,
+    -- An approved event a send-approved job sent in a batch whose answer is
+    -- not recorded yet: the batch's idempotency key (status syncing).
+    batch_key         text,
     FOREIGN KEY (connection_id, invoice_id) REFERENCES ledgerflow.invoice_sync (connection_id, invoice_id)
         ON DELETE CASCADE
 );

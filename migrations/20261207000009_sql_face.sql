@@ -9,6 +9,8 @@
 --   ledgerflow.sync_history(connection_id, invoice_id, before, history_limit)
 --   ledgerflow.resync_now / send_as_new / retry_failed_event / set_invoice_auto_sync
 --   ledgerflow.check_snapshot(snapshot)
+--   ledgerflow.approve_invoices / withdraw_approval / sync_approved ("approve
+--   before sync": migration 20261207000019_approvals.sql)
 --
 -- The trigger rules (snapshot checks, settings, skip reasons, superseding,
 -- the chain a sync becomes) live here, and only here.
@@ -519,7 +521,8 @@ $$;
 CREATE FUNCTION ledgerflow.check_snapshot(snapshot jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    problem jsonb := ledgerflow.snapshot_read_problem(snapshot);
+    problem jsonb := coalesce(ledgerflow.snapshot_read_problem(snapshot),
+                              ledgerflow.payment_terms_read_problem(snapshot));
     issues jsonb;
 BEGIN
     IF problem IS NOT NULL THEN
@@ -527,7 +530,9 @@ BEGIN
             format('the invoice snapshot could not be read: %s: %s', problem ->> 'field', problem ->> 'message'),
             jsonb_build_object('kind', 'snapshot_unreadable') || problem);
     END IF;
-    issues := ledgerflow.snapshot_issues(snapshot);
+    -- Payment terms (migration 20261207000019_approvals.sql defines their
+    -- checks; PL/pgSQL resolves the calls when it runs).
+    issues := ledgerflow.snapshot_issues(snapshot) || ledgerflow.payment_terms_issues(snapshot);
     IF jsonb_array_length(issues) > 0 THEN
         PERFORM ledgerflow.face_error('22023',
             format('the invoice snapshot has %s problem(s): %s', jsonb_array_length(issues),
@@ -535,7 +540,7 @@ BEGIN
                     FROM jsonb_array_elements(issues) WITH ORDINALITY t(x, n))),
             jsonb_build_object('kind', 'snapshot_invalid', 'issues', issues));
     END IF;
-    RETURN ledgerflow.snapshot_normalized(snapshot);
+    RETURN ledgerflow.snapshot_normalized(snapshot) || ledgerflow.payment_terms_normalized(snapshot);
 END;
 $$;
 
@@ -702,8 +707,9 @@ RETURNS void LANGUAGE sql AS $$
                         AND s.expedited_job_id = p_job);
 $$;
 
--- Insert a pending event, supersede the invoice's older pending events
--- (an edit inherits a superseded "send as new"; a void still wins) and,
+-- Insert a pending event, supersede the invoice's older pending events and
+-- those held for approval (an edit inherits a superseded "send as new"; a
+-- void still wins; a sync that goes now spends the invoice's approval) and,
 -- unless a chain's invoice step will, enqueue or join the invoice's job.
 CREATE FUNCTION ledgerflow.ledger_open_event(
     c ledgerflow.connections, p_invoice_id text, p_trigger text, p_label text, p_operation text,
@@ -728,7 +734,8 @@ BEGIN
     WITH sup AS (
         UPDATE ledgerflow.sync_events
         SET status = 'superseded', superseded_by = v_event, finished_at = now(), updated_at = now()
-        WHERE connection_id = c.id AND invoice_id = p_invoice_id AND status = 'pending' AND id < v_event
+        WHERE connection_id = c.id AND invoice_id = p_invoice_id
+          AND status IN ('pending', 'awaiting_approval', 'approved') AND id < v_event
         RETURNING operation, void_existing
     )
     UPDATE ledgerflow.sync_events e
@@ -738,6 +745,7 @@ BEGIN
         void_existing = e.void_existing
                         OR coalesce((SELECT bool_or(void_existing) FROM sup WHERE operation = 'send_as_new'), false)
     WHERE e.id = v_event;
+    DELETE FROM ledgerflow.backfill_approvals a WHERE a.connection_id = c.id AND a.invoice_id = p_invoice_id;
 
     IF p_by_chain THEN
         RETURN ledgerflow.recorded(v_event, 'pending', NULL, NULL, NULL);
@@ -770,8 +778,9 @@ END;
 $$;
 
 -- A host trigger on one connection, for a snapshot already checked: always
--- an event, skipped with the reason or pending (its job enqueued, or left
--- to a chain when p_by_chain).
+-- an event, skipped with the reason, held for approval (awaiting_approval
+-- or approved, nothing enqueued) or pending (its job enqueued, or left to a
+-- chain when p_by_chain).
 CREATE FUNCTION ledgerflow.ledger_record(
     p_connection_id bigint, p_trigger text, p_label text, p_snapshot jsonb, p_override boolean, p_by_chain boolean)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -802,6 +811,14 @@ BEGIN
                       AND p_snapshot ->> 'status' = 'draft' THEN 'draft_not_sent' END);
         v_message := ledgerflow.skip_message(v_code);
     END IF;
+    -- "Approve before sync": an upsert that would sync waits for a person
+    -- (ledgerflow.ledger_hold_for_approval, migration 20261207000019_approvals.sql);
+    -- a void goes at once (it supersedes what is held).
+    IF v_code IS NULL AND v_operation = 'upsert'
+       AND ledgerflow.setting(c.settings, '{approve_before_sync}', false) THEN
+        RETURN ledgerflow.ledger_hold_for_approval(c, v_invoice, p_trigger,
+                                                   coalesce(p_label, ledgerflow.trigger_label(p_trigger)), p_snapshot);
+    END IF;
     IF v_code IS NOT NULL THEN
         INSERT INTO ledgerflow.sync_events
             (connection_id, invoice_id, trigger, trigger_label, status, skip_reason, skip_message,
@@ -817,7 +834,7 @@ END;
 $$;
 
 -- Record a host trigger on one connection (ledger::record_trigger).
--- Returns {event_id, status: pending|skipped, skip_reason, skip_message, job_id}.
+-- Returns {event_id, status: pending|skipped|awaiting_approval|approved, skip_reason, skip_message, job_id}.
 CREATE FUNCTION ledgerflow.record_trigger(
     connection_id bigint, trigger text, snapshot jsonb, label text DEFAULT NULL, action_override boolean DEFAULT NULL)
 RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -1198,6 +1215,7 @@ BEGIN
             'resync', v_known AND v_usable, 'send_as_new', v_known AND v_usable,
             'void_existing_option', v_known AND v_usable AND v_external IS NOT NULL,
             'retry', v_usable AND (v_status = 'failed' OR coalesce(v_waits_on_step, false)),
+            'approve', v_status = 'awaiting_approval', 'withdraw', v_status = 'approved',
             'toggle_auto_sync', true,
             'reconnect', c.status = 'reconnect_needed', 'view_url', v_external -> 'url'),
         'waiting_for_worker', v_waiting);
