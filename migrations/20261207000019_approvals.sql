@@ -82,7 +82,9 @@ BEGIN
         INSERT INTO ledgerflow.backfill_approvals (connection_id, invoice_id, approved_by)
         VALUES (c.id, v_id, approve_invoices.approved_by) ON CONFLICT DO NOTHING;
         GET DIAGNOSTICS v_rows = ROW_COUNT;
-        UPDATE ledgerflow.sync_events e SET status = 'approved', updated_at = now()
+        -- A withdrawal's note no longer applies once approved again.
+        UPDATE ledgerflow.sync_events e
+        SET status = 'approved', skip_reason = NULL, skip_message = NULL, updated_at = now()
         WHERE e.connection_id = c.id AND e.invoice_id = v_id AND e.status = 'awaiting_approval';
         IF v_rows = 1 OR v_held = 'awaiting_approval' THEN
             v_changed := v_changed || v_id;

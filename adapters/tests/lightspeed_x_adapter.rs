@@ -103,6 +103,7 @@ fn snapshot(number: &str, lines: Vec<InvoiceLine>) -> InvoiceSnapshot {
         number: number.into(),
         currency: Currency::parse("NZD").unwrap(),
         issued_on: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

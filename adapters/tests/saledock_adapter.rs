@@ -115,6 +115,7 @@ fn snapshot(number: &str, lines: Vec<InvoiceLine>, discount: Option<Discount>) -
         number: number.into(),
         currency: Currency::parse("GBP").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

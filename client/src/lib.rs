@@ -57,6 +57,14 @@
 //! # let _ = recorded; Ok(()) }
 //! ```
 
+/// Approval before sync (the connection setting `approve_before_sync`):
+/// approve or withdraw held invoices, "sync approved now" (sent together,
+/// in batches where the provider can), the held and ready lists.
+pub use ledgerflow_workflows::approvals;
+pub use ledgerflow_workflows::approvals::{
+    approve as approve_invoices, held as held_for_approval, sync_approved,
+    withdraw_with_reason as withdraw_invoices,
+};
 /// Backfills: schedule one (a date range of a connection), follow, cancel
 /// and resume it; mark invoices "ready to sync"; push historical snapshots
 /// when the host exposes no view.

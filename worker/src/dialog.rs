@@ -47,6 +47,18 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         .and_then(|v| v.as_str().map(words))
         .unwrap_or_default();
     let _ = writeln!(out, "  status:      {status}");
+    if d.actions.approve || d.actions.withdraw {
+        // Held by the connection's "approve before sync": say how it moves on.
+        let _ = writeln!(
+            out,
+            "  approval:    {}",
+            if d.actions.approve {
+                "not sent until approved (`ledgerflow invoice approve CONN INVOICE`)"
+            } else {
+                "approved: sent by the next `ledgerflow invoice sync-approved CONN`"
+            }
+        );
+    }
     if d.history.events.is_empty() && d.external.is_none() {
         // The same dialog answers for an id nobody ever recorded: say so,
         // as it is most often a typo.
@@ -88,6 +100,8 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         (a.send_as_new, "send as new"),
         (a.void_existing_option, "send as new voiding the existing"),
         (a.retry, "retry"),
+        (a.approve, "approve"),
+        (a.withdraw, "withdraw approval"),
         (a.reconnect, "reconnect"),
     ]
     .into_iter()
@@ -176,7 +190,13 @@ fn render_event(out: &mut String, e: &SyncEventView) {
         }
     }
     if let Some(msg) = &e.skip_message {
-        let _ = writeln!(out, "          skipped: {msg}");
+        // A held event's note (approval withdrawn) is not a skip.
+        let said = if e.status.is_final() {
+            "skipped"
+        } else {
+            "note"
+        };
+        let _ = writeln!(out, "          {said}: {msg}");
     }
     if let Some(by) = e.superseded_by {
         let _ = writeln!(out, "          superseded by #{by}");

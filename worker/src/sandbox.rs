@@ -227,6 +227,7 @@ pub fn snapshot(
         number: number.into(),
         currency: Currency::parse("NZD")?,
         issued_on: chrono::Utc::now().date_naive(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

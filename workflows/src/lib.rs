@@ -8,6 +8,7 @@
 //! | [`settings`] | per-connection sync settings and their rules |
 //! | [`input`] | checks on identifiers and text from outside |
 //! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps |
+//! | [`approvals`] | approval before sync: held syncs approved, withdrawn and sent together; the ready-to-sync list backfills share |
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
 //! | [`import`] | first syncs: the provider's chart, contacts, invoices and payments imported and linked, host items exported |
 //! | [`chart`] | the check before a push that its account codes and tax types are in the imported chart |
@@ -23,6 +24,7 @@
 //! `ledgerflow-adapters`), and it must not start a runtime (that is
 //! `ledgerflow-worker`): the host app links it through `ledgerflow-client`.
 
+pub mod approvals;
 pub mod backfill;
 pub mod chart;
 pub mod import;

@@ -75,6 +75,14 @@ pub struct BackfillRange {
     pub to: NaiveDate,
 }
 
+/// "Sync approved now" on one connection: its approved invoices sent
+/// together (`crate::approvals`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendApproved {
+    pub tenant: String,
+    pub connection_id: i64,
+}
+
 /// A diagnostic job for operators, the demo and the benchmarks: it sleeps,
 /// fails its first attempts on demand, and can record an effect row in the
 /// same transaction that completes it (to prove "exactly once in effect").
@@ -181,6 +189,19 @@ impl JobKind for BackfillRange {
         max_delay: Duration::from_secs(1_800),
         max_rate_limit_wait: Duration::from_secs(7 * 24 * 3600),
     };
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+impl JobKind for SendApproved {
+    const KIND: &'static str = "send-approved";
+    const VERSION: i32 = 1;
+    const QUEUE: &'static str = "default";
+    // A person asked for it: it runs with live syncs.
+    const PRIORITY: Priority = Priority::Live;
+    // The sync kinds' patience: its batches meet the same limits.
+    const RETRY: RetryPolicy = SYNC;
     fn tenant(&self) -> &str {
         &self.tenant
     }

@@ -141,6 +141,7 @@ fn snapshot() -> impl Strategy<Value = InvoiceSnapshot> {
                     number: "1001".into(),
                     currency: Currency::parse(code).unwrap_or_else(|_| unreachable!()),
                     issued_on,
+                    payment_terms: None,
                     due_on: due.map(|d| {
                         issued_on + chrono::Days::new(u64::from(d)) - chrono::Days::new(20)
                     }),
@@ -239,6 +240,7 @@ fn base() -> Value {
         number: "1001".into(),
         currency: Currency::parse("NZD").unwrap_or_else(|_| unreachable!()),
         issued_on: NaiveDate::from_ymd_opt(2026, 3, 20).unwrap_or_default(),
+        payment_terms: None,
         due_on: NaiveDate::from_ymd_opt(2026, 4, 20),
         status: InvoiceStatus::Issued,
         customer: Customer {

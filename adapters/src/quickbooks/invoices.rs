@@ -208,7 +208,8 @@ pub fn invoice_body(
     Ok(wire::Invoice {
         doc_number: Some(snap.number.chars().take(MAX_DOC_NUMBER).collect()),
         txn_date: Some(snap.issued_on.to_string()),
-        due_date: snap.due_on.map(|d| d.to_string()),
+        // The host's due date, else its payment terms'.
+        due_date: snap.due_date().map(|d| d.to_string()),
         customer_ref: Some(Ref::id(customer_id)),
         currency_ref: Some(Ref::id(snap.currency.code())),
         line: lines(snap, region, options, items)?,

@@ -468,10 +468,12 @@ pub(super) fn build_invoice(
         reference: Some(snapshot.number.clone()),
         contact: Some(contact_of(contact_id)),
         date: Some(snapshot.issued_on.format("%Y-%m-%d").to_string()),
-        // Xero needs a due date to authorise; the issue date is the honest default.
+        // The host's due date, else its payment terms' (Xero keeps terms on
+        // contacts, not invoices, so the terms travel as the date). Xero
+        // needs a due date to authorise; the issue date is the honest default.
         due_date: Some(
             snapshot
-                .due_on
+                .due_date()
                 .unwrap_or(snapshot.issued_on)
                 .format("%Y-%m-%d")
                 .to_string(),

@@ -107,6 +107,7 @@ pub fn snapshot(
         number: number.into(),
         currency: Currency::parse("NZD").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

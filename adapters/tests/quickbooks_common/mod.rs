@@ -130,6 +130,7 @@ pub fn snapshot(
         number: number.into(),
         currency: Currency::parse("USD").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        payment_terms: None,
         due_on: NaiveDate::from_ymd_opt(2026, 12, 15),
         status: InvoiceStatus::Issued,
         customer: Customer {

@@ -344,7 +344,9 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             invoices,
         } => {
             let mut tx = pool.begin().await?;
-            let out = backfill::approve(&mut tx, connection, &invoices, by.as_deref()).await?;
+            let out = backfill::approve(&mut tx, connection, &invoices, by.as_deref())
+                .await
+                .map_err(backfill::BackfillError::from)?;
             tx.commit().await?;
             print_approval("ready to sync", "already ready", &out);
             super::audited(
@@ -360,7 +362,9 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
             invoices,
         } => {
             let mut tx = pool.begin().await?;
-            let out = backfill::withdraw(&mut tx, connection, &invoices).await?;
+            let out = backfill::withdraw(&mut tx, connection, &invoices)
+                .await
+                .map_err(backfill::BackfillError::from)?;
             tx.commit().await?;
             print_approval("sent back for approval", "was not approved", &out);
             super::audited(
@@ -373,7 +377,9 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
         }
         BackfillCommand::Ready { connection, json } => {
             let mut conn = pool.acquire().await?;
-            let ready = backfill::ready_to_sync(&mut conn, connection).await?;
+            let ready = backfill::ready_to_sync(&mut conn, connection)
+                .await
+                .map_err(backfill::BackfillError::from)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ready)?);
                 return Ok(());
@@ -396,7 +402,7 @@ pub async fn backfill(pool: &PgPool, cmd: BackfillCommand) -> Result<(), Backfil
     Ok(())
 }
 
-fn print_approval(changed: &str, unchanged: &str, out: &ApprovalOutcome) {
+pub(super) fn print_approval(changed: &str, unchanged: &str, out: &ApprovalOutcome) {
     for id in &out.changed {
         println!("{id}: {changed}");
     }

@@ -5,6 +5,7 @@ use ledgerflow_client::ledger;
 use sqlx::PgPool;
 
 use super::OpsError;
+use super::approvals::ApprovalCommand;
 use crate::dialog::{auto_sync_line, render_dialog, words};
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +49,8 @@ pub enum InvoiceCommand {
         #[arg(value_enum)]
         state: Switch,
     },
+    #[command(flatten)]
+    Approval(ApprovalCommand),
 }
 
 /// Which invoice, on which connection (the two positional arguments of
@@ -70,6 +73,10 @@ pub enum Switch {
 }
 
 pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError> {
+    let cmd = match cmd {
+        InvoiceCommand::Approval(approval) => return super::approvals::run(pool, approval).await,
+        other => other,
+    };
     let mut conn = pool.acquire().await?;
     // For the audit log.
     let (on_connection, on_invoice) = match &cmd {
@@ -78,6 +85,8 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
         | InvoiceCommand::SendAsNew { target, .. }
         | InvoiceCommand::Retry { target }
         | InvoiceCommand::AutoSync { target, .. } => (target.connection, target.invoice.clone()),
+        // Answered above, before any connection was taken.
+        InvoiceCommand::Approval(_) => return Ok(()),
     };
     let (what, recorded) = match cmd {
         InvoiceCommand::Status {
@@ -158,6 +167,8 @@ pub async fn invoice(pool: &PgPool, cmd: InvoiceCommand) -> Result<(), OpsError>
             );
             return Ok(());
         }
+        // Answered above, before any connection was taken.
+        InvoiceCommand::Approval(_) => return Ok(()),
     };
     crate::admin::audit::record(
         pool,

@@ -35,6 +35,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use sqlx::PgPool;
 
+pub mod approvals;
 pub mod backfill;
 pub mod connection;
 pub mod credentials;

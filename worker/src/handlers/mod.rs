@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer` (through the sync ledger) |
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
+//! | [`approved`] | `send-approved`: "sync approved now", in batches where the provider can |
 //! | [`import`] | `first-sync`: a connection's first sync (chart, contacts, invoices, payments; links; item export) |
 //! | [`summary`] | `end-of-day-summary` (and its cron) |
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
@@ -24,6 +25,7 @@ use ledgerflow_workflows::provider::Providers;
 
 use crate::runtime::Registry;
 
+pub mod approved;
 pub mod backfill;
 pub mod host_callback;
 pub mod import;
@@ -59,6 +61,7 @@ pub fn registry_with(providers: Providers) -> Registry {
             backfill::without_xero(job, ctx)
         });
     let registry = import::register(registry, providers.clone());
+    let registry = approved::register(registry, providers.clone());
     sync::register(registry, providers)
 }
 

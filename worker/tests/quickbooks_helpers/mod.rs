@@ -99,6 +99,7 @@ pub fn snapshot(number: &str, price: i64) -> InvoiceSnapshot {
         number: number.into(),
         currency: Currency::parse("USD").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

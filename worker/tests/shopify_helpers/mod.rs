@@ -142,6 +142,7 @@ pub fn snapshot(invoice: &str, lines: Vec<InvoiceLine>, paid: bool) -> InvoiceSn
         number: invoice.into(),
         currency: Currency::parse("NZD").unwrap(),
         issued_on: Utc::now().date_naive(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

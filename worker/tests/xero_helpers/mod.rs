@@ -120,6 +120,7 @@ pub fn snapshot(number: &str, price: i64, paid: bool) -> InvoiceSnapshot {
         number: number.into(),
         currency: Currency::parse("NZD").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        payment_terms: None,
         due_on: NaiveDate::from_ymd_opt(2026, 12, 7),
         status: if paid {
             InvoiceStatus::Paid

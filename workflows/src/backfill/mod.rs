@@ -5,7 +5,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | this one | scheduling (validated), cancel, resume, reading progress, approvals |
+//! | this one | scheduling (validated), cancel, resume, reading progress; approvals are [`crate::approvals`]'s |
 //! | [`source`] | where historical invoices come from: the host's view (the contract) or pushed snapshots, read page by page |
 //! | [`run`] | what one chunk's job does between provider calls: pick a batch, check the quota, record outcomes |
 //!
@@ -778,136 +778,11 @@ pub async fn show(
 }
 
 // ---------------------------------------------------------------------------
-// Batch approval ("ready to sync")
+// Batch approval ("ready to sync"): one list per connection, shared with
+// live syncs' "approve before sync", so it lives in `crate::approvals`.
 // ---------------------------------------------------------------------------
 
-/// What an approval or a withdrawal did, invoice by invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-pub struct ApprovalOutcome {
-    /// Marked ready (approve) or sent back for approval (withdraw).
-    pub changed: Vec<String>,
-    /// Already in the provider: approval no longer applies.
-    pub already_synced: Vec<String>,
-    /// Nothing to do (already approved / was not approved).
-    pub unchanged: Vec<String>,
-}
-
-async fn linked_of(
-    conn: &mut PgConnection,
-    connection_id: i64,
-    invoice_ids: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT host_id FROM ledgerflow.links
-         WHERE connection_id = $1 AND entity_type = 'invoice' AND host_id = ANY($2)",
-    )
-    .bind(connection_id)
-    .bind(invoice_ids)
-    .fetch_all(&mut *conn)
-    .await
-}
-
-/// Marks invoices "ready to sync" on a connection: the next "only approved"
-/// backfill covering their dates syncs them together. Invoices already in
-/// the provider are reported, not marked.
-pub async fn approve(
-    conn: &mut PgConnection,
-    connection_id: i64,
-    invoice_ids: &[String],
-    approved_by: Option<&str>,
-) -> Result<ApprovalOutcome, BackfillError> {
-    ledger::get_connection(conn, connection_id).await?;
-    let linked = linked_of(conn, connection_id, invoice_ids).await?;
-    let mut out = ApprovalOutcome::default();
-    for id in invoice_ids {
-        if linked.contains(id) {
-            out.already_synced.push(id.clone());
-            continue;
-        }
-        let n = sqlx::query(
-            "INSERT INTO ledgerflow.backfill_approvals (connection_id, invoice_id, approved_by)
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(connection_id)
-        .bind(id)
-        .bind(approved_by)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            out.changed.push(id.clone());
-        } else {
-            out.unchanged.push(id.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// Withdraws approval before the run: the invoices go back to "awaiting
-/// approval". One already synced cannot be withdrawn (it is reported).
-pub async fn withdraw(
-    conn: &mut PgConnection,
-    connection_id: i64,
-    invoice_ids: &[String],
-) -> Result<ApprovalOutcome, BackfillError> {
-    ledger::get_connection(conn, connection_id).await?;
-    let linked = linked_of(conn, connection_id, invoice_ids).await?;
-    let mut out = ApprovalOutcome::default();
-    for id in invoice_ids {
-        if linked.contains(id) {
-            out.already_synced.push(id.clone());
-            continue;
-        }
-        let n = sqlx::query(
-            "DELETE FROM ledgerflow.backfill_approvals WHERE connection_id = $1 AND invoice_id = $2",
-        )
-        .bind(connection_id)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if n == 1 {
-            out.changed.push(id.clone());
-        } else {
-            out.unchanged.push(id.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// An approved invoice still waiting for its run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReadyInvoice {
-    pub invoice_id: String,
-    pub approved_by: Option<String>,
-    pub approved_at: DateTime<Utc>,
-}
-
-/// The connection's "Ready to sync" tab: approved, not yet in the provider.
-pub async fn ready_to_sync(
-    conn: &mut PgConnection,
-    connection_id: i64,
-) -> Result<Vec<ReadyInvoice>, BackfillError> {
-    sqlx::query(
-        "SELECT a.invoice_id, a.approved_by, a.approved_at FROM ledgerflow.backfill_approvals a
-         WHERE a.connection_id = $1
-           AND NOT EXISTS (SELECT 1 FROM ledgerflow.links l WHERE l.connection_id = a.connection_id
-                           AND l.entity_type = 'invoice' AND l.host_id = a.invoice_id)
-         ORDER BY a.approved_at, a.invoice_id",
-    )
-    .bind(connection_id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(ReadyInvoice {
-            invoice_id: r.try_get("invoice_id")?,
-            approved_by: r.try_get("approved_by")?,
-            approved_at: r.try_get("approved_at")?,
-        })
-    })
-    .collect()
-}
+pub use crate::approvals::{ApprovalOutcome, ReadyInvoice, approve, ready_to_sync, withdraw};
 
 /// For a host that pushes instead of exposing a view: stores (or replaces)
 /// historical snapshots for backfills with [`Source::Pushed`]. Each is

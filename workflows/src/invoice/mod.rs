@@ -59,7 +59,7 @@ mod validation;
 pub use diff::{Change, diff};
 pub use snapshot::{
     Customer, Discount, InvoiceLine, InvoiceSnapshot, InvoiceStatus, Issue, LineKind, Payment,
-    SNAPSHOT_SCHEMA_VERSION, SnapshotError, Totals, snapshot_json_schema,
+    PaymentTerms, SNAPSHOT_SCHEMA_VERSION, SnapshotError, TermsRule, Totals, snapshot_json_schema,
 };
 
 #[cfg(test)]

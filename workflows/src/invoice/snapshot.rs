@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,52 @@ pub struct InvoiceSnapshot {
     pub totals: Totals,
     pub sales_channel: Option<String>,
     pub location: Option<String>,
+    /// The customer's payment terms ("Net 30"): they go with the invoice,
+    /// and set its due date when `due_on` is not given (see
+    /// [`InvoiceSnapshot::due_date`]). Left out when the host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_terms: Option<PaymentTerms>,
+}
+
+/// When an invoice is due, as the customer's terms say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PaymentTerms {
+    #[serde(flatten)]
+    pub rule: TermsRule,
+    /// The terms' name people see ("Net 30"); not empty when given.
+    pub name: Option<String>,
+}
+
+/// How the due date follows from the issue date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TermsRule {
+    /// Due this many days after the issue date (0 to 365).
+    DaysAfterIssue { days: i64 },
+    /// Due on this day (1 to 31) of the month after the issue date; a day
+    /// the month lacks is its last day (31 in February is the 28th or 29th).
+    DayOfFollowingMonth { day: i64 },
+}
+
+impl PaymentTerms {
+    /// The due date of an invoice issued on `issued_on`; `None` for terms
+    /// out of range (validation refuses them).
+    pub fn due_from(&self, issued_on: NaiveDate) -> Option<NaiveDate> {
+        match self.rule {
+            TermsRule::DaysAfterIssue { days } if (0..=365).contains(&days) => {
+                issued_on.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))
+            }
+            TermsRule::DayOfFollowingMonth { day } if (1..=31).contains(&day) => {
+                let first = issued_on
+                    .with_day(1)?
+                    .checked_add_months(chrono::Months::new(1))?;
+                let day = u32::try_from(day).ok()?;
+                // The month's last day when it is shorter than `day`.
+                (0..4).find_map(|back| first.with_day(day.checked_sub(back)?))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The invoice's status in the host.
@@ -257,6 +303,16 @@ fn checked_sum(
 }
 
 impl InvoiceSnapshot {
+    /// When the invoice is due: `due_on` when the host gave one, else what
+    /// its payment terms say, else `None`.
+    pub fn due_date(&self) -> Option<NaiveDate> {
+        self.due_on.or_else(|| {
+            self.payment_terms
+                .as_ref()
+                .and_then(|t| t.due_from(self.issued_on))
+        })
+    }
+
     /// Reads a snapshot from JSON. Errors name the field that failed
     /// ("lines[1].quantity: invalid type ..."); no input panics. This only
     /// decodes: call [`InvoiceSnapshot::validate`] (or use

@@ -55,6 +55,7 @@ fn snapshot() -> InvoiceSnapshot {
         number: "1001".into(),
         currency: nzd(),
         issued_on: NaiveDate::from_ymd_opt(2024, 5, 1).unwrap(),
+        payment_terms: None,
         due_on: NaiveDate::from_ymd_opt(2024, 5, 20),
         status: InvoiceStatus::Issued,
         customer: Customer {

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::money::MoneyError;
 use super::snapshot::{
+    TermsRule,
     Discount, InvoiceLine, InvoiceSnapshot, Issue, LineKind, SNAPSHOT_SCHEMA_VERSION, SnapshotError,
 };
 
@@ -58,7 +59,6 @@ impl InvoiceSnapshot {
                 format!("{due} is before the issue date {}", self.issued_on),
             );
         }
-
         let mut seen_lines: HashMap<&str, usize> = HashMap::new();
         for (i, line) in self.lines.iter().enumerate() {
             let field = line.field_name(i);
@@ -228,6 +228,25 @@ impl InvoiceSnapshot {
                 }
             }
             Err(e) => issue("totals", format!("cannot be computed: {e}")),
+        }
+
+        if let Some(terms) = &self.payment_terms {
+            // The same rules, words and place (last) as
+            // ledgerflow.payment_terms_issues in check_snapshot.
+            match terms.rule {
+                TermsRule::DaysAfterIssue { days } if !(0..=365).contains(&days) => issue(
+                    "payment_terms.days",
+                    format!("must be between 0 and 365 days, not {days}"),
+                ),
+                TermsRule::DayOfFollowingMonth { day } if !(1..=31).contains(&day) => issue(
+                    "payment_terms.day",
+                    format!("must be a day of the month from 1 to 31, not {day}"),
+                ),
+                _ => {}
+            }
+            if terms.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+                issue("payment_terms.name", "must not be empty when given".into());
+            }
         }
 
         if issues.is_empty() {

@@ -101,6 +101,11 @@ pub enum EventStatus {
     Failed,
     Superseded,
     Skipped,
+    /// Held by the connection's "approve before sync": nothing is enqueued
+    /// until a person approves it ([`crate::approvals`]).
+    AwaitingApproval,
+    /// Approved, waiting for "sync approved now".
+    Approved,
 }
 
 impl EventStatus {
@@ -112,6 +117,8 @@ impl EventStatus {
             EventStatus::Failed => "failed",
             EventStatus::Superseded => "superseded",
             EventStatus::Skipped => "skipped",
+            EventStatus::AwaitingApproval => "awaiting_approval",
+            EventStatus::Approved => "approved",
         }
     }
 
@@ -123,6 +130,8 @@ impl EventStatus {
             "failed" => EventStatus::Failed,
             "superseded" => EventStatus::Superseded,
             "skipped" => EventStatus::Skipped,
+            "awaiting_approval" => EventStatus::AwaitingApproval,
+            "approved" => EventStatus::Approved,
             other => {
                 return Err(LedgerError::Corrupt(format!(
                     "unknown event status {other:?}"
@@ -133,7 +142,13 @@ impl EventStatus {
 
     /// No further change will happen to an event in this status.
     pub fn is_final(self) -> bool {
-        !matches!(self, EventStatus::Pending | EventStatus::Syncing)
+        !matches!(
+            self,
+            EventStatus::Pending
+                | EventStatus::Syncing
+                | EventStatus::AwaitingApproval
+                | EventStatus::Approved
+        )
     }
 }
 

@@ -129,6 +129,10 @@ pub enum InvoiceSyncStatus {
     Syncing,
     Synced,
     Failed,
+    /// Held by "approve before sync": not sent until approved.
+    AwaitingApproval,
+    /// Approved: sent by the next "sync approved now".
+    Approved,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +175,12 @@ pub struct AvailableActions {
     pub void_existing_option: bool,
     /// When the last sync failed, or waits on a chain step that failed.
     pub retry: bool,
+    /// Held for approval: may be approved (`approvals::approve`).
+    #[serde(default)]
+    pub approve: bool,
+    /// Approved, not sent yet: approval may be withdrawn.
+    #[serde(default)]
+    pub withdraw: bool,
     pub toggle_auto_sync: bool,
     /// The connection needs reconnecting: show the way to settings.
     pub reconnect: bool,

@@ -856,7 +856,7 @@ pub(crate) async fn upsert_link(
 /// lock made those syncs commit one after another (up to 9 ms a statement
 /// in the 100-organisation benchmark, nearly all of it waiting).
 /// `last_push_at` is therefore when the link last changed.
-pub(super) async fn link_shared(
+pub(crate) async fn link_shared(
     conn: &mut PgConnection,
     connection_id: i64,
     entity_type: &str,

@@ -1,5 +1,5 @@
 //! Optional capabilities of a provider, beyond the sync calls every
-//! provider answers: batch create (backfills), the end-of-day summary
+//! provider answers: batch create (backfills and "sync approved now"), the end-of-day summary
 //! push, the change feed (reading payments back), and import (the first
 //! sync: chart of accounts, tax rates, items, contacts, invoices, payments).
 //!
@@ -56,6 +56,22 @@ pub struct BatchCreateRequest<'a> {
     /// The same on every attempt of the same batch, so a retry after a lost
     /// answer replays instead of creating again.
     pub idempotency_key: &'a str,
+}
+
+/// The idempotency key of a batch: `prefix` and a hash of the ids it
+/// holds, so the same batch (same invoices) gets the same key on every
+/// attempt and a retry replays the provider's first answer. Backfills and
+/// the send-approved job both use it.
+pub fn batch_key<'a>(prefix: &str, ids: impl IntoIterator<Item = &'a str>) -> String {
+    // FNV-1a: stable across processes and releases, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for id in ids {
+        for b in id.bytes().chain(std::iter::once(0)) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{prefix}-{hash:016x}")
 }
 
 /// The outcome of one element. `Ok`: created (the [`PushResult`] carries

@@ -103,6 +103,13 @@ pub struct ConnectionSettings {
     /// still syncs.
     #[serde(default = "default_max_quiet_wait_ms")]
     pub max_quiet_wait_ms: i64,
+    /// "Approve before sync": a trigger that would sync an invoice holds it
+    /// as awaiting approval instead (nothing is sent); a person approves
+    /// or withdraws it, and "sync approved now" sends the approved set
+    /// together (`crate::approvals`). Voids and manual actions still go
+    /// at once.
+    #[serde(default)]
+    pub approve_before_sync: bool,
 }
 
 /// About a second: longer than the gap between a person's quick edits (a
@@ -447,6 +454,7 @@ impl ConnectionSettings {
             provider: ProviderSettings::default_for(provider),
             quiet_period_ms: DEFAULT_QUIET_PERIOD_MS,
             max_quiet_wait_ms: DEFAULT_MAX_QUIET_WAIT_MS,
+            approve_before_sync: false,
         }
     }
 

@@ -52,6 +52,7 @@ pub fn snapshot(invoice_id: &str, version: i64) -> InvoiceSnapshot {
         number: format!("N-{invoice_id}"),
         currency: Currency::parse("NZD").unwrap(),
         issued_on: NaiveDate::from_ymd_opt(2025, 3, 1).unwrap(),
+        payment_terms: None,
         due_on: None,
         status: InvoiceStatus::Issued,
         customer: Customer {

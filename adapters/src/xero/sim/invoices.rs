@@ -302,9 +302,11 @@ pub(super) fn write_invoices(
         Ok(e) => e,
         Err(a) => return a,
     };
+    let invoices = env.invoices.unwrap_or_default();
+    t.invoice_requests.push(invoices.len());
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    for mut req in env.invoices.unwrap_or_default() {
+    for mut req in invoices {
         if let Some(id) = id {
             req.invoice_id = Some(id.to_string());
         }

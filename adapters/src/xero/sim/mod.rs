@@ -313,6 +313,15 @@ impl Simulator {
             .get(tenant)
             .map_or(0, |t| t.writes)
     }
+    /// How many invoices each invoice write request (PUT/POST /Invoices)
+    /// carried, oldest first; idempotent replays are not counted.
+    pub fn invoice_request_sizes(&self, tenant: &str) -> Vec<usize> {
+        lock(&self.shared)
+            .tenants
+            .get(tenant)
+            .map(|t| t.invoice_requests.clone())
+            .unwrap_or_default()
+    }
     /// How many times this refresh token was presented and accepted.
     pub fn refresh_token_uses(&self, refresh_token: &str) -> u32 {
         lock(&self.shared).tokens.refresh_token_uses(refresh_token)

@@ -54,6 +54,9 @@ pub(super) struct Tenant {
     pub in_flight: u32,
     pub writes: u64,
     pub replays: Replays,
+    /// How many invoices each PUT/POST /Invoices request carried, in order
+    /// (idempotent replays not counted): what batching tests assert on.
+    pub invoice_requests: Vec<usize>,
 }
 
 impl Tenant {
@@ -71,6 +74,7 @@ impl Tenant {
             in_flight: 0,
             writes: 0,
             replays: Replays::default(),
+            invoice_requests: Vec::new(),
         }
     }
 }

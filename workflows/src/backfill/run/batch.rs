@@ -67,17 +67,12 @@ impl Batch {
     /// The idempotency key: the same batch (same invoices) gets the same key
     /// on every attempt, so a retry replays the provider's first answer.
     pub fn key(&self, chunk: &Chunk) -> String {
-        // FNV-1a: stable across processes and releases, unlike std's hasher.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for (id, _, _) in self.to_send() {
-            for b in id.bytes().chain(std::iter::once(0)) {
-                hash ^= u64::from(b);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        format!(
-            "ledgerflow-backfill-{}-{}-{hash:016x}",
-            chunk.backfill_id, chunk.position
+        crate::provider::batch_key(
+            &format!(
+                "ledgerflow-backfill-{}-{}",
+                chunk.backfill_id, chunk.position
+            ),
+            self.to_send().map(|(id, _, _)| id),
         )
     }
 
