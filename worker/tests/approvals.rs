@@ -27,7 +27,7 @@ use ledgerflow_client::settings::{
 use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, PaymentTerms, TermsRule};
 use ledgerflow_workflows::provider::Providers;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, PgPool};
 use xero_helpers::{Conn, XeroEnv, connect_with, count, eventually, snapshot, xero_env};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -457,5 +457,83 @@ async fn payment_terms_set_the_xero_due_date_and_out_of_range_terms_are_refused(
         sent[0].due_date.as_deref().map(|d| &d[..10]),
         Some("2026-12-23"),
         "the due date the payment terms give arrived in Xero"
+    );
+}
+
+fn ledgerflow(pool: &PgPool, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ledgerflow"))
+        .args(args)
+        .env(
+            "DATABASE_URL",
+            pool.connect_options().to_url_lossy().to_string(),
+        )
+        .env("LEDGERFLOW_LOG", "warn")
+        .output()
+        .expect("run ledgerflow")
+}
+
+fn ok(out: std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ledgerflow failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn approvals_from_the_cli_approve_withdraw_list_and_sync_approved(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    let conn = shop(&env, "shop-cli", true).await;
+    for n in ["C1", "C2"] {
+        trigger(&pool, &conn, &snapshot(n, 1_000, false)).await;
+    }
+    let id = conn.id.to_string();
+    let status = ok(ledgerflow(&pool, &["invoice", "status", &id, "host-C1"]));
+    assert!(status.contains("status:      awaiting approval"), "{status}");
+    assert!(status.contains("approve"), "{status}");
+
+    let out = ok(ledgerflow(
+        &pool,
+        &["invoice", "approve", &id, "host-C1", "host-C2", "--by", "sam"],
+    ));
+    assert!(out.contains("host-C1: approved") && out.contains("host-C2: approved"), "{out}");
+    let out = ok(ledgerflow(
+        &pool,
+        &["invoice", "withdraw", &id, "host-C2", "--reason", "wrong customer", "--by", "kim"],
+    ));
+    assert!(out.contains("host-C2: sent back for approval"), "{out}");
+    let list = ok(ledgerflow(&pool, &["invoice", "approvals", &id]));
+    assert!(list.contains("host-C1") && list.contains("approved by sam"), "{list}");
+    assert!(
+        list.contains("approval withdrawn by kim: wrong customer"),
+        "{list}"
+    );
+    let json: Vec<approvals::HeldInvoice> = serde_json::from_str(&ok(ledgerflow(
+        &pool,
+        &["invoice", "approvals", &id, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(json.len(), 2);
+
+    let out = ok(ledgerflow(&pool, &["invoice", "sync-approved", &id]));
+    assert!(out.contains("sending 1 approved invoice(s)"), "{out}");
+    let worker = start(&pool, registry(&env), fast_config("w1"));
+    wait_synced(&pool, &conn, 1).await;
+    worker.stop().await;
+    assert_eq!(
+        references(&env, &conn),
+        ["C1"].iter().map(|s| s.to_string()).collect()
+    );
+    let status = ok(ledgerflow(&pool, &["invoice", "status", &id, "host-C2"]));
+    assert!(status.contains("note: approval withdrawn by kim"), "{status}");
+    // An unknown connection is refused with the reason, exit code non-zero.
+    let out = ledgerflow(&pool, &["invoice", "approve", "999", "host-C1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connection 999 does not exist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
