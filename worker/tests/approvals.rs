@@ -121,9 +121,7 @@ fn references(env: &XeroEnv, conn: &Conn) -> HashSet<String> {
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn approvals_hold_triggers_and_120_approved_go_to_xero_in_three_batch_requests(
-    pool: PgPool,
-) {
+async fn approvals_hold_triggers_and_120_approved_go_to_xero_in_three_batch_requests(pool: PgPool) {
     let env = xero_env(&pool).await;
     let conn = shop(&env, "shop-approve", true).await;
     let numbers: Vec<String> = (1..=125).map(|i| format!("A{i:03}")).collect();
@@ -158,7 +156,10 @@ async fn approvals_hold_triggers_and_120_approved_go_to_xero_in_three_batch_requ
         .await
         .unwrap();
     assert_eq!(again.unchanged.len(), 2);
-    assert_eq!(status(&pool, &conn, &first).await, InvoiceSyncStatus::Approved);
+    assert_eq!(
+        status(&pool, &conn, &first).await,
+        InvoiceSyncStatus::Approved
+    );
     let held = approvals::held(&mut db, conn.id).await.unwrap();
     assert_eq!(held.len(), 125);
     assert_eq!(
@@ -184,7 +185,10 @@ async fn approvals_hold_triggers_and_120_approved_go_to_xero_in_three_batch_requ
     let refs = references(&env, &conn);
     assert_eq!(refs.len(), 120);
     assert!(numbers[..120].iter().all(|n| refs.contains(n)));
-    assert_eq!(status(&pool, &conn, &first).await, InvoiceSyncStatus::Synced);
+    assert_eq!(
+        status(&pool, &conn, &first).await,
+        InvoiceSyncStatus::Synced
+    );
     // The five not approved are still waiting, and not in Xero.
     for n in &numbers[120..] {
         assert!(!refs.contains(n));
@@ -491,21 +495,41 @@ async fn approvals_from_the_cli_approve_withdraw_list_and_sync_approved(pool: Pg
     }
     let id = conn.id.to_string();
     let status = ok(ledgerflow(&pool, &["invoice", "status", &id, "host-C1"]));
-    assert!(status.contains("status:      awaiting approval"), "{status}");
+    assert!(
+        status.contains("status:      awaiting approval"),
+        "{status}"
+    );
     assert!(status.contains("approve"), "{status}");
 
     let out = ok(ledgerflow(
         &pool,
-        &["invoice", "approve", &id, "host-C1", "host-C2", "--by", "sam"],
+        &[
+            "invoice", "approve", &id, "host-C1", "host-C2", "--by", "sam",
+        ],
     ));
-    assert!(out.contains("host-C1: approved") && out.contains("host-C2: approved"), "{out}");
+    assert!(
+        out.contains("host-C1: approved") && out.contains("host-C2: approved"),
+        "{out}"
+    );
     let out = ok(ledgerflow(
         &pool,
-        &["invoice", "withdraw", &id, "host-C2", "--reason", "wrong customer", "--by", "kim"],
+        &[
+            "invoice",
+            "withdraw",
+            &id,
+            "host-C2",
+            "--reason",
+            "wrong customer",
+            "--by",
+            "kim",
+        ],
     ));
     assert!(out.contains("host-C2: sent back for approval"), "{out}");
     let list = ok(ledgerflow(&pool, &["invoice", "approvals", &id]));
-    assert!(list.contains("host-C1") && list.contains("approved by sam"), "{list}");
+    assert!(
+        list.contains("host-C1") && list.contains("approved by sam"),
+        "{list}"
+    );
     assert!(
         list.contains("approval withdrawn by kim: wrong customer"),
         "{list}"
@@ -527,7 +551,10 @@ async fn approvals_from_the_cli_approve_withdraw_list_and_sync_approved(pool: Pg
         ["C1"].iter().map(|s| s.to_string()).collect()
     );
     let status = ok(ledgerflow(&pool, &["invoice", "status", &id, "host-C2"]));
-    assert!(status.contains("note: approval withdrawn by kim"), "{status}");
+    assert!(
+        status.contains("note: approval withdrawn by kim"),
+        "{status}"
+    );
     // An unknown connection is refused with the reason, exit code non-zero.
     let out = ledgerflow(&pool, &["invoice", "approve", "999", "host-C1"]);
     assert!(!out.status.success());

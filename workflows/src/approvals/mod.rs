@@ -192,12 +192,16 @@ pub async fn held(
         .map(|r| {
             Ok(HeldInvoice {
                 invoice_id: r.try_get("invoice_id")?,
-                number: r.try_get::<Option<String>, _>("number")?.unwrap_or_default(),
+                number: r
+                    .try_get::<Option<String>, _>("number")?
+                    .unwrap_or_default(),
                 event_id: r.try_get("id")?,
                 status: crate::ledger::EventStatus::parse(r.try_get("status")?)?,
                 trigger_label: r.try_get("trigger_label")?,
                 total_minor: r.try_get::<Option<i64>, _>("total_minor")?.unwrap_or(0),
-                currency: r.try_get::<Option<String>, _>("currency")?.unwrap_or_default(),
+                currency: r
+                    .try_get::<Option<String>, _>("currency")?
+                    .unwrap_or_default(),
                 note: r.try_get("skip_message")?,
                 approved_by: r.try_get("approved_by")?,
                 held_since: r.try_get("created_at")?,

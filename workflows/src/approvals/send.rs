@@ -287,11 +287,13 @@ async fn synced(
     .bind(snapshot)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM ledgerflow.backfill_approvals WHERE connection_id = $1 AND invoice_id = $2")
-        .bind(connection.id)
-        .bind(&item.invoice_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM ledgerflow.backfill_approvals WHERE connection_id = $1 AND invoice_id = $2",
+    )
+    .bind(connection.id)
+    .bind(&item.invoice_id)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::money::MoneyError;
 use super::snapshot::{
-    TermsRule,
-    Discount, InvoiceLine, InvoiceSnapshot, Issue, LineKind, SNAPSHOT_SCHEMA_VERSION, SnapshotError,
+    Discount, InvoiceLine, InvoiceSnapshot, Issue, LineKind, SNAPSHOT_SCHEMA_VERSION,
+    SnapshotError, TermsRule,
 };
 
 impl InvoiceLine {
