@@ -17,6 +17,11 @@
 -- ledger_open_event, sync_dialog) and check_snapshot are defined where
 -- they always were (the SQL face migration); the functions here are new.
 
+-- The connection's held events: the approvals list and what a
+-- send-approved job takes, without reading the connection's whole history.
+CREATE INDEX sync_events_held_idx ON ledgerflow.sync_events (connection_id, id)
+    WHERE status IN ('awaiting_approval', 'approved');
+
 -- A trigger that would sync, held for approval on connection `c`: an event
 -- `approved` when the invoice is approved already (a later edit of an
 -- approved invoice: the newest snapshot goes), `awaiting_approval`

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use common::{fast_config, start};
+use ledgerflow_adapters::xero::simulator::{Fault, FaultKind};
 use ledgerflow_client::approvals;
 use ledgerflow_client::ledger::{
     self, EventStatus, InvoiceSyncStatus, LedgerError, Recorded, TriggerRequest,
@@ -563,4 +564,54 @@ async fn approvals_from_the_cli_approve_withdraw_list_and_sync_approved(pool: Pg
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn approvals_sent_in_a_batch_whose_answer_was_lost_are_adopted_not_created_twice(
+    pool: PgPool,
+) {
+    let env = xero_env(&pool).await;
+    let conn = shop(&env, "shop-lost", true).await;
+    let numbers: Vec<String> = ["L1", "L2", "L3"].iter().map(|s| s.to_string()).collect();
+    for n in &numbers {
+        let mut s = snapshot(n, 1_000, false);
+        if n == "L2" {
+            // No Xero tax type for it: refused on its own, the rest go.
+            s.lines[0].tax_code = Some("VAT99".into());
+        }
+        trigger(&pool, &conn, &s).await;
+    }
+    let mut db = pool.acquire().await.unwrap();
+    approvals::approve(&mut db, conn.id, &ids(&numbers), None)
+        .await
+        .unwrap();
+    // Xero commits the batch, then the answer is lost.
+    env.sim.push_fault(
+        Fault::once(FaultKind::DropAfterCommit).on(axum::http::Method::PUT, "Invoices"),
+    );
+    let worker = start(&pool, registry(&env), fast_config("w1"));
+    approvals::sync_approved(&mut db, conn.id).await.unwrap();
+    wait_synced(&pool, &conn, 2).await;
+    eventually(WAIT, "the refused invoice to fail", || async {
+        (status(&pool, &conn, "host-L2").await == InvoiceSyncStatus::Failed).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let refs = references(&env, &conn);
+    assert_eq!(refs, ["L1", "L3"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.sync_events WHERE trigger_label LIKE '%after a lost answer%'"
+        )
+        .await,
+        2,
+        "the lost answer was recovered by reference, not by sending again"
+    );
+    let l2 = ledger::sync_dialog(&mut db, conn.id, "host-L2", 10)
+        .await
+        .unwrap();
+    let error = l2.last_error.unwrap();
+    assert_eq!(error.class, "permanent");
+    assert!(error.message.contains("VAT99"), "{}", error.message);
 }
