@@ -501,3 +501,23 @@ async fn canada_totals_and_balances_equal_the_hosts(pool: PgPool) {
 async fn global_totals_and_balances_equal_the_hosts(pool: PgPool) {
     run(pool, &GLOBAL, 21_003, PURE / 3).await;
 }
+
+#[test]
+fn payment_terms_set_the_quickbooks_due_date_when_the_host_gives_none() {
+    use ledgerflow_workflows::invoice::{PaymentTerms, TermsRule};
+    let mut snap = snapshot("T1", Vec::new(), None);
+    snap.due_on = None;
+    snap.payment_terms = Some(PaymentTerms {
+        rule: TermsRule::DaysAfterIssue { days: 14 },
+        name: Some("Net 14".into()),
+    });
+    let body =
+        invoices::invoice_body(&snap, QuickBooksRegion::Us, &options(&US), &[], "1").unwrap();
+    let due = snap.issued_on + chrono::Days::new(14);
+    assert_eq!(body.due_date, Some(due.to_string()));
+    // The host's own due date wins over its terms.
+    snap.due_on = Some(snap.issued_on);
+    let body =
+        invoices::invoice_body(&snap, QuickBooksRegion::Us, &options(&US), &[], "1").unwrap();
+    assert_eq!(body.due_date, Some(snap.issued_on.to_string()));
+}
