@@ -98,6 +98,8 @@ pub use ledgerflow_workflows::{invoice, money, settings};
 pub use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey};
 
 mod register;
+mod trace;
+pub use trace::set_trace_parent;
 pub use register::{
     ConnectionCredentials, RegisterError, disable_connection, enable_connection, list_connections,
     reconnect_with_credentials, register_connection,
