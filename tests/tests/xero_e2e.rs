@@ -370,7 +370,10 @@ fn attribute(span: &serde_json::Value, key: &str) -> Option<String> {
             let v = &a["value"];
             v.get("stringValue")
                 .and_then(|s| s.as_str().map(str::to_string))
-                .or_else(|| v.get("intValue").map(|i| i.to_string().trim_matches('"').to_string()))
+                .or_else(|| {
+                    v.get("intValue")
+                        .map(|i| i.to_string().trim_matches('"').to_string())
+                })
                 .unwrap_or_else(|| v.to_string())
         })
     })
@@ -430,8 +433,9 @@ async fn a_syncs_spans_reach_the_collector_under_the_hosts_trace(pool: PgPool) {
             .await
             .unwrap();
     assert!(
-        stamped.iter().any(|t| t.as_deref()
-            == Some(&format!("00-{HOST_TRACE}-{HOST_SPAN}-01") as &str)),
+        stamped
+            .iter()
+            .any(|t| t.as_deref() == Some(&format!("00-{HOST_TRACE}-{HOST_SPAN}-01") as &str)),
         "{stamped:?}"
     );
     settle(&pool, id, "INV-T", Duration::from_secs(20))
@@ -456,7 +460,11 @@ async fn a_syncs_spans_reach_the_collector_under_the_hosts_trace(pool: PgPool) {
         {
             assert_eq!(job["parentSpanId"], HOST_SPAN, "{job}");
             for call in &calls {
-                assert_eq!(attribute(call, "provider").as_deref(), Some("Xero"), "{call}");
+                assert_eq!(
+                    attribute(call, "provider").as_deref(),
+                    Some("Xero"),
+                    "{call}"
+                );
                 let status = attribute(call, "http.response.status_code").unwrap_or_default();
                 assert!(status.starts_with('2'), "{call}");
             }

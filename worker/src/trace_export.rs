@@ -191,7 +191,9 @@ mod tests {
     #[test]
     fn a_malformed_traceparent_is_ignored() {
         assert!(parent_context("not a traceparent").is_none());
-        assert!(parent_context("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+        assert!(
+            parent_context("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
     }
 
     #[test]

@@ -378,32 +378,41 @@ fn init_logging(
     otlp_endpoint: Option<&str>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<Option<crate::trace_export::TraceExport>, crate::trace_export::TraceExportError> {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    // LEDGERFLOW_LOG filters the log lines only: exported spans keep their
+    // own filter, so quiet logs do not switch tracing off.
+    let log_filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+    };
     // Colour codes only where a person reads them: not in files or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let human = matches!(format, LogFormat::Human).then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
+            .with_filter(log_filter())
     });
     let json = matches!(format, LogFormat::Json).then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .with_ansi(ansi)
             .with_writer(std::io::stderr)
+            .with_filter(log_filter())
     });
     let (export, otel) = match otlp_endpoint.filter(|e| !e.is_empty()) {
         Some(endpoint) => {
             let (export, layer) = crate::trace_export::start(endpoint, runtime.handle().clone())?;
-            (Some(export), Some(layer))
+            let spans = tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("sqlx", tracing::Level::WARN);
+            (Some(export), Some(layer.with_filter(spans)))
         }
         None => (None, None),
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(human)
         .with(json)
         .with(otel)
