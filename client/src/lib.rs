@@ -106,10 +106,12 @@ pub use ledgerflow_workflows::{invoice, money, settings};
 pub use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey};
 
 mod register;
+mod trace;
 pub use register::{
     ConnectionCredentials, RegisterError, disable_connection, enable_connection, list_connections,
     reconnect_with_credentials, register_connection,
 };
+pub use trace::set_trace_parent;
 
 /// Host callbacks: inbound events also POSTed to the host, signed; the host
 /// checks each request with [`verify_callback_signature`].

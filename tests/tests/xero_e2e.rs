@@ -323,3 +323,157 @@ async fn cli_refuses_bad_input_with_clear_messages(pool: PgPool) {
         "nothing was registered: {listed}"
     );
 }
+
+/// The OTLP/HTTP trace bodies a collector received (JSON).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A collector's `/v1/traces` on a free port: keeps each body it is sent.
+async fn collector() -> (String, Received) {
+    use axum::routing::post;
+    let received = Received::default();
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&body).expect("OTLP/HTTP JSON body");
+                keep.lock().unwrap().push(json);
+                "{}"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+/// Every span the collector has received, flattened.
+fn spans(received: &Received) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for body in received.lock().unwrap().iter() {
+        for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                out.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+    }
+    out
+}
+
+/// A span attribute's value as text, whatever its OTLP type.
+fn attribute(span: &serde_json::Value, key: &str) -> Option<String> {
+    span["attributes"].as_array()?.iter().find_map(|a| {
+        (a["key"] == key).then(|| {
+            let v = &a["value"];
+            v.get("stringValue")
+                .and_then(|s| s.as_str().map(str::to_string))
+                .or_else(|| {
+                    v.get("intValue")
+                        .map(|i| i.to_string().trim_matches('"').to_string())
+                })
+                .unwrap_or_else(|| v.to_string())
+        })
+    })
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_syncs_spans_reach_the_collector_under_the_hosts_trace(pool: PgPool) {
+    const HOST_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const HOST_SPAN: &str = "00f067aa0ba902b7";
+    let sim = Simulator::start(SimConfig::default()).await.unwrap();
+    let org = sim.add_tenant("Shop One Ltd");
+    let tokens = sim.authorize(&[&org]);
+    let id = register(&pool, &sim, &org, &tokens.refresh_token);
+    let (endpoint, received) = collector().await;
+    let _worker = WorkerProcess::start_with_env(
+        &pool,
+        "e2e-traces",
+        &["--otlp-endpoint", &endpoint],
+        &[
+            ("LEDGERFLOW_SECRET_KEY", KEY),
+            ("LEDGERFLOW_XERO_CLIENT_ID", "sim-client"),
+            ("LEDGERFLOW_XERO_CLIENT_SECRET", "sim-secret"),
+            // Export each batch within a fifth of a second, not the SDK's 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    );
+
+    // The host records the trigger in its own transaction, under its trace.
+    let snap = snapshot(
+        "INV-T",
+        "INV-T",
+        ("C-1", "Ann Rider"),
+        vec![gst_line("L1", "TUNE", "Tune-up", 1, 12000)],
+    )
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    ledgerflow_client::set_trace_parent(&mut tx, &format!("00-{HOST_TRACE}-{HOST_SPAN}-01"))
+        .await
+        .unwrap();
+    ledgerflow_client::ledger::record_trigger(
+        &mut tx,
+        &ledgerflow_client::ledger::TriggerRequest {
+            connection_id: id,
+            trigger: Trigger::JobCreated,
+            label: None,
+            snapshot: &snap,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // A job enqueued outside that transaction carries no trace parent.
+    let stamped: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT trace_parent FROM ledgerflow.jobs ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        stamped
+            .iter()
+            .any(|t| t.as_deref() == Some(&format!("00-{HOST_TRACE}-{HOST_SPAN}-01") as &str)),
+        "{stamped:?}"
+    );
+    settle(&pool, id, "INV-T", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(sim.invoices(&org).len(), 1);
+
+    // The job's span is a child of the host's span; the provider calls it
+    // made are spans of the same trace, each with the answer's status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = spans(&received);
+        let job = all
+            .iter()
+            .find(|s| s["name"] == "job" && s["traceId"] == HOST_TRACE);
+        let calls: Vec<_> = all
+            .iter()
+            .filter(|s| s["name"] == "provider_call" && s["traceId"] == HOST_TRACE)
+            .collect();
+        if let Some(job) = job
+            && !calls.is_empty()
+        {
+            assert_eq!(job["parentSpanId"], HOST_SPAN, "{job}");
+            for call in &calls {
+                assert_eq!(
+                    attribute(call, "provider").as_deref(),
+                    Some("Xero"),
+                    "{call}"
+                );
+                let status = attribute(call, "http.response.status_code").unwrap_or_default();
+                assert!(status.starts_with('2'), "{call}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job span under the host's trace with provider calls; received: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -44,4 +44,5 @@ pub mod saledock;
 pub mod sandbox;
 #[cfg(feature = "sandbox")]
 pub mod scratch;
+pub mod trace_export;
 pub mod webhooks;

@@ -6,7 +6,9 @@
 //! answers classified → one refresh and retry on a 401 → reconnect needed
 //! (the connection is marked, its jobs held). Each answer's status, each
 //! lost answer and each limiter wait is reported to the process's
-//! [`super::observe::CallObserver`] (the worker's metrics).
+//! [`super::observe::CallObserver`] (the worker's metrics), and each
+//! attempt is a `provider_call` span (exported when the worker exports
+//! traces).
 //!
 //! A provider supplies what differs through [`Api`], in its `api.rs`:
 //! which gate a request passes, how a request is authorized, what the limit
@@ -69,6 +71,7 @@ use reqwest::header::HeaderMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use super::errors::{CallFailure, Refusal, credential_error, db_error};
 use super::gate::{self, Gate, InlineWait, Reading, Waiting};
@@ -440,9 +443,35 @@ impl<A: Api> Caller<A> {
         Ok(self.send(connection_id, req).await?.json()?)
     }
 
-    /// One attempt: grant, send, record the limit headers. Any complete
-    /// answer is returned, whatever its status.
+    /// One attempt, in a `provider_call` span (exported as a client span
+    /// when the process exports traces): grant, send, record the limit
+    /// headers. Any complete answer is returned, whatever its status.
     async fn send_once(
+        &self,
+        connection_id: i64,
+        creds: &Credentials,
+        req: &Request,
+    ) -> Result<Answer, CallFailure> {
+        let span = tracing::info_span!(
+            "provider_call",
+            otel.kind = "client",
+            provider = self.api.name(),
+            http.request.method = %req.method,
+            url.path = %req.path,
+            connection_id,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let result = self
+            .send_attempt(connection_id, creds, req)
+            .instrument(span.clone())
+            .await;
+        if let Ok(answer) = &result {
+            span.record("http.response.status_code", answer.status);
+        }
+        result
+    }
+
+    async fn send_attempt(
         &self,
         connection_id: i64,
         creds: &Credentials,

@@ -71,6 +71,11 @@ pub struct Cli {
     /// Log format (logs go to stderr; colours only on a terminal).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
+    /// Export traces (a span per job and per provider call) to this
+    /// OpenTelemetry collector over OTLP/HTTP with JSON bodies, e.g.
+    /// http://127.0.0.1:4318 (`/v1/traces` is added). Off when unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -213,8 +218,6 @@ pub fn main() {
     quiet_on_broken_pipe();
     // clap's usage errors already strip control characters from what they quote.
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    crate::metrics::install_call_observer();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -225,7 +228,19 @@ pub fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(cli)) {
+    let export = match init_logging(cli.log_format, cli.otlp_endpoint.as_deref(), &runtime) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("ledgerflow: {}", escape_controls(&e.to_string()));
+            std::process::exit(2);
+        }
+    };
+    crate::metrics::install_call_observer();
+    let outcome = runtime.block_on(run(cli));
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    if let Err(e) = outcome {
         eprintln!("ledgerflow: {}", escape_controls(&e.to_string()));
         std::process::exit(crate::interrupt::exit_code(&*e));
     }
@@ -357,18 +372,53 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, crate::db::DbError> 
     crate::db::connect(url, max).await
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+/// Logs to stderr and, with an OTLP endpoint, spans to the collector
+/// (the exporter is returned so `main` can send what is buffered at exit).
+fn init_logging(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<crate::trace_export::TraceExport>, crate::trace_export::TraceExportError> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // LEDGERFLOW_LOG filters the log lines only: exported spans keep their
+    // own filter, so quiet logs do not switch tracing off.
+    let log_filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+    };
     // Colour codes only where a person reads them: not in files or pipes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let human = matches!(format, LogFormat::Human).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter())
+    });
+    let json = matches!(format, LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter())
+    });
+    let (export, otel) = match otlp_endpoint.filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let (export, layer) = crate::trace_export::start(endpoint, runtime.handle().clone())?;
+            let spans = tracing_subscriber::filter::Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("sqlx", tracing::Level::WARN);
+            (Some(export), Some(layer.with_filter(spans)))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(human)
+        .with(json)
+        .with(otel)
+        .init();
+    Ok(export)
 }
 
 /// `value` as pretty JSON on stdout (every `--json`).

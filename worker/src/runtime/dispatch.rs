@@ -36,6 +36,9 @@ pub async fn dispatch(mut job: ClaimedJob, shared: Data<Arc<Dispatcher>>) {
         s.start();
     }
     let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempt);
+    if crate::trace_export::enabled() {
+        crate::trace_export::adopt_host_parent(&shared.pool, job.id, &span).await;
+    }
     run(job, &shared).instrument(span).await;
     drop(slot);
 }
