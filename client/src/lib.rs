@@ -121,6 +121,15 @@ pub use ledgerflow_workflows::inbound::{
 pub use ledgerflow_workflows::summary::{
     SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
 };
+/// The host's own customers and service items: record a "customer created
+/// or updated" / "service item created or updated" trigger in the host's
+/// transaction (synced where the connection keeps them, QuickBooks; "not
+/// supported by <provider>" elsewhere), read what became of each.
+pub use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
+pub use ledgerflow_workflows::ledger::host_records::{
+    ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
+    record_customer_changed, record_item_changed,
+};
 /// QuickBooks timesheets: record an approved timesheet (the "timesheet
 /// approved" trigger) in the host's transaction, manage employee mappings
 /// (host member → QuickBooks Employee), read what became of each entry.
