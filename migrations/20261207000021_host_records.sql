@@ -9,8 +9,9 @@
 --                                     the host's triggers (SQL face; the Rust client calls them too)
 --   ledgerflow.host_record_skip(c, kind)
 --                                     why a change does not sync on a connection (the one copy: triggers and jobs)
---   ledgerflow.sync_chain_steps       replaced: an invoice's chain syncs the service items its lines name
---                                     (those with a change pending) before the invoice
+--   ledgerflow.changed_item_steps(c, snapshot)
+--                                     the sync-item steps an invoice's chain runs before the invoice
+--                                     (called by ledgerflow.sync_chain_steps)
 --
 -- Jobs: `sync-customer` (the kind the invoice chain's customer step uses:
 -- one pending per customer, so a change and a chain join) and `sync-item`
@@ -236,70 +237,18 @@ LANGUAGE sql AS $$
     SELECT ledgerflow.host_record_changed(on_item_changed.tenant, 'item', on_item_changed.item)
 $$;
 
--- Replaced (first defined with the SQL face): as before, plus the
--- service items an invoice's lines name, synced before the invoice when
--- the host changed them and they have not synced yet.
-CREATE OR REPLACE FUNCTION ledgerflow.sync_chain_steps(c ledgerflow.connections, p_trigger text, s jsonb) RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
-DECLARE
-    v_invoice text := s ->> 'invoice_id';
-    v_key text := format('sync:%s:%s', c.id, s ->> 'invoice_id');
-    v_hold text := format('connection:%s', c.id);
-    v_base jsonb := jsonb_build_object('tenant', c.tenant_id, 'connection_id', c.id);
-    p jsonb := c.settings -> 'provider';
-    v_provider text := c.settings #>> '{provider,provider}';
-    v_steps jsonb := '[]';
-    v_invoice_at integer;
-    v_paid numeric;
-BEGIN
-    IF p_trigger IN ('job_cancelled', 'job_rejected') THEN
-        RETURN jsonb_build_array(ledgerflow.chain_step('void ' || (s ->> 'number'), 'void-order',
-            v_base || jsonb_build_object('invoice_id', v_invoice), v_key, v_hold, '{}'));
-    END IF;
-    IF (v_provider <> 'quickbooks' OR ledgerflow.setting(p, '{sync_customers}', true))
-       AND coalesce(s #>> '{customer,customer_id}', '') <> '' THEN
-        v_steps := v_steps || ledgerflow.chain_step('customer ' || (s #>> '{customer,name}'), 'sync-customer',
-            v_base || jsonb_build_object('customer_id', s #> '{customer,customer_id}', 'invoice_id', v_invoice),
-            format('customer:%s:%s', c.id, s #>> '{customer,customer_id}'), v_hold, '{}');
-    END IF;
-    -- QuickBooks: a service item the host changed and that has not synced
-    -- yet goes before the invoice whose line names it (by SKU).
-    IF v_provider = 'quickbooks' AND ledgerflow.setting(p, '{sync_service_items}', true) THEN
-        v_steps := v_steps || coalesce((
-            SELECT jsonb_agg(ledgerflow.chain_step('item ' || r.host_id, 'sync-item',
-                       v_base || jsonb_build_object('sku', r.host_id),
-                       format('item:%s:%s', c.id, r.host_id), v_hold, '{}') ORDER BY r.host_id)
-            FROM ledgerflow.host_records r
-            WHERE r.connection_id = c.id AND r.kind = 'item' AND r.status = 'pending'
-              AND r.host_id IN (SELECT l ->> 'sku' FROM jsonb_array_elements(coalesce(s -> 'lines', '[]')) l)), '[]');
-    END IF;
-    v_invoice_at := jsonb_array_length(v_steps);
-    -- The invoice waits for every step before it (its customer, its items).
-    v_steps := v_steps || ledgerflow.chain_step('invoice ' || (s ->> 'number'), 'upsert-invoice',
-        v_base || jsonb_build_object('invoice_id', v_invoice), v_key, v_hold,
-        coalesce((SELECT array_agg(i ORDER BY i) FROM generate_series(0, v_invoice_at - 1) i), '{}'));
-
-    SELECT coalesce(sum((x ->> 'amount_minor')::numeric), 0) INTO v_paid
-    FROM jsonb_array_elements(coalesce(s -> 'payments', '[]')) x;
-    IF v_provider = 'shopify' AND ledgerflow.setting(p, '{use_draft_orders}', true)
-       AND ledgerflow.setting(p, '{complete_draft_when_paid}', true)
-       AND (s ->> 'status' = 'paid' OR ((s #>> '{totals,total}')::numeric > 0 AND v_paid >= (s #>> '{totals,total}')::numeric)) THEN
-        v_steps := v_steps || ledgerflow.chain_step('complete draft', 'complete-draft',
-            v_base || jsonb_build_object('invoice_id', v_invoice), v_key, v_hold, ARRAY[v_invoice_at]);
-    ELSIF (v_provider = 'xero' AND ledgerflow.setting(p, '{sync_payments}', false))
-       OR (v_provider = 'quickbooks' AND ledgerflow.setting(p, '{sync_payments}', true))
-       OR (v_provider = 'lightspeed_r' AND ledgerflow.setting(p, '{layaway_sales}', false)) THEN
-        v_steps := v_steps || coalesce((
-            SELECT jsonb_agg(ledgerflow.chain_step('payment ' || (x ->> 'payment_id'), 'push-payment',
-                       v_base || jsonb_build_object('invoice_id', v_invoice, 'payment_id', x -> 'payment_id'),
-                       v_key, v_hold, ARRAY[v_invoice_at]) ORDER BY n)
-            FROM jsonb_array_elements(coalesce(s -> 'payments', '[]')) WITH ORDINALITY t(x, n)), '[]');
-    END IF;
-    RETURN v_steps;
-END;
+-- The chain steps of the service items an invoice's lines name (by SKU)
+-- that the host changed and that have not synced yet on connection `c`
+-- (QuickBooks, service items on): `ledgerflow.sync_chain_steps` puts them
+-- before the invoice step, so an invoice line names the host's item as
+-- the host last sent it.
+CREATE FUNCTION ledgerflow.changed_item_steps(c ledgerflow.connections, s jsonb) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(jsonb_agg(ledgerflow.chain_step('item ' || r.host_id, 'sync-item',
+               jsonb_build_object('tenant', c.tenant_id, 'connection_id', c.id, 'sku', r.host_id),
+               format('item:%s:%s', c.id, r.host_id), format('connection:%s', c.id), '{}') ORDER BY r.host_id), '[]')
+    FROM ledgerflow.host_records r
+    WHERE c.provider = 'quickbooks' AND ledgerflow.setting(c.settings, '{provider,sync_service_items}', true)
+      AND r.connection_id = c.id AND r.kind = 'item' AND r.status = 'pending'
+      AND r.host_id IN (SELECT l ->> 'sku' FROM jsonb_array_elements(coalesce(s -> 'lines', '[]')) l)
 $$;
-
--- Record a host trigger on every connection of the tenant and start the
--- chain each sync needs, in the caller's transaction. Returns one element
--- per connection, oldest first: {connection_id, provider, event (as
-
