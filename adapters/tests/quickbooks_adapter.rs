@@ -460,7 +460,11 @@ async fn canada_maps_tax_codes_and_refuses_an_unmapped_one(pool: PgPool) {
     assert_eq!(class(&e), ErrorClass::Permanent);
     assert!(e.to_string().contains("\"PST\""), "{e}");
     assert!(e.to_string().contains("map it in tax_codes"), "{e}");
-    assert_eq!(env.sim.stats().requests, calls, "no call for an unmapped code");
+    assert_eq!(
+        env.sim.stats().requests,
+        calls,
+        "no call for an unmapped code"
+    );
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

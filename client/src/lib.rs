@@ -103,6 +103,11 @@ pub use register::{
     reconnect_with_credentials, register_connection,
 };
 
+/// The host's own customers and service items: record a "customer created
+/// or updated" / "service item created or updated" trigger in the host's
+/// transaction (synced where the connection keeps them, QuickBooks; "not
+/// supported by <provider>" elsewhere), read what became of each.
+pub use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
 /// Host callbacks: inbound events also POSTed to the host, signed; the host
 /// checks each request with [`verify_callback_signature`].
 pub use ledgerflow_workflows::inbound::host_callback::{
@@ -117,18 +122,13 @@ pub use ledgerflow_workflows::inbound::{
     for_invoice as inbound_for_invoice, kind as inbound_kind, last_pull_at,
     unread as unread_inbound,
 };
-/// End-of-day summaries: what was sent, and which invoices each covers.
-pub use ledgerflow_workflows::summary::{
-    SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
-};
-/// The host's own customers and service items: record a "customer created
-/// or updated" / "service item created or updated" trigger in the host's
-/// transaction (synced where the connection keeps them, QuickBooks; "not
-/// supported by <provider>" elsewhere), read what became of each.
-pub use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
 pub use ledgerflow_workflows::ledger::host_records::{
     ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
     record_customer_changed, record_item_changed,
+};
+/// End-of-day summaries: what was sent, and which invoices each covers.
+pub use ledgerflow_workflows::summary::{
+    SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
 };
 /// QuickBooks timesheets: record an approved timesheet (the "timesheet
 /// approved" trigger) in the host's transaction, manage employee mappings

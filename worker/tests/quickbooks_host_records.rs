@@ -82,7 +82,9 @@ fn fitting(price_minor: i64, description: Option<&str>) -> HostItem {
 
 async fn record_of(q: &Qbo, kind: HostRecordKind, id: &str) -> Option<HostRecordView> {
     let mut db = q.pool.acquire().await.unwrap();
-    host_record(&mut db, q.connection.id, kind, id).await.unwrap()
+    host_record(&mut db, q.connection.id, kind, id)
+        .await
+        .unwrap()
 }
 
 /// The record once it is no longer pending.
@@ -127,7 +129,10 @@ async fn a_customer_update_through_the_trigger_reaches_quickbooks_with_a_fresh_s
     assert_eq!(created[0].display_name, "Maya Lopez");
     assert_eq!(created[0].sync_token.as_deref(), Some("0"));
     assert_eq!(
-        created[0].bill_addr.as_ref().and_then(|a| a.city.as_deref()),
+        created[0]
+            .bill_addr
+            .as_ref()
+            .and_then(|a| a.city.as_deref()),
         Some("Portland")
     );
 
@@ -156,11 +161,17 @@ async fn a_customer_update_through_the_trigger_reaches_quickbooks_with_a_fresh_s
         Some("maya.lopez@example.com")
     );
     assert_eq!(
-        c.primary_phone.as_ref().map(|p| p.free_form_number.as_str()),
+        c.primary_phone
+            .as_ref()
+            .map(|p| p.free_form_number.as_str()),
         Some("503-555-0199")
     );
     assert_eq!(c.sync_token.as_deref(), Some("2"), "one update, on token 1");
-    assert_eq!(q.sim.stats().stale_refusals, 0, "read by id first: no stale token sent");
+    assert_eq!(
+        q.sim.stats().stale_refusals,
+        0,
+        "read by id first: no stale token sent"
+    );
     assert_eq!(q.sim.stats().customer_creates, 1);
 }
 
@@ -180,7 +191,10 @@ async fn a_service_item_is_created_then_updated_through_its_trigger(pool: PgPool
         .collect();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].description.as_deref(), Some("Bike fit"));
-    assert_eq!(items[0].unit_price.as_ref().unwrap().to_scaled(2).unwrap(), 15_000);
+    assert_eq!(
+        items[0].unit_price.as_ref().unwrap().to_scaled(2).unwrap(),
+        15_000
+    );
     assert_eq!(items[0].taxable, Some(true));
     assert_eq!(items[0].sync_token.as_deref(), Some("0"));
 
@@ -212,7 +226,10 @@ async fn a_service_item_is_created_then_updated_through_its_trigger(pool: PgPool
         items[0].description.as_deref(),
         Some("Bike fit — 45-minute fitting")
     );
-    assert_eq!(items[0].unit_price.as_ref().unwrap().to_scaled(2).unwrap(), 16_500);
+    assert_eq!(
+        items[0].unit_price.as_ref().unwrap().to_scaled(2).unwrap(),
+        16_500
+    );
     assert_eq!(items[0].sync_token.as_deref(), Some("1"), "one update only");
 }
 
@@ -276,7 +293,12 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
     };
     let qc = on(&c, q.connection.id);
     assert_eq!(
-        (qc.status.as_str(), qc.skip_reason.as_deref(), qc.reason.as_deref(), qc.job_id),
+        (
+            qc.status.as_str(),
+            qc.skip_reason.as_deref(),
+            qc.reason.as_deref(),
+            qc.job_id
+        ),
         (
             "skipped",
             Some("customer_sync_off"),
@@ -296,7 +318,9 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
         assert_eq!(r.reason.as_deref(), Some("not supported by Xero"));
     }
     // Kept, with the reason, on each connection.
-    let kept = record_of(&q, HostRecordKind::Item, "SVC-FIT").await.unwrap();
+    let kept = record_of(&q, HostRecordKind::Item, "SVC-FIT")
+        .await
+        .unwrap();
     assert_eq!(kept.status, "skipped");
     assert_eq!(kept.record["price_minor"], 15_000);
     let mut db = pool.acquire().await.unwrap();
@@ -327,7 +351,9 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
     let mut tx = pool.begin().await.unwrap();
     let mut bad = fitting(15_000, None);
     bad.price_minor = -1;
-    let e = record_item_changed(&mut tx, TENANT, &bad).await.unwrap_err();
+    let e = record_item_changed(&mut tx, TENANT, &bad)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("item.price_minor"), "{e}");
 }
 
@@ -421,7 +447,9 @@ async fn canada_settings_leaving_a_declared_tax_code_unmapped_are_refused(pool: 
         msg.contains("the host tax code \"PST\" has no QuickBooks tax code mapped: in Canada"),
         "{msg}"
     );
-    let stored = ledger::get_connection(&mut db, q.connection.id).await.unwrap();
+    let stored = ledger::get_connection(&mut db, q.connection.id)
+        .await
+        .unwrap();
     let ledgerflow_workflows::settings::ProviderSettings::QuickBooks(s) = stored.settings.provider
     else {
         panic!()
@@ -484,7 +512,9 @@ async fn a_push_naming_an_unmapped_tax_code_fails_before_any_call(pool: PgPool) 
     w.stop().await;
     assert!(message.contains("\"HST\""), "{message}");
     assert!(
-        message.contains("declare it in the QuickBooks settings' host_tax_codes and map it in tax_codes"),
+        message.contains(
+            "declare it in the QuickBooks settings' host_tax_codes and map it in tax_codes"
+        ),
         "{message}"
     );
     assert_eq!(q.sim.stats().requests, 0, "nothing was sent to QuickBooks");

@@ -173,11 +173,15 @@ impl QboAdapter {
             {
                 Ok(answer) => {
                     let answer: EntityAnswer = api::decode(&answer)?;
-                    return answer.customer.as_ref().and_then(customer_ref).ok_or_else(|| {
-                        ProviderError::retryable(
-                            "QuickBooks answered a customer update without the customer",
-                        )
-                    });
+                    return answer
+                        .customer
+                        .as_ref()
+                        .and_then(customer_ref)
+                        .ok_or_else(|| {
+                            ProviderError::retryable(
+                                "QuickBooks answered a customer update without the customer",
+                            )
+                        });
                 }
                 Err(f) if is_stale(&f.error) && !retried => retried = true,
                 Err(f) => return Err(f.error),
@@ -225,9 +229,11 @@ impl QboAdapter {
                     .is_some_and(|p| p.to_scaled(exponent).ok() == Some(host.price_minor))
                 && current.taxable == Some(host.taxable);
             if unchanged {
-                return link(&host.sku, &current).map(|l| l.external).ok_or_else(|| {
-                    ProviderError::retryable("QuickBooks answered an item without its Id")
-                });
+                return link(&host.sku, &current)
+                    .map(|l| l.external)
+                    .ok_or_else(|| {
+                        ProviderError::retryable("QuickBooks answered an item without its Id")
+                    });
             }
             let body = wire::Item {
                 id: current.id.clone(),
@@ -298,8 +304,13 @@ impl HostRecordSync for QboAdapter {
 
     fn upsert_item<'a>(&'a self, req: HostItemRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
         Box::pin(async move {
-            self.upsert_host_item(req.connection.id, req.item, req.existing, req.idempotency_key)
-                .await
+            self.upsert_host_item(
+                req.connection.id,
+                req.item,
+                req.existing,
+                req.idempotency_key,
+            )
+            .await
         })
     }
 }

@@ -284,13 +284,7 @@ impl QboAdapter {
             }
         }
         let items = self.resolve_items(cid, &options, &skus, key).await?;
-        let body = invoice_body(
-            snap,
-            settings,
-            &options,
-            &items,
-            &customer.external_id,
-        )?;
+        let body = invoice_body(snap, settings, &options, &items, &customer.external_id)?;
         let (write, saved) = match (existing, mode) {
             (Some(link), _) => (
                 WriteKind::UpdatedInPlace,

@@ -65,8 +65,7 @@ pub use errors::PayrollFault;
 pub use items::ServiceItem;
 use ledgerflow_workflows::provider::{
     ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, HostRecordSync, PaymentOutcome,
-    Provider,
-    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
+    Provider, ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
     SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{self as state, Credentials, NewCredentials, SecretKey};

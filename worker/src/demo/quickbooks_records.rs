@@ -138,13 +138,22 @@ pub(super) async fn customer_changed(
     let mut tx = pool.begin().await?;
     let recorded = record_customer_changed(&mut tx, TENANT, customer).await?;
     tx.commit().await?;
-    let r = settled(pool, conn_id, HostRecordKind::Customer, &customer.customer_id).await?;
+    let r = settled(
+        pool,
+        conn_id,
+        HostRecordKind::Customer,
+        &customer.customer_id,
+    )
+    .await?;
     let found = sim
         .customers(realm)
         .into_iter()
         .find(|c| c.id == r.external_id)
         .ok_or("the synced customer is not in QuickBooks")?;
-    let email = found.primary_email_addr.as_ref().map(|e| e.address.as_str());
+    let email = found
+        .primary_email_addr
+        .as_ref()
+        .map(|e| e.address.as_str());
     if email != customer.email.as_deref() {
         return Err(format!("QuickBooks has e-mail {email:?} for {}", found.display_name).into());
     }

@@ -24,8 +24,7 @@ use sqlx::PgConnection;
 
 use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
 use super::host_records::{
-    HostRecordKind, Outcome, Pending, capability, link_of, mark, not_supported, pending,
-    skip_now,
+    HostRecordKind, Outcome, Pending, capability, link_of, mark, not_supported, pending, skip_now,
 };
 use super::sync::{job_error, upsert_link};
 use crate::host_data::HostCustomer;
@@ -113,7 +112,8 @@ async fn host_customer(
     job: &SyncCustomer,
 ) -> Result<Option<Pending<HostCustomer>>, JobError> {
     let kind = HostRecordKind::Customer;
-    let Some(p) = pending::<HostCustomer>(conn, connection.id, kind, &job.customer_id).await? else {
+    let Some(p) = pending::<HostCustomer>(conn, connection.id, kind, &job.customer_id).await?
+    else {
         return Ok(None);
     };
     let skip = match skip_now(conn, connection.id, kind).await? {
@@ -133,7 +133,15 @@ async fn host_customer(
                 code: &code,
                 message: &message,
             };
-            mark(conn, connection.id, kind, &job.customer_id, p.version, outcome).await?;
+            mark(
+                conn,
+                connection.id,
+                kind,
+                &job.customer_id,
+                p.version,
+                outcome,
+            )
+            .await?;
             Ok(None)
         }
     }
@@ -191,8 +199,15 @@ async fn finish(
                 if let Some(h) = host {
                     let kind = HostRecordKind::Customer;
                     let outcome = Outcome::Synced(external);
-                    mark(&mut tx, connection.id, kind, &job.customer_id, h.version, outcome)
-                        .await?;
+                    mark(
+                        &mut tx,
+                        connection.id,
+                        kind,
+                        &job.customer_id,
+                        h.version,
+                        outcome,
+                    )
+                    .await?;
                 }
             }
             // The invoice no longer waits on a failed customer.
@@ -225,7 +240,15 @@ async fn finish(
             if let (Some(h), true) = (host, super::host_records::is_terminal(&job_err, ctx)) {
                 let kind = HostRecordKind::Customer;
                 let outcome = Outcome::Failed(&friendly);
-                mark(&mut conn, connection.id, kind, &job.customer_id, h.version, outcome).await?;
+                mark(
+                    &mut conn,
+                    connection.id,
+                    kind,
+                    &job.customer_id,
+                    h.version,
+                    outcome,
+                )
+                .await?;
             }
             fail(&mut conn, job, ctx, job_err, &friendly).await
         }

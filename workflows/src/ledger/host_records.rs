@@ -24,9 +24,7 @@ use super::connections::{Connection, ConnectionStatus, get_connection, mark_reco
 use super::sync::{job_error, upsert_link};
 use crate::host_data::{HostCustomer, HostItem};
 use crate::payloads::SyncItem;
-use crate::provider::{
-    ExternalRef, HostItemRequest, HostRecordSync, ProviderError, Providers,
-};
+use crate::provider::{ExternalRef, HostItemRequest, HostRecordSync, ProviderError, Providers};
 use crate::queue::{JobContext, JobError};
 
 /// Which kind of host record.
@@ -94,12 +92,13 @@ async fn changed(
     tenant_id: &str,
     record: serde_json::Value,
 ) -> Result<Vec<ChangeRecorded>, HostRecordError> {
-    let answer: serde_json::Value =
-        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT ledgerflow.{function}($1, $2)")))
-            .bind(tenant_id)
-            .bind(record)
-            .fetch_one(&mut *conn)
-            .await?;
+    let answer: serde_json::Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT ledgerflow.{function}($1, $2)"
+    )))
+    .bind(tenant_id)
+    .bind(record)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(serde_json::from_value(answer)?)
 }
 
@@ -411,7 +410,15 @@ pub async fn run_sync_item(
             code: &code,
             message: &message,
         };
-        mark(&mut conn, job.connection_id, kind, &job.sku, p.version, outcome).await?;
+        mark(
+            &mut conn,
+            job.connection_id,
+            kind,
+            &job.sku,
+            p.version,
+            outcome,
+        )
+        .await?;
         return Ok(());
     }
     let connection = usable_connection(&mut conn, job.connection_id, "item").await?;
@@ -429,7 +436,10 @@ pub async fn run_sync_item(
     drop(conn);
 
     let info = connection.info();
-    let key = format!("ledgerflow-{}-item-{}-{}", connection.id, job.sku, p.version);
+    let key = format!(
+        "ledgerflow-{}-item-{}-{}",
+        connection.id, job.sku, p.version
+    );
     let result = sink
         .upsert_item(HostItemRequest {
             connection: &info,

@@ -139,8 +139,15 @@ mod tests {
         let s = canada(&["GST"], &[("GST", "5")]);
         assert_eq!(line_tax_code(&s, Some("GST"), 10).unwrap(), "5");
         let e = line_tax_code(&s, Some("HST"), 10).unwrap_err();
-        assert!(e.contains("\"HST\"") && e.contains("map it in tax_codes"), "{e}");
-        assert!(line_tax_code(&s, None, 0).unwrap_err().contains("exempt_tax_code"));
+        assert!(
+            e.contains("\"HST\"") && e.contains("map it in tax_codes"),
+            "{e}"
+        );
+        assert!(
+            line_tax_code(&s, None, 0)
+                .unwrap_err()
+                .contains("exempt_tax_code")
+        );
         let us = QuickBooksSettings::default();
         assert_eq!(line_tax_code(&us, Some("X"), 0).unwrap(), "TAX");
         assert_eq!(line_tax_code(&us, None, 0).unwrap(), "NON");
