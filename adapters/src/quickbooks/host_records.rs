@@ -314,3 +314,54 @@ impl HostRecordSync for QboAdapter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledgerflow_workflows::money::Currency;
+
+    fn host(name: &str) -> HostCustomer {
+        HostCustomer {
+            customer_id: "c-7".into(),
+            name: name.into(),
+            email: Some("jane@example.com".into()),
+            phone: None,
+            address: None,
+        }
+    }
+
+    #[test]
+    fn a_customer_keeps_the_qualified_name_it_took() {
+        let qualified = wire::Customer {
+            display_name: "Jane Doe (c-7)".into(),
+            ..wire::Customer::default()
+        };
+        assert_eq!(
+            desired_customer(&host("Jane Doe"), &qualified).display_name,
+            "Jane Doe (c-7)"
+        );
+        // Renamed in the host: the plain new name.
+        let plain = wire::Customer {
+            display_name: "Jane Doe".into(),
+            ..wire::Customer::default()
+        };
+        let want = desired_customer(&host("Jane Smith"), &plain);
+        assert_eq!(want.display_name, "Jane Smith");
+        assert!(!same_customer(&want, &plain));
+    }
+
+    #[test]
+    fn an_items_description_leads_with_its_name() {
+        let mut item = HostItem {
+            sku: "SVC-FIT".into(),
+            name: "Bike fit".into(),
+            description: None,
+            price_minor: 15_000,
+            currency: Currency::parse("USD").unwrap(),
+            taxable: true,
+        };
+        assert_eq!(item_description(&item), "Bike fit");
+        item.description = Some(" 45-minute fitting ".into());
+        assert_eq!(item_description(&item), "Bike fit — 45-minute fitting");
+    }
+}
