@@ -861,7 +861,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- The chain a trigger that syncs becomes on connection `c`: void; or
--- customer (where the provider keeps customers) -> invoice -> complete
+-- customer (where the provider keeps customers), changed items (QuickBooks) -> invoice -> complete
 -- draft (Shopify draft orders, "complete draft when paid", paid in full)
 -- or one step per payment (where the connection carries payments).
 CREATE FUNCTION ledgerflow.sync_chain_steps(c ledgerflow.connections, p_trigger text, s jsonb) RETURNS jsonb
@@ -887,10 +887,15 @@ BEGIN
             v_base || jsonb_build_object('customer_id', s #> '{customer,customer_id}', 'invoice_id', v_invoice),
             format('customer:%s:%s', c.id, s #>> '{customer,customer_id}'), v_hold, '{}');
     END IF;
+    -- QuickBooks: the service items the lines name that the host changed
+    -- and that have not synced yet (ledgerflow.changed_item_steps, with
+    -- the host's records).
+    v_steps := v_steps || ledgerflow.changed_item_steps(c, s);
     v_invoice_at := jsonb_array_length(v_steps);
+    -- The invoice waits for every step before it (its customer, its items).
     v_steps := v_steps || ledgerflow.chain_step('invoice ' || (s ->> 'number'), 'upsert-invoice',
         v_base || jsonb_build_object('invoice_id', v_invoice), v_key, v_hold,
-        CASE WHEN v_invoice_at > 0 THEN '{0}'::integer[] ELSE '{}' END);
+        coalesce((SELECT array_agg(i ORDER BY i) FROM generate_series(0, v_invoice_at - 1) i), '{}'));
 
     SELECT coalesce(sum((x ->> 'amount_minor')::numeric), 0) INTO v_paid
     FROM jsonb_array_elements(coalesce(s -> 'payments', '[]')) x;

@@ -431,9 +431,14 @@ async fn customers_by_name_ours_or_refused(pool: PgPool) {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn canada_maps_tax_codes_and_refuses_an_unmapped_one(pool: PgPool) {
-    let mut options = QboOptions::default();
-    options.tax_codes.insert("GST".into(), "5".into());
-    let env = env_with(pool, SimConfig::default(), QuickBooksRegion::Ca, options).await;
+    // The settings map GST to TaxCode 5 (quickbooks_common::connection).
+    let env = env_with(
+        pool,
+        SimConfig::default(),
+        QuickBooksRegion::Ca,
+        QboOptions::default(),
+    )
+    .await;
     // 5% GST: 2 x 19.99 = 39.98 → 2.00 tax.
     let snap = snapshot("1012", vec![line("a", 2000, 1999, 200)], None);
     let made = env
@@ -446,12 +451,20 @@ async fn canada_maps_tax_codes_and_refuses_an_unmapped_one(pool: PgPool) {
     assert_eq!(detail.tax_code_ref.as_ref().unwrap().value, "5");
     let mut unmapped = snapshot("1013", vec![line("a", 1000, 100, 0)], None);
     unmapped.lines[0].tax_code = Some("PST".into());
+    // Refused before any call: QuickBooks hears nothing of it.
+    let calls = env.sim.stats().requests;
     let e = env
         .upsert(&unmapped, None, UpsertMode::FirstWrite, "k2")
         .await
         .unwrap_err();
     assert_eq!(class(&e), ErrorClass::Permanent);
     assert!(e.to_string().contains("\"PST\""), "{e}");
+    assert!(e.to_string().contains("map it in tax_codes"), "{e}");
+    assert_eq!(
+        env.sim.stats().requests,
+        calls,
+        "no call for an unmapped code"
+    );
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

@@ -34,10 +34,11 @@ use ledgerflow_adapters::sim::pricing::{round_half_away, tax_exclusive};
 use ledgerflow_workflows::invoice::{Discount, InvoiceLine, InvoiceSnapshot, LineKind};
 use ledgerflow_workflows::money::{Currency, Money};
 use ledgerflow_workflows::provider::{
-    ExternalRef, ItemLink, Provider, PushPaymentRequest, UpsertInvoiceRequest, UpsertMode,
+    ConnectionInfo, ExternalRef, ItemLink, Provider, PushPaymentRequest, UpsertInvoiceRequest,
+    UpsertMode,
 };
 use ledgerflow_workflows::provider_state::Secret;
-use ledgerflow_workflows::settings::QuickBooksRegion;
+use ledgerflow_workflows::settings::{ProviderSettings, QuickBooksRegion, QuickBooksSettings};
 use ledgerflow_workflows::{ErrorClass, JobError};
 use quickbooks_common::{config, connection, key, payment, snapshot};
 use sqlx::PgPool;
@@ -212,13 +213,26 @@ fn quickbooks_total(region: QuickBooksRegion, snap: &InvoiceSnapshot) -> i64 {
     snap.totals.subtotal - snap.totals.discount_total + tax
 }
 
-fn options(region: &Region) -> QboOptions {
-    let mut o = QboOptions::default();
+/// The region's settings: each host code mapped (a setting, validated
+/// against the declared codes), "9" for lines without one.
+fn settings(region: &Region) -> QuickBooksSettings {
+    let mut s = QuickBooksSettings {
+        region: region.region,
+        exempt_tax_code: Some("9".into()),
+        ..QuickBooksSettings::default()
+    };
     for (host, qbo, _) in region.codes {
-        o.tax_codes.insert((*host).into(), (*qbo).into());
+        s.host_tax_codes.push((*host).into());
+        s.tax_codes.insert((*host).into(), (*qbo).into());
     }
-    o.exempt_tax_code = Some("9".into());
-    o
+    s
+}
+
+/// The connection a push is made for, with [`settings`].
+fn connection_for(region: &Region) -> ConnectionInfo {
+    let mut c = connection(region.region);
+    c.settings.provider = ProviderSettings::QuickBooks(settings(region));
+    c
 }
 
 async fn simulator(region: &Region) -> (Simulator, String) {
@@ -280,7 +294,7 @@ fn price_all(
     count: usize,
 ) -> (usize, usize) {
     let mut rng = Rng(seed);
-    let opts = options(region);
+    let (opts, qs) = (QboOptions::default(), settings(region));
     let items: Vec<ItemLink> = (1..=8)
         .map(|i| ItemLink {
             sku: format!("SKU-{i}"),
@@ -296,7 +310,7 @@ fn price_all(
         let case = generate(&mut rng, region, n);
         let snap = &case.snap;
         let paid: i64 = case.payments.iter().sum();
-        let mut body = invoices::invoice_body(snap, region.region, &opts, &items, "1")
+        let mut body = invoices::invoice_body(snap, &qs, &opts, &items, "1")
             .unwrap_or_else(|e| panic!("case {n}: {e}"));
         // A yen line the host rounded below QuickBooks' cents goes as
         // 1 × its amount, its quantity kept in the description.
@@ -378,11 +392,11 @@ async fn push_all(pool: PgPool, region: &Region, seed: u64) -> (usize, usize) {
             refresh_hard_expires_in: Some(20 * 86_400),
             api_base_url: sim.api_base_url(),
             identity_base_url: sim.identity_base_url(),
-            options: options(region),
+            options: QboOptions::default(),
         })
         .await
         .unwrap();
-    let conn = connection(region.region);
+    let conn = connection_for(region);
     let mut rng = Rng(seed);
     let (mut equal, mut reported) = (0, 0);
     for n in 0..E2E {

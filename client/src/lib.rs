@@ -113,6 +113,11 @@ pub use register::{
 };
 pub use trace::set_trace_parent;
 
+/// The host's own customers and service items: record a "customer created
+/// or updated" / "service item created or updated" trigger in the host's
+/// transaction (synced where the connection keeps them, QuickBooks; "not
+/// supported by <provider>" elsewhere), read what became of each.
+pub use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
 /// Host callbacks: inbound events also POSTed to the host, signed; the host
 /// checks each request with [`verify_callback_signature`].
 pub use ledgerflow_workflows::inbound::host_callback::{
@@ -126,6 +131,10 @@ pub use ledgerflow_workflows::inbound::{
     InboundError, InboundEvent, acknowledge as acknowledge_inbound,
     for_invoice as inbound_for_invoice, kind as inbound_kind, last_pull_at,
     unread as unread_inbound,
+};
+pub use ledgerflow_workflows::ledger::host_records::{
+    ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
+    record_customer_changed, record_item_changed,
 };
 /// End-of-day summaries: what was sent, and which invoices each covers.
 pub use ledgerflow_workflows::summary::{

@@ -86,6 +86,10 @@ fn assert_story(stdout: &str) {
         "host inbox: invoice_paid for INV-2002",
         "[complete draft]",
         "duplicate draft orders: 0",
+        // QuickBooks: a service item and a customer changed on their own.
+        "QuickBooks item SVC-FIT (id ",
+        "QuickBooks customer Maya Lopez (id ",
+        "not supported by Xero",
         "demo finished in",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");

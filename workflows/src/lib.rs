@@ -5,9 +5,10 @@
 //! | [`queue`] | job kinds, enqueue, read, complete, the job context, retry policies, error classes, workflow runs |
 //! | [`payloads`] | the job kinds of the sync and the queue's probe |
 //! | [`invoice`] | the invoice snapshot: types, validation, diff, money |
+//! | [`host_data`] | the host's own customers and service items as its "changed" triggers carry them |
 //! | [`settings`] | per-connection sync settings and their rules |
 //! | [`input`] | checks on identifiers and text from outside |
-//! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps |
+//! | [`ledger`] | the sync ledger: sync events, links, connections, the sync dialog, the sync steps, the host's customers and items changed |
 //! | [`approvals`] | approval before sync: held syncs approved, withdrawn and sent together; the ready-to-sync list backfills share |
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
 //! | [`import`] | first syncs: the provider's chart, contacts, invoices and payments imported and linked, host items exported |
@@ -27,6 +28,7 @@
 pub mod approvals;
 pub mod backfill;
 pub mod chart;
+pub mod host_data;
 pub mod import;
 pub mod inbound;
 pub mod input;

@@ -57,6 +57,17 @@ pub struct SyncCustomer {
     pub invoice_id: Option<String>,
 }
 
+/// Create or update the provider's item for a host service item (the
+/// "item changed" trigger, or an invoice chain whose line names an item
+/// changed since it last synced). One pending per item (`item:<connection>:<sku>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncItem {
+    pub tenant: String,
+    pub connection_id: i64,
+    /// The item's SKU: its id in `ledgerflow.host_records`.
+    pub sku: String,
+}
+
 /// One aggregated invoice for a business day's paid invoices (Xero).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndOfDaySummary {
@@ -161,6 +172,16 @@ impl JobKind for SyncCustomer {
     }
 }
 
+impl JobKind for SyncItem {
+    const KIND: &'static str = "sync-item";
+    const VERSION: i32 = 1;
+    const PRIORITY: Priority = Priority::Live;
+    const RETRY: RetryPolicy = SYNC;
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
 impl JobKind for EndOfDaySummary {
     const KIND: &'static str = "end-of-day-summary";
     const VERSION: i32 = 1;
@@ -231,6 +252,7 @@ pub fn policy_of(kind: &str) -> Option<RetryPolicy> {
         CompleteDraft::KIND => CompleteDraft::RETRY,
         PushPayment::KIND => PushPayment::RETRY,
         SyncCustomer::KIND => SyncCustomer::RETRY,
+        SyncItem::KIND => SyncItem::RETRY,
         EndOfDaySummary::KIND => EndOfDaySummary::RETRY,
         BackfillRange::KIND => BackfillRange::RETRY,
         QueueProbe::KIND => QueueProbe::RETRY,

@@ -4,7 +4,6 @@
 //!
 //! Plain data: no I/O here.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use ledgerflow_workflows::provider_state::{LimitPolicy, Secret};
@@ -95,7 +94,9 @@ impl QboConfig {
 }
 
 /// Per-connection, non-secret mapping stored with the credentials
-/// (`provider_credentials.options`).
+/// (`provider_credentials.options`). The tax-code mapping is not here: it
+/// is a setting (`QuickBooksSettings::tax_codes`), validated against the
+/// host's declared codes when settings change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct QboOptions {
@@ -104,11 +105,6 @@ pub struct QboOptions {
     pub default_item_id: String,
     /// The income account service items created for SKUs post to.
     pub income_account_id: String,
-    /// Canada / Global: host tax code → QuickBooks TaxCode id. Unused in
-    /// the US, where a line is only taxable or not.
-    pub tax_codes: BTreeMap<String, String>,
-    /// Canada / Global: the TaxCode for lines without a tax code.
-    pub exempt_tax_code: Option<String>,
     /// Where payments are deposited (Undeposited Funds when absent).
     pub deposit_account_id: Option<String>,
 }
@@ -118,8 +114,6 @@ impl Default for QboOptions {
         QboOptions {
             default_item_id: "1".into(),
             income_account_id: "1".into(),
-            tax_codes: BTreeMap::new(),
-            exempt_tax_code: None,
             deposit_account_id: None,
         }
     }

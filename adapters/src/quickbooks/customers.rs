@@ -54,6 +54,7 @@ impl QboAdapter {
         &self,
         connection_id: i64,
         customer: &Customer,
+        bill_addr: Option<&wire::PhysicalAddress>,
         key: &str,
     ) -> Result<ExternalRef, ProviderError> {
         // Set by the lookup when another host customer of ours has the
@@ -68,6 +69,7 @@ impl QboAdapter {
                         self.create_customer(
                             connection_id,
                             customer,
+                            bill_addr,
                             key,
                             taken.load(Ordering::Relaxed),
                         )
@@ -139,6 +141,7 @@ impl QboAdapter {
         &self,
         connection_id: i64,
         customer: &Customer,
+        bill_addr: Option<&wire::PhysicalAddress>,
         key: &str,
         taken: bool,
     ) -> Result<ExternalRef, ProviderError> {
@@ -149,6 +152,7 @@ impl QboAdapter {
             primary_phone: customer.phone.clone().map(|n| Phone {
                 free_form_number: n,
             }),
+            bill_addr: bill_addr.cloned(),
             notes: Some(wire::customer_marker(&customer.customer_id)),
             ..wire::Customer::default()
         };

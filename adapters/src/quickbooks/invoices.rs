@@ -21,6 +21,7 @@ use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
     ConnectionInfo, ExternalRef, ItemLink, ProviderError, PushResult, UpsertMode, WriteKind,
 };
+use ledgerflow_workflows::settings::tax_codes::line_tax_code;
 use ledgerflow_workflows::settings::{QuickBooksRegion, QuickBooksSettings};
 
 use super::QboAdapter;
@@ -71,7 +72,7 @@ fn external(i: &wire::Invoice) -> Result<ExternalRef, ProviderError> {
 /// The invoice's lines as QuickBooks takes them.
 pub(super) fn lines(
     snap: &InvoiceSnapshot,
-    region: QuickBooksRegion,
+    settings: &QuickBooksSettings,
     options: &QboOptions,
     items: &[ItemLink],
 ) -> Result<Vec<Line>, ProviderError> {
@@ -91,7 +92,7 @@ pub(super) fn lines(
                 })?,
             None => options.default_item_id.clone(),
         };
-        let tax = tax_code(region, options, l.tax_code.as_deref(), l.tax_minor)?;
+        let tax = tax_code(settings, l.tax_code.as_deref(), l.tax_minor)?;
         let gross = l.gross_minor().map_err(money_err)?;
         // QuickBooks checks Amount = Qty × UnitPrice rounded to cents. In a
         // currency with fewer decimals (yen) the host rounded the line to
@@ -163,36 +164,27 @@ pub(super) fn lines(
     Ok(out)
 }
 
-/// A line's tax code: US `TAX` / `NON`; Canada / Global the mapped TaxCode.
+/// A line's tax code: US `TAX` / `NON`; Canada / Global the mapped
+/// TaxCode (`settings::tax_codes` holds the rule and its words).
 pub(super) fn tax_code(
-    region: QuickBooksRegion,
-    options: &QboOptions,
+    settings: &QuickBooksSettings,
     host_code: Option<&str>,
     tax_minor: i64,
 ) -> Result<Ref, ProviderError> {
-    match region {
-        QuickBooksRegion::Us => Ok(Ref::id(if tax_minor != 0 || host_code.is_some() {
-            "TAX"
-        } else {
-            "NON"
-        })),
-        QuickBooksRegion::Ca | QuickBooksRegion::Global => match host_code {
-            Some(code) => options.tax_codes.get(code).map(Ref::id).ok_or_else(|| {
-                ProviderError::permanent(
-                    format!(
-                        "the host tax code \"{code}\" has no QuickBooks tax code mapped on this connection: map it in the QuickBooks settings"
-                    ),
-                    None,
-                )
-            }),
-            None => options.exempt_tax_code.as_deref().map(Ref::id).ok_or_else(|| {
-                ProviderError::permanent(
-                    "a line without a tax code needs the connection's exempt QuickBooks tax code: set it in the QuickBooks settings",
-                    None,
-                )
-            }),
-        },
-    }
+    line_tax_code(settings, host_code, tax_minor)
+        .map(Ref::id)
+        .map_err(|m| ProviderError::permanent(m, None))
+}
+
+/// Every line's tax code mapped, checked before any call: an unmapped
+/// code fails the push with nothing sent.
+pub(super) fn check_tax_codes(
+    snap: &InvoiceSnapshot,
+    settings: &QuickBooksSettings,
+) -> Result<(), ProviderError> {
+    snap.lines
+        .iter()
+        .try_for_each(|l| tax_code(settings, l.tax_code.as_deref(), l.tax_minor).map(|_| ()))
 }
 
 /// The invoice as QuickBooks takes it: customer, lines, our tax total and
@@ -200,7 +192,7 @@ pub(super) fn tax_code(
 /// thousands of these without HTTP (adapters/tests/quickbooks_totals.rs).
 pub fn invoice_body(
     snap: &InvoiceSnapshot,
-    region: QuickBooksRegion,
+    settings: &QuickBooksSettings,
     options: &QboOptions,
     items: &[ItemLink],
     customer_id: &str,
@@ -212,7 +204,7 @@ pub fn invoice_body(
         due_date: snap.due_date().map(|d| d.to_string()),
         customer_ref: Some(Ref::id(customer_id)),
         currency_ref: Some(Ref::id(snap.currency.code())),
-        line: lines(snap, region, options, items)?,
+        line: lines(snap, settings, options, items)?,
         txn_tax_detail: Some(TxnTaxDetail {
             total_tax: Some(Decimal::from_scaled(
                 snap.totals.tax_total,
@@ -273,12 +265,14 @@ impl QboAdapter {
                 None,
             ));
         }
+        // Before any call: an unmapped tax code fails with nothing sent.
+        check_tax_codes(snap, settings)?;
         let cid = connection.id;
         let options: QboOptions = self.caller.options(cid).await?;
         let customer = match customer_link {
             Some(c) => c.clone(),
             None => {
-                self.find_or_create_customer(cid, &snap.customer, key)
+                self.find_or_create_customer(cid, &snap.customer, None, key)
                     .await?
             }
         };
@@ -291,13 +285,7 @@ impl QboAdapter {
             }
         }
         let items = self.resolve_items(cid, &options, &skus, key).await?;
-        let body = invoice_body(
-            snap,
-            settings.region,
-            &options,
-            &items,
-            &customer.external_id,
-        )?;
+        let body = invoice_body(snap, settings, &options, &items, &customer.external_id)?;
         let (write, saved) = match (existing, mode) {
             (Some(link), _) => (
                 WriteKind::UpdatedInPlace,

@@ -1,7 +1,8 @@
 //! QuickBooks items: the service item an invoice line names (by SKU, as
 //! the item's `Name`, unique in QuickBooks), found with one query per
-//! invoice for all its SKUs and created when missing; and the host's
-//! service items synced on their own (name, description, price, taxable).
+//! invoice for all its SKUs and created when missing. The host's service
+//! items synced on their own (the "item changed" trigger) are
+//! `host_records`', on the same lookups.
 //!
 //! A line without a SKU is sold as the connection's default item
 //! (`QboOptions::default_item_id`).
@@ -35,7 +36,7 @@ pub(super) fn item_name(sku: &str) -> String {
     sku.replace(':', "-").chars().take(100).collect()
 }
 
-fn link(sku: &str, item: &wire::Item) -> Option<ItemLink> {
+pub(super) fn link(sku: &str, item: &wire::Item) -> Option<ItemLink> {
     item.id.clone().map(|id| ItemLink {
         sku: sku.to_string(),
         external: ExternalRef {
@@ -93,7 +94,7 @@ impl QboAdapter {
     /// Creates a missing item; one create at a time per SKU in this
     /// process, and a create refused as a duplicate name (6240: another
     /// invoice's sync made it meanwhile) adopts the winner's item.
-    async fn find_or_create_item(
+    pub(super) async fn find_or_create_item(
         &self,
         connection_id: i64,
         options: &QboOptions,
@@ -118,7 +119,7 @@ impl QboAdapter {
             .await
     }
 
-    async fn find_item(
+    pub(super) async fn find_item(
         &self,
         connection_id: i64,
         sku: &str,
@@ -155,47 +156,5 @@ impl QboAdapter {
         made.item.ok_or_else(|| {
             ProviderError::retryable("QuickBooks answered an item create without the item")
         })
-    }
-
-    /// Creates or updates a host service item (the "item changed" trigger):
-    /// found by name, updated with its SyncToken, or created.
-    pub async fn sync_service_item(
-        &self,
-        connection_id: i64,
-        item: &ServiceItem,
-        key: &str,
-    ) -> Result<ExternalRef, ProviderError> {
-        let options: QboOptions = self.caller.options(connection_id).await?;
-        let saved = match self.find_item(connection_id, &item.sku).await? {
-            None => {
-                self.find_or_create_item(connection_id, &options, item, key)
-                    .await?
-            }
-            Some(existing) => {
-                let body = wire::Item {
-                    id: existing.id.clone(),
-                    sync_token: existing.sync_token.clone(),
-                    sparse: Some(true),
-                    name: existing.name.clone(),
-                    description: item.description.clone(),
-                    unit_price: Some(Decimal::from_scaled(item.price_minor, item.exponent)),
-                    taxable: Some(item.taxable),
-                    ..wire::Item::default()
-                };
-                let rid = request_id(key, &format!("item-update-{}", item.sku), None);
-                let answer: EntityAnswer = api::decode(
-                    &self
-                        .caller
-                        .send(connection_id, &api::write("item", &body, rid)?)
-                        .await?,
-                )?;
-                answer.item.ok_or_else(|| {
-                    ProviderError::retryable("QuickBooks answered an item update without the item")
-                })?
-            }
-        };
-        link(&item.sku, &saved)
-            .map(|l| l.external)
-            .ok_or_else(|| ProviderError::retryable("QuickBooks answered an item without its id"))
     }
 }

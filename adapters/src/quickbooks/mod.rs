@@ -30,6 +30,9 @@
 //! - **Tax** ([`invoices`]): by the settings' region; the total QuickBooks
 //!   computed must equal the host's to the cent.
 //! - **Drafts** never sync; cancel voids, a draft again deletes.
+//! - **Customers and service items on their own** ([`host_records`]):
+//!   the host's "changed" triggers, found or created then updated with
+//!   their SyncToken.
 //! - **Timesheets** ([`time`]): one TimeActivity per approved entry, for
 //!   the mapped Employee; Payroll's absence read from the Fault
 //!   ([`PayrollFault`]).
@@ -45,6 +48,7 @@ pub mod changes;
 pub mod config;
 pub mod customers;
 pub mod errors;
+pub mod host_records;
 pub mod invoices;
 pub mod items;
 pub mod payments;
@@ -60,8 +64,8 @@ pub use config::{QboConfig, QboConnection, QboLimits, QboOptions};
 pub use errors::PayrollFault;
 pub use items::ServiceItem;
 use ledgerflow_workflows::provider::{
-    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider,
-    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
+    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, HostRecordSync, PaymentOutcome,
+    Provider, ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
     SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{self as state, Credentials, NewCredentials, SecretKey};
@@ -254,7 +258,7 @@ impl Provider for QboAdapter {
             if let Some(link) = req.existing {
                 return Ok(Some(link.clone()));
             }
-            self.find_or_create_customer(req.connection.id, req.customer, req.idempotency_key)
+            self.find_or_create_customer(req.connection.id, req.customer, None, req.idempotency_key)
                 .await
                 .map(Some)
         })
@@ -265,6 +269,10 @@ impl Provider for QboAdapter {
     }
 
     fn change_feed(&self) -> Option<&dyn ChangeFeed> {
+        Some(self)
+    }
+
+    fn host_records(&self) -> Option<&dyn HostRecordSync> {
         Some(self)
     }
 }

@@ -37,6 +37,25 @@ pub struct Phone {
     pub free_form_number: String,
 }
 
+/// A postal address (`BillAddr`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PhysicalAddress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// State or province.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_sub_division_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Customer {
@@ -51,6 +70,8 @@ pub struct Customer {
     pub primary_email_addr: Option<EmailAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_phone: Option<Phone>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bill_addr: Option<PhysicalAddress>,
     /// Ours carry `ledgerflow customer <host id>`: how a customer found by
     /// name is known to be ours.
     #[serde(default, skip_serializing_if = "Option::is_none")]

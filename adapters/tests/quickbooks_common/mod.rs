@@ -93,10 +93,18 @@ pub async fn env(pool: PgPool) -> Env {
 
 pub fn connection(region: QuickBooksRegion) -> ConnectionInfo {
     let mut settings = ConnectionSettings::default_for(ProviderName::QuickBooks);
-    settings.provider = ProviderSettings::QuickBooks(QuickBooksSettings {
+    // Canada / Global: the host's GST is the simulator's TaxCode 5 (5%),
+    // a line without a code goes as 9 (exempt); the US maps nothing.
+    let mut qs = QuickBooksSettings {
         region,
         ..QuickBooksSettings::default()
-    });
+    };
+    if region != QuickBooksRegion::Us {
+        qs.host_tax_codes.push("GST".into());
+        qs.tax_codes.insert("GST".into(), "5".into());
+        qs.exempt_tax_code = Some("9".into());
+    }
+    settings.provider = ProviderSettings::QuickBooks(qs);
     ConnectionInfo {
         id: CONNECTION,
         tenant_id: "bike-shop".into(),

@@ -14,6 +14,7 @@
 
 pub mod lightspeed;
 pub mod quickbooks;
+mod quickbooks_records;
 pub mod saledock;
 pub mod shopify;
 pub mod xero;

@@ -3,11 +3,16 @@
 //!
 //! Played after the other providers' parts, on a QuickBooks connection of
 //! its own (the shop's company in an in-process simulator) with a worker
-//! that serves it: a customer's invoice is created as a draft (nothing
-//! syncs), sent (its customer, service items and the invoice go to
-//! QuickBooks), a payment is collected (linked to the invoice, whose
-//! SyncToken it moves), and the invoice is edited afterwards (read again,
-//! updated in place). Then the week's timesheet is approved: the mapped
+//! that serves it: the bike fit is added to the shop's services (the
+//! "service item created" trigger: the item goes to QuickBooks on its
+//! own), a customer's invoice is created as a draft (nothing syncs), sent
+//! (its customer, service items and the invoice go to QuickBooks; the bike
+//! fit line names the item already synced), a payment is collected (linked
+//! to the invoice, whose SyncToken it moves), and the invoice is edited
+//! afterwards (read again, updated in place). The customer's e-mail and
+//! phone change and the bike fit's price goes up (the "changed" triggers:
+//! each updated in place with its current SyncToken; the shop's other
+//! connections record them as not supported). Then the week's timesheet is approved: the mapped
 //! mechanic's hours become TimeActivity, the unmapped one's are skipped
 //! with the reason. It prints the sync dialog and QuickBooks' final
 //! state, and fails on a duplicate, a total that is not the host's, or a
@@ -30,6 +35,7 @@ use ledgerflow_workflows::timesheets::{self, EmployeeMapping, Timesheet, Timeshe
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use super::quickbooks_records as records;
 use super::{SETTLE, StoryError as Error, TENANT};
 use crate::dialog::render_dialog;
 use crate::runtime::{QueueConfig, WorkerRuntime};
@@ -138,7 +144,11 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
     )?;
     inv.status = InvoiceStatus::Draft;
     println!(
-        "\n1. invoice 2001 drafted for {}: drafts never sync",
+        "\n0. service item created in the shop: bike fit (SVC-FIT), NZD 150.00, taxable: it syncs on its own"
+    );
+    records::item_changed(pool, sim, conn_id, realm, &records::bike_fit(15_000)?).await?;
+    println!(
+        "1. invoice 2001 drafted for {}: drafts never sync",
         customer.1
     );
     trigger(
@@ -155,7 +165,9 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
         sim.invoices(realm).len()
     );
 
-    println!("2. invoice sent: the customer, two service items and the invoice go to QuickBooks");
+    println!(
+        "2. invoice sent: the customer, the brake bleed as a new service item (the bike fit's line names the item synced in 0) and the invoice go to QuickBooks"
+    );
     inv.status = InvoiceStatus::Issued;
     trigger(pool, conn_id, Trigger::InvoiceSent, "invoice sent", &inv).await?;
     settle(pool, conn_id, "QB-2001", SETTLE).await?;
@@ -187,6 +199,14 @@ async fn story(pool: &PgPool, sim: &Simulator, conn_id: i64, realm: &str) -> Res
     inv.totals = inv.computed_totals()?;
     trigger(pool, conn_id, Trigger::ItemsChanged, "items changed", &inv).await?;
     settle(pool, conn_id, "QB-2001", SETTLE).await?;
+
+    println!(
+        "4a. customer updated in the shop: Maya's new e-mail and phone, read again and updated in place"
+    );
+    let moved = records::maya("maya.lopez@example.com", "503-555-0199");
+    records::customer_changed(pool, sim, conn_id, realm, &moved).await?;
+    println!("4b. service item updated in the shop: the bike fit is now NZD 165.00");
+    records::item_changed(pool, sim, conn_id, realm, &records::bike_fit(16_500)?).await?;
 
     timesheet(pool, sim, conn_id, realm).await?;
 

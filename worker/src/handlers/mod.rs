@@ -3,7 +3,7 @@
 //!
 //! | file | kinds |
 //! | --- | --- |
-//! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer` (through the sync ledger) |
+//! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer`, `sync-item` (through the sync ledger) |
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
 //! | [`approved`] | `send-approved`: "sync approved now", in batches where the provider can |
 //! | [`import`] | `first-sync`: a connection's first sync (chart, contacts, invoices, payments; links; item export) |

@@ -1,5 +1,5 @@
 //! The sync kinds: an invoice upserted or voided, a draft completed, a
-//! payment pushed, a customer synced. Each goes through the sync ledger
+//! payment pushed, a customer or a service item synced. Each goes through the sync ledger
 //! (`ledgerflow_workflows::ledger`), which picks the adapter by the
 //! connection's provider; when the queue gives up on one, its sync events
 //! are failed so the dialog says why.
@@ -7,7 +7,7 @@
 use ledgerflow_workflows::JobKind;
 use ledgerflow_workflows::ledger;
 use ledgerflow_workflows::payloads::{
-    CompleteDraft, PushPayment, SyncCustomer, UpsertInvoice, VoidOrder,
+    CompleteDraft, PushPayment, SyncCustomer, SyncItem, UpsertInvoice, VoidOrder,
 };
 use ledgerflow_workflows::provider::Providers;
 
@@ -20,6 +20,7 @@ pub fn register(registry: Registry, providers: Providers) -> Registry {
     let complete = providers.clone();
     let payments = providers.clone();
     let customers = providers.clone();
+    let items = providers.clone();
     let void = providers;
     registry
         .register(move |job: UpsertInvoice, ctx| {
@@ -47,6 +48,10 @@ pub fn register(registry: Registry, providers: Providers) -> Registry {
                 let providers = providers.clone();
                 async move { ledger::run_sync_customer(&providers, job, ctx).await }
             }
+        })
+        .register(move |job: SyncItem, ctx| {
+            let providers = items.clone();
+            async move { ledger::run_sync_item(&providers, job, ctx).await }
         })
         .on_failed(UpsertInvoice::KIND, sync_gave_up)
         .on_failed(VoidOrder::KIND, sync_gave_up)

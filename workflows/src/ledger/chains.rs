@@ -8,10 +8,14 @@
 //! | trigger | chain |
 //! | --- | --- |
 //! | job cancelled / rejected (mark as deleted on) | void the order |
-//! | anything else | customer → invoice → one step per payment, or → complete draft |
+//! | anything else | customer, changed items → invoice → one step per payment, or → complete draft |
 //!
 //! - the customer step runs where the provider keeps customers (QuickBooks:
 //!   when its customer toggle is on) and the invoice has a customer;
+//! - QuickBooks (service items on): one `sync-item` step per item a line
+//!   names (by SKU) that the host changed and that has not synced yet
+//!   (`host_records`), so the line names the host's item as last sent;
+//!   the invoice waits for the customer and every item step;
 //! - payment steps run where the connection carries payments (Xero "sync
 //!   payments", QuickBooks payments, Lightspeed R layaway sales);
 //! - complete draft runs on Shopify in draft-order mode with "complete draft

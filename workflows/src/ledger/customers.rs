@@ -10,14 +10,29 @@
 //! to link. The invoice sync reads the link this step writes and hands it
 //! to the adapter. This module must not send invoices or decide retry
 //! timing.
+//!
+//! The same job syncs the host's own customer record (the "customer
+//! changed" trigger, `host_records`): when one is pending for the
+//! customer, it is created or updated through the provider's
+//! [`HostRecordSync`](crate::provider::HostRecordSync) capability (with its
+//! address, and in place when already linked) instead of found from an
+//! invoice, and the record is marked synced for the version pushed. So a
+//! chain's customer step and a change join one job, and an invoice waits
+//! for its customer's newest details.
 
 use sqlx::PgConnection;
 
-use super::connections::{ConnectionStatus, get_connection, mark_reconnect_needed};
+use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
+use super::host_records::{
+    HostRecordKind, Outcome, Pending, capability, link_of, mark, not_supported, pending, skip_now,
+};
 use super::sync::{job_error, upsert_link};
+use crate::host_data::HostCustomer;
 use crate::invoice::Customer;
 use crate::payloads::SyncCustomer;
-use crate::provider::{Providers, SyncCustomerRequest};
+use crate::provider::{
+    ExternalRef, HostCustomerRequest, ProviderError, Providers, SyncCustomerRequest,
+};
 use crate::queue::JobContext;
 use crate::queue::JobError;
 
@@ -33,23 +48,29 @@ pub async fn run_sync_customer(
     let connection = get_connection(&mut conn, job.connection_id)
         .await
         .map_err(job_error)?;
-    match connection.status {
-        ConnectionStatus::Active => {}
-        ConnectionStatus::ReconnectNeeded => {
-            return Err(JobError::reconnect_needed(format!(
-                "{} needs reconnecting: the customer sync waits until the integration is reconnected",
-                connection.provider
-            )));
-        }
-        ConnectionStatus::Disabled => {
-            return Err(JobError::permanent(format!(
-                "the {} connection is disabled",
-                connection.provider
-            )));
-        }
+    if connection.status == ConnectionStatus::ReconnectNeeded {
+        return Err(JobError::reconnect_needed(format!(
+            "{} needs reconnecting: the customer sync waits until the integration is reconnected",
+            connection.provider
+        )));
     }
-    if customer_linked(&mut conn, connection.id, &job.customer_id).await? {
+    // Before refusing a disabled connection: its pending record is marked
+    // skipped with the reason, not left pending.
+    let host = host_customer(providers, &mut conn, &connection, &job).await?;
+    if connection.status == ConnectionStatus::Disabled {
+        return Err(JobError::permanent(format!(
+            "the {} connection is disabled",
+            connection.provider
+        )));
+    }
+    if host.is_none() && customer_linked(&mut conn, connection.id, &job.customer_id).await? {
         return Ok(());
+    }
+    if let Some(h) = host {
+        let existing = link_of(&mut conn, connection.id, "customer", &job.customer_id).await?;
+        drop(conn);
+        let result = push_host_customer(providers, &connection, &h, existing.as_ref()).await;
+        return finish(&connection, &job, &ctx, result.map(Some), Some(&h)).await;
     }
     let Some(customer) = customer_details(&mut conn, &job).await? else {
         let message = format!(
@@ -78,6 +99,91 @@ pub async fn run_sync_customer(
             idempotency_key: &key,
         })
         .await;
+    finish(&connection, &job, &ctx, result, None).await
+}
+
+/// The host's pending customer record, when this connection syncs it now;
+/// a pending one that no longer syncs (settings changed, no capability) is
+/// marked skipped with the reason, and the job goes on as a chain step.
+async fn host_customer(
+    providers: &Providers,
+    conn: &mut PgConnection,
+    connection: &Connection,
+    job: &SyncCustomer,
+) -> Result<Option<Pending<HostCustomer>>, JobError> {
+    let kind = HostRecordKind::Customer;
+    let Some(p) = pending::<HostCustomer>(conn, connection.id, kind, &job.customer_id).await?
+    else {
+        return Ok(None);
+    };
+    let skip = match skip_now(conn, connection.id, kind).await? {
+        Some(skip) => Some(skip),
+        None => {
+            let adapter = providers.get(connection.provider);
+            match capability(providers, &adapter, connection)? {
+                Some(_) => None,
+                None => Some(("not_supported".to_string(), not_supported(connection))),
+            }
+        }
+    };
+    match skip {
+        None => Ok(Some(p)),
+        Some((code, message)) => {
+            let outcome = Outcome::Skipped {
+                code: &code,
+                message: &message,
+            };
+            mark(
+                conn,
+                connection.id,
+                kind,
+                &job.customer_id,
+                p.version,
+                outcome,
+            )
+            .await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The host's customer created or updated through the capability.
+async fn push_host_customer(
+    providers: &Providers,
+    connection: &Connection,
+    host: &Pending<HostCustomer>,
+    existing: Option<&ExternalRef>,
+) -> Result<ExternalRef, ProviderError> {
+    let adapter = providers.get(connection.provider);
+    let info = connection.info();
+    let key = format!(
+        "ledgerflow-{}-customer-{}-{}",
+        connection.id, host.record.customer_id, host.version
+    );
+    match adapter.host_records() {
+        Some(sink) => {
+            sink.upsert_customer(HostCustomerRequest {
+                connection: &info,
+                customer: &host.record,
+                existing,
+                idempotency_key: &key,
+            })
+            .await
+        }
+        // `host_customer` checked the capability a moment ago.
+        None => Err(ProviderError::permanent(not_supported(connection), None)),
+    }
+}
+
+/// Links what the provider answered and completes the job, or fails it;
+/// the host record (when one was pushed) follows.
+async fn finish(
+    connection: &Connection,
+    job: &SyncCustomer,
+    ctx: &JobContext,
+    result: Result<Option<ExternalRef>, ProviderError>,
+    host: Option<&Pending<HostCustomer>>,
+) -> Result<(), JobError> {
     match result {
         Ok(external) => {
             let mut tx = ctx.pool.begin().await?;
@@ -90,6 +196,19 @@ pub async fn run_sync_customer(
                     external,
                 )
                 .await?;
+                if let Some(h) = host {
+                    let kind = HostRecordKind::Customer;
+                    let outcome = Outcome::Synced(external);
+                    mark(
+                        &mut tx,
+                        connection.id,
+                        kind,
+                        &job.customer_id,
+                        h.version,
+                        outcome,
+                    )
+                    .await?;
+                }
             }
             // The invoice no longer waits on a failed customer.
             if let Some(invoice_id) = &job.invoice_id {
@@ -118,7 +237,20 @@ pub async fn run_sync_customer(
                     .await
                     .map_err(job_error)?;
             }
-            fail(&mut conn, &job, &ctx, job_err, &friendly).await
+            if let (Some(h), true) = (host, super::host_records::is_terminal(&job_err, ctx)) {
+                let kind = HostRecordKind::Customer;
+                let outcome = Outcome::Failed(&friendly);
+                mark(
+                    &mut conn,
+                    connection.id,
+                    kind,
+                    &job.customer_id,
+                    h.version,
+                    outcome,
+                )
+                .await?;
+            }
+            fail(&mut conn, job, ctx, job_err, &friendly).await
         }
     }
 }

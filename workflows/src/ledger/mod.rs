@@ -12,7 +12,8 @@
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
 //! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
-//! | [`customers`] | the sync-customer step |
+//! | [`customers`] | the sync-customer step (a chain's, or a customer the host changed) |
+//! | [`host_records`] | the host's customers and service items changed on their own: the triggers, their outcome per connection, the sync-item step |
 //! | [`payments`] | an invoice's payments in the provider: applied, reversed, linked |
 //! | [`push_payment`] | the push-payment step of a sync chain |
 //!
@@ -54,6 +55,7 @@ pub mod complete_draft;
 pub mod connections;
 pub mod customers;
 pub mod dependencies;
+pub mod host_records;
 pub mod payments;
 pub mod push_payment;
 pub mod read;
@@ -69,6 +71,10 @@ pub use connections::{
     list_tenants, reconnect, tenant_connections, update_settings, update_settings_json,
 };
 pub use customers::run_sync_customer;
+pub use host_records::{
+    ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
+    record_customer_changed, record_item_changed, run_sync_item,
+};
 pub use push_payment::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,

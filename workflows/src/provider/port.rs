@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::capabilities::{BatchCreate, ChangeFeed, Import, SummaryPush};
 use super::errors::ProviderError;
+use super::host_records::HostRecordSync;
 use super::records::*;
 use super::version_feed::VersionFeed;
 use crate::settings::Provider as ProviderName;
@@ -113,6 +114,13 @@ pub trait Provider: Send + Sync {
     /// Reading changed records from a version cursor (Lightspeed X-Series'
     /// sales feed). `None`: the provider has no such feed.
     fn version_feed(&self) -> Option<&dyn VersionFeed> {
+        None
+    }
+
+    /// The host's customers and service items synced on their own.
+    /// `None`: the provider keeps none of ledgerflow's, and a change is
+    /// recorded as skipped, "not supported by <provider>".
+    fn host_records(&self) -> Option<&dyn HostRecordSync> {
         None
     }
 }

@@ -8,6 +8,7 @@
 //! through, from Rust or any language), which reads these settings' JSON
 //! and answers a [`SkipReason`] code.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,6 +16,7 @@ use chrono::{NaiveDate, NaiveTime};
 use serde::{Deserialize, Serialize};
 
 mod json;
+pub mod tax_codes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -333,6 +335,15 @@ pub struct QuickBooksSettings {
     /// Chosen in the setup wizard, set once (a change is refused): it
     /// decides how tax is sent.
     pub region: QuickBooksRegion,
+    /// The host's tax codes, declared: every code the host's invoices may
+    /// carry. In Canada and Global each must be mapped in `tax_codes`, or
+    /// the settings are refused naming it ([`tax_codes`]).
+    pub host_tax_codes: Vec<String>,
+    /// Canada / Global: host tax code → QuickBooks TaxCode id. Unused in
+    /// the US, where a line is only taxable or not.
+    pub tax_codes: BTreeMap<String, String>,
+    /// Canada / Global: the TaxCode for lines without a tax code.
+    pub exempt_tax_code: Option<String>,
 }
 
 impl Default for QuickBooksSettings {
@@ -348,6 +359,9 @@ impl Default for QuickBooksSettings {
             sync_timesheets: false,
             timesheet_start_date: None,
             region: QuickBooksRegion::Us,
+            host_tax_codes: Vec::new(),
+            tax_codes: BTreeMap::new(),
+            exempt_tax_code: None,
         }
     }
 }
@@ -399,6 +413,14 @@ pub enum SettingsProblem {
         from: QuickBooksRegion,
         to: QuickBooksRegion,
     },
+    #[error(
+        "the host tax code {0:?} has no QuickBooks tax code mapped: in {1} each line is sent with a QuickBooks TaxCode, so map it in the QuickBooks settings' tax_codes ({0:?} → a QuickBooks TaxCode id) or remove it from host_tax_codes"
+    )]
+    TaxCodeUnmapped(String, QuickBooksRegion),
+    #[error(
+        "the host tax code {0:?} is mapped to an empty QuickBooks TaxCode id: give the QuickBooks TaxCode's Id"
+    )]
+    TaxCodeMappedToNothing(String),
     #[error("the end-of-day summary needs a contact name to address the invoice to")]
     SummaryContactMissing,
     #[error("{0:?} is not a known time zone (use an IANA name such as \"Pacific/Auckland\")")]
@@ -507,13 +529,18 @@ impl ConnectionSettings {
                     warnings.push(SettingsWarning::DraftInvoicesCannotTakePayments);
                 }
             }
-            ProviderSettings::QuickBooks(s) => match s.timesheet_start_date {
-                Some(start) if start > today => {
-                    problems.push(SettingsProblem::TimesheetStartInFuture { start, today })
+            ProviderSettings::QuickBooks(s) => {
+                match s.timesheet_start_date {
+                    Some(start) if start > today => {
+                        problems.push(SettingsProblem::TimesheetStartInFuture { start, today })
+                    }
+                    None if s.sync_timesheets => {
+                        problems.push(SettingsProblem::TimesheetStartMissing)
+                    }
+                    _ => {}
                 }
-                None if s.sync_timesheets => problems.push(SettingsProblem::TimesheetStartMissing),
-                _ => {}
-            },
+                problems.extend(tax_codes::problems(s));
+            }
             ProviderSettings::LightspeedR(_)
             | ProviderSettings::LightspeedX(_)
             | ProviderSettings::Saledock(_) => {}

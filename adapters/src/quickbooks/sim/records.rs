@@ -297,6 +297,9 @@ fn write_customer(
             if body.primary_phone.is_some() || body.sparse != Some(true) {
                 cur.primary_phone = body.primary_phone;
             }
+            if body.bill_addr.is_some() || body.sparse != Some(true) {
+                cur.bill_addr = body.bill_addr;
+            }
             cur.sync_token = bump(&cur.sync_token);
             let answer = entity("Customer", cur.clone());
             c.changed("Customer", &id, "Update");
