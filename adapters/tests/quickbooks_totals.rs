@@ -526,12 +526,12 @@ fn payment_terms_set_the_quickbooks_due_date_when_the_host_gives_none() {
         name: Some("Net 14".into()),
     });
     let body =
-        invoices::invoice_body(&snap, QuickBooksRegion::Us, &options(&US), &[], "1").unwrap();
+        invoices::invoice_body(&snap, &settings(&US), &QboOptions::default(), &[], "1").unwrap();
     let due = snap.issued_on + chrono::Days::new(14);
     assert_eq!(body.due_date, Some(due.to_string()));
     // The host's own due date wins over its terms.
     snap.due_on = Some(snap.issued_on);
     let body =
-        invoices::invoice_body(&snap, QuickBooksRegion::Us, &options(&US), &[], "1").unwrap();
+        invoices::invoice_body(&snap, &settings(&US), &QboOptions::default(), &[], "1").unwrap();
     assert_eq!(body.due_date, Some(snap.issued_on.to_string()));
 }
