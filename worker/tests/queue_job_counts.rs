@@ -36,14 +36,16 @@ async fn both(pool: &PgPool) -> (Counts, Counts) {
         .into_iter()
         .map(|c| ((c.queue, c.kind, c.state), c.n))
         .collect();
-    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-        "SELECT queue, kind, state, count(*) FROM ledgerflow.jobs GROUP BY 1, 2, 3",
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .unwrap();
+    let rows: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT queue, kind, state, count(*) FROM ledgerflow.jobs GROUP BY 1, 2, 3")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
     tx.commit().await.unwrap();
-    let truth = rows.into_iter().map(|(q, k, s, n)| ((q, k, s), n)).collect();
+    let truth = rows
+        .into_iter()
+        .map(|(q, k, s, n)| ((q, k, s), n))
+        .collect();
     (kept, truth)
 }
 
@@ -102,13 +104,12 @@ async fn kept_counts_equal_a_true_count_through_every_transition(pool: PgPool) {
     }
     let mut elsewhere = Vec::new();
     for i in 0..6 {
-        let id: i64 = sqlx::query_scalar(
-            "SELECT ledgerflow.enqueue($1, '{}'::jsonb, queue => 'elsewhere')",
-        )
-        .bind(if i % 2 == 0 { "kind-a" } else { "kind-b" })
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let id: i64 =
+            sqlx::query_scalar("SELECT ledgerflow.enqueue($1, '{}'::jsonb, queue => 'elsewhere')")
+                .bind(if i % 2 == 0 { "kind-a" } else { "kind-b" })
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         elsewhere.push(id);
     }
     sqlx::query("SELECT ledgerflow.enqueue('no-such-kind', '{}'::jsonb)")
@@ -153,7 +154,11 @@ async fn kept_counts_equal_a_true_count_through_every_transition(pool: PgPool) {
     }
     worker.stop().await;
     let truth = assert_counts_true(&pool, "once the worker stopped").await;
-    let held = ("default".to_string(), QueueProbe::KIND.to_string(), "held".to_string());
+    let held = (
+        "default".to_string(),
+        QueueProbe::KIND.to_string(),
+        "held".to_string(),
+    );
     assert_eq!(truth.get(&held), Some(&8), "{truth:?}");
 
     // An operator's cancel and delete, a retry of a failed job, a release
@@ -174,9 +179,16 @@ async fn kept_counts_equal_a_true_count_through_every_transition(pool: PgPool) {
     .await
     .unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    assert!(queue::retry_failed(&mut conn, failed).await.unwrap().is_some());
+    assert!(
+        queue::retry_failed(&mut conn, failed)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(
-        queue::release_held(&mut conn, "connection:0").await.unwrap(),
+        queue::release_held(&mut conn, "connection:0")
+            .await
+            .unwrap(),
         4
     );
     drop(conn);
@@ -203,7 +215,10 @@ async fn kept_counts_equal_a_true_count_through_every_transition(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(deltas_before, deltas_after, "an update of no counted column");
+    assert_eq!(
+        deltas_before, deltas_after,
+        "an update of no counted column"
+    );
     assert_counts_true(&pool, "after raw SQL").await;
 
     // Folded, the counts live in job_counts alone, and stay true.
@@ -231,7 +246,11 @@ async fn kept_counts_equal_a_true_count_through_every_transition(pool: PgPool) {
             "{q:?}"
         );
     }
-    assert!(queues.iter().any(|q| q.queue == "moved" && q.available == 1));
+    assert!(
+        queues
+            .iter()
+            .any(|q| q.queue == "moved" && q.available == 1)
+    );
 
     // A rolled-back change leaves no count behind.
     let mut tx = pool.begin().await.unwrap();
@@ -321,7 +340,10 @@ async fn the_metrics_jobs_gauge_is_the_true_count(pool: PgPool) {
     // A second sampler: the first read less than SAMPLE_EVERY ago.
     Sampler::default().refresh(&pool).await.unwrap();
     let text = encode().unwrap();
-    assert!(text.contains(r#"ledgerflow_queue_paused{queue="q2"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"ledgerflow_queue_paused{queue="q2"} 1"#),
+        "{text}"
+    );
     for family in [
         "ledgerflow_jobs gauge",
         "ledgerflow_job_completions counter",

@@ -24,8 +24,8 @@
 
 pub mod complete;
 pub mod context;
-pub mod counts;
 pub mod copy;
+pub mod counts;
 pub mod enqueue;
 pub mod error;
 pub mod job;
