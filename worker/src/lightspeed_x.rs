@@ -18,7 +18,7 @@
 //! `LEDGERFLOW_LIGHTSPEED_X_WEBHOOK_SECRET` when set, else the app's client
 //! secret (what the one published sample keys it with).
 //!
-//! The shared steps are [`crate::webhooks::receiver`]'s; this file keeps
+//! The shared steps are [`crate::receiver`]'s; this file keeps
 //! X-Series' quirks only.
 
 use axum::body::Bytes;
@@ -29,7 +29,7 @@ use ledgerflow_workflows::provider_state::Secret;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::webhooks::receiver::{ReceiveError, Receiver};
+use crate::receiver::{ReceiveError, Receiver};
 
 const LIGHTSPEED_X: Receiver = Receiver::new("lightspeed_x", "Lightspeed X-Series");
 

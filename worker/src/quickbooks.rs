@@ -12,7 +12,7 @@
 //! connection of the company, in the same transaction: the event carries
 //! ids only, the job reads the entity. Nothing calls QuickBooks here.
 //!
-//! The shared steps are [`crate::webhooks::receiver`]'s; this file keeps
+//! The shared steps are [`crate::receiver`]'s; this file keeps
 //! Intuit's quirks only (one delivery, many events, each its own id).
 
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::queue;
 use sqlx::PgPool;
 
-use crate::webhooks::receiver::{ReceiveError, Receiver};
+use crate::receiver::{ReceiveError, Receiver};
 
 const QUICKBOOKS: Receiver = Receiver::new("quickbooks", "QuickBooks");
 

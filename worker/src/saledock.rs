@@ -13,7 +13,7 @@
 //! delivery (repeats dropped by event id) and the `invoice_paid` /
 //! `job_completed` events the connection's settings ask for, in one
 //! transaction. Verification is the adapter's (`saledock::webhook`); the
-//! steps every receiver shares are [`crate::webhooks::receiver`]'s, this
+//! steps every receiver shares are [`crate::receiver`]'s, this
 //! file keeps Saledock's quirks only (a secret per connection).
 
 use axum::body::Bytes;
@@ -25,7 +25,7 @@ use ledgerflow_workflows::inbound::{self, matching};
 use ledgerflow_workflows::provider_state::{LimitPolicy, SECRET_KEY_ENV, SecretKey};
 use sqlx::PgPool;
 
-use crate::webhooks::receiver::Receiver;
+use crate::receiver::Receiver;
 
 const PROVIDER: &str = "saledock";
 const SALEDOCK: Receiver = Receiver::new(PROVIDER, "Saledock");

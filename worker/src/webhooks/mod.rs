@@ -4,7 +4,7 @@
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | [`receiver`] | the steps every receiver takes: the capped body, the signature checked before anything is parsed or stored, the delivery recorded (repeats dropped by id) with its work in one transaction, the answer |
+//! | `crate::receiver` | the steps every receiver takes: the capped body, the signature checked before anything is parsed or stored, the delivery recorded (repeats dropped by id) with its work in one transaction, the answer (beside this module, not in it: the providers' files below use it, and this module routes to them) |
 //! | [`xero`] | `POST /webhooks/xero`: intent-to-receive, a job per invoice event |
 //! | [`shopify`] | `POST /webhooks/shopify`: paid orders and completed drafts matched to invoices |
 //! | `crate::saledock` | `POST /webhooks/saledock`: per-connection secrets, completions matched to invoices |
@@ -18,7 +18,6 @@
 //! HTTP surface only; verification is the adapters' (`adapters::*::webhook`),
 //! storage `workflows::inbound`.
 
-pub mod receiver;
 pub mod shopify;
 pub mod xero;
 

@@ -10,7 +10,7 @@
 //! that matches no invoice is recorded as a delivery with no event
 //! (logged). Other topics are answered 200 and not stored.
 //!
-//! The shared steps are [`super::receiver`]'s; this file keeps Shopify's
+//! The shared steps are [`crate::receiver`]'s; this file keeps Shopify's
 //! quirks only. The matching rule is `workflows::inbound::matching`'s;
 //! this file only reads the order from the verified body.
 
@@ -25,7 +25,7 @@ use ledgerflow_adapters::shopify::wire::gid;
 use ledgerflow_workflows::inbound::matching::{self, PaidOrder};
 use sqlx::PgPool;
 
-use super::receiver::{ReceiveError, Receiver};
+use crate::receiver::{ReceiveError, Receiver};
 
 const SHOPIFY: Receiver = Receiver::new("shopify", "Shopify");
 

@@ -7,7 +7,7 @@
 //! event carries ids only, the job fetches from Xero. Xero wants an answer
 //! within 5 s, so nothing calls Xero here.
 //!
-//! The shared steps are [`super::receiver`]'s; this file keeps Xero's quirks
+//! The shared steps are [`crate::receiver`]'s; this file keeps Xero's quirks
 //! only. Verification is `adapters::xero::webhook`'s.
 
 use axum::body::Bytes;
@@ -21,7 +21,7 @@ use ledgerflow_workflows::provider_state::Secret;
 use ledgerflow_workflows::queue;
 use sqlx::PgPool;
 
-use super::receiver::{ReceiveError, Receiver};
+use crate::receiver::{ReceiveError, Receiver};
 
 const XERO: Receiver = Receiver::new("xero", "Xero");
 

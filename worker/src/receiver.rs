@@ -14,8 +14,10 @@
 //!    transaction failed (nothing stored; the provider sends it again).
 //!
 //! Each provider's file keeps only its quirks: which header signs, how it
-//! verifies, what a delivery id is, what its body asks for. This module
-//! must not parse a provider's body nor call a provider.
+//! verifies, what a delivery id is, what its body asks for (`webhooks::xero`,
+//! `webhooks::shopify`, `saledock`, `quickbooks`, `lightspeed_x`); the
+//! routes are `crate::webhooks`'. This module must not parse a provider's
+//! body, call a provider, nor import the modules that use it.
 
 use std::fmt::Display;
 
