@@ -50,17 +50,16 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match LIGHTSPEED_X.body(body) {
+    let body = match LIGHTSPEED_X.signed_body(
+        body,
+        headers,
+        SIGNATURE_HEADER,
+        "webhook secret",
+        |body, sig| webhook::verify(secret.expose().as_bytes(), body, sig),
+    ) {
         Ok(b) => b,
         Err(status) => return status,
     };
-    if let Err(status) =
-        LIGHTSPEED_X.check_signature(headers, SIGNATURE_HEADER, "webhook secret", &body, |sig| {
-            webhook::verify(secret.expose().as_bytes(), &body, sig)
-        })
-    {
-        return status;
-    }
     let Some(hint) = webhook::parse(&body) else {
         tracing::debug!("a signed Lightspeed X-Series webhook without a sale: nothing to do");
         return StatusCode::OK;

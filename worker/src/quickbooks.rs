@@ -45,17 +45,16 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match QUICKBOOKS.body(body) {
+    let body = match QUICKBOOKS.signed_body(
+        body,
+        headers,
+        SIGNATURE_HEADER,
+        "verifier token",
+        |body, sig| webhook::verify(verifier.expose().as_bytes(), body, sig),
+    ) {
         Ok(b) => b,
         Err(status) => return status,
     };
-    if let Err(status) =
-        QUICKBOOKS.check_signature(headers, SIGNATURE_HEADER, "verifier token", &body, |sig| {
-            webhook::verify(verifier.expose().as_bytes(), &body, sig)
-        })
-    {
-        return status;
-    }
     let changes = match webhook::parse(&body) {
         Ok(c) => c,
         Err(e) => {

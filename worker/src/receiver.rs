@@ -5,7 +5,8 @@
 //!    ([`Receiver::body`]; a refusal is logged, since it would otherwise
 //!    leave none);
 //! 2. the signature, checked against the raw bytes before anything is
-//!    parsed or stored ([`Receiver::check_signature`]: no match, 401);
+//!    parsed or stored ([`Receiver::signed_body`] for the providers that
+//!    sign with one key in one header; no match, 401);
 //! 3. the delivery recorded by its id and its work enqueued in one
 //!    transaction ([`Receiver::begin`], [`Recording`]): a repeat is
 //!    recognised by its id and dropped, and a delivery is accepted whole
@@ -68,20 +69,23 @@ impl Receiver {
         })
     }
 
-    /// Whether the signature in `header` (`verify` is the provider's check
-    /// of the raw body against it) matches `key`, what the provider signs
-    /// with. No match (or no header): 401, logged, nothing stored.
-    pub fn check_signature(
+    /// Steps 1 and 2 for a provider that signs the raw body in one header:
+    /// the body, once the signature in `header` matches it (`verify` is
+    /// the provider's check of the body and the header's value against
+    /// `key`, what the provider signs with). No match (or no header): 401,
+    /// logged, nothing stored.
+    pub fn signed_body(
         &self,
+        body: Result<Bytes, BytesRejection>,
         headers: &HeaderMap,
         header: &str,
         key: &str,
-        body: &[u8],
-        verify: impl FnOnce(Option<&str>) -> bool,
-    ) -> Result<(), StatusCode> {
+        verify: impl FnOnce(&[u8], Option<&str>) -> bool,
+    ) -> Result<Bytes, StatusCode> {
+        let body = self.body(body)?;
         let signature = headers.get(header).and_then(|v| v.to_str().ok());
-        if verify(signature) {
-            return Ok(());
+        if verify(&body, signature) {
+            return Ok(body);
         }
         // A provider's own checks (Xero's "intent to receive") send bad
         // signatures on purpose; a forged delivery looks the same.

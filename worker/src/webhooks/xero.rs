@@ -32,17 +32,16 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match XERO.body(body) {
+    let body = match XERO.signed_body(
+        body,
+        headers,
+        SIGNATURE_HEADER,
+        "webhook key",
+        |body, sig| webhook::verify(key.expose().as_bytes(), body, sig),
+    ) {
         Ok(b) => b,
         Err(status) => return status,
     };
-    if let Err(status) =
-        XERO.check_signature(headers, SIGNATURE_HEADER, "webhook key", &body, |sig| {
-            webhook::verify(key.expose().as_bytes(), &body, sig)
-        })
-    {
-        return status;
-    }
     let payload = match webhook::parse(&body) {
         Ok(p) => p,
         Err(e) => {
