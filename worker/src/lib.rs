@@ -6,7 +6,8 @@
 //! | --- | --- |
 //! | [`runtime`] | claiming, dispatch, outcomes and the maintenance services, one per file |
 //! | [`handlers`] | the handler of each job kind, one file per family |
-//! | [`webhooks`] | the webhook receiver's HTTP surface ([`saledock`], [`lightspeed_x`]: those providers' receivers) |
+//! | [`webhooks`] | the webhook receiver's HTTP surface ([`saledock`], [`quickbooks`], [`lightspeed_x`]: those providers' receivers) |
+//! | [`receiver`] | the steps every provider's webhook receiver shares (body, signature, dedup and work in one transaction, answer) |
 //! | [`cli`] | the `ledgerflow` command line, one file per command group |
 //! | [`admin`] | the operator actions (jobs, queues, connections, summaries, audit log) the CLI and the console call |
 //! | [`console`] | the operator console: dashboard pages, `/metrics`, `/health`, sign-in |
@@ -38,6 +39,7 @@ pub mod interrupt;
 pub mod lightspeed_x;
 pub mod metrics;
 pub mod quickbooks;
+pub mod receiver;
 pub mod runtime;
 pub mod saledock;
 #[cfg(feature = "sandbox")]

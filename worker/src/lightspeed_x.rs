@@ -17,17 +17,21 @@
 //! Signing is not documented by Lightspeed [?]: the secret is
 //! `LEDGERFLOW_LIGHTSPEED_X_WEBHOOK_SECRET` when set, else the app's client
 //! secret (what the one published sample keys it with).
+//!
+//! The shared steps are [`crate::receiver`]'s; this file keeps
+//! X-Series' quirks only.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use ledgerflow_adapters::lightspeed_x::webhook;
-use ledgerflow_workflows::inbound;
 use ledgerflow_workflows::provider_state::Secret;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-const PROVIDER: &str = "lightspeed_x";
+use crate::receiver::{ReceiveError, Receiver};
+
+const LIGHTSPEED_X: Receiver = Receiver::new("lightspeed_x", "Lightspeed X-Series");
 
 /// The environment variable naming the webhook signing secret when it is
 /// not the app's client secret.
@@ -39,16 +43,6 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The header X-Series (as sampled) signs with.
 pub const SIGNATURE_HEADER: &str = "x-signature";
 
-#[derive(Debug, thiserror::Error)]
-enum AcceptError {
-    #[error(transparent)]
-    Inbound(#[from] inbound::InboundError),
-    #[error(transparent)]
-    Enqueue(#[from] ledgerflow_workflows::queue::EnqueueError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
 /// One delivery, answered with its status (see the module doc).
 pub async fn receive(
     pool: &PgPool,
@@ -56,23 +50,16 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match body {
+    let body = match LIGHTSPEED_X.signed_body(
+        body,
+        headers,
+        SIGNATURE_HEADER,
+        "webhook secret",
+        |body, sig| webhook::verify(secret.expose().as_bytes(), body, sig),
+    ) {
         Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(provider = PROVIDER, status = e.status().as_u16(), error = %e.body_text(), "refused a webhook delivery");
-            return e.status();
-        }
+        Err(status) => return status,
     };
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !webhook::verify(secret.expose().as_bytes(), &body, signature) {
-        tracing::warn!(
-            provider = PROVIDER,
-            signed = signature.is_some(),
-            bytes = body.len(),
-            "refused a Lightspeed X-Series webhook: the X-Signature does not match the webhook secret"
-        );
-        return StatusCode::UNAUTHORIZED;
-    }
     let Some(hint) = webhook::parse(&body) else {
         tracing::debug!("a signed Lightspeed X-Series webhook without a sale: nothing to do");
         return StatusCode::OK;
@@ -86,40 +73,28 @@ pub async fn receive(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    match accept(pool, &delivery, retailer).await {
-        Ok(jobs) => {
-            tracing::info!(sale = %hint.sale_id, retailer, jobs, "accepted a Lightspeed X-Series webhook");
-            StatusCode::OK
-        }
-        Err(e) => {
-            // Nothing was stored: X-Series retries the delivery.
-            tracing::error!(error = %e, "could not accept a Lightspeed X-Series webhook");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
+    LIGHTSPEED_X.answer(accept(pool, &delivery, retailer).await, |jobs| {
+        tracing::info!(sale = %hint.sale_id, retailer, jobs, "accepted a Lightspeed X-Series webhook");
+    })
 }
 
 /// Records the delivery and enqueues the polls it hints at, in one
 /// transaction; returns how many polls were asked for (0 for a repeat).
-async fn accept(pool: &PgPool, delivery: &str, retailer: &str) -> Result<usize, AcceptError> {
-    let mut tx = pool.begin().await?;
-    if !inbound::record_delivery(&mut tx, PROVIDER, delivery).await? {
-        tx.commit().await?;
-        tracing::info!(
-            delivery,
-            "repeated Lightspeed X-Series webhook delivery ignored"
-        );
+async fn accept(pool: &PgPool, delivery: &str, retailer: &str) -> Result<usize, ReceiveError> {
+    let mut recording = LIGHTSPEED_X.begin(pool).await?;
+    if !recording.first_time(delivery).await? {
+        recording.commit().await?;
         return Ok(0);
     }
-    let connections = inbound::connections_for_external_tenant(&mut tx, PROVIDER, retailer).await?;
+    let connections = recording.connections(retailer).await?;
     let mut jobs = Vec::new();
     for c in connections {
         jobs.push(
-            crate::handlers::version_poll::poll_soon(&mut tx, &c.tenant_id, c.connection_id)
+            crate::handlers::version_poll::poll_soon(recording.tx(), &c.tenant_id, c.connection_id)
                 .await?,
         );
     }
-    inbound::note_delivery_jobs(&mut tx, PROVIDER, delivery, &jobs).await?;
-    tx.commit().await?;
+    recording.note_jobs(delivery, &jobs).await?;
+    recording.commit().await?;
     Ok(jobs.len())
 }

@@ -8,8 +8,10 @@
 //! * gauges read from the database ([`Sampler`]): live jobs by queue, kind
 //!   and state, paused queues and connections, backfill progress. They are
 //!   read at most once per [`SAMPLE_EVERY`] however often Prometheus scrapes,
-//!   from `ledgerflow.jobs` (live jobs only; never `finished_jobs`, which
-//!   holds every job of the retention window) and small tables.
+//!   from small tables only: the live jobs from the counts the jobs table's
+//!   triggers keep (`ledgerflow_workflows::queue::counts`), never from
+//!   `ledgerflow.jobs` or `finished_jobs` themselves, whose scans grow
+//!   with the backlog and the retention window.
 //!
 //! Provider calls, 429s, limiter waits and deferrals, and token refreshes
 //! come from the adapters' call path: the adapters cannot depend on the
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ledgerflow_adapters::kit::observe::{CallObserver, RefreshResult};
+use ledgerflow_workflows::queue::counts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -402,21 +405,20 @@ impl Sampler {
 }
 
 async fn sample(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let jobs = sqlx::query(
-        "SELECT queue, kind, state, count(*) AS n FROM ledgerflow.jobs GROUP BY 1, 2, 3",
-    )
-    .fetch_all(pool)
-    .await?;
+    // Folding first keeps the read to the folded counts and the few deltas
+    // appended since; the workers fold too, so this is rarely much work.
+    counts::fold(pool).await?;
+    let jobs = counts::live_counts(pool).await?;
     METRICS.jobs.clear();
-    for r in jobs {
+    for c in jobs {
         METRICS
             .jobs
             .get_or_create(&JobLabels {
-                queue: r.try_get("queue")?,
-                kind: r.try_get("kind")?,
-                state: r.try_get("state")?,
+                queue: c.queue,
+                kind: c.kind,
+                state: c.state,
             })
-            .set(r.try_get("n")?);
+            .set(c.n);
     }
     let paused: Vec<String> = sqlx::query_scalar("SELECT queue FROM ledgerflow.queue_pauses")
         .fetch_all(pool)

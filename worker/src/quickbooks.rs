@@ -11,32 +11,27 @@
 //! payment, not deleted) enqueues a [`ProcessQuickBooksWebhook`] job per
 //! connection of the company, in the same transaction: the event carries
 //! ids only, the job reads the entity. Nothing calls QuickBooks here.
+//!
+//! The shared steps are [`crate::receiver`]'s; this file keeps
+//! Intuit's quirks only (one delivery, many events, each its own id).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use ledgerflow_adapters::quickbooks::webhook::{self, Change, SIGNATURE_HEADER};
 use ledgerflow_workflows::EnqueueOptions;
-use ledgerflow_workflows::inbound::{self, payloads::ProcessQuickBooksWebhook};
+use ledgerflow_workflows::inbound::payloads::ProcessQuickBooksWebhook;
 use ledgerflow_workflows::ledger::hold_key;
 use ledgerflow_workflows::provider_state::Secret;
-use ledgerflow_workflows::queue::{self, EnqueueError};
+use ledgerflow_workflows::queue;
 use sqlx::PgPool;
 
-const PROVIDER: &str = "quickbooks";
+use crate::receiver::{ReceiveError, Receiver};
+
+const QUICKBOOKS: Receiver = Receiver::new("quickbooks", "QuickBooks");
 
 /// Intuit's deliveries hold ids only; anything much bigger is not Intuit.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-enum AcceptError {
-    #[error(transparent)]
-    Inbound(#[from] inbound::InboundError),
-    #[error(transparent)]
-    Enqueue(#[from] EnqueueError),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
 
 /// An id as Intuit sends them (digits), safe to put in a request path.
 fn plausible_id(id: &str) -> bool {
@@ -50,23 +45,16 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match body {
+    let body = match QUICKBOOKS.signed_body(
+        body,
+        headers,
+        SIGNATURE_HEADER,
+        "verifier token",
+        |body, sig| webhook::verify(verifier.expose().as_bytes(), body, sig),
+    ) {
         Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(provider = PROVIDER, status = e.status().as_u16(), error = %e.body_text(), "refused a webhook delivery");
-            return e.status();
-        }
+        Err(status) => return status,
     };
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    if !webhook::verify(verifier.expose().as_bytes(), &body, signature) {
-        tracing::warn!(
-            provider = PROVIDER,
-            signed = signature.is_some(),
-            bytes = body.len(),
-            "refused a QuickBooks webhook: the intuit-signature does not match the verifier token"
-        );
-        return StatusCode::UNAUTHORIZED;
-    }
     let changes = match webhook::parse(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -74,31 +62,22 @@ pub async fn receive(
             return StatusCode::BAD_REQUEST;
         }
     };
-    match accept(pool, &changes).await {
-        Ok(jobs) => {
-            tracing::info!(
-                changes = changes.len(),
-                jobs,
-                "accepted a QuickBooks webhook delivery"
-            );
-            StatusCode::OK
-        }
-        Err(e) => {
-            // Intuit retries a failed delivery; nothing was stored.
-            tracing::error!(error = %e, "could not accept a QuickBooks webhook delivery");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
+    QUICKBOOKS.answer(accept(pool, &changes).await, |jobs| {
+        tracing::info!(
+            changes = changes.len(),
+            jobs,
+            "accepted a QuickBooks webhook delivery"
+        );
+    })
 }
 
 /// Records each change by its event id and enqueues the follow-up jobs, in
 /// one transaction; returns how many jobs it enqueued.
-async fn accept(pool: &PgPool, changes: &[Change]) -> Result<usize, AcceptError> {
-    let mut tx = pool.begin().await?;
+async fn accept(pool: &PgPool, changes: &[Change]) -> Result<usize, ReceiveError> {
+    let mut recording = QUICKBOOKS.begin(pool).await?;
     let mut total = 0usize;
     for change in changes {
-        if !inbound::record_delivery(&mut tx, PROVIDER, &change.event_id).await? {
-            tracing::info!(event = %change.event_id, "repeated QuickBooks webhook event ignored");
+        if !recording.first_time(&change.event_id).await? {
             continue;
         }
         if !change.may_pay_an_invoice() {
@@ -108,8 +87,7 @@ async fn accept(pool: &PgPool, changes: &[Change]) -> Result<usize, AcceptError>
             tracing::warn!(entity = %change.entity, id = %change.entity_id, "QuickBooks webhook event with an unusable id");
             continue;
         }
-        let connections =
-            inbound::connections_for_external_tenant(&mut tx, PROVIDER, &change.realm_id).await?;
+        let connections = recording.connections(&change.realm_id).await?;
         if connections.is_empty() {
             tracing::info!(realm = %change.realm_id, "QuickBooks webhook for a company no connection uses");
         }
@@ -124,11 +102,11 @@ async fn accept(pool: &PgPool, changes: &[Change]) -> Result<usize, AcceptError>
             let opts = EnqueueOptions::default()
                 .unique_key(job.unique_key())
                 .hold_key(hold_key(c.connection_id));
-            jobs.push(queue::enqueue(&mut tx, &job, opts).await?);
+            jobs.push(queue::enqueue(recording.tx(), &job, opts).await?);
         }
-        inbound::note_delivery_jobs(&mut tx, PROVIDER, &change.event_id, &jobs).await?;
+        recording.note_jobs(&change.event_id, &jobs).await?;
         total += jobs.len();
     }
-    tx.commit().await?;
+    recording.commit().await?;
     Ok(total)
 }

@@ -12,7 +12,9 @@
 //! matching rule (`workflows::inbound::matching`), which records the
 //! delivery (repeats dropped by event id) and the `invoice_paid` /
 //! `job_completed` events the connection's settings ask for, in one
-//! transaction. Verification is the adapter's (`saledock::webhook`).
+//! transaction. Verification is the adapter's (`saledock::webhook`); the
+//! steps every receiver shares are [`crate::receiver`]'s, this
+//! file keeps Saledock's quirks only (a secret per connection).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -23,7 +25,10 @@ use ledgerflow_workflows::inbound::{self, matching};
 use ledgerflow_workflows::provider_state::{LimitPolicy, SECRET_KEY_ENV, SecretKey};
 use sqlx::PgPool;
 
+use crate::receiver::Receiver;
+
 const PROVIDER: &str = "saledock";
+const SALEDOCK: Receiver = Receiver::new(PROVIDER, "Saledock");
 
 /// Overrides the modelled 120 calls a minute per account.
 pub const PER_MINUTE_ENV: &str = "LEDGERFLOW_SALEDOCK_PER_MINUTE";
@@ -56,12 +61,9 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> StatusCode {
-    let body = match body {
+    let body = match SALEDOCK.body(body) {
         Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(provider = PROVIDER, status = e.status().as_u16(), error = %e.body_text(), "refused a webhook delivery");
-            return e.status();
-        }
+        Err(status) => return status,
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(account), signature) = (header(ACCOUNT_HEADER), header(SIGNATURE_HEADER)) else {
@@ -109,17 +111,9 @@ pub async fn receive(
         amount_minor: completion.total_minor,
         currency: completion.currency.clone(),
     };
-    match matching::record_paid_order(pool, &paid).await {
-        Ok(events) => {
-            tracing::info!(delivery = %delivery_id, connection_id, events, "accepted a Saledock webhook delivery");
-            StatusCode::OK
-        }
-        Err(e) => {
-            // Nothing was stored: the sender retries.
-            tracing::error!(error = %e, "could not accept a Saledock webhook delivery");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
+    SALEDOCK.answer(matching::record_paid_order(pool, &paid).await, |events| {
+        tracing::info!(delivery = %delivery_id, connection_id, events, "accepted a Saledock webhook delivery");
+    })
 }
 
 /// The connection of `account` whose webhook secret signed `body`, and its

@@ -150,6 +150,19 @@ impl OAuth2Client {
         }
     }
 
+    /// The app's client id and secret posted in the form to `token_path`
+    /// below the connection's identity address (both Lightspeed series).
+    pub fn form(
+        provider: &'static str,
+        client_id: impl Into<String>,
+        client_secret: Secret,
+        token_path: impl Into<String>,
+    ) -> OAuth2Client {
+        OAuth2Client::new(provider, client_id, client_secret)
+            .token_path(token_path)
+            .client_auth(ClientAuth::Form)
+    }
+
     /// A client-credentials client: each connection brings its own client
     /// id and secret ([`ConnectionClient`]); the app has none.
     pub fn client_credentials(provider: &'static str) -> OAuth2Client {

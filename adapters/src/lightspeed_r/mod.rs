@@ -53,7 +53,7 @@ use sqlx::PgPool;
 use crate::kit::call::{Caller, Request};
 use crate::kit::customers::CustomerLookups;
 use crate::kit::http::BuildError;
-use crate::kit::oauth2::{ClientAuth, OAuth2Client};
+use crate::kit::oauth2::OAuth2Client;
 use api::{KEY, LightspeedRApi, PROVIDER};
 use wire::read_page;
 
@@ -75,15 +75,13 @@ impl LightspeedRAdapter {
         config: LightspeedRConfig,
     ) -> Result<Self, BuildError> {
         let api = LightspeedRApi::new(config.initial_bucket, config.read_cost, config.write_cost);
-        let caller = Caller::new(api, pool, key, config.call_settings())?.with_oauth2(
-            OAuth2Client::new(
+        let caller =
+            Caller::new(api, pool, key, config.call_settings())?.with_oauth2(OAuth2Client::form(
                 PROVIDER,
                 config.client_id.clone(),
                 config.client_secret.clone(),
-            )
-            .token_path("/auth/oauth/token")
-            .client_auth(ClientAuth::Form),
-        );
+                "/auth/oauth/token",
+            ));
         Ok(LightspeedRAdapter {
             caller,
             customers: Arc::new(CustomerLookups::default()),

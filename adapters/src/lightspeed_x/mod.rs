@@ -52,7 +52,7 @@ use sqlx::PgPool;
 use crate::kit::call::Caller;
 use crate::kit::customers::CustomerLookups;
 use crate::kit::http::BuildError;
-use crate::kit::oauth2::{ClientAuth, OAuth2Client};
+use crate::kit::oauth2::OAuth2Client;
 use api::{KEY, LightspeedXApi, PROVIDER};
 
 /// The Lightspeed X-Series adapter. Cheap to clone; share one per process.
@@ -73,15 +73,13 @@ impl LightspeedXAdapter {
             config.window_minutes,
             config.slot_ttl,
         );
-        let caller = Caller::new(api, pool, key, config.call_settings())?.with_oauth2(
-            OAuth2Client::new(
+        let caller =
+            Caller::new(api, pool, key, config.call_settings())?.with_oauth2(OAuth2Client::form(
                 PROVIDER,
                 config.client_id.clone(),
                 config.client_secret.clone(),
-            )
-            .token_path("/api/1.0/token")
-            .client_auth(ClientAuth::Form),
-        );
+                "/api/1.0/token",
+            ));
         Ok(LightspeedXAdapter {
             caller,
             customers: Arc::new(CustomerLookups::default()),

@@ -18,6 +18,8 @@
 //! faults and limits with these pieces, then routes. Never used by
 //! production code paths: compiled only with the `sandbox` feature.
 
+use std::sync::{Mutex, MutexGuard};
+
 pub mod clock;
 pub mod faults;
 pub mod limits;
@@ -25,3 +27,12 @@ pub mod oauth;
 pub mod pricing;
 pub mod replay;
 pub mod server;
+
+/// A simulator's state, locked. A handler that panicked while holding it
+/// poisons the lock; the state is still the simulator's (the test that
+/// made it panic fails on its own), so later requests go on reading it.
+pub fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -55,6 +55,25 @@ pub struct TokenConfig {
     pub early_refresh_keeps_access: bool,
 }
 
+impl TokenConfig {
+    /// An app whose refresh tokens are single use: a spent one is refused
+    /// at once, with no grace window for a lost answer (both Lightspeed
+    /// series).
+    pub fn single_use(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        access_token_ttl: chrono::Duration,
+    ) -> TokenConfig {
+        TokenConfig {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            access_token_ttl,
+            refresh_grace: chrono::Duration::zero(),
+            ..TokenConfig::default()
+        }
+    }
+}
+
 impl Default for TokenConfig {
     fn default() -> Self {
         TokenConfig {

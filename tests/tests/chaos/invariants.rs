@@ -34,19 +34,26 @@
 //!   restarted instead).
 //!
 //! Must only read: nothing here changes the ledger or the simulator.
+//!
+//! | file | owns |
+//! | --- | --- |
+//! | `invariants.rs` | the checks against Xero, the ledger, the queue and the run's processes; the per-provider checks' calls |
+//! | [`shopify`] | the Shopify stores' checks |
+//! | [`report`] | rendering the report |
+
+mod report;
+mod shopify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ledgerflow_adapters::decimal::Decimal;
-use ledgerflow_adapters::shopify::InvoiceTag;
-use ledgerflow_adapters::shopify::simulator::Simulator as ShopifySim;
-use ledgerflow_adapters::shopify::wire as shopify_wire;
 use ledgerflow_adapters::xero::wire::{self, status};
 use sqlx::PgPool;
 
-use crate::workload::{Ending, HostInvoice};
+use crate::workload::Ending;
 use crate::world::{Outcome, ShopKind};
+use shopify::check_shopify;
 
 /// A killed worker's job may wait lease + rescue interval for the rescuer,
 /// plus this long to be claimed by a live worker on a loaded machine.
@@ -69,7 +76,7 @@ pub struct Report {
     pub claim_bound: Duration,
 }
 
-fn cents(d: Option<&Decimal>) -> Option<i64> {
+pub(super) fn cents(d: Option<&Decimal>) -> Option<i64> {
     d.and_then(|d| d.to_scaled(2).ok())
 }
 
@@ -546,300 +553,4 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     r.counts
         .insert("xero 429s answered".into(), stats.rate_limited as i64);
     r
-}
-
-/// The totals a Shopify record shows, in cents, and its line count:
-/// (subtotal, tax, total, lines).
-type ShopifyTotals = (Option<i64>, Option<i64>, Option<i64>, usize);
-
-/// What the host's last snapshot says a Shopify record must show.
-fn wanted_totals(inv: &HostInvoice) -> ShopifyTotals {
-    let t = &inv.last.totals;
-    (
-        Some(t.subtotal - t.discount_total),
-        Some(t.tax_total),
-        Some(t.total),
-        inv.last.lines.len(),
-    )
-}
-
-/// Shopify, by the store's mode. Records are found by the invoice's tag
-/// (`InvoiceTag`), which every draft and order made for it carries.
-///
-/// Draft store ("complete draft when paid"): paid in full → exactly one
-/// order, paid, not cancelled, equal to the last snapshot, made by
-/// completing the invoice's one draft, once (one synced complete-draft
-/// event), and linked; not paid in full → exactly one open draft equal to
-/// the last snapshot, linked, and no order; cancelled → nothing live.
-///
-/// Order store: exactly one live (not cancelled) order, equal to the last
-/// snapshot and linked, the ones it replaced all cancelled, no draft;
-/// cancelled → no live order.
-#[allow(clippy::too_many_arguments)]
-fn check_shopify(
-    store: &ShopifySim,
-    kind: ShopKind,
-    inv: &HostInvoice,
-    links: &HashMap<(i64, String, String), String>,
-    completes: &HashMap<(i64, String), i64>,
-    v: &mut Vec<String>,
-    counts: &mut BTreeMap<String, i64>,
-) {
-    let id = &inv.last.invoice_id;
-    let tag = InvoiceTag::new(inv.connection_id, id).to_string();
-    let has_tag = |tags: &Option<String>| shopify_wire::split_tags(tags.as_deref()).contains(&tag);
-    let drafts: Vec<_> = store
-        .drafts()
-        .into_iter()
-        .filter(|d| has_tag(&d.tags))
-        .collect();
-    let (completed, open): (Vec<_>, Vec<_>) = drafts
-        .into_iter()
-        .partition(|d| d.status.as_deref() == Some(shopify_wire::draft_status::COMPLETED));
-    let orders: Vec<_> = store
-        .orders()
-        .into_iter()
-        .filter(|o| has_tag(&o.tags))
-        .collect();
-    let (live, cancelled): (Vec<_>, Vec<_>) = orders.iter().partition(|o| o.cancelled_at.is_none());
-    let name = |o: &shopify_wire::Order| o.name.clone().unwrap_or_default();
-    let link = links.get(&(inv.connection_id, "invoice".into(), id.clone()));
-    let completions = completes
-        .get(&(inv.connection_id, id.clone()))
-        .copied()
-        .unwrap_or(0);
-    let want = wanted_totals(inv);
-    let order_totals = |o: &shopify_wire::Order| -> ShopifyTotals {
-        (
-            cents(o.subtotal_price.as_ref()),
-            cents(o.total_tax.as_ref()),
-            cents(o.total_price.as_ref()),
-            o.line_items.as_ref().map_or(0, Vec::len),
-        )
-    };
-    let linked_to = |want_link: String, what: &str| {
-        (link != Some(&want_link)).then(|| {
-            format!("{id}: linked to {link:?}, but Shopify's record is {what} {want_link}")
-        })
-    };
-    let mut count = |k: &str, n: usize| *counts.entry(k.to_string()).or_default() += n as i64;
-
-    if inv.ending == Ending::Cancelled {
-        if !open.is_empty() || !live.is_empty() {
-            v.push(format!(
-                "{id}: cancelled, but Shopify still holds {} open draft(s) and live order(s) {:?}",
-                open.len(),
-                live.iter().map(|o| name(o)).collect::<Vec<_>>()
-            ));
-        }
-        count("shopify cancelled, nothing live", 1);
-        return;
-    }
-    match kind {
-        ShopKind::ShopifyDrafts if inv.ending.paid_in_full() => {
-            let [order] = orders.as_slice() else {
-                v.push(format!(
-                    "{id}: paid in full on a draft store: wanted exactly one Shopify order, found {} ({:?}; {} cancelled)",
-                    orders.len(),
-                    orders.iter().map(name).collect::<Vec<_>>(),
-                    cancelled.len()
-                ));
-                return;
-            };
-            if order.cancelled_at.is_some() || order.financial_status.as_deref() != Some("paid") {
-                v.push(format!(
-                    "{id}: paid in full, but its Shopify order {} is {} (cancelled at {:?})",
-                    name(order),
-                    order.financial_status.as_deref().unwrap_or("?"),
-                    order.cancelled_at
-                ));
-            }
-            let got = order_totals(order);
-            if got != want {
-                v.push(format!(
-                    "{id}: Shopify order {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
-                    name(order)
-                ));
-            }
-            let from_draft = completed
-                .iter()
-                .filter(|d| d.order_id.is_some() && d.order_id == order.id)
-                .count();
-            if completed.len() != 1 || from_draft != 1 || !open.is_empty() {
-                v.push(format!(
-                    "{id}: paid in full: wanted its one draft completed into order {}, found {} completed draft(s) ({from_draft} into that order) and {} still open",
-                    name(order),
-                    completed.len(),
-                    open.len()
-                ));
-            }
-            if completions != 1 {
-                v.push(format!(
-                    "{id}: paid in full: the ledger records {completions} synced draft completions, wanted exactly 1"
-                ));
-            }
-            v.extend(linked_to(
-                shopify_wire::gid("Order", order.id.unwrap_or_default()),
-                "order",
-            ));
-            count("shopify drafts completed into a paid order", 1);
-        }
-        ShopKind::ShopifyDrafts => {
-            if !orders.is_empty() || !completed.is_empty() {
-                v.push(format!(
-                    "{id}: not paid in full, but Shopify holds order(s) {:?} and {} completed draft(s) for it",
-                    orders.iter().map(name).collect::<Vec<_>>(),
-                    completed.len()
-                ));
-            }
-            let [draft] = open.as_slice() else {
-                v.push(format!(
-                    "{id}: {} open Shopify drafts, wanted exactly 1",
-                    open.len()
-                ));
-                return;
-            };
-            let got = (
-                cents(draft.subtotal_price.as_ref()),
-                cents(draft.total_tax.as_ref()),
-                cents(draft.total_price.as_ref()),
-                draft.line_items.as_ref().map_or(0, Vec::len),
-            );
-            if got != want {
-                v.push(format!(
-                    "{id}: Shopify draft {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
-                    draft.name.as_deref().unwrap_or("?")
-                ));
-            }
-            if completions != 0 {
-                v.push(format!(
-                    "{id}: not paid in full, yet the ledger records {completions} synced draft completion(s)"
-                ));
-            }
-            v.extend(linked_to(
-                shopify_wire::gid("DraftOrder", draft.id.unwrap_or_default()),
-                "draft",
-            ));
-            count("shopify open drafts", 1);
-        }
-        ShopKind::ShopifyOrders => {
-            if !open.is_empty() || !completed.is_empty() {
-                v.push(format!(
-                    "{id}: order store, but Shopify holds {} draft(s) for it",
-                    open.len() + completed.len()
-                ));
-            }
-            let [order] = live.as_slice() else {
-                v.push(format!(
-                    "{id}: {} live Shopify orders ({:?}; {} cancelled), wanted exactly 1",
-                    live.len(),
-                    live.iter().map(|o| name(o)).collect::<Vec<_>>(),
-                    cancelled.len()
-                ));
-                return;
-            };
-            let got = order_totals(order);
-            if got != want {
-                v.push(format!(
-                    "{id}: live Shopify order {} has (subtotal, tax, total, lines) {got:?}, the host's last snapshot {want:?}",
-                    name(order)
-                ));
-            }
-            v.extend(linked_to(
-                shopify_wire::gid("Order", order.id.unwrap_or_default()),
-                "order",
-            ));
-            count("shopify live orders", 1);
-            count("shopify orders cancelled and replaced", cancelled.len());
-        }
-        ShopKind::Xero
-        | ShopKind::Saledock
-        | ShopKind::LightspeedR
-        | ShopKind::LightspeedX
-        | ShopKind::QuickBooks => {}
-    }
-}
-
-impl Report {
-    pub fn render(&self, o: &Outcome, total: Duration) -> String {
-        let mut s = String::new();
-        let mut line = |l: String| {
-            s.push_str(&l);
-            s.push('\n');
-        };
-        line(format!("== chaos {} (seed {}) ==", o.scale.name, o.seed));
-        line(format!(
-            "duration: {:.0} s (drive {:.0} s, settle {:.0} s)",
-            total.as_secs_f64(),
-            o.drive_took.as_secs_f64(),
-            o.settle_took.as_secs_f64()
-        ));
-        line(format!(
-            "kills: {}; {} caught jobs in flight, {} in-flight jobs in all; workers died on their own: {}; could not start, PostgreSQL out of connections: {}",
-            o.kills.len(),
-            o.kills.iter().filter(|k| k.orphans > 0).count(),
-            o.kills.iter().map(|k| k.orphans).sum::<usize>(),
-            o.unexpected_exits.len(),
-            o.refused_starts.len()
-        ));
-        for r in &o.refused_starts {
-            line(format!("  {r}"));
-        }
-        line(format!(
-            "killed: {}",
-            o.kills
-                .iter()
-                .map(|k| format!(
-                    "{} at {} ({} running when timed after {:.1} s, {} in flight at the kill)",
-                    k.worker,
-                    k.at.format("%H:%M:%S"),
-                    k.running_seen,
-                    k.waited.as_secs_f64(),
-                    k.orphans
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        if let Some(pg) = &o.pg_restart {
-            line(format!(
-                "postgres restart: {} at {} (took {:.1} s)",
-                if pg.ok { "ok" } else { "FAILED" },
-                pg.at.format("%H:%M:%S"),
-                pg.took.as_secs_f64()
-            ));
-        }
-        line(format!("faults injected: {:?}", o.faults));
-        for (k, n) in &self.counts {
-            line(format!("{k}: {n}"));
-        }
-        line(format!(
-            "sync events by status: {:?}",
-            self.events_by_status
-        ));
-        line(format!("sync jobs by state: {:?}", self.sync_jobs_by_state));
-        line(format!("chain step jobs: {:?}", self.step_jobs));
-        line(format!(
-            "killed workers' jobs: {} watched; max wait kill -> next claim {:.1} s; max kill -> release (rescuer's timestamp) {:.1} s; bound {:.1} s",
-            o.claim_waits.len(),
-            self.max_claim_wait.unwrap_or_default().as_secs_f64(),
-            self.max_release_wait.unwrap_or_default().as_secs_f64(),
-            self.claim_bound.as_secs_f64()
-        ));
-        line(format!(
-            "refresh tokens: most uses of one token {}",
-            o.sim.max_refresh_token_uses()
-        ));
-        line(format!(
-            "failed with a permanent reason: {}",
-            self.failed_events.len()
-        ));
-        for f in self.failed_events.iter().take(10) {
-            line(format!("  {f}"));
-        }
-        line(format!("violations: {}", self.violations.len()));
-        for v in self.violations.iter().take(40) {
-            line(format!("  {v}"));
-        }
-        s
-    }
 }

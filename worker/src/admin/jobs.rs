@@ -586,7 +586,9 @@ pub fn summary(action: JobAction, outcomes: &[ActionOutcome]) -> String {
 }
 
 /// Live jobs by queue and state, with whether each queue is paused: the
-/// overview's table and `queue list`.
+/// overview's table and `queue list`. Read from the counts the jobs
+/// table's triggers keep (`ledgerflow.live_job_counts()`), so the answer
+/// costs the same with a million jobs waiting as with none.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueueCounts {
     pub queue: String,
@@ -600,11 +602,11 @@ pub struct QueueCounts {
 pub async fn queue_counts(pool: &PgPool) -> Result<Vec<QueueCounts>, OpsError> {
     let rows = sqlx::query(
         "WITH live AS (
-             SELECT queue, count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
-                    count(*) FILTER (WHERE state = 'available') AS available,
-                    count(*) FILTER (WHERE state = 'running') AS running,
-                    count(*) FILTER (WHERE state = 'held') AS held
-             FROM ledgerflow.jobs GROUP BY queue
+             SELECT queue, coalesce(sum(n) FILTER (WHERE state = 'scheduled'), 0)::bigint AS scheduled,
+                    coalesce(sum(n) FILTER (WHERE state = 'available'), 0)::bigint AS available,
+                    coalesce(sum(n) FILTER (WHERE state = 'running'), 0)::bigint AS running,
+                    coalesce(sum(n) FILTER (WHERE state = 'held'), 0)::bigint AS held
+             FROM ledgerflow.live_job_counts() GROUP BY queue
          )
          SELECT coalesce(l.queue, p.queue) AS queue, p.reason || ' (' || p.paused_by || ')' AS paused,
                 coalesce(l.scheduled, 0) AS scheduled, coalesce(l.available, 0) AS available,

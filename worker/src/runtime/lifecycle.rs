@@ -27,7 +27,7 @@ use super::pace::PaceConfig;
 use super::pruner::Retention;
 use super::registry::Registry;
 use super::vacuum::{self, VacuumPolicy};
-use super::{cron, heartbeat, outcome, presence, pruner, rescuer, scheduler};
+use super::{counts, cron, heartbeat, outcome, presence, pruner, rescuer, scheduler};
 
 /// How a worker process runs its queues.
 #[derive(Debug, Clone)]
@@ -184,6 +184,11 @@ impl WorkerRuntime {
             pool.clone(),
             config.retention,
             config.prune_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(counts::run(
+            pool.clone(),
+            counts::FOLD_EVERY,
             stop_services.clone(),
         ));
         if let Some(policy) = config.vacuum {

@@ -18,6 +18,7 @@
 //! | [`rescuer`] | returning jobs whose lease expired to `available` |
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
 //! | [`pruner`] | deleting finished jobs past their retention |
+//! | [`counts`] | folding the live-job counts the jobs table's triggers append, so reading them stays cheap |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
 //! | [`drain`] | `--until-empty`: stopping once the queues are drained |
 //! | [`cron`] | periodic jobs, each tick fired once across all processes |
@@ -28,6 +29,7 @@
 //! [`Backend`]: apalis_core::backend::Backend
 
 pub mod backend;
+pub mod counts;
 pub mod cron;
 pub mod dispatch;
 pub mod drain;

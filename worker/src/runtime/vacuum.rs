@@ -26,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 /// The tables whose live rows are few and whose dead rows pile up fast.
 pub const CHURN_TABLES: &[&str] = &[
     "jobs",
+    // Appended on every change of a job and emptied by each fold
+    // (`super::counts`); the counts' rows are updated by each fold.
+    "job_count_deltas",
+    "job_counts",
     "provider_limit_calls",
     "provider_limit_slots",
     "provider_limit_promises",

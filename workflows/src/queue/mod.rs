@@ -8,6 +8,7 @@
 //! | [`read`] | reading a job, live or finished |
 //! | [`requeue`] | releasing held jobs, expediting one, enqueueing a failed one again |
 //! | [`complete`] | the fenced completion of running jobs |
+//! | [`counts`] | live jobs by queue, kind and state, read from the counts the jobs table's triggers keep |
 //! | [`context`] | the [`JobContext`] a handler runs with (complete in its own transaction) |
 //! | [`retry`] | retry policies: attempts and backoff |
 //! | [`error`] | the classified error a handler returns ([`ErrorClass`]) |
@@ -24,6 +25,7 @@
 pub mod complete;
 pub mod context;
 pub mod copy;
+pub mod counts;
 pub mod enqueue;
 pub mod error;
 pub mod job;

@@ -2,7 +2,7 @@
 //! kit's pieces (clock, tokens, faults, the account's leaky bucket).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -15,11 +15,7 @@ use crate::sim::oauth::{TokenConfig, Tokens};
 
 pub(super) type Shared = Arc<Mutex<Inner>>;
 
-pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(super) use crate::sim::lock;
 
 pub(super) struct Inner {
     pub config: SimConfig,
@@ -37,14 +33,15 @@ pub(super) struct Inner {
 
 impl Inner {
     pub fn new(config: SimConfig) -> Inner {
+        // Single use, and a refresh before expiry hands the same access
+        // token back.
         let tokens = Tokens::new(TokenConfig {
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            access_token_ttl: config.access_token_ttl,
-            // Single use: a spent refresh token is refused at once.
-            refresh_grace: chrono::Duration::zero(),
             early_refresh_keeps_access: true,
-            ..TokenConfig::default()
+            ..TokenConfig::single_use(
+                config.client_id.clone(),
+                config.client_secret.clone(),
+                config.access_token_ttl,
+            )
         });
         let bucket = LeakyBucket::new(config.bucket_size * 10, config.drip_tenths);
         Inner {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
@@ -16,11 +16,7 @@ use crate::sim::oauth::{TokenConfig, Tokens};
 
 pub(super) type Shared = Arc<Mutex<Inner>>;
 
-pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, Inner> {
-    shared
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(super) use crate::sim::lock;
 
 pub(super) struct Inner {
     pub config: SimConfig,
@@ -39,14 +35,12 @@ pub(super) struct Inner {
 
 impl Inner {
     pub fn new(config: SimConfig) -> Inner {
-        let tokens = Tokens::new(TokenConfig {
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            access_token_ttl: config.access_token_ttl,
-            // Each refresh revokes the previous refresh token at once.
-            refresh_grace: chrono::Duration::zero(),
-            ..TokenConfig::default()
-        });
+        // Each refresh revokes the previous refresh token at once.
+        let tokens = Tokens::new(TokenConfig::single_use(
+            config.client_id.clone(),
+            config.client_secret.clone(),
+            config.access_token_ttl,
+        ));
         let window = RollingWindow::new(config.window, config.limit_per_5_minutes());
         Inner {
             config,
