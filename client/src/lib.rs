@@ -71,6 +71,9 @@ pub use ledgerflow_workflows::import;
 pub use ledgerflow_workflows::import::{
     ImportRequest, reviews as import_reviews, show as import_progress, start as start_import,
 };
+/// Tax code overrides per connection (host tax code → provider tax type),
+/// and the rule a push follows: override, configured, equal imported rate.
+pub use ledgerflow_workflows::tax_codes;
 /// The sync ledger: triggers, manual actions, the sync dialog's read side,
 /// connections and settings.
 pub use ledgerflow_workflows::ledger;

@@ -72,7 +72,7 @@ pub use customers::run_sync_customer;
 pub use push_payment::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
-    ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
+    ExternalLink, HistoryPage, InvoiceLock, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
     link, sync_dialog,
 };
 pub use record::{
