@@ -195,7 +195,7 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
     let report = event.resync.clone().expect("the re-sync's report");
     assert_eq!(report.tax_rates_new, 1, "{report:?}");
     assert_eq!(report.accounts_new, 0, "{report:?}");
-    assert_eq!(report.items_exported, vec!["BRAKE-01".to_string(), "SERVICE".to_string()]);
+    assert_eq!(report.items_exported, vec!["SERVICE".to_string(), "BRAKE-01".to_string()]);
     assert!(report.provider_invoice.is_none(), "not linked before this push");
     let codes: Vec<String> = env
         .sim
@@ -373,9 +373,22 @@ async fn dialog_lock_refuses_line_edits_after_a_synced_payment_and_takes_payment
     assert!(r.skip_message.unwrap().contains("payment P1 (5000 synced, now 4000)"));
     let mut over = invoice.clone();
     over.payments.push(pay("P2", 7_000));
-    let r = trigger(&pool, &conn, &over).await;
-    assert_eq!(r.status, EventStatus::Skipped);
-    assert!(r.skip_message.unwrap().contains("exceed the total NZD 115.00"));
+    let mut db = pool.acquire().await.unwrap();
+    let refused = ledger::record_trigger(
+        &mut db,
+        &TriggerRequest {
+            connection_id: conn.id,
+            trigger: Trigger::PaymentAdded,
+            label: None,
+            snapshot: &over,
+            action_override: Some(true),
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    drop(db);
+    assert!(refused.contains("beyond the invoice total NZD 115.00"), "{refused}");
     assert_eq!(env.sim.write_count(&conn.xero_tenant), writes, "nothing sent");
 
     // A payment of the balance goes through; then the balance is 0.
