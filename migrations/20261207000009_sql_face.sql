@@ -801,6 +801,14 @@ BEGIN
             CASE WHEN c.provider = 'quickbooks' AND v_operation = 'upsert'
                       AND p_snapshot ->> 'status' = 'draft' THEN 'draft_not_sent' END);
         v_message := ledgerflow.skip_message(v_code);
+        -- An invoice with a synced payment refuses edits of its lines and
+        -- synced payments (ledgerflow.locked_edit, migration
+        -- 20261207000020_single_invoice_sync.sql; PL/pgSQL resolves the
+        -- call when it runs, after every migration): recorded, not sent.
+        IF v_code IS NULL AND v_operation = 'upsert' THEN
+            v_message := ledgerflow.locked_edit(c.id, v_invoice, p_snapshot);
+            v_code := CASE WHEN v_message IS NOT NULL THEN 'locked_synced_payment' END;
+        END IF;
     END IF;
     IF v_code IS NOT NULL THEN
         INSERT INTO ledgerflow.sync_events
@@ -1083,6 +1091,9 @@ LANGUAGE sql IMMUTABLE AS $$
         'response_summary', CASE WHEN e.response_summary ? 'write' THEN e.response_summary - 'payments' END,
         'payments', coalesce(nullif(e.response_summary -> 'payments', 'null'), '[]'),
         'change_details', e.change_details,
+        -- What a re-sync did before its push (the column comes with a later
+        -- migration, so it is read off the row as JSON).
+        'resync', to_jsonb(e) -> 'resync_report',
         'error', CASE WHEN e.error_class IS NOT NULL AND e.error_message IS NOT NULL THEN
                      jsonb_build_object('class', e.error_class, 'message', e.error_message, 'raw', e.raw_error) END,
         'superseded_by', e.superseded_by, 'retry_of', e.retry_of,

@@ -108,56 +108,12 @@ BEGIN
 END;
 $$;
 
--- ledger_record (the rule every host trigger goes through, from
--- record_trigger and on_host_trigger) gains the lock: the definition in
--- the SQL face is kept under a new name and this one runs it unless the
--- lock refuses the edit. A locked edit is still recorded (the snapshot as
--- the invoice's latest, a skipped event with the reason), never dropped
--- and never sent. Manual actions (re-sync, send as new) are a person's
--- explicit choice and do not pass here.
-ALTER FUNCTION ledgerflow.ledger_record(bigint, text, text, jsonb, boolean, boolean)
-    RENAME TO ledger_record_unlocked;
-
-CREATE FUNCTION ledgerflow.ledger_record(
-    p_connection_id bigint, p_trigger text, p_label text, p_snapshot jsonb, p_override boolean, p_by_chain boolean)
-RETURNS jsonb LANGUAGE plpgsql AS $$
-DECLARE
-    v_invoice text := p_snapshot ->> 'invoice_id';
-    v_message text;
-    v_event bigint;
-    c ledgerflow.connections := ledgerflow.ledger_connection(p_connection_id);
-BEGIN
-    IF p_trigger NOT IN ('job_cancelled', 'job_rejected') AND c.status <> 'disabled' THEN
-        -- The invoice's row lock first, as the base function takes it, so
-        -- the lock is judged against a settled synced snapshot.
-        PERFORM 1 FROM ledgerflow.invoice_sync s
-        WHERE s.connection_id = c.id AND s.invoice_id = v_invoice FOR UPDATE;
-        v_message := ledgerflow.locked_edit(c.id, v_invoice, p_snapshot);
-    END IF;
-    IF v_message IS NULL THEN
-        RETURN ledgerflow.ledger_record_unlocked(p_connection_id, p_trigger, p_label, p_snapshot, p_override, p_by_chain);
-    END IF;
-    UPDATE ledgerflow.invoice_sync SET latest_snapshot = p_snapshot, updated_at = now()
-    WHERE connection_id = c.id AND invoice_id = v_invoice;
-    INSERT INTO ledgerflow.sync_events
-        (connection_id, invoice_id, trigger, trigger_label, status, skip_reason, skip_message,
-         operation, snapshot, finished_at)
-    VALUES (c.id, v_invoice, p_trigger, coalesce(p_label, ledgerflow.trigger_label(p_trigger)), 'skipped',
-            'locked_synced_payment', v_message, 'upsert', p_snapshot, now())
-    RETURNING id INTO v_event;
-    RETURN ledgerflow.recorded(v_event, 'skipped', 'locked_synced_payment', v_message, NULL);
-END;
-$$;
-
--- The event's view gains what a re-sync did before its push.
-ALTER FUNCTION ledgerflow.sync_event_view(ledgerflow.sync_events) RENAME TO sync_event_view_base;
-
-CREATE FUNCTION ledgerflow.sync_event_view(e ledgerflow.sync_events) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT ledgerflow.sync_event_view_base(e) || jsonb_build_object('resync', e.resync_report)
-$$;
-
--- The dialog's lock is read beside ledgerflow.sync_dialog (whose body
--- names itself, so it cannot be wrapped by a rename): hosts call
--- ledgerflow.invoice_lock(connection, invoice); the Rust client adds it
--- to the dialog as `lock`.
+-- ledgerflow.ledger_record (the rule every host trigger goes through)
+-- asks ledgerflow.locked_edit before it syncs: a locked edit is still
+-- recorded (the snapshot as the invoice's latest, a skipped event
+-- `locked_synced_payment` with the reason), never dropped and never sent.
+-- Manual actions (re-sync, send as new) are a person's explicit choice and
+-- do not pass there. ledgerflow.sync_event_view shows `resync_report` as
+-- `resync`. The dialog's lock is read beside ledgerflow.sync_dialog: hosts
+-- call ledgerflow.invoice_lock(connection, invoice); the Rust client adds
+-- it to the dialog as `lock`.
