@@ -22,10 +22,12 @@ CREATE TABLE ledgerflow.tax_code_overrides (
 ALTER TABLE ledgerflow.sync_events ADD COLUMN resync_report jsonb;
 
 -- ---------------------------------------------------------------------
--- The lock on an invoice with a synced payment. Providers refuse edits to
--- an invoice that has a payment (Xero), and the seed's dialog forbids
--- them: its lines, discount and synced payments are locked; payments may
--- still be added until the balance is 0.
+-- The lock on an invoice with a synced payment, where the provider
+-- refuses edits of an invoice that has a payment: Xero (its seed's
+-- dialog forbids them too). Its lines, discount and synced payments are
+-- locked; payments may still be added until the balance is 0. QuickBooks
+-- edits a paid invoice (under its SyncToken), so its invoices are not
+-- locked: a lock there would only lose edits the provider takes.
 -- ---------------------------------------------------------------------
 
 -- The invoice's lock as the dialog shows it, or NULL when it has no
@@ -59,7 +61,7 @@ LANGUAGE sql STABLE AS $$
                          ledgerflow.money_text(coalesce(m.total - m.paid, 0), coalesce(m.currency, 'XXX'))))
     FROM ledgerflow.connections c
     LEFT JOIN money m ON true
-    WHERE c.id = p_connection_id AND EXISTS (SELECT 1 FROM synced)
+    WHERE c.id = p_connection_id AND c.provider = 'xero' AND EXISTS (SELECT 1 FROM synced)
 $$;
 
 -- Why a host trigger's snapshot may not sync because of the lock, or NULL:
@@ -78,7 +80,10 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT ledgerflow.provider_display_name(c.provider) INTO v_provider
-    FROM ledgerflow.connections c WHERE c.id = p_connection_id;
+    FROM ledgerflow.connections c WHERE c.id = p_connection_id AND c.provider = 'xero';
+    IF v_provider IS NULL THEN
+        RETURN NULL;
+    END IF;
     SELECT ledgerflow.snapshot_normalized(s.synced_snapshot) INTO v_synced
     FROM ledgerflow.invoice_sync s
     WHERE s.connection_id = p_connection_id AND s.invoice_id = p_invoice_id AND s.synced_snapshot IS NOT NULL;

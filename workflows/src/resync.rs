@@ -1,6 +1,7 @@
 //! A re-sync of one invoice (the dialog's "re-sync", `ledgerflow invoice
 //! resync`), as the seed lists it, for a provider with the [`Import`]
-//! capability: before the push, import the provider's new accounts and tax
+//! capability on a connection whose first sync imported its chart: before
+//! the push, import the provider's new accounts and tax
 //! rates (so a code added there since the first sync passes the chart
 //! check), export the invoice's items the provider does not have, read the
 //! provider's invoice and its payments into the imported records, and
@@ -130,6 +131,20 @@ pub async fn is_resync(pool: &PgPool, event_id: i64) -> Result<bool, ProviderErr
             .await
             .map_err(db)?;
     Ok(trigger.as_deref() == Some(RESYNC_TRIGGER))
+}
+
+/// Whether the connection's first sync imported its chart: "new" accounts
+/// and tax rates only mean something after it, and a connection that never
+/// imported keeps the re-sync it had (the push alone).
+async fn imported_before(pool: &PgPool, connection_id: i64) -> Result<bool, ProviderError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM ledgerflow.provider_records
+                        WHERE connection_id = $1 AND kind IN ('account', 'tax_rate'))",
+    )
+    .bind(connection_id)
+    .fetch_one(pool)
+    .await
+    .map_err(db)
 }
 
 /// Upserts `records` of `kind` by the provider's id; answers how many
@@ -274,7 +289,7 @@ pub async fn before_push(
     let Some(import) = provider.import() else {
         return Ok(None);
     };
-    if !is_resync(pool, event_id).await? {
+    if !is_resync(pool, event_id).await? || !imported_before(pool, info.id).await? {
         return Ok(None);
     }
     let mut report = ResyncReport {
