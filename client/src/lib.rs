@@ -71,9 +71,6 @@ pub use ledgerflow_workflows::import;
 pub use ledgerflow_workflows::import::{
     ImportRequest, reviews as import_reviews, show as import_progress, start as start_import,
 };
-/// Tax code overrides per connection (host tax code → provider tax type),
-/// and the rule a push follows: override, configured, equal imported rate.
-pub use ledgerflow_workflows::tax_codes;
 /// The sync ledger: triggers, manual actions, the sync dialog's read side,
 /// connections and settings.
 pub use ledgerflow_workflows::ledger;
@@ -92,6 +89,9 @@ pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, ManyOptions, enqueue, enqueue_batch,
     enqueue_copy, enqueue_many, find_job, release_held, retry_failed,
 };
+/// Tax code overrides per connection (host tax code → provider tax type),
+/// and the rule a push follows: override, configured, equal imported rate.
+pub use ledgerflow_workflows::tax_codes;
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.
 pub use ledgerflow_workflows::{invoice, money, settings};

@@ -113,7 +113,11 @@ async fn dialog(pool: &PgPool, conn: &Conn, invoice: &str) -> SyncDialog {
 async fn settled(pool: &PgPool, conn: &Conn, invoice: &str) -> SyncDialog {
     eventually(WAIT, "the sync to settle", || async {
         let d = dialog(pool, conn, invoice).await;
-        matches!(d.status, InvoiceSyncStatus::Synced | InvoiceSyncStatus::Failed).then_some(d)
+        matches!(
+            d.status,
+            InvoiceSyncStatus::Synced | InvoiceSyncStatus::Failed
+        )
+        .then_some(d)
     })
     .await
 }
@@ -171,11 +175,19 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
     let d = settled(&pool, &conn, &invoice.invoice_id).await;
     let error = d.last_error.expect("refused").message;
     assert!(
-        error.contains("tax code GST9 (9 % on this invoice) matches no tax rate imported from Xero"),
+        error
+            .contains("tax code GST9 (9 % on this invoice) matches no tax rate imported from Xero"),
         "{error}"
     );
-    assert!(error.contains(&format!("ledgerflow connection map-tax {} GST9", conn.id)), "{error}");
-    assert_eq!(env.sim.stats().api_requests, calls_before, "refused before any call");
+    assert!(
+        error.contains(&format!("ledgerflow connection map-tax {} GST9", conn.id)),
+        "{error}"
+    );
+    assert_eq!(
+        env.sim.stats().api_requests,
+        calls_before,
+        "refused before any call"
+    );
 
     // Someone adds the 9 % rate in Xero; a re-sync imports it first.
     env.sim.add_tax_rate(SimTaxRate {
@@ -195,8 +207,14 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
     let report = event.resync.clone().expect("the re-sync's report");
     assert_eq!(report.tax_rates_new, 1, "{report:?}");
     assert_eq!(report.accounts_new, 0, "{report:?}");
-    assert_eq!(report.items_exported, vec!["SERVICE".to_string(), "BRAKE-01".to_string()]);
-    assert!(report.provider_invoice.is_none(), "not linked before this push");
+    assert_eq!(
+        report.items_exported,
+        vec!["SERVICE".to_string(), "BRAKE-01".to_string()]
+    );
+    assert!(
+        report.provider_invoice.is_none(),
+        "not linked before this push"
+    );
     let codes: Vec<String> = env
         .sim
         .items(&conn.xero_tenant)
@@ -238,13 +256,17 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
     .await;
     assert!(report.items_exported.is_empty(), "{report:?}");
     assert_eq!(report.tax_rates_new, 0);
-    let seen = report.provider_invoice.clone().expect("Xero's invoice read");
+    let seen = report
+        .provider_invoice
+        .clone()
+        .expect("Xero's invoice read");
     assert_eq!(seen.payments, 0);
     assert_eq!(seen.amount_paid_minor, Some(0));
     assert_eq!(report.missing_in_provider.len(), 1, "{report:?}");
     assert_eq!(report.missing_in_provider[0].payment_id, "P1");
     assert_eq!(report.missing_in_provider[0].external_id, xero_payment);
-    let text = ledgerflow_worker::dialog::render_dialog(&dialog(&pool, &conn, &invoice.invoice_id).await);
+    let text =
+        ledgerflow_worker::dialog::render_dialog(&dialog(&pool, &conn, &invoice.invoice_id).await);
     assert!(
         text.contains(&format!(
             "re-sync: payment P1 NZD 50.00 is linked to Xero payment {xero_payment} but Xero no longer lists it"
@@ -263,7 +285,9 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_any_call(pool: PgPool) {
+async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_any_call(
+    pool: PgPool,
+) {
     let (env, conn, worker) = setup(&pool, "shop-t").await;
     import_now(&pool, conn.id).await;
 
@@ -285,10 +309,17 @@ async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_an
     );
     assert!(error.contains("does not guess"), "{error}");
     assert!(
-        error.contains(&format!("ledgerflow connection map-tax {} ZERO EXEMPTOUTPUT", conn.id)),
+        error.contains(&format!(
+            "ledgerflow connection map-tax {} ZERO EXEMPTOUTPUT",
+            conn.id
+        )),
         "{error}"
     );
-    assert_eq!(env.sim.stats().api_requests, calls_before, "refused before any call");
+    assert_eq!(
+        env.sim.stats().api_requests,
+        calls_before,
+        "refused before any call"
+    );
 
     // A type not in the imported chart is refused; one in it is kept.
     let mut db = pool.acquire().await.unwrap();
@@ -296,12 +327,19 @@ async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_an
         .await
         .unwrap_err()
         .to_string();
-    assert!(bad.contains("OUTPUT0 is not among this Xero connection's imported tax rates"), "{bad}");
+    assert!(
+        bad.contains("OUTPUT0 is not among this Xero connection's imported tax rates"),
+        "{bad}"
+    );
     tax_codes::set_override(&mut db, conn.id, "ZERO", "NONE")
         .await
         .unwrap();
     let m = import::mappings::mappings(&mut db, conn.id).await.unwrap();
-    let zero = m.tax_codes.iter().find(|t| t.host_tax_code == "ZERO").unwrap();
+    let zero = m
+        .tax_codes
+        .iter()
+        .find(|t| t.host_tax_code == "ZERO")
+        .unwrap();
     assert_eq!(zero.override_tax_type.as_deref(), Some("NONE"));
     assert_eq!(zero.note, None);
     assert_eq!(m.tax_overrides.len(), 1);
@@ -324,8 +362,16 @@ async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_an
     assert_eq!(taxes, vec!["OUTPUT2".to_string(), "NONE".to_string()]);
 
     let mut db = pool.acquire().await.unwrap();
-    assert!(tax_codes::remove_override(&mut db, conn.id, "ZERO").await.unwrap());
-    assert!(!tax_codes::remove_override(&mut db, conn.id, "ZERO").await.unwrap());
+    assert!(
+        tax_codes::remove_override(&mut db, conn.id, "ZERO")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tax_codes::remove_override(&mut db, conn.id, "ZERO")
+            .await
+            .unwrap()
+    );
     worker.stop().await;
 }
 
@@ -346,7 +392,9 @@ async fn dialog_lock_refuses_line_edits_after_a_synced_payment_and_takes_payment
     assert!(lock.payments_open);
     assert!(
         lock.reason.contains("payment P1 is synced to Xero")
-            && lock.reason.contains("payments may still be added until the balance (NZD 65.00) is 0"),
+            && lock
+                .reason
+                .contains("payments may still be added until the balance (NZD 65.00) is 0"),
         "{}",
         lock.reason
     );
@@ -361,16 +409,26 @@ async fn dialog_lock_refuses_line_edits_after_a_synced_payment_and_takes_payment
     assert_eq!(r.skip_reason.as_deref(), Some("locked_synced_payment"));
     assert!(r.job_id.is_none());
     let why = r.skip_message.unwrap();
-    assert!(why.contains("its lines and discount cannot change"), "{why}");
+    assert!(
+        why.contains("its lines and discount cannot change"),
+        "{why}"
+    );
     let d = dialog(&pool, &conn, &invoice.invoice_id).await;
-    assert_eq!(d.history.events[0].skip_message.as_deref(), Some(why.as_str()));
+    assert_eq!(
+        d.history.events[0].skip_message.as_deref(),
+        Some(why.as_str())
+    );
 
     // An edit of the synced payment, and payments beyond the total: refused.
     let mut changed = invoice.clone();
     changed.payments[0].amount_minor = 4_000;
     let r = trigger(&pool, &conn, &changed).await;
     assert_eq!(r.status, EventStatus::Skipped);
-    assert!(r.skip_message.unwrap().contains("payment P1 (5000 synced, now 4000)"));
+    assert!(
+        r.skip_message
+            .unwrap()
+            .contains("payment P1 (5000 synced, now 4000)")
+    );
     let mut over = invoice.clone();
     over.payments.push(pay("P2", 7_000));
     let mut db = pool.acquire().await.unwrap();
@@ -388,8 +446,15 @@ async fn dialog_lock_refuses_line_edits_after_a_synced_payment_and_takes_payment
     .unwrap_err()
     .to_string();
     drop(db);
-    assert!(refused.contains("beyond the invoice total NZD 115.00"), "{refused}");
-    assert_eq!(env.sim.write_count(&conn.xero_tenant), writes, "nothing sent");
+    assert!(
+        refused.contains("beyond the invoice total NZD 115.00"),
+        "{refused}"
+    );
+    assert_eq!(
+        env.sim.write_count(&conn.xero_tenant),
+        writes,
+        "nothing sent"
+    );
 
     // A payment of the balance goes through; then the balance is 0.
     let mut paid = invoice.clone();
@@ -409,6 +474,10 @@ async fn dialog_lock_refuses_line_edits_after_a_synced_payment_and_takes_payment
     .await;
     assert_eq!(lock.balance_minor, Some(0));
     assert!(!lock.payments_open);
-    assert!(lock.reason.contains("no more payments can be added"), "{}", lock.reason);
+    assert!(
+        lock.reason.contains("no more payments can be added"),
+        "{}",
+        lock.reason
+    );
     worker.stop().await;
 }

@@ -316,10 +316,7 @@ pub async fn before_push(
 
     // 2: the invoice's items the provider does not have.
     let missing = items_missing(pool, info, snapshot).await?;
-    for (n, batch) in missing
-        .chunks(import.max_export_batch().max(1))
-        .enumerate()
-    {
+    for (n, batch) in missing.chunks(import.max_export_batch().max(1)).enumerate() {
         // The same batch of the same event on every attempt: a lost answer
         // replays instead of creating the items twice.
         let key = format!("{idempotency_key}-items-{n}");
@@ -330,7 +327,9 @@ pub async fn before_push(
                     record_item(pool, info, item, &record).await?;
                     report.items_exported.push(item.code.clone());
                 }
-                Err(e) => report.items_refused.push((item.code.clone(), e.to_string())),
+                Err(e) => report
+                    .items_refused
+                    .push((item.code.clone(), e.to_string())),
             }
         }
     }
@@ -437,8 +436,15 @@ mod tests {
             ..ResyncReport::default()
         };
         let lines = report.lines("Xero");
-        assert_eq!(lines[0], "imported 0 new account(s), 1 new tax rate(s) from Xero");
+        assert_eq!(
+            lines[0],
+            "imported 0 new account(s), 1 new tax rate(s) from Xero"
+        );
         assert_eq!(lines[1], "exported item(s) BRAKE-01");
-        assert!(lines[2].starts_with("payment P1 NZD 10.50 is linked to Xero payment x-1"), "{}", lines[2]);
+        assert!(
+            lines[2].starts_with("payment P1 NZD 10.50 is linked to Xero payment x-1"),
+            "{}",
+            lines[2]
+        );
     }
 }

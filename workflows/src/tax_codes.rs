@@ -147,11 +147,13 @@ pub async fn overrides(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(host_tax_code, provider_tax_type, updated_at)| TaxOverride {
-            host_tax_code,
-            provider_tax_type,
-            updated_at,
-        })
+        .map(
+            |(host_tax_code, provider_tax_type, updated_at)| TaxOverride {
+                host_tax_code,
+                provider_tax_type,
+                updated_at,
+            },
+        )
         .collect())
 }
 
@@ -392,9 +394,25 @@ mod tests {
 
     #[test]
     fn tax_override_wins_over_configured_and_equal_rate() {
-        let r = resolve_code(7, "Xero", "ZERO", amounts(0, 100, 1), Some("NONE"), Some("X"), &rates());
+        let r = resolve_code(
+            7,
+            "Xero",
+            "ZERO",
+            amounts(0, 100, 1),
+            Some("NONE"),
+            Some("X"),
+            &rates(),
+        );
         assert_eq!(r, Ok(Resolved::Override("NONE".into())));
-        let r = resolve_code(7, "Xero", "GST15", amounts(15, 100, 1), None, Some("OUTPUT9"), &rates());
+        let r = resolve_code(
+            7,
+            "Xero",
+            "GST15",
+            amounts(15, 100, 1),
+            None,
+            Some("OUTPUT9"),
+            &rates(),
+        );
         assert_eq!(r, Ok(Resolved::Configured("OUTPUT9".into())));
     }
 
@@ -404,19 +422,37 @@ mod tests {
         let r = resolve_code(7, "Xero", "GST15", amounts(5, 33, 1), None, None, &rates());
         assert_eq!(r, Ok(Resolved::EqualRate("OUTPUT2".into())));
         // 100.00 at 12.5 % matches nothing imported.
-        let r = resolve_code(7, "Xero", "GST125", amounts(1250, 10_000, 1), None, None, &rates());
+        let r = resolve_code(
+            7,
+            "Xero",
+            "GST125",
+            amounts(1250, 10_000, 1),
+            None,
+            None,
+            &rates(),
+        );
         let e = r.unwrap_err();
-        assert!(e.contains("matches no tax rate") && e.contains("12.5 %"), "{e}");
+        assert!(
+            e.contains("matches no tax rate") && e.contains("12.5 %"),
+            "{e}"
+        );
         assert!(e.contains("ledgerflow connection map-tax 7 GST125"), "{e}");
     }
 
     #[test]
     fn tax_ambiguous_equal_rate_is_refused_naming_the_override_command() {
-        let e = resolve_code(7, "Xero", "ZERO", amounts(0, 5000, 2), None, None, &rates())
-            .unwrap_err();
-        assert!(e.contains("matches 2 Xero tax rates of that rate (EXEMPTOUTPUT, NONE)"), "{e}");
-        assert!(e.contains("ledgerflow connection map-tax 7 ZERO EXEMPTOUTPUT"), "{e}");
-        let e = resolve_code(7, "Xero", "ZERO", amounts(0, 0, 1), None, None, &rates()).unwrap_err();
+        let e =
+            resolve_code(7, "Xero", "ZERO", amounts(0, 5000, 2), None, None, &rates()).unwrap_err();
+        assert!(
+            e.contains("matches 2 Xero tax rates of that rate (EXEMPTOUTPUT, NONE)"),
+            "{e}"
+        );
+        assert!(
+            e.contains("ledgerflow connection map-tax 7 ZERO EXEMPTOUTPUT"),
+            "{e}"
+        );
+        let e =
+            resolve_code(7, "Xero", "ZERO", amounts(0, 0, 1), None, None, &rates()).unwrap_err();
         assert!(e.contains("no net amount"), "{e}");
         // Nothing imported: not this module's to refuse.
         let r = resolve_code(7, "Xero", "ZERO", amounts(0, 5000, 1), None, None, &[]);

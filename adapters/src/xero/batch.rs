@@ -70,7 +70,10 @@ impl XeroAdapter {
             // wants one, a batch may name the contact instead.
             // Each invoice's own tax map (overrides, equal rates): one whose
             // tax code is ambiguous is refused alone, unsent.
-            let built = match self.resolve_tax(connection_id, &options, item.snapshot).await {
+            let built = match self
+                .resolve_tax(connection_id, &options, item.snapshot)
+                .await
+            {
                 Ok(own) => build_invoice(item.snapshot, &own, ""),
                 Err(e) => Err(e),
             };

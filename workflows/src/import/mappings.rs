@@ -298,10 +298,12 @@ mod tests {
         assert_eq!(zero.tax_types.len(), 2);
         let note = zero.note.unwrap();
         assert!(note.contains("2 tax rates of 0 %"), "{note}");
-        assert!(note.contains("ledgerflow connection map-tax 7 ZERO"), "{note}");
+        assert!(
+            note.contains("ledgerflow connection map-tax 7 ZERO"),
+            "{note}"
+        );
         let none = match_rate(7, "GST125".into(), Some(1250), &chart);
         assert!(none.tax_types.is_empty());
         assert!(none.note.unwrap().contains("no tax rate of 12.5 %"));
     }
-
 }

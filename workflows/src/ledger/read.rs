@@ -259,9 +259,9 @@ pub async fn sync_dialog(
         "SELECT ledgerflow.sync_dialog($1, $2, $3)
                 || jsonb_build_object('lock', ledgerflow.invoice_lock($1, $2))",
     )
-        .bind(connection_id)
-        .bind(invoice_id)
-        .bind(i32::try_from(history_limit).unwrap_or(i32::MAX));
+    .bind(connection_id)
+    .bind(invoice_id)
+    .bind(i32::try_from(history_limit).unwrap_or(i32::MAX));
     face_call(conn, query).await
 }
 
