@@ -1211,6 +1211,9 @@ BEGIN
             'retry', v_usable AND (v_status = 'failed' OR coalesce(v_waits_on_step, false)),
             'toggle_auto_sync', true,
             'reconnect', c.status = 'reconnect_needed', 'view_url', v_external -> 'url'),
-        'waiting_for_worker', v_waiting);
+        'waiting_for_worker', v_waiting,
+        -- A synced payment locks the lines (ledgerflow.invoice_lock, migration
+        -- 20261207000020_single_invoice_sync.sql; resolved when it runs).
+        'lock', ledgerflow.invoice_lock(p_connection, p_invoice));
 END;
 $$;

@@ -119,6 +119,4 @@ $$;
 -- `locked_synced_payment` with the reason), never dropped and never sent.
 -- Manual actions (re-sync, send as new) are a person's explicit choice and
 -- do not pass there. ledgerflow.sync_event_view shows `resync_report` as
--- `resync`. The dialog's lock is read beside ledgerflow.sync_dialog: hosts
--- call ledgerflow.invoice_lock(connection, invoice); the Rust client adds
--- it to the dialog as `lock`.
+-- `resync`, and ledgerflow.sync_dialog the invoice's lock as `lock`.

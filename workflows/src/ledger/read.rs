@@ -245,23 +245,17 @@ pub async fn history(
 }
 
 /// Everything the sync dialog shows, with the first `history_limit` events
-/// (`ledgerflow.sync_dialog`, with `ledgerflow.invoice_lock` as `lock`: the
-/// JSON of `ledgerflow invoice status --json`).
+/// (`ledgerflow.sync_dialog`: the JSON of `ledgerflow invoice status --json`).
 pub async fn sync_dialog(
     conn: &mut PgConnection,
     connection_id: i64,
     invoice_id: &str,
     history_limit: u32,
 ) -> Result<SyncDialog, LedgerError> {
-    // The lock is its own SQL function (`ledgerflow.invoice_lock`), read
-    // in the same statement.
-    let query = sqlx::query_scalar(
-        "SELECT ledgerflow.sync_dialog($1, $2, $3)
-                || jsonb_build_object('lock', ledgerflow.invoice_lock($1, $2))",
-    )
-    .bind(connection_id)
-    .bind(invoice_id)
-    .bind(i32::try_from(history_limit).unwrap_or(i32::MAX));
+    let query = sqlx::query_scalar("SELECT ledgerflow.sync_dialog($1, $2, $3)")
+        .bind(connection_id)
+        .bind(invoice_id)
+        .bind(i32::try_from(history_limit).unwrap_or(i32::MAX));
     face_call(conn, query).await
 }
 
