@@ -810,6 +810,14 @@ BEGIN
             CASE WHEN c.provider = 'quickbooks' AND v_operation = 'upsert'
                       AND p_snapshot ->> 'status' = 'draft' THEN 'draft_not_sent' END);
         v_message := ledgerflow.skip_message(v_code);
+        -- An invoice with a synced payment refuses edits of its lines and
+        -- synced payments (ledgerflow.locked_edit, migration
+        -- 20261207000020_single_invoice_sync.sql; PL/pgSQL resolves the
+        -- call when it runs, after every migration): recorded, not sent.
+        IF v_code IS NULL AND v_operation = 'upsert' THEN
+            v_message := ledgerflow.locked_edit(c.id, v_invoice, p_snapshot);
+            v_code := CASE WHEN v_message IS NOT NULL THEN 'locked_synced_payment' END;
+        END IF;
     END IF;
     -- "Approve before sync": an upsert that would sync waits for a person
     -- (ledgerflow.ledger_hold_for_approval, migration 20261207000019_approvals.sql);
@@ -1105,6 +1113,9 @@ LANGUAGE sql IMMUTABLE AS $$
         'response_summary', CASE WHEN e.response_summary ? 'write' THEN e.response_summary - 'payments' END,
         'payments', coalesce(nullif(e.response_summary -> 'payments', 'null'), '[]'),
         'change_details', e.change_details,
+        -- What a re-sync did before its push (the column comes with a later
+        -- migration, so it is read off the row as JSON).
+        'resync', to_jsonb(e) -> 'resync_report',
         'error', CASE WHEN e.error_class IS NOT NULL AND e.error_message IS NOT NULL THEN
                      jsonb_build_object('class', e.error_class, 'message', e.error_message, 'raw', e.raw_error) END,
         'superseded_by', e.superseded_by, 'retry_of', e.retry_of,
@@ -1223,6 +1234,9 @@ BEGIN
             'approve', v_status = 'awaiting_approval', 'withdraw', v_status = 'approved',
             'toggle_auto_sync', true,
             'reconnect', c.status = 'reconnect_needed', 'view_url', v_external -> 'url'),
-        'waiting_for_worker', v_waiting);
+        'waiting_for_worker', v_waiting,
+        -- A synced payment locks the lines (ledgerflow.invoice_lock, migration
+        -- 20261207000020_single_invoice_sync.sql; resolved when it runs).
+        'lock', ledgerflow.invoice_lock(p_connection, p_invoice));
 END;
 $$;

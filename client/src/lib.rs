@@ -97,6 +97,9 @@ pub use ledgerflow_workflows::queue::{
     AttemptError, EnqueueError, JobRecord, JobState, ManyOptions, enqueue, enqueue_batch,
     enqueue_copy, enqueue_many, find_job, release_held, retry_failed,
 };
+/// Tax code overrides per connection (host tax code → provider tax type),
+/// and the rule a push follows: override, configured, equal imported rate.
+pub use ledgerflow_workflows::tax_codes;
 pub use ledgerflow_workflows::{EnqueueOptions, JobId, JobKind, MIGRATOR, Priority};
 /// The invoice snapshot a trigger carries, and money in minor units.
 pub use ledgerflow_workflows::{invoice, money, settings};

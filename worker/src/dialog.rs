@@ -88,6 +88,9 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         }
     }
     let _ = writeln!(out, "  auto-sync:   {}", auto_sync_line(d));
+    if let Some(lock) = &d.lock {
+        let _ = writeln!(out, "  locked:      {}", lock.reason);
+    }
     if let Some(e) = &d.last_error {
         let _ = writeln!(out, "  last error:  [{}] {}", e.class, e.message);
     }
@@ -117,8 +120,9 @@ pub fn render_dialog(d: &SyncDialog) -> String {
         }
     );
     let _ = writeln!(out, "  history (newest first):");
+    let provider = d.provider.display_name();
     for e in &d.history.events {
-        render_event(&mut out, e);
+        render_event(&mut out, e, provider);
     }
     if let Some(more) = d.history.next_cursor {
         let _ = writeln!(out, "    … older events before #{more} (show more)");
@@ -141,7 +145,7 @@ pub fn auto_sync_line(d: &SyncDialog) -> String {
     }
 }
 
-fn render_event(out: &mut String, e: &SyncEventView) {
+fn render_event(out: &mut String, e: &SyncEventView, provider: &str) {
     let _ = writeln!(
         out,
         "    #{:<4} {}  {:<28} {:<10} {} attempt(s)  [{}]",
@@ -187,6 +191,11 @@ fn render_event(out: &mut String, e: &SyncEventView) {
         }
         for ch in &c.changes {
             let _ = writeln!(out, "          change: {}", ch.description);
+        }
+    }
+    if let Some(r) = &e.resync {
+        for line in r.lines(provider) {
+            let _ = writeln!(out, "          re-sync: {line}");
         }
     }
     if let Some(msg) = &e.skip_message {

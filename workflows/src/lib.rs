@@ -13,6 +13,8 @@
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
 //! | [`import`] | first syncs: the provider's chart, contacts, invoices and payments imported and linked, host items exported |
 //! | [`chart`] | the check before a push that its account codes and tax types are in the imported chart |
+//! | [`tax_codes`] | host tax codes to provider tax types at push time: overrides, configured, equal imported rate |
+//! | [`resync`] | a re-sync's steps around the push: new chart and items, the provider's invoice and payments, what it no longer lists |
 //! | [`summary`] | end-of-day summaries: assembling a day's invoices |
 //! | [`timesheets`] | approved timesheets as QuickBooks time: the trigger, employee mappings, the `sync-time-activity` rules |
 //! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
@@ -38,9 +40,11 @@ pub mod payloads;
 pub mod provider;
 pub mod provider_state;
 pub mod queue;
+pub mod resync;
 pub mod schema;
 pub mod settings;
 pub mod summary;
+pub mod tax_codes;
 pub mod timesheets;
 
 /// Money is the vocabulary every adapter prices in; it belongs to the invoice.

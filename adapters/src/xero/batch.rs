@@ -68,7 +68,16 @@ impl XeroAdapter {
         for (i, item) in invoices.iter().enumerate() {
             // The placeholder contact id is replaced below: build_invoice
             // wants one, a batch may name the contact instead.
-            match build_invoice(item.snapshot, &options, "") {
+            // Each invoice's own tax map (overrides, equal rates): one whose
+            // tax code is ambiguous is refused alone, unsent.
+            let built = match self
+                .resolve_tax(connection_id, &options, item.snapshot)
+                .await
+            {
+                Ok(own) => build_invoice(item.snapshot, &own, ""),
+                Err(e) => Err(e),
+            };
+            match built {
                 Ok(mut invoice) => {
                     invoice.contact = Some(match &item.contact {
                         BatchContact::Id(id) => wire::Contact {

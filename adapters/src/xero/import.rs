@@ -359,7 +359,9 @@ impl Import for XeroAdapter {
     ) -> ProviderFuture<'a, Vec<NeededCode>> {
         Box::pin(async move {
             xero_settings(connection)?;
-            let options = self.options(connection.id).await?;
+            // The tax types the push will use: overrides and equal-rate
+            // matches included (an ambiguous one is refused here).
+            let options = self.push_options(connection.id, snapshot).await?;
             Ok(codes_for(snapshot, &options))
         })
     }

@@ -111,7 +111,7 @@ impl XeroAdapter {
         idempotency_key: &str,
         status_override: Option<XeroInvoiceStatus>,
     ) -> Result<PushResult, ProviderError> {
-        let options = self.options(connection_id).await?;
+        let options = self.push_options(connection_id, snapshot).await?;
         let wanted = match status_override.unwrap_or(settings.default_status) {
             XeroInvoiceStatus::Draft => status::DRAFT,
             XeroInvoiceStatus::Authorised => status::AUTHORISED,
@@ -431,7 +431,7 @@ pub(super) fn build_invoice(
             Some(code) => options.tax_types.get(code).cloned().ok_or_else(|| {
                 ProviderError::permanent(
                     format!(
-                        "tax code {code:?} has no Xero tax type: map it in the Xero settings (check the tax rates in Xero)"
+                        "tax code {code:?} has no Xero tax type: map it with `ledgerflow connection map-tax` or in the Xero settings (check the tax rates in Xero)"
                     ),
                     None,
                 )

@@ -131,6 +131,39 @@ impl XeroAdapter {
         self.caller.options(connection_id).await
     }
 
+    /// The options a push of `snapshot` uses: the configured tax map with
+    /// the connection's overrides and equal-rate matches
+    /// (`workflows::tax_codes`); an ambiguous match refuses the push here,
+    /// before any call.
+    async fn push_options(
+        &self,
+        connection_id: i64,
+        snapshot: &ledgerflow_workflows::invoice::InvoiceSnapshot,
+    ) -> Result<XeroOptions, ProviderError> {
+        let options = self.options(connection_id).await?;
+        self.resolve_tax(connection_id, &options, snapshot).await
+    }
+
+    /// `options` with the tax map a push of `snapshot` uses (see
+    /// [`XeroAdapter::push_options`]), for a batch that read the options once.
+    async fn resolve_tax(
+        &self,
+        connection_id: i64,
+        options: &XeroOptions,
+        snapshot: &ledgerflow_workflows::invoice::InvoiceSnapshot,
+    ) -> Result<XeroOptions, ProviderError> {
+        let mut own = options.clone();
+        own.tax_types = ledgerflow_workflows::tax_codes::resolve(
+            self.caller.pool(),
+            connection_id,
+            "Xero",
+            snapshot,
+            &options.tax_types,
+        )
+        .await?;
+        Ok(own)
+    }
+
     /// Sends one Accounting API request through the kit's call path and
     /// reads the envelope of its answer.
     async fn call(&self, connection_id: i64, req: &Request) -> Result<Envelope, ProviderError> {

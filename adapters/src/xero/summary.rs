@@ -44,7 +44,13 @@ impl XeroAdapter {
                 "adopted an end-of-day summary invoice an earlier attempt created");
             return sent(found, draft, true);
         }
-        let options = self.options(connection_id).await?;
+        let mut options = self.options(connection_id).await?;
+        options.tax_types = ledgerflow_workflows::tax_codes::with_overrides(
+            self.caller.pool(),
+            connection_id,
+            &options.tax_types,
+        )
+        .await?;
         let contact = self.summary_contact(connection_id, draft, &key).await?;
         let exp = draft.currency.exponent();
         let mut lines = Vec::with_capacity(draft.lines.len());
@@ -54,7 +60,7 @@ impl XeroAdapter {
                 Some(code) => options.tax_types.get(code).cloned().ok_or_else(|| {
                     ProviderError::permanent(
                         format!(
-                            "tax code {code:?} has no Xero tax type: map it in the Xero settings (check the tax rates in Xero)"
+                            "tax code {code:?} has no Xero tax type: map it with `ledgerflow connection map-tax` or in the Xero settings (check the tax rates in Xero)"
                         ),
                         None,
                     )

@@ -18,6 +18,14 @@ use super::credentials::{
 use super::{OpsError, print_json};
 use crate::admin::connections as admin;
 use crate::dialog::words;
+use ledgerflow_client::tax_codes;
+
+fn tax_error(e: tax_codes::TaxCodeError) -> OpsError {
+    match e {
+        tax_codes::TaxCodeError::Database(e) => OpsError::Database(e),
+        other => OpsError::Input(other.to_string()),
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectionCommand {
@@ -106,9 +114,34 @@ pub enum ConnectionCommand {
     /// What the first sync imported: accounts, tax rates, items, contacts,
     /// invoices and payments (with when), links to the host's records, and
     /// the host's tax codes matched to the provider's tax types by equal
-    /// rate. Pushes whose account code or tax type is not in the imported
-    /// chart are refused before any provider call.
+    /// rate, and the overrides `connection map-tax` set (a push uses the
+    /// override, else the configured map, else the one rate that matches;
+    /// two that match are refused, not guessed). Pushes whose account code
+    /// or tax type is not in the imported chart are refused before any
+    /// provider call.
     Mappings(super::import::MappingsArgs),
+    /// Send a host tax code as this provider tax type on the connection
+    /// (Xero: a TaxType such as OUTPUT2), overriding the configured map and
+    /// the match by equal rate. Needed where two of the provider's tax rates
+    /// have the host code's rate (Xero's NONE and EXEMPTOUTPUT are both 0 %):
+    /// ledgerflow refuses such a push rather than guess. When tax rates were
+    /// imported, the type must be one of them. Shown in `connection mappings`.
+    MapTax {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// The host's tax code, as on its invoice lines ("GST15").
+        host_code: String,
+        /// The provider's tax type ("OUTPUT2").
+        provider_type: String,
+    },
+    /// Remove a tax code override: the code goes back to the configured map
+    /// or the match by equal rate.
+    UnmapTax {
+        /// The connection's id (see `connection list`).
+        id: i64,
+        /// The host's tax code.
+        host_code: String,
+    },
     /// The connection's limiter state: calls in the minute window, the
     /// day's quota left, concurrency slots in use, the waiting line.
     Limits {
@@ -255,6 +288,38 @@ pub async fn connection(pool: &PgPool, cmd: ConnectionCommand) -> Result<(), Ops
                     super::import::ImportCliError::Ops(e) => e,
                     other => OpsError::Input(other.to_string()),
                 })?
+        }
+        ConnectionCommand::MapTax {
+            id,
+            host_code,
+            provider_type,
+        } => {
+            let mut conn = pool.acquire().await?;
+            tax_codes::set_override(&mut conn, id, &host_code, &provider_type)
+                .await
+                .map_err(tax_error)?;
+            println!(
+                "connection {id}: tax code {} now goes as {}",
+                host_code.trim(),
+                provider_type.trim()
+            );
+        }
+        ConnectionCommand::UnmapTax { id, host_code } => {
+            let mut conn = pool.acquire().await?;
+            if tax_codes::remove_override(&mut conn, id, &host_code)
+                .await
+                .map_err(tax_error)?
+            {
+                println!(
+                    "connection {id}: tax code {} follows the configured map and equal rates again",
+                    host_code.trim()
+                );
+            } else {
+                println!(
+                    "connection {id}: tax code {} had no override",
+                    host_code.trim()
+                );
+            }
         }
         ConnectionCommand::Limits { id, json } => {
             let limits = admin::limits(pool, id).await?;

@@ -341,13 +341,15 @@ pub fn mappings_text(v: &import::mappings::MappingsView) -> String {
         }
     }
     if !v.tax_codes.is_empty() {
-        out.push_str("host tax codes by equal rate:\n");
+        out.push_str("host tax codes by equal rate (or override):\n");
         for t in &v.tax_codes {
             out.push_str(&format!(
                 "  {:<14} {:>8}  -> {}{}\n",
                 t.host_tax_code,
                 t.host_rate_bps.map(percent).unwrap_or_else(|| "?".into()),
-                if t.tax_types.is_empty() {
+                if let Some(chosen) = &t.override_tax_type {
+                    format!("{chosen} (override)")
+                } else if t.tax_types.is_empty() {
                     "-".to_string()
                 } else {
                     t.tax_types.join(" | ")
@@ -356,6 +358,17 @@ pub fn mappings_text(v: &import::mappings::MappingsView) -> String {
                     .as_deref()
                     .map(|n| format!("  ({n})"))
                     .unwrap_or_default()
+            ));
+        }
+    }
+    if !v.tax_overrides.is_empty() {
+        out.push_str("tax code overrides (`ledgerflow connection unmap-tax` removes one):\n");
+        for o in &v.tax_overrides {
+            out.push_str(&format!(
+                "  {:<14} -> {}  set {}\n",
+                o.host_tax_code,
+                o.provider_tax_type,
+                o.updated_at.format("%Y-%m-%d %H:%M UTC")
             ));
         }
     }

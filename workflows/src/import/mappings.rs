@@ -1,8 +1,9 @@
 //! What a connection's first sync imported, as `ledgerflow connection
 //! mappings` shows it (accounts, tax rates, items, contacts, with when),
 //! the host's tax codes matched to the provider's tax rates by equal rate,
-//! (the chart check before a push is [`crate::chart`], which the ledger
-//! calls).
+//! and the overrides a person set (`ledgerflow connection map-tax`; the
+//! rule a push follows is [`crate::tax_codes`], and the chart check before
+//! a push is [`crate::chart`], which the ledger calls).
 //!
 //! The host's tax code rates are worked out from its invoices (tax over
 //! net amount of every line with the code, in basis points), since a
@@ -16,6 +17,8 @@ use sqlx::{PgConnection, Row};
 use super::ImportError;
 use crate::backfill::Source;
 use crate::provider::ImportKind;
+pub use crate::tax_codes::percent;
+use crate::tax_codes::{self, TaxOverride};
 
 /// How far a host rate may be from the provider's and still be "equal":
 /// amounts rounded to the cent move a line's rate by a few basis points.
@@ -50,6 +53,9 @@ pub struct TaxMatch {
     pub tax_types: Vec<String>,
     /// What to do, when not exactly one matches.
     pub note: Option<String>,
+    /// A person's choice (`connection map-tax`): pushes use it, whatever
+    /// the rates say.
+    pub override_tax_type: Option<String>,
 }
 
 /// Everything `connection mappings` prints.
@@ -60,21 +66,12 @@ pub struct MappingsView {
     pub accounts: Vec<ChartEntry>,
     pub tax_rates: Vec<ChartEntry>,
     pub tax_codes: Vec<TaxMatch>,
+    /// Every override of the connection, also of codes no invoice used yet.
+    pub tax_overrides: Vec<TaxOverride>,
     /// Links by entity ("invoice", "customer", "item", "payment").
     pub links: Vec<(String, i64)>,
     /// Ambiguous matches waiting for a person.
     pub reviews: i64,
-}
-
-/// A percentage for people: 1500 → "15 %", 1250 → "12.5 %".
-pub fn percent(bps: i64) -> String {
-    let whole = bps / 100;
-    let frac = (bps % 100).abs();
-    if frac == 0 {
-        format!("{whole} %")
-    } else {
-        format!("{whole}.{} %", format!("{frac:02}").trim_end_matches('0'))
-    }
 }
 
 /// What the connection's imports left, and how the host's tax codes match.
@@ -128,9 +125,27 @@ pub async fn mappings(
     let accounts = entries(chart("account").fetch_all(&mut *conn).await?)?;
     let tax_rates = entries(chart("tax_rate").fetch_all(&mut *conn).await?)?;
     let host_rates = host_tax_rates(conn, connection_id).await?;
+    let tax_overrides = tax_codes::overrides(conn, connection_id)
+        .await
+        .map_err(|e| match e {
+            tax_codes::TaxCodeError::Database(e) => ImportError::Database(e),
+            tax_codes::TaxCodeError::ConnectionNotFound(id) => ImportError::ConnectionNotFound(id),
+            tax_codes::TaxCodeError::Invalid(m) => ImportError::Invalid(m),
+        })?;
     let tax_codes = host_rates
         .into_iter()
-        .map(|(code, rate)| match_rate(code, rate, &tax_rates))
+        .map(|(code, rate)| {
+            let chosen = tax_overrides
+                .iter()
+                .find(|o| o.host_tax_code == code)
+                .map(|o| o.provider_tax_type.clone());
+            let mut m = match_rate(connection_id, code, rate, &tax_rates);
+            if chosen.is_some() {
+                m.note = None;
+            }
+            m.override_tax_type = chosen;
+            m
+        })
         .collect();
     let links: Vec<(String, i64)> = sqlx::query_as(
         "SELECT entity_type, count(*) FROM ledgerflow.links WHERE connection_id = $1
@@ -154,19 +169,28 @@ pub async fn mappings(
         accounts,
         tax_rates,
         tax_codes,
+        tax_overrides,
         links,
         reviews,
     })
 }
 
 /// The imported tax types whose rate equals the host code's.
-pub fn match_rate(code: String, rate: Option<i64>, tax_rates: &[ChartEntry]) -> TaxMatch {
+pub fn match_rate(
+    connection_id: i64,
+    code: String,
+    rate: Option<i64>,
+    tax_rates: &[ChartEntry],
+) -> TaxMatch {
     let Some(rate) = rate else {
         return TaxMatch {
+            note: Some(format!(
+                "no line with this code has a net amount: its rate is unknown; map it with `ledgerflow connection map-tax {connection_id} {code} <TAX TYPE>`"
+            )),
             host_tax_code: code,
             host_rate_bps: None,
             tax_types: Vec::new(),
-            note: Some("no line with this code has a net amount: its rate is unknown".into()),
+            override_tax_type: None,
         };
     };
     let types: Vec<String> = tax_rates
@@ -188,7 +212,7 @@ pub fn match_rate(code: String, rate: Option<i64>, tax_rates: &[ChartEntry]) -> 
             percent(rate)
         )),
         n => Some(format!(
-            "{n} tax rates of {}: map the code to one of them in the connection's settings",
+            "{n} tax rates of {}: pushes are refused until you choose one with `ledgerflow connection map-tax {connection_id} {code} <TAX TYPE>`",
             percent(rate)
         )),
     };
@@ -197,6 +221,7 @@ pub fn match_rate(code: String, rate: Option<i64>, tax_rates: &[ChartEntry]) -> 
         host_rate_bps: Some(rate),
         tax_types: types,
         note,
+        override_tax_type: None,
     }
 }
 
@@ -266,22 +291,19 @@ mod tests {
             rate("NONE", 0),
             rate("EXEMPTOUTPUT", 0),
         ];
-        let m = match_rate("GST15".into(), Some(1499), &chart);
+        let m = match_rate(7, "GST15".into(), Some(1499), &chart);
         assert_eq!(m.tax_types, vec!["OUTPUT2".to_string()]);
         assert_eq!(m.note, None);
-        let zero = match_rate("ZERO".into(), Some(0), &chart);
+        let zero = match_rate(7, "ZERO".into(), Some(0), &chart);
         assert_eq!(zero.tax_types.len(), 2);
-        assert!(zero.note.unwrap().contains("2 tax rates of 0 %"));
-        let none = match_rate("GST125".into(), Some(1250), &chart);
+        let note = zero.note.unwrap();
+        assert!(note.contains("2 tax rates of 0 %"), "{note}");
+        assert!(
+            note.contains("ledgerflow connection map-tax 7 ZERO"),
+            "{note}"
+        );
+        let none = match_rate(7, "GST125".into(), Some(1250), &chart);
         assert!(none.tax_types.is_empty());
         assert!(none.note.unwrap().contains("no tax rate of 12.5 %"));
-    }
-
-    #[test]
-    fn percents_read_well() {
-        assert_eq!(percent(1500), "15 %");
-        assert_eq!(percent(1250), "12.5 %");
-        assert_eq!(percent(888), "8.88 %");
-        assert_eq!(percent(0), "0 %");
     }
 }

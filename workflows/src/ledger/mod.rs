@@ -78,8 +78,8 @@ pub use host_records::{
 pub use push_payment::run_push_payment;
 pub use read::{
     AutoSync, AutoSyncState, AvailableActions, ChangeDetail, ChangeDetails, EventError,
-    ExternalLink, HistoryPage, InvoiceSyncStatus, PaymentPush, SyncDialog, SyncEventView, history,
-    link, sync_dialog,
+    ExternalLink, HistoryPage, InvoiceLock, InvoiceSyncStatus, PaymentPush, SyncDialog,
+    SyncEventView, history, link, sync_dialog,
 };
 pub use record::{
     Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,

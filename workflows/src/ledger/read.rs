@@ -17,6 +17,7 @@ use super::{EventStatus, LedgerError, Operation, face_call};
 use crate::invoice::Change;
 use crate::invoice::money::Money;
 use crate::provider::{PaymentOutcome, PushResult};
+use crate::resync::ResyncReport;
 use crate::settings::Provider as ProviderName;
 
 /// One line of "change details".
@@ -104,6 +105,10 @@ pub struct SyncEventView {
     /// Payments this sync applied or the provider declined (skipped, with why).
     pub payments: Vec<PaymentPush>,
     pub change_details: Option<ChangeDetails>,
+    /// A re-sync's steps before its push: the chart and items brought up
+    /// to date, the provider's invoice read, payments it no longer lists.
+    #[serde(default)]
+    pub resync: Option<ResyncReport>,
     pub error: Option<EventError>,
     pub superseded_by: Option<i64>,
     pub retry_of: Option<i64>,
@@ -207,6 +212,28 @@ pub struct SyncDialog {
     /// A pending sync no running worker can run: why it waits ("waiting
     /// for a worker configured for Xero").
     pub waiting_for_worker: Option<String>,
+    /// The invoice has a synced payment: its lines are locked
+    /// (`ledgerflow.invoice_lock`); `None` when it has none.
+    #[serde(default)]
+    pub lock: Option<InvoiceLock>,
+}
+
+/// The lock on an invoice with a synced payment: its lines, discount and
+/// synced payments cannot be edited (a host trigger that does is recorded
+/// as skipped with the reason, not sent); payments may still be added
+/// until the balance is 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLock {
+    pub lines_locked: bool,
+    /// The host's ids of the synced payments.
+    pub synced_payments: Vec<String>,
+    pub total_minor: Option<i64>,
+    pub paid_minor: Option<i64>,
+    pub balance_minor: Option<i64>,
+    /// Whether payments may still be added (the balance is above 0).
+    pub payments_open: bool,
+    /// For people.
+    pub reason: String,
 }
 
 /// One page of an invoice's history, newest first: the `limit` events older

@@ -268,6 +268,24 @@ pub(super) async fn run_open_event(
     let provider = providers.get(provider_name);
     let idempotency_key = format!("ledgerflow-{}-{}", connection_id, picked.event_id);
 
+    // A re-sync a person asked for first brings the chart, the invoice's
+    // items and the provider's side of the invoice up to date (resync.rs).
+    if picked.operation == Operation::Upsert
+        && let Err(e) = crate::resync::before_push(
+            provider.as_ref(),
+            &ctx.pool,
+            &info,
+            picked.event_id,
+            &snapshot,
+            existing.as_ref(),
+            &idempotency_key,
+        )
+        .await
+    {
+        return record_failure(&connection, invoice_id, Failed::wrote(&picked), ctx, e)
+            .await
+            .map(|()| Ran::Event);
+    }
     // The codes the push would use must be in the chart a first sync
     // imported: refused here, before any provider call, naming the code.
     if matches!(picked.operation, Operation::Upsert | Operation::SendAsNew)
