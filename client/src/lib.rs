@@ -117,6 +117,16 @@ pub use ledgerflow_workflows::inbound::{
     for_invoice as inbound_for_invoice, kind as inbound_kind, last_pull_at,
     unread as unread_inbound,
 };
+/// Reconciliation: start a comparison of a connection's linked invoices
+/// with the provider's (in the caller's transaction; a run already waiting
+/// is joined) and read what it found, each difference with its way out.
+/// Payments deleted or changed in the provider reach the host as
+/// `payment_removed` / `payment_changed` inbound events.
+pub use ledgerflow_workflows::reconcile;
+pub use ledgerflow_workflows::reconcile::{
+    Mismatch, ReconcileError, ReconcileRun, enqueue_reconcile as start_reconcile,
+    latest_run as latest_reconcile_run, run_for_job as reconcile_run_for_job,
+};
 /// End-of-day summaries: what was sent, and which invoices each covers.
 pub use ledgerflow_workflows::summary::{
     SummaryRecord, members as summary_members, summaries as end_of_day_summaries,
@@ -128,14 +138,4 @@ pub use ledgerflow_workflows::timesheets;
 pub use ledgerflow_workflows::timesheets::{
     EmployeeMapping, Timesheet, TimesheetEntry, TimesheetRecorded, employee_mappings,
     record_approved as record_timesheet_approved, remove_employee_mapping, set_employee_mapping,
-};
-/// Reconciliation: start a comparison of a connection's linked invoices
-/// with the provider's (in the caller's transaction; a run already waiting
-/// is joined) and read what it found, each difference with its way out.
-/// Payments deleted or changed in the provider reach the host as
-/// `payment_removed` / `payment_changed` inbound events.
-pub use ledgerflow_workflows::reconcile;
-pub use ledgerflow_workflows::reconcile::{
-    Mismatch, ReconcileError, ReconcileRun, enqueue_reconcile as start_reconcile,
-    latest_run as latest_reconcile_run, run_for_job as reconcile_run_for_job,
 };
