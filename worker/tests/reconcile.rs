@@ -21,7 +21,7 @@ use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
 use ledgerflow_workflows::ledger::{self, InvoiceSyncStatus};
 use ledgerflow_workflows::provider::{Providers, UpsertMode};
 use ledgerflow_workflows::reconcile::{
-    Changed, MismatchKind, ReconcileRun, RunStatus, WayOut, latest_run,
+    Changed, MismatchKind, ReconcileRun, RunStatus, WayOut, enqueue_reconcile, run_for_job,
 };
 use ledgerflow_workflows::settings::{Provider as ProviderName, XeroInvoiceStatus, XeroSettings};
 use sqlx::PgPool;
@@ -117,9 +117,14 @@ fn providers(env: &XeroEnv) -> Providers {
     Providers::new().with(ProviderName::Xero, Arc::new(env.adapter.clone()))
 }
 
-/// Runs one reconciliation of `conn` on a worker (the periodic schedule's
-/// first tick fires at once) and returns the run.
+/// Runs one reconciliation of `conn` on a worker, as `ledgerflow reconcile`
+/// starts one (the periodic schedule's tick, due at once, joins it), and
+/// returns the run.
 async fn reconcile_once(env: &XeroEnv, conn: &Conn) -> ReconcileRun {
+    let job = {
+        let mut db = env.pool.acquire().await.unwrap();
+        enqueue_reconcile(&mut db, conn.id).await.unwrap()
+    };
     let registry = reconcile::register(Registry::new(), providers(env), Duration::from_secs(3600));
     let mut config = fast_config("reconciler");
     config.cron_interval = Duration::from_millis(100);
@@ -129,10 +134,10 @@ async fn reconcile_once(env: &XeroEnv, conn: &Conn) -> ReconcileRun {
         "the reconciliation run",
         || async {
             let mut db = env.pool.acquire().await.unwrap();
-            latest_run(&mut db, conn.id)
+            run_for_job(&mut db, job)
                 .await
                 .unwrap()
-                .filter(|r| r.status != RunStatus::Running)
+                .filter(|r| matches!(r.status, RunStatus::Completed | RunStatus::Skipped))
         },
     )
     .await;
