@@ -25,7 +25,8 @@ use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
 use ledgerflow_workflows::ledger::{self, InvoiceSyncStatus};
 use ledgerflow_workflows::provider::{Providers, UpsertMode};
 use ledgerflow_workflows::reconcile::{
-    Changed, MismatchKind, ReconcileRun, RunStatus, WayOut, enqueue_reconcile, run_for_job,
+    Changed, MismatchKind, ReconcileRun, RunStatus, WayOut, enqueue_reconcile, read_started,
+    reconcile_payments, run_for_job,
 };
 use ledgerflow_workflows::settings::{Provider as ProviderName, XeroInvoiceStatus, XeroSettings};
 use sqlx::PgPool;
@@ -614,4 +615,60 @@ async fn a_reconcile_run_of_1000_invoices_takes_10_calls(pool: PgPool) {
         took.as_secs_f64(),
         run.provider_calls
     );
+}
+
+/// Nothing is dropped on a doubtful read: a payment linked while the
+/// invoice was being read is not taken for deleted, nor is any payment
+/// when the provider's list does not add up to its amount paid.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn doubtful_reads_leave_payments_unreconciled(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    let conn = connect(&env, "shop-race", "UTC", None).await;
+    let (xero_id, _) = synced(&env, &conn, "X1", &[]).await;
+    // The read begins and answers before the host's payment is applied...
+    let started = {
+        let mut db = pool.acquire().await.unwrap();
+        read_started(&mut db).await.unwrap()
+    };
+    let stale = env
+        .adapter
+        .remote_invoice(conn.id, &xero_id)
+        .await
+        .unwrap()
+        .unwrap();
+    // ...which a sync applies and links meanwhile.
+    let paid = env
+        .sim
+        .pay_invoice(&conn.xero_tenant, &xero_id, 3_000)
+        .unwrap();
+    link_payment(&pool, &conn, "host-X1", "pay-X1", &paid, 3_000).await;
+    let mut tx = pool.begin().await.unwrap();
+    let done = reconcile_payments(&mut tx, conn.id, &stale, started)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(done.changes.is_empty(), "{done:#?}");
+    assert_eq!(links_of(&pool, &conn, "host-X1").await, ["pay-X1"]);
+
+    // A list that does not add up (here: a payment missing from it) is
+    // not the whole truth: nothing changes, and the outcome says why.
+    let started = {
+        let mut db = pool.acquire().await.unwrap();
+        read_started(&mut db).await.unwrap()
+    };
+    let mut partial = env
+        .adapter
+        .remote_invoice(conn.id, &xero_id)
+        .await
+        .unwrap()
+        .unwrap();
+    partial.payments.clear();
+    let mut tx = pool.begin().await.unwrap();
+    let done = reconcile_payments(&mut tx, conn.id, &partial, started)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(done.incomplete_list && done.changes.is_empty(), "{done:#?}");
+    assert_eq!(links_of(&pool, &conn, "host-X1").await, ["pay-X1"]);
+    assert!(unread(&pool, &conn.tenant).await.is_empty());
 }
