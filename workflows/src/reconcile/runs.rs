@@ -178,6 +178,8 @@ pub struct ReconcileRun {
     pub not_compared: i32,
     pub payments_removed: i32,
     pub payments_changed: i32,
+    /// Batched reads made (Xero: one call per 100 invoices; QuickBooks
+    /// reads a batch's payments with one more).
     pub provider_calls: i32,
     pub mismatches: Vec<Mismatch>,
     pub started_at: DateTime<Utc>,
