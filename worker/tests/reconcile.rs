@@ -594,6 +594,17 @@ async fn a_reconcile_run_of_1000_invoices_takes_10_calls(pool: PgPool) {
     .execute(&pool)
     .await
     .unwrap();
+    // This hour's periodic tick counts as fired: only the run started
+    // here reads, so Xero's count is the run's alone.
+    let ms = chrono::Utc::now().timestamp_millis();
+    sqlx::query(
+        "INSERT INTO ledgerflow.cron_ticks (schedule, key, tick_at) VALUES ('reconcile', $1, $2)",
+    )
+    .bind(conn.id.to_string())
+    .bind(chrono::DateTime::from_timestamp_millis(ms - ms % 3_600_000).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
     let calls = env.sim.calls_counted(&conn.xero_tenant);
     let began = std::time::Instant::now();
     let run = run_within(&pool, providers(&env), conn.id, Duration::from_secs(300)).await;
