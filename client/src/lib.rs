@@ -139,6 +139,16 @@ pub use ledgerflow_workflows::ledger::host_records::{
     ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
     record_customer_changed, record_item_changed,
 };
+/// Reconciliation: start a comparison of a connection's linked invoices
+/// with the provider's (in the caller's transaction; a run already waiting
+/// is joined) and read what it found, each difference with its way out.
+/// Payments deleted or changed in the provider reach the host as
+/// `payment_removed` / `payment_changed` inbound events.
+pub use ledgerflow_workflows::reconcile;
+pub use ledgerflow_workflows::reconcile::{
+    Mismatch, ReconcileError, ReconcileRun, enqueue_reconcile as start_reconcile,
+    latest_run as latest_reconcile_run, run_for_job as reconcile_run_for_job,
+};
 /// End-of-day summaries: what was sent, and which invoices each covers.
 pub use ledgerflow_workflows::summary::{
     SummaryRecord, members as summary_members, summaries as end_of_day_summaries,

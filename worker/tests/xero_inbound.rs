@@ -249,7 +249,7 @@ async fn the_periodic_pull_marks_paid_what_the_webhook_missed(pool: PgPool) {
         .sim
         .pay_invoice(&conn.xero_tenant, &paid, 1_500)
         .unwrap();
-    link_payment(&pool, &conn, "host-P1", "host-pay-1", &ours).await;
+    link_payment(&pool, &conn, "host-P1", "host-pay-1", &ours, 1_500).await;
     let theirs = env
         .sim
         .pay_invoice(&conn.xero_tenant, &paid, 10_000)

@@ -18,6 +18,7 @@
 //! | [`summary`] | end-of-day summaries: assembling a day's invoices |
 //! | [`timesheets`] | approved timesheets as QuickBooks time: the trigger, employee mappings, the `sync-time-activity` rules |
 //! | [`inbound`] | changes coming back from providers: events, webhook matching, host callbacks |
+//! | [`reconcile`] | payments deleted or changed in the provider, and linked invoices compared with the provider's |
 //! | [`provider`] | the `Provider` port adapters implement |
 //! | [`provider_state`] | state shared by every worker process: rate limits, buckets, write intents, credentials, call budgets |
 //! | [`schema`] | the migrations, and refusing a database a pre-release schema created |
@@ -40,6 +41,7 @@ pub mod payloads;
 pub mod provider;
 pub mod provider_state;
 pub mod queue;
+pub mod reconcile;
 pub mod resync;
 pub mod schema;
 pub mod settings;

@@ -16,6 +16,9 @@
 //!   marked incomplete so the cursor does not pretend the gap was read.
 //!   An entity list at Intuit's cap ([`wire::CDC_MAX_PER_ENTITY`]) is
 //!   incomplete too.
+//! - **Many invoices** ([`ChangeFeed::remote_invoices`], a reconciliation
+//!   run): `select * from Invoice where Id in (...)`, 50 a query, and
+//!   the payments they link in one more query.
 //! - **A payment a webhook names** ([`QboAdapter::invoices_of_payment`]):
 //!   webhooks carry ids only, so the payment is read for the invoices it
 //!   pays.
@@ -271,7 +274,67 @@ impl QboAdapter {
     }
 }
 
+/// Invoices one reconciliation batch reads in one query (and their
+/// payments in one more): Intuit answers up to 100 rows by default.
+pub const IDS_PER_QUERY: usize = 50;
+
+impl QboAdapter {
+    /// The invoices among `ids` QuickBooks has, with their payments, in two
+    /// queries (`select * from Invoice where Id in (...)`, then the
+    /// payments they link, by id).
+    async fn remote_many(
+        &self,
+        connection_id: i64,
+        ids: &[String],
+    ) -> Result<Vec<RemoteInvoice>, ProviderError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            let quoted: Vec<String> = chunk.iter().map(|id| api::quote(id)).collect();
+            let sql = format!("select * from Invoice where Id in ({})", quoted.join(", "));
+            let found: wire::QueryAnswer =
+                api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
+            let invoices = found.response.invoice;
+            let mut wanted: Vec<String> = invoices
+                .iter()
+                .flat_map(|i| i.linked_txn.iter())
+                .filter(|t| t.txn_type == "Payment")
+                .map(|t| t.txn_id.clone())
+                .collect();
+            wanted.sort();
+            wanted.dedup();
+            let mut payments = BTreeMap::new();
+            for part in wanted.chunks(IDS_PER_QUERY * 2) {
+                let quoted: Vec<String> = part.iter().map(|id| api::quote(id)).collect();
+                let sql = format!("select * from Payment where Id in ({})", quoted.join(", "));
+                let found: wire::QueryAnswer =
+                    api::decode(&self.caller.send(connection_id, &api::query(sql)).await?)?;
+                for p in found.response.payment {
+                    if let Some(id) = p.id.clone().filter(|id| part.contains(id)) {
+                        payments.insert(id, p);
+                    }
+                }
+            }
+            for inv in invoices.iter().filter(|i| !deleted(&i.status)) {
+                out.push(remote_invoice(inv, &payments)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl ChangeFeed for QboAdapter {
+    fn max_remote_batch(&self) -> usize {
+        IDS_PER_QUERY
+    }
+
+    fn remote_invoices<'a>(
+        &'a self,
+        connection_id: i64,
+        external_ids: &'a [String],
+    ) -> ProviderFuture<'a, Vec<RemoteInvoice>> {
+        Box::pin(async move { self.remote_many(connection_id, external_ids).await })
+    }
+
     fn remote_invoice<'a>(
         &'a self,
         connection_id: i64,

@@ -1,6 +1,7 @@
 //! Reading payment state back from Xero: one invoice (a webhook said it
-//! changed), or every ACCREC invoice changed since an instant (the periodic
-//! pull, with `If-Modified-Since`), as provider-neutral
+//! changed), every ACCREC invoice changed since an instant (the periodic
+//! pull, with `If-Modified-Since`), or the invoices of a list of ids (a
+//! reconciliation run, `IDs=`, 100 a call), as provider-neutral
 //! [`RemoteInvoice`]s.
 //!
 //! This module owns those reads and the wire → [`RemoteInvoice`] mapping.
@@ -80,7 +81,35 @@ impl XeroAdapter {
             complete: false,
         })
     }
+
+    /// The invoices among `ids` Xero has (at most [`IDS_PER_CALL`]), in one
+    /// call: `GET /Invoices?IDs=…`, paged so each lists its payments.
+    pub async fn remote_invoices(
+        &self,
+        connection_id: i64,
+        ids: &[String],
+    ) -> Result<Vec<RemoteInvoice>, ProviderError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_CALL) {
+            let mut call = api::get("Invoices");
+            call.query.push(("IDs", chunk.join(",")));
+            call.query.push(("page", "1".into()));
+            let found = self
+                .call(connection_id, &call)
+                .await?
+                .invoices
+                .unwrap_or_default();
+            for i in found {
+                out.push(remote(i)?);
+            }
+        }
+        Ok(out)
+    }
 }
+
+/// Ids one `GET /Invoices?IDs=` call names: a page (100) holds them all,
+/// and the URL stays under 4 KB.
+pub const IDS_PER_CALL: usize = PAGE_SIZE;
 
 /// Xero's [`ChangeFeed`].
 impl ChangeFeed for XeroAdapter {
@@ -105,6 +134,22 @@ impl ChangeFeed for XeroAdapter {
             self,
             connection_id,
             since,
+        ))
+    }
+
+    fn max_remote_batch(&self) -> usize {
+        IDS_PER_CALL
+    }
+
+    fn remote_invoices<'a>(
+        &'a self,
+        connection_id: i64,
+        external_ids: &'a [String],
+    ) -> ProviderFuture<'a, Vec<RemoteInvoice>> {
+        Box::pin(XeroAdapter::remote_invoices(
+            self,
+            connection_id,
+            external_ids,
         ))
     }
 }

@@ -19,6 +19,7 @@
 //! | [`backfill`] | `backfill`: backfills (the `handlers::backfill` jobs) |
 //! | [`timesheet`] | `timesheet`: QuickBooks employee mappings, approved timesheets and their entries |
 //! | [`import`] | `connection import`: a connection's first sync (the `handlers::import` job), followed live |
+//! | [`reconcile`] | `reconcile`: linked invoices compared with the provider's (the `handlers::reconcile` job), mismatches and their way out |
 //! | `sandbox` | `sandbox`: a provider's simulator on its own (feature `sandbox`) |
 //!
 //! `demo` and `bench` are [`crate::demo`] and [`crate::bench`] (feature
@@ -43,6 +44,7 @@ pub mod import;
 pub mod invoice;
 pub mod job;
 pub mod queue;
+pub mod reconcile;
 pub mod saledock;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
@@ -179,6 +181,14 @@ pub enum Command {
         #[command(subcommand)]
         command: timesheet::TimesheetCommand,
     },
+    /// Compare every linked invoice's total and amount paid with the
+    /// provider's (Xero, QuickBooks Online) and list each mismatch with its
+    /// way out (re-sync, send as new, or which side changed). A worker runs
+    /// it (and runs it by itself every --reconcile-secs); this waits for it.
+    /// Payments deleted or changed in the provider are reconciled on the
+    /// way: their link removed or updated, the host told (`payment_removed`,
+    /// `payment_changed` inbound events).
+    Reconcile(reconcile::ReconcileArgs),
     /// Backfills: historical invoices of a date range, chunked within the daily quota.
     Backfill {
         #[command(subcommand)]
@@ -289,6 +299,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Workflow { command } => {
             workflow::workflow(&ops_pool(&cli.database_url).await?, command).await?
+        }
+        Command::Reconcile(args) => {
+            reconcile::reconcile(&ops_pool(&cli.database_url).await?, args).await?
         }
         Command::Backfill { command } => {
             backfill::backfill(&ops_pool(&cli.database_url).await?, command).await?

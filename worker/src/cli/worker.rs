@@ -61,6 +61,13 @@ pub struct WorkerArgs {
     /// QuickBooks (what webhooks missed), 10 to 86400.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     pub quickbooks_pull_secs: u64,
+    /// Seconds between reconciliations of each connection whose provider
+    /// reads invoices back (Xero, QuickBooks Online): every linked
+    /// invoice's total and amount paid compared with the provider's, and
+    /// payments deleted or changed there reconciled; 60 to 604800.
+    #[arg(long, default_value_t = crate::handlers::reconcile::DEFAULT_INTERVAL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub reconcile_secs: u64,
     /// Seconds between polls of Lightspeed X-Series' sales feed (sales
     /// paid in the register; webhooks only make a poll come early), 1 to 86400.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -179,6 +186,12 @@ pub async fn run(database_url: &str, args: &WorkerArgs) -> Result<(), Box<dyn st
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut registry = handlers::registry_with(providers.clone());
+    // Linked invoices compared with the provider's, periodically.
+    registry = handlers::reconcile::register(
+        registry,
+        providers.clone(),
+        Duration::from_secs(args.reconcile_secs),
+    );
     // Sales closed in Lightspeed X-Series' register come back by polling.
     registry = handlers::version_poll::register(
         registry,

@@ -11,6 +11,7 @@
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
 //! | [`quickbooks_inbound`] | `pull-quickbooks-changes` (and its cron), `process-quickbooks-webhook` |
 //! | [`quickbooks_time`] | `sync-time-activity`: approved timesheets as QuickBooks TimeActivity |
+//! | [`reconcile`] | `reconcile-connection`: linked invoices compared with the provider's, payments it deleted or changed reconciled (and its cron) |
 //! | [`version_poll`] | `poll-version-feed`: sales closed in Lightspeed X-Series' register (and its cron) |
 //! | [`host_callback`] | `notify-host`: signed callbacks to the host |
 //! | [`probe`] | `queue-probe`, the queue's diagnostic kind |
@@ -33,6 +34,7 @@ pub mod payments_pull;
 pub mod probe;
 pub mod quickbooks_inbound;
 pub mod quickbooks_time;
+pub mod reconcile;
 pub mod summary;
 pub mod sync;
 pub mod version_poll;

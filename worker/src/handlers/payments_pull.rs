@@ -11,7 +11,10 @@
 //! cursor and the job's completion commit in one transaction.
 //!
 //! The reads go through the adapter's change-feed capability
-//! (`ledgerflow_workflows::provider::ChangeFeed`).
+//! (`ledgerflow_workflows::provider::ChangeFeed`). Whatever is read is also
+//! reconciled (`workflows::reconcile::reconcile_payments`, same
+//! transaction): a payment the provider deleted or changed loses or
+//! updates its link and the host hears `payment_removed` / `payment_changed`.
 //!
 //! This module owns wiring only; it must not decide what the host is told
 //! (`workflows::inbound`) or know a provider's wire format (the adapter's).
@@ -26,8 +29,9 @@ use ledgerflow_workflows::inbound::payloads::{
     ProcessXeroWebhook, PullPayments, PullQuickBooksChanges,
 };
 use ledgerflow_workflows::ledger::hold_key;
-use ledgerflow_workflows::provider::{ChangeFeed, Provider};
+use ledgerflow_workflows::provider::{ChangeFeed, Provider, RemoteInvoice};
 use ledgerflow_workflows::queue::{self, EnqueueError};
+use ledgerflow_workflows::reconcile;
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
 
@@ -218,19 +222,19 @@ pub async fn pull_changes(
         return Ok(());
     }
     let feed = change_feed(provider)?;
-    let since = {
+    let (since, read_at) = {
         let mut conn = ctx.pool.acquire().await?;
-        inbound::pull_start(&mut conn, connection_id).await? - OVERLAP
+        (
+            inbound::pull_start(&mut conn, connection_id).await? - OVERLAP,
+            reconcile::read_started(&mut conn).await?,
+        )
     };
     let started = Utc::now();
     let changed = feed.invoices_changed_since(connection_id, since).await?;
     let mut tx = ctx.pool.begin().await?;
     let mut recorded = 0usize;
     for remote in &changed.invoices {
-        recorded += inbound::apply_remote_invoice(&mut tx, connection_id, remote)
-            .await?
-            .recorded
-            .len();
+        recorded += apply_and_reconcile(&mut tx, connection_id, remote, read_at).await?;
     }
     if changed.complete {
         inbound::set_pulled_through(&mut tx, connection_id, started).await?;
@@ -258,15 +262,16 @@ pub async fn run_process_xero_webhook(
     if skip_disabled(&ctx, job.connection_id, "Xero webhook event").await? {
         return Ok(());
     }
+    let read_at = {
+        let mut conn = ctx.pool.acquire().await?;
+        reconcile::read_started(&mut conn).await?
+    };
     let remote = change_feed(provider)?
         .remote_invoice(job.connection_id, &job.xero_invoice_id)
         .await?;
     let mut tx = ctx.pool.begin().await?;
     let recorded = match &remote {
-        Some(r) => inbound::apply_remote_invoice(&mut tx, job.connection_id, r)
-            .await?
-            .recorded
-            .len(),
+        Some(r) => apply_and_reconcile(&mut tx, job.connection_id, r, read_at).await?,
         None => 0,
     };
     ctx.complete_in(&mut tx).await?;
@@ -274,6 +279,21 @@ pub async fn run_process_xero_webhook(
     tracing::info!(connection_id = job.connection_id, invoice = %job.xero_invoice_id,
         found = remote.is_some(), recorded, "processed a Xero webhook event");
     Ok(())
+}
+
+/// Reports a provider invoice read at or after `read_at` to the host (new
+/// payments, fully paid) and reconciles its payments the provider deleted
+/// or changed, in `tx`; how many inbound events were recorded.
+pub(crate) async fn apply_and_reconcile(
+    tx: &mut PgConnection,
+    connection_id: i64,
+    remote: &RemoteInvoice,
+    read_at: DateTime<Utc>,
+) -> Result<usize, JobError> {
+    let applied = inbound::apply_remote_invoice(&mut *tx, connection_id, remote).await?;
+    let reconciled =
+        reconcile::reconcile_payments(&mut *tx, connection_id, remote, read_at).await?;
+    Ok(applied.recorded.len() + reconciled.recorded.len())
 }
 
 /// The adapter's change feed; without one nothing can be read back.

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledgerflow_adapters::quickbooks::QboAdapter;
-use ledgerflow_workflows::inbound;
 use ledgerflow_workflows::inbound::payloads::{ProcessQuickBooksWebhook, PullQuickBooksChanges};
 use ledgerflow_workflows::{JobContext, JobError};
 
-use super::payments_pull::{PullSchedule, change_feed, pull_changes, skip_disabled};
+use super::payments_pull::{
+    PullSchedule, apply_and_reconcile, change_feed, pull_changes, skip_disabled,
+};
 use crate::runtime::Registry;
 
 /// Adds the QuickBooks pull and webhook-follow-up handlers, and the pull
@@ -72,6 +73,10 @@ pub async fn run_process_quickbooks_webhook(
         }
     };
     let feed = change_feed(adapter)?;
+    let read_at = {
+        let mut conn = ctx.pool.acquire().await?;
+        ledgerflow_workflows::reconcile::read_started(&mut conn).await?
+    };
     let mut remotes = Vec::new();
     for id in &invoices {
         if let Some(r) = feed.remote_invoice(job.connection_id, id).await? {
@@ -81,10 +86,7 @@ pub async fn run_process_quickbooks_webhook(
     let mut tx = ctx.pool.begin().await?;
     let mut recorded = 0usize;
     for r in &remotes {
-        recorded += inbound::apply_remote_invoice(&mut tx, job.connection_id, r)
-            .await?
-            .recorded
-            .len();
+        recorded += apply_and_reconcile(&mut tx, job.connection_id, r, read_at).await?;
     }
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;

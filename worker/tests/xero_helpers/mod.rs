@@ -203,23 +203,25 @@ pub async fn link(pool: &PgPool, conn: &Conn, entity: &str, host_id: &str, exter
     .unwrap();
 }
 
-/// Link a payment of the host's invoice to a Xero payment.
+/// Link a payment of the host's invoice to a Xero payment of `amount_minor`.
 pub async fn link_payment(
     pool: &PgPool,
     conn: &Conn,
     invoice_id: &str,
     payment_id: &str,
     external_id: &str,
+    amount_minor: i64,
 ) {
     sqlx::query(
         "INSERT INTO ledgerflow.payment_links
              (connection_id, invoice_id, payment_id, external_id, amount_minor, last_push_at)
-         VALUES ($1, $2, $3, $4, 0, now())",
+         VALUES ($1, $2, $3, $4, $5, now())",
     )
     .bind(conn.id)
     .bind(invoice_id)
     .bind(payment_id)
     .bind(external_id)
+    .bind(amount_minor)
     .execute(pool)
     .await
     .unwrap();

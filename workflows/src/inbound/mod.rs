@@ -48,6 +48,20 @@ pub mod kind {
     /// The provider's order for the invoice was paid and the connection's
     /// settings say the host's job is then complete (Shopify).
     pub const JOB_COMPLETED: &str = "job_completed";
+    /// A payment was deleted in the provider (found when the invoice was
+    /// read back: a webhook, the pull, a reconciliation run). Payload:
+    /// `payment_id` (the host's, `null` for a payment made in the
+    /// provider), `external_payment_id`, `previous_amount_minor`,
+    /// `amount_minor: null`, `reason` ("deleted in Xero"), and the
+    /// provider's `invoice_total_minor` / `invoice_amount_paid_minor` /
+    /// `invoice_amount_due_minor` after it. The payment's link is removed:
+    /// delete the payment in the host, or re-sync to apply it again.
+    pub const PAYMENT_REMOVED: &str = "payment_removed";
+    /// A payment's amount was changed in the provider (QuickBooks allows
+    /// it; Xero only deletes). Payload as `payment_removed`, with
+    /// `amount_minor` the new amount and `previous_amount_minor` the one
+    /// known before; the link takes the new amount. One event per amount.
+    pub const PAYMENT_CHANGED: &str = "payment_changed";
 }
 
 /// One inbound event as the host reads it.

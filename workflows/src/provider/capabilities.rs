@@ -164,6 +164,33 @@ pub trait ChangeFeed: Send + Sync {
         connection_id: i64,
         since: DateTime<Utc>,
     ) -> ProviderFuture<'a, ChangedInvoices>;
+
+    /// The most ids one [`ChangeFeed::remote_invoices`] call takes.
+    fn max_remote_batch(&self) -> usize {
+        1
+    }
+
+    /// The payment state of several invoices (at most
+    /// [`ChangeFeed::max_remote_batch`]), for reconciliation: the ones the
+    /// provider has, in any order; an id missing from the answer is an
+    /// invoice the provider no longer has. The default reads them one by
+    /// one; a provider that can filter a listing by ids (Xero) does it in
+    /// one call.
+    fn remote_invoices<'a>(
+        &'a self,
+        connection_id: i64,
+        external_ids: &'a [String],
+    ) -> ProviderFuture<'a, Vec<RemoteInvoice>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(external_ids.len());
+            for id in external_ids {
+                if let Some(found) = self.remote_invoice(connection_id, id).await? {
+                    out.push(found);
+                }
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// A payment as the provider lists it on an invoice.

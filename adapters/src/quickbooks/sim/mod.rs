@@ -360,6 +360,61 @@ impl Simulator {
         Some(id.to_string())
     }
 
+    /// Someone changes a payment's amount in QuickBooks (Intuit allows it;
+    /// a payment of one invoice line): the invoice it pays owes the
+    /// difference, and the payment's and the invoice's SyncTokens move.
+    /// `false` when there is no such payment.
+    pub fn change_payment_amount(&self, realm: &str, payment_id: &str, amount_minor: i64) -> bool {
+        let mut s = self.inner();
+        let now = s.clock.now();
+        let Some(c) = s.companies.get_mut(realm) else {
+            return false;
+        };
+        c.now = now;
+        let Some(key) = state::id_of(payment_id) else {
+            return false;
+        };
+        let Some(p) = c.payments.get_mut(&key) else {
+            return false;
+        };
+        let Some(line) = p.line.first_mut() else {
+            return false;
+        };
+        let amount = crate::kit::decimal::Decimal::from_scaled(amount_minor, 2);
+        let before = line.amount.to_scaled(2).unwrap_or(0);
+        line.amount = amount.clone();
+        let paid: Vec<String> = line
+            .linked_txn
+            .iter()
+            .filter(|t| t.txn_type == "Invoice")
+            .map(|t| t.txn_id.clone())
+            .collect();
+        p.total_amt = Some(amount);
+        p.sync_token = state::bump(&p.sync_token);
+        for id in paid {
+            if let Some(inv) = state::id_of(&id).and_then(|k| c.invoices.get_mut(&k)) {
+                let balance = inv
+                    .balance
+                    .as_ref()
+                    .and_then(|b| b.to_scaled(2).ok())
+                    .unwrap_or(0);
+                inv.balance = Some(crate::kit::decimal::Decimal::from_scaled(
+                    balance + before - amount_minor,
+                    2,
+                ));
+                inv.sync_token = state::bump(&inv.sync_token);
+                c.changes.push(ChangeRecord {
+                    at: now,
+                    entity: "Invoice",
+                    id,
+                    operation: "Update",
+                });
+            }
+        }
+        c.changed("Payment", payment_id, "Update");
+        true
+    }
+
     /// The changes of a company so far, oldest first.
     pub fn changes(&self, realm: &str) -> Vec<ChangeRecord> {
         self.with_company(realm, |c| c.changes.clone())

@@ -190,15 +190,29 @@ fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
                 .cloned()
                 .collect()
         }
+        // `where Id in (...)` (a reconciliation's batch) or `where DocNumber = ...`.
         "invoice" => {
             r.invoice = c
                 .invoices
                 .values()
-                .filter(|x| wants(x.doc_number.as_deref().unwrap_or("")))
+                .filter(|x| {
+                    if field == "id" {
+                        wants(x.id.as_deref().unwrap_or(""))
+                    } else {
+                        wants(x.doc_number.as_deref().unwrap_or(""))
+                    }
+                })
                 .cloned()
                 .collect()
         }
-        "payment" => r.payment = c.payments.values().cloned().collect(),
+        "payment" => {
+            r.payment = c
+                .payments
+                .values()
+                .filter(|x| field != "id" || wants(x.id.as_deref().unwrap_or("")))
+                .cloned()
+                .collect()
+        }
         // `where Active = true`: every employee here is active.
         "employee" => r.employee = c.employees.values().cloned().collect(),
         other => {
