@@ -17,6 +17,7 @@
 //! | [`heartbeat`] | renewing the leases of in-flight jobs |
 //! | [`rescuer`] | returning jobs whose lease expired to `available` |
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
+//! | [`intake`] | moving bulk-enqueued jobs from the intake into the claimable set |
 //! | [`pruner`] | deleting finished jobs past their retention |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
 //! | [`drain`] | `--until-empty`: stopping once the queues are drained |
@@ -34,6 +35,7 @@ pub mod drain;
 pub mod fetcher;
 pub mod floor;
 pub mod heartbeat;
+pub mod intake;
 pub mod lifecycle;
 pub mod outcome;
 pub mod pace;
