@@ -1,13 +1,15 @@
 //! Bulk enqueue, both faces (issue 20): the Rust client's `enqueue_copy`
-//! (COPY into `ledgerflow.jobs`) and the SQL that hosts in other languages
-//! call (`ledgerflow.enqueue_many`; `ledgerflow.reserve_jobs` then COPY).
-//! Each keeps the queue's guarantees: a rolled-back enqueue leaves nothing,
-//! unique keys hold, and one tenant's bulk backlog does not push another
-//! tenant's new job to the back.
+//! (COPY into the intake, moved into `ledgerflow.jobs` by a worker's intake
+//! service, here `intake::move_all`) and the SQL that hosts in other
+//! languages call (`ledgerflow.enqueue_many`; `ledgerflow.reserve_jobs`
+//! then COPY). Each keeps the queue's guarantees: a rolled-back enqueue
+//! leaves nothing, unique keys hold, and one tenant's bulk backlog does not
+//! push another tenant's new job to the back.
 
 use std::time::Duration;
 
 use ledgerflow_worker::runtime::fetcher::{FetcherConfig, claim};
+use ledgerflow_worker::runtime::intake;
 use ledgerflow_workflows::payloads::QueueProbe;
 use ledgerflow_workflows::queue::{self, JobState, ManyOptions};
 use ledgerflow_workflows::{EnqueueOptions, Priority};
@@ -113,6 +115,15 @@ enum Face {
     SqlMany,
 }
 
+/// What a worker's intake service does after a commit: jobs enqueued by
+/// `enqueue_copy` become claimable (the other faces write
+/// `ledgerflow.jobs` themselves).
+async fn settle(face: Face, pool: &PgPool) {
+    if let Face::RustCopy = face {
+        intake::move_all(pool).await.unwrap();
+    }
+}
+
 async fn enqueue_by(face: Face, conn: &mut PgConnection, jobs: &[QueueProbe]) -> Vec<i64> {
     match face {
         Face::RustCopy => queue::enqueue_copy(conn, jobs, ManyOptions::default())
@@ -144,6 +155,7 @@ async fn transactional(face: Face, pool: &PgPool) {
         "{face:?}: not visible before the commit"
     );
     tx.rollback().await.unwrap();
+    settle(face, pool).await;
     assert_eq!(
         live_jobs(pool).await,
         0,
@@ -154,6 +166,10 @@ async fn transactional(face: Face, pool: &PgPool) {
     let mut tx = conn.begin().await.unwrap();
     let ids = enqueue_by(face, &mut tx, &jobs).await;
     tx.commit().await.unwrap();
+    // Readable at once, claimable once moved.
+    let rec = queue::find_job(&mut conn, ids[7]).await.unwrap().unwrap();
+    assert_eq!(rec.state, JobState::Available, "{face:?}");
+    settle(face, pool).await;
     assert_eq!(live_jobs(pool).await, 300, "{face:?}");
     for i in [0usize, 150, 299] {
         let rec = queue::find_job(&mut conn, ids[i]).await.unwrap().unwrap();
@@ -180,18 +196,21 @@ async fn fair(face: Face, pool: &PgPool) {
     for chunk in backlog.chunks(1_000) {
         enqueue_by(face, &mut conn, chunk).await;
     }
+    settle(face, pool).await;
     let mut drained = 0;
     for _ in 0..3 {
         drained += claim(pool, &claimer(), 100).await.unwrap().len();
     }
     assert_eq!(drained, 300);
     let newcomer = enqueue_by(face, &mut conn, &[probe("small", "new")]).await[0];
+    settle(face, pool).await;
     let next = claim(pool, &claimer(), 100).await.unwrap();
     assert!(
         next.iter().any(|j| j.id == newcomer),
         "{face:?}: the newcomer must not wait behind 2,700 jobs"
     );
     let own = enqueue_by(face, &mut conn, &[probe("big", "own")]).await[0];
+    settle(face, pool).await;
     let next = claim(pool, &claimer(), 100).await.unwrap();
     assert!(
         !next.iter().any(|j| j.id == own),
@@ -291,6 +310,7 @@ async fn copy_enqueue_writes_what_enqueue_would(pool: PgPool) {
     )
     .await
     .unwrap();
+    intake::move_all(&pool).await.unwrap();
     let rows: Vec<(String, String, i16, String, Option<String>, i32)> = sqlx::query_as(
         "SELECT payload->>'label', tenant, priority, state, hold_key, kind_version
          FROM ledgerflow.jobs WHERE id = ANY($1) ORDER BY id",

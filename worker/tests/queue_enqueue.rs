@@ -261,6 +261,95 @@ async fn enqueue_many_returns_one_id_per_job_and_keeps_unique_keys_in_the_caller
     assert!(err.to_string().contains("JSON object"), "{err}");
 }
 
+/// `enqueue_many` joins a pending job as `enqueue` does: the job is held
+/// back until the joiner commits. Its own rows it leaves unlocked (no one
+/// sees them before the commit), including one an earlier element of the
+/// call took a key with.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_job_joined_by_enqueue_many_is_not_claimed_until_the_joiner_commits(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let first = queue::enqueue(
+        &mut conn,
+        &probe("a", "first"),
+        EnqueueOptions::default().unique_key("k1"),
+    )
+    .await
+    .unwrap();
+
+    let jobs: Vec<_> = (0..3).map(|i| probe("a", &i.to_string())).collect();
+    let opts = queue::ManyOptions {
+        unique_keys: vec![Some("k1".into()), Some("k2".into()), Some("k2".into())],
+        ..queue::ManyOptions::default()
+    };
+    let mut joiner = pool.begin().await.unwrap();
+    let ids = queue::enqueue_many(&mut joiner, &jobs, opts).await.unwrap();
+    assert_eq!(ids[0], first);
+    assert_eq!(ids[2], ids[1]);
+    let unlocked: bool = sqlx::query_scalar("SELECT xmax = '0' FROM ledgerflow.jobs WHERE id = $1")
+        .bind(ids[1])
+        .fetch_one(&mut *joiner)
+        .await
+        .unwrap();
+    assert!(unlocked, "the call's own row is not locked");
+    assert!(
+        claim(&pool, &claimer("w"), 10).await.unwrap().is_empty(),
+        "the joined job was claimed while the joiner's transaction was open"
+    );
+    joiner.commit().await.unwrap();
+    let claimed: Vec<i64> = claim(&pool, &claimer("w"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(claimed, vec![first, ids[1]]);
+}
+
+/// Many elements of one call over a few keys: each key's first element
+/// takes it, the others get its id.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn enqueue_many_gives_every_element_of_a_key_the_same_job(pool: PgPool) {
+    let mut conn = pool.acquire().await.unwrap();
+    let held = queue::enqueue(
+        &mut conn,
+        &probe("a", "held"),
+        EnqueueOptions::default().unique_key("key-7"),
+    )
+    .await
+    .unwrap();
+    let jobs: Vec<_> = (0..2_000).map(|i| probe("a", &i.to_string())).collect();
+    let keys: Vec<Option<String>> = (0..2_000)
+        .map(|i| Some(format!("key-{}", i % 200)))
+        .collect();
+    let ids = queue::enqueue_many(
+        &mut conn,
+        &jobs,
+        queue::ManyOptions {
+            unique_keys: keys,
+            ..queue::ManyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), 2_000);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(*id, ids[i % 200], "element {i}");
+    }
+    assert_eq!(ids[7], held);
+    assert_eq!(live_jobs(&pool).await, 200);
+    let (label, n): (String, i64) = sqlx::query_as(
+        "SELECT payload->>'label', count(*) OVER () FROM ledgerflow.jobs WHERE unique_key = 'key-13'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (label.as_str(), n),
+        ("13", 1),
+        "the first element with the key"
+    );
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn live_work_is_claimed_before_backfill(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();

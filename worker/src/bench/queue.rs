@@ -1,10 +1,12 @@
 //! `ledgerflow bench queue`: the queue's raw speed, each figure next to a
 //! baseline measured in the same run on the same database:
 //!
-//! - bulk enqueue (`queue::enqueue_copy`: a COPY into `ledgerflow.jobs`,
+//! - bulk enqueue (`queue::enqueue_copy`: a COPY into the queue's intake,
 //!   `--batch` jobs a transaction, `--connections` at once) against a bare
 //!   `COPY` of the same payloads into a plain table over as many
-//!   connections; and the SQL function hosts in other languages call
+//!   connections; then the move of those jobs into the claimable set, as
+//!   a worker's intake service makes it (timed apart, and together with
+//!   the enqueue); and the SQL function hosts in other languages call
 //!   (`ledgerflow.enqueue_many`), the same way;
 //! - the drain by `--workers` worker runtimes with the worker's defaults
 //!   (leases, fencing, heartbeats, batched completion, adaptive slots)
@@ -22,7 +24,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{QueueConfig, WorkerRuntime};
+use crate::runtime::{QueueConfig, WorkerRuntime, intake};
 
 /// One `bench queue` run.
 #[derive(Debug, Clone)]
@@ -46,8 +48,14 @@ pub struct QueueReport {
     pub max_concurrency: usize,
     pub batch: usize,
     pub connections: usize,
-    /// Bulk enqueue by COPY (`queue::enqueue_copy`).
+    /// Bulk enqueue by COPY (`queue::enqueue_copy`): jobs committed (in
+    /// the intake) a second.
     pub enqueue_per_sec: f64,
+    /// Those jobs moved from the intake into `ledgerflow.jobs` (claimable)
+    /// a second, by one mover (`runtime::intake::move_all`).
+    pub intake_move_per_sec: f64,
+    /// Enqueue and move one after the other: jobs / (enqueue + move time).
+    pub enqueue_to_claimable_per_sec: f64,
     /// Bulk enqueue through the SQL function `ledgerflow.enqueue_many`.
     pub enqueue_many_per_sec: f64,
     /// The same payloads and tenants copied into a plain two-column table.
@@ -71,6 +79,11 @@ impl std::fmt::Display for QueueReport {
             f,
             "  bulk enqueue (COPY) {:>10.0} jobs/s ({} a transaction, {} connections)",
             self.enqueue_per_sec, self.batch, self.connections
+        )?;
+        writeln!(
+            f,
+            "  intake move         {:>10.0} jobs/s (enqueue + move: {:.0})",
+            self.intake_move_per_sec, self.enqueue_to_claimable_per_sec
         )?;
         writeln!(
             f,
@@ -122,6 +135,14 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         .execute(pool)
         .await?;
     let enqueue_secs = bulk_enqueue(pool, &probes, per_connection, run.batch, Bulk::Copy).await?;
+    // No worker runs yet: the move is timed alone, as one worker's intake
+    // service would make it.
+    let moving = Instant::now();
+    let moved = intake::move_all(pool).await?;
+    let move_secs = moving.elapsed().as_secs_f64();
+    if usize::try_from(moved).ok() != Some(jobs) {
+        return Err(format!("{moved} of {jobs} jobs moved from the intake").into());
+    }
 
     // 2. Drain with real worker runtimes (leases, fencing, heartbeats on).
     let stop = CancellationToken::new();
@@ -180,6 +201,8 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
         batch: run.batch,
         connections,
         enqueue_per_sec,
+        intake_move_per_sec: jobs as f64 / move_secs,
+        enqueue_to_claimable_per_sec: jobs as f64 / (enqueue_secs + move_secs),
         enqueue_many_per_sec,
         copy_per_sec,
         enqueue_over_copy: enqueue_per_sec / copy_per_sec,
@@ -194,7 +217,7 @@ pub async fn run(pool: &PgPool, run: &QueueRun) -> Result<QueueReport, Box<dyn s
 /// Which bulk enqueue [`bulk_enqueue`] times.
 #[derive(Debug, Clone, Copy)]
 enum Bulk {
-    /// `queue::enqueue_copy`: reserve ids and keys, then COPY.
+    /// `queue::enqueue_copy`: reserve ids, then COPY into the intake.
     Copy,
     /// `ledgerflow.enqueue_many`, one statement a batch.
     SqlFunction,
@@ -286,7 +309,9 @@ async fn copy_baseline(
 
 async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
     loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ledgerflow.jobs")
+        let left: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM ledgerflow.jobs) + (SELECT count(*) FROM ledgerflow.job_intake)",
+        )
             .fetch_one(pool)
             .await?;
         if left == 0 {

@@ -2,8 +2,8 @@
 //! batch runs, tests and fair benchmarks.
 //!
 //! Drained means: no job of this process's queues is available, running
-//! or scheduled (a retry waiting out its backoff is still work to do), and
-//! this process holds none. Held jobs do not count: they wait for a
+//! or scheduled (a retry waiting out its backoff is still work to do) or
+//! waits in the bulk intake to be moved, and this process holds none. Held jobs do not count: they wait for a
 //! reconnect that a batch run will not bring. It is seen twice in a row,
 //! [`DrainConfig::interval`] apart, so a job enqueued by a completion
 //! (the next step of a workflow) is not missed.
@@ -61,11 +61,13 @@ pub async fn run(
     }
 }
 
-/// No job of `queues` is available, running or scheduled.
+/// No job of `queues` is available, running or scheduled, or waits in the
+/// intake.
 pub async fn is_drained(pool: &PgPool, queues: &[String]) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT NOT EXISTS (SELECT 1 FROM ledgerflow.jobs
-                            WHERE queue = ANY($1) AND state IN ('available', 'running', 'scheduled'))",
+                            WHERE queue = ANY($1) AND state IN ('available', 'running', 'scheduled'))
+            AND NOT EXISTS (SELECT 1 FROM ledgerflow.job_intake WHERE queue = ANY($1))",
     )
     .bind(queues)
     .fetch_one(pool)

@@ -1,6 +1,7 @@
 //! Starting and stopping a worker process's queue machinery: the LISTEN
 //! connection, one fetcher and one apalis worker per queue (under an apalis
-//! Monitor), the completer, heartbeat, rescuer, scheduler and pruner.
+//! Monitor), the completer, heartbeat, rescuer, scheduler, intake mover and
+//! pruner.
 //!
 //! Shutdown: stop fetching, let in-flight jobs finish until the deadline,
 //! then hand every job still held back to the queue (attempt refunded) so
@@ -23,6 +24,7 @@ use super::dispatch::{Dispatcher, dispatch};
 use super::drain::{self, DrainConfig};
 use super::fetcher::{Fetcher, FetcherConfig, InFlight};
 use super::floor::FloorConfig;
+use super::intake::{self, IntakeConfig};
 use super::pace::PaceConfig;
 use super::pruner::Retention;
 use super::registry::Registry;
@@ -51,6 +53,8 @@ pub struct QueueConfig {
     /// Fetchers poll at least this often even without a notification.
     pub poll_interval: Duration,
     pub schedule_interval: Duration,
+    /// When bulk-enqueued jobs move from the intake ([`intake`]).
+    pub intake: IntakeConfig,
     pub prune_interval: Duration,
     /// When this process vacuums the queue's and the limiter's tables
     /// ([`vacuum`]); `None` leaves them to autovacuum.
@@ -79,6 +83,7 @@ impl Default for QueueConfig {
             rescue_interval: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             schedule_interval: Duration::from_millis(200),
+            intake: IntakeConfig::default(),
             prune_interval: Duration::from_secs(60),
             vacuum: Some(VacuumPolicy::default()),
             cron_interval: Duration::from_secs(1),
@@ -136,18 +141,21 @@ impl WorkerRuntime {
         let stop_services = CancellationToken::new();
         let mut services = JoinSet::new();
 
-        // One LISTEN connection wakes every fetcher of this process.
+        // One LISTEN connection wakes every fetcher of this process, and
+        // its intake mover.
         let mut wakes = Vec::new();
         for _ in &config.queues {
             wakes.push(Arc::new(Notify::new()));
         }
+        let intake_wake = Arc::new(Notify::new());
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen("ledgerflow_jobs").await?;
+        listener.listen_all([JOBS_CHANNEL, intake::CHANNEL]).await?;
         {
             let queues = config.queues.clone();
             let wakes = wakes.clone();
+            let intake_wake = intake_wake.clone();
             let stop = stop_services.clone();
-            services.spawn(async move { listen(listener, queues, wakes, stop).await });
+            services.spawn(async move { listen(listener, queues, wakes, intake_wake, stop).await });
         }
 
         let (completions_tx, completions_rx) =
@@ -178,6 +186,12 @@ impl WorkerRuntime {
         services.spawn(scheduler::run(
             pool.clone(),
             config.schedule_interval,
+            stop_services.clone(),
+        ));
+        services.spawn(intake::run(
+            pool.clone(),
+            config.intake,
+            intake_wake,
             stop_services.clone(),
         ));
         services.spawn(pruner::run(
@@ -317,10 +331,14 @@ async fn release_inflight(pool: &PgPool, inflight: &InFlight) -> Result<u64, sql
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+/// Fetchers are woken on this channel, the payload naming the queue.
+const JOBS_CHANNEL: &str = "ledgerflow_jobs";
+
 async fn listen(
     mut listener: PgListener,
     queues: Vec<String>,
     wakes: Vec<Arc<Notify>>,
+    intake_wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
     loop {
@@ -329,6 +347,7 @@ async fn listen(
             n = listener.recv() => n,
         };
         match n {
+            Ok(n) if n.channel() == intake::CHANNEL => intake_wake.notify_one(),
             Ok(n) => {
                 if let Some(i) = queues.iter().position(|q| q == n.payload()) {
                     wakes[i].notify_one();
@@ -340,6 +359,7 @@ async fn listen(
                 for w in &wakes {
                     w.notify_one();
                 }
+                intake_wake.notify_one();
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -17,6 +17,7 @@
 //! | [`heartbeat`] | renewing the leases of in-flight jobs |
 //! | [`rescuer`] | returning jobs whose lease expired to `available` |
 //! | [`scheduler`] | making `scheduled` jobs `available` when their time comes |
+//! | [`intake`] | moving bulk-enqueued jobs from the intake into the claimable set |
 //! | [`pruner`] | deleting finished jobs past their retention |
 //! | [`counts`] | folding the live-job counts the jobs table's triggers append, so reading them stays cheap |
 //! | [`vacuum`] | vacuuming the tables whose rows churn (jobs, the limiter's) when dead rows pile up |
@@ -36,6 +37,7 @@ pub mod drain;
 pub mod fetcher;
 pub mod floor;
 pub mod heartbeat;
+pub mod intake;
 pub mod lifecycle;
 pub mod outcome;
 pub mod pace;

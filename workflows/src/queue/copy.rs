@@ -1,35 +1,37 @@
 //! Bulk enqueue by `COPY` ([`enqueue_copy`]): many jobs of one kind into
-//! `ledgerflow.jobs` inside the caller's transaction, for hosts and
-//! backfills. The fastest way in: no per-row function call and no
-//! speculative insertion, one round trip to reserve ids and fair keys
-//! (`ledgerflow.reserve_jobs`) and one COPY.
+//! the queue's intake inside the caller's transaction, for hosts and
+//! backfills. The fastest way in: one round trip to reserve ids
+//! (`ledgerflow.reserve_intake`) and one COPY into a plain table with no
+//! index and no trigger (`ledgerflow.job_intake_0` or `_1`, whichever the
+//! reservation names), so a job costs its heap row and nothing more.
 //!
 //! This module owns only the client side of that protocol (building the
-//! rows); the queue's rules stay in SQL: fair keys come from
-//! `ledgerflow.next_fair_key`, the insert triggers key raw rows and hold the
-//! jobs of paused connections, and jobs with unique keys go through
-//! `ledgerflow.enqueue_many`, since a COPY cannot skip a duplicate key.
+//! rows). The queue's rules stay in SQL: the intake's constraints refuse
+//! what `ledgerflow.enqueue` refuses, and the worker's intake service
+//! (`runtime::intake` in `ledgerflow-worker`) moves the jobs into
+//! `ledgerflow.jobs`, keyed for fairness, a few milliseconds after the
+//! commit. Jobs with unique keys go through `ledgerflow.enqueue_many`
+//! instead, since a COPY cannot skip a duplicate key.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
 use super::enqueue::{EnqueueError, ManyOptions, enqueue_many};
 use super::job::{JobId, JobKind};
 
-/// The columns a bulk COPY writes, in the order of each row.
-const COPY_STATEMENT: &str = "COPY ledgerflow.jobs (id, queue, kind, kind_version, payload, state, \
-     priority, tenant, fair_key, run_at, hold_key) FROM STDIN";
-
 /// Rows sent to the server at a time (a few hundred kB each).
 const CHUNK_ROWS: usize = 2_000;
 
 /// Enqueue many jobs of one kind by `COPY`, inside the caller's transaction
-/// (a savepoint when `conn` is in one; its own transaction otherwise), as
-/// [`enqueue_many`] would: one id per job, in order; fairness computed once
-/// per tenant; fetchers woken once, at commit. A rollback leaves no job.
+/// (a savepoint when `conn` is in one; its own transaction otherwise). One
+/// id per job, in order; a rollback leaves no job.
+///
+/// The jobs land in the queue's intake and become claimable when a
+/// worker's intake service moves them (woken by the commit; milliseconds
+/// while a worker runs), keyed for fairness then: each tenant's jobs in
+/// order, behind its jobs already waiting, as [`enqueue_many`] keys them.
+/// [`super::find_job`] reads them meanwhile, as available or scheduled.
 ///
 /// Jobs with unique keys (`opts.unique_keys`) are enqueued by
 /// [`enqueue_many`] instead: a key a pending job already holds must return
@@ -50,48 +52,35 @@ pub async fn enqueue_copy<K: JobKind>(
             "hold_keys may not be longer than the jobs".into(),
         ));
     }
-
-    // Tenants in their first appearance's order, each job's place among
-    // its tenant's jobs.
-    let mut tenant_index: HashMap<&str, usize> = HashMap::new();
-    let mut tenants: Vec<&str> = Vec::new();
-    let mut places: Vec<(usize, i64)> = Vec::with_capacity(jobs.len());
-    let mut counts: Vec<i64> = Vec::new();
-    for job in jobs {
-        let t = job.tenant();
-        let i = *tenant_index.entry(t).or_insert_with(|| {
-            tenants.push(t);
-            counts.push(0);
-            tenants.len() - 1
-        });
-        places.push((i, counts[i]));
-        counts[i] += 1;
-    }
-
-    let mut tx = conn.begin().await?;
     let n = i32::try_from(jobs.len())
         .map_err(|_| EnqueueError::Refused("more than 2^31 jobs in one call".into()))?;
-    let (ids, bases, run_at, due): (Vec<i64>, Vec<i64>, DateTime<Utc>, bool) = sqlx::query_as(
-        "SELECT ids, bases, run_at, due FROM ledgerflow.reserve_jobs($1, $2, $3, $4)",
-    )
-    .bind(K::QUEUE)
-    .bind(&tenants)
-    .bind(n)
-    .bind(opts.run_at)
-    .fetch_one(&mut *tx)
-    .await?;
-    if ids.len() != jobs.len() || bases.len() != tenants.len() {
+
+    let mut tx = conn.begin().await?;
+    let (ids, intake): (Vec<i64>, String) =
+        sqlx::query_as("SELECT ids, intake FROM ledgerflow.reserve_intake($1)")
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
+    if ids.len() != jobs.len() {
         return Err(EnqueueError::Refused(format!(
-            "ledgerflow.reserve_jobs gave {} ids and {} keys for {} jobs of {} tenants",
+            "ledgerflow.reserve_intake gave {} ids for {} jobs",
             ids.len(),
-            bases.len(),
-            jobs.len(),
-            tenants.len()
+            jobs.len()
         )));
     }
 
+    // Columns left out take the table's defaults: run_at now, no hold key.
+    let holds = opts.hold_keys.iter().any(Option::is_some);
+    let statement = format!(
+        "COPY {intake} (id, queue, kind, kind_version, payload, priority, tenant{}{}) FROM STDIN",
+        if opts.run_at.is_some() {
+            ", run_at"
+        } else {
+            ""
+        },
+        if holds { ", hold_key" } else { "" },
+    );
     // The columns every row shares, already in COPY's text format.
-    let state = if due { "available" } else { "scheduled" };
     let priority = opts.priority.unwrap_or(K::PRIORITY).as_i16();
     let shared = format!(
         "{}\t{}\t{}\t",
@@ -99,9 +88,9 @@ pub async fn enqueue_copy<K: JobKind>(
         copy_text(K::KIND),
         K::VERSION
     );
-    let run_at = run_at.to_rfc3339();
+    let run_at = opts.run_at.map(|t| format!("\t{}", t.to_rfc3339()));
 
-    let mut copy = tx.copy_in_raw(COPY_STATEMENT).await?;
+    let mut copy = tx.copy_in_raw(&statement).await?;
     let mut rows = String::new();
     for (c, chunk) in jobs.chunks(CHUNK_ROWS).enumerate() {
         rows.clear();
@@ -119,16 +108,20 @@ pub async fn enqueue_copy<K: JobKind>(
                     return Err(EnqueueError::Encode(e));
                 }
             };
-            let (t, place) = places[i];
             // Writing to a String cannot fail.
             let _ = write!(rows, "{}\t{shared}", ids[i]);
             push_copy_text(&mut rows, &payload);
-            let _ = write!(rows, "\t{state}\t{priority}\t");
-            push_copy_text(&mut rows, tenants[t]);
-            let _ = write!(rows, "\t{}\t{run_at}\t", bases[t] + place);
-            match opts.hold_keys.get(i).and_then(Option::as_deref) {
-                Some(hold) => push_copy_text(&mut rows, hold),
-                None => rows.push_str("\\N"),
+            let _ = write!(rows, "\t{priority}\t");
+            push_copy_text(&mut rows, job.tenant());
+            if let Some(run_at) = &run_at {
+                rows.push_str(run_at);
+            }
+            if holds {
+                rows.push('\t');
+                match opts.hold_keys.get(i).and_then(Option::as_deref) {
+                    Some(hold) => push_copy_text(&mut rows, hold),
+                    None => rows.push_str("\\N"),
+                }
             }
             rows.push('\n');
         }

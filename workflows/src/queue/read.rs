@@ -74,7 +74,8 @@ impl JobRecord {
     }
 }
 
-/// Read a job by id, live or finished (until pruned).
+/// Read a job by id, live or finished (until pruned), or waiting in the
+/// bulk intake (as available or scheduled).
 pub async fn find_job(
     conn: &mut PgConnection,
     id: JobId,
@@ -86,6 +87,12 @@ pub async fn find_job(
         UNION ALL
         SELECT id, queue, kind, state, tenant, attempt, payload, NULL, errors, created_at, finished_at
         FROM ledgerflow.finished_jobs WHERE id = $1
+        UNION ALL
+        -- Bulk-enqueued and not yet moved into ledgerflow.jobs (read in
+        -- the same snapshot, so a job being moved is found on one side).
+        SELECT id, queue, kind, CASE WHEN run_at <= now() THEN 'available' ELSE 'scheduled' END,
+               tenant, 0, payload, run_at, '[]'::jsonb, created_at, NULL
+        FROM ledgerflow.job_intake WHERE id = $1
         LIMIT 1
         "#,
     )
