@@ -5,8 +5,9 @@
 //! see it complete, pause a connection and see its sync wait; a screenshot
 //! of each page is kept in target/console-screenshots/.
 //!
-//! Skipped, loudly, only when chromium or node is not installed (`.ci/run`
-//! installs both).
+//! Skipped, loudly, only when chromium or node is not installed; where a
+//! browser is required (`LEDGERFLOW_REQUIRE_BROWSER=1`, which `.ci/run`
+//! sets after installing both) a missing one fails the test instead.
 
 mod common;
 mod console_support;
@@ -36,6 +37,10 @@ fn has_node() -> bool {
 }
 
 fn skip(why: &str) {
+    assert!(
+        std::env::var_os("LEDGERFLOW_REQUIRE_BROWSER").is_none(),
+        "the console's browser test cannot run: {why} (LEDGERFLOW_REQUIRE_BROWSER is set)"
+    );
     eprintln!(
         "\n\
          ################################################################\n\
