@@ -13,9 +13,18 @@
 //! down to `--concurrency`. Jobs that call providers take tens or hundreds
 //! of milliseconds, so they run at `--concurrency` as before; the limiter
 //! still bounds what reaches a provider.
+//!
+//! Slots open gradually at start ([`PaceConfig::start`]): a fetcher begins
+//! with a few and each finished job opens one more until `base`. With 500
+//! or 1,000 slots opened at once, every job of the first claim queued for
+//! the same pool connections and row locks, so the first answers of every
+//! tenant came after 4 to 5 s, and a rate-limited run ends that much later
+//! (each tenant's last window is counted from its first call). Started
+//! small, the first tenants' first calls are answered in a fraction of a
+//! second and the slots reach `base` within the first thousand jobs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -31,7 +40,13 @@ pub struct PaceConfig {
     pub cheap: Duration,
     /// Jobs finished before the mean is read again.
     pub sample: u64,
+    /// Slots open at start; each finished job opens one more until `base`.
+    pub start: usize,
 }
+
+/// Slots a fetcher opens at start ([`PaceConfig::start`]), when its base
+/// is larger: about one first job per tenant of a busy shop's worker.
+pub const START_SLOTS: usize = 64;
 
 impl PaceConfig {
     /// The default pace around `base` slots: up to 16 times as many
@@ -43,6 +58,7 @@ impl PaceConfig {
             max: base.saturating_mul(16).max(512),
             cheap: Duration::from_millis(5),
             sample: 64,
+            start: base.min(START_SLOTS),
         }
     }
 
@@ -77,6 +93,37 @@ pub struct Slot {
     _permit: OwnedSemaphorePermit,
     started: Option<Instant>,
     times: Arc<JobTimes>,
+    ramp: Arc<Ramp>,
+}
+
+/// The slots still to open after start: each finished job opens one.
+#[derive(Debug)]
+struct Ramp {
+    left: AtomicUsize,
+    slots: Arc<Semaphore>,
+}
+
+impl Ramp {
+    fn open_one(&self) {
+        let opened = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if opened {
+            self.slots.add_permits(1);
+        }
+    }
+
+    /// Takes up to `n` slots off those still to open; returns how many.
+    fn cancel(&self, n: usize) -> usize {
+        match self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left - left.min(n))
+            }) {
+            Ok(left) | Err(left) => left.min(n),
+        }
+    }
 }
 
 impl Slot {
@@ -91,6 +138,7 @@ impl Drop for Slot {
         if let Some(at) = self.started {
             self.times.record(at.elapsed());
         }
+        self.ramp.open_one();
     }
 }
 
@@ -103,19 +151,30 @@ pub struct Pace {
     owed: usize,
     slots: Arc<Semaphore>,
     times: Arc<JobTimes>,
+    ramp: Arc<Ramp>,
 }
 
 impl Pace {
     pub fn new(config: PaceConfig) -> Self {
+        let base = config.base.max(1);
         let config = PaceConfig {
-            max: config.max.max(config.base),
+            base,
+            max: config.max.max(base),
+            start: config.start.clamp(1, base),
             ..config
         };
+        let slots = Arc::new(Semaphore::new(config.start));
         Pace {
             config,
+            // The limit counts the slots still to open: they are owed to
+            // the fetcher, opened one per finished job.
             limit: config.base,
             owed: 0,
-            slots: Arc::new(Semaphore::new(config.base)),
+            ramp: Arc::new(Ramp {
+                left: AtomicUsize::new(config.base - config.start),
+                slots: slots.clone(),
+            }),
+            slots,
             times: Arc::default(),
         }
     }
@@ -135,6 +194,7 @@ impl Pace {
             _permit: permit,
             started: None,
             times: self.times.clone(),
+            ramp: self.ramp.clone(),
         }
     }
 
@@ -157,7 +217,9 @@ impl Pace {
                 self.limit = next;
             }
             Some(next) => {
+                // Slots not opened yet go first.
                 let drop = self.limit - next;
+                let drop = drop - self.ramp.cancel(drop);
                 self.owed += drop - self.slots.forget_permits(drop);
                 tracing::debug!(slots = next, ?mean, "jobs take time: fewer slots");
                 self.limit = next;
@@ -216,5 +278,57 @@ mod tests {
         pace.adjust(true);
         assert_eq!(pace.limit(), 2);
         assert_eq!(sem.available_permits(), 2);
+    }
+
+    #[tokio::test]
+    async fn slots_open_one_per_finished_job_from_start_to_base() {
+        let pace = Pace::new(PaceConfig {
+            start: 1,
+            ..PaceConfig::fixed(4)
+        });
+        let sem = pace.semaphore();
+        assert_eq!(sem.available_permits(), 1, "one slot at start");
+        let mut open = Vec::new();
+        for expected in [2, 3, 4, 4, 4] {
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            drop(pace.slot(permit));
+            assert_eq!(sem.available_permits(), expected);
+        }
+        // At base: every slot in use, none opens beyond it.
+        for _ in 0..4 {
+            open.push(pace.slot(sem.clone().acquire_owned().await.unwrap()));
+        }
+        assert_eq!(sem.available_permits(), 0);
+        open.clear();
+        assert_eq!(sem.available_permits(), 4);
+        assert_eq!(
+            PaceConfig::around(32).start,
+            32,
+            "a default worker starts at its base"
+        );
+        assert_eq!(PaceConfig::around(1000).start, START_SLOTS);
+    }
+
+    #[tokio::test]
+    async fn a_shrink_before_the_ramp_ends_cancels_unopened_slots_first() {
+        let mut pace = Pace::new(PaceConfig {
+            start: 2,
+            sample: 1,
+            ..PaceConfig::around(8)
+        });
+        let sem = pace.semaphore();
+        // Cheap jobs grow it to 16 (8 owed by the ramp, 6 still unopened).
+        pace.times.record(Duration::from_micros(100));
+        pace.adjust(true);
+        assert_eq!(pace.limit(), 16);
+        assert_eq!(sem.available_permits(), 2 + 8);
+        // Slow ones shrink it back to 8: the 6 unopened go first, then 2.
+        pace.times.record(Duration::from_millis(100));
+        pace.adjust(true);
+        assert_eq!(pace.limit(), 8);
+        assert_eq!(sem.available_permits(), 8);
+        // Nothing is left to open.
+        drop(pace.slot(sem.clone().acquire_owned().await.unwrap()));
+        assert_eq!(sem.available_permits(), 8);
     }
 }
