@@ -19,6 +19,8 @@ pub struct WorkerArgs {
     /// Jobs run at once, per queue, when they take time (provider calls;
     /// 1 to 1024). While the jobs are cheap (under 5 ms on average) and more
     /// are waiting, the worker runs more at once, up to --max-concurrency.
+    /// Above 64, slots open gradually at start: 64, then one more per
+    /// finished job.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Jobs run at once, per queue, while they are cheap (1 to 65535)
