@@ -6,9 +6,10 @@
 //!
 //! Ticks are on multiples of the interval since the epoch, recorded in
 //! `ledgerflow.cron_ticks` with the tick's job in one transaction, so each
-//! connection's tick fires once however many workers run; the job's unique
-//! key makes a tick that finds a run waiting (or an operator's
-//! `ledgerflow reconcile`) join it.
+//! connection's tick fires once however many workers run; a tick that
+//! finds a run waiting or under way (an operator's `ledgerflow reconcile`,
+//! or the previous tick's) joins it (`reconcile::enqueue_reconcile`), so
+//! one run of a connection goes at a time.
 //!
 //! This module owns wiring only: the run is `workflows::reconcile::run`.
 

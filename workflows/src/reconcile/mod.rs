@@ -104,8 +104,8 @@ pub struct ReconcileConnection {
 }
 
 impl ReconcileConnection {
-    /// One pending run per connection: a tick or an operator that finds one
-    /// waiting joins it.
+    /// One run per connection: a tick or an operator that finds one waiting
+    /// or under way joins it ([`enqueue_reconcile`]).
     pub fn unique_key(&self) -> String {
         format!("reconcile:{}", self.connection_id)
     }

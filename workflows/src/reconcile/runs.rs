@@ -349,7 +349,9 @@ pub async fn run_for_job(
 }
 
 /// Enqueues a run of the connection in the caller's transaction; a run
-/// already waiting is joined (its job id is returned).
+/// already waiting or under way is joined (its job id is returned), so the
+/// periodic tick and an operator's `ledgerflow reconcile` never start a
+/// second run of a connection beside the first.
 pub async fn enqueue_reconcile(
     conn: &mut PgConnection,
     connection_id: i64,
@@ -364,6 +366,11 @@ pub async fn enqueue_reconcile(
         tenant,
         connection_id,
     };
+    // The unique key joins a pending job only; a running one is joined
+    // here. Two callers that both find none meet on the unique key.
+    if let Some(live) = queue::live_job_with_key(conn, &job.unique_key()).await? {
+        return Ok(live);
+    }
     let opts = EnqueueOptions::default()
         .unique_key(job.unique_key())
         .hold_key(hold_key(connection_id));
