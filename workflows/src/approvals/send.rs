@@ -12,7 +12,8 @@
 //! provider for those references ([`adopt_lost`]) before sending again, so
 //! a batch whose answer was lost is never created twice. Every outcome is
 //! fenced on the key: a job that was taken over cannot record over its
-//! successor.
+//! successor. A job the queue gave up on fails the batch it left in flight
+//! ([`gave_up`]) rather than leave it `syncing`.
 //!
 //! This module must not call providers (the worker's handler does).
 
@@ -341,6 +342,35 @@ pub async fn adopt_lost(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The queue gave up on the connection's send-approved job (attempts used
+/// up, by failures or by workers that died with it): the batch it left in
+/// flight fails with the reason instead of staying `syncing`. Its answer
+/// may have been lost after the provider created it, so the message says
+/// that "retry" looks for it first: a retry's sync finds the event started,
+/// so it looks the invoice up by its number before creating one. Approved
+/// invoices it had not taken stay approved, for the next "sync approved
+/// now". Returns how many events failed.
+pub async fn gave_up(
+    pool: &PgPool,
+    connection: &Connection,
+    message: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'failed', batch_key = NULL, error_class = 'permanent', error_message = $2,
+             finished_at = now(), updated_at = now()
+         WHERE connection_id = $1 AND status = 'syncing' AND batch_key IS NOT NULL",
+    )
+    .bind(connection.id)
+    .bind(format!(
+        "the approved invoices' send gave up ({message}); this invoice was in a batch sent to {} whose answer never came back: \"retry\" looks for it there by its number before sending it again",
+        connection.provider.display_name()
+    ))
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Sends every approved invoice of the connection left (all of them when

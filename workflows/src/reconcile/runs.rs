@@ -256,6 +256,26 @@ pub async fn start_run(
     .await?)
 }
 
+/// The queue gave up on job `job_id`: its run still `running` fails with
+/// the reason (rather than wait for the connection's next run to mark it
+/// interrupted). Returns how many runs.
+pub async fn fail_runs_of_job(
+    conn: &mut PgConnection,
+    job_id: i64,
+    message: &str,
+) -> Result<u64, ReconcileError> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.reconcile_runs
+         SET status = 'failed', status_reason = $2, finished_at = now()
+         WHERE job_id = $1 AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(format!("gave up: {message}"))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// How many finished runs a connection keeps: the newest say what is wrong now.
 const RUNS_KEPT: i64 = 50;
 
