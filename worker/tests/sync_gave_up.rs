@@ -6,7 +6,8 @@
 //! The invoice's open event says which step it waits for and why (so
 //! "retry" runs the step again, and then the chain finishes), the host's
 //! item or customer record stays pending with the reason, and a later
-//! change of it syncs it.
+//! change of it syncs it. And a chain's void step abandoned before it
+//! picked the chain's event fails that event with the reason.
 
 mod common;
 mod quickbooks_helpers;
@@ -292,4 +293,55 @@ async fn a_sync_customer_step_abandoned_by_dead_workers_leaves_its_invoice_waiti
             .map(|r| r.value.clone()),
         customers[0].id
     );
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_chain_void_step_that_gives_up_before_picking_its_event_fails_the_event(pool: PgPool) {
+    let q = qbo_with(&pool, QuickBooksSettings::default()).await;
+    let inv = snapshot("3103", 15_000);
+    q.synced(&inv).await;
+    let mut db = pool.acquire().await.unwrap();
+    ledger::update_settings_json(
+        &mut db,
+        q.connection.id,
+        &json!({"auto_sync": true, "mark_deleted_on_cancel": true}),
+    )
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledger::on_host_trigger(
+        &mut tx,
+        &HostTrigger {
+            tenant_id: TENANT,
+            trigger: Trigger::JobCancelled,
+            label: None,
+            snapshot: &inv,
+            action_override: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(started[0].steps, vec!["void 3103"]);
+    // Workers died with the void step until its attempts were used up: it
+    // never got as far as picking the chain's event.
+    attempts_used(&pool, "void-order", 8).await;
+
+    let w = start(&pool, registry(&q), fast_config("gave-up-void"));
+    let d = eventually(WAIT, "the void to fail", || async {
+        let d = dialog(&q, &inv.invoice_id).await;
+        (d.status == InvoiceSyncStatus::Failed).then_some(d)
+    })
+    .await;
+    w.stop().await;
+    assert_eq!(failed_jobs(&pool, "void-order").await, 1);
+    let error = d.last_error.unwrap();
+    assert!(
+        error
+            .message
+            .starts_with("gave up: 8 attempts were used up"),
+        "{}",
+        error.message
+    );
+    assert!(d.actions.retry);
 }
