@@ -6,8 +6,9 @@
 //! The invoice's open event says which step it waits for and why (so
 //! "retry" runs the step again, and then the chain finishes), the host's
 //! item or customer record stays pending with the reason, and a later
-//! change of it syncs it. And a chain's void step abandoned before it
-//! picked the chain's event fails that event with the reason.
+//! change of it syncs it. A chain's void step abandoned before it picked
+//! the chain's event fails that event with the reason, and a timesheet's
+//! sync abandoned the same way fails its pending entries with it.
 
 mod common;
 mod quickbooks_helpers;
@@ -29,6 +30,7 @@ use ledgerflow_workflows::ledger::{
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::settings::{Provider as ProviderName, QuickBooksSettings, Trigger};
+use ledgerflow_workflows::timesheets::{self, EmployeeMapping, Timesheet, TimesheetEntry};
 use quickbooks_helpers::{Qbo, TENANT, qbo_with, snapshot};
 use serde_json::json;
 use sqlx::PgPool;
@@ -344,4 +346,87 @@ async fn a_chain_void_step_that_gives_up_before_picking_its_event_fails_the_even
         error.message
     );
     assert!(d.actions.retry);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_timesheet_sync_that_gives_up_fails_its_pending_entries_with_the_reason(pool: PgPool) {
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 12, d).unwrap();
+    let q = qbo_with(
+        &pool,
+        QuickBooksSettings {
+            sync_timesheets: true,
+            timesheet_start_date: Some(day(1)),
+            ..QuickBooksSettings::default()
+        },
+    )
+    .await;
+    let alex = q.sim.add_employee(&q.realm, "Alex Rider");
+    let mut db = pool.acquire().await.unwrap();
+    timesheets::set_employee_mapping(
+        &mut db,
+        q.connection.id,
+        &EmployeeMapping {
+            member_id: "alex".into(),
+            member_name: "Alex".into(),
+            employee_id: alex,
+        },
+    )
+    .await
+    .unwrap();
+    let sheet = Timesheet {
+        timesheet_id: "T1".into(),
+        member_id: "alex".into(),
+        member_name: "Alex".into(),
+        status: "approved".into(),
+        entries: [2, 3]
+            .into_iter()
+            .map(|d| TimesheetEntry {
+                entry_id: format!("T1-{d}"),
+                date: day(d),
+                minutes: 90,
+                description: Some("Bike repairs".into()),
+                member_id: None,
+                member_name: None,
+            })
+            .collect(),
+    };
+    timesheets::record_approved(&mut db, q.connection.id, &sheet)
+        .await
+        .unwrap();
+    attempts_used(&pool, "sync-time-activity", 8).await;
+
+    let registry =
+        ledgerflow_worker::handlers::quickbooks_time::register(Registry::new(), q.adapter.clone());
+    let w = start(&pool, registry, fast_config("gave-up-time"));
+    let settled = |want: &'static str| {
+        let q = &q;
+        async move {
+            eventually(WAIT, &format!("every entry {want}"), || async {
+                let mut db = q.pool.acquire().await.unwrap();
+                let e = timesheets::entries(&mut db, q.connection.id, None)
+                    .await
+                    .unwrap();
+                e.iter().all(|e| e.status == want).then_some(e)
+            })
+            .await
+        }
+    };
+    let failed = settled("failed").await;
+    assert_eq!(failed.len(), 2);
+    for e in &failed {
+        let why = e.reason.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("gave up: 8 attempts were used up")
+                && why.contains("approve the timesheet again"),
+            "{why}"
+        );
+    }
+    assert!(q.sim.time_activities(&q.realm).is_empty());
+    // Approved again: sent again.
+    timesheets::record_approved(&mut db, q.connection.id, &sheet)
+        .await
+        .unwrap();
+    settled("synced").await;
+    w.stop().await;
+    assert_eq!(q.sim.time_activities(&q.realm).len(), 2);
 }

@@ -270,7 +270,7 @@ pub async fn fail_runs_of_job(
          WHERE job_id = $1 AND status = 'running'",
     )
     .bind(job_id)
-    .bind(format!("gave up: {message}"))
+    .bind(format!("the run's job failed for good: {message}"))
     .execute(&mut *conn)
     .await?
     .rows_affected())
