@@ -7,9 +7,8 @@
 //! read in one batched call; the periodic run fires once per tick however
 //! many workers run, and a tick that lands while an operator's run reads
 //! joins it (one run, one `payment_removed` per deleted payment); an
-//! attempt that lost its job writes nothing, and a job the queue gives up
-//! on fails the run it left running; a run skips when the day's quota is
-//! low. And a
+//! attempt that lost its job writes nothing; a run skips when the day's
+//! quota is low. And a
 //! payment whose amount was changed in QuickBooks (its simulator), which
 //! the same code reconciles through QuickBooks' change feed.
 
@@ -578,42 +577,6 @@ async fn a_reconcile_attempt_that_lost_its_job_writes_nothing(pool: PgPool) {
     );
     assert_eq!(links_of(&pool, &conn, "host-S1").await, ["pay-S1-0"]);
     assert!(unread(&pool, &conn.tenant).await.is_empty());
-}
-
-#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn a_reconcile_job_that_gives_up_fails_the_run_it_left_running(pool: PgPool) {
-    let env = xero_env(&pool).await;
-    let conn = connect(&env, "shop-gone", "UTC", None).await;
-    synced(&env, &conn, "G1", &[]).await;
-    let job = {
-        let mut db = pool.acquire().await.unwrap();
-        enqueue_reconcile(&mut db, conn.id).await.unwrap()
-    };
-    // Its workers died mid-run until its attempts were used up: the last
-    // one's run is left running.
-    {
-        let mut db = pool.acquire().await.unwrap();
-        ledgerflow_workflows::reconcile::runs::start_run(&mut db, &conn.tenant, conn.id, Some(job))
-            .await
-            .unwrap();
-    }
-    sqlx::query("UPDATE ledgerflow.jobs SET attempt = 5 WHERE id = $1")
-        .bind(job)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let registry = reconcile::register(Registry::new(), providers(&env), Duration::from_secs(3600));
-    let mut config = fast_config("reconciler");
-    // No periodic run of its own in this test.
-    config.cron_interval = Duration::from_secs(3600);
-    let w = start(&pool, registry, config);
-    let run = run_of(&pool, job, RunStatus::Failed).await;
-    w.stop().await;
-    let why = run.status_reason.unwrap_or_default();
-    assert!(
-        why.starts_with("the run's job failed for good: gave up: 5 attempts were used up"),
-        "{why}"
-    );
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

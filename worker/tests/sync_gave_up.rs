@@ -8,7 +8,8 @@
 //! item or customer record stays pending with the reason, and a later
 //! change of it syncs it. A chain's void step abandoned before it picked
 //! the chain's event fails that event with the reason, and a timesheet's
-//! sync abandoned the same way fails its pending entries with it.
+//! sync abandoned the same way fails its pending entries with it; a
+//! reconciliation whose job gives up fails the run it left running.
 
 mod common;
 mod quickbooks_helpers;
@@ -34,7 +35,7 @@ use ledgerflow_workflows::timesheets::{self, EmployeeMapping, Timesheet, Timeshe
 use quickbooks_helpers::{Qbo, TENANT, qbo_with, snapshot};
 use serde_json::json;
 use sqlx::PgPool;
-use xero_helpers::{count, eventually};
+use xero_helpers::{connect, count, eventually, xero_env};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -429,4 +430,53 @@ async fn a_timesheet_sync_that_gives_up_fails_its_pending_entries_with_the_reaso
     settled("synced").await;
     w.stop().await;
     assert_eq!(q.sim.time_activities(&q.realm).len(), 2);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_reconcile_job_that_gives_up_fails_the_run_it_left_running(pool: PgPool) {
+    let env = xero_env(&pool).await;
+    let conn = connect(&env, "shop-gone", "UTC", None).await;
+    let job = {
+        let mut db = pool.acquire().await.unwrap();
+        ledgerflow_workflows::reconcile::enqueue_reconcile(&mut db, conn.id)
+            .await
+            .unwrap()
+    };
+    // Its workers died mid-run until its attempts were used up: the last
+    // one's run is left running.
+    {
+        let mut db = pool.acquire().await.unwrap();
+        ledgerflow_workflows::reconcile::runs::start_run(&mut db, &conn.tenant, conn.id, Some(job))
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE ledgerflow.jobs SET attempt = 5 WHERE id = $1")
+        .bind(job)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let providers = Providers::new().with(ProviderName::Xero, Arc::new(env.adapter.clone()));
+    let registry = ledgerflow_worker::handlers::reconcile::register(
+        Registry::new(),
+        providers,
+        Duration::from_secs(3600),
+    );
+    let mut config = fast_config("reconciler");
+    // No periodic run of its own in this test.
+    config.cron_interval = Duration::from_secs(3600);
+    let w = start(&pool, registry, config);
+    let run = eventually(WAIT, "the run failed", || async {
+        let mut db = pool.acquire().await.unwrap();
+        ledgerflow_workflows::reconcile::run_for_job(&mut db, job)
+            .await
+            .unwrap()
+            .filter(|r| r.status == ledgerflow_workflows::reconcile::RunStatus::Failed)
+    })
+    .await;
+    w.stop().await;
+    let why = run.status_reason.unwrap_or_default();
+    assert!(
+        why.starts_with("the run's job failed for good: gave up: 5 attempts were used up"),
+        "{why}"
+    );
 }
