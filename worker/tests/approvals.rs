@@ -4,7 +4,10 @@
 //! batches of at most 50 a request; a newer snapshot of an approved invoice
 //! is the one sent; an approved edit of an invoice already in Xero goes
 //! through its sync chain; the setting off syncs at once; an unknown
-//! setting is refused. And payment terms: they set the Xero due date, and
+//! setting is refused; a send that gives up with a batch in flight fails
+//! its invoices with the reason, and sending them again (a new trigger and
+//! "sync approved now", or "retry") finds them in Xero rather than
+//! creating them twice. And payment terms: they set the Xero due date, and
 //! terms out of range are refused with the same words by Rust and SQL.
 
 mod common;
@@ -614,4 +617,89 @@ async fn approvals_sent_in_a_batch_whose_answer_was_lost_are_adopted_not_created
     let error = l2.last_error.unwrap();
     assert_eq!(error.class, "permanent");
     assert!(error.message.contains("VAT99"), "{}", error.message);
+}
+
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn approvals_whose_send_gives_up_fail_with_the_reason_and_are_never_created_twice(
+    pool: PgPool,
+) {
+    let env = xero_env(&pool).await;
+    let conn = shop(&env, "shop-gave-up", true).await;
+    let numbers: Vec<String> = ["G1", "G2", "G3"].iter().map(|s| s.to_string()).collect();
+    for n in &numbers {
+        trigger(&pool, &conn, &snapshot(n, 1_000, false)).await;
+    }
+    let mut db = pool.acquire().await.unwrap();
+    approvals::approve(&mut db, conn.id, &ids(&numbers), Some("sam"))
+        .await
+        .unwrap();
+    // Xero creates the batch and the answer is lost, on the job's last
+    // attempt (the earlier ones used up, as failures or dead workers would).
+    env.sim.push_fault(
+        Fault::once(FaultKind::DropAfterCommit).on(axum::http::Method::PUT, "Invoices"),
+    );
+    let started = approvals::sync_approved(&mut db, conn.id).await.unwrap();
+    sqlx::query("UPDATE ledgerflow.jobs SET attempt = 7 WHERE id = $1")
+        .bind(started.job_id.unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let worker = start(&pool, registry(&env), fast_config("w1"));
+    for n in &ids(&numbers) {
+        eventually(WAIT, "the send to give up", || async {
+            (status(&pool, &conn, n).await == InvoiceSyncStatus::Failed).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(references(&env, &conn).len(), 3, "Xero made them");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.sync_events WHERE status = 'syncing' OR batch_key IS NOT NULL"
+        )
+        .await,
+        0,
+        "nothing left in flight"
+    );
+    let g2 = ledger::sync_dialog(&mut db, conn.id, "host-G2", 10)
+        .await
+        .unwrap();
+    let error = g2.last_error.unwrap();
+    assert!(
+        error.message.contains("gave up")
+            && error.message.contains("whose answer never came back")
+            && error
+                .message
+                .contains("\"retry\" looks for it there by its number"),
+        "{}",
+        error.message
+    );
+    assert!(g2.actions.retry);
+
+    // Sent again two ways: a new trigger of G1 (still approved) and "sync
+    // approved now", and "retry" on G2 and G3. Each is found in Xero by
+    // its number, none created again.
+    let again = trigger(&pool, &conn, &snapshot("G1", 1_000, false)).await;
+    assert_eq!(again.status, EventStatus::Approved);
+    approvals::sync_approved(&mut db, conn.id).await.unwrap();
+    for n in ["host-G2", "host-G3"] {
+        ledger::retry_failed_event(&mut db, conn.id, n)
+            .await
+            .unwrap();
+    }
+    for n in &ids(&numbers) {
+        eventually(WAIT, "each invoice synced", || async {
+            (status(&pool, &conn, n).await == InvoiceSyncStatus::Synced).then_some(())
+        })
+        .await;
+    }
+    worker.stop().await;
+    let refs = references(&env, &conn);
+    assert_eq!(refs, numbers.iter().cloned().collect());
+    assert_eq!(env.sim.invoices(&conn.xero_tenant).len(), 3);
+    let sizes = env.sim.invoice_request_sizes(&conn.xero_tenant);
+    assert!(
+        sizes[0] == 3 && sizes[1..].iter().all(|n| *n == 1),
+        "one batch, then each found invoice written on its own: {sizes:?}"
+    );
 }

@@ -13,7 +13,9 @@
 //! - a company without QuickBooks Payroll fails the entries with a message
 //!   that says so, **once per connection**: the first refusal is recorded
 //!   (`ledgerflow.payroll_missing`) and every later entry fails with it
-//!   without calling QuickBooks again, until [`clear_payroll_missing`].
+//!   without calling QuickBooks again, until [`clear_payroll_missing`];
+//! - a job the queue gave up on fails the entries it left pending, with
+//!   the reason ([`record_gave_up`]).
 //!
 //! This module owns the rules and their SQL; the call to QuickBooks is a
 //! [`TimeSink`] the worker hands in (the QuickBooks adapter), so it makes
@@ -385,6 +387,21 @@ async fn set_status(
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// The queue gave up on a timesheet's `sync-time-activity` job (attempts
+/// used up, by failures or by workers that died with it): its entries
+/// still pending fail with the reason instead of staying pending with no
+/// job; approving the timesheet again sends them again. Returns how many.
+pub async fn record_gave_up(
+    pool: &PgPool,
+    job: &SyncTimeActivity,
+    message: &str,
+) -> Result<u64, sqlx::Error> {
+    let reason = format!(
+        "not synced: the timesheet's sync gave up ({message}); approve the timesheet again to send it again"
+    );
+    set_status(pool, job, None, "failed", Some(&reason), None).await
 }
 
 /// The failure every pending entry of a connection without Payroll gets.

@@ -184,7 +184,8 @@ pub enum Command {
     /// Compare every linked invoice's total and amount paid with the
     /// provider's (Xero, QuickBooks Online) and list each mismatch with its
     /// way out (re-sync, send as new, or which side changed). A worker runs
-    /// it (and runs it by itself every --reconcile-secs); this waits for it.
+    /// it (and runs it by itself every --reconcile-secs); this waits for it,
+    /// joining a run of the connection already waiting or under way.
     /// Payments deleted or changed in the provider are reconciled on the
     /// way: their link removed or updated, the host told (`payment_removed`,
     /// `payment_changed` inbound events).

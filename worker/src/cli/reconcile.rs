@@ -1,8 +1,9 @@
 //! `ledgerflow reconcile --connection ID`: compare every linked invoice's
 //! total and amount paid with the provider's, and list each difference
-//! with its way out. Starts a run (or joins the one waiting) through the
-//! client crate and waits for a worker to finish it (the
-//! `reconcile-connection` job, the same the periodic schedule enqueues);
+//! with its way out. Starts a run (or joins the one waiting or under way,
+//! the periodic tick's included) through the client crate and waits for a
+//! worker to finish it (the `reconcile-connection` job, the same the
+//! periodic schedule enqueues);
 //! `--last` prints the newest run without starting one.
 //!
 //! This module owns the arguments and the printing, never the rules
@@ -80,7 +81,7 @@ pub async fn reconcile(pool: &PgPool, args: ReconcileArgs) -> Result<(), Reconci
     .await?;
     if args.detach {
         println!(
-            "reconciliation of connection {} queued as job {job_id}; `ledgerflow reconcile --connection {} --last` shows it once a worker ran it",
+            "reconciliation of connection {} queued as job {job_id} (a run already waiting or under way is joined); `ledgerflow reconcile --connection {} --last` shows it once a worker ran it",
             args.connection, args.connection
         );
         return Ok(());

@@ -7,7 +7,8 @@
 //!
 //! This module owns wiring only: the order of the steps (recover a lost
 //! batch, then batch after batch: take, send, record; then release the
-//! rest) and turning provider errors into job errors. Which invoices, and
+//! rest), turning provider errors into job errors, and the give-up hook
+//! (the batch left in flight fails with the reason). Which invoices, and
 //! what is recorded, is `ledgerflow_workflows::approvals::send`; the wire
 //! format is the adapter's.
 
@@ -17,17 +18,50 @@ use ledgerflow_workflows::payloads::SendApproved;
 use ledgerflow_workflows::provider::{
     BatchCreate, BatchCreateRequest, BatchInvoice, ProviderError, Providers,
 };
-use ledgerflow_workflows::{JobContext, JobError};
+use ledgerflow_workflows::{JobContext, JobError, JobKind};
 use sqlx::PgPool;
 
 use crate::runtime::Registry;
+use crate::runtime::registry::FailedJob;
 
-/// Adds the send-approved handler over `providers`.
+/// Adds the send-approved handler over `providers`, and its give-up hook.
 pub fn register(registry: Registry, providers: Providers) -> Registry {
-    registry.register(move |job: SendApproved, ctx| {
-        let providers = providers.clone();
-        async move { run(&providers, job, ctx).await }
-    })
+    registry
+        .register(move |job: SendApproved, ctx| {
+            let providers = providers.clone();
+            async move { run(&providers, job, ctx).await }
+        })
+        .on_failed(SendApproved::KIND, gave_up)
+}
+
+/// The queue gave up on the job: the batch it left in flight fails with
+/// the reason (`approvals::send::gave_up`) instead of staying "syncing".
+async fn gave_up(failed: FailedJob) {
+    let Some(connection_id) = failed.payload.get("connection_id").and_then(|v| v.as_i64()) else {
+        return;
+    };
+    let result = async {
+        let mut conn = failed.pool.acquire().await.map_err(|e| e.to_string())?;
+        let connection = ledger::get_connection(&mut conn, connection_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        drop(conn);
+        send::gave_up(&failed.pool, &connection, &failed.message)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match result {
+        Ok(n) => tracing::info!(
+            job = failed.job_id,
+            connection = connection_id,
+            failed = n,
+            "the send of approved invoices gave up; its batch in flight is failed with the reason"
+        ),
+        Err(e) => {
+            tracing::error!(job = failed.job_id, error = %e, "could not fail the approved batch of a failed job")
+        }
+    }
 }
 
 async fn run(providers: &Providers, job: SendApproved, ctx: JobContext) -> Result<(), JobError> {

@@ -6,9 +6,10 @@
 //!
 //! Ticks are on multiples of the interval since the epoch, recorded in
 //! `ledgerflow.cron_ticks` with the tick's job in one transaction, so each
-//! connection's tick fires once however many workers run; the job's unique
-//! key makes a tick that finds a run waiting (or an operator's
-//! `ledgerflow reconcile`) join it.
+//! connection's tick fires once however many workers run; a tick that
+//! finds a run waiting or under way (an operator's `ledgerflow reconcile`,
+//! or the previous tick's) joins it (`reconcile::enqueue_reconcile`), so
+//! one run of a connection goes at a time.
 //!
 //! This module owns wiring only: the run is `workflows::reconcile::run`.
 
@@ -26,6 +27,7 @@ use sqlx::PgConnection;
 
 use crate::runtime::Registry;
 use crate::runtime::cron::{DueTick, Schedule};
+use crate::runtime::registry::FailedJob;
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "reconcile";
@@ -43,10 +45,12 @@ pub fn register(registry: Registry, providers: Providers, interval: Duration) ->
         .into_iter()
         .filter(|p| providers.has_adapter(*p) && providers.get(*p).change_feed().is_some())
         .collect();
-    let registry = registry.register(move |job: ReconcileConnection, ctx| {
-        let providers = providers.clone();
-        async move { reconcile::run_reconcile(&providers, job, ctx).await }
-    });
+    let registry = registry
+        .register(move |job: ReconcileConnection, ctx| {
+            let providers = providers.clone();
+            async move { reconcile::run_reconcile(&providers, job, ctx).await }
+        })
+        .on_failed(ReconcileConnection::KIND, gave_up);
     if reconciled.is_empty() {
         return registry;
     }
@@ -56,6 +60,20 @@ pub fn register(registry: Registry, providers: Providers, interval: Duration) ->
             .unwrap_or(TimeDelta::MAX)
             .max(TimeDelta::seconds(1)),
     })
+}
+
+/// The queue gave up on a run's job: the run still "running" fails with
+/// the reason, so `ledgerflow reconcile --last` says what happened.
+async fn gave_up(failed: FailedJob) {
+    let result = match failed.pool.acquire().await {
+        Ok(mut conn) => reconcile::fail_runs_of_job(&mut conn, failed.job_id, &failed.message)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = result {
+        tracing::error!(job = failed.job_id, error = %e, "could not fail the run of a failed reconciliation job");
+    }
 }
 
 /// A run for every active connection of `providers` every `interval`.

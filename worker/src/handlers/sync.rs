@@ -2,7 +2,8 @@
 //! payment pushed, a customer or a service item synced. Each goes through the sync ledger
 //! (`ledgerflow_workflows::ledger`), which picks the adapter by the
 //! connection's provider; when the queue gives up on one, its sync events
-//! are failed so the dialog says why.
+//! are failed (or, for a customer or item step, the invoices waiting on it
+//! say so) and its host record keeps the reason, so the dialog says why.
 
 use ledgerflow_workflows::JobKind;
 use ledgerflow_workflows::ledger;
@@ -56,17 +57,36 @@ pub fn register(registry: Registry, providers: Providers) -> Registry {
         .on_failed(UpsertInvoice::KIND, sync_gave_up)
         .on_failed(VoidOrder::KIND, sync_gave_up)
         .on_failed(PushPayment::KIND, sync_gave_up)
+        .on_failed(SyncCustomer::KIND, sync_gave_up)
+        .on_failed(SyncItem::KIND, sync_gave_up)
 }
 
-/// Fail the sync events of a job the queue gave up on.
+/// Record on the sync events and host records of a job the queue gave up
+/// on that it will not sync them (`ledger::gave_up`). `complete-draft`
+/// needs none: it leaves no event open, each attempt's outcome is a
+/// finished event.
 async fn sync_gave_up(failed: FailedJob) {
+    let job = ledger::GaveUpJob {
+        id: failed.job_id,
+        kind: &failed.kind,
+        payload: &failed.payload,
+    };
     let result = match failed.pool.acquire().await {
-        Ok(mut conn) => ledger::record_job_gave_up(&mut conn, failed.job_id, &failed.message)
+        Ok(mut conn) => ledger::record_sync_gave_up(&mut conn, &job, &failed.message)
             .await
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = result {
-        tracing::error!(job = failed.job_id, error = %e, "could not mark the sync events of a failed job");
+    match result {
+        Ok(done) => tracing::info!(
+            job = failed.job_id,
+            kind = %failed.kind,
+            events = done.events,
+            host_records = done.host_records,
+            "recorded that the queue gave up on a sync job"
+        ),
+        Err(e) => {
+            tracing::error!(job = failed.job_id, error = %e, "could not mark the sync events of a failed job")
+        }
     }
 }

@@ -3,16 +3,19 @@
 //! batch whose answer was lost created, and send the rest one by one
 //! through the sync chains a trigger starts.
 //!
-//! A batch holds approved invoices not yet in the provider and with no
-//! payments to push (a batch creates invoices only); everything else goes
-//! through [`release`], as does everything when the provider has no batch
-//! create. Crash safety: a batch's events are marked `syncing` with the
+//! A batch holds approved invoices not yet in the provider, with no
+//! payments to push (a batch creates invoices only) and never sent by an
+//! earlier sync (which may have created one whose answer was lost: a batch
+//! creates without looking); everything else goes through [`release`],
+//! whose syncs look an invoice up by its number before creating it, as does
+//! everything when the provider has no batch create. Crash safety: a batch's events are marked `syncing` with the
 //! batch's idempotency key before it is sent, and its outcome clears the
 //! key in one transaction; a job that finds a key left behind asks the
 //! provider for those references ([`adopt_lost`]) before sending again, so
 //! a batch whose answer was lost is never created twice. Every outcome is
 //! fenced on the key: a job that was taken over cannot record over its
-//! successor.
+//! successor. A job the queue gave up on fails the batch it left in flight
+//! ([`gave_up`]) rather than leave it `syncing`.
 //!
 //! This module must not call providers (the worker's handler does).
 
@@ -79,8 +82,8 @@ pub async fn in_flight(
 }
 
 /// Marks up to `max` approved invoices of the connection that a batch can
-/// create (not in the provider, no payments) as in flight, oldest approval
-/// first; `None` when there are none left.
+/// create (not in the provider, no payments, no earlier sync started) as in
+/// flight, oldest approval first; `None` when there are none left.
 pub async fn take_batch(
     pool: &PgPool,
     connection: &Connection,
@@ -95,6 +98,12 @@ pub async fn take_batch(
            AND NOT EXISTS (SELECT 1 FROM ledgerflow.links l WHERE l.connection_id = e.connection_id
                            AND l.entity_type = 'invoice' AND l.host_id = e.invoice_id)
            AND jsonb_array_length(coalesce(s.latest_snapshot -> 'payments', '[]')) = 0
+           -- Another sync of it started (a batch whose job gave up in flight,
+           -- a failed sync): the provider may have it already, and a batch
+           -- creates without looking. One by one, its sync looks first.
+           AND NOT EXISTS (SELECT 1 FROM ledgerflow.sync_events o
+                           WHERE o.connection_id = e.connection_id AND o.invoice_id = e.invoice_id
+                             AND o.id <> e.id AND o.started_at IS NOT NULL)
          ORDER BY e.id LIMIT $2",
     )
     .bind(connection.id)
@@ -341,6 +350,35 @@ pub async fn adopt_lost(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The queue gave up on the connection's send-approved job (attempts used
+/// up, by failures or by workers that died with it): the batch it left in
+/// flight fails with the reason instead of staying `syncing`. Its answer
+/// may have been lost after the provider created it, so the message says
+/// that "retry" looks for it first: a retry's sync finds the event started,
+/// so it looks the invoice up by its number before creating one. Approved
+/// invoices it had not taken stay approved, for the next "sync approved
+/// now". Returns how many events failed.
+pub async fn gave_up(
+    pool: &PgPool,
+    connection: &Connection,
+    message: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.sync_events
+         SET status = 'failed', batch_key = NULL, error_class = 'permanent', error_message = $2,
+             finished_at = now(), updated_at = now()
+         WHERE connection_id = $1 AND status = 'syncing' AND batch_key IS NOT NULL",
+    )
+    .bind(connection.id)
+    .bind(format!(
+        "the approved invoices' send gave up ({message}); this invoice was in a batch sent to {} whose answer never came back: \"retry\" looks for it there by its number before sending it again",
+        connection.provider.display_name()
+    ))
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Sends every approved invoice of the connection left (all of them when

@@ -210,13 +210,19 @@ async fn finish(
                     .await?;
                 }
             }
-            // The invoice no longer waits on a failed customer.
+            // The invoice no longer waits on a failed customer, unless
+            // another of its chain's steps (an item) failed meanwhile.
             if let Some(invoice_id) = &job.invoice_id {
                 sqlx::query(
-                    "UPDATE ledgerflow.sync_events
+                    "UPDATE ledgerflow.sync_events e
                      SET error_class = NULL, error_message = NULL, raw_error = NULL, updated_at = now()
-                     WHERE connection_id = $1 AND invoice_id = $2
-                       AND status IN ('pending', 'syncing') AND error_class = $3",
+                     WHERE e.connection_id = $1 AND e.invoice_id = $2
+                       AND e.status IN ('pending', 'syncing') AND e.error_class = $3
+                       AND NOT EXISTS (
+                           SELECT 1 FROM ledgerflow.workflow_steps b
+                           JOIN ledgerflow.workflow_steps f ON f.run_id = b.run_id AND f.status = 'failed'
+                           WHERE b.status = 'blocked' AND b.payload ->> 'invoice_id' = $2
+                             AND b.payload ->> 'connection_id' = $1::text)",
                 )
                 .bind(connection.id)
                 .bind(invoice_id)
@@ -237,7 +243,7 @@ async fn finish(
                     .await
                     .map_err(job_error)?;
             }
-            if let (Some(h), true) = (host, super::host_records::is_terminal(&job_err, ctx)) {
+            if let (Some(h), true) = (host, super::host_records::refused(&job_err)) {
                 let kind = HostRecordKind::Customer;
                 let outcome = Outcome::Failed(&friendly);
                 mark(

@@ -330,18 +330,18 @@ pub(super) async fn link_of(
     .transpose()
 }
 
-/// Whether the queue will not try `err` again.
-pub(super) fn is_terminal(err: &JobError, ctx: &JobContext) -> bool {
-    match err {
-        JobError::NotFound { .. } | JobError::Permanent { .. } => true,
-        JobError::Retryable { .. } => ctx.is_last_attempt(),
-        JobError::RateLimited { .. } | JobError::ReconnectNeeded { .. } => false,
-    }
+/// Whether `err` refuses the record itself (no retry of the same record
+/// can succeed): the record is then `failed`. Any other error that ends
+/// the job (a retryable one on the last attempt) leaves it pending, and the
+/// queue's give-up hook says why ([`super::gave_up`]): the next change, or
+/// the next invoice chain that names it, syncs it again.
+pub(super) fn refused(err: &JobError) -> bool {
+    matches!(err, JobError::NotFound { .. } | JobError::Permanent { .. })
 }
 
 /// A provider's refusal as the job's error, the connection marked for
 /// reconnecting when that is what it says; the record fails with the
-/// friendly words when the queue will not try again.
+/// friendly words when the provider refused it ([`refused`]).
 pub(super) async fn provider_failed(
     ctx: &JobContext,
     connection: &Connection,
@@ -358,7 +358,7 @@ pub(super) async fn provider_failed(
             .await
             .map_err(job_error)?;
     }
-    if is_terminal(&err, ctx) {
+    if refused(&err) {
         mark(
             &mut conn,
             connection.id,

@@ -8,6 +8,7 @@
 //! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
 //! | [`cancel`] | a sync job an operator cancelled (or queued again): its events failed with who cancelled (or opened again) |
+//! | [`gave_up`] | a sync job the queue gave up on: its events failed, or waiting on the failed step with the reason; host records left pending with it |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
 //! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
@@ -55,6 +56,7 @@ pub mod complete_draft;
 pub mod connections;
 pub mod customers;
 pub mod dependencies;
+pub mod gave_up;
 pub mod host_records;
 pub mod payments;
 pub mod push_payment;
@@ -71,6 +73,7 @@ pub use connections::{
     list_tenants, reconnect, tenant_connections, update_settings, update_settings_json,
 };
 pub use customers::run_sync_customer;
+pub use gave_up::{GaveUp, GaveUpJob, record_sync_gave_up};
 pub use host_records::{
     ChangeRecorded, HostRecordError, HostRecordKind, HostRecordView, host_record,
     record_customer_changed, record_item_changed, run_sync_item,

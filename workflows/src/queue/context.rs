@@ -46,6 +46,31 @@ impl JobContext {
         Ok(())
     }
 
+    /// Fails with a retryable "lease lost" error unless this attempt still
+    /// holds the job, and keeps it held until `conn`'s transaction ends. A
+    /// handler that commits its effects in several transactions before it
+    /// completes (a reconciliation's batches) calls it in each, so an
+    /// attempt whose lease expired and that another worker took over
+    /// writes nothing more. Call it last in the transaction (lock order:
+    /// the ledger's rows, then the job's); the caller must then roll back.
+    pub async fn fence_in(&self, conn: &mut PgConnection) -> Result<(), JobError> {
+        let held: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM ledgerflow.jobs
+             WHERE id = $1 AND claim_count = $2 AND state = 'running' FOR SHARE",
+        )
+        .bind(self.job_id)
+        .bind(self.claim)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match held {
+            Some(_) => Ok(()),
+            None => Err(JobError::retryable(format!(
+                "lease lost: job {} was taken over by another worker",
+                self.job_id
+            ))),
+        }
+    }
+
     /// Whether a retryable failure now ends the job instead of scheduling
     /// another attempt; a handler uses it to record "failed" rather than "retrying".
     pub fn is_last_attempt(&self) -> bool {

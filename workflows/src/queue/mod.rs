@@ -5,7 +5,7 @@
 //! | [`job`] | job kinds (typed, versioned payloads), ids, priorities, per-enqueue options |
 //! | [`enqueue`] | enqueueing one job or many, inside the caller's transaction |
 //! | [`copy`] | bulk enqueue by `COPY` (hosts, backfills), inside the caller's transaction |
-//! | [`read`] | reading a job, live or finished |
+//! | [`read`] | reading a job, live or finished; the live job holding a unique key |
 //! | [`requeue`] | releasing held jobs, expediting one, enqueueing a failed one again |
 //! | [`complete`] | the fenced completion of running jobs |
 //! | [`counts`] | live jobs by queue, kind and state, read from the counts the jobs table's triggers keep |
@@ -40,6 +40,6 @@ pub use copy::enqueue_copy;
 pub use enqueue::{EnqueueError, ManyOptions, enqueue, enqueue_batch, enqueue_many};
 pub use error::{ErrorClass, JobError};
 pub use job::{EnqueueOptions, JobId, JobKind, Priority};
-pub use read::{AttemptError, JobRecord, JobState, find_job};
+pub use read::{AttemptError, JobRecord, JobState, find_job, live_job_with_key};
 pub use requeue::{expedite, release_held, retry_failed};
 pub use retry::RetryPolicy;

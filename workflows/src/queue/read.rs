@@ -120,3 +120,22 @@ fn record_from_row(r: &sqlx::postgres::PgRow) -> Result<JobRecord, sqlx::Error> 
         finished_at: r.try_get("finished_at")?,
     })
 }
+
+/// The live job (pending, held or running) holding `unique_key`, the
+/// running one first: a caller that must not start a second run of
+/// something while one is under way joins it (a unique key alone only
+/// joins a *pending* job; see `ledgerflow.enqueue`).
+pub async fn live_job_with_key(
+    conn: &mut PgConnection,
+    unique_key: &str,
+) -> Result<Option<JobId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM ledgerflow.jobs
+         WHERE unique_key = $1 AND state IN ('running', 'scheduled', 'available', 'held')
+         ORDER BY state = 'running' DESC, id
+         LIMIT 1",
+    )
+    .bind(unique_key)
+    .fetch_optional(&mut *conn)
+    .await
+}

@@ -55,7 +55,8 @@ pub use compare::{
 pub use payments::{PaymentChange, Reconciled, read_started, reconcile_payments};
 pub use run::run_reconcile;
 pub use runs::{
-    LinkedInvoice, ReconcileRun, RunStatus, RunTotals, enqueue_reconcile, latest_run, run_for_job,
+    LinkedInvoice, ReconcileRun, RunStatus, RunTotals, enqueue_reconcile, fail_runs_of_job,
+    latest_run, run_for_job,
 };
 
 /// Why a reconciliation could not be done. Nothing half-written stays:
@@ -104,8 +105,8 @@ pub struct ReconcileConnection {
 }
 
 impl ReconcileConnection {
-    /// One pending run per connection: a tick or an operator that finds one
-    /// waiting joins it.
+    /// One run per connection: a tick or an operator that finds one waiting
+    /// or under way joins it ([`enqueue_reconcile`]).
     pub fn unique_key(&self) -> String {
         format!("reconcile:{}", self.connection_id)
     }

@@ -14,8 +14,12 @@
 //!
 //! Each batch's writes (links, inbound events, sync events) commit on
 //! their own, so a run that fails half-way keeps what it reconciled;
-//! repeats are deduplicated. This module must not know a provider's wire
-//! format: it asks the port.
+//! repeats are deduplicated. One run per connection at a time: the job's
+//! unique key and [`super::enqueue_reconcile`] (which joins a run pending
+//! or under way) keep a second job from starting, and each batch commits
+//! fenced on the job's claim, so an attempt whose lease expired cannot
+//! write beside the one that took over. This module must not know a
+//! provider's wire format: it asks the port.
 
 use sqlx::PgConnection;
 
@@ -81,9 +85,15 @@ pub async fn run_reconcile(
     if let Some(why) = quota_too_low(&ctx, connection.provider, job.connection_id, needed).await? {
         return skip(&ctx, &job, &why).await;
     }
+    // Starting a run marks the connection's unfinished one failed: only
+    // the attempt that holds the job may, or a stale attempt would fail
+    // the run of the worker that took the job over.
     let run_id = {
-        let mut conn = ctx.pool.acquire().await?;
-        start_run(&mut conn, &job.tenant, job.connection_id, Some(ctx.job_id)).await?
+        let mut tx = ctx.pool.begin().await?;
+        let id = start_run(&mut tx, &job.tenant, job.connection_id, Some(ctx.job_id)).await?;
+        ctx.fence_in(&mut tx).await?;
+        tx.commit().await?;
+        id
     };
     let mut totals = RunTotals::default();
     let mut mismatches = Vec::new();
@@ -126,6 +136,14 @@ pub async fn run_reconcile(
                     )
                     .await?,
                 );
+            }
+            // Only the attempt that holds the job writes: one whose lease
+            // expired while it read stops here, and the worker that took
+            // the job over reconciles alone.
+            if let Err(e) = ctx.fence_in(&mut tx).await {
+                drop(tx);
+                fail_run(&ctx, run_id, &e.to_string()).await;
+                return Err(e);
             }
             tx.commit().await?;
         }

@@ -256,6 +256,26 @@ pub async fn start_run(
     .await?)
 }
 
+/// The queue gave up on job `job_id`: its run still `running` fails with
+/// the reason (rather than wait for the connection's next run to mark it
+/// interrupted). Returns how many runs.
+pub async fn fail_runs_of_job(
+    conn: &mut PgConnection,
+    job_id: i64,
+    message: &str,
+) -> Result<u64, ReconcileError> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.reconcile_runs
+         SET status = 'failed', status_reason = $2, finished_at = now()
+         WHERE job_id = $1 AND status = 'running'",
+    )
+    .bind(job_id)
+    .bind(format!("the run's job failed for good: {message}"))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// How many finished runs a connection keeps: the newest say what is wrong now.
 const RUNS_KEPT: i64 = 50;
 
@@ -349,7 +369,9 @@ pub async fn run_for_job(
 }
 
 /// Enqueues a run of the connection in the caller's transaction; a run
-/// already waiting is joined (its job id is returned).
+/// already waiting or under way is joined (its job id is returned), so the
+/// periodic tick and an operator's `ledgerflow reconcile` never start a
+/// second run of a connection beside the first.
 pub async fn enqueue_reconcile(
     conn: &mut PgConnection,
     connection_id: i64,
@@ -364,6 +386,11 @@ pub async fn enqueue_reconcile(
         tenant,
         connection_id,
     };
+    // The unique key joins a pending job only; a running one is joined
+    // here. Two callers that both find none meet on the unique key.
+    if let Some(live) = queue::live_job_with_key(conn, &job.unique_key()).await? {
+        return Ok(live);
+    }
     let opts = EnqueueOptions::default()
         .unique_key(job.unique_key())
         .hold_key(hold_key(connection_id));
