@@ -8,8 +8,9 @@
 //!   payments, each at most once; ambiguous matches listed for review; the
 //!   host's missing items created once; a re-run adds and writes nothing;
 //! - once the chart is imported, a push whose TaxCode the company does not
-//!   have is refused before any call, and goes through once mapped to one
-//!   it has.
+//!   have is refused before any call; mapped to one it has, a re-sync
+//!   exports the invoice's item and pushes it, and the next reads back a
+//!   payment made in QuickBooks.
 //!
 //! The adapter's side alone (page boundaries at a small page size, rates
 //! of tax codes, item export replays) is adapters/tests/quickbooks_first_sync.rs.
@@ -28,7 +29,8 @@ use ledgerflow_adapters::quickbooks::wire;
 use ledgerflow_client::import::{self, ImportView};
 use ledgerflow_workflows::backfill::Source;
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
-use ledgerflow_workflows::ledger::{self, TriggerRequest};
+use ledgerflow_workflows::ledger::{self, InvoiceSyncStatus, TriggerRequest};
+use ledgerflow_workflows::resync::ResyncReport;
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::settings::{
     Provider as ProviderName, QuickBooksRegion, QuickBooksSettings, Trigger,
@@ -296,7 +298,9 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
-async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks(pool: PgPool) {
+async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks_then_a_resync_pushes(
+    pool: PgPool,
+) {
     // Canada: the host's GST is mapped to TaxCode 5, which prices invoices
     // in the simulator but is not among the company's listed tax codes.
     let q = qbo_with(
@@ -329,6 +333,7 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks(pool: 
     import_now(&pool, q.connection.id, Source::Pushed).await;
 
     let mut invoice = snapshot("C-1", 10_000);
+    invoice.lines[0].sku = Some("TUNE-UP".into());
     invoice.lines[0].tax_code = Some("GST".into());
     invoice.lines[0].tax_minor = 500;
     invoice.totals = invoice.computed_totals().unwrap();
@@ -368,7 +373,8 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks(pool: 
     assert_eq!(q.sim.calls_counted(&q.realm), calls, "refused before any call");
     assert!(q.sim.invoices(&q.realm).is_empty());
 
-    // Mapped to the company's own GST code, the same invoice syncs.
+    // Mapped to the company's own GST code, a re-sync exports the line's
+    // item first (the first sync's capability), then the invoice goes.
     let mut db = pool.acquire().await.unwrap();
     ledger::update_settings_json(
         &mut db,
@@ -378,14 +384,47 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks(pool: 
     .await
     .unwrap();
     drop(db);
-    let mut edited = invoice.clone();
-    edited.lines[0].description = "Tune-up (again)".into();
-    record(edited).await;
-    let made = eventually(WAIT, "the invoice in QuickBooks", || async {
-        q.sim.invoices(&q.realm).into_iter().next()
-    })
-    .await;
+    let report = resync(&pool, &q, &invoice.invoice_id).await;
+    assert_eq!(report.items_exported, vec!["TUNE-UP".to_string()], "{report:?}");
+    assert_eq!((report.accounts_new, report.tax_rates_new), (0, 0));
+    let made = q.sim.invoices(&q.realm).pop().expect("the invoice in QuickBooks");
     let line = made.line[0].sales_item_line_detail.as_ref().unwrap();
     assert_eq!(line.tax_code_ref.as_ref().map(|r| r.value.as_str()), Some(gst.as_str()));
-    assert_eq!(made.total_amt.unwrap().to_scaled(2), Ok(10_500));
+    assert_eq!(made.total_amt.clone().unwrap().to_scaled(2), Ok(10_500));
+    let items = q.sim.items(&q.realm);
+    assert_eq!(items.iter().filter(|i| i.name == "TUNE-UP").count(), 1);
+
+    // A payment someone records in QuickBooks: the next re-sync reads it.
+    let id = made.id.clone().unwrap();
+    q.sim.receive_payment(&q.realm, &id, 4_000).unwrap();
+    let report = resync(&pool, &q, &invoice.invoice_id).await;
+    let seen = report.provider_invoice.clone().expect("the invoice read back");
+    assert_eq!((seen.external_id.as_str(), seen.amount_paid_minor), (id.as_str(), Some(4_000)));
+    assert_eq!(report.payments_imported, 1, "{report:?}");
+    assert!(report.items_exported.is_empty(), "{report:?}");
+}
+
+/// Asks for a re-sync of the invoice and waits until it synced; its report.
+async fn resync(pool: &PgPool, q: &Qbo, invoice_id: &str) -> ResyncReport {
+    let mut db = pool.acquire().await.unwrap();
+    ledger::resync_now(&mut db, q.connection.id, invoice_id)
+        .await
+        .unwrap();
+    drop(db);
+    eventually(WAIT, "the re-sync to settle", || async {
+        let mut db = pool.acquire().await.unwrap();
+        let d = ledger::sync_dialog(&mut db, q.connection.id, invoice_id, 5)
+            .await
+            .unwrap();
+        let event = d.history.events.first()?;
+        if event.trigger != "manual_resync" {
+            return None;
+        }
+        match d.status {
+            InvoiceSyncStatus::Synced => Some(event.resync.clone().expect("its report")),
+            InvoiceSyncStatus::Failed => panic!("the re-sync failed: {:?}", d.last_error),
+            _ => None,
+        }
+    })
+    .await
 }
