@@ -17,8 +17,7 @@ use ledgerflow_adapters::sim::faults::Fault;
 use ledgerflow_adapters::sim::server::Method;
 use ledgerflow_workflows::invoice::InvoiceLine;
 use ledgerflow_workflows::provider::{
-    ConnectionInfo, ImportKind, ImportedRecord, ItemExport, NeededCode, Provider,
-    ProviderError,
+    ConnectionInfo, ImportKind, ImportedRecord, ItemExport, NeededCode, Provider, ProviderError,
 };
 use ledgerflow_workflows::settings::QuickBooksRegion;
 use quickbooks_common::*;
@@ -140,7 +139,10 @@ async fn first_sync_reads_tax_codes_with_the_rates_they_are_made_of(pool: PgPool
         .unwrap();
     let qc = env
         .sim
-        .add_tax_code(&env.realm, &code("TPS/TVQ QC", &[("GST", 500), ("TVQ", 998)]))
+        .add_tax_code(
+            &env.realm,
+            &code("TPS/TVQ QC", &[("GST", 500), ("TVQ", 998)]),
+        )
         .unwrap();
     let exempt = env
         .sim
@@ -212,7 +214,11 @@ async fn first_sync_reads_customers_invoices_and_payments_in_minor_units(pool: P
 
     let (read, _) = read_all(&env.adapter, &info, ImportKind::Contact).await;
     let jane = read.iter().find(|r| r.external_id == customers[0]).unwrap();
-    assert_eq!(jane.code.as_deref(), Some("cust-7"), "our marker names the host customer");
+    assert_eq!(
+        jane.code.as_deref(),
+        Some("cust-7"),
+        "our marker names the host customer"
+    );
     assert_eq!(jane.email.as_deref(), Some("jane@example.com"));
     assert_eq!(jane.name.as_deref(), Some("Jane Doe"));
     let walk_in = read.iter().find(|r| r.external_id == customers[1]).unwrap();
@@ -225,7 +231,10 @@ async fn first_sync_reads_customers_invoices_and_payments_in_minor_units(pool: P
     assert_eq!(first.amount_paid_minor, Some(10_000));
     assert_eq!(first.currency.as_deref(), Some("USD"));
     assert_eq!(first.status.as_deref(), Some("OPEN"));
-    assert_eq!(first.parent_external_id.as_deref(), Some(customers[0].as_str()));
+    assert_eq!(
+        first.parent_external_id.as_deref(),
+        Some(customers[0].as_str())
+    );
     let second = read.iter().find(|r| r.external_id == invoices[1]).unwrap();
     assert_eq!(second.status.as_deref(), Some("PAID"));
 
@@ -233,7 +242,10 @@ async fn first_sync_reads_customers_invoices_and_payments_in_minor_units(pool: P
     assert_eq!(read.len(), 2);
     let p = read.iter().find(|r| r.external_id == paid).unwrap();
     assert_eq!(p.parent_external_id.as_deref(), Some(invoices[0].as_str()));
-    assert_eq!((p.total_minor, p.currency.as_deref()), (Some(10_000), Some("USD")));
+    assert_eq!(
+        (p.total_minor, p.currency.as_deref()),
+        (Some(10_000), Some("USD"))
+    );
 
     // The company's own "Services" item (no SKU): its name is its code.
     let (read, _) = read_all(&env.adapter, &info, ImportKind::Item).await;
@@ -259,7 +271,10 @@ async fn first_sync_exports_an_item_once_and_adopts_one_made_meanwhile(pool: PgP
     let items_before = env.sim.items(&env.realm).len();
 
     let one = [export("CHAIN-9")];
-    let made = import.export_items(&info, &one, "import:1:items:1").await.unwrap();
+    let made = import
+        .export_items(&info, &one, "import:1:items:1")
+        .await
+        .unwrap();
     let record = made[0].clone().unwrap();
     assert_eq!(record.code.as_deref(), Some("CHAIN-9"));
     let items = env.sim.items(&env.realm);
@@ -272,11 +287,17 @@ async fn first_sync_exports_an_item_once_and_adopts_one_made_meanwhile(pool: PgP
     // The same batch again (its answer was lost): Intuit replays the
     // request id's first answer; nothing is made twice.
     let replays = env.sim.stats().replays;
-    let again = import.export_items(&info, &one, "import:1:items:1").await.unwrap();
+    let again = import
+        .export_items(&info, &one, "import:1:items:1")
+        .await
+        .unwrap();
     assert_eq!(again[0].as_ref().unwrap().external_id, record.external_id);
     assert_eq!(env.sim.stats().replays, replays + 1);
     // Another import's batch finds the name taken (6240) and adopts it.
-    let adopted = import.export_items(&info, &one, "import:2:items:1").await.unwrap();
+    let adopted = import
+        .export_items(&info, &one, "import:2:items:1")
+        .await
+        .unwrap();
     assert_eq!(adopted[0].as_ref().unwrap().external_id, record.external_id);
     assert_eq!(env.sim.items(&env.realm).len(), items_before + 1);
 
@@ -284,12 +305,23 @@ async fn first_sync_exports_an_item_once_and_adopts_one_made_meanwhile(pool: PgP
     // a server error is the call's (retried with the job).
     env.sim
         .push(Fault::once(FaultKind::fault(400, "6000")).on(Method::POST, "/item"));
-    let refused = import.export_items(&info, &[export("BELL")], "import:3:items:1").await.unwrap();
-    assert!(matches!(refused[0], Err(ProviderError::Permanent { .. })), "{refused:?}");
+    let refused = import
+        .export_items(&info, &[export("BELL")], "import:3:items:1")
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused[0], Err(ProviderError::Permanent { .. })),
+        "{refused:?}"
+    );
     env.sim
         .push(Fault::once(FaultKind::status(503)).on(Method::POST, "/item"));
-    let failed = import.export_items(&info, &[export("BELL")], "import:4:items:1").await;
-    assert!(matches!(failed, Err(ProviderError::Retryable { .. })), "{failed:?}");
+    let failed = import
+        .export_items(&info, &[export("BELL")], "import:4:items:1")
+        .await;
+    assert!(
+        matches!(failed, Err(ProviderError::Retryable { .. })),
+        "{failed:?}"
+    );
     // More than one at a time is refused without a call.
     let two = [export("A"), export("B")];
     assert!(import.export_items(&info, &two, "k").await.is_err());
@@ -325,8 +357,10 @@ async fn first_sync_codes_a_push_needs_follow_the_region(pool: PgPool) {
         .codes_needed(&connection(QuickBooksRegion::Ca), &snap)
         .await
         .unwrap();
-    let kinds: Vec<(ImportKind, &str)> =
-        needed.iter().map(|n: &NeededCode| (n.kind, n.code.as_str())).collect();
+    let kinds: Vec<(ImportKind, &str)> = needed
+        .iter()
+        .map(|n: &NeededCode| (n.kind, n.code.as_str()))
+        .collect();
     assert_eq!(
         kinds,
         vec![

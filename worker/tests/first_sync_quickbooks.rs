@@ -30,8 +30,8 @@ use ledgerflow_client::import::{self, ImportView};
 use ledgerflow_workflows::backfill::Source;
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, Payment};
 use ledgerflow_workflows::ledger::{self, InvoiceSyncStatus, TriggerRequest};
-use ledgerflow_workflows::resync::ResyncReport;
 use ledgerflow_workflows::provider::Providers;
+use ledgerflow_workflows::resync::ResyncReport;
 use ledgerflow_workflows::settings::{
     Provider as ProviderName, QuickBooksRegion, QuickBooksSettings, Trigger,
 };
@@ -44,8 +44,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A worker runtime with the QuickBooks adapter for every job kind.
 fn worker(pool: &PgPool, q: &Qbo) -> common::TestWorker {
-    let providers =
-        Providers::new().with(ProviderName::QuickBooks, Arc::new(q.adapter.clone()));
+    let providers = Providers::new().with(ProviderName::QuickBooks, Arc::new(q.adapter.clone()));
     start(
         pool,
         ledgerflow_worker::handlers::registry_with(providers),
@@ -93,7 +92,7 @@ fn host_invoice(n: usize, names: &[String]) -> InvoiceSnapshot {
     // A third are found by e-mail (case aside).
     s.customer.email = (c % 3 == 1).then(|| format!("C{c}@Example.com"));
     s.lines[0].sku = Some(format!("SKU-{}", n % 10));
-    if n % 50 == 0 {
+    if n.is_multiple_of(50) {
         s.payments.push(Payment {
             payment_id: format!("pay-{n}"),
             amount_minor: s.totals.total,
@@ -196,7 +195,10 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
     let first = import_now(&pool, q.connection.id, Source::default()).await;
     let took = started.elapsed();
     let text = summary(&pool, &first).await;
-    assert!(text.contains("accounts   300 new, 0 updated, 0 unchanged"), "{text}");
+    assert!(
+        text.contains("accounts   300 new, 0 updated, 0 unchanged"),
+        "{text}"
+    );
     assert!(text.contains("tax rates  2 new"), "{text}");
     assert!(text.contains("items      2 new"), "{text}");
     assert!(text.contains("contacts   2000 new"), "{text}");
@@ -211,7 +213,10 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
         "{text}"
     );
     assert!(text.contains("linked payments: 100 now"), "{text}");
-    assert!(text.contains("host items exported: 9 created, 0 refused"), "{text}");
+    assert!(
+        text.contains("host items exported: 9 created, 0 refused"),
+        "{text}"
+    );
     assert!(
         text.contains("INV-00006") && text.contains("matches 2 host invoices"),
         "{text}"
@@ -252,12 +257,23 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
         }
     };
     assert_eq!(link("invoice", "h-1001").await, invoice_ids[1001]);
-    assert_eq!(link("customer", "cust-3").await, customer_ids[3], "by our marker");
-    assert_eq!(link("customer", "cust-4").await, customer_ids[4], "by e-mail");
+    assert_eq!(
+        link("customer", "cust-3").await,
+        customer_ids[3],
+        "by our marker"
+    );
+    assert_eq!(
+        link("customer", "cust-4").await,
+        customer_ids[4],
+        "by e-mail"
+    );
     assert_eq!(link("customer", "cust-5").await, customer_ids[5], "by name");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM ledgerflow.payment_links WHERE payment_id LIKE 'pay-%'")
-            .await,
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.payment_links WHERE payment_id LIKE 'pay-%'"
+        )
+        .await,
         100
     );
     // SKU-1..9 created once each; SKU-0 was there.
@@ -270,7 +286,10 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
     // invoices: five full and one of 1), tax rates beside the tax codes,
     // one create per item; nothing throttled, nothing read twice.
     assert_eq!(first.calls_spent, 1 + 1 + 1 + 3 + 6 + 1 + 9);
-    assert_eq!(sim.calls_counted(realm) - calls_before, first.calls_spent as u64 + 1);
+    assert_eq!(
+        sim.calls_counted(realm) - calls_before,
+        first.calls_spent as u64 + 1
+    );
     assert_eq!(sim.stats().throttled, 0);
     assert!(took < WAIT, "{took:?}");
 
@@ -278,21 +297,40 @@ async fn first_sync_quickbooks_company_links_once_and_a_rerun_adds_nothing(pool:
     let stats = sim.stats();
     let again = import_now(&pool, conn, Source::default()).await;
     let text = summary(&pool, &again).await;
-    assert!(text.contains("invoices   0 new, 0 updated, 5001 unchanged"), "{text}");
+    assert!(
+        text.contains("invoices   0 new, 0 updated, 5001 unchanged"),
+        "{text}"
+    );
     assert!(
         text.contains("linked invoices: 0 now, 4999 before, 1 for review"),
         "{text}"
     );
     assert!(text.contains("host items exported: 0 created"), "{text}");
     assert!(text.contains("nothing new since the last import"), "{text}");
-    assert_eq!(sim.items(realm).len(), items_before + 9, "no item made twice");
+    assert_eq!(
+        sim.items(realm).len(),
+        items_before + 9,
+        "no item made twice"
+    );
     let after = sim.stats();
     assert_eq!(
-        (after.invoice_creates, after.customer_creates, after.payment_creates),
-        (stats.invoice_creates, stats.customer_creates, stats.payment_creates)
+        (
+            after.invoice_creates,
+            after.customer_creates,
+            after.payment_creates
+        ),
+        (
+            stats.invoice_creates,
+            stats.customer_creates,
+            stats.payment_creates
+        )
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM ledgerflow.links WHERE entity_type = 'invoice'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM ledgerflow.links WHERE entity_type = 'invoice'"
+        )
+        .await,
         4999
     );
 }
@@ -370,7 +408,11 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks_then_a
         error.contains("tax type 5 (tax code GST) is not among this QuickBooks"),
         "{error}"
     );
-    assert_eq!(q.sim.calls_counted(&q.realm), calls, "refused before any call");
+    assert_eq!(
+        q.sim.calls_counted(&q.realm),
+        calls,
+        "refused before any call"
+    );
     assert!(q.sim.invoices(&q.realm).is_empty());
 
     // Mapped to the company's own GST code, a re-sync exports the line's
@@ -385,11 +427,22 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks_then_a
     .unwrap();
     drop(db);
     let report = resync(&pool, &q, &invoice.invoice_id).await;
-    assert_eq!(report.items_exported, vec!["TUNE-UP".to_string()], "{report:?}");
+    assert_eq!(
+        report.items_exported,
+        vec!["TUNE-UP".to_string()],
+        "{report:?}"
+    );
     assert_eq!((report.accounts_new, report.tax_rates_new), (0, 0));
-    let made = q.sim.invoices(&q.realm).pop().expect("the invoice in QuickBooks");
+    let made = q
+        .sim
+        .invoices(&q.realm)
+        .pop()
+        .expect("the invoice in QuickBooks");
     let line = made.line[0].sales_item_line_detail.as_ref().unwrap();
-    assert_eq!(line.tax_code_ref.as_ref().map(|r| r.value.as_str()), Some(gst.as_str()));
+    assert_eq!(
+        line.tax_code_ref.as_ref().map(|r| r.value.as_str()),
+        Some(gst.as_str())
+    );
     assert_eq!(made.total_amt.clone().unwrap().to_scaled(2), Ok(10_500));
     let items = q.sim.items(&q.realm);
     assert_eq!(items.iter().filter(|i| i.name == "TUNE-UP").count(), 1);
@@ -398,8 +451,14 @@ async fn first_sync_quickbooks_chart_refuses_a_tax_code_the_company_lacks_then_a
     let id = made.id.clone().unwrap();
     q.sim.receive_payment(&q.realm, &id, 4_000).unwrap();
     let report = resync(&pool, &q, &invoice.invoice_id).await;
-    let seen = report.provider_invoice.clone().expect("the invoice read back");
-    assert_eq!((seen.external_id.as_str(), seen.amount_paid_minor), (id.as_str(), Some(4_000)));
+    let seen = report
+        .provider_invoice
+        .clone()
+        .expect("the invoice read back");
+    assert_eq!(
+        (seen.external_id.as_str(), seen.amount_paid_minor),
+        (id.as_str(), Some(4_000))
+    );
     assert_eq!(report.payments_imported, 1, "{report:?}");
     assert!(report.items_exported.is_empty(), "{report:?}");
 }

@@ -188,7 +188,11 @@ fn tax_code(
 fn item(i: wire::Item) -> Result<ImportedRecord, ProviderError> {
     Ok(ImportedRecord {
         external_id: id_of(i.id, "an item")?,
-        code: Some(i.sku.filter(|s| !s.trim().is_empty()).unwrap_or(i.name.clone())),
+        code: Some(
+            i.sku
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or(i.name.clone()),
+        ),
         // Prices may carry more decimals than cents: such a price is left
         // out rather than rounded (it is shown, never used for money).
         total_minor: i.unit_price.and_then(|p| minor_units(&p, None).ok()),
@@ -381,7 +385,10 @@ impl QboAdapter {
                 } else {
                     self.tax_rates(connection_id).await?
                 };
-                r.tax_code.into_iter().map(|c| tax_code(c, &rates)).collect()
+                r.tax_code
+                    .into_iter()
+                    .map(|c| tax_code(c, &rates))
+                    .collect()
             }
             ImportKind::Item => r.item.into_iter().map(item).collect(),
             ImportKind::Contact => r.customer.into_iter().map(customer).collect(),
@@ -573,8 +580,12 @@ mod tests {
 
     #[test]
     fn a_code_rate_is_its_rates_sum_and_a_compound_rate_counts_the_tax_below() {
-        let rates: BTreeMap<String, i64> =
-            [("1".to_string(), 500), ("2".to_string(), 700), ("3".to_string(), 998)].into();
+        let rates: BTreeMap<String, i64> = [
+            ("1".to_string(), 500),
+            ("2".to_string(), 700),
+            ("3".to_string(), 998),
+        ]
+        .into();
         let simple = code(
             vec![detail("1", "TaxOnAmount", 0), detail("2", "TaxOnAmount", 0)],
             Some(true),
@@ -585,15 +596,27 @@ mod tests {
             vec![detail("1", "TaxOnAmount", 0), detail("3", "TaxOnTax", 1)],
             Some(true),
         );
-        assert_eq!(code_rate_bps(&compound, &rates).unwrap(), Some(500 + 998 + 50));
         assert_eq!(
-            code_rate_bps(&code(vec![detail("9", "TaxOnAmount", 0)], Some(true)), &rates)
-                .unwrap(),
+            code_rate_bps(&compound, &rates).unwrap(),
+            Some(500 + 998 + 50)
+        );
+        assert_eq!(
+            code_rate_bps(
+                &code(vec![detail("9", "TaxOnAmount", 0)], Some(true)),
+                &rates
+            )
+            .unwrap(),
             None,
             "a rate the listing lacks is unknown, not zero"
         );
-        assert_eq!(code_rate_bps(&code(vec![], Some(false)), &rates).unwrap(), Some(0));
-        assert_eq!(code_rate_bps(&code(vec![], Some(true)), &rates).unwrap(), None);
+        assert_eq!(
+            code_rate_bps(&code(vec![], Some(false)), &rates).unwrap(),
+            Some(0)
+        );
+        assert_eq!(
+            code_rate_bps(&code(vec![], Some(true)), &rates).unwrap(),
+            None
+        );
     }
 
     #[test]

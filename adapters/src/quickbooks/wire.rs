@@ -397,7 +397,11 @@ pub struct QueryResponse {
     )]
     pub start_position: Option<u32>,
     /// How many rows this answer holds.
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<u32>,
 }
 

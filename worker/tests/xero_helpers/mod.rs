@@ -267,11 +267,15 @@ pub async fn import_now(pool: &PgPool, connection: i64, source: Source) -> Impor
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    eventually(Duration::from_secs(60), "the import to complete", || async {
-        let mut db = pool.acquire().await.unwrap();
-        let v = import::show(&mut db, started.import_id).await.unwrap();
-        assert_ne!(v.status, ImportStatus::Failed, "{v:?}");
-        (v.status == ImportStatus::Completed).then_some(v)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the import to complete",
+        || async {
+            let mut db = pool.acquire().await.unwrap();
+            let v = import::show(&mut db, started.import_id).await.unwrap();
+            assert_ne!(v.status, ImportStatus::Failed, "{v:?}");
+            (v.status == ImportStatus::Completed).then_some(v)
+        },
+    )
     .await
 }

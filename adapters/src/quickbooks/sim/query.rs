@@ -154,68 +154,78 @@ impl Asked {
 pub(super) fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
     let q = parse(sql)?;
     let mut r = QueryResponse::default();
-    let n = match q.entity.as_str() {
-        "account" => {
-            r.account = q.page(c.chart.accounts.values().filter(|x| {
-                q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)
-            }));
-            r.account.len()
-        }
-        "taxcode" => {
-            r.tax_code = q.page(c.chart.tax_codes.values().filter(|x| {
-                q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)
-            }));
-            r.tax_code.len()
-        }
-        "taxrate" => {
-            r.tax_rate = q.page(c.chart.tax_rates.values().filter(|x| {
-                q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)
-            }));
-            r.tax_rate.len()
-        }
-        "customer" => {
-            r.customer = q.page(c.customers.values().filter(|x| {
-                q.listed(x.active) && q.wants(x.id.as_deref(), &x.display_name)
-            }));
-            r.customer.len()
-        }
-        "item" => {
-            r.item = q.page(
-                c.items
-                    .values()
-                    .filter(|x| q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)),
-            );
-            r.item.len()
-        }
-        // `where Id in (...)` (a reconciliation's batch) or `where DocNumber = ...`.
-        "invoice" => {
-            r.invoice = q.page(c.invoices.values().filter(|x| {
-                q.wants(x.id.as_deref(), x.doc_number.as_deref().unwrap_or(""))
-            }));
-            r.invoice.len()
-        }
-        "payment" => {
-            r.payment = q.page(c.payments.values().filter(|x| {
-                q.wants(
-                    x.id.as_deref(),
-                    x.payment_ref_num.as_deref().unwrap_or(""),
-                )
-            }));
-            r.payment.len()
-        }
-        // `where Active = true`.
-        "employee" => {
-            r.employee = q.page(c.employees.values().filter(|x| {
-                q.listed(x.active) && q.wants(x.id.as_deref(), &x.display_name)
-            }));
-            r.employee.len()
-        }
-        other => {
-            return Err(parse_error(&format!(
-                "QueryParserError: unknown entity {other}"
-            )));
-        }
-    };
+    let n =
+        match q.entity.as_str() {
+            "account" => {
+                r.account = q.page(
+                    c.chart
+                        .accounts
+                        .values()
+                        .filter(|x| q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)),
+                );
+                r.account.len()
+            }
+            "taxcode" => {
+                r.tax_code = q.page(
+                    c.chart
+                        .tax_codes
+                        .values()
+                        .filter(|x| q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)),
+                );
+                r.tax_code.len()
+            }
+            "taxrate" => {
+                r.tax_rate = q.page(
+                    c.chart
+                        .tax_rates
+                        .values()
+                        .filter(|x| q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)),
+                );
+                r.tax_rate.len()
+            }
+            "customer" => {
+                r.customer =
+                    q.page(c.customers.values().filter(|x| {
+                        q.listed(x.active) && q.wants(x.id.as_deref(), &x.display_name)
+                    }));
+                r.customer.len()
+            }
+            "item" => {
+                r.item = q.page(
+                    c.items
+                        .values()
+                        .filter(|x| q.listed(x.active) && q.wants(x.id.as_deref(), &x.name)),
+                );
+                r.item.len()
+            }
+            // `where Id in (...)` (a reconciliation's batch) or `where DocNumber = ...`.
+            "invoice" => {
+                r.invoice =
+                    q.page(c.invoices.values().filter(|x| {
+                        q.wants(x.id.as_deref(), x.doc_number.as_deref().unwrap_or(""))
+                    }));
+                r.invoice.len()
+            }
+            "payment" => {
+                r.payment = q.page(c.payments.values().filter(|x| {
+                    q.wants(x.id.as_deref(), x.payment_ref_num.as_deref().unwrap_or(""))
+                }));
+                r.payment.len()
+            }
+            // `where Active = true`.
+            "employee" => {
+                r.employee =
+                    q.page(c.employees.values().filter(|x| {
+                        q.listed(x.active) && q.wants(x.id.as_deref(), &x.display_name)
+                    }));
+                r.employee.len()
+            }
+            other => {
+                return Err(parse_error(&format!(
+                    "QueryParserError: unknown entity {other}"
+                )));
+            }
+        };
     if n > 0 {
         r.start_position = u32::try_from(q.start).ok();
         r.max_results = u32::try_from(n).ok();
@@ -239,7 +249,13 @@ mod tests {
         let q = asked("select * from Customer where DisplayName = 'A startposition'").unwrap();
         assert_eq!((q.start, q.max), (1, 100));
         assert_eq!(q.values, vec!["A startposition".to_string()]);
-        assert_eq!(asked("select * from Invoice MAXRESULTS 1001").err(), Some(400));
-        assert_eq!(asked("select * from Invoice STARTPOSITION 0").err(), Some(400));
+        assert_eq!(
+            asked("select * from Invoice MAXRESULTS 1001").err(),
+            Some(400)
+        );
+        assert_eq!(
+            asked("select * from Invoice STARTPOSITION 0").err(),
+            Some(400)
+        );
     }
 }

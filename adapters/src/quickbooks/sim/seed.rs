@@ -44,10 +44,7 @@ impl Simulator {
                         id: Some(id.to_string()),
                         sync_token: Some("0".into()),
                         display_name: x.display_name.clone(),
-                        primary_email_addr: x
-                            .email
-                            .clone()
-                            .map(|address| EmailAddr { address }),
+                        primary_email_addr: x.email.clone().map(|address| EmailAddr { address }),
                         notes: x.notes.clone(),
                         active: Some(true),
                         ..wire::Customer::default()
