@@ -124,7 +124,7 @@ fn account(a: wire::Account) -> Result<ImportedRecord, ProviderError> {
 /// rates by id (see the module doc for the choices).
 pub fn code_rate_bps(
     code: &wire::TaxCode,
-    rates: &BTreeMap<String, i64>,
+    rate_of: impl Fn(&str) -> Option<i64>,
 ) -> Result<Option<i64>, ProviderError> {
     let mut details: Vec<&wire::TaxRateDetail> = code
         .sales_tax_rate_list
@@ -139,7 +139,7 @@ pub fn code_rate_bps(
     let mut below = 0i64;
     let mut order = None;
     for d in details {
-        let Some(rate) = rates.get(&d.tax_rate_ref.value) else {
+        let Some(rate) = rate_of(&d.tax_rate_ref.value) else {
             return Ok(None);
         };
         // Taxes of a lower order are what a compound rate applies to as well.
@@ -164,8 +164,7 @@ fn tax_code(
     c: wire::TaxCode,
     rates: &BTreeMap<String, (String, i64)>,
 ) -> Result<ImportedRecord, ProviderError> {
-    let by_id: BTreeMap<String, i64> = rates.iter().map(|(k, (_, r))| (k.clone(), *r)).collect();
-    let rate_bps = code_rate_bps(&c, &by_id)?;
+    let rate_bps = code_rate_bps(&c, |id| rates.get(id).map(|(_, bps)| *bps))?;
     // The rates it is made of, for people ("GST + PST BC").
     let parts: Vec<String> = c
         .sales_tax_rate_list
@@ -586,35 +585,32 @@ mod tests {
             ("3".to_string(), 998),
         ]
         .into();
+        let rate = |id: &str| rates.get(id).copied();
         let simple = code(
             vec![detail("1", "TaxOnAmount", 0), detail("2", "TaxOnAmount", 0)],
             Some(true),
         );
-        assert_eq!(code_rate_bps(&simple, &rates).unwrap(), Some(1200));
+        assert_eq!(code_rate_bps(&simple, rate).unwrap(), Some(1200));
         // QST on GST (before 2013): 9.98 % of (100 + 5) = 10.479 % of the amount.
         let compound = code(
             vec![detail("1", "TaxOnAmount", 0), detail("3", "TaxOnTax", 1)],
             Some(true),
         );
         assert_eq!(
-            code_rate_bps(&compound, &rates).unwrap(),
+            code_rate_bps(&compound, rate).unwrap(),
             Some(500 + 998 + 50)
         );
         assert_eq!(
-            code_rate_bps(
-                &code(vec![detail("9", "TaxOnAmount", 0)], Some(true)),
-                &rates
-            )
-            .unwrap(),
+            code_rate_bps(&code(vec![detail("9", "TaxOnAmount", 0)], Some(true)), rate).unwrap(),
             None,
             "a rate the listing lacks is unknown, not zero"
         );
         assert_eq!(
-            code_rate_bps(&code(vec![], Some(false)), &rates).unwrap(),
+            code_rate_bps(&code(vec![], Some(false)), rate).unwrap(),
             Some(0)
         );
         assert_eq!(
-            code_rate_bps(&code(vec![], Some(true)), &rates).unwrap(),
+            code_rate_bps(&code(vec![], Some(true)), rate).unwrap(),
             None
         );
     }

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use super::state::Company;
 use super::{Simulator, lock};
 use crate::kit::decimal::Decimal;
 use crate::quickbooks::wire::{self, Ref, TaxRateDetail, TaxRateList};
@@ -70,13 +69,17 @@ pub struct SimTaxCode {
     pub active: bool,
 }
 
-impl Company {
-    fn tax_rate_id(&mut self, name: &str, bps: i64) -> u64 {
-        if let Some((id, _)) = self.chart.tax_rates.iter().find(|(_, r)| r.name == name) {
-            return *id;
-        }
-        let id = self.next_id();
-        self.chart.tax_rates.insert(
+impl Chart {
+    /// The id of the tax rate named `name`, when the company has one.
+    fn rate_named(&self, name: &str) -> Option<u64> {
+        self.tax_rates
+            .iter()
+            .find(|(_, r)| r.name == name)
+            .map(|(id, _)| *id)
+    }
+
+    fn add_rate(&mut self, id: u64, name: &str, bps: i64) {
+        self.tax_rates.insert(
             id,
             wire::TaxRate {
                 id: Some(id.to_string()),
@@ -86,7 +89,6 @@ impl Company {
                 rate_value: Some(Decimal::from_scaled(bps, 2)),
             },
         );
-        id
     }
 }
 
@@ -125,13 +127,20 @@ impl Simulator {
         let details: Vec<TaxRateDetail> = code
             .rates
             .iter()
-            .map(|(name, bps)| TaxRateDetail {
-                tax_rate_ref: Ref {
-                    value: c.tax_rate_id(name, *bps).to_string(),
-                    name: Some(name.clone()),
-                },
-                tax_type_applicable: Some("TaxOnAmount".into()),
-                tax_order: Some(0),
+            .map(|(name, bps)| {
+                let id = c.chart.rate_named(name).unwrap_or_else(|| {
+                    let id = c.next_id();
+                    c.chart.add_rate(id, name, *bps);
+                    id
+                });
+                TaxRateDetail {
+                    tax_rate_ref: Ref {
+                        value: id.to_string(),
+                        name: Some(name.clone()),
+                    },
+                    tax_type_applicable: Some("TaxOnAmount".into()),
+                    tax_order: Some(0),
+                }
             })
             .collect();
         let id = c.next_id();
