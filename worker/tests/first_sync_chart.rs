@@ -14,7 +14,8 @@ use common::{fast_config, start};
 use ledgerflow_adapters::xero::XeroConnection;
 use ledgerflow_adapters::xero::XeroOptions;
 use ledgerflow_adapters::xero::simulator::SimAccount;
-use ledgerflow_client::import::{self, ImportRequest, ImportStatus};
+use ledgerflow_client::import;
+use ledgerflow_workflows::backfill::Source;
 use ledgerflow_workflows::ledger::{self, NewTenant, TriggerRequest};
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::provider_state::Secret;
@@ -23,29 +24,9 @@ use ledgerflow_workflows::settings::{
     XeroSettings,
 };
 use sqlx::PgPool;
-use xero_helpers::{eventually, snapshot, xero_env};
+use xero_helpers::{eventually, import_now, snapshot, xero_env};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn import_now(pool: &PgPool, connection: i64) -> i64 {
-    let mut tx = pool.begin().await.unwrap();
-    // This host exposes no view: its records come from pushed snapshots.
-    let mut req = ImportRequest::new(connection);
-    req.source = ledgerflow_workflows::backfill::Source::Pushed;
-    let started = ledgerflow_client::start_import(&mut tx, &req)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let id = started.import_id;
-    eventually(WAIT, "the import to complete", || async {
-        let mut db = pool.acquire().await.unwrap();
-        let v = import::show(&mut db, id).await.unwrap();
-        assert_ne!(v.status, ImportStatus::Failed, "{v:?}");
-        (v.status == ImportStatus::Completed).then_some(())
-    })
-    .await;
-    id
-}
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: PgPool) {
@@ -100,7 +81,8 @@ async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: 
         ledgerflow_worker::handlers::registry_with(providers),
         fast_config("w1"),
     );
-    import_now(&pool, connection).await;
+    // This host exposes no view: its records come from pushed snapshots.
+    import_now(&pool, connection, Source::Pushed).await;
 
     // The host sends an invoice (a 15 % GST line), synced at once.
     let invoice = snapshot("C-1", 10_000, false);
@@ -168,7 +150,7 @@ async fn first_sync_chart_refuses_an_unknown_account_code_before_any_call(pool: 
         kind: "REVENUE".into(),
         enable_payments: false,
     });
-    import_now(&pool, connection).await;
+    import_now(&pool, connection, Source::Pushed).await;
     let mut edited = invoice.clone();
     edited.lines[0].description = "Bike service (again)".into();
     record(pool.clone(), edited).await;

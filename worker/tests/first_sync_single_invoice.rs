@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use common::{fast_config, start};
 use ledgerflow_adapters::xero::simulator::SimTaxRate;
-use ledgerflow_client::import::{self, ImportRequest, ImportStatus};
+use ledgerflow_client::import;
 use ledgerflow_client::tax_codes;
+use ledgerflow_workflows::backfill::Source;
 use ledgerflow_workflows::invoice::{InvoiceLine, InvoiceSnapshot, LineKind, Payment};
 use ledgerflow_workflows::ledger::{
     self, EventStatus, InvoiceSyncStatus, NewTenant, Recorded, SyncDialog, TriggerRequest,
@@ -31,26 +32,9 @@ use ledgerflow_workflows::settings::{
     XeroSettings,
 };
 use sqlx::PgPool;
-use xero_helpers::{Conn, XeroEnv, connect_with, eventually, snapshot, xero_env};
+use xero_helpers::{Conn, XeroEnv, connect_with, eventually, import_now, snapshot, xero_env};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn import_now(pool: &PgPool, connection: i64) {
-    let mut tx = pool.begin().await.unwrap();
-    let mut req = ImportRequest::new(connection);
-    req.source = ledgerflow_workflows::backfill::Source::Pushed;
-    let started = ledgerflow_client::start_import(&mut tx, &req)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    eventually(WAIT, "the import to complete", || async {
-        let mut db = pool.acquire().await.unwrap();
-        let v = import::show(&mut db, started.import_id).await.unwrap();
-        assert_ne!(v.status, ImportStatus::Failed, "{v:?}");
-        (v.status == ImportStatus::Completed).then_some(())
-    })
-    .await;
-}
 
 /// A tenant with a Xero connection (payments synced, auto-sync off: the
 /// tests ask for each sync) and a worker running it.
@@ -159,7 +143,7 @@ async fn first_sync_resync_of_one_invoice_imports_new_rates_exports_items_and_re
     pool: PgPool,
 ) {
     let (env, conn, worker) = setup(&pool, "shop-r").await;
-    import_now(&pool, conn.id).await;
+    import_now(&pool, conn.id, Source::Pushed).await;
 
     // A 9 % line: this organisation has no 9 % tax rate yet.
     let mut invoice = with_lines(
@@ -289,7 +273,7 @@ async fn tax_override_settles_an_ambiguous_equal_rate_that_was_refused_before_an
     pool: PgPool,
 ) {
     let (env, conn, worker) = setup(&pool, "shop-t").await;
-    import_now(&pool, conn.id).await;
+    import_now(&pool, conn.id, Source::Pushed).await;
 
     // ZERO is 0 %: Xero has two 0 % rates (NONE, EXEMPTOUTPUT).
     let invoice = with_lines(

@@ -161,6 +161,42 @@ impl<'de> Deserialize<'de> for Decimal {
     }
 }
 
+/// The minor-unit exponent of a provider's currency code: cents when the
+/// provider did not say or sent a code we do not know (every provider we
+/// talk to defaults to a two-decimal home currency).
+pub fn exponent_of(currency: Option<&str>) -> u8 {
+    currency
+        .and_then(|c| Currency::parse(c).ok())
+        .map_or(2, Currency::exponent)
+}
+
+/// An amount in minor units of `currency` (see [`exponent_of`]), exactly.
+///
+/// ```
+/// use ledgerflow_adapters::kit::decimal::{Decimal, minor_units};
+/// let d = Decimal::parse("12.50").unwrap();
+/// assert_eq!(minor_units(&d, Some("USD")), Ok(1250));
+/// assert_eq!(minor_units(&d, None), Ok(1250));
+/// assert!(minor_units(&d, Some("JPY")).is_err(), "yen have no cents");
+/// ```
+pub fn minor_units(d: &Decimal, currency: Option<&str>) -> Result<i64, DecimalError> {
+    d.to_scaled(exponent_of(currency))
+}
+
+/// A percentage ("15.0000", "9.975") in basis points, rounded half away
+/// from zero to the nearest one (1500 = 15 %). Four decimals of a percent
+/// are hundredths of a basis point; more are refused, not rounded.
+///
+/// ```
+/// use ledgerflow_adapters::kit::decimal::{Decimal, percent_bps};
+/// assert_eq!(percent_bps(&Decimal::parse("8.875").unwrap()), Ok(888));
+/// assert_eq!(percent_bps(&Decimal::parse("15").unwrap()), Ok(1500));
+/// ```
+pub fn percent_bps(d: &Decimal) -> Result<i64, DecimalError> {
+    let scaled = d.to_scaled(4)?;
+    Ok((scaled + scaled.signum() * 50) / 100)
+}
+
 /// Proves the total the provider computed (`theirs`) equals the host's
 /// (`ours`) to the minor unit; otherwise the write is refused for good,
 /// with `hint` saying where to look ("check the tax types mapped for this

@@ -33,6 +33,9 @@ impl Default for QboLimits {
     }
 }
 
+/// The most rows one query answers (`MAXRESULTS` above it is refused).
+pub const MAX_QUERY_RESULTS: u32 = 1000;
+
 /// App-level configuration (one per worker process).
 #[derive(Debug, Clone)]
 pub struct QboConfig {
@@ -59,6 +62,11 @@ pub struct QboConfig {
     /// How the Fault of a company without QuickBooks Payroll is known
     /// (unverified against Intuit, hence configurable).
     pub payroll_fault: PayrollFault,
+    /// Rows a first sync asks of each query (`MAXRESULTS`): 1,000, the
+    /// most Intuit answers. Keep it while an import is under way: its
+    /// cursor is a page number, so a different size would start the next
+    /// page elsewhere.
+    pub import_page_size: u32,
 }
 
 impl QboConfig {
@@ -76,6 +84,7 @@ impl QboConfig {
             refresh_margin: chrono::Duration::seconds(120),
             minor_version: 75,
             payroll_fault: PayrollFault::default(),
+            import_page_size: MAX_QUERY_RESULTS,
         }
     }
 

@@ -5,7 +5,8 @@
 //! `host_records`', on the same lookups.
 //!
 //! A line without a SKU is sold as the connection's default item
-//! (`QboOptions::default_item_id`).
+//! (`QboOptions::default_item_id`). A first sync's export of the host's
+//! items creates them here too ([`QboAdapter::create_or_adopt_item`]).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,11 @@ pub struct ServiceItem {
 /// QuickBooks keeps 100 characters of an item's name and refuses a colon.
 pub(super) fn item_name(sku: &str) -> String {
     sku.replace(':', "-").chars().take(100).collect()
+}
+
+/// A create refused because the name is taken (Fault 6240).
+fn is_duplicate_name(e: &ProviderError) -> bool {
+    fault_code(e).as_deref() == Some(codes::DUPLICATE_NAME)
 }
 
 pub(super) fn link(sku: &str, item: &wire::Item) -> Option<ItemLink> {
@@ -106,17 +112,46 @@ impl QboAdapter {
                 crate::kit::customers::find_or_create(
                     self.find_item(connection_id, &item.sku),
                     || self.create_item(connection_id, options, item, key),
-                    |e| fault_code(e).as_deref() == Some(codes::DUPLICATE_NAME),
-                    |refusal| async move {
-                        match self.find_item(connection_id, &item.sku).await? {
-                            Some(found) => Ok(found),
-                            None => Err(refusal),
-                        }
-                    },
+                    is_duplicate_name,
+                    |refusal| self.adopt_item(connection_id, &item.sku, refusal),
                 )
                 .await
             })
             .await
+    }
+
+    /// Creates the item without looking it up first (a first sync's
+    /// export: the import has just read every item); a create refused as
+    /// a duplicate name (6240: someone or a sync made it since) adopts the
+    /// item of that name.
+    pub(super) async fn create_or_adopt_item(
+        &self,
+        connection_id: i64,
+        options: &QboOptions,
+        item: &ServiceItem,
+        key: &str,
+    ) -> Result<wire::Item, ProviderError> {
+        match self.create_item(connection_id, options, item, key).await {
+            Err(refusal) if is_duplicate_name(&refusal) => {
+                self.adopt_item(connection_id, &item.sku, refusal).await
+            }
+            other => other,
+        }
+    }
+
+    /// The item a duplicate-name refusal stood for; the refusal itself
+    /// when QuickBooks has no item of that name (another kind of record
+    /// holds it).
+    async fn adopt_item(
+        &self,
+        connection_id: i64,
+        sku: &str,
+        refusal: ProviderError,
+    ) -> Result<wire::Item, ProviderError> {
+        match self.find_item(connection_id, sku).await? {
+            Some(found) => Ok(found),
+            None => Err(refusal),
+        }
     }
 
     pub(super) async fn find_item(

@@ -39,6 +39,10 @@
 //! - **Payments made in QuickBooks** come back through the change feed
 //!   ([`changes`]: an invoice and its linked payments, or one change data
 //!   capture call) after a webhook ([`webhook`]) or on the periodic pull.
+//! - **First sync** ([`import`]): the chart, tax codes (with their rates),
+//!   items, customers, invoices and payments read page by page with
+//!   `STARTPOSITION` / `MAXRESULTS` (1,000 at most), and the host's items
+//!   created one `POST /item` each (QuickBooks has no batch create here).
 //!
 //! This module must not touch the queue or the ledger tables; its only
 //! state is `ledgerflow_workflows::provider_state`.
@@ -49,6 +53,7 @@ pub mod config;
 pub mod customers;
 pub mod errors;
 pub mod host_records;
+pub mod import;
 pub mod invoices;
 pub mod items;
 pub mod payments;
@@ -64,9 +69,10 @@ pub use config::{QboConfig, QboConnection, QboLimits, QboOptions};
 pub use errors::PayrollFault;
 pub use items::ServiceItem;
 use ledgerflow_workflows::provider::{
-    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, HostRecordSync, PaymentOutcome,
-    Provider, ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
-    SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
+    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, HostRecordSync, Import,
+    PaymentOutcome, Provider, ProviderError, ProviderFuture, PushPaymentRequest, PushResult,
+    ReversePaymentRequest, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
+    VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{self as state, Credentials, NewCredentials, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, QuickBooksSettings};
@@ -92,6 +98,8 @@ pub struct QboAdapter {
     customers: Arc<CustomerLookups<ExternalRef>>,
     /// Item creates in flight (by SKU), shared alike.
     items: Arc<CustomerLookups<wire::Item>>,
+    /// `MAXRESULTS` of a first sync's queries (`QboConfig::import_page_size`).
+    import_page_size: u32,
 }
 
 impl QboAdapter {
@@ -114,6 +122,7 @@ impl QboAdapter {
             caller: Caller::new(api, pool, key, config.call_settings())?.with_oauth2(oauth2),
             customers: Arc::default(),
             items: Arc::default(),
+            import_page_size: config.import_page_size.clamp(1, config::MAX_QUERY_RESULTS),
         })
     }
 
@@ -273,6 +282,10 @@ impl Provider for QboAdapter {
     }
 
     fn host_records(&self) -> Option<&dyn HostRecordSync> {
+        Some(self)
+    }
+
+    fn import(&self) -> Option<&dyn Import> {
         Some(self)
     }
 }

@@ -194,6 +194,8 @@ pub struct Payment {
     pub deposit_to_account_ref: Option<Ref>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency_ref: Option<Ref>,
     #[serde(default)]
     pub line: Vec<PaymentLine>,
     /// `"Deleted"` on a payment the change data capture says is gone.
@@ -222,6 +224,82 @@ pub struct Item {
     pub taxable: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub income_account_ref: Option<Ref>,
+    /// The stock-keeping unit, where the company shows SKUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// An account of the chart (`select * from Account`). Invoices and items
+/// name one by `Id`; `AcctNum` is the number a person may have given it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Account {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_token: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acct_num: Option<String>,
+    /// `Income`, `Bank`, `Expense`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency_ref: Option<Ref>,
+}
+
+/// One rate of a tax code (`SalesTaxRateList.TaxRateDetail[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaxRateDetail {
+    pub tax_rate_ref: Ref,
+    /// `TaxOnAmount`, or `TaxOnTax` for a rate charged on the taxes of a
+    /// lower `TaxOrder` too (compound, as Quebec's QST was before 2013).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_type_applicable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_order: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaxRateList {
+    #[serde(rename = "TaxRateDetail", default)]
+    pub details: Vec<TaxRateDetail>,
+}
+
+/// A tax code (`TaxCodeRef` of a line): a name over one or more tax rates
+/// (Canada's "GST/PST BC" is GST 5 % + PST 7 %).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaxCode {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taxable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sales_tax_rate_list: Option<TaxRateList>,
+}
+
+/// A tax rate (`select * from TaxRate`): `RateValue` is a percentage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaxRate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_value: Option<Decimal>,
 }
 
 /// An employee (`EmployeeRef` of a TimeActivity).
@@ -283,7 +361,9 @@ pub struct EntityAnswer {
     pub time: Option<String>,
 }
 
-/// `GET /query` answers `{"QueryResponse":{"Invoice":[..],"maxResults":1}}`.
+/// `GET /query` answers `{"QueryResponse":{"Invoice":[..],"startPosition":1,
+/// "maxResults":1},"time":..}`; a query that found nothing answers
+/// `{"QueryResponse":{},..}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QueryAnswer {
     #[serde(rename = "QueryResponse", default)]
@@ -303,6 +383,26 @@ pub struct QueryResponse {
     pub item: Vec<Item>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub employee: Vec<Employee>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account: Vec<Account>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tax_code: Vec<TaxCode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tax_rate: Vec<TaxRate>,
+    /// The page's first row (1-based), as the query's `STARTPOSITION`.
+    #[serde(
+        rename = "startPosition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_position: Option<u32>,
+    /// How many rows this answer holds.
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_results: Option<u32>,
 }
 
 /// `GET /cdc?entities=Invoice,Payment&changedSince=..` answers

@@ -16,7 +16,6 @@
 //! touch the queue or the ledger tables (the import records what it reads).
 
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
-use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::{
     ConnectionInfo, Import, ImportKind, ImportPage, ImportedRecord, ItemExport, ItemOutcome,
     NeededCode, ProviderError, ProviderFuture,
@@ -27,7 +26,7 @@ use super::api::{self, decode_error};
 use super::config::XeroOptions;
 use super::wire::{self, Envelope};
 use super::{XeroAdapter, xero_settings};
-use crate::kit::decimal::Decimal;
+use crate::kit::decimal::{Decimal, exponent_of, minor_units, percent_bps};
 
 /// The page size asked of Contacts, Invoices and Payments (Xero's largest).
 pub const PAGE_SIZE: usize = 1000;
@@ -40,22 +39,15 @@ fn minor(
     currency: Option<&str>,
     what: &str,
 ) -> Result<Option<i64>, ProviderError> {
-    let exp = currency
-        .and_then(|c| Currency::parse(c).ok())
-        .map_or(2, Currency::exponent);
     d.as_ref()
-        .map(|d| d.to_scaled(exp))
+        .map(|d| minor_units(d, currency))
         .transpose()
         .map_err(|e| decode_error(format!("{what}: {e}"), ""))
 }
 
 /// A percentage ("15.0000") in basis points, rounded to the nearest one.
 pub fn rate_bps(d: &Decimal) -> Result<i64, ProviderError> {
-    // Four decimals of a percent are hundredths of a basis point.
-    let scaled = d
-        .to_scaled(4)
-        .map_err(|e| decode_error(format!("EffectiveRate: {e}"), ""))?;
-    Ok((scaled + scaled.signum() * 50) / 100)
+    percent_bps(d).map_err(|e| decode_error(format!("EffectiveRate: {e}"), ""))
 }
 
 /// Every element of an answer's list, mapped.
@@ -233,12 +225,7 @@ impl XeroAdapter {
                         description: Some(i.name.clone()),
                         sales_details: Some(wire::ItemDetails {
                             unit_price: i.unit_price_minor.map(|p| {
-                                let exp = i
-                                    .currency
-                                    .as_deref()
-                                    .and_then(|c| Currency::parse(c).ok())
-                                    .map_or(2, Currency::exponent);
-                                Decimal::from_scaled(p, exp)
+                                Decimal::from_scaled(p, exponent_of(i.currency.as_deref()))
                             }),
                             account_code: Some(options.sales_account_code.clone()),
                             tax_type: None,

@@ -103,13 +103,14 @@ pub enum ConnectionCommand {
         /// The connection's id (see `connection list`).
         id: i64,
     },
-    /// First sync: import the provider's chart of accounts, tax rates,
-    /// items, contacts, invoices and payments (linked to the host's by
-    /// number / reference / e-mail / name; ambiguous matches listed for
-    /// review), then export the host's item list. Runs in the background on
-    /// a worker within the daily quota (pausing and resuming by itself);
-    /// this command follows it with live progress and prints a summary. A
-    /// re-run imports and links only what is new.
+    /// First sync (Xero and QuickBooks Online): import the provider's chart
+    /// of accounts, tax rates (QuickBooks: tax codes), items, contacts,
+    /// invoices and payments (linked to the host's by number / reference /
+    /// e-mail / name; ambiguous matches listed for review), then export the
+    /// host's item list. Runs in the background on a worker within the
+    /// daily quota (pausing and resuming by itself); this command follows
+    /// it with live progress and prints a summary. A re-run imports and
+    /// links only what is new.
     Import(super::import::ImportArgs),
     /// What the first sync imported: accounts, tax rates, items, contacts,
     /// invoices and payments (with when), links to the host's records, and

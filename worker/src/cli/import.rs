@@ -31,6 +31,8 @@ pub struct ImportArgs {
     #[arg(long)]
     pub pushed: bool,
     /// The provider's calls per day for the organisation (Xero: 5,000).
+    /// QuickBooks has no daily quota: its imports are paced by the 500
+    /// calls a minute the company's syncs share.
     #[arg(long, default_value_t = 5000)]
     pub daily_quota: u32,
     /// Share of the daily quota left for live syncs: the import pauses there

@@ -1,6 +1,6 @@
 //! The `first-sync` job in the worker: a connection's first sync (import),
 //! step by step and page by page, through the adapter's import capability
-//! (`ledgerflow_workflows::provider::Import`; Xero's today), so any
+//! (`ledgerflow_workflows::provider::Import`; Xero's and QuickBooks'), so any
 //! provider that implements it gets first syncs.
 //!
 //! This module owns wiring only: the order of the calls (claim, weigh the

@@ -1,6 +1,8 @@
 //! Shared set-up for the Xero summary and inbound tests: a tenant and a
 //! Xero connection in the test's database, the adapter registered against a
 //! simulator, paid invoice snapshots, and a webhook receiver on a real socket.
+//! Also what tests of any provider wait with: [`eventually`], and a first
+//! sync run to its end ([`import_now`]).
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDate, NaiveTime, Utc};
 use ledgerflow_adapters::xero::simulator::{SimConfig, Simulator};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig, XeroConnection, XeroOptions};
+use ledgerflow_client::import::{self, ImportRequest, ImportStatus, ImportView};
+use ledgerflow_workflows::backfill::Source;
 use ledgerflow_workflows::invoice::{
     Customer, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Payment, Totals,
 };
@@ -250,4 +254,28 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// Starts the connection's first sync, reading the host's records from
+/// `source`, and waits (a minute at most) until a worker completed it;
+/// fails the test if it fails. Answers the completed import.
+pub async fn import_now(pool: &PgPool, connection: i64, source: Source) -> ImportView {
+    let mut req = ImportRequest::new(connection);
+    req.source = source;
+    let mut tx = pool.begin().await.unwrap();
+    let started = ledgerflow_client::start_import(&mut tx, &req)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the import to complete",
+        || async {
+            let mut db = pool.acquire().await.unwrap();
+            let v = import::show(&mut db, started.import_id).await.unwrap();
+            assert_ne!(v.status, ImportStatus::Failed, "{v:?}");
+            (v.status == ImportStatus::Completed).then_some(v)
+        },
+    )
+    .await
 }

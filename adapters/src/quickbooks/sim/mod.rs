@@ -11,6 +11,10 @@
 //! signed webhook deliveries (legacy or CloudEvents) from each company's
 //! change log; payments a person records in QuickBooks.
 //!
+//! A company's chart (accounts, tax codes and rates) and history
+//! (customers, invoices) can be seeded in bulk for first syncs; queries page
+//! with `STARTPOSITION` / `MAXRESULTS` as Intuit's do ([`query`]).
+//!
 //! Deliberate simplifications: queries understand `select * from <Entity>
 //! where <Field> = '<v>'` and `in (...)` only; US sales tax is one rate for
 //! the company's taxable lines (or our `TotalTax` when no rate is set);
@@ -20,7 +24,10 @@
 
 mod answers;
 mod cdc;
+mod chart;
+mod query;
 mod records;
+mod seed;
 mod server;
 mod state;
 
@@ -30,6 +37,8 @@ use std::time::Duration;
 use ledgerflow_workflows::settings::QuickBooksRegion;
 
 pub use cdc::WebhookFormat;
+pub use chart::{Chart, SimAccount, SimTaxCode};
+pub use seed::{SeedCustomer, SeedInvoice};
 use state::Inner;
 pub use state::{ChangeRecord, Company};
 
@@ -337,7 +346,8 @@ impl Simulator {
         let now = s.clock.now();
         let c = s.companies.get_mut(realm)?;
         let key = state::id_of(invoice_id)?;
-        let customer = c.invoices.get(&key)?.customer_ref.clone();
+        let paid = c.invoices.get(&key)?;
+        let (customer, currency) = (paid.customer_ref.clone(), paid.currency_ref.clone());
         c.now = now;
         let id = c.next_id();
         let amount = crate::kit::decimal::Decimal::from_scaled(amount_minor, 2);
@@ -345,6 +355,7 @@ impl Simulator {
             id: Some(id.to_string()),
             sync_token: Some("0".into()),
             customer_ref: customer,
+            currency_ref: currency,
             total_amt: Some(amount.clone()),
             txn_date: Some(now.date_naive().to_string()),
             line: vec![wire::PaymentLine {

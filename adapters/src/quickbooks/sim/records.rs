@@ -1,5 +1,5 @@
-//! The simulator's routes: reads, queries and writes of customers, items,
-//! invoices and payments, with SyncTokens, uniqueness, references checked,
+//! The simulator's routes: reads and writes of customers, items,
+//! invoices and payments (queries are [`super::query`]'s), with SyncTokens, uniqueness, references checked,
 //! and invoices priced exactly (`sim::pricing`).
 
 use ledgerflow_workflows::settings::QuickBooksRegion;
@@ -9,7 +9,7 @@ use serde_json::json;
 use super::answers::fault;
 use super::state::{Company, Inner, bump, id_of};
 use crate::kit::decimal::Decimal;
-use crate::quickbooks::wire::{self, QueryAnswer, QueryResponse};
+use crate::quickbooks::wire;
 use crate::sim::pricing::{line_amount, percent_of};
 use crate::sim::server::{Answer, Method, SimRequest};
 
@@ -91,7 +91,9 @@ pub(super) fn route(s: &mut Inner, realm: &str, req: &SimRequest, route: &str) -
     let parts: Vec<&str> = route.trim_end_matches('/').split('/').collect();
     let op = req.query.get("operation").map(String::as_str);
     let result = match (&req.method, parts.as_slice()) {
-        (&Method::GET, ["query"]) => query(c, req.query.get("query").map_or("", String::as_str)),
+        (&Method::GET, ["query"]) => {
+            super::query::query(c, req.query.get("query").map_or("", String::as_str))
+        }
         (&Method::GET, ["cdc"]) => super::cdc::answer(c, req),
         (&Method::GET, [kind, id]) => read(c, kind, id),
         (&Method::POST, ["customer"]) => write_customer(c, req, &mut s.stats),
@@ -132,102 +134,6 @@ fn read(c: &Company, kind: &str, id: &str) -> Result<Answer, Answer> {
         _ => None,
     };
     found.ok_or_else(|| not_found(kind, id))
-}
-
-/// The quoted values of a `where` clause (`= 'a'`, `in ('a', 'b')`).
-fn quoted_values(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = text.chars();
-    while let Some(ch) = chars.next() {
-        if ch != '\'' {
-            continue;
-        }
-        let mut v = String::new();
-        while let Some(ch) = chars.next() {
-            match ch {
-                '\\' => v.extend(chars.next()),
-                '\'' => break,
-                other => v.push(other),
-            }
-        }
-        out.push(v);
-    }
-    out
-}
-
-fn query(c: &Company, sql: &str) -> Result<Answer, Answer> {
-    let lower = sql.to_ascii_lowercase();
-    let from = lower
-        .split_once(" from ")
-        .map(|(_, r)| r.split_whitespace().next().unwrap_or(""))
-        .unwrap_or("");
-    let (field, values) = match lower.split_once(" where ") {
-        Some((_, cond)) => (
-            cond.split_whitespace().next().unwrap_or("").to_string(),
-            sql.split_once(" where ")
-                .or_else(|| sql.split_once(" WHERE "))
-                .map(|(_, w)| quoted_values(w))
-                .unwrap_or_default(),
-        ),
-        None => (String::new(), Vec::new()),
-    };
-    let wants = |v: &str| field.is_empty() || values.iter().any(|x| x == v);
-    let mut r = QueryResponse::default();
-    match from {
-        "customer" => {
-            r.customer = c
-                .customers
-                .values()
-                .filter(|x| wants(&x.display_name))
-                .cloned()
-                .collect()
-        }
-        "item" => {
-            r.item = c
-                .items
-                .values()
-                .filter(|x| wants(&x.name))
-                .cloned()
-                .collect()
-        }
-        // `where Id in (...)` (a reconciliation's batch) or `where DocNumber = ...`.
-        "invoice" => {
-            r.invoice = c
-                .invoices
-                .values()
-                .filter(|x| {
-                    if field == "id" {
-                        wants(x.id.as_deref().unwrap_or(""))
-                    } else {
-                        wants(x.doc_number.as_deref().unwrap_or(""))
-                    }
-                })
-                .cloned()
-                .collect()
-        }
-        "payment" => {
-            r.payment = c
-                .payments
-                .values()
-                .filter(|x| field != "id" || wants(x.id.as_deref().unwrap_or("")))
-                .cloned()
-                .collect()
-        }
-        // `where Active = true`: every employee here is active.
-        "employee" => r.employee = c.employees.values().cloned().collect(),
-        other => {
-            return Err(fault(
-                400,
-                "4000",
-                "Error parsing query",
-                &format!("QueryParserError: unknown entity {other}"),
-            ));
-        }
-    }
-    Ok(Answer::json(
-        200,
-        json!({"QueryResponse": serde_json::to_value(QueryAnswer { response: r }.response).unwrap_or_default(), "time": TIME}),
-    ))
 }
 
 fn create_time_activity(

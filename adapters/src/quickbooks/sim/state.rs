@@ -1,5 +1,5 @@
 //! The simulator's records behind one lock: companies (realms) with their
-//! customers, items, invoices and payments, each entity with its
+//! chart, customers, items, invoices and payments, each entity with its
 //! SyncToken; plus the kit's pieces (clock, tokens, faults, replays).
 
 use std::collections::BTreeMap;
@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use ledgerflow_workflows::settings::QuickBooksRegion;
 
+use super::chart::Chart;
 use super::{FaultKind, SimConfig, SimStats};
 use crate::quickbooks::wire;
 use crate::sim::clock::Clock;
@@ -25,8 +26,11 @@ pub struct Company {
     pub payroll: bool,
     /// `false`: every call answers Fault 6190 (subscription ended).
     pub usable: bool,
-    /// TaxCode id → rate in basis points (Canada / Global).
+    /// TaxCode id → rate in basis points (Canada / Global): what prices
+    /// invoices.
     pub tax_codes: BTreeMap<String, i64>,
+    /// Accounts, and the tax codes and rates queries list.
+    pub chart: Chart,
     pub customers: BTreeMap<u64, wire::Customer>,
     pub items: BTreeMap<u64, wire::Item>,
     pub invoices: BTreeMap<u64, wire::Invoice>,
@@ -67,6 +71,7 @@ impl Company {
             payroll: true,
             usable: true,
             tax_codes: BTreeMap::new(),
+            chart: Chart::default(),
             customers: BTreeMap::new(),
             items,
             invoices: BTreeMap::new(),
