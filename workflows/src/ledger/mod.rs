@@ -14,6 +14,7 @@
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step (a chain's, or a customer the host changed) |
 //! | [`host_records`] | the host's customers and service items changed on their own: the triggers, their outcome per connection, the sync-item step |
+//! | [`links`] | links between the host's records and the provider's: read for a push, written when one succeeds |
 //! | [`payments`] | an invoice's payments in the provider: applied, reversed, linked |
 //! | [`push_payment`] | the push-payment step of a sync chain |
 //!
@@ -56,6 +57,7 @@ pub mod connections;
 pub mod customers;
 pub mod dependencies;
 pub mod host_records;
+pub mod links;
 pub mod payments;
 pub mod push_payment;
 pub mod read;
