@@ -18,10 +18,12 @@ use ledgerflow_workflows::provider::{
     UpsertMode, VoidOrderRequest, WriteKind,
 };
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
-use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName};
+use ledgerflow_workflows::settings::{Provider as ProviderName, ProviderSettings};
 use ledgerflow_workflows::{ErrorClass, JobError};
 use reqwest::Method;
 use sqlx::PgPool;
+
+mod support;
 
 const CONNECTION: i64 = 61;
 
@@ -74,12 +76,8 @@ async fn env(pool: PgPool) -> Env {
 }
 
 fn conn() -> ConnectionInfo {
-    ConnectionInfo {
-        id: CONNECTION,
-        tenant_id: "bike-shop".into(),
-        provider: ProviderName::LightspeedX,
-        settings: ConnectionSettings::default_for(ProviderName::LightspeedX),
-    }
+    let own = ProviderSettings::default_for(ProviderName::LightspeedX);
+    support::connection(CONNECTION, "bike-shop", own)
 }
 
 fn line(id: &str, sku: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {

@@ -12,9 +12,7 @@ use ledgerflow_adapters::saledock::{
 };
 use ledgerflow_adapters::sim::faults::Fault;
 use ledgerflow_adapters::sim::server::Method;
-use ledgerflow_workflows::invoice::{
-    Customer, Discount, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Payment, Totals,
-};
+use ledgerflow_workflows::invoice::{Customer, Discount, InvoiceLine, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::{
     ConnectionInfo, ExternalRef, Provider, ProviderError, UpsertInvoiceRequest, UpsertMode,
@@ -23,8 +21,10 @@ use ledgerflow_workflows::provider::{
 use ledgerflow_workflows::provider_state::{
     self, CredentialStatus, LimitPolicy, Secret, SecretKey,
 };
-use ledgerflow_workflows::settings::{ConnectionSettings, Provider as Name};
+use ledgerflow_workflows::settings::{Provider as Name, ProviderSettings};
 use sqlx::PgPool;
+
+mod support;
 
 const CONNECTION: i64 = 7;
 const ACCOUNT: &str = "acct-bikes";
@@ -86,54 +86,25 @@ async fn env(pool: PgPool) -> Env {
 }
 
 fn connection() -> ConnectionInfo {
-    ConnectionInfo {
-        id: CONNECTION,
-        tenant_id: "bikes-r-us".into(),
-        provider: Name::Saledock,
-        settings: ConnectionSettings::default_for(Name::Saledock),
-    }
+    let own = ProviderSettings::default_for(Name::Saledock);
+    support::connection(CONNECTION, "bikes-r-us", own)
 }
 
 fn line(id: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {
-    InvoiceLine {
-        line_id: id.into(),
-        kind: LineKind::Item,
-        sku: Some(format!("SKU-{id}")),
-        description: format!("Item {id}"),
-        quantity: qty,
-        unit_price_minor: price,
-        discount: None,
-        tax_code: Some("VAT20".into()),
-        tax_minor: tax,
-    }
+    support::line(id, qty, price, tax, "VAT20")
 }
 
 fn snapshot(number: &str, lines: Vec<InvoiceLine>, discount: Option<Discount>) -> InvoiceSnapshot {
-    let mut s = InvoiceSnapshot {
-        schema_version: 1,
-        invoice_id: format!("host-{number}"),
-        number: number.into(),
-        currency: Currency::parse("GBP").unwrap(),
-        issued_on: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
-        payment_terms: None,
-        due_on: None,
-        status: InvoiceStatus::Issued,
-        customer: Customer {
+    support::snapshot(number, lines, discount, |s| {
+        s.currency = Currency::parse("GBP").unwrap();
+        s.issued_on = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        s.customer = Customer {
             customer_id: "cust-1".into(),
             name: "Jo Rider".into(),
             email: Some("jo@example.com".into()),
             phone: None,
-        },
-        lines,
-        discount,
-        payments: Vec::new(),
-        totals: Totals::default(),
-        sales_channel: None,
-        location: None,
-    };
-    s.totals = s.computed_totals().unwrap();
-    s.validate().unwrap();
-    s
+        };
+    })
 }
 
 fn detailed() -> InvoiceSnapshot {

@@ -23,8 +23,9 @@ use ledgerflow_adapters::quickbooks::{QboAdapter, QboConfig};
 use ledgerflow_adapters::shopify::{ShopifyAdapter, ShopifyConfig};
 use ledgerflow_adapters::xero::{XeroAdapter, XeroConfig};
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, Providers,
-    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
+    CompleteDraftRequest, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
+    Providers, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
+    VoidOrderRequest,
 };
 use ledgerflow_workflows::provider_state::{SECRET_KEY_ENV, Secret, SecretKey};
 use ledgerflow_workflows::settings::Provider as ProviderName;
@@ -344,7 +345,10 @@ impl Provider for Unconfigured {
     fn complete_draft<'a>(&'a self, _: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
         self.refuse()
     }
-    fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn apply_payment<'a>(
+        &'a self,
+        _: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         self.refuse()
     }
     fn sync_customer<'a>(

@@ -1,7 +1,7 @@
 //! Retention of finished jobs with a window other than the defaults
 //! (`--keep-completed-hours`, `--keep-failed-hours`), applied by a running
 //! worker's pruner: what is past its window goes, the rest stays readable.
-//! (`queue_runtime.rs` checks the 24 h / 7 d defaults.)
+//! (`queue_runtime/endings.rs` checks the 24 h / 7 d defaults.)
 
 mod common;
 

@@ -41,9 +41,9 @@ use std::sync::Arc;
 
 pub use config::{LightspeedRConfig, LightspeedRConnection, LightspeedROptions};
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError,
-    ProviderFuture, PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest,
-    VoidOrderRequest, VoidUnlinkedRequest,
+    ConnectionInfo, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
+    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
+    VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::SecretKey;
 use ledgerflow_workflows::settings::{LightspeedRSettings, ProviderSettings};
@@ -194,27 +194,6 @@ impl Provider for LightspeedRAdapter {
                     .map(Some),
                 None => Ok(None),
             }
-        })
-    }
-
-    fn complete_draft<'a>(
-        &'a self,
-        _req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async {
-            Err(ProviderError::permanent(
-                "Lightspeed R-Series sales have no drafts to complete",
-                None,
-            ))
-        })
-    }
-
-    fn push_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
-        Box::pin(async {
-            Err(ProviderError::permanent(
-                "Lightspeed R-Series takes payments with the sale (layaway deposits), not on their own",
-                None,
-            ))
         })
     }
 

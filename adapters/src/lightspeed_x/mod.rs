@@ -42,9 +42,9 @@ use std::sync::Arc;
 
 pub use config::{LightspeedXConfig, LightspeedXConnection, LightspeedXOptions};
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
-    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VersionFeed,
-    VoidOrderRequest, VoidUnlinkedRequest,
+    ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
+    PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VersionFeed, VoidOrderRequest,
+    VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::SecretKey;
 use sqlx::PgPool;
@@ -137,27 +137,6 @@ impl Provider for LightspeedXAdapter {
                     .map(Some),
                 None => Ok(None),
             }
-        })
-    }
-
-    fn complete_draft<'a>(
-        &'a self,
-        _req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async {
-            Err(ProviderError::permanent(
-                "Lightspeed X-Series sales have no drafts to complete",
-                None,
-            ))
-        })
-    }
-
-    fn push_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
-        Box::pin(async {
-            Err(ProviderError::permanent(
-                "Lightspeed X-Series takes payments with the sale, not on their own",
-                None,
-            ))
         })
     }
 

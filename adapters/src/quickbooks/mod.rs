@@ -69,10 +69,9 @@ pub use config::{QboConfig, QboConnection, QboLimits, QboOptions};
 pub use errors::PayrollFault;
 pub use items::ServiceItem;
 use ledgerflow_workflows::provider::{
-    ChangeFeed, CompleteDraftRequest, ConnectionInfo, ExternalRef, HostRecordSync, Import,
-    PaymentOutcome, Provider, ProviderError, ProviderFuture, PushPaymentRequest, PushResult,
-    ReversePaymentRequest, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest,
-    VoidUnlinkedRequest,
+    ChangeFeed, ConnectionInfo, ExternalRef, HostRecordSync, Import, PaymentOutcome, Provider,
+    ProviderError, ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest,
+    SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{self as state, Credentials, NewCredentials, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, QuickBooksSettings};
@@ -215,31 +214,6 @@ impl Provider for QboAdapter {
         Box::pin(async move {
             QboAdapter::void_unlinked(self, req.connection.id, req.snapshot, req.idempotency_key)
                 .await
-        })
-    }
-
-    fn complete_draft<'a>(
-        &'a self,
-        _req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            Err(ProviderError::permanent(
-                "QuickBooks has no draft orders to complete: invoices sync once they are sent",
-                None,
-            ))
-        })
-    }
-
-    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
-        Box::pin(async move {
-            match self.apply_payment(req).await? {
-                PaymentOutcome::Applied(r)
-                | PaymentOutcome::Reversed(r)
-                | PaymentOutcome::AlreadyApplied(r) => Ok(r),
-                PaymentOutcome::Skipped { reason } => {
-                    Err(ProviderError::permanent(format!("skipped: {reason}"), None))
-                }
-            }
         })
     }
 

@@ -44,7 +44,7 @@ pub use config::{
     AuthMode, SaledockAuth, SaledockConfig, SaledockConnection, SaledockOptions, SealedSecrets,
 };
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
+    ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
     PushResult, SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{NewCredentials, Secret, SecretKey};
@@ -203,21 +203,12 @@ impl Provider for SaledockAdapter {
         })
     }
 
-    fn complete_draft<'a>(
-        &'a self,
-        _req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            Err(ProviderError::permanent(
-                "Saledock sales orders have no drafts to complete: the order is completed in Saledock",
-                None,
-            ))
-        })
-    }
-
     /// Payments travel on the sales order (every upsert carries them all),
     /// so there is no payment of its own to push.
-    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn apply_payment<'a>(
+        &'a self,
+        req: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         let payment = req.payment.payment_id.clone();
         Box::pin(async move {
             Err(ProviderError::permanent(

@@ -207,13 +207,7 @@ impl Provider for ShopifyAdapter {
 
     /// Shopify records payment when the draft is completed as paid
     /// ("complete draft order when invoice is paid"); single payments are
-    /// not pushed. The ledger calls [`Provider::apply_payment`], which says
-    /// so as a skipped outcome; this older entry point fails permanently
-    /// with the same reason.
-    fn push_payment<'a>(&'a self, _req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
-        Box::pin(async move { Err(permanent(format!("skipped: {PAYMENTS_SKIPPED}"))) })
-    }
-
+    /// not pushed: a skipped outcome with the reason.
     fn apply_payment<'a>(
         &'a self,
         _req: PushPaymentRequest<'a>,

@@ -146,3 +146,88 @@ impl Common {
         None
     }
 }
+
+/// The fault kinds of a simulator whose API has no faults of its own
+/// beyond the common ones and an HTML page from something in front of it
+/// (a proxy, a CDN). Lightspeed's simulators name it their `FaultKind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFault {
+    /// Answer this status (500, 503) without doing anything.
+    Status(u16),
+    /// 429 with `Retry-After` this many seconds ahead (written as the
+    /// provider writes it: seconds, or a date).
+    RateLimit { retry_after: u64 },
+    /// Answer after this long.
+    Latency(Duration),
+    /// The access token is refused as expired (401).
+    ExpiredToken,
+    /// Do the write, then drop the connection before the answer.
+    DropAfterCommit,
+    /// An HTML page from something in front of the API, with this status.
+    Html(u16),
+}
+
+impl ApiFault {
+    /// The common kind this is, or itself when it is not one.
+    pub fn common(self) -> Result<Common, ApiFault> {
+        match self {
+            ApiFault::Status(s) => Ok(Common::Status(s)),
+            ApiFault::RateLimit { retry_after } => Ok(Common::RateLimit { retry_after }),
+            ApiFault::Latency(d) => Ok(Common::Latency(d)),
+            ApiFault::ExpiredToken => Ok(Common::ExpiredToken),
+            ApiFault::DropAfterCommit => Ok(Common::DropAfterCommit),
+            other => Err(other),
+        }
+    }
+}
+
+/// What a request met at the fault queue, once the common kinds that
+/// change how it runs went into its [`Effects`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Met<K> {
+    /// Nothing to answer now: the request goes on (with its effects).
+    Nothing,
+    /// Answer this status (500, 503, ...) now, without doing anything.
+    Status(u16),
+    /// Answer 429 now with this Retry-After (seconds).
+    RateLimit { retry_after: u64 },
+    /// A kind of the simulator's own, for it to answer.
+    Own(K),
+}
+
+impl<K: Clone> Faults<K> {
+    /// The step every simulator's front door takes: the request's fault
+    /// taken from the queue, the latency and the common kinds that change
+    /// how it runs put into [`Effects`], and what is left to answer now.
+    /// `common` maps the simulator's kind onto [`Common`] where it is one.
+    pub fn meet(
+        &mut self,
+        method: &Method,
+        path: &str,
+        common: impl FnOnce(K) -> Result<Common, K>,
+    ) -> (Effects, Met<K>) {
+        let mut effects = Effects {
+            delay: self.latency,
+            ..Effects::default()
+        };
+        let met = match self.take(method, path).map(common) {
+            None => Met::Nothing,
+            Some(Err(own)) => Met::Own(own),
+            Some(Ok(c)) => match c.apply(&mut effects) {
+                Some(Common::Status(code)) => Met::Status(code),
+                Some(Common::RateLimit { retry_after }) => Met::RateLimit { retry_after },
+                _ => Met::Nothing,
+            },
+        };
+        (effects, met)
+    }
+}
+
+impl Effects {
+    /// Waits out the delay the faults and the latency added.
+    pub async fn wait(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`server`] | the socket, [`server::SimRequest`] in, [`server::Answer`] out (including a connection dropped after the write committed), query parsing |
 //! | [`clock`] | the simulated clock tests move forward |
+//! | [`handle`] | the [`handle::Simulator`] handle tests hold: start, address, faults, latency, clock, tokens' statistics |
 //! | [`faults`] | fault queue (method + path, `times`), the common fault kinds (500/503, 429, latency, expired token, drop after commit) |
 //! | [`oauth`] | access tokens, rotating single-use refresh tokens with the lost-answer grace window, the token endpoint |
 //! | [`limits`] | rolling windows, concurrency, leaky buckets |
@@ -15,13 +16,15 @@
 //! A provider's simulator is a `Simulator` handle (start, add records,
 //! push faults, inspect) around `Arc<Mutex<its state>>`, started with
 //! [`server::Server::start`] and a handler that authenticates, applies
-//! faults and limits with these pieces, then routes. Never used by
+//! faults and limits with these pieces, then routes; where its state holds
+//! the [`handle::Common`] parts, the handle is [`handle::Simulator`]. Never used by
 //! production code paths: compiled only with the `sandbox` feature.
 
 use std::sync::{Mutex, MutexGuard};
 
 pub mod clock;
 pub mod faults;
+pub mod handle;
 pub mod limits;
 pub mod oauth;
 pub mod pricing;

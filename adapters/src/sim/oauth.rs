@@ -214,6 +214,14 @@ impl<G: Clone> Tokens<G> {
         self.access.get(token)
     }
 
+    /// Whether the bearer token presented was handed out and has not
+    /// expired at `now`.
+    pub fn accepts(&self, bearer: Option<&str>, now: DateTime<Utc>) -> bool {
+        bearer
+            .and_then(|t| self.access.get(t))
+            .is_some_and(|t| t.expires_at > now)
+    }
+
     /// Exchanges a refresh token: rotation, the grace window, expiry.
     pub fn refresh(&mut self, presented: &str, now: DateTime<Utc>) -> Result<TokenSet, Refused> {
         let Some(record) = self.refresh.get(presented).cloned() else {

@@ -61,9 +61,9 @@ pub use config::{XeroConfig, XeroConnection, XeroLimits, XeroOptions};
 /// [`XeroAdapter::push_payment_outcome`]).
 pub use ledgerflow_workflows::provider::PaymentOutcome;
 use ledgerflow_workflows::provider::{
-    BatchCreate, ChangeFeed, CompleteDraftRequest, ExternalRef, Import, Provider, ProviderError,
-    ProviderFuture, PushPaymentRequest, PushResult, ReversePaymentRequest, SummaryPush,
-    SyncCustomerRequest, UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
+    BatchCreate, ChangeFeed, ExternalRef, Import, Provider, ProviderError, ProviderFuture,
+    PushPaymentRequest, PushResult, ReversePaymentRequest, SummaryPush, SyncCustomerRequest,
+    UpsertInvoiceRequest, VoidOrderRequest, VoidUnlinkedRequest,
 };
 use ledgerflow_workflows::provider_state::{Credentials, NewCredentials, SecretKey};
 use ledgerflow_workflows::settings::{ProviderSettings, XeroSettings};
@@ -233,35 +233,6 @@ impl Provider for XeroAdapter {
         Box::pin(async move {
             self.void_unlinked(req.connection.id, req.snapshot, req.idempotency_key)
                 .await
-        })
-    }
-
-    fn complete_draft<'a>(
-        &'a self,
-        _req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            Err(ProviderError::permanent(
-                "Xero has no draft orders to complete: send the invoice as Authorised instead",
-                None,
-            ))
-        })
-    }
-
-    /// For callers of the plain port method: a payment Xero cannot take
-    /// (Draft invoice) fails permanently with the reason, prefixed
-    /// "skipped:". The ledger calls [`Provider::apply_payment`], which
-    /// answers it typed.
-    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
-        Box::pin(async move {
-            match self.apply_payment(req).await? {
-                PaymentOutcome::Applied(r)
-                | PaymentOutcome::Reversed(r)
-                | PaymentOutcome::AlreadyApplied(r) => Ok(r),
-                PaymentOutcome::Skipped { reason } => {
-                    Err(ProviderError::permanent(format!("skipped: {reason}"), None))
-                }
-            }
         })
     }
 

@@ -4,21 +4,18 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, TimeZone, Utc};
 use ledgerflow_adapters::lightspeed_r::sim::{SimConfig, Simulator};
 use ledgerflow_adapters::lightspeed_r::{
     LightspeedRAdapter, LightspeedRConfig, LightspeedRConnection, LightspeedROptions,
 };
-use ledgerflow_workflows::invoice::{
-    Customer, Discount, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Payment, Totals,
-};
-use ledgerflow_workflows::money::Currency;
+use ledgerflow_workflows::invoice::{Discount, InvoiceLine, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::provider::ConnectionInfo;
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
-use ledgerflow_workflows::settings::{
-    ConnectionSettings, LightspeedRSettings, Provider, ProviderSettings,
-};
+use ledgerflow_workflows::settings::{LightspeedRSettings, ProviderSettings};
 use sqlx::PgPool;
+
+#[path = "../support/mod.rs"]
+mod support;
 
 pub const CONNECTION: i64 = 51;
 
@@ -69,31 +66,19 @@ pub async fn env(pool: PgPool) -> Env {
 }
 
 pub fn connection(layaway: bool, create_missing_items: bool) -> ConnectionInfo {
-    let mut settings = ConnectionSettings::default_for(Provider::LightspeedR);
-    settings.provider = ProviderSettings::LightspeedR(LightspeedRSettings {
+    let settings = LightspeedRSettings {
         layaway_sales: layaway,
         create_missing_items,
-    });
-    ConnectionInfo {
-        id: CONNECTION,
-        tenant_id: "bike-shop".into(),
-        provider: Provider::LightspeedR,
-        settings,
-    }
+    };
+    support::connection(
+        CONNECTION,
+        "bike-shop",
+        ProviderSettings::LightspeedR(settings),
+    )
 }
 
 pub fn line(id: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {
-    InvoiceLine {
-        line_id: id.into(),
-        kind: LineKind::Item,
-        sku: Some(format!("SKU-{id}")),
-        description: format!("Item {id}"),
-        quantity: qty,
-        unit_price_minor: price,
-        discount: None,
-        tax_code: Some("GST15".into()),
-        tax_minor: tax,
-    }
+    support::line(id, qty, price, tax, "GST15")
 }
 
 pub fn snapshot(
@@ -101,40 +86,9 @@ pub fn snapshot(
     lines: Vec<InvoiceLine>,
     discount: Option<Discount>,
 ) -> InvoiceSnapshot {
-    let mut s = InvoiceSnapshot {
-        schema_version: 1,
-        invoice_id: format!("host-{number}"),
-        number: number.into(),
-        currency: Currency::parse("NZD").unwrap(),
-        issued_on: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
-        payment_terms: None,
-        due_on: None,
-        status: InvoiceStatus::Issued,
-        customer: Customer {
-            customer_id: "cust-7".into(),
-            name: "Jane Doe".into(),
-            email: Some("jane@example.com".into()),
-            phone: None,
-        },
-        lines,
-        discount,
-        payments: Vec::new(),
-        totals: Totals::default(),
-        sales_channel: None,
-        location: None,
-    };
-    s.totals = s.computed_totals().unwrap();
-    s.validate().unwrap();
-    s
+    support::snapshot(number, lines, discount, |_| {})
 }
 
 pub fn payment(id: &str, amount: i64) -> Payment {
-    Payment {
-        payment_id: id.into(),
-        amount_minor: amount,
-        currency: None,
-        paid_at: Utc.with_ymd_and_hms(2026, 11, 24, 10, 0, 0).unwrap(),
-        method: Some("card".into()),
-        reference: None,
-    }
+    support::payment(id, amount, support::day_after())
 }

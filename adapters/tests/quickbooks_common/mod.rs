@@ -7,20 +7,18 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone, Utc};
 use ledgerflow_adapters::quickbooks::sim::{SimConfig, Simulator};
 use ledgerflow_adapters::quickbooks::{QboAdapter, QboConfig, QboConnection, QboOptions};
-use ledgerflow_workflows::invoice::{
-    Customer, Discount, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Payment, Totals,
-};
+use ledgerflow_workflows::invoice::{Discount, InvoiceLine, InvoiceSnapshot, Payment};
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::{
     ConnectionInfo, ExternalRef, Provider, ProviderError, PushResult, UpsertInvoiceRequest,
     UpsertMode,
 };
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
-use ledgerflow_workflows::settings::{
-    ConnectionSettings, Provider as ProviderName, ProviderSettings, QuickBooksRegion,
-    QuickBooksSettings,
-};
+use ledgerflow_workflows::settings::{ProviderSettings, QuickBooksRegion, QuickBooksSettings};
 use sqlx::PgPool;
+
+#[path = "../support/mod.rs"]
+mod support;
 
 pub const CONNECTION: i64 = 21;
 
@@ -92,7 +90,6 @@ pub async fn env(pool: PgPool) -> Env {
 }
 
 pub fn connection(region: QuickBooksRegion) -> ConnectionInfo {
-    let mut settings = ConnectionSettings::default_for(ProviderName::QuickBooks);
     // Canada / Global: the host's GST is the simulator's TaxCode 5 (5%),
     // a line without a code goes as 9 (exempt); the US maps nothing.
     let mut qs = QuickBooksSettings {
@@ -104,27 +101,11 @@ pub fn connection(region: QuickBooksRegion) -> ConnectionInfo {
         qs.tax_codes.insert("GST".into(), "5".into());
         qs.exempt_tax_code = Some("9".into());
     }
-    settings.provider = ProviderSettings::QuickBooks(qs);
-    ConnectionInfo {
-        id: CONNECTION,
-        tenant_id: "bike-shop".into(),
-        provider: ProviderName::QuickBooks,
-        settings,
-    }
+    support::connection(CONNECTION, "bike-shop", ProviderSettings::QuickBooks(qs))
 }
 
 pub fn line(id: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {
-    InvoiceLine {
-        line_id: id.into(),
-        kind: LineKind::Item,
-        sku: Some(format!("SKU-{id}")),
-        description: format!("Item {id}"),
-        quantity: qty,
-        unit_price_minor: price,
-        discount: None,
-        tax_code: Some("GST".into()),
-        tax_minor: tax,
-    }
+    support::line(id, qty, price, tax, "GST")
 }
 
 pub fn snapshot(
@@ -132,41 +113,22 @@ pub fn snapshot(
     lines: Vec<InvoiceLine>,
     discount: Option<Discount>,
 ) -> InvoiceSnapshot {
-    let mut s = InvoiceSnapshot {
-        schema_version: 1,
-        invoice_id: format!("host-{number}"),
-        number: number.into(),
-        currency: Currency::parse("USD").unwrap(),
-        issued_on: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
-        payment_terms: None,
-        due_on: NaiveDate::from_ymd_opt(2026, 12, 15),
-        status: InvoiceStatus::Issued,
-        customer: Customer {
-            customer_id: "cust-7".into(),
-            name: "Jane Doe".into(),
-            email: Some("jane@example.com".into()),
-            phone: Some("+1 555 0100".into()),
-        },
-        lines,
-        discount,
-        payments: Vec::new(),
-        totals: Totals::default(),
-        sales_channel: None,
-        location: None,
-    };
-    s.totals = s.computed_totals().unwrap();
-    s.validate().unwrap();
-    s
+    support::snapshot(number, lines, discount, |s| {
+        s.currency = Currency::parse("USD").unwrap();
+        s.issued_on = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        s.due_on = NaiveDate::from_ymd_opt(2026, 12, 15);
+        s.customer.phone = Some("+1 555 0100".into());
+    })
 }
 
 pub fn payment(id: &str, amount: i64) -> Payment {
     Payment {
-        payment_id: id.into(),
-        amount_minor: amount,
-        currency: None,
-        paid_at: Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, 0).unwrap(),
-        method: Some("card".into()),
         reference: Some(format!("R-{id}")),
+        ..support::payment(
+            id,
+            amount,
+            Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, 0).unwrap(),
+        )
     }
 }
 

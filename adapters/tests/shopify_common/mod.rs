@@ -4,24 +4,21 @@
 
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use ledgerflow_adapters::shopify::simulator::{SimConfig, Simulator};
 use ledgerflow_adapters::shopify::{
     ShopifyAdapter, ShopifyConfig, ShopifyConnection, ShopifyOptions,
 };
-use ledgerflow_workflows::invoice::{
-    Customer, Discount, InvoiceLine, InvoiceSnapshot, InvoiceStatus, LineKind, Totals,
-};
-use ledgerflow_workflows::money::Currency;
+use ledgerflow_workflows::invoice::{Discount, InvoiceLine, InvoiceSnapshot};
 use ledgerflow_workflows::provider::{
     ConnectionInfo, ExternalRef, Provider, ProviderError, PushResult, UpsertInvoiceRequest,
     UpsertMode,
 };
 use ledgerflow_workflows::provider_state::{BucketPolicy, Secret, SecretKey};
-use ledgerflow_workflows::settings::{
-    ConnectionSettings, Provider as Name, ProviderSettings, ShopifySettings,
-};
+use ledgerflow_workflows::settings::{ProviderSettings, ShopifySettings};
 use sqlx::PgPool;
+
+#[path = "../support/mod.rs"]
+mod support;
 
 pub const CONNECTION: i64 = 7;
 
@@ -86,14 +83,7 @@ pub async fn env(pool: PgPool) -> Env {
 pub fn connection(f: impl FnOnce(&mut ShopifySettings)) -> ConnectionInfo {
     let mut s = ShopifySettings::default();
     f(&mut s);
-    let mut settings = ConnectionSettings::default_for(Name::Shopify);
-    settings.provider = ProviderSettings::Shopify(s);
-    ConnectionInfo {
-        id: CONNECTION,
-        tenant_id: "bikes-r-us".into(),
-        provider: Name::Shopify,
-        settings,
-    }
+    support::connection(CONNECTION, "bikes-r-us", ProviderSettings::Shopify(s))
 }
 
 pub fn drafts() -> ConnectionInfo {
@@ -108,17 +98,7 @@ pub fn orders() -> ConnectionInfo {
 }
 
 pub fn line(id: &str, qty: i64, price: i64, tax: i64) -> InvoiceLine {
-    InvoiceLine {
-        line_id: id.into(),
-        kind: LineKind::Item,
-        sku: Some(format!("SKU-{id}")),
-        description: format!("Item {id}"),
-        quantity: qty,
-        unit_price_minor: price,
-        discount: None,
-        tax_code: Some("GST15".into()),
-        tax_minor: tax,
-    }
+    support::line(id, qty, price, tax, "GST15")
 }
 
 pub fn snapshot(
@@ -126,31 +106,9 @@ pub fn snapshot(
     lines: Vec<InvoiceLine>,
     discount: Option<Discount>,
 ) -> InvoiceSnapshot {
-    let mut s = InvoiceSnapshot {
-        schema_version: 1,
-        invoice_id: format!("host-{invoice}"),
-        number: invoice.into(),
-        currency: Currency::parse("NZD").unwrap(),
-        issued_on: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
-        payment_terms: None,
-        due_on: None,
-        status: InvoiceStatus::Issued,
-        customer: Customer {
-            customer_id: "cust-1".into(),
-            name: "Jane Doe".into(),
-            email: Some("jane@example.com".into()),
-            phone: None,
-        },
-        lines,
-        discount,
-        payments: Vec::new(),
-        totals: Totals::default(),
-        sales_channel: None,
-        location: None,
-    };
-    s.totals = s.computed_totals().unwrap();
-    s.validate().unwrap();
-    s
+    support::snapshot(invoice, lines, discount, |s| {
+        s.customer.customer_id = "cust-1".into();
+    })
 }
 
 /// One upsert, then what the ledger does when it stores the link: the

@@ -26,7 +26,8 @@ use super::connections::{Connection, ConnectionStatus, get_connection, mark_reco
 use super::host_records::{
     HostRecordKind, Outcome, Pending, capability, link_of, mark, not_supported, pending, skip_now,
 };
-use super::sync::{job_error, upsert_link};
+use super::links::upsert_link;
+use super::sync::job_error;
 use crate::host_data::HostCustomer;
 use crate::invoice::Customer;
 use crate::payloads::SyncCustomer;

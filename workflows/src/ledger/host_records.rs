@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
 use super::connections::{Connection, ConnectionStatus, get_connection, mark_reconnect_needed};
-use super::sync::{job_error, upsert_link};
+use super::links::upsert_link;
+use super::sync::job_error;
 use crate::host_data::{HostCustomer, HostItem};
 use crate::payloads::SyncItem;
 use crate::provider::{ExternalRef, HostItemRequest, HostRecordSync, ProviderError, Providers};

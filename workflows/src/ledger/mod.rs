@@ -15,6 +15,7 @@
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step (a chain's, or a customer the host changed) |
 //! | [`host_records`] | the host's customers and service items changed on their own: the triggers, their outcome per connection, the sync-item step |
+//! | [`links`] | links between the host's records and the provider's: read for a push, written when one succeeds |
 //! | [`payments`] | an invoice's payments in the provider: applied, reversed, linked |
 //! | [`push_payment`] | the push-payment step of a sync chain |
 //!
@@ -58,6 +59,7 @@ pub mod customers;
 pub mod dependencies;
 pub mod gave_up;
 pub mod host_records;
+pub mod links;
 pub mod payments;
 pub mod push_payment;
 pub mod read;
@@ -88,7 +90,7 @@ pub use record::{
     Recorded, TriggerRequest, record_trigger, record_trigger_json, resync_now, retry_failed_event,
     send_as_new, set_invoice_auto_sync,
 };
-pub use sync::{record_job_gave_up, run_upsert_invoice, run_void_order};
+pub use sync::{run_upsert_invoice, run_void_order};
 
 /// The queue's unique key of an invoice's sync jobs on a connection.
 pub fn sync_key(connection_id: i64, invoice_id: &str) -> String {

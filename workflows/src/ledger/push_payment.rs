@@ -8,9 +8,10 @@
 
 use super::Operation;
 use super::connections::{ConnectionStatus, get_connection, mark_reconnect_needed};
+use super::links::invoice_link;
 use super::payments::{link_payments, push_payments};
 use super::read::PaymentPush;
-use super::sync::{Ran, invoice_link, job_error, lock_invoice, pushes_payments, run_open_event};
+use super::sync::{Ran, job_error, lock_invoice, pushes_payments, run_open_event};
 use crate::invoice::InvoiceSnapshot;
 use crate::payloads::PushPayment;
 use crate::provider::Providers;

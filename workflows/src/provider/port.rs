@@ -33,22 +33,45 @@ pub trait Provider: Send + Sync {
     /// `Ok` with [`WriteKind::AlreadyVoided`], not `NotFound`.
     fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult>;
 
+    /// Turn the paid invoice's draft into an order (Shopify). The default
+    /// refuses, naming the provider: only a provider with draft orders
+    /// overrides it.
     fn complete_draft<'a>(
         &'a self,
         req: CompleteDraftRequest<'a>,
-    ) -> ProviderFuture<'a, PushResult>;
-
-    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef>;
+    ) -> ProviderFuture<'a, PushResult> {
+        let e = ProviderError::permanent(
+            format!(
+                "{} has no draft orders to complete",
+                req.connection.provider.display_name()
+            ),
+            None,
+        );
+        Box::pin(async move { Err(e) })
+    }
 
     /// Apply one payment, or say why the provider cannot take it now
-    /// ([`PaymentOutcome::Skipped`]). This is what the ledger calls. The
-    /// default wraps [`Provider::push_payment`] (an adapter that never
-    /// declines need not override it), so adding it broke no adapter.
+    /// ([`PaymentOutcome::Skipped`]). This is what the ledger calls.
     fn apply_payment<'a>(
         &'a self,
         req: PushPaymentRequest<'a>,
-    ) -> ProviderFuture<'a, PaymentOutcome> {
-        Box::pin(async move { self.push_payment(req).await.map(PaymentOutcome::Applied) })
+    ) -> ProviderFuture<'a, PaymentOutcome>;
+
+    /// [`Provider::apply_payment`] for callers that want only the payment's
+    /// record: a payment the provider declines fails permanently with the
+    /// reason, prefixed "skipped:". Written once here, so no adapter
+    /// overrides it.
+    fn push_payment<'a>(&'a self, req: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+        Box::pin(async move {
+            match self.apply_payment(req).await? {
+                PaymentOutcome::Applied(r)
+                | PaymentOutcome::Reversed(r)
+                | PaymentOutcome::AlreadyApplied(r) => Ok(r),
+                PaymentOutcome::Skipped { reason } => {
+                    Err(ProviderError::permanent(format!("skipped: {reason}"), None))
+                }
+            }
+        })
     }
 
     /// Find or create the provider's record of a customer. `None`: this
@@ -148,7 +171,10 @@ impl Provider for MissingAdapter {
     fn complete_draft<'a>(&'a self, _: CompleteDraftRequest<'a>) -> ProviderFuture<'a, PushResult> {
         self.refuse()
     }
-    fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn apply_payment<'a>(
+        &'a self,
+        _: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         self.refuse()
     }
     fn sync_customer<'a>(

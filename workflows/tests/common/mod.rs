@@ -16,8 +16,9 @@ use ledgerflow_workflows::invoice::{
 use ledgerflow_workflows::ledger::{self, NewTenant};
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::{
-    CompleteDraftRequest, ExternalRef, Provider, ProviderError, ProviderFuture, PushPaymentRequest,
-    PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode, VoidOrderRequest, WriteKind,
+    CompleteDraftRequest, ExternalRef, PaymentOutcome, Provider, ProviderError, ProviderFuture,
+    PushPaymentRequest, PushResult, SyncCustomerRequest, UpsertInvoiceRequest, UpsertMode,
+    VoidOrderRequest, WriteKind,
 };
 use ledgerflow_workflows::settings::{ConnectionSettings, Provider as ProviderName};
 use sqlx::PgPool;
@@ -356,7 +357,10 @@ impl Provider for RecordingProvider {
         Box::pin(async { Err(ProviderError::permanent("not used in these tests", None)) })
     }
 
-    fn push_payment<'a>(&'a self, _: PushPaymentRequest<'a>) -> ProviderFuture<'a, ExternalRef> {
+    fn apply_payment<'a>(
+        &'a self,
+        _: PushPaymentRequest<'a>,
+    ) -> ProviderFuture<'a, PaymentOutcome> {
         Box::pin(async { Err(ProviderError::permanent("not used in these tests", None)) })
     }
 

@@ -21,49 +21,17 @@ mod records;
 mod server;
 mod state;
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-
 pub use records::sale_total;
-use state::{Inner, Shared, lock};
+pub use state::Inner;
 
 use crate::lightspeed_r::wire::{Contact, ContactEmail, Customer, Emails, Item, OneOrMany, Sale};
-use crate::sim::faults::Common;
-use crate::sim::oauth::{TokenSet, TokenStats};
 
 /// A fault for the next matching requests.
 pub type Fault = crate::sim::faults::Fault<FaultKind>;
 
-/// The faults this simulator injects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultKind {
-    /// Answer this status (500, 503) without doing anything.
-    Status(u16),
-    /// 429 with this `Retry-After` in seconds.
-    RateLimit { retry_after: u64 },
-    /// Answer after this long.
-    Latency(Duration),
-    /// The access token is refused as expired (401).
-    ExpiredToken,
-    /// Do the write, then drop the connection before the answer.
-    DropAfterCommit,
-    /// An HTML page from something in front of the API, with this status.
-    Html(u16),
-}
-
-impl FaultKind {
-    fn common(self) -> Result<Common, FaultKind> {
-        match self {
-            FaultKind::Status(s) => Ok(Common::Status(s)),
-            FaultKind::RateLimit { retry_after } => Ok(Common::RateLimit { retry_after }),
-            FaultKind::Latency(d) => Ok(Common::Latency(d)),
-            FaultKind::ExpiredToken => Ok(Common::ExpiredToken),
-            FaultKind::DropAfterCommit => Ok(Common::DropAfterCommit),
-            other => Err(other),
-        }
-    }
-}
+/// The faults this simulator injects: the kit's common kinds and an HTML
+/// page from something in front of the API.
+pub use crate::sim::faults::ApiFault as FaultKind;
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -112,28 +80,14 @@ pub struct SimStats {
     pub max_level_tenths: i64,
 }
 
-/// A running simulator. Dropping it stops it.
-pub struct Simulator {
-    shared: Shared,
-    server: crate::sim::server::Server,
-}
+/// A running simulator (the kit's handle: start, faults, latency, clock,
+/// tokens). Dropping it stops it.
+pub type Simulator = crate::sim::handle::Simulator<Inner>;
+
+// Here, not in `state`: the state must not name its server (the server reads the state).
+crate::sim::handle::sim_state!(Inner, SimConfig, FaultKind, SimStats, server::handle);
 
 impl Simulator {
-    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
-        Self::start_on(config, "127.0.0.1:0").await
-    }
-
-    pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
-        let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(Inner::new(config)));
-        let server =
-            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
-        Ok(Simulator { shared, server })
-    }
-
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
-
     /// `{base}/API/V3/Account/{accountID}`.
     pub fn api_base_url(&self) -> String {
         format!("{}/API/V3/Account/{}", self.base_url(), self.account_id())
@@ -145,55 +99,22 @@ impl Simulator {
     }
 
     pub fn account_id(&self) -> String {
-        lock(&self.shared).config.account_id.clone()
-    }
-
-    /// The end of a consent: a fresh token set.
-    pub fn authorize(&self) -> TokenSet {
-        let mut s = lock(&self.shared);
-        let now = s.now();
-        s.tokens.mint((), now)
-    }
-
-    pub fn push_fault(&self, fault: Fault) {
-        lock(&self.shared).faults.push(fault);
-    }
-
-    pub fn pending_faults(&self) -> usize {
-        lock(&self.shared).faults.pending()
-    }
-
-    /// Forgets the faults pushed and not yet met.
-    pub fn clear_faults(&self) {
-        lock(&self.shared).faults.clear();
-    }
-
-    pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared).faults.latency = latency;
+        self.state().config.account_id.clone()
     }
 
     pub fn set_page_size(&self, size: usize) {
-        lock(&self.shared).config.page_size = size;
-    }
-
-    /// Moves the simulated clock (token expiry, the bucket's drip).
-    pub fn advance(&self, by: chrono::Duration) {
-        lock(&self.shared).clock.advance(by);
-    }
-
-    pub fn now(&self) -> DateTime<Utc> {
-        lock(&self.shared).now()
+        self.state().config.page_size = size;
     }
 
     /// Another integration on the account spends `units` of the bucket.
     pub fn spend_bucket(&self, units: u32) {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let now = s.now();
         s.bucket.fill(units * 10, now);
     }
 
     pub fn add_item(&self, sku: &str, description: &str) -> String {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let id = s.id();
         s.items.insert(
             id,
@@ -207,7 +128,7 @@ impl Simulator {
     }
 
     pub fn add_customer(&self, first: &str, last: &str, email: Option<&str>) -> String {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let id = s.id();
         let emails = email
             .map(|e| ContactEmail {
@@ -234,7 +155,7 @@ impl Simulator {
 
     /// Every sale, totals computed.
     pub fn sales(&self) -> Vec<Sale> {
-        let s = lock(&self.shared);
+        let s = self.state();
         s.sales
             .values()
             .filter_map(|sale| serde_json::from_str(&records::render(sale).to_string()).ok())
@@ -249,7 +170,7 @@ impl Simulator {
 
     /// A sale made elsewhere (the register, another app); returns its id.
     pub fn add_sale(&self, mut sale: Sale) -> String {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let id = s.id();
         sale.sale_id = Some(id.to_string());
         s.sales.insert(id, sale);
@@ -258,30 +179,17 @@ impl Simulator {
 
     /// A person completes the sale in the register.
     pub fn complete_sale(&self, id: &str) {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         if let Some(sale) = id.parse::<u64>().ok().and_then(|i| s.sales.get_mut(&i)) {
             sale.completed = true;
         }
     }
 
     pub fn customers(&self) -> Vec<Customer> {
-        lock(&self.shared).customers.values().cloned().collect()
+        self.state().customers.values().cloned().collect()
     }
 
     pub fn items(&self) -> Vec<Item> {
-        lock(&self.shared).items.values().cloned().collect()
-    }
-
-    pub fn stats(&self) -> SimStats {
-        lock(&self.shared).stats
-    }
-
-    pub fn token_stats(&self) -> TokenStats {
-        lock(&self.shared).tokens.stats
-    }
-
-    /// The most any refresh token was honoured (1: never spent twice).
-    pub fn max_refresh_token_uses(&self) -> u32 {
-        lock(&self.shared).tokens.max_refresh_token_uses()
+        self.state().items.values().cloned().collect()
     }
 }

@@ -8,8 +8,9 @@ use axum::http::Method;
 use super::FaultKind;
 use super::answers::error;
 use super::records;
-use super::state::{Shared, lock};
-use crate::sim::faults::{Common, Effects};
+use super::state::{Inner, Shared, lock};
+use crate::sim::faults::Met;
+use crate::sim::handle::admit;
 use crate::sim::oauth::token_error;
 use crate::sim::server::{Answer, SimRequest, parse_query};
 
@@ -36,51 +37,35 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
         let form = parse_query(&String::from_utf8_lossy(&req.body));
         if form.contains_key("scope") {
             // Lightspeed refuses a refresh that names a scope.
-            s.tokens.stats.invalid_grants += 1;
+            s.common.tokens.stats.invalid_grants += 1;
             return token_error("invalid_grant", "scope is not allowed on refresh");
         }
-        return s.tokens.token_endpoint(&req.headers, &req.body, now);
+        return s.common.tokens.token_endpoint(&req.headers, &req.body, now);
     }
     let prefix = format!("/API/V3/Account/{}/", lock(&shared).config.account_id);
     let Some(rest) = req.path.strip_prefix(&prefix).map(str::to_string) else {
         return error(404, "no such route");
     };
-    let mut effects = Effects::default();
-    let answer_now = {
-        let mut s = lock(&shared);
+    let at_once = |s: &mut Inner, met| {
         s.stats.requests += 1;
-        let fault = s.faults.take(&req.method, &req.path);
-        effects.delay = s.faults.latency;
-        match fault.map(FaultKind::common) {
-            Some(Ok(common)) => match common.apply(&mut effects) {
-                Some(Common::Status(code)) => Some(error(code, "simulated failure")),
-                Some(Common::RateLimit { retry_after }) => {
-                    s.stats.injected_429s += 1;
-                    let mut a = error(429, "Rate limit exceeded");
-                    a.headers.push(("retry-after", retry_after.to_string()));
-                    Some(a)
-                }
-                _ => None,
-            },
-            Some(Err(FaultKind::Html(code))) => Some(html(code)),
-            _ => None,
+        match met {
+            Met::Status(code) => Some(error(code, "simulated failure")),
+            Met::RateLimit { retry_after } => {
+                s.stats.injected_429s += 1;
+                let mut a = error(429, "Rate limit exceeded");
+                a.headers.push(("retry-after", retry_after.to_string()));
+                Some(a)
+            }
+            Met::Own(FaultKind::Html(code)) => Some(html(code)),
+            Met::Own(_) | Met::Nothing => None,
         }
     };
-    if !effects.delay.is_zero() {
-        tokio::time::sleep(effects.delay).await;
-    }
-    if let Some(a) = answer_now {
-        return a;
-    }
-    let mut s = lock(&shared);
+    let refused = || error(401, "Invalid access token.");
+    let (mut s, effects) = match admit(&shared, &req, FaultKind::common, at_once, refused).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
     let now = s.now();
-    let token_ok = req
-        .bearer()
-        .and_then(|t| s.tokens.access(&t).cloned())
-        .is_some_and(|t| t.expires_at > now);
-    if !token_ok || effects.expired_token {
-        return error(401, "Invalid access token.");
-    }
     // The account's bucket: writes cost 10, reads 1 (in tenths here).
     let cost: u32 = if req.is_write() { 100 } else { 10 };
     let admitted = s.bucket.admit(cost, now);

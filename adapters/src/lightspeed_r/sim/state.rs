@@ -2,26 +2,22 @@
 //! kit's pieces (clock, tokens, faults, the account's leaky bucket).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use super::{FaultKind, SimConfig, SimStats};
 use crate::lightspeed_r::wire::{Customer, Item, Sale};
-use crate::sim::clock::Clock;
-use crate::sim::faults::Faults;
+use crate::sim::handle::Common;
 use crate::sim::limits::LeakyBucket;
-use crate::sim::oauth::{TokenConfig, Tokens};
+use crate::sim::oauth::TokenConfig;
 
-pub(super) type Shared = Arc<Mutex<Inner>>;
+pub(super) type Shared = crate::sim::handle::Shared<Inner>;
 
 pub(super) use crate::sim::lock;
 
-pub(super) struct Inner {
+pub struct Inner {
     pub config: SimConfig,
-    pub clock: Clock,
-    pub tokens: Tokens<()>,
-    pub faults: Faults<FaultKind>,
+    pub common: Common<FaultKind>,
     /// The account's one bucket, in tenths of a unit.
     pub bucket: LeakyBucket,
     pub stats: SimStats,
@@ -32,23 +28,21 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    pub fn new(config: SimConfig) -> Inner {
+    pub(super) fn new(config: SimConfig) -> Inner {
         // Single use, and a refresh before expiry hands the same access
         // token back.
-        let tokens = Tokens::new(TokenConfig {
+        let tokens = TokenConfig {
             early_refresh_keeps_access: true,
             ..TokenConfig::single_use(
                 config.client_id.clone(),
                 config.client_secret.clone(),
                 config.access_token_ttl,
             )
-        });
+        };
         let bucket = LeakyBucket::new(config.bucket_size * 10, config.drip_tenths);
         Inner {
             config,
-            clock: Clock::default(),
-            tokens,
-            faults: Faults::default(),
+            common: Common::new(tokens),
             bucket,
             stats: SimStats::default(),
             customers: BTreeMap::new(),
@@ -59,7 +53,7 @@ impl Inner {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        self.common.clock.now()
     }
 
     pub fn id(&mut self) -> u64 {

@@ -18,48 +18,20 @@ mod server;
 mod state;
 mod webhooks;
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-
 pub use records::totals;
 pub use server::http_date;
 pub use state::Counts as WebhookCounts;
-use state::{Inner, Shared, lock};
+pub use state::Inner;
 pub use webhooks::body as webhook_body;
 
 use crate::lightspeed_x::wire::{Customer, Product, RegisterSale};
-use crate::sim::faults::Common;
-use crate::sim::oauth::{TokenSet, TokenStats};
 
+/// A fault for the next matching requests.
 pub type Fault = crate::sim::faults::Fault<FaultKind>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultKind {
-    Status(u16),
-    /// 429 with `Retry-After` this many seconds ahead, written as a date.
-    RateLimit {
-        retry_after: u64,
-    },
-    Latency(Duration),
-    ExpiredToken,
-    DropAfterCommit,
-    /// An HTML page from something in front of the API.
-    Html(u16),
-}
-
-impl FaultKind {
-    fn common(self) -> Result<Common, FaultKind> {
-        match self {
-            FaultKind::Status(s) => Ok(Common::Status(s)),
-            FaultKind::RateLimit { retry_after } => Ok(Common::RateLimit { retry_after }),
-            FaultKind::Latency(d) => Ok(Common::Latency(d)),
-            FaultKind::ExpiredToken => Ok(Common::ExpiredToken),
-            FaultKind::DropAfterCommit => Ok(Common::DropAfterCommit),
-            other => Err(other),
-        }
-    }
-}
+/// The faults this simulator injects: the kit's common kinds and an HTML
+/// page from something in front of the API.
+pub use crate::sim::faults::ApiFault as FaultKind;
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -111,26 +83,14 @@ pub struct SimStats {
     pub customers_created: u64,
 }
 
-pub struct Simulator {
-    shared: Shared,
-    server: crate::sim::server::Server,
-}
+/// A running simulator (the kit's handle: start, faults, latency, clock,
+/// tokens). Dropping it stops it.
+pub type Simulator = crate::sim::handle::Simulator<Inner>;
+
+// Here, not in `state`: the state must not name its server (the server reads the state).
+crate::sim::handle::sim_state!(Inner, SimConfig, FaultKind, SimStats, server::handle);
 
 impl Simulator {
-    pub async fn start(config: SimConfig) -> std::io::Result<Simulator> {
-        Self::start_on(config, "127.0.0.1:0").await
-    }
-
-    pub async fn start_on(config: SimConfig, addr: &str) -> std::io::Result<Simulator> {
-        let shared: Shared = std::sync::Arc::new(std::sync::Mutex::new(Inner::new(config)));
-        let server =
-            crate::sim::server::Server::start(addr, shared.clone(), server::handle).await?;
-        Ok(Simulator { shared, server })
-    }
-
-    pub fn base_url(&self) -> String {
-        self.server.base_url()
-    }
     /// `{base}/api`.
     pub fn api_base_url(&self) -> String {
         format!("{}/api", self.base_url())
@@ -140,40 +100,15 @@ impl Simulator {
         self.base_url()
     }
     pub fn domain_prefix(&self) -> String {
-        lock(&self.shared).config.domain_prefix.clone()
+        self.state().config.domain_prefix.clone()
     }
 
-    pub fn authorize(&self) -> TokenSet {
-        let mut s = lock(&self.shared);
-        let now = s.now();
-        s.tokens.mint((), now)
-    }
-
-    pub fn push_fault(&self, fault: Fault) {
-        lock(&self.shared).faults.push(fault);
-    }
-    pub fn pending_faults(&self) -> usize {
-        lock(&self.shared).faults.pending()
-    }
-    /// Forgets the faults pushed and not yet met.
-    pub fn clear_faults(&self) {
-        lock(&self.shared).faults.clear();
-    }
-    pub fn set_latency(&self, latency: Duration) {
-        lock(&self.shared).faults.latency = latency;
-    }
     pub fn set_page_size(&self, size: usize) {
-        lock(&self.shared).config.page_size = size;
-    }
-    pub fn advance(&self, by: chrono::Duration) {
-        lock(&self.shared).clock.advance(by);
-    }
-    pub fn now(&self) -> DateTime<Utc> {
-        lock(&self.shared).now()
+        self.state().config.page_size = size;
     }
 
     pub fn add_product(&self, sku: &str, name: &str) -> String {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let id = s.id("product");
         s.products.insert(
             id.clone(),
@@ -188,7 +123,7 @@ impl Simulator {
     }
 
     pub fn add_customer(&self, first: &str, last: &str, email: Option<&str>) -> String {
-        let mut s = lock(&self.shared);
+        let mut s = self.state();
         let id = s.id("customer");
         s.customers.insert(
             id.clone(),
@@ -203,28 +138,28 @@ impl Simulator {
     }
 
     pub fn sales(&self) -> Vec<RegisterSale> {
-        lock(&self.shared).sales.values().cloned().collect()
+        self.state().sales.values().cloned().collect()
     }
     pub fn sale(&self, id: &str) -> Option<RegisterSale> {
-        lock(&self.shared).sales.get(id).cloned()
+        self.state().sales.get(id).cloned()
     }
     pub fn products(&self) -> Vec<Product> {
-        lock(&self.shared).products.values().cloned().collect()
+        self.state().products.values().cloned().collect()
     }
     pub fn customers(&self) -> Vec<Customer> {
-        lock(&self.shared).customers.values().cloned().collect()
+        self.state().customers.values().cloned().collect()
     }
 
     /// A person takes the balance in the register: the sale closes.
     pub fn pay_in_register(&self, sale_id: &str, payment_type: &str) -> bool {
-        records::pay_in_register(&mut lock(&self.shared), sale_id, payment_type)
+        records::pay_in_register(&mut self.state(), sale_id, payment_type)
     }
 
     /// Sends a signed `sale.update` to `url` on every change of a sale
     /// from now on; the answer holds what became of the deliveries.
     pub fn send_webhooks_to(&self, url: &str) -> std::sync::Arc<WebhookCounts> {
         let counts = std::sync::Arc::new(WebhookCounts::default());
-        lock(&self.shared).webhook = Some(state::Target {
+        self.state().webhook = Some(state::Target {
             url: url.into(),
             drop_next: 0,
             counts: counts.clone(),
@@ -235,18 +170,8 @@ impl Simulator {
     /// Drops the next `n` webhook deliveries (X-Series does not guarantee
     /// them): only the poll of the sales feed sees those changes.
     pub fn drop_webhooks(&self, n: u32) {
-        if let Some(t) = lock(&self.shared).webhook.as_mut() {
+        if let Some(t) = self.state().webhook.as_mut() {
             t.drop_next += n;
         }
-    }
-
-    pub fn stats(&self) -> SimStats {
-        lock(&self.shared).stats
-    }
-    pub fn token_stats(&self) -> TokenStats {
-        lock(&self.shared).tokens.stats
-    }
-    pub fn max_refresh_token_uses(&self) -> u32 {
-        lock(&self.shared).tokens.max_refresh_token_uses()
     }
 }

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use super::FaultKind;
 use super::answers::error;
 use super::records;
-use super::state::{Shared, lock};
-use crate::sim::faults::{Common, Effects};
+use super::state::{Inner, Shared, lock};
+use crate::sim::faults::Met;
+use crate::sim::handle::admit;
 use crate::sim::server::{Answer, SimRequest};
 
 pub(super) const TOKEN_PATH: &str = "/api/1.0/token";
@@ -30,32 +31,23 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
     if req.path == TOKEN_PATH && req.method == Method::POST {
         let mut s = lock(&shared);
         let now = s.now();
-        return s.tokens.token_endpoint(&req.headers, &req.body, now);
+        return s.common.tokens.token_endpoint(&req.headers, &req.body, now);
     }
     let Some(rest) = req.path.strip_prefix("/api/").map(str::to_string) else {
         return error(404, "Not Found", "no such route");
     };
-    let mut effects = Effects::default();
-    let answer_now = {
-        let mut s = lock(&shared);
+    let at_once = |s: &mut Inner, met| {
         s.stats.requests += 1;
         let now = s.now();
-        let fault = s.faults.take(&req.method, &req.path);
-        effects.delay = s.faults.latency;
-        match fault.map(FaultKind::common) {
-            Some(Ok(common)) => match common.apply(&mut effects) {
-                Some(Common::Status(code)) => {
-                    Some(error(code, "Server Error", "simulated failure"))
-                }
-                Some(Common::RateLimit { retry_after }) => {
-                    s.stats.injected_429s += 1;
-                    Some(too_many(
-                        now + chrono::Duration::seconds(i64::try_from(retry_after).unwrap_or(60)),
-                    ))
-                }
-                _ => None,
-            },
-            Some(Err(FaultKind::Html(code))) => {
+        match met {
+            Met::Status(code) => Some(error(code, "Server Error", "simulated failure")),
+            Met::RateLimit { retry_after } => {
+                s.stats.injected_429s += 1;
+                Some(too_many(
+                    now + chrono::Duration::seconds(i64::try_from(retry_after).unwrap_or(60)),
+                ))
+            }
+            Met::Own(FaultKind::Html(code)) => {
                 let mut a = Answer::text(
                     code,
                     "<html><head><title>Bad Gateway</title></head><body>edge</body></html>",
@@ -63,24 +55,15 @@ pub(super) async fn handle(shared: Shared, req: SimRequest) -> Answer {
                 a.content_type = "text/html";
                 Some(a)
             }
-            _ => None,
+            Met::Own(_) | Met::Nothing => None,
         }
     };
-    if !effects.delay.is_zero() {
-        tokio::time::sleep(effects.delay).await;
-    }
-    if let Some(a) = answer_now {
-        return a;
-    }
-    let mut s = lock(&shared);
+    let refused = || error(401, "Unauthorized", "invalid or expired access token");
+    let (mut s, effects) = match admit(&shared, &req, FaultKind::common, at_once, refused).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
+    };
     let now = s.now();
-    let token_ok = req
-        .bearer()
-        .and_then(|t| s.tokens.access(&t).cloned())
-        .is_some_and(|t| t.expires_at > now);
-    if !token_ok || effects.expired_token {
-        return error(401, "Unauthorized", "invalid or expired access token");
-    }
     let admitted = s.window.admit(now);
     let limit = s.window.limit;
     let remaining = s.window.remaining();

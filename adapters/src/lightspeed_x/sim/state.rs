@@ -2,27 +2,24 @@
 //! kit's pieces (clock, tokens, faults, the 5-minute window).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
 use super::{FaultKind, SimConfig, SimStats};
 use crate::lightspeed_x::wire::{Customer, Product, RegisterSale};
-use crate::sim::clock::Clock;
-use crate::sim::faults::Faults;
+use crate::sim::handle::Common;
 use crate::sim::limits::RollingWindow;
-use crate::sim::oauth::{TokenConfig, Tokens};
+use crate::sim::oauth::TokenConfig;
 
-pub(super) type Shared = Arc<Mutex<Inner>>;
+pub(super) type Shared = crate::sim::handle::Shared<Inner>;
 
 pub(super) use crate::sim::lock;
 
-pub(super) struct Inner {
+pub struct Inner {
     pub config: SimConfig,
-    pub clock: Clock,
-    pub tokens: Tokens<()>,
-    pub faults: Faults<FaultKind>,
+    pub common: Common<FaultKind>,
     pub window: RollingWindow,
     pub stats: SimStats,
     pub customers: BTreeMap<String, Customer>,
@@ -34,19 +31,17 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    pub fn new(config: SimConfig) -> Inner {
+    pub(super) fn new(config: SimConfig) -> Inner {
         // Each refresh revokes the previous refresh token at once.
-        let tokens = Tokens::new(TokenConfig::single_use(
+        let tokens = TokenConfig::single_use(
             config.client_id.clone(),
             config.client_secret.clone(),
             config.access_token_ttl,
-        ));
+        );
         let window = RollingWindow::new(config.window, config.limit_per_5_minutes());
         Inner {
             config,
-            clock: Clock::default(),
-            tokens,
-            faults: Faults::default(),
+            common: Common::new(tokens),
             window,
             stats: SimStats::default(),
             customers: BTreeMap::new(),
@@ -59,7 +54,7 @@ impl Inner {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        self.common.clock.now()
     }
 
     pub fn id(&mut self, kind: &str) -> String {
