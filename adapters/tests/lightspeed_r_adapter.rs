@@ -5,6 +5,7 @@ mod lightspeed_r_common;
 
 use std::time::Duration;
 
+use ledgerflow_adapters::lightspeed_r::LightspeedRAdapter;
 use ledgerflow_adapters::lightspeed_r::sim::{Fault, FaultKind, SimConfig};
 use ledgerflow_adapters::lightspeed_r::wire::Sale;
 use ledgerflow_workflows::invoice::Discount;
@@ -29,7 +30,18 @@ async fn upsert(
     existing: Option<&ExternalRef>,
     mode: UpsertMode,
 ) -> Result<PushResult, ProviderError> {
-    env.adapter
+    upsert_by(&env.adapter, conn, snap, existing, mode).await
+}
+
+/// [`upsert`] through this adapter (another process's, with its own cache).
+async fn upsert_by(
+    adapter: &LightspeedRAdapter,
+    conn: &ledgerflow_workflows::provider::ConnectionInfo,
+    snap: &ledgerflow_workflows::invoice::InvoiceSnapshot,
+    existing: Option<&ExternalRef>,
+    mode: UpsertMode,
+) -> Result<PushResult, ProviderError> {
+    adapter
         .upsert_invoice(UpsertInvoiceRequest {
             connection: conn,
             snapshot: snap,
@@ -350,6 +362,44 @@ async fn a_token_refused_at_the_end_of_its_life_is_replaced_not_a_reconnect(pool
     assert_eq!(tokens.invalid_grants, 0);
     assert_eq!(env.sim.max_refresh_token_uses(), 1);
     assert_eq!(env.sim.stats().sales_created, 1);
+}
+
+/// A process holding an old token (its cache) is refused, and finds the
+/// set another process refreshed meanwhile: catching up is not its one
+/// refresh. The new token refused once more gets a refresh of its own,
+/// not a reconnect.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn catching_up_with_another_process_refresh_is_not_the_one_refresh(pool: PgPool) {
+    let env = env(pool.clone()).await;
+    let conn = connection(false, false);
+    // Process A caches the first token with a call.
+    let a = LightspeedRAdapter::new(pool, key(), config()).unwrap();
+    let snap = snapshot("INV-30", vec![line("a", 1000, 1500, 225)], None);
+    upsert_by(&a, &conn, &snap, None, UpsertMode::FirstWrite)
+        .await
+        .unwrap();
+    // The token's hour passes; process B is refused and refreshes.
+    env.sim.advance(chrono::Duration::minutes(61));
+    let snap2 = snapshot("INV-31", vec![line("a", 1000, 1500, 225)], None);
+    upsert(&env, &conn, &snap2, None, UpsertMode::FirstWrite)
+        .await
+        .unwrap();
+    assert_eq!(env.sim.token_stats().refresh_requests, 1);
+    // A, still on its cached old token, is refused, catches up with B's
+    // set, and that one is refused too (once).
+    env.sim
+        .push_fault(Fault::once(FaultKind::ExpiredToken).times(2));
+    let snap3 = snapshot("INV-32", vec![line("a", 1000, 1500, 225)], None);
+    upsert_by(&a, &conn, &snap3, None, UpsertMode::FirstWrite)
+        .await
+        .expect("a refresh of its own, then the call goes through");
+    let creds = provider_state::load_credentials(&env.pool, &key(), CONNECTION)
+        .await
+        .unwrap();
+    assert_eq!(creds.status, CredentialStatus::Active);
+    assert_eq!(env.sim.token_stats().refresh_requests, 2);
+    assert_eq!(env.sim.max_refresh_token_uses(), 1);
+    assert_eq!(env.sim.stats().sales_created, 3);
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

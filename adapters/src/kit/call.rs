@@ -4,9 +4,10 @@
 //! to expire) → limiter grant with the inline wait ([`super::gate`]) →
 //! send → the answer's limit headers recorded for every process → error
 //! answers classified → one refresh and retry on a 401 → reconnect needed
-//! (the connection is marked, its jobs held), unless the refresh handed back
-//! the refused token at the end of its life (refreshed again once it has
-//! expired; still refused: retryable, not a reconnect). Each answer's status, each
+//! (the connection is marked, its jobs held). Catching up with a set
+//! another process refreshed is not that one refresh, and a refresh that
+//! hands back the refused token at the end of its life is refreshed again
+//! once it has expired (still refused: retryable, not a reconnect). Each answer's status, each
 //! lost answer and each limiter wait is reported to the process's
 //! [`super::observe::CallObserver`] (the worker's metrics), and each
 //! attempt is a `provider_call` span (exported when the worker exports
@@ -78,7 +79,7 @@ use tracing::Instrument;
 use super::errors::{CallFailure, Refusal, credential_error, db_error};
 use super::gate::{self, Gate, InlineWait, Reading, Waiting};
 use super::http::{BuildError, HttpConfig, build_client, raw_excerpt, transport_failure};
-use super::oauth2::OAuth2Client;
+use super::oauth2::{OAuth2Client, Refreshed};
 use super::observe::report;
 
 /// What differs between providers on the call path. Implemented once per
@@ -176,6 +177,10 @@ const END_OF_LIFE: chrono::Duration = chrono::Duration::seconds(5);
 /// provider's clock has passed it too (it answers `expires_in` in whole
 /// seconds).
 const EXPIRY_SKEW: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Refresh-and-retry rounds one call may take after 401s: a catch-up with
+/// another process's newer set, then one refresh of our own.
+const REFRESH_ROUNDS: u32 = 2;
 
 impl Request {
     pub fn new(method: Method, path: impl Into<String>) -> Request {
@@ -396,6 +401,11 @@ impl<A: Api> Caller<A> {
     /// Refreshes the connection's tokens (under its row lock) unless
     /// another process already did since `seen` was loaded.
     pub async fn refresh(&self, seen: &Credentials) -> Result<Credentials, ProviderError> {
+        Ok(self.refresh_counting(seen).await?.credentials)
+    }
+
+    /// [`Caller::refresh`], saying whether it asked the provider.
+    async fn refresh_counting(&self, seen: &Credentials) -> Result<Refreshed, ProviderError> {
         let Some(client) = &self.oauth2 else {
             return Err(ProviderError::reconnect_needed(format!(
                 "{}'s access token cannot be refreshed: reconnect {}",
@@ -425,22 +435,36 @@ impl<A: Api> Caller<A> {
     /// answer; any other answer is classified into the error.
     pub async fn send(&self, connection_id: i64, req: &Request) -> Result<Answer, CallFailure> {
         let mut creds = self.credentials(connection_id).await?;
-        let mut refreshed = false;
+        // One refresh from the provider per call. Catching up with a set
+        // another process refreshed does not count: the token refused was
+        // an old one, and the new one has not been refused yet.
+        let mut exchanged = false;
+        let mut rounds = 0;
         loop {
             let answer = self.send_once(connection_id, &creds, req).await?;
             if answer.is_success() {
                 return Ok(answer);
             }
             match self.api.classify(&answer, Utc::now()) {
-                Refusal::Unauthorized { .. } if !refreshed && self.oauth2.is_some() => {
-                    refreshed = true;
+                Refusal::Unauthorized { .. }
+                    if !exchanged && rounds < REFRESH_ROUNDS && self.oauth2.is_some() =>
+                {
+                    rounds += 1;
                     let refused = creds.access_token.clone();
-                    creds = self.refresh(&creds).await?;
-                    if creds.access_token == refused {
-                        creds = self.refresh_past_expiry(connection_id, creds).await?;
+                    let mut fresh = self.refresh_counting(&creds).await?;
+                    if fresh.credentials.access_token == refused {
+                        let asked = fresh.exchanged;
+                        fresh = self
+                            .refresh_past_expiry(connection_id, fresh.credentials)
+                            .await?;
+                        fresh.exchanged |= asked;
                     }
+                    exchanged = fresh.exchanged;
+                    creds = fresh.credentials;
                 }
-                Refusal::Unauthorized { .. } if refreshed && self.expired_in_hand(&creds) => {
+                Refusal::Unauthorized { .. }
+                    if self.oauth2.is_some() && self.expired_in_hand(&creds) =>
+                {
                     return Err(ProviderError::retryable(format!(
                         "{} refused an access token that was about to expire, and a refresh handed the same token back; the sync retries with a new one",
                         self.api.name()
@@ -467,10 +491,13 @@ impl<A: Api> Caller<A> {
         &self,
         connection_id: i64,
         creds: Credentials,
-    ) -> Result<Credentials, ProviderError> {
+    ) -> Result<Refreshed, ProviderError> {
         let left = creds.access_expires_at - Utc::now();
         if left > END_OF_LIFE {
-            return Ok(creds);
+            return Ok(Refreshed {
+                credentials: creds,
+                exchanged: false,
+            });
         }
         if let Ok(wait) = (left + EXPIRY_SKEW).to_std() {
             tokio::time::sleep(wait).await;
@@ -480,7 +507,7 @@ impl<A: Api> Caller<A> {
             provider = self.api.name(),
             "the refused token was at the end of its life: refreshing again after it expired"
         );
-        self.refresh(&creds).await
+        self.refresh_counting(&creds).await
     }
 
     /// Whether the credentials in hand hold a token the provider may

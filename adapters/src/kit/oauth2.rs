@@ -46,6 +46,8 @@
 //! );
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use chrono::Utc;
 use ledgerflow_workflows::credential_cache::CredentialCache;
 use ledgerflow_workflows::provider::ProviderError;
@@ -122,6 +124,16 @@ pub struct TokenResponse {
     /// Fields beyond RFC 6749 (QuickBooks' `x_refresh_token_hard_expires_in`).
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a refresh under the row lock handed back.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    pub credentials: Credentials,
+    /// Whether this refresh asked the provider (spent a refresh token);
+    /// `false`: another process had refreshed since, and its stored set
+    /// was caught up with.
+    pub exchanged: bool,
 }
 
 /// The token endpoint's error answer (`{"error":"invalid_grant"}`).
@@ -322,13 +334,16 @@ impl OAuth2Client {
         cache: &CredentialCache,
         http: &reqwest::Client,
         seen: &Credentials,
-    ) -> Result<Credentials, ProviderError> {
+    ) -> Result<Refreshed, ProviderError> {
+        let exchanged = AtomicBool::new(false);
+        let asked = &exchanged;
         let fresh = state::refresh_credentials(
             pool,
             key,
             seen.connection_id,
             seen.generation,
             |current| async move {
+                asked.store(true, Ordering::Relaxed);
                 let answer = self
                     .exchange(http, &current.identity_base_url, &current.refresh_token)
                     .await;
@@ -345,7 +360,10 @@ impl OAuth2Client {
         match fresh {
             Ok(creds) => {
                 cache.remember(&creds);
-                Ok(creds)
+                Ok(Refreshed {
+                    credentials: creds,
+                    exchanged: exchanged.load(Ordering::Relaxed),
+                })
             }
             Err(e) => {
                 cache.forget(seen.connection_id);

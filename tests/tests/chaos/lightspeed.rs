@@ -45,7 +45,7 @@ use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName, 
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
 use sqlx::PgPool;
 
-use crate::spacing::TokenRefusals;
+use crate::spacing::{RequestShare, TokenRefusals};
 use crate::workload::{Ending, HostInvoice, Rng};
 use crate::world::{Shop, ShopKind};
 
@@ -238,15 +238,17 @@ pub async fn connect(
 }
 
 /// Pushes a random fault at a random store every `every` while the host
-/// drives, only once that store met its previous one (refused tokens kept
-/// apart: [`crate::spacing`]).
+/// drives, only once that store met its previous one, at most one in
+/// `one_in` of its requests, refused tokens kept apart ([`crate::spacing`]).
 pub async fn inject_faults(
     stores: Arc<Stores>,
     driving: Arc<AtomicBool>,
     every: Duration,
+    one_in: u64,
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
+    let mut share = RequestShare::new(one_in);
     let mut refusals = TokenRefusals::default();
     let ids: Vec<i64> = stores.by_connection.keys().copied().collect();
     while driving.load(Ordering::SeqCst) && !ids.is_empty() {
@@ -254,15 +256,18 @@ pub async fn inject_faults(
         let id = ids[rng.below(ids.len() as u64) as usize];
         let pick = rng.below(7);
         let store = &stores.by_connection[&id];
-        let pending = match store {
-            Store::R { sim, .. } => sim.pending_faults(),
-            Store::X { sim, .. } => sim.pending_faults(),
+        let (pending, requests) = match store {
+            Store::R { sim, .. } => (sim.pending_faults(), sim.stats().requests),
+            Store::X { sim, .. } => (sim.pending_faults(), sim.stats().requests),
         };
         if pending > 0 {
             continue;
         }
         let now = Instant::now();
         refusals.idle(id, now);
+        if !share.take(id, requests) {
+            continue;
+        }
         if pick == 4 {
             if !refusals.may_refuse(id, now) {
                 continue;

@@ -26,7 +26,7 @@ use ledgerflow_workflows::provider_state::{Secret, SecretKey};
 use ledgerflow_workflows::settings::QuickBooksRegion;
 use sqlx::PgPool;
 
-use crate::spacing::TokenRefusals;
+use crate::spacing::{RequestShare, TokenRefusals};
 use crate::workload::{Ending, HostInvoice, Rng};
 
 /// The simulator every QuickBooks tenant's company lives in.
@@ -85,15 +85,17 @@ pub async fn connect(pool: &PgPool, sim: &Simulator, key: &SecretKey, t: usize) 
 }
 
 /// Pushes a random fault at the simulator every `every` while the host
-/// drives, only once the previous one was met (refused tokens kept apart:
-/// [`crate::spacing`]).
+/// drives, only once the previous one was met, at most one in `one_in` of
+/// its requests, refused tokens kept apart ([`crate::spacing`]).
 pub async fn inject_faults(
     sim: Arc<Simulator>,
     driving: Arc<AtomicBool>,
     every: Duration,
+    one_in: u64,
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
+    let mut share = RequestShare::new(one_in);
     let mut refusals = TokenRefusals::default();
     while driving.load(Ordering::SeqCst) {
         tokio::time::sleep(every).await;
@@ -102,6 +104,9 @@ pub async fn inject_faults(
         }
         let now = Instant::now();
         refusals.idle(0, now);
+        if !share.take(0, sim.stats().requests) {
+            continue;
+        }
         let pick = rng.below(7);
         if pick == 6 {
             if !refusals.may_refuse(0, now) {

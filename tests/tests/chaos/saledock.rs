@@ -27,6 +27,7 @@ use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName, 
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
 use sqlx::PgPool;
 
+use crate::spacing::RequestShare;
 use crate::workload::{Ending, HostInvoice, Rng};
 
 /// The simulator every Saledock tenant's account lives in.
@@ -87,9 +88,7 @@ pub async fn connect(pool: &PgPool, sim: &Simulator, key: &SecretKey, t: usize) 
 
 /// Pushes a random fault at the simulator every `every` while the host
 /// drives, only once the previous one was met and at most one in `one_in`
-/// of its requests: without that share, a lone invoice retrying on a quiet
-/// simulator met a fault at every attempt and gave up (seed
-/// 1796587523857246092), which tests the injector, not the engine.
+/// of its requests ([`crate::spacing`]).
 pub async fn inject_faults(
     sim: Arc<Simulator>,
     driving: Arc<AtomicBool>,
@@ -98,14 +97,15 @@ pub async fn inject_faults(
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
-    let mut seen = sim.stats().requests;
+    let mut share = RequestShare::new(one_in);
+    // Its share counts from the requests made before the host drives.
+    share.take(0, sim.stats().requests);
     while driving.load(Ordering::SeqCst) {
         tokio::time::sleep(every).await;
         let stats = sim.stats();
-        if stats.faults < counts.values().sum::<u64>() || stats.requests < seen + one_in {
+        if stats.faults < counts.values().sum::<u64>() || !share.take(0, stats.requests) {
             continue;
         }
-        seen = stats.requests;
         let (name, fault) = match rng.below(6) {
             0 => ("saledock 500", Fault::once(FaultKind::status(500))),
             1 => ("saledock 503", Fault::once(FaultKind::status(503))),

@@ -296,6 +296,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         lightspeed.clone(),
         driving.clone(),
         scale.fault_every * 2,
+        scale.fault_one_in,
         rng.fork(),
     ));
     let quickbooks = Arc::new(quickbooks);
@@ -303,6 +304,7 @@ pub async fn run(pool: PgPool, scale: Scale, seed: u64) {
         quickbooks.clone(),
         driving.clone(),
         scale.fault_every * 4,
+        scale.fault_one_in,
         rng.fork(),
     ));
     let (orphan_tx, orphan_rx) = mpsc::unbounded_channel();
