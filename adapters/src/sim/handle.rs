@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::clock::Clock;
 use super::faults::{Common as CommonFault, Effects, Fault, Faults, Met};
-use super::oauth::{TokenConfig, TokenSet, TokenStats, Tokens};
+use super::oauth::{Replay, TokenConfig, TokenSet, TokenStats, Tokens};
 use super::server::{Answer, Server, SimRequest};
 
 /// A simulator's state as its handler shares it.
@@ -194,5 +194,10 @@ impl<S: SimState> Simulator<S> {
     /// The most any refresh token was honoured (1: never spent twice).
     pub fn max_refresh_token_uses(&self) -> u32 {
         self.state().common().tokens.max_refresh_token_uses()
+    }
+
+    /// Every spent refresh token presented again and honoured.
+    pub fn refresh_replays(&self) -> Vec<Replay> {
+        self.state().common().tokens.replays()
     }
 }

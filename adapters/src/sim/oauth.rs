@@ -21,6 +21,7 @@
 //! assert_ne!(again.refresh_token, first.refresh_token);
 //! // Presented again within the grace window: the same new set.
 //! assert_eq!(tokens.refresh(&first.refresh_token, now).unwrap().access_token, again.access_token);
+//! assert_eq!(tokens.replays().len(), 1, "a replay is recorded, with when it was first spent");
 //! // Once the new refresh token is spent, the old one is refused.
 //! tokens.refresh(&again.refresh_token, now).unwrap();
 //! assert!(tokens.refresh(&first.refresh_token, now).is_err());
@@ -109,8 +110,19 @@ struct RefreshRecord<G> {
     /// The token set this one was exchanged for (replayed within the grace window).
     child: Option<(String, String)>,
     uses: u32,
+    /// When it was presented again after it was spent, and honoured.
+    replayed_at: Vec<DateTime<Utc>>,
     /// The access token handed out with this refresh token.
     sibling: String,
+}
+
+/// A spent refresh token presented again within the grace window and
+/// honoured with the same new set: the first answer was lost on its way
+/// (or two clients raced for one token, which the row lock must prevent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub spent_at: DateTime<Utc>,
+    pub replayed_at: DateTime<Utc>,
 }
 
 /// Why a refresh was refused (`invalid_grant`).
@@ -179,6 +191,7 @@ impl<G: Clone> Tokens<G> {
                 spent_at: None,
                 child: None,
                 uses: 0,
+                replayed_at: Vec::new(),
                 sibling: access.clone(),
             },
         );
@@ -267,6 +280,7 @@ impl<G: Clone> Tokens<G> {
             {
                 if let Some(r) = self.refresh.get_mut(presented) {
                     r.uses += 1;
+                    r.replayed_at.push(now);
                 }
                 let expires_in = self
                     .access
@@ -309,6 +323,23 @@ impl<G: Clone> Tokens<G> {
     /// token was presented again within the grace window.
     pub fn max_refresh_token_uses(&self) -> u32 {
         self.refresh.values().map(|r| r.uses).max().unwrap_or(0)
+    }
+
+    /// Every replay of a spent refresh token, oldest first.
+    pub fn replays(&self) -> Vec<Replay> {
+        let mut all: Vec<Replay> = self
+            .refresh
+            .values()
+            .filter_map(|r| Some((r.spent_at?, &r.replayed_at)))
+            .flat_map(|(spent_at, at)| {
+                at.iter().map(move |&replayed_at| Replay {
+                    spent_at,
+                    replayed_at,
+                })
+            })
+            .collect();
+        all.sort_by_key(|r| r.replayed_at);
+        all
     }
 
     /// The token endpoint: `grant_type=refresh_token`, the client

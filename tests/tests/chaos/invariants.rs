@@ -20,7 +20,7 @@
 //! - QuickBooks companies (`quickbooks.rs`): exactly one standing invoice
 //!   per invoice (none once cancelled), linked, total and balance equal to
 //!   the last snapshot to the cent, no payment twice, no refresh token
-//!   used twice;
+//!   used twice but after a lost answer;
 //! - no payment applied twice, none missing, each linked once;
 //! - no contact made twice for one host customer (archived ones aside: the
 //!   run archives and merges contacts as a person in Xero would);
@@ -28,7 +28,9 @@
 //!   permanent reason; no sync job left;
 //! - no job a killed worker held waited past lease + rescue interval (plus
 //!   a claim allowance) for its next claim;
-//! - no refresh token spent twice, none refused, every connection active;
+//! - no refresh token spent twice (Xero and QuickBooks replay one whose
+//!   answer a kill or the restart lost: [`replays`]), none refused, every
+//!   connection active;
 //! - no worker process died on its own (one that could not start because
 //!   the shared PostgreSQL server refused it connections is reported and
 //!   restarted instead).
@@ -40,7 +42,9 @@
 //! | `invariants.rs` | the checks against Xero, the ledger, the queue and the run's processes; the per-provider checks' calls |
 //! | [`shopify`] | the Shopify stores' checks |
 //! | [`report`] | rendering the report |
+//! | [`replays`] | refresh tokens honoured twice: only after a lost answer |
 
+pub(crate) mod replays;
 mod report;
 mod shopify;
 
@@ -488,12 +492,10 @@ pub async fn check(pool: &PgPool, o: &Outcome) -> Report {
     }
 
     // --- credentials ---
-    crate::quickbooks::check_tokens(&o.quickbooks, v, &mut r.counts);
-    let max_uses = o.sim.max_refresh_token_uses();
+    let losses = replays::losses(o);
+    crate::quickbooks::check_tokens(&o.quickbooks, &losses, v, &mut r.counts);
     let stats = o.sim.stats();
-    if max_uses > 1 {
-        v.push(format!("a refresh token was spent {max_uses} times"));
-    }
+    replays::check("Xero", &o.sim.refresh_replays(), &losses, v, &mut r.counts);
     let lightspeed_uses = o.lightspeed.max_refresh_token_uses();
     if lightspeed_uses > 1 {
         v.push(format!(

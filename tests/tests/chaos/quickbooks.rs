@@ -142,14 +142,15 @@ fn cents(d: Option<&ledgerflow_adapters::decimal::Decimal>) -> Option<i64> {
     d.and_then(|d| d.to_scaled(2).ok())
 }
 
-/// Once per run: no refresh token was honoured twice.
-pub fn check_tokens(sim: &Simulator, v: &mut Vec<String>, counts: &mut BTreeMap<String, i64>) {
-    let uses = sim.max_refresh_token_uses();
-    if uses > 1 {
-        v.push(format!(
-            "a QuickBooks refresh token was used {uses} times, wanted at most once"
-        ));
-    }
+/// Once per run: no refresh token was honoured twice, but after a lost
+/// answer ([`crate::invariants`]' replays).
+pub fn check_tokens(
+    sim: &Simulator,
+    losses: &[(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)],
+    v: &mut Vec<String>,
+    counts: &mut BTreeMap<String, i64>,
+) {
+    crate::invariants::replays::check("QuickBooks", &sim.refresh_replays(), losses, v, counts);
     *counts
         .entry("quickbooks token refreshes".into())
         .or_default() += i64::try_from(sim.refresh_requests()).unwrap_or(i64::MAX);

@@ -235,6 +235,11 @@ impl Simulator {
         self.inner().tokens.max_refresh_token_uses()
     }
 
+    /// Every spent refresh token presented again and honoured.
+    pub fn refresh_replays(&self) -> Vec<crate::sim::oauth::Replay> {
+        self.inner().tokens.replays()
+    }
+
     pub fn revoke_refresh_tokens(&self) {
         let mut s = self.inner();
         let now = s.clock.now();

@@ -331,6 +331,11 @@ impl Simulator {
     pub fn max_refresh_token_uses(&self) -> u32 {
         lock(&self.shared).tokens.max_refresh_token_uses()
     }
+    /// Every spent refresh token presented again and honoured (Xero's
+    /// 30-minute grace for a lost answer).
+    pub fn refresh_replays(&self) -> Vec<crate::sim::oauth::Replay> {
+        lock(&self.shared).tokens.replays()
+    }
     /// Calls the organisation's day window counts now (429s are not).
     pub fn calls_counted(&self, tenant: &str) -> u64 {
         lock(&self.shared)
