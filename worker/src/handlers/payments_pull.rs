@@ -83,7 +83,8 @@ pub fn pull_schedule(interval: Duration) -> PerConnection {
 pub fn quickbooks_pull_schedule(interval: Duration) -> PerConnection {
     let quickbooks = vec![ProviderName::QuickBooks];
     let enqueue = enqueue_quickbooks_pull;
-    PerConnection::new(QUICKBOOKS_SCHEDULE, "the pull", quickbooks, interval, enqueue)
+    let name = QUICKBOOKS_SCHEDULE;
+    PerConnection::new(name, "the pull", quickbooks, interval, enqueue)
 }
 
 fn enqueue_xero_pull<'a>(
