@@ -3,6 +3,8 @@
 
 mod lightspeed_r_common;
 
+use std::time::Duration;
+
 use ledgerflow_adapters::lightspeed_r::sim::{Fault, FaultKind, SimConfig};
 use ledgerflow_adapters::lightspeed_r::wire::Sale;
 use ledgerflow_workflows::invoice::Discount;
@@ -313,6 +315,41 @@ async fn tokens_refresh_at_expiry_or_on_401_never_early_never_twice(pool: PgPool
         .await
         .unwrap();
     assert_eq!(creds.status, CredentialStatus::ReconnectNeeded);
+}
+
+/// A token refused in its last seconds: Lightspeed's refresh hands the
+/// same token back while it still lives, and the retry, arriving after it
+/// died, would be refused again. That is not a reason to reconnect: the
+/// token's end is waited out and a new one fetched.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_token_refused_at_the_end_of_its_life_is_replaced_not_a_reconnect(pool: PgPool) {
+    let env = env(pool).await;
+    let conn = connection(false, false);
+    // Two seconds left on the token by Lightspeed's clock.
+    let ttl = SimConfig::default().access_token_ttl;
+    env.sim.advance(ttl - chrono::Duration::seconds(2));
+    // The first call is refused; the retry after the refresh is slow
+    // enough for the old token to die on its way.
+    env.sim.push_fault(Fault::once(FaultKind::ExpiredToken));
+    env.sim
+        .push_fault(Fault::once(FaultKind::Latency(Duration::from_secs(3))));
+    let snap = snapshot("INV-20", vec![line("a", 1000, 1500, 225)], None);
+    upsert(&env, &conn, &snap, None, UpsertMode::FirstWrite)
+        .await
+        .expect("the call goes through with a new token");
+    let creds = provider_state::load_credentials(&env.pool, &key(), CONNECTION)
+        .await
+        .unwrap();
+    assert_eq!(creds.status, CredentialStatus::Active);
+    let tokens = env.sim.token_stats();
+    assert_eq!(
+        tokens.early_refreshes, 1,
+        "the first refresh kept the token"
+    );
+    assert_eq!(tokens.refresh_requests, 2, "one more once it had expired");
+    assert_eq!(tokens.invalid_grants, 0);
+    assert_eq!(env.sim.max_refresh_token_uses(), 1);
+    assert_eq!(env.sim.stats().sales_created, 1);
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]

@@ -91,6 +91,22 @@ fn ids(numbers: &[String]) -> Vec<String> {
     numbers.iter().map(|n| format!("host-{n}")).collect()
 }
 
+/// A shop with "approve before sync" on and invoices `numbers` (one 10.00
+/// line each) held, then approved by sam. Returns the connection and the
+/// numbers.
+async fn approved_shop(env: &XeroEnv, tenant: &str, numbers: &[&str]) -> (Conn, Vec<String>) {
+    let conn = shop(env, tenant, true).await;
+    let numbers: Vec<String> = numbers.iter().map(|s| s.to_string()).collect();
+    for n in &numbers {
+        trigger(&env.pool, &conn, &snapshot(n, 1_000, false)).await;
+    }
+    let mut db = env.pool.acquire().await.unwrap();
+    approvals::approve(&mut db, conn.id, &ids(&numbers), Some("sam"))
+        .await
+        .unwrap();
+    (conn, numbers)
+}
+
 async fn status(pool: &PgPool, conn: &Conn, invoice: &str) -> InvoiceSyncStatus {
     let mut db = pool.acquire().await.unwrap();
     ledger::sync_dialog(&mut db, conn.id, invoice, 10)
@@ -223,15 +239,8 @@ async fn approvals_withdrawn_wait_with_the_reason_and_the_newest_approved_snapsh
     pool: PgPool,
 ) {
     let env = xero_env(&pool).await;
-    let conn = shop(&env, "shop-withdraw", true).await;
-    let numbers: Vec<String> = ["W1", "W2", "W3"].iter().map(|s| s.to_string()).collect();
-    for n in &numbers {
-        trigger(&pool, &conn, &snapshot(n, 1_000, false)).await;
-    }
+    let (conn, numbers) = approved_shop(&env, "shop-withdraw", &["W1", "W2", "W3"]).await;
     let mut db = pool.acquire().await.unwrap();
-    approvals::approve(&mut db, conn.id, &ids(&numbers), Some("sam"))
-        .await
-        .unwrap();
     let out = approvals::withdraw_with_reason(
         &mut db,
         conn.id,
@@ -624,15 +633,8 @@ async fn approvals_whose_send_gives_up_fail_with_the_reason_and_are_never_create
     pool: PgPool,
 ) {
     let env = xero_env(&pool).await;
-    let conn = shop(&env, "shop-gave-up", true).await;
-    let numbers: Vec<String> = ["G1", "G2", "G3"].iter().map(|s| s.to_string()).collect();
-    for n in &numbers {
-        trigger(&pool, &conn, &snapshot(n, 1_000, false)).await;
-    }
+    let (conn, numbers) = approved_shop(&env, "shop-gave-up", &["G1", "G2", "G3"]).await;
     let mut db = pool.acquire().await.unwrap();
-    approvals::approve(&mut db, conn.id, &ids(&numbers), Some("sam"))
-        .await
-        .unwrap();
     // Xero creates the batch and the answer is lost, on the job's last
     // attempt (the earlier ones used up, as failures or dead workers would).
     env.sim.push_fault(

@@ -12,103 +12,43 @@ mod common;
 mod quickbooks_helpers;
 mod xero_helpers;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{fast_config, start};
 use ledgerflow_adapters::quickbooks::sim::FaultKind;
 use ledgerflow_adapters::sim::faults::Fault;
 use ledgerflow_adapters::sim::server::Method;
-use ledgerflow_worker::runtime::Registry;
-use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
 use ledgerflow_workflows::ledger::{
-    self, HostRecordKind, HostRecordView, HostTrigger, host_record, record_customer_changed,
-    record_item_changed,
+    self, HostRecordKind, HostRecordView, host_record, record_item_changed,
 };
-use ledgerflow_workflows::money::Currency;
-use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::settings::{
     ConnectionSettings, Provider as ProviderName, QuickBooksSettings, Trigger,
 };
+use quickbooks_helpers::syncing::{fitting, maya, qbo_auto};
 use quickbooks_helpers::{Qbo, TENANT, qbo_with, snapshot};
 use serde_json::json;
 use sqlx::PgPool;
 use xero_helpers::eventually;
 
-/// A QuickBooks connection syncing automatically, with these settings.
-async fn qbo_auto(pool: &PgPool, qs: QuickBooksSettings) -> Qbo {
-    let q = qbo_with(pool, qs).await;
-    let mut db = pool.acquire().await.unwrap();
-    ledger::update_settings_json(&mut db, q.connection.id, &json!({"auto_sync": true}))
-        .await
-        .unwrap();
-    q
-}
-
-fn registry(q: &Qbo) -> Registry {
-    ledgerflow_worker::handlers::sync::register(
-        Registry::new(),
-        Providers::new().with(ProviderName::QuickBooks, Arc::new(q.adapter.clone())),
-    )
-}
-
-fn maya(email: &str, phone: &str) -> HostCustomer {
-    HostCustomer {
-        customer_id: "CUST-31".into(),
-        name: "Maya Lopez".into(),
-        email: Some(email.into()),
-        phone: Some(phone.into()),
-        address: Some(Address {
-            line1: Some("12 Spoke Lane".into()),
-            city: Some("Portland".into()),
-            region: Some("OR".into()),
-            postal_code: Some("97201".into()),
-            country: Some("US".into()),
-            ..Address::default()
-        }),
-    }
-}
-
-fn fitting(price_minor: i64, description: Option<&str>) -> HostItem {
-    HostItem {
-        sku: "SVC-FIT".into(),
-        name: "Bike fit".into(),
-        description: description.map(str::to_string),
-        price_minor,
-        currency: Currency::parse("USD").unwrap(),
-        taxable: true,
-    }
-}
-
-async fn record_of(q: &Qbo, kind: HostRecordKind, id: &str) -> Option<HostRecordView> {
-    let mut db = q.pool.acquire().await.unwrap();
-    host_record(&mut db, q.connection.id, kind, id)
-        .await
-        .unwrap()
-}
-
 /// The record once it is no longer pending.
 async fn settled(q: &Qbo, kind: HostRecordKind, id: &str) -> HostRecordView {
     eventually(Duration::from_secs(15), "the record settled", || async {
-        record_of(q, kind, id)
+        q.host_record(kind, id)
             .await
             .filter(|r| r.status != "pending")
     })
     .await
 }
 
-async fn customer_changed(q: &Qbo, c: &HostCustomer) -> Vec<ledger::ChangeRecorded> {
-    let mut tx = q.pool.begin().await.unwrap();
-    let out = record_customer_changed(&mut tx, TENANT, c).await.unwrap();
-    tx.commit().await.unwrap();
-    out
-}
-
-async fn item_changed(q: &Qbo, i: &HostItem) -> Vec<ledger::ChangeRecorded> {
-    let mut tx = q.pool.begin().await.unwrap();
-    let out = record_item_changed(&mut tx, TENANT, i).await.unwrap();
-    tx.commit().await.unwrap();
-    out
+/// Canada, GST declared and mapped to QuickBooks' code 5, exempt code 9.
+fn canada_gst() -> QuickBooksSettings {
+    QuickBooksSettings {
+        region: ledgerflow_workflows::settings::QuickBooksRegion::Ca,
+        host_tax_codes: vec!["GST".into()],
+        tax_codes: [("GST".to_string(), "5".to_string())].into(),
+        exempt_tax_code: Some("9".into()),
+        ..QuickBooksSettings::default()
+    }
 }
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
@@ -116,9 +56,11 @@ async fn a_customer_update_through_the_trigger_reaches_quickbooks_with_a_fresh_s
     pool: PgPool,
 ) {
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
-    let w = start(&pool, registry(&q), fast_config("qbo-customers"));
+    let w = start(&pool, q.sync_registry(), fast_config("qbo-customers"));
 
-    let made = customer_changed(&q, &maya("maya@example.com", "503-555-0100")).await;
+    let made = q
+        .customer_changed(&maya("maya@example.com", "503-555-0100"))
+        .await;
     assert_eq!(made.len(), 1);
     assert_eq!(made[0].status, "pending", "{made:?}");
     assert!(made[0].job_id.is_some());
@@ -144,9 +86,10 @@ async fn a_customer_update_through_the_trigger_reaches_quickbooks_with_a_fresh_s
         let cur = c.customers.get_mut(&key).unwrap();
         cur.sync_token = Some("1".into());
     });
-    customer_changed(&q, &maya("maya.lopez@example.com", "503-555-0199")).await;
+    q.customer_changed(&maya("maya.lopez@example.com", "503-555-0199"))
+        .await;
     let second = eventually(Duration::from_secs(15), "the update synced", || async {
-        record_of(&q, HostRecordKind::Customer, "CUST-31")
+        q.host_record(HostRecordKind::Customer, "CUST-31")
             .await
             .filter(|r| r.status == "synced" && r.synced_version == Some(2))
     })
@@ -178,9 +121,9 @@ async fn a_customer_update_through_the_trigger_reaches_quickbooks_with_a_fresh_s
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_service_item_is_created_then_updated_through_its_trigger(pool: PgPool) {
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
-    let w = start(&pool, registry(&q), fast_config("qbo-items"));
+    let w = start(&pool, q.sync_registry(), fast_config("qbo-items"));
 
-    item_changed(&q, &fitting(15_000, None)).await;
+    q.item_changed(&fitting(15_000, None)).await;
     let first = settled(&q, HostRecordKind::Item, "SVC-FIT").await;
     assert_eq!(first.status, "synced", "{first:?}");
     let items: Vec<_> = q
@@ -198,17 +141,19 @@ async fn a_service_item_is_created_then_updated_through_its_trigger(pool: PgPool
     assert_eq!(items[0].taxable, Some(true));
     assert_eq!(items[0].sync_token.as_deref(), Some("0"));
 
-    item_changed(&q, &fitting(16_500, Some("45-minute fitting"))).await;
+    q.item_changed(&fitting(16_500, Some("45-minute fitting")))
+        .await;
     let second = eventually(Duration::from_secs(15), "the update synced", || async {
-        record_of(&q, HostRecordKind::Item, "SVC-FIT")
+        q.host_record(HostRecordKind::Item, "SVC-FIT")
             .await
             .filter(|r| r.status == "synced" && r.synced_version == Some(2))
     })
     .await;
     // The same again changes nothing in QuickBooks.
-    item_changed(&q, &fitting(16_500, Some("45-minute fitting"))).await;
+    q.item_changed(&fitting(16_500, Some("45-minute fitting")))
+        .await;
     eventually(Duration::from_secs(15), "the repeat settled", || async {
-        record_of(&q, HostRecordKind::Item, "SVC-FIT")
+        q.host_record(HostRecordKind::Item, "SVC-FIT")
             .await
             .filter(|r| r.synced_version == Some(3))
     })
@@ -240,9 +185,10 @@ async fn creates_whose_answers_were_lost_are_adopted_not_made_twice(pool: PgPool
         .push(Fault::once(FaultKind::drop_after_commit()).on(Method::POST, "/customer"));
     q.sim
         .push(Fault::once(FaultKind::drop_after_commit()).on(Method::POST, "/item"));
-    customer_changed(&q, &maya("maya@example.com", "503-555-0100")).await;
-    item_changed(&q, &fitting(15_000, None)).await;
-    let w = start(&pool, registry(&q), fast_config("qbo-lost"));
+    q.customer_changed(&maya("maya@example.com", "503-555-0100"))
+        .await;
+    q.item_changed(&fitting(15_000, None)).await;
+    let w = start(&pool, q.sync_registry(), fast_config("qbo-lost"));
     let c = settled(&q, HostRecordKind::Customer, "CUST-31").await;
     let i = settled(&q, HostRecordKind::Item, "SVC-FIT").await;
     w.stop().await;
@@ -286,8 +232,10 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
     .id;
     drop(db);
 
-    let c = customer_changed(&q, &maya("maya@example.com", "503-555-0100")).await;
-    let i = item_changed(&q, &fitting(15_000, None)).await;
+    let c = q
+        .customer_changed(&maya("maya@example.com", "503-555-0100"))
+        .await;
+    let i = q.item_changed(&fitting(15_000, None)).await;
     let on = |v: &[ledger::ChangeRecorded], id: i64| {
         v.iter().find(|r| r.connection_id == id).cloned().unwrap()
     };
@@ -318,7 +266,8 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
         assert_eq!(r.reason.as_deref(), Some("not supported by Xero"));
     }
     // Kept, with the reason, on each connection.
-    let kept = record_of(&q, HostRecordKind::Item, "SVC-FIT")
+    let kept = q
+        .host_record(HostRecordKind::Item, "SVC-FIT")
         .await
         .unwrap();
     assert_eq!(kept.status, "skipped");
@@ -339,7 +288,9 @@ async fn toggles_off_and_providers_without_such_records_are_recorded_as_skipped(
     .await
     .unwrap();
     drop(db);
-    let off = customer_changed(&q, &maya("maya@example.com", "503-555-0100")).await;
+    let off = q
+        .customer_changed(&maya("maya@example.com", "503-555-0100"))
+        .await;
     assert_eq!(
         on(&off, q.connection.id).skip_reason.as_deref(),
         Some("provider_sync_off")
@@ -370,30 +321,18 @@ async fn count_jobs(pool: &PgPool) -> i64 {
 async fn an_invoice_syncs_the_changed_items_its_lines_name_first(pool: PgPool) {
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
     // Changed in the host, not synced yet (no worker running).
-    item_changed(&q, &fitting(15_000, Some("45-minute fitting"))).await;
+    q.item_changed(&fitting(15_000, Some("45-minute fitting")))
+        .await;
     let mut inv = snapshot("3001", 15_000);
     inv.customer.customer_id = "CUST-31".into();
     inv.lines[0].sku = Some("SVC-FIT".into());
-    let mut tx = pool.begin().await.unwrap();
-    let started = ledger::on_host_trigger(
-        &mut tx,
-        &HostTrigger {
-            tenant_id: TENANT,
-            trigger: Trigger::InvoiceSent,
-            label: None,
-            snapshot: &inv,
-            action_override: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let started = q.host_trigger(Trigger::InvoiceSent, &inv).await;
     assert_eq!(
         started[0].steps,
         vec!["customer Jane Doe", "item SVC-FIT", "invoice 3001"],
         "customer and item before the invoice"
     );
-    let w = start(&pool, registry(&q), fast_config("qbo-chain"));
+    let w = start(&pool, q.sync_registry(), fast_config("qbo-chain"));
     let item = settled(&q, HostRecordKind::Item, "SVC-FIT").await;
     eventually(Duration::from_secs(15), "the invoice synced", || async {
         (!q.sim.invoices(&q.realm).is_empty()).then_some(())
@@ -422,17 +361,7 @@ async fn an_invoice_syncs_the_changed_items_its_lines_name_first(pool: PgPool) {
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn canada_settings_leaving_a_declared_tax_code_unmapped_are_refused(pool: PgPool) {
-    let q = qbo_with(
-        &pool,
-        QuickBooksSettings {
-            region: ledgerflow_workflows::settings::QuickBooksRegion::Ca,
-            host_tax_codes: vec!["GST".into()],
-            tax_codes: [("GST".to_string(), "5".to_string())].into(),
-            exempt_tax_code: Some("9".into()),
-            ..QuickBooksSettings::default()
-        },
-    )
-    .await;
+    let q = qbo_with(&pool, canada_gst()).await;
     let mut db = pool.acquire().await.unwrap();
     // Declaring PST without mapping it is refused, naming it; nothing stored.
     let e = ledger::update_settings_json(
@@ -467,17 +396,7 @@ async fn canada_settings_leaving_a_declared_tax_code_unmapped_are_refused(pool: 
 
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_push_naming_an_unmapped_tax_code_fails_before_any_call(pool: PgPool) {
-    let q = qbo_auto(
-        &pool,
-        QuickBooksSettings {
-            region: ledgerflow_workflows::settings::QuickBooksRegion::Ca,
-            host_tax_codes: vec!["GST".into()],
-            tax_codes: [("GST".to_string(), "5".to_string())].into(),
-            exempt_tax_code: Some("9".into()),
-            ..QuickBooksSettings::default()
-        },
-    )
-    .await;
+    let q = qbo_auto(&pool, canada_gst()).await;
     // HST was never declared, so the settings could not catch it.
     let mut inv = snapshot("3002", 10_000);
     inv.lines[0].tax_code = Some("HST".into());
@@ -497,7 +416,7 @@ async fn a_push_naming_an_unmapped_tax_code_fails_before_any_call(pool: PgPool) 
     .await
     .unwrap();
     drop(db);
-    let w = start(&pool, registry(&q), fast_config("qbo-tax"));
+    let w = start(&pool, q.sync_registry(), fast_config("qbo-tax"));
     let message: String = eventually(Duration::from_secs(15), "the sync failed", || async {
         sqlx::query_scalar(
             "SELECT error_message FROM ledgerflow.sync_events

@@ -23,59 +23,19 @@ use ledgerflow_adapters::quickbooks::sim::FaultKind;
 use ledgerflow_adapters::sim::faults::Fault;
 use ledgerflow_adapters::sim::server::Method;
 use ledgerflow_worker::runtime::Registry;
-use ledgerflow_workflows::host_data::{HostCustomer, HostItem};
 use ledgerflow_workflows::ledger::{
-    self, HostRecordKind, HostRecordView, HostTrigger, InvoiceSyncStatus, SyncDialog, host_record,
-    record_customer_changed, record_item_changed,
+    self, HostRecordKind, HostRecordView, InvoiceSyncStatus, SyncDialog,
 };
-use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::settings::{Provider as ProviderName, QuickBooksSettings, Trigger};
 use ledgerflow_workflows::timesheets::{self, EmployeeMapping, Timesheet, TimesheetEntry};
-use quickbooks_helpers::{Qbo, TENANT, qbo_with, snapshot};
+use quickbooks_helpers::syncing::{fitting, maya, qbo_auto};
+use quickbooks_helpers::{Qbo, qbo_with, snapshot};
 use serde_json::json;
 use sqlx::PgPool;
 use xero_helpers::{connect, count, eventually, xero_env};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A QuickBooks connection syncing automatically.
-async fn qbo_auto(pool: &PgPool) -> Qbo {
-    let q = qbo_with(pool, QuickBooksSettings::default()).await;
-    let mut db = pool.acquire().await.unwrap();
-    ledger::update_settings_json(&mut db, q.connection.id, &json!({"auto_sync": true}))
-        .await
-        .unwrap();
-    q
-}
-
-fn registry(q: &Qbo) -> Registry {
-    ledgerflow_worker::handlers::sync::register(
-        Registry::new(),
-        Providers::new().with(ProviderName::QuickBooks, Arc::new(q.adapter.clone())),
-    )
-}
-
-fn fitting(price_minor: i64) -> HostItem {
-    HostItem {
-        sku: "SVC-FIT".into(),
-        name: "Bike fit".into(),
-        description: None,
-        price_minor,
-        currency: Currency::parse("USD").unwrap(),
-        taxable: true,
-    }
-}
-
-fn maya(email: &str) -> HostCustomer {
-    HostCustomer {
-        customer_id: "CUST-31".into(),
-        name: "Maya Lopez".into(),
-        email: Some(email.into()),
-        phone: None,
-        address: None,
-    }
-}
 
 /// The host sends invoice `number`, billed to CUST-31, its line naming
 /// SVC-FIT: a chain of `steps` (the item's only when it changed and has
@@ -85,20 +45,7 @@ async fn invoice_sent(q: &Qbo, number: &str, steps: &[&str]) -> String {
     inv.customer.customer_id = "CUST-31".into();
     inv.customer.name = "Maya Lopez".into();
     inv.lines[0].sku = Some("SVC-FIT".into());
-    let mut tx = q.pool.begin().await.unwrap();
-    let started = ledger::on_host_trigger(
-        &mut tx,
-        &HostTrigger {
-            tenant_id: TENANT,
-            trigger: Trigger::InvoiceSent,
-            label: None,
-            snapshot: &inv,
-            action_override: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let started = q.host_trigger(Trigger::InvoiceSent, &inv).await;
     assert_eq!(started[0].steps, steps);
     inv.invoice_id
 }
@@ -118,11 +65,7 @@ async fn attempts_used(pool: &PgPool, kind: &str, used: i32) {
 }
 
 async fn record_of(q: &Qbo, kind: HostRecordKind, id: &str) -> HostRecordView {
-    let mut db = q.pool.acquire().await.unwrap();
-    host_record(&mut db, q.connection.id, kind, id)
-        .await
-        .unwrap()
-        .unwrap()
+    q.host_record(kind, id).await.expect("the host record")
 }
 
 async fn dialog(q: &Qbo, invoice: &str) -> SyncDialog {
@@ -170,12 +113,8 @@ async fn retried_to_the_end(q: &Qbo, invoice: &str) {
 async fn a_sync_item_step_that_gives_up_leaves_its_invoice_waiting_with_the_reason_and_the_item_pending(
     pool: PgPool,
 ) {
-    let q = qbo_auto(&pool).await;
-    let mut tx = pool.begin().await.unwrap();
-    record_item_changed(&mut tx, TENANT, &fitting(15_000))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
+    q.item_changed(&fitting(15_000, None)).await;
     let invoice = invoice_sent(
         &q,
         "3101",
@@ -191,7 +130,7 @@ async fn a_sync_item_step_that_gives_up_leaves_its_invoice_waiting_with_the_reas
     );
     attempts_used(&pool, "sync-item", 7).await;
 
-    let w = start(&pool, registry(&q), fast_config("gave-up-item"));
+    let w = start(&pool, q.sync_registry(), fast_config("gave-up-item"));
     let d = waiting_on_a_step(&q, &invoice).await;
     assert_eq!(failed_jobs(&pool, "sync-item").await, 1);
     assert_eq!(d.status, InvoiceSyncStatus::Pending);
@@ -237,18 +176,15 @@ async fn a_sync_item_step_that_gives_up_leaves_its_invoice_waiting_with_the_reas
 async fn a_sync_customer_step_abandoned_by_dead_workers_leaves_its_invoice_waiting_and_a_later_change_syncs_it(
     pool: PgPool,
 ) {
-    let q = qbo_auto(&pool).await;
-    let mut tx = pool.begin().await.unwrap();
-    record_customer_changed(&mut tx, TENANT, &maya("maya@example.com"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
+    q.customer_changed(&maya("maya@example.com", "503-555-0100"))
+        .await;
     let invoice = invoice_sent(&q, "3102", &["customer Maya Lopez", "invoice 3102"]).await;
     // Every attempt of the customer's job ended with its worker dead: the
     // next claim finds none left.
     attempts_used(&pool, "sync-customer", 8).await;
 
-    let w = start(&pool, registry(&q), fast_config("gave-up-customer"));
+    let w = start(&pool, q.sync_registry(), fast_config("gave-up-customer"));
     let d = waiting_on_a_step(&q, &invoice).await;
     assert_eq!(failed_jobs(&pool, "sync-customer").await, 1);
     let error = d.history.events[0].error.clone().unwrap();
@@ -273,11 +209,8 @@ async fn a_sync_customer_step_abandoned_by_dead_workers_leaves_its_invoice_waiti
 
     // A later change of the customer syncs it (and says nothing of the
     // old failure); "retry" then lets the invoice go.
-    let mut tx = pool.begin().await.unwrap();
-    record_customer_changed(&mut tx, TENANT, &maya("maya@lopez.example"))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    q.customer_changed(&maya("maya@lopez.example", "503-555-0100"))
+        .await;
     let customer = eventually(WAIT, "the changed customer synced", || async {
         let r = record_of(&q, HostRecordKind::Customer, "CUST-31").await;
         (r.status == "synced").then_some(r)
@@ -311,26 +244,13 @@ async fn a_chain_void_step_that_gives_up_before_picking_its_event_fails_the_even
     )
     .await
     .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    let started = ledger::on_host_trigger(
-        &mut tx,
-        &HostTrigger {
-            tenant_id: TENANT,
-            trigger: Trigger::JobCancelled,
-            label: None,
-            snapshot: &inv,
-            action_override: None,
-        },
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    let started = q.host_trigger(Trigger::JobCancelled, &inv).await;
     assert_eq!(started[0].steps, vec!["void 3103"]);
     // Workers died with the void step until its attempts were used up: it
     // never got as far as picking the chain's event.
     attempts_used(&pool, "void-order", 8).await;
 
-    let w = start(&pool, registry(&q), fast_config("gave-up-void"));
+    let w = start(&pool, q.sync_registry(), fast_config("gave-up-void"));
     let d = eventually(WAIT, "the void to fail", || async {
         let d = dialog(&q, &inv.invoice_id).await;
         (d.status == InvoiceSyncStatus::Failed).then_some(d)

@@ -4,7 +4,9 @@
 //! to expire) → limiter grant with the inline wait ([`super::gate`]) →
 //! send → the answer's limit headers recorded for every process → error
 //! answers classified → one refresh and retry on a 401 → reconnect needed
-//! (the connection is marked, its jobs held). Each answer's status, each
+//! (the connection is marked, its jobs held), unless the refresh handed back
+//! the refused token at the end of its life (refreshed again once it has
+//! expired; still refused: retryable, not a reconnect). Each answer's status, each
 //! lost answer and each limiter wait is reported to the process's
 //! [`super::observe::CallObserver`] (the worker's metrics), and each
 //! attempt is a `provider_call` span (exported when the worker exports
@@ -165,6 +167,15 @@ pub enum Body {
 
 /// The lane of a provider with one set of limits.
 pub const DEFAULT_LANE: &str = "api";
+
+/// A refused access token with at most this long to live is at the end of
+/// its life: a provider whose clock runs ahead counts it expired already.
+const END_OF_LIFE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// How long past a token's recorded expiry a refresh waits, so the
+/// provider's clock has passed it too (it answers `expires_in` in whole
+/// seconds).
+const EXPIRY_SKEW: chrono::Duration = chrono::Duration::seconds(1);
 
 impl Request {
     pub fn new(method: Method, path: impl Into<String>) -> Request {
@@ -423,7 +434,18 @@ impl<A: Api> Caller<A> {
             match self.api.classify(&answer, Utc::now()) {
                 Refusal::Unauthorized { .. } if !refreshed && self.oauth2.is_some() => {
                     refreshed = true;
+                    let refused = creds.access_token.clone();
                     creds = self.refresh(&creds).await?;
+                    if creds.access_token == refused {
+                        creds = self.refresh_past_expiry(connection_id, creds).await?;
+                    }
+                }
+                Refusal::Unauthorized { .. } if refreshed && self.expired_in_hand(&creds) => {
+                    return Err(ProviderError::retryable(format!(
+                        "{} refused an access token that was about to expire, and a refresh handed the same token back; the sync retries with a new one",
+                        self.api.name()
+                    ))
+                    .into());
                 }
                 Refusal::Unauthorized { error, reason } | Refusal::Forbidden { error, reason } => {
                     self.mark_reconnect_needed(connection_id, &reason).await?;
@@ -432,6 +454,40 @@ impl<A: Api> Caller<A> {
                 Refusal::Other(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// After a 401, a refresh handed back the very access token that was
+    /// refused: a provider that keeps a still-valid token on refresh
+    /// (Lightspeed R-Series), or another process's early refresh found
+    /// stored. A token at the end of its life is refused by a provider
+    /// whose clock is a little ahead; waiting out its last seconds and
+    /// refreshing again gets a new one. A token with longer to live is
+    /// returned as it is: the retry says whether it is really refused.
+    async fn refresh_past_expiry(
+        &self,
+        connection_id: i64,
+        creds: Credentials,
+    ) -> Result<Credentials, ProviderError> {
+        let left = creds.access_expires_at - Utc::now();
+        if left > END_OF_LIFE {
+            return Ok(creds);
+        }
+        if let Ok(wait) = (left + EXPIRY_SKEW).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        tracing::debug!(
+            connection_id,
+            provider = self.api.name(),
+            "the refused token was at the end of its life: refreshing again after it expired"
+        );
+        self.refresh(&creds).await
+    }
+
+    /// Whether the credentials in hand hold a token the provider may
+    /// still count as expired: refused at the end of its life, its refresh
+    /// could not get a new one yet. Not a reason to reconnect.
+    fn expired_in_hand(&self, creds: &Credentials) -> bool {
+        creds.access_expires_at - Utc::now() <= END_OF_LIFE
     }
 
     /// [`Caller::send`], then the body as JSON.

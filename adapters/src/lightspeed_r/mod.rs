@@ -12,6 +12,9 @@
 //!   the connection's row lock by the kit. A refresh before expiry hands
 //!   back the same access token, so the refresh margin is zero: tokens are
 //!   refreshed at expiry, or on a 401 ([`config::LightspeedRConfig::call_settings`]).
+//!   A 401 whose refresh hands the refused token back at the end of its
+//!   life is waited out by the kit's call path, not taken for a revoked
+//!   grant.
 //! - **V3 pagination by cursor**: lists follow `@attributes.next`
 //!   ([`LightspeedRAdapter::list`]), only below the connection's own API
 //!   address.

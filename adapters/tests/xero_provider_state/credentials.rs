@@ -98,6 +98,54 @@ async fn refresh_persists_before_use_and_refusal_needs_reconnect(pool: PgPool) {
     assert_eq!(back.status, CredentialStatus::Active);
 }
 
+/// The database goes away (here: the session holding the row lock is
+/// terminated, as a restart terminates it) after the provider rotated a
+/// single-use refresh token: the new set was only in memory. It must still
+/// be stored, or the connection is lost for good.
+#[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
+async fn a_refreshed_set_survives_the_database_going_away_before_commit(pool: PgPool) {
+    let key = SecretKey::from_bytes([1; 32]);
+    state::save_credentials(&pool, &key, &creds(1, "rt-0"))
+        .await
+        .unwrap();
+    let seen = state::load_credentials(&pool, &key, 1).await.unwrap();
+    let killer = pool.clone();
+    let fresh = state::refresh_credentials(&pool, &key, 1, seen.generation, |c| async move {
+        assert_eq!(c.refresh_token.expose(), "rt-0");
+        // The session that holds the credentials row locked.
+        let locker: i32 = sqlx::query_scalar(
+            "SELECT l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+             WHERE c.relname = 'provider_credentials' AND l.pid <> pg_backend_pid()
+             LIMIT 1",
+        )
+        .fetch_one(&killer)
+        .await
+        .unwrap();
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(locker)
+            .fetch_one(&killer)
+            .await
+            .unwrap();
+        assert!(killed);
+        // The provider has spent rt-0 and answered with rt-1.
+        Ok(RefreshedTokens {
+            access_token: Secret::new("at-1"),
+            refresh_token: Secret::new("rt-1"),
+            access_expires_at: Utc::now() + chrono::Duration::minutes(30),
+            refresh_expires_at: None,
+        })
+    })
+    .await
+    .expect("the refreshed set is stored once the database answers again");
+    assert_eq!(fresh.refresh_token.expose(), "rt-1");
+    let stored = state::load_credentials(&pool, &key, 1).await.unwrap();
+    assert_eq!(stored.refresh_token.expose(), "rt-1");
+    assert_eq!(stored.access_token.expose(), "at-1");
+    assert_eq!(stored.generation, seen.generation + 1);
+    assert_eq!(stored.generation, fresh.generation);
+    assert_eq!(stored.status, CredentialStatus::Active);
+}
+
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn the_credential_cache_serves_a_copy_for_its_ttl_and_never_an_older_generation(
     pool: PgPool,

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledgerflow_adapters::lightspeed_r::sim::{
     FaultKind as RFault, SimConfig as RConfig, Simulator as RSim,
@@ -45,6 +45,7 @@ use ledgerflow_client::settings::{ConnectionSettings, Provider as ProviderName, 
 use ledgerflow_workflows::provider_state::{Secret, SecretKey};
 use sqlx::PgPool;
 
+use crate::spacing::TokenRefusals;
 use crate::workload::{Ending, HostInvoice, Rng};
 use crate::world::{Shop, ShopKind};
 
@@ -237,7 +238,8 @@ pub async fn connect(
 }
 
 /// Pushes a random fault at a random store every `every` while the host
-/// drives, only once that store met its previous one.
+/// drives, only once that store met its previous one (refused tokens kept
+/// apart: [`crate::spacing`]).
 pub async fn inject_faults(
     stores: Arc<Stores>,
     driving: Arc<AtomicBool>,
@@ -245,16 +247,30 @@ pub async fn inject_faults(
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
+    let mut refusals = TokenRefusals::default();
     let ids: Vec<i64> = stores.by_connection.keys().copied().collect();
     while driving.load(Ordering::SeqCst) && !ids.is_empty() {
         tokio::time::sleep(every).await;
         let id = ids[rng.below(ids.len() as u64) as usize];
         let pick = rng.below(7);
-        let name = match &stores.by_connection[&id] {
+        let store = &stores.by_connection[&id];
+        let pending = match store {
+            Store::R { sim, .. } => sim.pending_faults(),
+            Store::X { sim, .. } => sim.pending_faults(),
+        };
+        if pending > 0 {
+            continue;
+        }
+        let now = Instant::now();
+        refusals.idle(id, now);
+        if pick == 4 {
+            if !refusals.may_refuse(id, now) {
+                continue;
+            }
+            refusals.pushed(id);
+        }
+        let name = match store {
             Store::R { sim, .. } => {
-                if sim.pending_faults() > 0 {
-                    continue;
-                }
                 let (name, fault) = match pick {
                     0 => ("lightspeed_r 500", Fault::once(RFault::Status(500))),
                     1 => ("lightspeed_r 503", Fault::once(RFault::Status(503))),
@@ -280,9 +296,6 @@ pub async fn inject_faults(
                 name
             }
             Store::X { sim, .. } => {
-                if sim.pending_faults() > 0 {
-                    continue;
-                }
                 let (name, fault) = match pick {
                     0 => ("lightspeed_x 500", Fault::once(XFault::Status(500))),
                     1 => ("lightspeed_x 503", Fault::once(XFault::Status(503))),

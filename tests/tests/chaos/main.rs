@@ -27,6 +27,7 @@ mod invariants;
 mod lightspeed;
 mod quickbooks;
 mod saledock;
+mod spacing;
 mod workload;
 mod world;
 

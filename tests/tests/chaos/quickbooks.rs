@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ledgerflow_adapters::quickbooks::sim::{FaultKind, SimConfig, Simulator};
 use ledgerflow_adapters::quickbooks::wire;
@@ -26,6 +26,7 @@ use ledgerflow_workflows::provider_state::{Secret, SecretKey};
 use ledgerflow_workflows::settings::QuickBooksRegion;
 use sqlx::PgPool;
 
+use crate::spacing::TokenRefusals;
 use crate::workload::{Ending, HostInvoice, Rng};
 
 /// The simulator every QuickBooks tenant's company lives in.
@@ -84,7 +85,8 @@ pub async fn connect(pool: &PgPool, sim: &Simulator, key: &SecretKey, t: usize) 
 }
 
 /// Pushes a random fault at the simulator every `every` while the host
-/// drives, only once the previous one was met.
+/// drives, only once the previous one was met (refused tokens kept apart:
+/// [`crate::spacing`]).
 pub async fn inject_faults(
     sim: Arc<Simulator>,
     driving: Arc<AtomicBool>,
@@ -92,12 +94,22 @@ pub async fn inject_faults(
     mut rng: Rng,
 ) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
+    let mut refusals = TokenRefusals::default();
     while driving.load(Ordering::SeqCst) {
         tokio::time::sleep(every).await;
         if sim.pending_faults() > 0 {
             continue;
         }
-        let (name, fault) = match rng.below(7) {
+        let now = Instant::now();
+        refusals.idle(0, now);
+        let pick = rng.below(7);
+        if pick == 6 {
+            if !refusals.may_refuse(0, now) {
+                continue;
+            }
+            refusals.pushed(0);
+        }
+        let (name, fault) = match pick {
             0 => ("quickbooks 500", Fault::once(FaultKind::status(500))),
             1 => ("quickbooks 503", Fault::once(FaultKind::status(503))),
             2 => ("quickbooks 429", Fault::once(FaultKind::rate_limit(1))),

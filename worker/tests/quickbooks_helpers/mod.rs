@@ -1,8 +1,12 @@
 //! Shared set-up for the QuickBooks worker tests: a tenant with a
 //! QuickBooks connection in the test's database, the adapter registered
 //! against a simulator company, and invoice snapshots synced and linked as
-//! a sync would have.
+//! a sync would have. `syncing` adds what the tests of syncs share (a
+//! connection syncing automatically, the host's customer and item records,
+//! host triggers).
 #![allow(dead_code)]
+
+pub mod syncing;
 
 use std::time::Duration;
 

@@ -22,7 +22,8 @@
 use sqlx::{PgPool, Row};
 
 use crate::invoice::InvoiceSnapshot;
-use crate::ledger::{Connection, sync::link_shared, sync::upsert_link};
+use crate::ledger::Connection;
+use crate::ledger::links::{link_shared, upsert_link};
 use crate::provider::{BatchContact, ExternalRef, ProviderError, PushResult, batch_key};
 use crate::queue::JobError;
 

@@ -8,9 +8,14 @@
 //!   the dialog then syncs the invoice again. A chain's invoice step that
 //!   had not picked its event yet counts the chain's event of that invoice
 //!   as its own.
-//! * a chain's customer step: the invoice's open event says it waits for
-//!   that customer, whose job was cancelled ([`DEPENDENCY_FAILED`]), so
-//!   "retry" runs the step again, as after any failed customer step.
+//! * a chain's customer or item step (`sync-customer`, `sync-item`): every
+//!   invoice waiting on it keeps its open event pending, saying it waits
+//!   for that customer or item, whose step an operator cancelled
+//!   ([`super::dependencies::DEPENDENCY_FAILED`]), so "retry" runs the step again, as after any
+//!   failed step; the customer's or item's own record stays pending with
+//!   the reason. The same as when the queue gives up on the step
+//!   ([`super::gave_up`]), with the operator's name instead of the queue's
+//!   reason.
 //!
 //! Queuing the cancelled job again ([`reopen_cancelled`]) opens its events
 //! again, so the job has its work back.
@@ -21,9 +26,9 @@
 use sqlx::PgConnection;
 
 use super::LedgerError;
-use super::dependencies::DEPENDENCY_FAILED;
+use super::dependencies::RecordStep;
 use crate::JobKind;
-use crate::payloads::{CompleteDraft, SyncCustomer, UpsertInvoice, VoidOrder};
+use crate::payloads::{CompleteDraft, UpsertInvoice, VoidOrder};
 
 /// The error class of a sync event whose job an operator cancelled.
 pub const CANCELLED: &str = "cancelled";
@@ -46,33 +51,25 @@ pub async fn record_job_cancelled(
     job: &CancelledJob<'_>,
     by: &str,
 ) -> Result<u64, LedgerError> {
+    if let Some(step) = RecordStep::of(job.id, job.kind, job.payload) {
+        let ended = step
+            .ended_unsynced(
+                conn,
+                &format!(
+                    "waiting for {} to sync first, whose job {} was cancelled by {by}: the step was cancelled by an operator and runs again on \"retry\"",
+                    step.name(),
+                    job.id
+                ),
+                &format!(
+                    "not synced yet: its sync job {} was cancelled by {by}; the next change of it, the next invoice that names it, or \"retry\" on an invoice waiting on it syncs it again",
+                    job.id
+                ),
+            )
+            .await?;
+        return Ok(ended.events);
+    }
     let connection = job.payload.get("connection_id").and_then(|v| v.as_i64());
     let invoice = job.payload.get("invoice_id").and_then(|v| v.as_str());
-    if job.kind == SyncCustomer::KIND {
-        let (Some(connection), Some(invoice)) = (connection, invoice) else {
-            return Ok(0);
-        };
-        let customer = job
-            .payload
-            .get("customer_id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?");
-        return Ok(sqlx::query(
-            "UPDATE ledgerflow.sync_events
-             SET error_class = $3, updated_at = now(),
-                 error_message = format('waiting for customer %s to sync first, whose job %s was cancelled by %s: use \"retry\" to sync it', $4::text, $5::bigint, $6::text)
-             WHERE connection_id = $1 AND invoice_id = $2 AND status = 'pending'",
-        )
-        .bind(connection)
-        .bind(invoice)
-        .bind(DEPENDENCY_FAILED)
-        .bind(customer)
-        .bind(job.id)
-        .bind(by)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected());
-    }
     let invoice_job =
         [UpsertInvoice::KIND, VoidOrder::KIND, CompleteDraft::KIND].contains(&job.kind);
     Ok(sqlx::query(

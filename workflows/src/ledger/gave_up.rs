@@ -12,7 +12,7 @@
 //!   its own, as [`super::cancel`] does. "Retry" syncs the invoice again.
 //! * a chain's customer or item step (`sync-customer`, `sync-item`): every
 //!   invoice whose step it blocks keeps its open event pending with the
-//!   error class [`DEPENDENCY_FAILED`] and the reason, as when the step
+//!   error class [`super::dependencies::DEPENDENCY_FAILED`] and the reason, as when the step
 //!   fails in the handler, so "retry" runs the step again. The customer's
 //!   or item's own record (`ledgerflow.host_records`) stays pending with
 //!   the reason: what gave up was the attempt, not the record, so the next
@@ -27,10 +27,9 @@
 use sqlx::PgConnection;
 
 use super::LedgerError;
-use super::dependencies::DEPENDENCY_FAILED;
-use super::host_records::HostRecordKind;
+use super::dependencies::RecordStep;
 use crate::JobKind;
-use crate::payloads::{PushPayment, SyncCustomer, SyncItem, UpsertInvoice, VoidOrder};
+use crate::payloads::{PushPayment, UpsertInvoice, VoidOrder};
 
 /// The job the queue gave up on, as it held it.
 #[derive(Debug, Clone)]
@@ -58,38 +57,19 @@ pub async fn record_sync_gave_up(
 ) -> Result<GaveUp, LedgerError> {
     let text = |key: &str| job.payload.get(key).and_then(|v| v.as_str());
     let connection = job.payload.get("connection_id").and_then(|v| v.as_i64());
-    let record = match job.kind {
-        k if k == SyncCustomer::KIND => Some((HostRecordKind::Customer, text("customer_id"))),
-        k if k == SyncItem::KIND => Some((HostRecordKind::Item, text("sku"))),
-        _ => None,
-    };
-    if let Some((kind, host_id)) = record {
-        let Some(connection) = connection else {
-            return Ok(GaveUp::default());
-        };
-        let host_id = host_id.unwrap_or("?");
-        let waiting = format!(
-            "waiting for {} {host_id} to sync first, which failed: {message}",
-            kind.as_str()
-        );
-        let events = dependents_wait(conn, job, connection, text("invoice_id"), &waiting).await?;
-        let host_records = sqlx::query(
-            "UPDATE ledgerflow.host_records
-             SET reason = $4, updated_at = now()
-             WHERE connection_id = $1 AND kind = $2 AND host_id = $3 AND status = 'pending'",
-        )
-        .bind(connection)
-        .bind(kind.as_str())
-        .bind(host_id)
-        .bind(format!(
-            "not synced yet: the last sync gave up ({message}); the next change of it, or the next invoice that names it, syncs it again"
-        ))
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    if let Some(step) = RecordStep::of(job.id, job.kind, job.payload) {
+        let ended = step
+            .ended_unsynced(
+                conn,
+                &format!("waiting for {} to sync first, which failed: {message}", step.name()),
+                &format!(
+                    "not synced yet: the last sync gave up ({message}); the next change of it, or the next invoice that names it, syncs it again"
+                ),
+            )
+            .await?;
         return Ok(GaveUp {
-            events,
-            host_records,
+            events: ended.events,
+            host_records: ended.host_records,
         });
     }
     if ![UpsertInvoice::KIND, VoidOrder::KIND, PushPayment::KIND].contains(&job.kind) {
@@ -119,40 +99,4 @@ pub async fn record_sync_gave_up(
         events,
         host_records: 0,
     })
-}
-
-/// The open events of the invoices that wait on the failed step: those
-/// whose chain step the job's failed steps block, and the invoice the
-/// payload names (a customer step carries its chain's invoice). They stay
-/// pending, saying what they wait for.
-async fn dependents_wait(
-    conn: &mut PgConnection,
-    job: &GaveUpJob<'_>,
-    connection: i64,
-    invoice: Option<&str>,
-    waiting: &str,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
-        "WITH waiting AS (
-             SELECT b.payload ->> 'invoice_id' AS invoice_id
-             FROM ledgerflow.workflow_steps f
-             JOIN ledgerflow.workflow_steps b ON b.run_id = f.run_id AND b.status = 'blocked'
-             WHERE f.job_id = $1 AND f.status = 'failed'
-               AND b.payload ->> 'connection_id' = $2::text AND b.payload ? 'invoice_id'
-             UNION
-             SELECT $3::text WHERE $3::text IS NOT NULL
-         )
-         UPDATE ledgerflow.sync_events e
-         SET error_class = $4, error_message = $5, updated_at = now()
-         WHERE e.connection_id = $2 AND e.status = 'pending'
-           AND e.invoice_id IN (SELECT invoice_id FROM waiting)",
-    )
-    .bind(job.id)
-    .bind(connection)
-    .bind(invoice)
-    .bind(DEPENDENCY_FAILED)
-    .bind(waiting)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
 }

@@ -182,6 +182,31 @@ pub async fn host_record(
 
 // -- the jobs' side -------------------------------------------------------------
 
+/// A pending record whose sync job ended without syncing it (the queue
+/// gave up, an operator cancelled it) says why; it stays pending, so its
+/// next change or the next invoice that names it syncs it. A record the
+/// provider refused stays failed. Returns how many rows changed (0 or 1).
+pub(super) async fn keep_pending_with_reason(
+    conn: &mut PgConnection,
+    connection_id: i64,
+    kind: HostRecordKind,
+    host_id: &str,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE ledgerflow.host_records
+         SET reason = $4, updated_at = now()
+         WHERE connection_id = $1 AND kind = $2 AND host_id = $3 AND status = 'pending'",
+    )
+    .bind(connection_id)
+    .bind(kind.as_str())
+    .bind(host_id)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
 /// A record waiting to sync, at the version read.
 pub(super) struct Pending<T> {
     pub record: T,

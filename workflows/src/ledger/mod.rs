@@ -7,11 +7,11 @@
 //! | [`connections`] | tenants, connections, settings (validated), reconnect |
 //! | [`record`] | recording a host trigger or a manual action as a sync event and its job, in the caller's transaction |
 //! | [`sync`] | the step a sync job runs: newest pending event → provider → outcome |
-//! | [`cancel`] | a sync job an operator cancelled (or queued again): its events failed with who cancelled (or opened again) |
+//! | [`cancel`] | a sync job an operator cancelled (or queued again): its events failed with who cancelled (or opened again); a customer or item step's waiting invoices told why |
 //! | [`gave_up`] | a sync job the queue gave up on: its events failed, or waiting on the failed step with the reason; host records left pending with it |
 //! | [`complete_draft`] | the step a complete-draft job runs: the paid invoice's draft becomes an order, the link follows |
 //! | [`read`] | what the sync dialog shows: status, link, auto-sync state, history, actions |
-//! | [`dependencies`] | the error class of an open sync that waits on a failed chain step |
+//! | [`dependencies`] | the error class of an open sync that waits on a failed chain step; a customer or item step that ended unsynced (gave up, cancelled): its waiting invoices and its record told why |
 //! | [`chains`] | a host trigger becomes one chain of steps per connection |
 //! | [`customers`] | the sync-customer step (a chain's, or a customer the host changed) |
 //! | [`host_records`] | the host's customers and service items changed on their own: the triggers, their outcome per connection, the sync-item step |

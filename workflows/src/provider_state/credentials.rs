@@ -448,24 +448,33 @@ where
             })
             .map_err(|e| CredentialError::Crypto(e.to_string()))?;
             let sealed = key.seal(connection_id, &plain)?;
-            let generation: i64 = sqlx::query_scalar(
-                "UPDATE ledgerflow.provider_credentials
-                 SET sealed_tokens = $2, key_id = $3, access_expires_at = $4,
-                     refresh_expires_at = COALESCE($5, refresh_expires_at),
-                     generation = generation + 1, refreshed_at = now(), updated_at = now()
-                 WHERE connection_id = $1 RETURNING generation",
-            )
-            .bind(connection_id)
-            .bind(&sealed)
-            .bind(KEY_ID)
-            .bind(new.access_expires_at)
-            .bind(new.refresh_expires_at)
-            .fetch_one(&mut *tx)
-            .await?;
-            // If this commit fails the provider has already rotated the
-            // token; the old one stays stored and Xero accepts it again
-            // within its grace window, so the next attempt recovers.
-            tx.commit().await?;
+            let stored = async {
+                let generation = store_refreshed(&mut *tx, connection_id, None, &sealed, &new)
+                    .await?
+                    .ok_or(sqlx::Error::RowNotFound)?;
+                tx.commit().await?;
+                Ok::<i64, sqlx::Error>(generation)
+            }
+            .await;
+            let generation = match stored {
+                Ok(generation) => generation,
+                // The provider has rotated the token and its answer is only
+                // here: a single-use refresh token (both Lightspeed series)
+                // has no grace window, so losing this set would break the
+                // connection for good. Keep it and store it once the
+                // database is back.
+                Err(e) if connection_lost(&e) => {
+                    match store_after_outage(pool, connection_id, seen_generation, &sealed, &new)
+                        .await?
+                    {
+                        Some(generation) => generation,
+                        // Someone stored a set since (Xero replays a lost
+                        // answer's set within its grace window): theirs.
+                        None => return load_credentials(pool, key, connection_id).await,
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
             Ok(Credentials {
                 access_token: new.access_token,
                 refresh_token: new.refresh_token,
@@ -492,6 +501,84 @@ where
             tx.rollback().await?;
             Err(CredentialError::Transient(reason))
         }
+    }
+}
+
+/// How long a refreshed token set is kept in memory and offered to the
+/// database again after the connection to it was lost (a restart, a
+/// failover): longer than a restart takes, shorter than a job's lease.
+pub const STORE_AFTER_OUTAGE_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Writes a refreshed set and moves the generation on; with `expected`,
+/// only while the row is still at that generation (`None` when it moved).
+async fn store_refreshed<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    connection_id: i64,
+    expected: Option<i64>,
+    sealed: &[u8],
+    new: &RefreshedTokens,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE ledgerflow.provider_credentials
+         SET sealed_tokens = $2, key_id = $3, access_expires_at = $4,
+             refresh_expires_at = COALESCE($5, refresh_expires_at),
+             generation = generation + 1, refreshed_at = now(), updated_at = now()
+         WHERE connection_id = $1 AND ($6::bigint IS NULL OR generation = $6)
+         RETURNING generation",
+    )
+    .bind(connection_id)
+    .bind(sealed)
+    .bind(KEY_ID)
+    .bind(new.access_expires_at)
+    .bind(new.refresh_expires_at)
+    .bind(expected)
+    .fetch_optional(db)
+    .await
+}
+
+/// Offers a refreshed set to the database until it is stored or
+/// [`STORE_AFTER_OUTAGE_FOR`] has passed, while the database cannot be
+/// reached; the row lock died with the connection, so the write is made
+/// only if no one moved the generation on meanwhile.
+async fn store_after_outage(
+    pool: &PgPool,
+    connection_id: i64,
+    seen_generation: i64,
+    sealed: &[u8],
+    new: &RefreshedTokens,
+) -> Result<Option<i64>, CredentialError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_total_delay(Some(STORE_AFTER_OUTAGE_FOR))
+        .without_max_times();
+    let store = || store_refreshed(pool, connection_id, Some(seen_generation), sealed, new);
+    store
+        .retry(backoff)
+        .when(connection_lost)
+        .notify(|e, wait| {
+            tracing::warn!(
+                connection_id,
+                error = %e,
+                "the database is unreachable with a refreshed token set in hand; storing it again in {wait:?}"
+            );
+        })
+        .await
+        .map_err(CredentialError::from)
+}
+
+/// Whether a database error means the connection (or the server) went
+/// away, rather than the statement being wrong.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // connection_exception (08...), admin_shutdown, crash_shutdown,
+            // cannot_connect_now
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

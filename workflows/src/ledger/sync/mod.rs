@@ -37,8 +37,9 @@ mod pick;
 use outcome::{Failed, record_failure, record_success};
 pub(in crate::ledger) use pick::lock_invoice;
 use pick::{pick, refuse_for_connection};
-// Where `approvals::send` finds them (links moved out of this module).
-pub(crate) use super::links::{link_shared, upsert_link};
+// Where the backfill still finds it (links moved out of this module; its
+// callers belong in `ledger::links`).
+pub(crate) use super::links::upsert_link;
 
 /// Handler of `upsert-invoice` jobs.
 pub async fn run_upsert_invoice(
