@@ -12,6 +12,7 @@
 //! | [`approvals`] | approval before sync: held syncs approved, withdrawn and sent together; the ready-to-sync list backfills share |
 //! | [`backfill`] | historical invoices of a date range, chunked within the daily quota |
 //! | [`import`] | first syncs: the provider's chart, contacts, invoices and payments imported and linked, host items exported |
+//! | [`paced_run`] | the lifecycle backfills and imports share: the quota gate, pause, fail, cancel, resume, the "gave up" hook |
 //! | [`chart`] | the check before a push that its account codes and tax types are in the imported chart |
 //! | [`tax_codes`] | host tax codes to provider tax types at push time: overrides, configured, equal imported rate |
 //! | [`resync`] | a re-sync's steps around the push: new chart and items, the provider's invoice and payments, what it no longer lists |
@@ -37,6 +38,7 @@ pub mod inbound;
 pub mod input;
 pub mod invoice;
 pub mod ledger;
+pub mod paced_run;
 pub mod payloads;
 pub mod provider;
 pub mod provider_state;

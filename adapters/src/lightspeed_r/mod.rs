@@ -175,29 +175,14 @@ impl Provider for LightspeedRAdapter {
     }
 
     fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            self.void(req.connection.id, req.snapshot, &req.existing.external_id)
-                .await
-        })
+        Box::pin(self.void(req.connection.id, req.snapshot, &req.existing.external_id))
     }
 
-    fn void_unlinked<'a>(
+    fn find_unlinked<'a>(
         &'a self,
         req: VoidUnlinkedRequest<'a>,
-    ) -> ProviderFuture<'a, Option<PushResult>> {
-        Box::pin(async move {
-            let options: LightspeedROptions = self.caller.options(req.connection.id).await?;
-            let found = self
-                .find_by_reference(req.connection.id, &options, &req.snapshot.number)
-                .await?;
-            match found.and_then(|s| s.sale_id) {
-                Some(id) => self
-                    .void(req.connection.id, req.snapshot, &id)
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
-        })
+    ) -> ProviderFuture<'a, Vec<ExternalRef>> {
+        Box::pin(self.unlinked_sale(req.connection.id, req.snapshot))
     }
 
     fn apply_payment<'a>(

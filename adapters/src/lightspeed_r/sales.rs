@@ -403,6 +403,25 @@ impl LightspeedRAdapter {
         }))
     }
 
+    /// For an invoice with no link: our open sale an unanswered create
+    /// made, if any (the port's `void_unlinked` voids it through
+    /// [`Self::void`], which reads only its id).
+    pub(super) async fn unlinked_sale(
+        &self,
+        connection_id: i64,
+        snap: &InvoiceSnapshot,
+    ) -> Result<Vec<ExternalRef>, ProviderError> {
+        let options: LightspeedROptions = self.caller.options(connection_id).await?;
+        let found = self
+            .find_by_reference(connection_id, &options, &snap.number)
+            .await?;
+        Ok(found
+            .and_then(|s| s.sale_id)
+            .map(sale_ref)
+            .into_iter()
+            .collect())
+    }
+
     /// Voids the sale (archives a completed one); gone already is fine.
     pub(super) async fn void(
         &self,
@@ -482,5 +501,14 @@ fn status_of(sale: &Sale, settings: &LightspeedRSettings) -> String {
         "layaway".into()
     } else {
         "open".into()
+    }
+}
+
+/// A sale the port voids by its id.
+fn sale_ref(external_id: String) -> ExternalRef {
+    ExternalRef {
+        external_id,
+        external_number: None,
+        url: None,
     }
 }

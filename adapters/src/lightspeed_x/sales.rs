@@ -368,6 +368,26 @@ impl LightspeedXAdapter {
             .find(|s| s.invoice_number == number && s.status != status::VOIDED))
     }
 
+    /// For an invoice with no link: the sale an unanswered create made,
+    /// if any (the port's `void_unlinked` voids it through [`Self::void`],
+    /// which reads only its id).
+    pub(super) async fn unlinked_sale(
+        &self,
+        connection_id: i64,
+        snap: &InvoiceSnapshot,
+    ) -> Result<Vec<ExternalRef>, ProviderError> {
+        let found = self.find_by_number(connection_id, &snap.number).await?;
+        Ok(found
+            .and_then(|s| s.id)
+            .map(|external_id| ExternalRef {
+                external_id,
+                external_number: None,
+                url: None,
+            })
+            .into_iter()
+            .collect())
+    }
+
     /// Voids the sale (closed ones too: the one change a closed sale takes).
     pub(super) async fn void(
         &self,

@@ -19,7 +19,8 @@
 use ledgerflow_workflows::invoice::{InvoiceSnapshot, InvoiceStatus};
 use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
-    ConnectionInfo, ExternalRef, ItemLink, ProviderError, PushResult, UpsertMode, WriteKind,
+    ConnectionInfo, ExternalRef, ItemLink, ProviderError, PushResult, UpsertMode, VoidOrderRequest,
+    WriteKind,
 };
 use ledgerflow_workflows::settings::tax_codes::line_tax_code;
 use ledgerflow_workflows::settings::{QuickBooksRegion, QuickBooksSettings};
@@ -477,11 +478,10 @@ impl QboAdapter {
     /// Already gone or voided: nothing written.
     pub(super) async fn void(
         &self,
-        connection_id: i64,
-        snap: &InvoiceSnapshot,
-        existing: &ExternalRef,
-        key: &str,
+        req: VoidOrderRequest<'_>,
     ) -> Result<PushResult, ProviderError> {
+        let (connection_id, snap, existing) = (req.connection.id, req.snapshot, req.existing);
+        let key = req.idempotency_key;
         let id = existing.external_id.as_str();
         let delete = snap.status == InvoiceStatus::Draft;
         let mut retried = false;
@@ -552,17 +552,16 @@ impl QboAdapter {
         }
     }
 
-    /// Voids what an unanswered create made for an unlinked invoice.
-    pub(super) async fn void_unlinked(
+    /// For an invoice with no link: ours an unanswered create made, if any
+    /// (the port's `void_unlinked` voids it through [`Self::void`]).
+    pub(super) async fn unlinked_invoice(
         &self,
         connection_id: i64,
         snap: &InvoiceSnapshot,
-        key: &str,
-    ) -> Result<Option<PushResult>, ProviderError> {
-        let Some(found) = self.find_ours(connection_id, snap).await? else {
-            return Ok(None);
-        };
-        let link = external(&found)?;
-        self.void(connection_id, snap, &link, key).await.map(Some)
+    ) -> Result<Vec<ExternalRef>, ProviderError> {
+        match self.find_ours(connection_id, snap).await? {
+            Some(found) => Ok(vec![external(&found)?]),
+            None => Ok(Vec::new()),
+        }
     }
 }

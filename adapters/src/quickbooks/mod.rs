@@ -196,25 +196,14 @@ impl Provider for QboAdapter {
     }
 
     fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            self.void(
-                req.connection.id,
-                req.snapshot,
-                req.existing,
-                req.idempotency_key,
-            )
-            .await
-        })
+        Box::pin(self.void(req))
     }
 
-    fn void_unlinked<'a>(
+    fn find_unlinked<'a>(
         &'a self,
         req: VoidUnlinkedRequest<'a>,
-    ) -> ProviderFuture<'a, Option<PushResult>> {
-        Box::pin(async move {
-            QboAdapter::void_unlinked(self, req.connection.id, req.snapshot, req.idempotency_key)
-                .await
-        })
+    ) -> ProviderFuture<'a, Vec<ExternalRef>> {
+        Box::pin(self.unlinked_invoice(req.connection.id, req.snapshot))
     }
 
     fn apply_payment<'a>(

@@ -177,30 +177,16 @@ impl Provider for SaledockAdapter {
     }
 
     fn void_order<'a>(&'a self, req: VoidOrderRequest<'a>) -> ProviderFuture<'a, PushResult> {
-        Box::pin(async move {
-            self.void(
-                req.connection.id,
-                req.snapshot,
-                req.existing,
-                req.idempotency_key,
-            )
-            .await
-        })
+        Box::pin(self.void(req))
     }
 
+    /// Saledock's own: an open order found by reference is voided without
+    /// the read a linked order's void starts with.
     fn void_unlinked<'a>(
         &'a self,
         req: VoidUnlinkedRequest<'a>,
     ) -> ProviderFuture<'a, Option<PushResult>> {
-        Box::pin(async move {
-            SaledockAdapter::void_unlinked(
-                self,
-                req.connection.id,
-                req.snapshot,
-                req.idempotency_key,
-            )
-            .await
-        })
+        Box::pin(self.void_open_orders(req))
     }
 
     /// Payments travel on the sales order (every upsert carries them all),

@@ -12,7 +12,8 @@ use chrono::SecondsFormat;
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
 use ledgerflow_workflows::money::Money;
 use ledgerflow_workflows::provider::{
-    ExternalRef, ProviderError, PushResult, UpsertMode, WriteKind,
+    ExternalRef, ProviderError, PushResult, UpsertMode, VoidOrderRequest, VoidUnlinkedRequest,
+    WriteKind,
 };
 use reqwest::Method;
 use serde_json::Value;
@@ -258,11 +259,10 @@ impl SaledockAdapter {
     /// `AlreadyVoided`. A completed order is refused (it was sold).
     pub(super) async fn void(
         &self,
-        connection_id: i64,
-        snapshot: &InvoiceSnapshot,
-        existing: &ExternalRef,
-        key: &str,
+        req: VoidOrderRequest<'_>,
     ) -> Result<PushResult, ProviderError> {
+        let (connection_id, snapshot, existing) = (req.connection.id, req.snapshot, req.existing);
+        let key = req.idempotency_key;
         let options = self.options(connection_id).await?;
         let m = &options.mapping;
         let current = match self.read_order(connection_id, &existing.external_id).await {
@@ -299,13 +299,14 @@ impl SaledockAdapter {
     }
 
     /// Voids the orders an unanswered create may have made for an invoice
-    /// that was never linked; the last one voided, or `None`.
-    pub(super) async fn void_unlinked(
+    /// that was never linked; the last one voided, or `None`. Found open
+    /// (by reference), each is voided straight away: no read first, as
+    /// [`Self::void`] does for a linked order.
+    pub(super) async fn void_open_orders(
         &self,
-        connection_id: i64,
-        snapshot: &InvoiceSnapshot,
-        key: &str,
+        req: VoidUnlinkedRequest<'_>,
     ) -> Result<Option<PushResult>, ProviderError> {
+        let (connection_id, snapshot, key) = (req.connection.id, req.snapshot, req.idempotency_key);
         let options = self.options(connection_id).await?;
         let standing: Vec<SalesOrder> = self
             .orders_by_reference(connection_id, &options, &reference(snapshot))

@@ -344,33 +344,28 @@ impl XeroAdapter {
         push_result(WriteKind::Voided, &saved, snapshot)
     }
 
-    /// For an invoice with no link: voids (or deletes) the Xero invoice an
-    /// earlier create whose answer was lost made, found by its Reference.
-    pub async fn void_unlinked(
+    /// For an invoice with no link: the Xero invoices earlier creates whose
+    /// answer was lost made, found by its Reference (the port's
+    /// `void_unlinked` voids or deletes each through [`Self::void`]).
+    pub async fn unlinked_invoices(
         &self,
         connection_id: i64,
         snapshot: &InvoiceSnapshot,
-        idempotency_key: &str,
-    ) -> Result<Option<PushResult>, ProviderError> {
+    ) -> Result<Vec<ExternalRef>, ProviderError> {
         let found = self
             .find_invoices_by_reference(connection_id, &snapshot.number)
             .await?;
-        let mut voided = None;
-        for invoice in found {
-            let Some(id) = invoice.invoice_id else {
-                continue;
-            };
-            let existing = ExternalRef {
-                url: Some(invoice_url(&id)),
-                external_id: id,
-                external_number: invoice.invoice_number,
-            };
-            voided = Some(
-                self.void(connection_id, snapshot, &existing, idempotency_key)
-                    .await?,
-            );
-        }
-        Ok(voided)
+        Ok(found
+            .into_iter()
+            .filter_map(|invoice| {
+                let id = invoice.invoice_id?;
+                Some(ExternalRef {
+                    url: Some(invoice_url(&id)),
+                    external_id: id,
+                    external_number: invoice.invoice_number,
+                })
+            })
+            .collect())
     }
 }
 

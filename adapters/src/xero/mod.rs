@@ -226,14 +226,11 @@ impl Provider for XeroAdapter {
         })
     }
 
-    fn void_unlinked<'a>(
+    fn find_unlinked<'a>(
         &'a self,
         req: VoidUnlinkedRequest<'a>,
-    ) -> ProviderFuture<'a, Option<PushResult>> {
-        Box::pin(async move {
-            self.void_unlinked(req.connection.id, req.snapshot, req.idempotency_key)
-                .await
-        })
+    ) -> ProviderFuture<'a, Vec<ExternalRef>> {
+        Box::pin(self.unlinked_invoices(req.connection.id, req.snapshot))
     }
 
     fn apply_payment<'a>(

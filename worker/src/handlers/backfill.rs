@@ -5,16 +5,15 @@
 //! This module owns wiring only: the order of the steps (claim the chunk,
 //! re-read the quota after a wait, recover a lost batch, then batch after
 //! batch: pick, weigh against the quota, mark in flight, send, record) and
-//! turning provider errors into the backfill's state. The rules — which
-//! invoices, how much quota, what is recorded — are
-//! `ledgerflow_workflows::backfill`; the wire format is the adapter's.
+//! turning provider errors into the backfill's state. What every paced run's
+//! handler does alike is [`super::paced`]'s. The rules — which invoices,
+//! how much quota, what is recorded — are `ledgerflow_workflows::backfill`
+//! and `ledgerflow_workflows::paced_run`; the wire format is the adapter's.
 
 use std::sync::Arc;
 
-use chrono::Utc;
-use ledgerflow_workflows::backfill::run::{
-    self, Allowance, Begin, Chunk, ContactChoice, SentOutcome, Spent,
-};
+use ledgerflow_workflows::backfill::run::{self, Begin, Chunk, ContactChoice, SentOutcome, Spent};
+use ledgerflow_workflows::paced_run;
 use ledgerflow_workflows::payloads::BackfillRange;
 use ledgerflow_workflows::provider::{
     BatchContact, BatchCreate, BatchCreateRequest, BatchInvoice, Provider, ProviderError,
@@ -23,21 +22,20 @@ use ledgerflow_workflows::provider_state::SECRET_KEY_ENV;
 use ledgerflow_workflows::{JobContext, JobError, JobKind};
 use sqlx::PgPool;
 
+use super::paced;
 use crate::config::{XERO_CLIENT_ID_ENV, XERO_CLIENT_SECRET_ENV};
 use crate::runtime::Registry;
-use crate::runtime::registry::FailedJob;
 
 /// Adds the backfill's handler (replacing the placeholder of a worker
 /// without a Xero app) and the hook that fails a chunk the queue gave up on.
 /// The chunks go through `provider`'s batch-create capability.
 pub fn register<P: Provider + 'static>(registry: Registry, provider: P) -> Registry {
     let provider: Arc<dyn Provider> = Arc::new(provider);
-    registry
-        .register(move |job: BackfillRange, ctx| {
-            let provider = provider.clone();
-            async move { run_chunk(provider.as_ref(), job, ctx).await }
-        })
-        .on_failed(BackfillRange::KIND, chunk_gave_up)
+    let registry = registry.register(move |job: BackfillRange, ctx| {
+        let provider = provider.clone();
+        async move { run_chunk(provider.as_ref(), job, ctx).await }
+    });
+    paced::on_gave_up::<Chunk>(registry, BackfillRange::KIND)
 }
 
 /// The handler of a worker without a Xero app: the backfill fails with what
@@ -51,18 +49,6 @@ pub async fn without_xero(job: BackfillRange, ctx: JobContext) -> Result<(), Job
     Err(JobError::permanent(message))
 }
 
-async fn chunk_gave_up(failed: FailedJob) {
-    let result = match failed.pool.acquire().await {
-        Ok(mut conn) => run::gave_up(&mut conn, &failed.payload, &failed.message)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = result {
-        tracing::error!(job = failed.job_id, error = %e, "could not mark a failed backfill chunk");
-    }
-}
-
 async fn run_chunk(
     provider: &dyn Provider,
     job: BackfillRange,
@@ -73,54 +59,8 @@ async fn run_chunk(
         Begin::Nothing => return Ok(()),
         Begin::Run(c) => *c,
     };
-    match drive(provider, &pool, &mut chunk, &ctx).await {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            if let Err(db) = record_stop(&pool, &chunk, &e).await {
-                tracing::warn!(backfill = chunk.backfill_id, error = ?db, "could not record why a backfill chunk stopped");
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Shows why the chunk stopped: paused (rate limit, reconnect), failed
-/// (permanent), or a transient error the queue retries.
-async fn record_stop(pool: &PgPool, chunk: &Chunk, e: &JobError) -> Result<(), JobError> {
-    match e {
-        JobError::RateLimited {
-            not_before,
-            message,
-        } => {
-            run::pause(
-                pool,
-                chunk,
-                &format!(
-                    "{} is limiting requests: {message}",
-                    chunk.connection.provider.display_name()
-                ),
-                Some(*not_before),
-                false,
-            )
-            .await
-        }
-        JobError::ReconnectNeeded { message } => {
-            run::pause(
-                pool,
-                chunk,
-                &format!("{message} (`ledgerflow connection reconnect` resumes it)"),
-                None,
-                false,
-            )
-            .await
-        }
-        JobError::Retryable { message } => run::note_error(pool, chunk, message).await,
-        JobError::NotFound { message } | JobError::Permanent { message } => {
-            let mut conn = pool.acquire().await?;
-            run::fail(&mut conn, chunk.backfill_id, chunk.from, message).await?;
-            Ok(())
-        }
-    }
+    let result = drive(provider, &pool, &mut chunk, &ctx).await;
+    paced::settle(&pool, &chunk, result).await
 }
 
 /// The adapter's batch create; a provider without one cannot be backfilled.
@@ -137,47 +77,21 @@ fn batch_create<'a>(
     })
 }
 
-/// Waits (paused, with the reason) unless the quota leaves the backfill a call.
-async fn gate(pool: &PgPool, chunk: &Chunk) -> Result<(), JobError> {
-    let state = run::quota_state(pool, chunk).await?;
-    match run::allowance(&state, &chunk.quota, chunk.quota_waits, Utc::now()) {
-        Allowance::Calls(_) => Ok(()),
-        Allowance::Wait {
-            until,
-            reason,
-            quota,
-        } => {
-            let shown = format!(
-                "{reason}; resumes by itself at {}",
-                until.format("%Y-%m-%d %H:%M:%S UTC")
-            );
-            run::pause(pool, chunk, &shown, Some(until), quota).await?;
-            Err(JobError::rate_limited(until, shown))
-        }
-    }
-}
-
 async fn drive(
     provider: &dyn Provider,
     pool: &PgPool,
     chunk: &mut Chunk,
     ctx: &JobContext,
 ) -> Result<(), JobError> {
-    chunk.connection_usable()?;
+    paced_run::connection_usable(chunk)?;
     let batches = batch_create(provider, chunk)?;
     let connection = chunk.connection.info();
-
-    // After a wait for quota the provider's last figure may be a day old:
-    // one read refreshes it before the quota is weighed.
-    if chunk.quota_waits > 0 {
-        batches.probe_quota(&connection).await?;
-        run::spend(pool, chunk, Spent(1)).await?;
-    }
+    paced::refresh_quota(pool, chunk, || batches.probe_quota(&connection)).await?;
 
     // A batch whose answer was lost: adopt what the provider has by our
     // reference; the rest of it is sent again below.
     if let Some(in_flight) = chunk.in_flight.clone() {
-        gate(pool, chunk).await?;
+        paced_run::gate(pool, chunk).await?;
         let references: Vec<String> = in_flight
             .invoices
             .iter()
@@ -205,12 +119,7 @@ async fn drive(
     }
 
     loop {
-        if ctx.lease_lost.is_cancelled() {
-            return Err(JobError::retryable(
-                "the job's lease was lost: another worker runs this chunk now",
-            ));
-        }
-        if run::cancelled(pool, chunk.backfill_id).await? {
+        if !paced::go_on(pool, ctx, chunk).await? {
             return Ok(());
         }
         let batch = run::next_batch(pool, chunk).await?;
@@ -232,7 +141,7 @@ async fn drive(
         let mut outcomes = Vec::with_capacity(sending.len());
         let mut spent = Spent(0);
         if !sending.is_empty() {
-            gate(pool, chunk).await?;
+            paced_run::gate(pool, chunk).await?;
             run::mark_in_flight(pool, chunk, &batch).await?;
             let invoices: Vec<BatchInvoice<'_>> = sending.iter().map(|(_, b)| b.clone()).collect();
             let key = batch.key(chunk);

@@ -5,8 +5,10 @@
 //! | --- | --- |
 //! | [`sync`] | `upsert-invoice`, `void-order`, `complete-draft`, `push-payment`, `sync-customer`, `sync-item` (through the sync ledger) |
 //! | [`backfill`] | `backfill-range`: historical invoices, chunked within the daily quota |
+//! | [`fan_out`] | the periodic job per active connection the reconcile, poll and pull schedules share |
 //! | [`approved`] | `send-approved`: "sync approved now", in batches where the provider can |
 //! | [`import`] | `first-sync`: a connection's first sync (chart, contacts, invoices, payments; links; item export) |
+//! | [`paced`] | what the backfill's and the import's handlers share: the quota read after a wait, the checks between calls, why a job stopped, the "gave up" hook |
 //! | [`summary`] | `end-of-day-summary` (and its cron) |
 //! | [`payments_pull`] | pulling payments made in the provider (and its cron) |
 //! | [`quickbooks_inbound`] | `pull-quickbooks-changes` (and its cron), `process-quickbooks-webhook` |
@@ -28,8 +30,10 @@ use crate::runtime::Registry;
 
 pub mod approved;
 pub mod backfill;
+pub mod fan_out;
 pub mod host_callback;
 pub mod import;
+pub mod paced;
 pub mod payments_pull;
 pub mod probe;
 pub mod quickbooks_inbound;

@@ -1,4 +1,4 @@
-//! Pulling payments back from Xero: the periodic pull (a [`PullSchedule`]
+//! Pulling payments back from Xero: the periodic pull ([`pull_schedule`], a
 //! tick per Xero connection, catching whatever webhooks missed) and the
 //! handlers of [`PullPayments`] and [`ProcessXeroWebhook`] jobs. The pull
 //! itself ([`pull_changes`]) and the schedule are provider-neutral:
@@ -32,11 +32,12 @@ use ledgerflow_workflows::ledger::hold_key;
 use ledgerflow_workflows::provider::{ChangeFeed, Provider, RemoteInvoice};
 use ledgerflow_workflows::queue::{self, EnqueueError};
 use ledgerflow_workflows::reconcile;
-use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
+use ledgerflow_workflows::settings::Provider as ProviderName;
+use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId, JobKind};
 use sqlx::PgConnection;
 
+use super::fan_out::{PerConnection, Target};
 use crate::runtime::Registry;
-use crate::runtime::cron::{DueTick, Schedule};
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "xero-pull-payments";
@@ -67,137 +68,61 @@ pub fn register<P: Provider + 'static>(
             let provider = webhook.clone();
             async move { run_process_xero_webhook(provider.as_ref(), job, ctx).await }
         })
-        .schedule(PullSchedule::new(interval))
+        .schedule(pull_schedule(interval))
 }
 
-/// Which provider's connections a [`PullSchedule`] pulls, and with which kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pulled {
-    /// [`PullPayments`] per Xero connection.
-    Xero,
-    /// [`PullQuickBooksChanges`] per QuickBooks connection.
-    QuickBooks,
+/// The pull of every active Xero connection every `interval`: a
+/// [`PullPayments`] each.
+pub fn pull_schedule(interval: Duration) -> PerConnection {
+    let xero = vec![ProviderName::Xero];
+    PerConnection::new(SCHEDULE, "the pull", xero, interval, enqueue_xero_pull)
 }
 
-/// A pull of every active Xero (or QuickBooks) connection every `interval`
-/// (on multiples of it since the epoch, so every process agrees on the tick).
-#[derive(Debug, Clone, Copy)]
-pub struct PullSchedule {
-    interval: TimeDelta,
-    pulled: Pulled,
+/// The QuickBooks change data capture pull: a [`PullQuickBooksChanges`]
+/// per active QuickBooks connection every `interval`.
+pub fn quickbooks_pull_schedule(interval: Duration) -> PerConnection {
+    let quickbooks = vec![ProviderName::QuickBooks];
+    let enqueue = enqueue_quickbooks_pull;
+    let name = QUICKBOOKS_SCHEDULE;
+    PerConnection::new(name, "the pull", quickbooks, interval, enqueue)
 }
 
-impl PullSchedule {
-    pub fn new(interval: Duration) -> PullSchedule {
-        PullSchedule {
-            interval: TimeDelta::from_std(interval)
-                .unwrap_or(TimeDelta::MAX)
-                .max(TimeDelta::seconds(1)),
-            pulled: Pulled::Xero,
-        }
-    }
-
-    /// The QuickBooks change data capture pull.
-    pub fn quickbooks(interval: Duration) -> PullSchedule {
-        PullSchedule {
-            pulled: Pulled::QuickBooks,
-            ..PullSchedule::new(interval)
-        }
-    }
-
-    fn provider(&self) -> &'static str {
-        match self.pulled {
-            Pulled::Xero => "xero",
-            Pulled::QuickBooks => "quickbooks",
-        }
-    }
-
-    fn latest_tick(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let step = self.interval.num_milliseconds().max(1);
-        let ms = now.timestamp_millis();
-        DateTime::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(now)
-    }
+fn enqueue_xero_pull<'a>(
+    conn: &'a mut PgConnection,
+    target: Target<'a>,
+) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+    let job = PullPayments {
+        tenant: target.tenant.to_string(),
+        connection_id: target.connection_id,
+    };
+    let key = job.unique_key();
+    Box::pin(async move { enqueue_pull(conn, &job, key, target.connection_id).await })
 }
 
-fn parse_key(key: &str) -> Option<(i64, &str)> {
-    let (id, tenant) = key.split_once('/')?;
-    Some((id.parse().ok()?, tenant))
+fn enqueue_quickbooks_pull<'a>(
+    conn: &'a mut PgConnection,
+    target: Target<'a>,
+) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+    let job = PullQuickBooksChanges {
+        tenant: target.tenant.to_string(),
+        connection_id: target.connection_id,
+    };
+    let key = job.unique_key();
+    Box::pin(async move { enqueue_pull(conn, &job, key, target.connection_id).await })
 }
 
-impl Schedule for PullSchedule {
-    fn name(&self) -> &str {
-        match self.pulled {
-            Pulled::Xero => SCHEDULE,
-            Pulled::QuickBooks => QUICKBOOKS_SCHEDULE,
-        }
-    }
-
-    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
-        tick.at.checked_add_signed(self.interval)
-    }
-
-    fn due<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
-        Box::pin(async move {
-            let at = self.latest_tick(now);
-            let connections = match inbound::active_connections(conn, self.provider()).await {
-                Ok(c) => c,
-                Err(inbound::InboundError::Database(e)) => return Err(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, provider = self.provider(), "connections could not be listed for the pull");
-                    return Ok(Vec::new());
-                }
-            };
-            Ok(connections
-                .into_iter()
-                .map(|c| DueTick {
-                    key: format!("{}/{}", c.connection_id, c.tenant_id),
-                    at,
-                })
-                .collect())
-        })
-    }
-
-    fn fire<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        tick: &'a DueTick,
-    ) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
-        Box::pin(async move {
-            let Some((connection_id, tenant)) = parse_key(&tick.key) else {
-                return Err(EnqueueError::Database(sqlx::Error::Protocol(format!(
-                    "unreadable pull tick key {:?}",
-                    tick.key
-                ))));
-            };
-            let tenant = tenant.to_string();
-            match self.pulled {
-                Pulled::Xero => {
-                    let job = PullPayments {
-                        tenant,
-                        connection_id,
-                    };
-                    let opts = EnqueueOptions::default()
-                        .unique_key(job.unique_key())
-                        .hold_key(hold_key(connection_id));
-                    queue::enqueue(conn, &job, opts).await
-                }
-                Pulled::QuickBooks => {
-                    let job = PullQuickBooksChanges {
-                        tenant,
-                        connection_id,
-                    };
-                    let opts = EnqueueOptions::default()
-                        .unique_key(job.unique_key())
-                        .hold_key(hold_key(connection_id));
-                    queue::enqueue(conn, &job, opts).await
-                }
-            }
-        })
-    }
+/// A connection's pull: one pending at a time (`key`), held with the
+/// connection's other jobs while it needs reconnecting.
+async fn enqueue_pull<K: JobKind>(
+    conn: &mut PgConnection,
+    job: &K,
+    key: String,
+    connection_id: i64,
+) -> Result<JobId, EnqueueError> {
+    let opts = EnqueueOptions::default()
+        .unique_key(key)
+        .hold_key(hold_key(connection_id));
+    queue::enqueue(conn, job, opts).await
 }
 
 /// Reads every invoice Xero changed since the connection's cursor (minus

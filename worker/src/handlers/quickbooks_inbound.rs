@@ -23,7 +23,7 @@ use ledgerflow_workflows::inbound::payloads::{ProcessQuickBooksWebhook, PullQuic
 use ledgerflow_workflows::{JobContext, JobError};
 
 use super::payments_pull::{
-    PullSchedule, apply_and_reconcile, change_feed, pull_changes, skip_disabled,
+    apply_and_reconcile, change_feed, pull_changes, quickbooks_pull_schedule, skip_disabled,
 };
 use crate::runtime::Registry;
 
@@ -41,7 +41,7 @@ pub fn register(registry: Registry, adapter: QboAdapter, interval: Duration) -> 
             let adapter = webhook.clone();
             async move { run_process_quickbooks_webhook(adapter.as_ref(), job, ctx).await }
         })
-        .schedule(PullSchedule::quickbooks(interval))
+        .schedule(quickbooks_pull_schedule(interval))
 }
 
 /// Reads what the webhook named and reports the payments of the invoices

@@ -15,9 +15,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
-use ledgerflow_workflows::inbound::{self, InboundError};
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::queue::EnqueueError;
 use ledgerflow_workflows::reconcile::{self, ReconcileConnection, ReconcileError};
@@ -25,8 +23,8 @@ use ledgerflow_workflows::settings::Provider as ProviderName;
 use ledgerflow_workflows::{JobId, JobKind};
 use sqlx::PgConnection;
 
+use super::fan_out::{PerConnection, Target};
 use crate::runtime::Registry;
-use crate::runtime::cron::{DueTick, Schedule};
 use crate::runtime::registry::FailedJob;
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
@@ -54,12 +52,15 @@ pub fn register(registry: Registry, providers: Providers, interval: Duration) ->
     if reconciled.is_empty() {
         return registry;
     }
-    registry.schedule(ReconcileSchedule {
-        providers: reconciled,
-        interval: TimeDelta::from_std(interval)
-            .unwrap_or(TimeDelta::MAX)
-            .max(TimeDelta::seconds(1)),
-    })
+    // Keyed by the connection alone, as the ticks always were.
+    let schedule = PerConnection::new(
+        SCHEDULE,
+        "reconciliation",
+        reconciled,
+        interval,
+        enqueue_tick,
+    );
+    registry.schedule(schedule.keyed_by_connection())
 }
 
 /// The queue gave up on a run's job: the run still "running" fails with
@@ -76,71 +77,22 @@ async fn gave_up(failed: FailedJob) {
     }
 }
 
-/// A run for every active connection of `providers` every `interval`.
-struct ReconcileSchedule {
-    providers: Vec<ProviderName>,
-    interval: TimeDelta,
-}
-
-impl Schedule for ReconcileSchedule {
-    fn name(&self) -> &str {
-        SCHEDULE
-    }
-
-    fn next_tick(&self, tick: &DueTick) -> Option<DateTime<Utc>> {
-        tick.at.checked_add_signed(self.interval)
-    }
-
-    fn due<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
-        Box::pin(async move {
-            let step = self.interval.num_milliseconds().max(1);
-            let ms = now.timestamp_millis();
-            let at = DateTime::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(now);
-            let mut ticks = Vec::new();
-            for p in &self.providers {
-                let connections = match inbound::active_connections(conn, p.as_str()).await {
-                    Ok(c) => c,
-                    Err(InboundError::Database(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(error = %e, provider = p.as_str(), "connections could not be listed for reconciliation");
-                        continue;
-                    }
-                };
-                ticks.extend(connections.into_iter().map(|c| DueTick {
-                    key: c.connection_id.to_string(),
-                    at,
-                }));
-            }
-            Ok(ticks)
-        })
-    }
-
-    fn fire<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        tick: &'a DueTick,
-    ) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
-        Box::pin(async move {
-            let Ok(connection_id) = tick.key.parse::<i64>() else {
-                return Err(EnqueueError::Database(sqlx::Error::Protocol(format!(
-                    "unreadable reconcile tick key {:?}",
-                    tick.key
-                ))));
-            };
-            reconcile::enqueue_reconcile(conn, connection_id)
-                .await
-                .map_err(|e| match e {
-                    ReconcileError::Enqueue(e) => e,
-                    ReconcileError::Database(e) => EnqueueError::Database(e),
-                    other => EnqueueError::Database(sqlx::Error::Protocol(format!(
-                        "{} for connection {connection_id}: {other}",
-                        ReconcileConnection::KIND
-                    ))),
-                })
-        })
-    }
+/// A tick's run of its connection (joining one waiting or under way).
+fn enqueue_tick<'a>(
+    conn: &'a mut PgConnection,
+    target: Target<'a>,
+) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+    let connection_id = target.connection_id;
+    Box::pin(async move {
+        reconcile::enqueue_reconcile(conn, connection_id)
+            .await
+            .map_err(|e| match e {
+                ReconcileError::Enqueue(e) => e,
+                ReconcileError::Database(e) => EnqueueError::Database(e),
+                other => EnqueueError::Database(sqlx::Error::Protocol(format!(
+                    "{} for connection {connection_id}: {other}",
+                    ReconcileConnection::KIND
+                ))),
+            })
+    })
 }

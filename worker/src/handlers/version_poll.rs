@@ -15,12 +15,10 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
 use ledgerflow_workflows::inbound::version_feed::{
     PollVersionFeed, apply_closed_sale, set_version_cursor, version_cursor,
 };
-use ledgerflow_workflows::inbound::{self, InboundError};
 use ledgerflow_workflows::ledger::{self, hold_key};
 use ledgerflow_workflows::provider::Providers;
 use ledgerflow_workflows::queue::{self, EnqueueError};
@@ -28,8 +26,8 @@ use ledgerflow_workflows::settings::Provider as ProviderName;
 use ledgerflow_workflows::{EnqueueOptions, JobContext, JobError, JobId};
 use sqlx::PgConnection;
 
+use super::fan_out::{PerConnection, Target};
 use crate::runtime::Registry;
-use crate::runtime::cron::{DueTick, Schedule};
 
 /// The schedule's name in `ledgerflow.cron_ticks`.
 pub const SCHEDULE: &str = "version-feed-poll";
@@ -49,19 +47,26 @@ pub fn register(registry: Registry, providers: Providers, interval: Duration) ->
     if polled.is_empty() {
         return registry;
     }
-    registry.schedule(PollSchedule {
-        providers: polled,
-        interval: TimeDelta::from_std(interval)
-            .unwrap_or(TimeDelta::MAX)
-            .max(TimeDelta::seconds(1)),
-    })
+    registry.schedule(PerConnection::new(
+        SCHEDULE,
+        "the poll",
+        polled,
+        interval,
+        enqueue_tick,
+    ))
 }
 
-/// A poll of every active connection of `providers` every `interval` (on
-/// multiples of it since the epoch, so every process agrees on the tick).
-struct PollSchedule {
-    providers: Vec<ProviderName>,
-    interval: TimeDelta,
+/// A tick's poll of its connection.
+fn enqueue_tick<'a>(
+    conn: &'a mut PgConnection,
+    target: Target<'a>,
+) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
+    Box::pin(enqueue_poll(
+        conn,
+        target.tenant,
+        target.connection_id,
+        None,
+    ))
 }
 
 /// The job a poll of `connection_id` enqueues; `continuation` names the
@@ -95,60 +100,6 @@ pub async fn poll_soon(
     connection_id: i64,
 ) -> Result<JobId, EnqueueError> {
     enqueue_poll(conn, tenant, connection_id, None).await
-}
-
-impl Schedule for PollSchedule {
-    fn name(&self) -> &str {
-        SCHEDULE
-    }
-
-    fn due<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Vec<DueTick>, sqlx::Error>> {
-        Box::pin(async move {
-            let step = self.interval.num_milliseconds().max(1);
-            let ms = now.timestamp_millis();
-            let at = DateTime::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(now);
-            let mut ticks = Vec::new();
-            for p in &self.providers {
-                let connections = match inbound::active_connections(conn, p.as_str()).await {
-                    Ok(c) => c,
-                    Err(InboundError::Database(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(error = %e, provider = p.as_str(), "connections could not be listed for the poll");
-                        continue;
-                    }
-                };
-                ticks.extend(connections.into_iter().map(|c| DueTick {
-                    key: format!("{}/{}", c.connection_id, c.tenant_id),
-                    at,
-                }));
-            }
-            Ok(ticks)
-        })
-    }
-
-    fn fire<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        tick: &'a DueTick,
-    ) -> BoxFuture<'a, Result<JobId, EnqueueError>> {
-        Box::pin(async move {
-            let parsed = tick
-                .key
-                .split_once('/')
-                .and_then(|(id, tenant)| Some((id.parse::<i64>().ok()?, tenant)));
-            let Some((connection_id, tenant)) = parsed else {
-                return Err(EnqueueError::Database(sqlx::Error::Protocol(format!(
-                    "unreadable poll tick key {:?}",
-                    tick.key
-                ))));
-            };
-            enqueue_poll(conn, tenant, connection_id, None).await
-        })
-    }
 }
 
 /// Reads the connection's feed after its cursor and tells the host what

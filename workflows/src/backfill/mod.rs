@@ -9,7 +9,7 @@
 //! | [`schedule`] | what an admin asks for, its checks, and scheduling it with its chunks |
 //! | [`progress`] | reading progress: the list, a summary line, a backfill with its chunks and failures |
 //! | [`source`] | where historical invoices come from: the host's view (the contract) or pushed snapshots, read page by page |
-//! | [`run`] | what one chunk's job does between provider calls: pick a batch, check the quota, record outcomes |
+//! | [`run`] | what one chunk's job does between provider calls: pick a batch, record outcomes; the lifecycle and the quota are [`crate::paced_run`]'s |
 //!
 //! Chunks run one at a time: their jobs share the unique key
 //! [`backfill_key`], and each chunk's completion enqueues the next in the
@@ -17,11 +17,11 @@
 //! here calls a provider (the worker's handler does, through the adapter).
 
 use chrono::NaiveDate;
-use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::invoice::{InvoiceSnapshot, SnapshotError};
 use crate::ledger::{self, LedgerError};
+use crate::paced_run::{self, RunError, Runs, UnknownStatus};
 use crate::payloads::BackfillRange;
 use crate::queue::{self, EnqueueError};
 use crate::queue::{EnqueueOptions, Priority};
@@ -31,13 +31,11 @@ pub mod run;
 pub mod schedule;
 pub mod source;
 
+pub use crate::paced_run::{DEFAULT_RESERVE_PERCENT, QuotaPolicy, XERO_DAILY_QUOTA};
 pub use progress::{
     BackfillSummary, BackfillView, ChunkView, Counts, FailureView, list, show, summary,
 };
-pub use schedule::{
-    BackfillRequest, ContactMapping, DEFAULT_RESERVE_PERCENT, QuotaPolicy, XERO_DAILY_QUOTA,
-    chunk_ranges, start,
-};
+pub use schedule::{BackfillRequest, ContactMapping, chunk_ranges, start};
 pub use source::{DEFAULT_VIEW, Source};
 
 /// The queue's unique key of a backfill's chunk jobs: one runs at a time.
@@ -77,51 +75,31 @@ impl From<LedgerError> for BackfillError {
     }
 }
 
-/// A backfill's (or a chunk's) state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackfillStatus {
-    Queued,
-    Running,
-    /// Waiting by itself (quota, a provider pause, reconnect); the reason says which.
-    Paused,
-    Completed,
-    Failed,
-    Cancelled,
+/// A backfill's (or a chunk's) state: a paced run's.
+pub use crate::paced_run::RunStatus as BackfillStatus;
+
+impl From<UnknownStatus> for BackfillError {
+    fn from(e: UnknownStatus) -> Self {
+        BackfillError::Corrupt(e.to_string())
+    }
 }
 
-impl BackfillStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackfillStatus::Queued => "queued",
-            BackfillStatus::Running => "running",
-            BackfillStatus::Paused => "paused",
-            BackfillStatus::Completed => "completed",
-            BackfillStatus::Failed => "failed",
-            BackfillStatus::Cancelled => "cancelled",
+impl From<RunError> for BackfillError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::NotFound { id, .. } => BackfillError::NotFound(id),
+            RunError::NotAllowed(m) => BackfillError::NotAllowed(m),
+            RunError::Corrupt(e) => e.into(),
+            RunError::Database(e) => BackfillError::Database(e),
         }
     }
-
-    pub fn parse(s: &str) -> Result<BackfillStatus, BackfillError> {
-        Ok(match s {
-            "queued" => BackfillStatus::Queued,
-            "running" => BackfillStatus::Running,
-            "paused" => BackfillStatus::Paused,
-            "completed" => BackfillStatus::Completed,
-            "failed" => BackfillStatus::Failed,
-            "cancelled" => BackfillStatus::Cancelled,
-            other => return Err(BackfillError::Corrupt(format!("status {other:?}"))),
-        })
-    }
-
-    /// Nothing more happens unless someone resumes it.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            BackfillStatus::Completed | BackfillStatus::Failed | BackfillStatus::Cancelled
-        )
-    }
 }
+
+/// The backfills, for the paced run's shared lifecycle.
+pub(crate) const RUNS: Runs = Runs {
+    table: "ledgerflow.backfills",
+    noun: "backfill",
+};
 
 /// Enqueues the job of chunk `position` (a pending twin is reused: the key
 /// holds one pending job per backfill) and notes its id on the chunk.
@@ -169,22 +147,7 @@ pub(crate) async fn enqueue_chunk(
 /// running now stops after the batch it is sending. Invoices already synced
 /// stay synced (and linked).
 pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<(), BackfillError> {
-    let status = lock_status(conn, id).await?;
-    if status.is_finished() {
-        return Err(BackfillError::NotAllowed(format!(
-            "backfill {id} is already {}",
-            status.as_str()
-        )));
-    }
-    sqlx::query(
-        "UPDATE ledgerflow.backfills
-         SET status = 'cancelled', status_reason = 'cancelled by a person', resumes_at = NULL,
-             finished_at = now(), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    paced_run::cancel(conn, RUNS, id).await?;
     let jobs: Vec<Option<i64>> = sqlx::query_scalar(
         "UPDATE ledgerflow.backfill_chunks SET status = 'cancelled', finished_at = now()
          WHERE backfill_id = $1 AND status NOT IN ('completed', 'cancelled')
@@ -204,14 +167,14 @@ pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<(), BackfillErro
 /// quota again first). Cancelled or failed: its unfinished chunks are queued
 /// again from where each stopped (already synced invoices are skipped).
 pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), BackfillError> {
-    let status = lock_status(conn, id).await?;
+    let status = paced_run::lock_for_resume(
+        conn,
+        RUNS,
+        id,
+        "start a new one to run the range again (synced invoices are skipped)",
+    )
+    .await?;
     match status {
-        BackfillStatus::Completed => Err(BackfillError::NotAllowed(format!(
-            "backfill {id} is completed; start a new one to run the range again (synced invoices are skipped)"
-        ))),
-        BackfillStatus::Queued | BackfillStatus::Running => Err(BackfillError::NotAllowed(
-            format!("backfill {id} is {} already", status.as_str()),
-        )),
         BackfillStatus::Paused => {
             let job: Option<i64> = sqlx::query_scalar(
                 "SELECT job_id FROM ledgerflow.backfill_chunks
@@ -227,7 +190,8 @@ pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), BackfillErro
             }
             Ok(())
         }
-        BackfillStatus::Cancelled | BackfillStatus::Failed => {
+        // Cancelled or failed (the rest was refused above).
+        _ => {
             let (tenant, connection_id): (String, i64) = sqlx::query_as(
                 "UPDATE ledgerflow.backfills
                  SET status = 'queued', status_reason = NULL, resumes_at = NULL, finished_at = NULL,
@@ -267,15 +231,6 @@ pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), BackfillErro
             Ok(())
         }
     }
-}
-
-async fn lock_status(conn: &mut PgConnection, id: i64) -> Result<BackfillStatus, BackfillError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM ledgerflow.backfills WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    BackfillStatus::parse(&status.ok_or(BackfillError::NotFound(id))?)
 }
 
 // ---------------------------------------------------------------------------

@@ -5,8 +5,6 @@
 //! transaction. Must not run chunks ([`super::run`] does) nor call a
 //! provider.
 
-use std::time::Duration;
-
 use chrono::{NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -14,12 +12,9 @@ use sqlx::PgConnection;
 use super::source::Source;
 use super::{BackfillError, enqueue_chunk};
 use crate::ledger::{self, ConnectionStatus};
+use crate::paced_run::QuotaPolicy;
 use crate::settings::Provider as ProviderName;
 
-/// Xero's published per-organisation day limit.
-pub const XERO_DAILY_QUOTA: u32 = 5000;
-/// What a backfill leaves of the daily quota for live syncs, by default.
-pub const DEFAULT_RESERVE_PERCENT: u32 = 20;
 /// The longest range one backfill may cover (in chunks).
 const MAX_CHUNKS: i64 = 3660;
 
@@ -85,28 +80,6 @@ impl std::fmt::Display for ContactMapping {
             ContactMapping::Generic(name) => write!(f, "generic contact {name:?}"),
             ContactMapping::Auto => f.write_str("auto-match by customer name"),
             ContactMapping::Location => f.write_str("auto-match by location name"),
-        }
-    }
-}
-
-/// How much of the connection's daily quota a backfill may spend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuotaPolicy {
-    /// The provider's calls per day for the organisation (Xero: 5,000).
-    pub daily_quota: u32,
-    /// Left for live syncs: the backfill stops when only this share remains.
-    pub reserve_percent: u32,
-    /// First wait after the quota ran out; doubles with each further wait,
-    /// up to an hour. Each wake-up spends one call to read the quota again.
-    pub recheck: Duration,
-}
-
-impl Default for QuotaPolicy {
-    fn default() -> Self {
-        QuotaPolicy {
-            daily_quota: XERO_DAILY_QUOTA,
-            reserve_percent: DEFAULT_RESERVE_PERCENT,
-            recheck: Duration::from_secs(300),
         }
     }
 }
@@ -219,14 +192,8 @@ fn validate_shape(req: &BackfillRequest, today: NaiveDate) -> Result<(), Backfil
             req.batch_size
         ));
     }
-    if req.quota.daily_quota == 0 {
-        return bad("the daily quota must be at least one call".into());
-    }
-    if req.quota.reserve_percent > 95 {
-        return bad(format!(
-            "a reserve of {} % leaves the backfill nothing: use 0 to 95",
-            req.quota.reserve_percent
-        ));
+    if let Some(refusal) = req.quota.refusal("backfill") {
+        return bad(refusal);
     }
     if req.quota.recheck.is_zero() {
         return bad("the quota recheck interval must be at least a second".into());
@@ -276,6 +243,7 @@ pub async fn start(conn: &mut PgConnection, req: &BackfillRequest) -> Result<i64
         ContactMapping::Generic(n) => Some(n.clone()),
         _ => None,
     };
+    let [daily_quota, reserve_percent, recheck_secs] = req.quota.columns();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledgerflow.backfills
              (tenant_id, connection_id, from_date, to_date, sales_channel, location, chunk_days,
@@ -297,9 +265,9 @@ pub async fn start(conn: &mut PgConnection, req: &BackfillRequest) -> Result<i64
     .bind(source_code)
     .bind(view)
     .bind(i32::try_from(req.batch_size).unwrap_or(50))
-    .bind(i32::try_from(req.quota.daily_quota).unwrap_or(i32::MAX))
-    .bind(i32::try_from(req.quota.reserve_percent).unwrap_or(95))
-    .bind(i32::try_from(req.quota.recheck.as_secs().max(1)).unwrap_or(i32::MAX))
+    .bind(daily_quota)
+    .bind(reserve_percent)
+    .bind(recheck_secs)
     .bind(i32::try_from(ranges.len()).unwrap_or(i32::MAX))
     .fetch_one(&mut *conn)
     .await?;

@@ -7,7 +7,7 @@
 //! | file | owns |
 //! | --- | --- |
 //! | this one | starting (or joining) an import, cancel, resume, reading progress, the job's payload |
-//! | [`run`] | what the import's job does between provider calls: claim, quota gate, record a page, pause, fail, finish |
+//! | [`run`] | what the import's job does between provider calls: claim, record a page, pause, fail, finish; the lifecycle and the quota are [`crate::paced_run`]'s |
 //! | [`link`] | matching imported records to the host's, set-based, and the review list |
 //! | [`mappings`] | what was imported, host tax codes matched by equal rate, the chart check before a push |
 //!
@@ -24,8 +24,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Row};
 
-use crate::backfill::{DEFAULT_RESERVE_PERCENT, QuotaPolicy, Source, XERO_DAILY_QUOTA};
+use crate::backfill::Source;
 use crate::ledger::{self, ConnectionStatus, LedgerError};
+use crate::paced_run::{self, QuotaPolicy, RunError, Runs, UnknownStatus};
 use crate::provider::ImportKind;
 use crate::queue::{self, EnqueueError, EnqueueOptions, JobKind, Priority, RetryPolicy};
 
@@ -151,51 +152,14 @@ impl Phase {
     pub const STEPS: usize = 8;
 }
 
-/// An import's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ImportStatus {
-    Queued,
-    Running,
-    /// Waiting by itself (quota, a provider pause, reconnect); the reason says which.
-    Paused,
-    Completed,
-    Failed,
-    Cancelled,
-}
+/// An import's state: a paced run's.
+pub use crate::paced_run::RunStatus as ImportStatus;
 
-impl ImportStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ImportStatus::Queued => "queued",
-            ImportStatus::Running => "running",
-            ImportStatus::Paused => "paused",
-            ImportStatus::Completed => "completed",
-            ImportStatus::Failed => "failed",
-            ImportStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<ImportStatus, ImportError> {
-        Ok(match s {
-            "queued" => ImportStatus::Queued,
-            "running" => ImportStatus::Running,
-            "paused" => ImportStatus::Paused,
-            "completed" => ImportStatus::Completed,
-            "failed" => ImportStatus::Failed,
-            "cancelled" => ImportStatus::Cancelled,
-            other => return Err(ImportError::Corrupt(format!("status {other:?}"))),
-        })
-    }
-
-    /// Nothing more happens unless someone resumes it.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            ImportStatus::Completed | ImportStatus::Failed | ImportStatus::Cancelled
-        )
-    }
-}
+/// The imports, for the paced run's shared lifecycle.
+pub(crate) const RUNS: Runs = Runs {
+    table: "ledgerflow.imports",
+    noun: "import",
+};
 
 /// What one kind's import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -286,11 +250,7 @@ impl ImportRequest {
         ImportRequest {
             connection_id,
             source: Source::default(),
-            quota: QuotaPolicy {
-                daily_quota: XERO_DAILY_QUOTA,
-                reserve_percent: DEFAULT_RESERVE_PERCENT,
-                recheck: Duration::from_secs(300),
-            },
+            quota: QuotaPolicy::default(),
         }
     }
 }
@@ -333,6 +293,23 @@ impl From<LedgerError> for ImportError {
     }
 }
 
+impl From<UnknownStatus> for ImportError {
+    fn from(e: UnknownStatus) -> Self {
+        ImportError::Corrupt(e.to_string())
+    }
+}
+
+impl From<RunError> for ImportError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::NotFound { id, .. } => ImportError::NotFound(id),
+            RunError::NotAllowed(m) => ImportError::NotAllowed(m),
+            RunError::Corrupt(e) => e.into(),
+            RunError::Database(e) => ImportError::Database(e),
+        }
+    }
+}
+
 impl From<crate::backfill::BackfillError> for ImportError {
     fn from(e: crate::backfill::BackfillError) -> Self {
         use crate::backfill::BackfillError as B;
@@ -356,16 +333,8 @@ pub async fn start(conn: &mut PgConnection, req: &ImportRequest) -> Result<Start
             connection.id
         )));
     }
-    if req.quota.daily_quota == 0 {
-        return Err(ImportError::Invalid(
-            "the daily quota must be at least one call".into(),
-        ));
-    }
-    if req.quota.reserve_percent > 95 {
-        return Err(ImportError::Invalid(format!(
-            "a reserve of {} % leaves the import nothing: use 0 to 95",
-            req.quota.reserve_percent
-        )));
+    if let Some(refusal) = req.quota.refusal("import") {
+        return Err(ImportError::Invalid(refusal));
     }
     req.source.check(conn).await?;
     // Serialise starts of one connection: the open-import index decides.
@@ -387,6 +356,7 @@ pub async fn start(conn: &mut PgConnection, req: &ImportRequest) -> Result<Start
         });
     }
     let (source, view) = req.source.to_row();
+    let [daily_quota, reserve_percent, recheck_secs] = req.quota.columns();
     let import_id: i64 = sqlx::query_scalar(
         "INSERT INTO ledgerflow.imports
              (tenant_id, connection_id, source, source_view, daily_quota, reserve_percent,
@@ -397,9 +367,9 @@ pub async fn start(conn: &mut PgConnection, req: &ImportRequest) -> Result<Start
     .bind(connection.id)
     .bind(source)
     .bind(view)
-    .bind(i32::try_from(req.quota.daily_quota).unwrap_or(i32::MAX))
-    .bind(i32::try_from(req.quota.reserve_percent).unwrap_or(95))
-    .bind(i32::try_from(req.quota.recheck.as_secs().max(1)).unwrap_or(i32::MAX))
+    .bind(daily_quota)
+    .bind(reserve_percent)
+    .bind(recheck_secs)
     .fetch_one(&mut *conn)
     .await?;
     enqueue_step(conn, import_id, &connection.tenant_id, connection.id).await?;
@@ -440,22 +410,8 @@ pub(crate) async fn enqueue_step(
 /// Cancels an import: it stops after the page it is reading. What was
 /// imported and linked stays.
 pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<(), ImportError> {
-    let (status, job) = lock(conn, id).await?;
-    if status.is_finished() {
-        return Err(ImportError::NotAllowed(format!(
-            "import {id} is already {}",
-            status.as_str()
-        )));
-    }
-    sqlx::query(
-        "UPDATE ledgerflow.imports
-         SET status = 'cancelled', status_reason = 'cancelled by a person', resumes_at = NULL,
-             finished_at = now(), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    paced_run::cancel(conn, RUNS, id).await?;
+    let job = job_of(conn, id).await?;
     // A job waiting for quota wakes now, sees the cancellation and ends.
     if let Some(job) = job {
         queue::expedite(conn, job, Priority::Backfill).await?;
@@ -466,22 +422,22 @@ pub async fn cancel(conn: &mut PgConnection, id: i64) -> Result<(), ImportError>
 /// Resumes an import. Paused: it tries now (reading the quota again first).
 /// Failed or cancelled: it goes on from the step and page it stopped at.
 pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), ImportError> {
-    let (status, job) = lock(conn, id).await?;
+    let status = paced_run::lock_for_resume(
+        conn,
+        RUNS,
+        id,
+        "start a new one to import what is new since",
+    )
+    .await?;
     match status {
-        ImportStatus::Completed => Err(ImportError::NotAllowed(format!(
-            "import {id} is completed; start a new one to import what is new since"
-        ))),
-        ImportStatus::Queued | ImportStatus::Running => Err(ImportError::NotAllowed(format!(
-            "import {id} is {} already",
-            status.as_str()
-        ))),
         ImportStatus::Paused => {
-            if let Some(job) = job {
+            if let Some(job) = job_of(conn, id).await? {
                 queue::expedite(conn, job, Priority::Backfill).await?;
             }
             Ok(())
         }
-        ImportStatus::Failed | ImportStatus::Cancelled => {
+        // Failed or cancelled (the rest was refused above).
+        _ => {
             let (tenant, connection_id): (String, i64) = sqlx::query_as(
                 "UPDATE ledgerflow.imports
                  SET status = 'queued', status_reason = NULL, resumes_at = NULL, finished_at = NULL,
@@ -506,17 +462,14 @@ pub async fn resume(conn: &mut PgConnection, id: i64) -> Result<(), ImportError>
     }
 }
 
-async fn lock(
-    conn: &mut PgConnection,
-    id: i64,
-) -> Result<(ImportStatus, Option<i64>), ImportError> {
-    let row: Option<(String, Option<i64>)> =
-        sqlx::query_as("SELECT status, job_id FROM ledgerflow.imports WHERE id = $1 FOR UPDATE")
+/// The import's job (its row is locked by the caller).
+async fn job_of(conn: &mut PgConnection, id: i64) -> Result<Option<i64>, ImportError> {
+    let job: Option<i64> =
+        sqlx::query_scalar("SELECT job_id FROM ledgerflow.imports WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
-    let (status, job) = row.ok_or(ImportError::NotFound(id))?;
-    Ok((ImportStatus::parse(&status)?, job))
+    Ok(job)
 }
 
 const COLUMNS: &str =

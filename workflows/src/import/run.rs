@@ -9,21 +9,21 @@
 //! export carries an idempotency key derived from the import and the items
 //! it sends, so a batch whose answer was lost is replayed, not made twice.
 //!
-//! This module must not call providers (the worker's handler does) nor
-//! decide retry timing beyond saying until when the quota is gone.
+//! The lifecycle every paced run shares (the quota gate, why a job
+//! stopped, cancel checks, the "gave up" hook) is [`crate::paced_run`]'s;
+//! this module supplies the import's side of it ([`PacedRun`] for
+//! [`Run`]). It must not call providers (the worker's handler does).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{ImportCounts, ImportStep, KindCounts, Phase};
-use crate::backfill::run::{Allowance, allowance};
-use crate::backfill::{QuotaPolicy, Source};
-use crate::ledger::{self, Connection, ConnectionStatus};
+use super::{ImportCounts, ImportStep, KindCounts, Phase, RUNS};
+use crate::backfill::Source;
+use crate::ledger::{self, Connection};
+use crate::paced_run::{self, PacedRun, QuotaPolicy, Runs};
 use crate::provider::{ImportKind, ImportPage, ImportedRecord, ItemExport, ItemOutcome};
-use crate::provider_state::{self, LimitPolicy, LimitScope};
 use crate::queue::{JobContext, JobError};
 
 /// A claimed import and everything its job needs.
@@ -41,12 +41,7 @@ pub struct Run {
 }
 
 /// What claiming an import found.
-#[derive(Debug)]
-pub enum Begin {
-    Run(Box<Run>),
-    /// Cancelled, completed or gone: the job just completes.
-    Nothing,
-}
+pub type Begin = paced_run::Begin<Run>;
 
 fn corrupt(what: impl std::fmt::Display) -> JobError {
     JobError::permanent(format!("stored import data could not be read: {what}"))
@@ -86,151 +81,25 @@ pub async fn begin(pool: &PgPool, job: &ImportStep, ctx: &JobContext) -> Result<
         .await
         .map_err(|e| JobError::permanent(e.to_string()))?;
     tx.commit().await?;
-    let n = |col: &str| -> Result<i32, sqlx::Error> { r.try_get(col) };
     let counts: serde_json::Value = r.try_get("counts")?;
     Ok(Begin::Run(Box::new(Run {
         import_id: job.import_id,
         connection,
         phase: Phase::parse(r.try_get("phase")?).map_err(corrupt)?,
-        page: n("page")?,
+        page: r.try_get("page")?,
         source: Source::from_row(r.try_get("source")?, r.try_get("source_view")?)
             .map_err(corrupt)?,
-        quota: QuotaPolicy {
-            daily_quota: u32::try_from(n("daily_quota")?).unwrap_or(1),
-            reserve_percent: u32::try_from(n("reserve_percent")?).unwrap_or(0),
-            recheck: Duration::from_secs(u64::try_from(n("quota_recheck_secs")?).unwrap_or(300)),
-        },
-        quota_waits: n("quota_waits")?,
+        quota: QuotaPolicy::from_row(&r)?,
+        quota_waits: r.try_get("quota_waits")?,
         counts: serde_json::from_value(counts).map_err(corrupt)?,
     })))
 }
 
 impl Run {
-    /// Whether the connection can take calls now; `Err` is the job's end
-    /// (held for reconnect, or failed because disabled).
-    pub fn connection_usable(&self) -> Result<(), JobError> {
-        match self.connection.status {
-            ConnectionStatus::Active => Ok(()),
-            ConnectionStatus::ReconnectNeeded => Err(JobError::reconnect_needed(format!(
-                "{} needs reconnecting: the import waits until the integration is reconnected",
-                self.connection.provider.display_name()
-            ))),
-            ConnectionStatus::Disabled => Err(JobError::permanent(format!(
-                "the {} connection is disabled",
-                self.connection.provider.display_name()
-            ))),
-        }
-    }
-
     /// The relation the host's invoices are read from.
     pub fn host_relation(&self) -> &str {
         self.source.relation()
     }
-}
-
-/// How many calls the import may spend now, or until when it waits: the
-/// backfill's rule (the day's quota less the reserve for live syncs).
-pub async fn allowance_now(pool: &PgPool, run: &Run) -> Result<Allowance, JobError> {
-    let unlimited = LimitPolicy {
-        per_minute: None,
-        per_day: None,
-        concurrent: None,
-    };
-    let scope = LimitScope::connection(
-        run.connection.provider.as_str(),
-        run.connection.id,
-        unlimited,
-    );
-    let state = provider_state::limit_state(pool, &scope.key).await?;
-    Ok(allowance(&state, &run.quota, run.quota_waits, Utc::now()))
-}
-
-/// Shows the import paused, with the reason and when it tries again; the
-/// job then waits (rate limited, or held for a reconnect).
-pub async fn pause(
-    pool: &PgPool,
-    run: &Run,
-    reason: &str,
-    resumes_at: Option<DateTime<Utc>>,
-    quota: bool,
-) -> Result<(), JobError> {
-    sqlx::query(
-        "UPDATE ledgerflow.imports
-         SET status = 'paused', status_reason = $2, resumes_at = $3,
-             quota_waits = quota_waits + CASE WHEN $4 THEN 1 ELSE 0 END, updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'running', 'paused')",
-    )
-    .bind(run.import_id)
-    .bind(reason)
-    .bind(resumes_at)
-    .bind(quota)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Notes a transient error (the queue retries the job).
-pub async fn note_error(pool: &PgPool, run: &Run, message: &str) -> Result<(), JobError> {
-    sqlx::query("UPDATE ledgerflow.imports SET last_error = $2, updated_at = now() WHERE id = $1")
-        .bind(run.import_id)
-        .bind(message)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// The import cannot go on: it fails with the reason (`resume` goes on
-/// from where it stopped).
-pub async fn fail(
-    conn: &mut PgConnection,
-    import_id: i64,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE ledgerflow.imports
-         SET status = 'failed', status_reason = $2, last_error = $2, resumes_at = NULL,
-             finished_at = now(), updated_at = now()
-         WHERE id = $1 AND status NOT IN ('completed', 'cancelled')",
-    )
-    .bind(import_id)
-    .bind(message)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// For the queue's "gave up" hook: the import of a failed job and why.
-pub async fn gave_up(
-    conn: &mut PgConnection,
-    payload: &serde_json::Value,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    let Ok(job) = serde_json::from_value::<ImportStep>(payload.clone()) else {
-        return Ok(());
-    };
-    fail(conn, job.import_id, message).await
-}
-
-/// Whether someone cancelled the import (checked between pages).
-pub async fn cancelled(pool: &PgPool, import_id: i64) -> Result<bool, JobError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM ledgerflow.imports WHERE id = $1")
-            .bind(import_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(status.is_none_or(|s| s == "cancelled"))
-}
-
-/// Counts calls that moved no cursor (a quota probe).
-pub async fn spend(pool: &PgPool, run: &Run, calls: i32) -> Result<(), JobError> {
-    sqlx::query(
-        "UPDATE ledgerflow.imports SET calls_spent = calls_spent + $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(run.import_id)
-    .bind(calls)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// Moves the cursor in `tx`, fenced on where this run read from; `false`
@@ -531,5 +400,101 @@ pub async fn finish(pool: &PgPool, run: &mut Run, ctx: &JobContext) -> Result<()
     .await?;
     ctx.complete_in(&mut tx).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// The import's side of the paced run's lifecycle: its status, errors and
+/// calls live on its row.
+impl PacedRun for Run {
+    type Job = ImportStep;
+    const RUNS: Runs = RUNS;
+    const PIECE: &'static str = "import";
+
+    fn id(&self) -> i64 {
+        self.import_id
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    fn quota(&self) -> &QuotaPolicy {
+        &self.quota
+    }
+
+    fn quota_waits(&self) -> i32 {
+        self.quota_waits
+    }
+
+    async fn pause(
+        &self,
+        pool: &PgPool,
+        reason: &str,
+        resumes_at: Option<DateTime<Utc>>,
+        quota: bool,
+    ) -> Result<(), JobError> {
+        sqlx::query(
+            "UPDATE ledgerflow.imports
+             SET status = 'paused', status_reason = $2, resumes_at = $3,
+                 quota_waits = quota_waits + CASE WHEN $4 THEN 1 ELSE 0 END, updated_at = now()
+             WHERE id = $1 AND status IN ('queued', 'running', 'paused')",
+        )
+        .bind(self.import_id)
+        .bind(reason)
+        .bind(resumes_at)
+        .bind(quota)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn note_error(&self, pool: &PgPool, message: &str) -> Result<(), JobError> {
+        sqlx::query(
+            "UPDATE ledgerflow.imports SET last_error = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(self.import_id)
+        .bind(message)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_job(
+        conn: &mut PgConnection,
+        job: &ImportStep,
+        message: &str,
+    ) -> Result<(), sqlx::Error> {
+        fail(conn, job.import_id, message).await
+    }
+
+    async fn fail(&self, conn: &mut PgConnection, message: &str) -> Result<(), sqlx::Error> {
+        fail(conn, self.import_id, message).await
+    }
+
+    async fn spend(&self, pool: &PgPool, calls: i32) -> Result<(), JobError> {
+        sqlx::query(
+            "UPDATE ledgerflow.imports SET calls_spent = calls_spent + $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(self.import_id)
+        .bind(calls)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The import cannot go on: it fails with the reason (`resume` goes on
+/// from where it stopped).
+async fn fail(conn: &mut PgConnection, import_id: i64, message: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE ledgerflow.imports
+         SET status = 'failed', status_reason = $2, last_error = $2, resumes_at = NULL,
+             finished_at = now(), updated_at = now()
+         WHERE id = $1 AND status NOT IN ('completed', 'cancelled')",
+    )
+    .bind(import_id)
+    .bind(message)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }

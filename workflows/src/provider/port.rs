@@ -83,17 +83,43 @@ pub trait Provider: Send + Sync {
         req: SyncCustomerRequest<'a>,
     ) -> ProviderFuture<'a, Option<ExternalRef>>;
 
+    /// The records an earlier write may have made for the invoice although
+    /// its answer was lost (no link points at them), found by our reference.
+    /// The default finds none: an adapter that cannot look records up has
+    /// nothing to void.
+    fn find_unlinked<'a>(
+        &'a self,
+        req: VoidUnlinkedRequest<'a>,
+    ) -> ProviderFuture<'a, Vec<ExternalRef>> {
+        let _ = req;
+        Box::pin(async move { Ok(Vec::new()) })
+    }
+
     /// Void a record no link points at: one an earlier write may have made
     /// although its answer was lost (the invoice is cancelled before any
-    /// sync heard back). Answers what was voided, or `None` when the
-    /// provider holds nothing for the invoice. The default finds nothing:
-    /// an adapter that cannot look records up has nothing to void.
+    /// sync heard back). Answers the last record voided, or `None` when the
+    /// provider holds nothing for the invoice. The default voids what
+    /// [`Provider::find_unlinked`] finds, each through
+    /// [`Provider::void_order`], so an adapter only says how it finds them;
+    /// one whose lost writes leave something else to clean up overrides it.
     fn void_unlinked<'a>(
         &'a self,
         req: VoidUnlinkedRequest<'a>,
     ) -> ProviderFuture<'a, Option<PushResult>> {
-        let _ = req;
-        Box::pin(async move { Ok(None) })
+        Box::pin(async move {
+            let found = self.find_unlinked(req.clone()).await?;
+            let mut voided = None;
+            for existing in &found {
+                let void = VoidOrderRequest {
+                    connection: req.connection,
+                    snapshot: req.snapshot,
+                    existing,
+                    idempotency_key: req.idempotency_key,
+                };
+                voided = Some(self.void_order(void).await?);
+            }
+            Ok(voided)
+        })
     }
 
     /// Reverse (delete, refund) a payment applied earlier. A payment already

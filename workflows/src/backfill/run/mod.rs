@@ -11,36 +11,36 @@
 //! write is fenced on the cursor the batch was picked at: a worker whose
 //! job was taken over cannot record over its successor.
 //!
-//! This module must not call providers (the worker's handler does) nor
-//! decide retry timing beyond saying until when the quota is gone.
+//! The lifecycle every paced run shares (the quota gate, why a job
+//! stopped, cancel checks, the "gave up" hook) is [`crate::paced_run`]'s;
+//! this module supplies the chunk's side of it ([`PacedRun`] for
+//! [`Chunk`]). It must not call providers (the worker's handler does).
 //!
 //! | file | owns |
 //! | --- | --- |
 //! | this one | claiming the chunk ([`begin`]), and its state: pause, errors, failure, finish |
-//! | [`quota`] | how many calls the backfill may spend now, leaving the reserve to live syncs |
 //! | [`batch`] | picking the next batch, skipping invoices already in the provider |
 //! | [`outcome`] | a batch in flight, its outcome recorded, a lost answer adopted |
-
-use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::source::Source;
-use super::{ContactMapping, QuotaPolicy, enqueue_chunk};
-use crate::ledger::{self, Connection, ConnectionStatus};
+use super::{ContactMapping, RUNS, enqueue_chunk};
+use crate::ledger::{self, Connection};
+use crate::paced_run::{self, PacedRun, QuotaPolicy, Runs};
 use crate::payloads::BackfillRange;
 use crate::queue::JobContext;
 use crate::queue::JobError;
 
 mod batch;
 mod outcome;
-mod quota;
 
 pub use batch::{Batch, ContactChoice, Disposition, Scanned, next_batch};
 pub use outcome::{SentOutcome, Spent, adopt_lost, mark_in_flight, record_batch, spend};
-pub use quota::{Allowance, allowance, quota_state, reserve_calls};
+// Where the backfill's handler and older callers find them.
+pub use crate::paced_run::{Allowance, allowance, reserve_calls};
 
 /// The code sync events written by a backfill carry in `trigger`.
 pub const TRIGGER: &str = "backfill";
@@ -85,12 +85,7 @@ pub struct Chunk {
 }
 
 /// What claiming a chunk found.
-#[derive(Debug)]
-pub enum Begin {
-    Run(Box<Chunk>),
-    /// Cancelled, or already done: the job just completes.
-    Nothing,
-}
+pub type Begin = paced_run::Begin<Chunk>;
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> JobError {
     JobError::permanent(format!("stored backfill data could not be read: {what}"))
@@ -176,7 +171,7 @@ pub async fn begin(
         (Some(d), Some(id)) => Some((d, id)),
         _ => None,
     };
-    let n = |col: &str| -> Result<i32, sqlx::Error> { b.try_get(col) };
+    let batch_size: i32 = b.try_get("batch_size")?;
     Ok(Begin::Run(Box::new(Chunk {
         backfill_id: job.backfill_id,
         position,
@@ -193,12 +188,8 @@ pub async fn begin(
         only_approved: b.try_get("only_approved")?,
         source: Source::from_row(b.try_get("source")?, b.try_get("source_view")?)
             .map_err(corrupt)?,
-        batch_size: usize::try_from(n("batch_size")?).unwrap_or(50).clamp(1, 50),
-        quota: QuotaPolicy {
-            daily_quota: u32::try_from(n("daily_quota")?).unwrap_or(1),
-            reserve_percent: u32::try_from(n("reserve_percent")?).unwrap_or(0),
-            recheck: Duration::from_secs(u64::try_from(n("quota_recheck_secs")?).unwrap_or(300)),
-        },
+        batch_size: usize::try_from(batch_size).unwrap_or(50).clamp(1, 50),
+        quota: QuotaPolicy::from_row(&b)?,
         cursor,
         in_flight,
         adopted: c.try_get("adopted")?,
@@ -207,80 +198,12 @@ pub async fn begin(
 }
 
 impl Chunk {
-    /// Whether the connection can take calls now; `Err` is the job's end
-    /// (held for reconnect, or failed because disabled).
-    pub fn connection_usable(&self) -> Result<(), JobError> {
-        match self.connection.status {
-            ConnectionStatus::Active => Ok(()),
-            ConnectionStatus::ReconnectNeeded => Err(JobError::reconnect_needed(format!(
-                "{} needs reconnecting: the backfill waits until the integration is reconnected",
-                self.connection.provider.display_name()
-            ))),
-            ConnectionStatus::Disabled => Err(JobError::permanent(format!(
-                "the {} connection is disabled",
-                self.connection.provider.display_name()
-            ))),
-        }
-    }
-
     fn label(&self) -> String {
         format!(
             "backfill #{} ({} to {})",
             self.backfill_id, self.from, self.to
         )
     }
-}
-
-/// Shows the backfill paused, with the reason and when it tries again; the
-/// job then waits (rate limited, or held for a reconnect).
-pub async fn pause(
-    pool: &PgPool,
-    chunk: &Chunk,
-    reason: &str,
-    resumes_at: Option<DateTime<Utc>>,
-    quota: bool,
-) -> Result<(), JobError> {
-    let mut tx = pool.begin().await?;
-    let n = sqlx::query(
-        "UPDATE ledgerflow.backfill_chunks
-         SET status = 'paused', quota_waits = quota_waits + CASE WHEN $3 THEN 1 ELSE 0 END
-         WHERE backfill_id = $1 AND position = $2 AND status = 'running'",
-    )
-    .bind(chunk.backfill_id)
-    .bind(chunk.position)
-    .bind(quota)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // Already paused by this run (the quota gate): keep its reason.
-    if n == 0 {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE ledgerflow.backfills
-         SET status = 'paused', status_reason = $2, resumes_at = $3, updated_at = now()
-         WHERE id = $1 AND status IN ('queued', 'running', 'paused')",
-    )
-    .bind(chunk.backfill_id)
-    .bind(reason)
-    .bind(resumes_at)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Notes a transient error on the chunk (the queue retries the job).
-pub async fn note_error(pool: &PgPool, chunk: &Chunk, message: &str) -> Result<(), JobError> {
-    sqlx::query(
-        "UPDATE ledgerflow.backfill_chunks SET error = $3 WHERE backfill_id = $1 AND position = $2",
-    )
-    .bind(chunk.backfill_id)
-    .bind(chunk.position)
-    .bind(message)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// The chunk cannot go on: it and its backfill fail with the reason
@@ -310,16 +233,6 @@ pub async fn fail(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Whether someone cancelled the backfill (checked between batches).
-pub async fn cancelled(pool: &PgPool, backfill_id: i64) -> Result<bool, JobError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM ledgerflow.backfills WHERE id = $1")
-            .bind(backfill_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(status.is_none_or(|s| s == "cancelled"))
 }
 
 /// The chunk is done: it completes with its job, and the next chunk's job
@@ -389,14 +302,91 @@ pub async fn finish(pool: &PgPool, chunk: &Chunk, ctx: &JobContext) -> Result<()
     Ok(())
 }
 
-/// For the queue's "gave up" hook: the chunk of a failed job and why.
-pub async fn gave_up(
-    conn: &mut PgConnection,
-    payload: &serde_json::Value,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    let Ok(job) = serde_json::from_value::<BackfillRange>(payload.clone()) else {
-        return Ok(());
-    };
-    fail(conn, job.backfill_id, job.from, message).await
+/// The chunk's side of the paced run's lifecycle: its status lives on the
+/// chunk and on its backfill.
+impl PacedRun for Chunk {
+    type Job = BackfillRange;
+    const RUNS: Runs = RUNS;
+    const PIECE: &'static str = "chunk";
+
+    fn id(&self) -> i64 {
+        self.backfill_id
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    fn quota(&self) -> &QuotaPolicy {
+        &self.quota
+    }
+
+    fn quota_waits(&self) -> i32 {
+        self.quota_waits
+    }
+
+    async fn pause(
+        &self,
+        pool: &PgPool,
+        reason: &str,
+        resumes_at: Option<DateTime<Utc>>,
+        quota: bool,
+    ) -> Result<(), JobError> {
+        let mut tx = pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE ledgerflow.backfill_chunks
+             SET status = 'paused', quota_waits = quota_waits + CASE WHEN $3 THEN 1 ELSE 0 END
+             WHERE backfill_id = $1 AND position = $2 AND status = 'running'",
+        )
+        .bind(self.backfill_id)
+        .bind(self.position)
+        .bind(quota)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        // Already paused by this run (the quota gate): keep its reason.
+        if n == 0 {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE ledgerflow.backfills
+             SET status = 'paused', status_reason = $2, resumes_at = $3, updated_at = now()
+             WHERE id = $1 AND status IN ('queued', 'running', 'paused')",
+        )
+        .bind(self.backfill_id)
+        .bind(reason)
+        .bind(resumes_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn note_error(&self, pool: &PgPool, message: &str) -> Result<(), JobError> {
+        sqlx::query(
+            "UPDATE ledgerflow.backfill_chunks SET error = $3 WHERE backfill_id = $1 AND position = $2",
+        )
+        .bind(self.backfill_id)
+        .bind(self.position)
+        .bind(message)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_job(
+        conn: &mut PgConnection,
+        job: &BackfillRange,
+        message: &str,
+    ) -> Result<(), sqlx::Error> {
+        fail(conn, job.backfill_id, job.from, message).await
+    }
+
+    async fn fail(&self, conn: &mut PgConnection, message: &str) -> Result<(), sqlx::Error> {
+        fail(conn, self.backfill_id, self.from, message).await
+    }
+
+    async fn spend(&self, pool: &PgPool, calls: i32) -> Result<(), JobError> {
+        outcome::spend(pool, self, Spent(calls)).await
+    }
 }
