@@ -16,27 +16,14 @@ use std::time::Duration;
 
 use common::{fast_config, start};
 use ledgerflow_worker::admin::jobs::{JobAction, act_on};
-use ledgerflow_workflows::ledger::{self, HostRecordKind, InvoiceSyncStatus, SyncDialog};
-use ledgerflow_workflows::settings::{QuickBooksSettings, Trigger};
+use ledgerflow_workflows::ledger::{HostRecordKind, InvoiceSyncStatus};
+use ledgerflow_workflows::settings::QuickBooksSettings;
+use quickbooks_helpers::Qbo;
 use quickbooks_helpers::syncing::{fitting, maya, qbo_auto};
-use quickbooks_helpers::{Qbo, snapshot};
 use sqlx::PgPool;
-use xero_helpers::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
 const OPERATOR: &str = "ops (test)";
-
-/// The host sends invoice `number`, billed to CUST-31, its line naming
-/// SVC-FIT: a chain of `steps`. Returns the invoice's id.
-async fn invoice_sent(q: &Qbo, number: &str, steps: &[&str]) -> String {
-    let mut inv = snapshot(number, 15_000);
-    inv.customer.customer_id = "CUST-31".into();
-    inv.customer.name = "Maya Lopez".into();
-    inv.lines[0].sku = Some("SVC-FIT".into());
-    let started = q.host_trigger(Trigger::InvoiceSent, &inv).await;
-    assert_eq!(started[0].steps, steps);
-    inv.invoice_id
-}
 
 /// The one live job of `kind`.
 async fn job_of(pool: &PgPool, kind: &str) -> i64 {
@@ -55,17 +42,10 @@ async fn cancelled(pool: &PgPool, id: i64) {
     assert!(out[0].done, "{out:?}");
 }
 
-async fn dialog(q: &Qbo, invoice: &str) -> SyncDialog {
-    let mut db = q.pool.acquire().await.unwrap();
-    ledger::sync_dialog(&mut db, q.connection.id, invoice, 10)
-        .await
-        .unwrap()
-}
-
 /// The invoice's sync is still pending and its newest history entry says
 /// it waits on `what`, whose job `job` the operator cancelled.
 async fn says_it_waits_on_the_cancelled_step(q: &Qbo, invoice: &str, what: &str, job: i64) {
-    let d = dialog(q, invoice).await;
+    let d = q.dialog(invoice).await;
     assert_eq!(d.status, InvoiceSyncStatus::Pending, "{invoice}");
     let error = d.history.events[0]
         .error
@@ -83,19 +63,6 @@ async fn says_it_waits_on_the_cancelled_step(q: &Qbo, invoice: &str, what: &str,
     assert!(d.actions.retry, "{invoice}: retry runs the step again");
 }
 
-/// Retry from the dialog, then wait for the invoice to reach QuickBooks.
-async fn retried_to_the_end(q: &Qbo, invoice: &str) {
-    let mut db = q.pool.acquire().await.unwrap();
-    ledger::retry_failed_event(&mut db, q.connection.id, invoice)
-        .await
-        .unwrap();
-    drop(db);
-    eventually(WAIT, "the invoice synced after the retry", || async {
-        (dialog(q, invoice).await.status == InvoiceSyncStatus::Synced).then_some(())
-    })
-    .await;
-}
-
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_cancelled_sync_item_step_leaves_each_invoice_waiting_on_it_with_the_reason_and_the_item_pending(
     pool: PgPool,
@@ -103,18 +70,18 @@ async fn a_cancelled_sync_item_step_leaves_each_invoice_waiting_on_it_with_the_r
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
     q.item_changed(&fitting(15_000, None)).await;
     // Two invoices name the changed item: both chains join its one job.
-    let first = invoice_sent(
-        &q,
-        "3201",
-        &["customer Maya Lopez", "item SVC-FIT", "invoice 3201"],
-    )
-    .await;
-    let second = invoice_sent(
-        &q,
-        "3202",
-        &["customer Maya Lopez", "item SVC-FIT", "invoice 3202"],
-    )
-    .await;
+    let first = q
+        .maya_invoice_sent(
+            "3201",
+            &["customer Maya Lopez", "item SVC-FIT", "invoice 3201"],
+        )
+        .await;
+    let second = q
+        .maya_invoice_sent(
+            "3202",
+            &["customer Maya Lopez", "item SVC-FIT", "invoice 3202"],
+        )
+        .await;
     let job = job_of(&pool, "sync-item").await;
     cancelled(&pool, job).await;
 
@@ -134,8 +101,8 @@ async fn a_cancelled_sync_item_step_leaves_each_invoice_waiting_on_it_with_the_r
 
     // "Retry" runs the item's step again, then each invoice goes.
     let w = start(&pool, q.sync_registry(), fast_config("cancelled-item"));
-    retried_to_the_end(&q, &first).await;
-    retried_to_the_end(&q, &second).await;
+    q.retried_to_the_end(&first, WAIT).await;
+    q.retried_to_the_end(&second, WAIT).await;
     w.stop().await;
     let item = q
         .host_record(HostRecordKind::Item, "SVC-FIT")
@@ -152,10 +119,14 @@ async fn a_cancelled_sync_customer_step_leaves_every_invoice_of_the_customer_wai
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
     q.customer_changed(&maya("maya@example.com", "503-555-0100"))
         .await;
-    let first = invoice_sent(&q, "3203", &["customer Maya Lopez", "invoice 3203"]).await;
+    let first = q
+        .maya_invoice_sent("3203", &["customer Maya Lopez", "invoice 3203"])
+        .await;
     // The second chain joins the customer's job, whose payload names the
     // first invoice only.
-    let second = invoice_sent(&q, "3204", &["customer Maya Lopez", "invoice 3204"]).await;
+    let second = q
+        .maya_invoice_sent("3204", &["customer Maya Lopez", "invoice 3204"])
+        .await;
     let job = job_of(&pool, "sync-customer").await;
     cancelled(&pool, job).await;
 

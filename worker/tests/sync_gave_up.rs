@@ -37,19 +37,6 @@ use xero_helpers::{connect, count, eventually, xero_env};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The host sends invoice `number`, billed to CUST-31, its line naming
-/// SVC-FIT: a chain of `steps` (the item's only when it changed and has
-/// not synced). Returns the invoice's id.
-async fn invoice_sent(q: &Qbo, number: &str, steps: &[&str]) -> String {
-    let mut inv = snapshot(number, 15_000);
-    inv.customer.customer_id = "CUST-31".into();
-    inv.customer.name = "Maya Lopez".into();
-    inv.lines[0].sku = Some("SVC-FIT".into());
-    let started = q.host_trigger(Trigger::InvoiceSent, &inv).await;
-    assert_eq!(started[0].steps, steps);
-    inv.invoice_id
-}
-
 /// Uses up `used` attempts of the pending job of `kind`, as that many
 /// failed or abandoned attempts would have (without waiting out their
 /// backoff).
@@ -68,17 +55,10 @@ async fn record_of(q: &Qbo, kind: HostRecordKind, id: &str) -> HostRecordView {
     q.host_record(kind, id).await.expect("the host record")
 }
 
-async fn dialog(q: &Qbo, invoice: &str) -> SyncDialog {
-    let mut db = q.pool.acquire().await.unwrap();
-    ledger::sync_dialog(&mut db, q.connection.id, invoice, 10)
-        .await
-        .unwrap()
-}
-
 /// The invoice's dialog once its open event says it waits on a failed step.
 async fn waiting_on_a_step(q: &Qbo, invoice: &str) -> SyncDialog {
     eventually(WAIT, "the invoice to say what it waits for", || async {
-        let d = dialog(q, invoice).await;
+        let d = q.dialog(invoice).await;
         d.history.events[0]
             .error
             .as_ref()
@@ -96,31 +76,18 @@ async fn failed_jobs(pool: &PgPool, kind: &str) -> i64 {
     .await
 }
 
-/// Retry from the dialog, then wait for the invoice to reach QuickBooks.
-async fn retried_to_the_end(q: &Qbo, invoice: &str) {
-    let mut db = q.pool.acquire().await.unwrap();
-    ledger::retry_failed_event(&mut db, q.connection.id, invoice)
-        .await
-        .unwrap();
-    drop(db);
-    eventually(WAIT, "the invoice synced after the retry", || async {
-        (dialog(q, invoice).await.status == InvoiceSyncStatus::Synced).then_some(())
-    })
-    .await;
-}
-
 #[sqlx::test(migrator = "ledgerflow_workflows::MIGRATOR")]
 async fn a_sync_item_step_that_gives_up_leaves_its_invoice_waiting_with_the_reason_and_the_item_pending(
     pool: PgPool,
 ) {
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
     q.item_changed(&fitting(15_000, None)).await;
-    let invoice = invoice_sent(
-        &q,
-        "3101",
-        &["customer Maya Lopez", "item SVC-FIT", "invoice 3101"],
-    )
-    .await;
+    let invoice = q
+        .maya_invoice_sent(
+            "3101",
+            &["customer Maya Lopez", "item SVC-FIT", "invoice 3101"],
+        )
+        .await;
     // QuickBooks answers 500 to every item write; the item's job is on its
     // last attempt.
     q.sim.push(
@@ -153,7 +120,7 @@ async fn a_sync_item_step_that_gives_up_leaves_its_invoice_waiting_with_the_reas
 
     // QuickBooks answers again: "retry" syncs the item, then the invoice.
     q.sim.clear_faults();
-    retried_to_the_end(&q, &invoice).await;
+    q.retried_to_the_end(&invoice, WAIT).await;
     w.stop().await;
     let item = record_of(&q, HostRecordKind::Item, "SVC-FIT").await;
     assert_eq!(item.status, "synced");
@@ -179,7 +146,9 @@ async fn a_sync_customer_step_abandoned_by_dead_workers_leaves_its_invoice_waiti
     let q = qbo_auto(&pool, QuickBooksSettings::default()).await;
     q.customer_changed(&maya("maya@example.com", "503-555-0100"))
         .await;
-    let invoice = invoice_sent(&q, "3102", &["customer Maya Lopez", "invoice 3102"]).await;
+    let invoice = q
+        .maya_invoice_sent("3102", &["customer Maya Lopez", "invoice 3102"])
+        .await;
     // Every attempt of the customer's job ended with its worker dead: the
     // next claim finds none left.
     attempts_used(&pool, "sync-customer", 8).await;
@@ -218,7 +187,7 @@ async fn a_sync_customer_step_abandoned_by_dead_workers_leaves_its_invoice_waiti
     .await;
     assert_eq!(customer.reason, None);
     assert_eq!(customer.version, 2);
-    retried_to_the_end(&q, &invoice).await;
+    q.retried_to_the_end(&invoice, WAIT).await;
     w.stop().await;
     let customers = q.sim.customers(&q.realm);
     assert_eq!(customers.len(), 1, "{customers:?}");
@@ -252,7 +221,7 @@ async fn a_chain_void_step_that_gives_up_before_picking_its_event_fails_the_even
 
     let w = start(&pool, q.sync_registry(), fast_config("gave-up-void"));
     let d = eventually(WAIT, "the void to fail", || async {
-        let d = dialog(&q, &inv.invoice_id).await;
+        let d = q.dialog(&inv.invoice_id).await;
         (d.status == InvoiceSyncStatus::Failed).then_some(d)
     })
     .await;

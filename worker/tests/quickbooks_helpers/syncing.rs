@@ -6,13 +6,14 @@
 //! only its cases.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ledgerflow_worker::runtime::Registry;
 use ledgerflow_workflows::host_data::{Address, HostCustomer, HostItem};
 use ledgerflow_workflows::invoice::InvoiceSnapshot;
 use ledgerflow_workflows::ledger::{
-    self, ChainStarted, ChangeRecorded, HostRecordKind, HostRecordView, HostTrigger, host_record,
-    record_customer_changed, record_item_changed,
+    self, ChainStarted, ChangeRecorded, HostRecordKind, HostRecordView, HostTrigger,
+    InvoiceSyncStatus, SyncDialog, host_record, record_customer_changed, record_item_changed,
 };
 use ledgerflow_workflows::money::Currency;
 use ledgerflow_workflows::provider::Providers;
@@ -20,7 +21,7 @@ use ledgerflow_workflows::settings::{Provider as ProviderName, QuickBooksSetting
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{Qbo, TENANT, qbo_with};
+use super::{Qbo, TENANT, qbo_with, snapshot};
 
 /// A QuickBooks connection syncing automatically, with these settings.
 pub async fn qbo_auto(pool: &PgPool, qs: QuickBooksSettings) -> Qbo {
@@ -114,5 +115,44 @@ impl Qbo {
         .unwrap();
         tx.commit().await.unwrap();
         started
+    }
+}
+
+/// What the tests of a chain's steps do with an invoice: send it, read its
+/// dialog, retry it to the end.
+impl Qbo {
+    /// The host sends invoice `number`, billed to Maya Lopez (CUST-31), its
+    /// line naming SVC-FIT: a chain of `steps` (the item's only when it
+    /// changed and has not synced). Returns the invoice's id.
+    pub async fn maya_invoice_sent(&self, number: &str, steps: &[&str]) -> String {
+        let mut inv = snapshot(number, 15_000);
+        inv.customer.customer_id = "CUST-31".into();
+        inv.customer.name = "Maya Lopez".into();
+        inv.lines[0].sku = Some("SVC-FIT".into());
+        let started = self.host_trigger(Trigger::InvoiceSent, &inv).await;
+        assert_eq!(started[0].steps, steps);
+        inv.invoice_id
+    }
+
+    /// The invoice's sync dialog (its newest ten history entries).
+    pub async fn dialog(&self, invoice: &str) -> SyncDialog {
+        let mut db = self.pool.acquire().await.unwrap();
+        ledger::sync_dialog(&mut db, self.connection.id, invoice, 10)
+            .await
+            .unwrap()
+    }
+
+    /// "Retry" from the dialog, then wait up to `wait` for the invoice to
+    /// reach QuickBooks.
+    pub async fn retried_to_the_end(&self, invoice: &str, wait: Duration) {
+        let mut db = self.pool.acquire().await.unwrap();
+        ledger::retry_failed_event(&mut db, self.connection.id, invoice)
+            .await
+            .unwrap();
+        drop(db);
+        crate::xero_helpers::eventually(wait, "the invoice synced after the retry", || async {
+            (self.dialog(invoice).await.status == InvoiceSyncStatus::Synced).then_some(())
+        })
+        .await;
     }
 }
