@@ -7,9 +7,9 @@
 //! (the connection is marked, its jobs held). Catching up with a set
 //! another process refreshed is not that one refresh, and a refresh that
 //! hands back the refused token at the end of its life is refreshed again
-//! once it has expired (still refused: retryable, not a reconnect). Each answer's status, each
-//! lost answer and each limiter wait is reported to the process's
-//! [`super::observe::CallObserver`] (the worker's metrics), and each
+//! once it has expired (still refused: retryable, not a reconnect). Each
+//! answer's status, each lost answer and each limiter wait is reported to
+//! the process's [`super::observe::CallObserver`] (the worker's metrics), and each
 //! attempt is a `provider_call` span (exported when the worker exports
 //! traces).
 //!
@@ -492,13 +492,13 @@ impl<A: Api> Caller<A> {
         connection_id: i64,
         creds: Credentials,
     ) -> Result<Refreshed, ProviderError> {
-        let left = creds.access_expires_at - Utc::now();
-        if left > END_OF_LIFE {
+        if !self.expired_in_hand(&creds) {
             return Ok(Refreshed {
                 credentials: creds,
                 exchanged: false,
             });
         }
+        let left = creds.access_expires_at - Utc::now();
         if let Ok(wait) = (left + EXPIRY_SKEW).to_std() {
             tokio::time::sleep(wait).await;
         }

@@ -570,7 +570,7 @@ async fn store_after_outage(
 
 /// Whether a database error means the connection (or the server) went
 /// away, rather than the statement being wrong.
-pub fn connection_lost(e: &sqlx::Error) -> bool {
+fn connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
